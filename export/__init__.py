@@ -1,0 +1,1 @@
+"""PyTorch -> ONNX -> model-repository entries. Knows nothing of HTTP."""

@@ -1,0 +1,42 @@
+"""`jepa-export`: build model-repository entries from PyTorch models."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from export.demo import FP16_GATE, FP32_GATE, ExportOptions, ParityError, export_demo
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jepa-export", description=__doc__)
+    sub = parser.add_subparsers(dest="source", required=True)
+    demo = sub.add_parser("demo", help="the demo JEPA (encoder + action-conditioned predictor)")
+    demo.add_argument("--name", default="demo", help="entry name in the repository (default: demo)")
+    demo.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository folder")
+    demo.add_argument("--seed", type=int, default=0, help="initialisation seed while no trained weights ship")
+    demo.add_argument("--fp32-gate", type=float, default=FP32_GATE, help="min cosine of fp32 ONNX vs PyTorch")
+    demo.add_argument("--fp16-gate", type=float, default=FP16_GATE, help="min cosine for the fp16 copy to be kept")
+    demo.add_argument("--no-fp16", action="store_true", help="skip the fp16 copy")
+    demo.add_argument("--force", action="store_true", help="replace an existing entry")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    options = ExportOptions(
+        name=args.name,
+        out=args.out,
+        seed=args.seed,
+        fp32_gate=args.fp32_gate,
+        fp16_gate=args.fp16_gate,
+        fp16=not args.no_fp16,
+        force=args.force,
+    )
+    try:
+        export_demo(options)
+    except (ParityError, FileExistsError) as exc:
+        print(f"jepa-export: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,160 @@
+"""Export the demo model (encoder + action-conditioned predictor) into a repository entry."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from export.manifest import embedding_space_id, state_dict_sha256, tool_versions, write_manifest
+from export.onnx_graph import convert_fp16, export_onnx
+from export.parity import ParityReport, check_parity
+from models.demo import DemoModel, build_demo_model
+
+FP32_GATE = 0.99999
+FP16_GATE = 0.999
+PROBES = 16
+
+
+class ParityError(RuntimeError):
+    """The exported fp32 graph does not reproduce the PyTorch model."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions:
+    name: str = "demo"
+    out: Path = Path("model_repository")
+    seed: int = 0
+    fp32_gate: float = FP32_GATE
+    fp16_gate: float = FP16_GATE
+    fp16: bool = True
+    force: bool = False
+
+
+def image_probes(n: int, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """Half white noise, half smooth colour gradients; normalised like served images. (n, 3, size, size)"""
+    rng = np.random.default_rng(1234)
+    noise = rng.random((n - n // 2, 3, size, size))
+    yy, xx = np.meshgrid(np.linspace(0, 1, size), np.linspace(0, 1, size), indexing="ij")
+    phases = rng.random((n // 2, 3, 2)) * 2 * np.pi
+    smooth = 0.5 + 0.5 * np.sin(2 * np.pi * (xx * np.cos(phases[..., :1, None]) + yy) + phases[..., 1:, None])
+    pixels = np.concatenate([noise, smooth.reshape(n // 2, 3, size, size)])
+    m = np.asarray(mean).reshape(1, 3, 1, 1)
+    s = np.asarray(std).reshape(1, 3, 1, 1)
+    return ((pixels - m) / s).astype(np.float32)
+
+
+def torch_runner(module: torch.nn.Module, output_names: tuple[str, ...]) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
+    def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            outputs = module(*(torch.from_numpy(v) for v in feeds.values()))
+        if isinstance(outputs, torch.Tensor):
+            outputs = (outputs,)
+        return {name: out.numpy() for name, out in zip(output_names, outputs, strict=True)}
+
+    return run
+
+
+def export_component(
+    module: torch.nn.Module,
+    feeds: dict[str, np.ndarray],
+    output_names: tuple[str, ...],
+    folder: Path,
+    stem: str,
+    options: ExportOptions,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """fp32 graph (must pass its gate), then an fp16 copy kept only if it passes its own."""
+    fp32_path = folder / f"{stem}.onnx"
+    log(f"[{stem}] tracing to ONNX")
+    example = tuple(torch.from_numpy(v[:2]) for v in feeds.values())
+    export_onnx(module, example, fp32_path, tuple(feeds), output_names)
+    reference = torch_runner(module, output_names)
+    fp32 = check_parity(fp32_path, feeds, reference)
+    log(f"[{stem}] fp32 parity: min cosine {fp32.min_cosine:.7f}, max |diff| {fp32.max_abs_diff:.2e}")
+    if fp32.min_cosine < options.fp32_gate:
+        raise ParityError(f"{stem}: fp32 ONNX min cosine {fp32.min_cosine:.7f} < gate {options.fp32_gate}")
+    files = {"fp32": fp32_path.name}
+    parity: dict[str, Any] = {"fp32": fp32.as_dict(), "fp32_gate": options.fp32_gate, "fp16_gate": options.fp16_gate}
+    if options.fp16:
+        fp16_path = folder / f"{stem}.fp16.onnx"
+        convert_fp16(fp32_path, fp16_path)
+        fp16: ParityReport = check_parity(fp16_path, feeds, reference)
+        parity["fp16"] = fp16.as_dict()
+        if fp16.min_cosine >= options.fp16_gate:
+            files["fp16"] = fp16_path.name
+            log(f"[{stem}] fp16 parity: min cosine {fp16.min_cosine:.7f} >= {options.fp16_gate}: kept")
+        else:
+            fp16_path.unlink()
+            log(f"[{stem}] fp16 parity: min cosine {fp16.min_cosine:.7f} < {options.fp16_gate}: REJECTED, not written")
+    inputs = {name: [-1, *value.shape[1:]] for name, value in feeds.items()}
+    return {"files": files, "inputs": inputs, "outputs": list(output_names), "parity": parity}
+
+
+def export_demo(options: ExportOptions, log: Callable[[str], None] = print) -> Path:
+    """Write `<out>/<name>/` atomically: build in a temp folder, then rename into place."""
+    target = options.out / options.name
+    if target.exists() and not options.force:
+        raise FileExistsError(f"{target} exists (use --force to replace it)")
+    model: DemoModel = build_demo_model(options.seed)
+    cfg = model.encoder.config
+    options.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{options.name}.", dir=options.out) as tmp:
+        folder = Path(tmp)
+        folder.chmod(0o755)  # mkdtemp makes it private; the entry must be readable by the server user
+        pixels = image_probes(PROBES, cfg.image_size, model.mean, model.std)
+        encoder = export_component(model.encoder, {"pixel_values": pixels}, ("pooled", "tokens"), folder, "encoder", options, log)
+        with torch.inference_mode():
+            states = model.encoder(torch.from_numpy(pixels))[0].numpy()
+        actions = np.random.default_rng(99).uniform(-model.action_bound, model.action_bound, (PROBES, 2)).astype(np.float32)
+        predictor = export_component(
+            model.predictor, {"state": states, "action": actions}, ("next_state",), folder, "predictor", options, log
+        )
+        checkpoint = state_dict_sha256([model.encoder, model.predictor])
+        preprocessing = {
+            "image_size": [cfg.image_size, cfg.image_size],
+            "resize": "bilinear",
+            "mean": list(model.mean),
+            "std": list(model.std),
+            "frames_per_clip": 1,
+            "tubelet": 1,
+            "patch_size": cfg.patch_size,
+        }
+        pooling = "mean_final_patch_tokens"
+        write_manifest(
+            folder,
+            {
+                "name": options.name,
+                "family": "demo",
+                "checkpoint_sha256": checkpoint,
+                "source": f"models.demo seed={options.seed}",
+                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "tools": tool_versions(),
+                "space_id": embedding_space_id("demo", checkpoint, preprocessing, pooling, cfg.dim),
+                "input": {"kind": "image", "layout": "NCHW", "channels": 3, **preprocessing},
+                "output": {"dim": cfg.dim, "token_grid": [cfg.grid, cfg.grid], "pooling": pooling},
+                "components": {"encoder": encoder, "predictor": predictor},
+                "predictor": {
+                    "state_dim": cfg.dim,
+                    "action_dim": model.predictor.config.action_dim,
+                    "action_low": [-model.action_bound] * 2,
+                    "action_high": [model.action_bound] * 2,
+                    "context_frames": 1,
+                    "step": "one action moves the world one step; next_state = predictor(state, action)",
+                },
+            },
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        folder.rename(target)
+        # TemporaryDirectory cleanup must not fail on the moved folder.
+        folder.mkdir()
+    log(f"wrote {target}")
+    return target

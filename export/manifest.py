@@ -1,0 +1,57 @@
+"""manifest.json: identity and I/O contract of one model-repository entry.
+
+The service trusts nothing else in the folder; see service/repository.py for
+the reader. Bump SCHEMA_VERSION on any incompatible change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+SCHEMA_VERSION = 1
+
+
+def state_dict_sha256(modules: Iterable[torch.nn.Module]) -> str:
+    """Content hash of the weights (names, shapes, dtypes and bytes), independent of file format."""
+    digest = hashlib.sha256()
+    for module in modules:
+        for name, tensor in sorted(module.state_dict().items()):
+            array = tensor.detach().cpu().contiguous().numpy()
+            digest.update(f"{name}:{array.dtype}:{array.shape};".encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def embedding_space_id(family: str, checkpoint_sha256: str, preprocessing: Mapping[str, Any], pooling: str, dim: int) -> str:
+    """Vectors are comparable only if weights, preprocessing, pooling and dim all agree."""
+    canonical = json.dumps(
+        {"checkpoint": checkpoint_sha256, "preprocessing": preprocessing, "pooling": pooling, "dim": dim},
+        sort_keys=True,
+    )
+    return f"{family}-{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {}
+    for dist in ("jepa-serve", "torch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> Path:
+    path = folder / "manifest.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"schema_version": SCHEMA_VERSION, **manifest}, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,57 @@
+"""Tracing PyTorch modules to ONNX with a dynamic batch axis, and the fp16 copy."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import onnx
+import torch
+
+# LayerNorm and softmax overflow or lose too much in fp16 (REFERENCE.md §2);
+# the pooled mean is a reduction over many tokens, so it stays fp32 too.
+FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean")
+MAX_BATCH = 4096
+
+
+def export_onnx(
+    module: torch.nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    path: Path,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+) -> None:
+    """Trace `module` with the dynamo exporter; axis 0 of every input is a dynamic batch."""
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    dynamic_shapes = {name: {0: batch} for name in input_names}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.inference_mode(False):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.eval(),
+            example_inputs,
+            str(path),
+            dynamo=True,
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_shapes=dynamic_shapes,
+            external_data=False,
+            verbose=False,
+        )
+    onnx.checker.check_model(str(path))
+
+
+def convert_fp16(src: Path, dst: Path) -> None:
+    """fp16 weights and kernels, float32 inputs/outputs, FP32_OPS kept in fp32.
+
+    ONNX Runtime's converter is used because onnxconverter-common writes an
+    invalid graph when a blocked op (the pooled ReduceMean) feeds a graph output.
+    """
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(FP32_OPS))
+    onnx.save(converted, str(dst))

@@ -1,0 +1,1 @@
+"""jepa-serve: the HTTP service. Reads model-repository entries only; never imports torch."""

@@ -1,0 +1,1 @@
+"""HTTP edge: routers, schemas, dependencies and the error mapping."""

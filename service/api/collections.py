@@ -1,0 +1,136 @@
+"""Collections CRUD and points: PUT/GET/DELETE /collections/{name}, POST/DELETE .../points."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, Response, status
+
+from service.api.deps import ReadyServicesDep
+from service.api.media_inputs import check_count, embed_items, resolve_model, to_media_items
+from service.api.schemas import (
+    CollectionInfo,
+    CreateCollection,
+    DeletePoints,
+    DeleteResult,
+    Point,
+    UpsertPoints,
+    UpsertResult,
+)
+from service.errors import Conflict, UnprocessableInput
+from service.index import Collection, CollectionConfig
+from service.index.store import check_collection_name
+from service.state import Services
+
+router = APIRouter(prefix="/collections", tags=["collections"])
+
+
+def collection_info(collection: Collection) -> CollectionInfo:
+    c = collection.config
+    return CollectionInfo(
+        name=c.name, dim=c.dim, metric=c.metric, index=c.index, space_id=c.space_id, model=c.model,
+        count=collection.count, memory_bytes=collection.memory_bytes,
+    )
+
+
+def check_space(collection: Collection, space_id: str | None) -> None:
+    """Vectors from another embedding space are meaningless here: refuse them."""
+    expected = collection.config.space_id
+    if space_id is not None and expected is not None and space_id != expected:
+        raise Conflict(
+            f"vectors are from space {space_id!r}; collection {collection.config.name!r} holds {expected!r}",
+            {"collection_space_id": expected, "space_id": space_id},
+            code="space_mismatch",
+        )
+
+
+def model_for(services: Services, collection: Collection):
+    """The served model that embeds media for this collection."""
+    config = collection.config
+    if config.model is not None and config.model in services.models:
+        model = services.models.get(config.model)
+    elif config.space_id is not None and (by_space := services.models.by_space(config.space_id)) is not None:
+        model = by_space
+    else:
+        raise UnprocessableInput(
+            f"collection {config.name!r} is not tied to a served model; send vectors instead of media",
+            code="no_model_for_collection",
+        )
+    check_space(collection, model.manifest.space_id)
+    return model
+
+
+@router.get("", summary="List collections")
+async def list_collections(services: ReadyServicesDep) -> list[CollectionInfo]:
+    return [collection_info(services.store.get(n)) for n in services.store.names()]
+
+
+@router.put("/{name}", response_model=CollectionInfo, status_code=status.HTTP_201_CREATED,
+            responses={200: {"model": CollectionInfo, "description": "already exists with the same configuration"}})
+async def create_collection(name: str, body: CreateCollection, services: ReadyServicesDep, response: Response) -> CollectionInfo:
+    check_collection_name(name)
+    dim, space_id = body.dim, body.space_id
+    if body.model is not None:
+        model = services.models.get(body.model)
+        model_dim, model_space = model.manifest.output.dim, model.manifest.space_id
+        if dim is not None and dim != model_dim:
+            raise UnprocessableInput(f"dim {dim} differs from model {body.model!r} dim {model_dim}", code="dimension_mismatch")
+        if space_id is not None and space_id != model_space:
+            raise Conflict(f"space_id differs from model {body.model!r} space {model_space!r}", code="space_mismatch")
+        dim, space_id = model_dim, model_space
+    if dim is None:
+        raise UnprocessableInput("give 'dim' or a 'model' to take it from", code="validation_error")
+    config = CollectionConfig(name=name, dim=dim, metric=body.metric, index=body.index, space_id=space_id, model=body.model)
+    collection, created = await services.run_blocking(services.store.create, config)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return collection_info(collection)
+
+
+@router.get("/{name}", response_model=CollectionInfo)
+async def get_collection(name: str, services: ReadyServicesDep) -> CollectionInfo:
+    return collection_info(services.store.get(name))
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+async def drop_collection(name: str, services: ReadyServicesDep) -> Response:
+    await services.run_blocking(services.store.drop, name)
+    try:
+        services.metrics.index_points.remove(name)
+    except KeyError:  # never written to: no series to drop
+        pass
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{name}/points", response_model=UpsertResult)
+async def upsert_points(name: str, body: UpsertPoints, services: ReadyServicesDep) -> UpsertResult:
+    collection = services.store.get(name)
+    check_count(len(body.ids), services.settings, "points")
+    if body.vectors is not None:
+        check_space(collection, body.space_id)
+        try:
+            vectors = np.asarray(body.vectors, dtype=np.float32)
+        except ValueError as exc:
+            raise UnprocessableInput("vectors must all have the same length", code="dimension_mismatch") from exc
+    else:
+        assert body.inputs is not None
+        model = model_for(services, collection)
+        vectors = (await embed_items(services, model, to_media_items(body.inputs, services.settings))).pooled
+    metadata = body.metadata or [{} for _ in body.ids]
+    upserted = await services.run_blocking(services.store.upsert, name, body.ids, vectors, metadata)
+    services.metrics.index_points.labels(collection=name).set(collection.count)
+    return UpsertResult(upserted=upserted, count=collection.count)
+
+
+@router.delete("/{name}/points", response_model=DeleteResult)
+async def delete_points(name: str, body: DeletePoints, services: ReadyServicesDep) -> DeleteResult:
+    collection = services.store.get(name)
+    check_count(len(body.ids), services.settings, "ids")
+    deleted = await services.run_blocking(services.store.delete, name, body.ids)
+    services.metrics.index_points.labels(collection=name).set(collection.count)
+    return DeleteResult(deleted=deleted, count=collection.count)
+
+
+@router.get("/{name}/points/{point_id}", response_model=Point)
+async def get_point(name: str, point_id: str, services: ReadyServicesDep) -> Point:
+    vector, metadata = services.store.get(name).get(point_id)
+    return Point(id=point_id, vector=vector.tolist(), metadata=metadata)

@@ -1,0 +1,89 @@
+"""POST /embed: images (base64 JSON or multipart files) -> pooled embeddings (+ patch tokens)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from service.api.deps import ReadyServicesDep
+from service.api.media_inputs import check_count, embed_items, l2_normalize, resolve_model, to_media_items
+from service.api.schemas import EmbedOptions, EmbedRequest, EmbedResponse
+from service.errors import PayloadTooLarge, UnprocessableInput, UnsupportedMediaType
+from service.media.payload import MediaItem, RawImage
+from service.state import Services
+
+router = APIRouter(tags=["embed"])
+
+MULTIPART_DOC = {
+    "requestBody": {
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/EmbedRequest"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        "model": {"type": "string"},
+                        "output": {"type": "string", "enum": ["pooled", "tokens"]},
+                        "normalize": {"type": "boolean"},
+                    },
+                    "required": ["files"],
+                }
+            },
+        },
+        "required": True,
+    }
+}
+
+
+async def _parse_multipart(request: Request, services: Services) -> tuple[EmbedOptions, list[MediaItem]]:
+    settings = services.settings
+    form = await request.form(max_files=settings.max_request_items + 1, max_fields=16)
+    files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
+    if not files:
+        raise UnprocessableInput("multipart body has no 'files' part", code="validation_error")
+    check_count(len(files), settings)
+    items: list[MediaItem] = []
+    for upload in files:
+        data = await upload.read(settings.max_image_bytes + 1)
+        if len(data) > settings.max_image_bytes:
+            raise PayloadTooLarge(f"file {upload.filename!r} exceeds {settings.max_image_bytes} bytes")
+        items.append(RawImage(data))
+    fields = {k: v for k, v in form.items() if k in ("model", "output", "normalize") and isinstance(v, str)}
+    try:
+        options = EmbedOptions.model_validate(fields)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
+    return options, items
+
+
+@router.post("/embed", response_model=EmbedResponse, openapi_extra=MULTIPART_DOC,
+             summary="Embed images with a served context encoder")
+async def embed(request: Request, services: ReadyServicesDep) -> EmbedResponse:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        options, items = await _parse_multipart(request, services)
+    elif content_type in ("application/json", ""):
+        try:
+            req = EmbedRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from exc
+        items = to_media_items(req.inputs, services.settings)
+        options = req
+    else:
+        raise UnsupportedMediaType(
+            f"content type {content_type!r} is not accepted", {"accepted": ["application/json", "multipart/form-data"]}
+        )
+    model = resolve_model(services, options.model)
+    result = await embed_items(services, model, items)
+    pooled = l2_normalize(result.pooled) if options.normalize else result.pooled
+    return EmbedResponse(
+        model=model.name,
+        space_id=model.manifest.space_id,
+        dim=int(pooled.shape[1]),
+        embeddings=pooled.tolist(),
+        tokens=result.tokens.tolist() if options.output == "tokens" else None,
+        timings_ms={"decode": round(result.decode_ms, 3), "inference": round(result.inference_ms, 3)},
+    )

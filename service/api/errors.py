@@ -1,0 +1,67 @@
+"""The one table from errors to HTTP responses: `{"error": {"code", "message", "detail"}}`."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.errors import Overloaded, ServiceError
+
+log = logging.getLogger(__name__)
+
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+              413: "payload_too_large", 415: "unsupported_media_type", 429: "overloaded", 503: "not_ready"}
+
+
+def error_response(status: int, code: str, message: str, detail: dict[str, Any] | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        status_code=status,
+        content={"error": {"code": code, "message": message, "detail": detail or {}}},
+        headers=headers,
+    )
+
+
+def _clean_validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Location and message only: echoing the input back could leak or bloat (a 10 MB base64 string)."""
+    return [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors[:20]]
+
+
+async def handle_service_error(_: Request, exc: ServiceError) -> JSONResponse:
+    if exc.status >= 500 and exc.status not in (503, 504, 507):
+        log.error("request failed: %s", exc.message)
+    headers = None
+    if isinstance(exc, Overloaded):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    return error_response(exc.status, exc.code, exc.message, exc.detail, headers)
+
+
+async def handle_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = _clean_validation_errors(list(exc.errors()))
+    if any(e["type"] == "json_invalid" for e in errors):
+        return error_response(400, "invalid_json", "request body is not valid JSON", {"errors": errors})
+    return error_response(422, "validation_error", "request does not match the schema", {"errors": errors})
+
+
+async def handle_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+
+async def handle_unexpected(_: Request, exc: Exception) -> JSONResponse:
+    # Never leak exception text to clients; the log has the traceback.
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, handle_service_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, handle_validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, handle_http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, handle_unexpected)

@@ -1,0 +1,80 @@
+"""From request inputs to embeddings: check counts, decode in the pool, run the encoder batcher."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.api.schemas import MediaInput
+from service.errors import NotFound, PayloadTooLarge
+from service.media.images import ImageLimits
+from service.media.payload import MediaItem, RawImage, RawTensor, b64decode, to_model_input
+from service.model_pool import ServedModel
+from service.settings import Settings
+from service.state import Services
+
+
+@dataclass
+class Embedded:
+    pooled: np.ndarray  # (N, D) raw, not normalised
+    tokens: np.ndarray  # (N, T, D)
+    decode_ms: float
+    inference_ms: float
+
+
+def image_limits(settings: Settings) -> ImageLimits:
+    return ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+
+
+def check_count(n: int, settings: Settings, what: str = "inputs") -> None:
+    if n > settings.max_request_items:
+        raise PayloadTooLarge(
+            f"{n} {what} in one request; the limit is {settings.max_request_items}",
+            {"max_request_items": settings.max_request_items},
+            code="too_many_items",
+        )
+
+
+def to_media_items(inputs: Sequence[MediaInput], settings: Settings) -> list[MediaItem]:
+    check_count(len(inputs), settings)
+    items: list[MediaItem] = []
+    for item in inputs:
+        if item.image is not None:
+            items.append(RawImage(b64decode(item.image, settings.max_image_bytes)))
+        else:
+            assert item.tensor is not None
+            data = b64decode(item.tensor.data, settings.max_image_bytes, what="tensor")
+            items.append(RawTensor(data, item.tensor.dtype, tuple(item.tensor.shape)))
+    return items
+
+
+def resolve_model(services: Services, name: str | None) -> ServedModel:
+    if name is not None:
+        return services.models.get(name)
+    default = services.settings.default_model
+    if default in services.models:
+        return services.models.get(default)
+    served = list(services.models)
+    if len(served) == 1:
+        return served[0]
+    raise NotFound("no model named in the request and no default model is served", code="model_not_found")
+
+
+async def embed_items(services: Services, model: ServedModel, items: Sequence[MediaItem]) -> Embedded:
+    limits = image_limits(services.settings)
+    started = time.perf_counter()
+    pixels = await asyncio.gather(*(services.run_blocking(to_model_input, item, model.preprocess, limits) for item in items))
+    decoded = time.perf_counter()
+    per_item = (decoded - started) / max(len(items), 1)
+    for _ in items:
+        services.metrics.decode_seconds.observe(per_item)
+    pooled, tokens = await model.embed(list(pixels))
+    return Embedded(pooled, tokens, (decoded - started) * 1000, (time.perf_counter() - decoded) * 1000)
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)

@@ -1,0 +1,55 @@
+"""POST /predict_future: latent rollout of future state embeddings from frames or a state."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from fastapi import APIRouter
+
+from service.api.deps import ReadyServicesDep
+from service.api.media_inputs import embed_items, resolve_model, to_media_items
+from service.api.schemas import PredictRequest, PredictResponse
+from service.errors import PayloadTooLarge, UnprocessableInput
+
+router = APIRouter(tags=["world"])
+
+
+@router.post("/predict_future", response_model=PredictResponse)
+async def predict_future(body: PredictRequest, services: ReadyServicesDep) -> PredictResponse:
+    settings = services.settings
+    model = resolve_model(services, body.model)
+    if model.rollout is None:
+        raise UnprocessableInput(f"model {model.name!r} has no action-conditioned predictor", code="no_predictor")
+    rollout = model.rollout
+    if len(body.actions) > settings.max_rollout_steps:
+        raise PayloadTooLarge(
+            f"{len(body.actions)} actions; the limit is {settings.max_rollout_steps}", code="too_many_steps"
+        )
+    try:
+        actions = rollout.check_actions(np.asarray(body.actions, dtype=np.float32))
+    except ValueError as exc:
+        raise UnprocessableInput("actions must all have the same length", code="invalid_action") from exc
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    if body.state is not None:
+        state = rollout.check_state(np.asarray(body.state, dtype=np.float32))
+    else:
+        assert body.context is not None
+        frames = rollout.spec.context_frames
+        if len(body.context) != frames:
+            raise UnprocessableInput(
+                f"model {model.name!r} takes {frames} context frame(s); got {len(body.context)}",
+                {"context_frames": frames},
+                code="invalid_context",
+            )
+        embedded = await embed_items(services, model, to_media_items(body.context, settings))
+        state = embedded.pooled[-1]
+        timings = {"decode": round(embedded.decode_ms, 3), "encode": round(embedded.inference_ms, 3)}
+        started = time.perf_counter()
+    states = await rollout.rollout(state, actions)
+    timings["rollout"] = round((time.perf_counter() - started) * 1000, 3)
+    return PredictResponse(
+        model=model.name, space_id=model.manifest.space_id, initial_state=state.tolist(), states=states.tolist(),
+        timings_ms=timings,
+    )

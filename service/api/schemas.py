@@ -1,0 +1,179 @@
+"""Typed request and response bodies. Numbers cross the edge as lists; inside they are numpy."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.index.collection import Metric
+
+PointId = Annotated[str, Field(min_length=1, max_length=256)]
+Vector = list[float]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TensorInput(Body):
+    data: str = Field(description="base64 of the raw little-endian array bytes")
+    dtype: Literal["float32", "float16"] = "float32"
+    shape: list[int] = Field(description="the model's per-item input shape, e.g. [3, 64, 64]; already normalised")
+
+
+class MediaInput(Body):
+    """Exactly one of: an encoded image (base64 or data: URL), or a preprocessed tensor."""
+
+    image: str | None = Field(None, description="PNG/JPEG/WebP/... as base64 or a data: URL")
+    tensor: TensorInput | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> MediaInput:
+        if (self.image is None) == (self.tensor is None):
+            raise ValueError("give exactly one of 'image' or 'tensor'")
+        return self
+
+
+class EmbedOptions(Body):
+    """The form fields of a multipart /embed, and the options of a JSON one."""
+
+    model: str | None = Field(None, description="model name; default: the server's default model")
+    output: Literal["pooled", "tokens"] = Field("pooled", description="'tokens' adds the patch-token grid")
+    normalize: bool = Field(True, description="L2-normalise the pooled embeddings")
+
+
+class EmbedRequest(EmbedOptions):
+    inputs: list[MediaInput] = Field(min_length=1)
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    space_id: str
+    dim: int
+    embeddings: list[Vector]
+    tokens: list[list[Vector]] | None = None
+    timings_ms: dict[str, float]
+
+
+class CreateCollection(Body):
+    dim: int | None = Field(None, gt=0, le=65536, description="vector dimension; taken from `model` when omitted")
+    metric: Metric = "cosine"
+    index: Literal["flat"] = "flat"
+    model: str | None = Field(None, description="served model whose embedding space this collection holds")
+    space_id: str | None = Field(None, max_length=128, description="embedding space id; taken from `model` when omitted")
+
+
+class CollectionInfo(BaseModel):
+    name: str
+    dim: int
+    metric: Metric
+    index: str
+    space_id: str | None
+    model: str | None
+    count: int
+    memory_bytes: int
+
+
+class UpsertPoints(Body):
+    ids: list[PointId] = Field(min_length=1)
+    vectors: list[Vector] | None = None
+    inputs: list[MediaInput] | None = None
+    metadata: list[dict[str, Any]] | None = None
+    space_id: str | None = Field(None, description="space of `vectors`; refused (409) if it differs from the collection's")
+
+    @model_validator(mode="after")
+    def _shape(self) -> UpsertPoints:
+        if (self.vectors is None) == (self.inputs is None):
+            raise ValueError("give exactly one of 'vectors' or 'inputs'")
+        n = len(self.vectors if self.vectors is not None else self.inputs or [])
+        if n != len(self.ids):
+            raise ValueError(f"{len(self.ids)} ids but {n} vectors/inputs")
+        if self.metadata is not None and len(self.metadata) != len(self.ids):
+            raise ValueError(f"{len(self.ids)} ids but {len(self.metadata)} metadata entries")
+        return self
+
+
+class UpsertResult(BaseModel):
+    upserted: int
+    count: int
+    status: Literal["completed"] = Field("completed", description="logged durably (fsync) and searchable")
+
+
+class DeletePoints(Body):
+    ids: list[PointId] = Field(min_length=1)
+
+
+class DeleteResult(BaseModel):
+    deleted: int
+    count: int
+
+
+class Point(BaseModel):
+    id: str
+    vector: Vector
+    metadata: dict[str, Any]
+
+
+class SearchRequest(Body):
+    collection: str
+    vector: Vector | None = None
+    vectors: list[Vector] | None = None
+    input: MediaInput | None = None
+    id: PointId | None = Field(None, description="search with a stored point's vector (the point itself is left out)")
+    k: int = Field(10, ge=1)
+    space_id: str | None = Field(None, description="space of the query vectors; refused (409) if it differs")
+
+    @model_validator(mode="after")
+    def _one_query(self) -> SearchRequest:
+        given = [f for f in ("vector", "vectors", "input", "id") if getattr(self, f) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'vector', 'vectors', 'input' or 'id'")
+        if self.vectors is not None and not self.vectors:
+            raise ValueError("'vectors' is empty")
+        return self
+
+
+class Hit(BaseModel):
+    id: str
+    score: float
+    metadata: dict[str, Any]
+
+
+class SearchResponse(BaseModel):
+    hits: list[Hit] | None = Field(description="the hits of the only query; null when several queries were sent")
+    results: list[list[Hit]] = Field(description="one list of hits per query, in query order")
+    metric: Metric
+
+
+class PredictRequest(Body):
+    model: str | None = None
+    context: list[MediaInput] | None = Field(None, description="observation frames (the model's context length)")
+    state: Vector | None = Field(None, description="a state embedding (raw, not normalised) instead of frames")
+    actions: list[Vector] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _start(self) -> PredictRequest:
+        if (self.context is None) == (self.state is None):
+            raise ValueError("give exactly one of 'context' or 'state'")
+        if self.context is not None and not self.context:
+            raise ValueError("'context' is empty")
+        return self
+
+
+class PredictResponse(BaseModel):
+    model: str
+    space_id: str
+    initial_state: Vector
+    states: list[Vector] = Field(description="predicted state embedding after each action")
+    timings_ms: dict[str, float]
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    detail: dict[str, Any] = {}
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,42 @@
+"""POST /search: nearest neighbours by vector(s), by media, or by a stored point's id."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter
+
+from service.api.collections import check_space, model_for
+from service.api.deps import ReadyServicesDep
+from service.api.media_inputs import check_count, embed_items, to_media_items
+from service.api.schemas import Hit, SearchRequest, SearchResponse
+from service.errors import UnprocessableInput
+
+router = APIRouter(tags=["search"])
+
+
+@router.post("/search", response_model=SearchResponse)
+async def search(body: SearchRequest, services: ReadyServicesDep) -> SearchResponse:
+    settings = services.settings
+    if body.k > settings.max_search_k:
+        raise UnprocessableInput(f"k={body.k} exceeds the limit of {settings.max_search_k}", code="k_too_large")
+    collection = services.store.get(body.collection)
+    exclude: list[str | None] = []
+    if body.id is not None:
+        vector, _ = collection.get(body.id)
+        queries = vector[None, :]
+        exclude = [body.id]
+    elif body.input is not None:
+        model = model_for(services, collection)
+        queries = (await embed_items(services, model, to_media_items([body.input], settings))).pooled
+    else:
+        check_space(collection, body.space_id)
+        raw = [body.vector] if body.vector is not None else body.vectors or []
+        check_count(len(raw), settings, "query vectors")
+        try:
+            queries = np.asarray(raw, dtype=np.float32)
+        except ValueError as exc:
+            raise UnprocessableInput("query vectors must all have the same length", code="dimension_mismatch") from exc
+    prepared = collection.prepare_vectors(queries)
+    found = await services.run_blocking(collection.search, prepared, body.k, exclude)
+    results = [[Hit(id=h.id, score=h.score, metadata=h.metadata) for h in hits] for hits in found]
+    return SearchResponse(hits=results[0] if len(results) == 1 else None, results=results, metric=collection.config.metric)

@@ -1,0 +1,3 @@
+from service.batching.batcher import BatchPolicy, DynamicBatcher
+
+__all__ = ["BatchPolicy", "DynamicBatcher"]

@@ -1,0 +1,76 @@
+"""Domain errors and their one mapping to HTTP statuses.
+
+Domain code raises these; only service/api/errors.py turns them into responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, detail: dict[str, Any] | None = None, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail or {}
+        if code is not None:
+            self.code = code
+
+
+class InvalidInput(ServiceError):
+    status = 400
+    code = "invalid_input"
+
+
+class UnprocessableInput(ServiceError):
+    status = 422
+    code = "validation_error"
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ServiceError):
+    status = 409
+    code = "conflict"
+
+
+class Overloaded(ServiceError):
+    status = 429
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0, detail: dict[str, Any] | None = None) -> None:
+        super().__init__(message, detail)
+        self.retry_after_s = retry_after_s
+
+
+class NotReady(ServiceError):
+    status = 503
+    code = "not_ready"
+
+
+class DeadlineExceeded(ServiceError):
+    status = 504
+    code = "deadline_exceeded"
+
+
+class StorageError(ServiceError):
+    """A write could not be made durable; nothing was applied."""
+
+    status = 507
+    code = "storage_error"

@@ -1,0 +1,1 @@
+"""Decoding and preprocessing of request media into model-ready float arrays."""

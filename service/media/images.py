@@ -1,0 +1,76 @@
+"""Images: bytes -> RGB uint8 -> normalised float32 CHW, with byte and pixel limits."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+
+ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"})
+RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageLimits:
+    max_bytes: int
+    max_pixels: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImagePreprocess:
+    """What one model expects: fixed size, resampling, per-channel mean/std."""
+
+    height: int
+    width: int
+    resize: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def apply(self, rgb: Image.Image) -> np.ndarray:
+        if rgb.size != (self.width, self.height):
+            rgb = rgb.resize((self.width, self.height), RESAMPLING[self.resize])
+        pixels = np.asarray(rgb, dtype=np.float32) * (1.0 / 255.0)  # (H, W, 3)
+        pixels = (pixels - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(pixels.transpose(2, 0, 1))  # (3, H, W)
+
+
+def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
+    """Open and fully decode one image as RGB; refuse oversized or broken input with a 4xx."""
+    if not data:
+        raise InvalidInput("empty image", code="invalid_image")
+    if len(data) > limits.max_bytes:
+        raise PayloadTooLarge(
+            f"image is {len(data)} bytes; the limit is {limits.max_bytes}",
+            {"bytes": len(data), "max_bytes": limits.max_bytes},
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.format not in ALLOWED_FORMATS:
+                raise UnsupportedMediaType(
+                    f"image format {image.format} is not supported",
+                    {"supported": sorted(ALLOWED_FORMATS)},
+                    code="unsupported_image_format",
+                )
+            # The header gives the size before any pixel is decoded: refuse bombs here.
+            width, height = image.size
+            if width * height > limits.max_pixels:
+                raise PayloadTooLarge(
+                    f"image is {width}x{height} pixels; the limit is {limits.max_pixels} pixels",
+                    {"width": width, "height": height, "max_pixels": limits.max_pixels},
+                )
+            image.load()
+            return image.convert("RGB")
+    except UnidentifiedImageError as exc:
+        raise InvalidInput("cannot decode image: not a recognised image format", code="invalid_image") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow's own guard, raised from the header for sizes far past any sane limit.
+        raise PayloadTooLarge(f"image has too many pixels: {exc}", {"max_pixels": limits.max_pixels}) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidInput(f"cannot decode image: {exc}", code="invalid_image") from exc

@@ -1,0 +1,41 @@
+"""Prometheus metrics (`jepa_` prefix, base units), one registry per app: no globals."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+FILL_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("jepa_requests", "HTTP requests", ["route", "method", "status"], registry=r)
+        self.request_seconds = Histogram(
+            "jepa_request_duration_seconds", "HTTP request latency", ["route"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.batch_size = Histogram(
+            "jepa_batch_size", "items per engine call", ["model", "component"], buckets=BATCH_BUCKETS, registry=r
+        )
+        self.batch_fill = Histogram(
+            "jepa_batch_fill_ratio", "batch size / max batch size", ["model", "component"], buckets=FILL_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge("jepa_queue_depth", "items waiting for a batch", ["model", "component"], registry=r)
+        self.queue_wait = Histogram(
+            "jepa_queue_wait_seconds", "time from enqueue to engine call", ["model", "component"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.inference_seconds = Histogram(
+            "jepa_inference_seconds", "engine time per batch", ["model", "component"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.decode_seconds = Histogram("jepa_decode_seconds", "decode + preprocess per item", buckets=LATENCY_BUCKETS, registry=r)
+        self.rejected = Counter("jepa_rejected", "items refused or failed", ["model", "component", "reason"], registry=r)
+        self.index_points = Gauge("jepa_index_points", "points per collection", ["collection"], registry=r)
+        self.parity = Gauge(
+            "jepa_model_parity_min_cosine", "export parity of the served artifact vs PyTorch", ["model", "component", "precision"],
+            registry=r,
+        )
+        self.models_loaded = Gauge("jepa_models_loaded", "models serving", registry=r)
+        self.models_failed = Gauge("jepa_models_failed", "models that failed to load", registry=r)

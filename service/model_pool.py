@@ -1,0 +1,123 @@
+"""The models being served: engines, batchers and rollouts built from repository entries."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.batching import BatchPolicy, DynamicBatcher
+from service.errors import NotFound
+from service.media.images import ImagePreprocess
+from service.metrics import Metrics
+from service.repository import EntryFailure, Manifest, RepositoryEntry
+from service.runtime import OrtEngine, available_providers, choose_precision
+from service.settings import Settings
+from service.world import LatentRollout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServedModel:
+    entry: RepositoryEntry
+    encoder: DynamicBatcher
+    preprocess: ImagePreprocess
+    rollout: LatentRollout | None = None
+    batchers: list[DynamicBatcher] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.entry.manifest
+
+    async def embed(self, pixels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Preprocessed items (3, H, W) -> pooled (N, D) and tokens (N, T, D)."""
+        outputs = await self.encoder.infer([{"pixel_values": p} for p in pixels])
+        return np.stack([o["pooled"] for o in outputs]), np.stack([o["tokens"] for o in outputs])
+
+
+class ModelPool:
+    def __init__(self) -> None:
+        self._models: dict[str, ServedModel] = {}
+        self.failures: dict[str, str] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._models
+
+    def __iter__(self):
+        return iter(self._models.values())
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def get(self, name: str) -> ServedModel:
+        model = self._models.get(name)
+        if model is None:
+            raise NotFound(f"model {name!r} is not served", {"models": sorted(self._models)}, code="model_not_found")
+        return model
+
+    def by_space(self, space_id: str) -> ServedModel | None:
+        return next((m for m in self._models.values() if m.manifest.space_id == space_id), None)
+
+    def load(self, entries: list[RepositoryEntry], failures: list[EntryFailure], settings: Settings, metrics: Metrics) -> None:
+        for failure in failures:
+            self.failures[failure.name] = failure.reason
+        providers = available_providers(settings.providers)
+        policy = BatchPolicy(
+            max_batch_size=settings.max_batch_size,
+            max_queue_delay_ms=settings.max_queue_delay_ms,
+            max_queue_size=settings.max_queue_size,
+        )
+        for entry in entries:
+            try:
+                self._models[entry.name] = build_served_model(entry, providers, policy, settings, metrics)
+            except Exception as exc:  # a broken file must not stop the other models
+                log.exception("model %s failed to load", entry.name)
+                self.failures[entry.name] = f"failed to load: {type(exc).__name__}"
+        metrics.models_loaded.set(len(self._models))
+        metrics.models_failed.set(len(self.failures))
+
+    def start(self) -> None:
+        for model in self._models.values():
+            for batcher in model.batchers:
+                batcher.start()
+
+    async def stop(self) -> None:
+        for model in self._models.values():
+            for batcher in model.batchers:
+                await batcher.stop()
+
+
+def build_served_model(
+    entry: RepositoryEntry, providers: list[str], policy: BatchPolicy, settings: Settings, metrics: Metrics
+) -> ServedModel:
+    manifest = entry.manifest
+    batchers: dict[str, DynamicBatcher] = {}
+    for component, spec in manifest.components.items():
+        precision = choose_precision(settings.precision, providers, "fp16" in spec.files)
+        engine = OrtEngine(
+            f"{entry.name}/{component}", entry.component_file(component, precision), providers, precision,
+            settings.intra_op_threads,
+        )
+        batchers[component] = DynamicBatcher(engine, policy, metrics, model=entry.name, component=component)
+        parity = spec.parity.get(precision)
+        if isinstance(parity, dict) and "min_cosine" in parity:
+            metrics.parity.labels(model=entry.name, component=component, precision=precision).set(parity["min_cosine"])
+    spec_in = manifest.input
+    rollout = None
+    if "predictor" in batchers and manifest.predictor is not None:
+        rollout = LatentRollout(batchers["predictor"], manifest.predictor)
+    return ServedModel(
+        entry=entry,
+        encoder=batchers["encoder"],
+        preprocess=ImagePreprocess(
+            height=spec_in.image_size[0], width=spec_in.image_size[1], resize=spec_in.resize, mean=spec_in.mean, std=spec_in.std
+        ),
+        rollout=rollout,
+        batchers=list(batchers.values()),
+    )

@@ -1,0 +1,132 @@
+"""Reading model-repository entries: `<repo>/<name>/manifest.json` + ONNX files.
+
+The manifest is the whole contract between export/ and the service; it is
+validated here so that a bad entry fails at start-up with a clear message,
+not on the first request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class InputSpec(_Strict):
+    kind: Literal["image"]
+    layout: Literal["NCHW"]
+    channels: int = 3
+    image_size: tuple[int, int]
+    resize: Literal["bilinear", "bicubic"] = "bilinear"
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    frames_per_clip: int = 1
+    tubelet: int = 1
+    patch_size: int
+
+
+class OutputSpec(_Strict):
+    dim: int = Field(gt=0)
+    token_grid: tuple[int, ...]
+    pooling: str
+
+
+class ComponentSpec(_Strict):
+    files: dict[Literal["fp32", "fp16"], str]
+    inputs: dict[str, list[int]]
+    outputs: list[str]
+    parity: dict[str, object] = {}
+
+
+class PredictorSpec(_Strict):
+    state_dim: int
+    action_dim: int
+    action_low: list[float]
+    action_high: list[float]
+    context_frames: int = 1
+    step: str = ""
+
+
+class Manifest(_Strict):
+    schema_version: Literal[1]
+    name: str
+    family: str
+    checkpoint_sha256: str
+    space_id: str
+    input: InputSpec
+    output: OutputSpec
+    components: dict[str, ComponentSpec]
+    predictor: PredictorSpec | None = None
+    tools: dict[str, str] = {}
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
+class RepositoryEntry:
+    name: str
+    folder: Path
+    manifest: Manifest
+
+    def component_file(self, component: str, precision: str) -> Path:
+        return self.folder / self.manifest.components[component].files[precision]  # type: ignore[index]
+
+
+@dataclass(frozen=True)
+class EntryFailure:
+    name: str
+    reason: str
+
+
+class ManifestError(ValueError):
+    pass
+
+
+def read_entry(folder: Path) -> RepositoryEntry:
+    path = folder / "manifest.json"
+    try:
+        manifest = Manifest.model_validate(json.loads(path.read_text()))
+    except FileNotFoundError as exc:
+        raise ManifestError(f"{folder.name}: no manifest.json") from exc
+    except (json.JSONDecodeError, ValidationError) as exc:
+        raise ManifestError(f"{folder.name}: invalid manifest.json: {exc}") from exc
+    if "encoder" not in manifest.components:
+        raise ManifestError(f"{folder.name}: manifest has no encoder component")
+    if "predictor" in manifest.components and manifest.predictor is None:
+        raise ManifestError(f"{folder.name}: predictor component without a predictor contract")
+    for name, component in manifest.components.items():
+        if "fp32" not in component.files:
+            raise ManifestError(f"{folder.name}: component {name} has no fp32 file")
+        for file in component.files.values():
+            if not (folder / file).is_file():
+                raise ManifestError(f"{folder.name}: {file} is listed in the manifest but missing")
+    return RepositoryEntry(name=folder.name, folder=folder, manifest=manifest)
+
+
+def scan_repository(root: Path) -> tuple[list[RepositoryEntry], list[EntryFailure]]:
+    """Every sub-folder with a manifest; hidden folders (exports in progress) are skipped."""
+    if not root.is_dir():
+        return [], [EntryFailure(name=str(root), reason="model repository folder does not exist")]
+    entries, failures = [], []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not NAME_PATTERN.match(folder.name):
+            failures.append(EntryFailure(folder.name, "folder name is not a valid model name"))
+            continue
+        try:
+            entries.append(read_entry(folder))
+        except ManifestError as exc:
+            log.error("model %s not loaded: %s", folder.name, exc)
+            failures.append(EntryFailure(folder.name, str(exc)))
+    return entries, failures

@@ -1,0 +1,26 @@
+"""The objects one app instance serves with, built in the lifespan and handed to routes by dependency."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from service.index import CollectionStore
+from service.metrics import Metrics
+from service.model_pool import ModelPool
+from service.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    metrics: Metrics
+    models: ModelPool
+    store: CollectionStore
+    decode_pool: ThreadPoolExecutor
+    ready: bool = False
+
+    async def run_blocking(self, fn, *args):
+        """Decoding and index work off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.decode_pool, fn, *args)

@@ -1,0 +1,3 @@
+from service.world.rollout import LatentRollout
+
+__all__ = ["LatentRollout"]

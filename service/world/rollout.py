@@ -1,0 +1,62 @@
+"""Latent rollout: apply the action-conditioned predictor step by step in embedding space.
+
+Every step goes through the predictor's DynamicBatcher, so the steps of many
+concurrent rollouts share predictor batches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.batching import DynamicBatcher
+from service.errors import UnprocessableInput
+from service.repository import PredictorSpec
+
+
+class LatentRollout:
+    def __init__(self, batcher: DynamicBatcher, spec: PredictorSpec) -> None:
+        self._batcher = batcher
+        self.spec = spec
+        self._low = np.asarray(spec.action_low, np.float32)
+        self._high = np.asarray(spec.action_high, np.float32)
+
+    def check_actions(self, actions: np.ndarray) -> np.ndarray:
+        """(T, action_dim) finite and inside the action box the predictor was trained on."""
+        actions = np.asarray(actions, dtype=np.float32)
+        if actions.ndim != 2 or actions.shape[1] != self.spec.action_dim:
+            raise UnprocessableInput(
+                f"each action must have {self.spec.action_dim} values",
+                {"action_dim": self.spec.action_dim},
+                code="invalid_action",
+            )
+        if not np.isfinite(actions).all():
+            raise UnprocessableInput("actions contain NaN or Inf", code="invalid_action")
+        if (actions < self._low).any() or (actions > self._high).any():
+            raise UnprocessableInput(
+                "actions outside the model's action range",
+                {"action_low": self.spec.action_low, "action_high": self.spec.action_high},
+                code="invalid_action",
+            )
+        return actions
+
+    def check_state(self, state: np.ndarray) -> np.ndarray:
+        state = np.asarray(state, dtype=np.float32)
+        if state.shape != (self.spec.state_dim,):
+            raise UnprocessableInput(
+                f"state must have {self.spec.state_dim} values; got shape {list(state.shape)}",
+                {"state_dim": self.spec.state_dim},
+                code="dimension_mismatch",
+            )
+        if not np.isfinite(state).all():
+            raise UnprocessableInput("state contains NaN or Inf", code="invalid_vector")
+        return state
+
+    async def rollout(self, state: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """state (D,), actions (T, A) -> predicted states after each step (T, D)."""
+        states = []
+        current = state
+        for action in actions:
+            (out,) = await self._batcher.infer([{"state": current, "action": action}])
+            current = out["next_state"]
+            states.append(current)
+        return np.stack(states) if states else np.zeros((0, state.shape[0]), np.float32)

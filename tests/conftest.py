@@ -1,0 +1,68 @@
+"""Shared fixtures: one exported demo repository per session, real photographs as PNG bytes."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(scope="session")
+def demo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`jepa-export demo` into a fresh repository (in process; a few seconds)."""
+    from export.demo import ExportOptions, export_demo
+
+    root = tmp_path_factory.mktemp("model_repository")
+    export_demo(ExportOptions(name="demo", out=root), log=lambda _: None)
+    return root
+
+
+def photo(name: str) -> np.ndarray:
+    """A real photograph shipped inside scikit-image's wheel (RGB uint8)."""
+    from skimage import data
+
+    image = getattr(data, name)()
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    return image[..., :3]
+
+
+def png_bytes(image: np.ndarray | Image.Image, size: tuple[int, int] | None = None) -> bytes:
+    pil = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    if size is not None:
+        pil = pil.resize(size)
+    buffer = io.BytesIO()
+    pil.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, bytes]:
+    """Four real photos as PNG files, thumbnailed so requests stay small."""
+    return {name: png_bytes(photo(name), (160, 120)) for name in ("astronaut", "coffee", "chelsea", "rocket")}
+
+
+@pytest.fixture
+def settings_factory(demo_repository: Path, tmp_path: Path):
+    from service.settings import Settings
+
+    def make(**overrides) -> Settings:
+        values = {"model_repository": demo_repository, "data_dir": tmp_path / "data", "max_queue_delay_ms": 1.0}
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def client(settings_factory) -> Iterator:
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    with TestClient(create_app(settings_factory())) as test_client:
+        yield test_client

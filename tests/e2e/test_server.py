@@ -1,0 +1,124 @@
+"""A real server process started the way `make serve` starts it, driven with real PNG files.
+
+It also runs the README's curl tour word for word (port swapped), so the
+README cannot drift from what the server does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(demo_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    workdir = tmp_path_factory.mktemp("serve")
+    port = free_port()
+    env = {**os.environ, "JEPA_MODEL_REPOSITORY": str(demo_repository)}
+    process = subprocess.Popen(
+        [str(BIN / "jepa-serve"), "--host", "127.0.0.1", "--port", str(port)],
+        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"server exited early:\n{process.stdout.read()}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        else:
+            pytest.fail("server did not become ready in 60 s")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            output, _ = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+        assert "Traceback" not in output, output
+
+
+def test_embed_store_search_predict_with_real_pngs(server: str, photos: dict[str, bytes], tmp_path: Path):
+    import base64
+
+    files = {}
+    for name, data in photos.items():
+        files[name] = tmp_path / f"{name}.png"
+        files[name].write_bytes(data)
+    with httpx.Client(base_url=server, timeout=30) as http:
+        uploads = [("files", (p.name, p.read_bytes(), "image/png")) for p in files.values()]
+        embedded = http.post("/embed", files=uploads)
+        assert embedded.status_code == 200, embedded.text
+        vectors = np.asarray(embedded.json()["embeddings"])
+        assert vectors.shape == (4, 128)
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+        assert http.put("/collections/e2e", json={"model": "demo"}).status_code == 201
+        names = list(files)
+        stored = http.post("/collections/e2e/points", json={
+            "ids": names,
+            "inputs": [{"image": base64.b64encode(files[n].read_bytes()).decode()} for n in names],
+            "metadata": [{"file": files[n].name} for n in names],
+        })
+        assert stored.json()["count"] == 4
+        hits = http.post("/search", json={"collection": "e2e", "vectors": vectors.tolist(), "k": 1}).json()["results"]
+        assert [h[0]["id"] for h in hits] == names
+
+        predicted = http.post("/predict_future", json={
+            "context": [{"image": base64.b64encode(files["rocket"].read_bytes()).decode()}],
+            "actions": [[0.2, 0.1]] * 4,
+        })
+        assert predicted.status_code == 200 and len(predicted.json()["states"]) == 4
+        assert "jepa_batch_size_bucket" in http.get("/metrics").text
+
+
+def readme_tour() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## A 30-second tour", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_readme_curl_tour_works_as_written(server: str, tmp_path: Path):
+    port = server.rsplit(":", 1)[1]
+    lines = readme_tour()
+    assert sum(line.startswith("curl") for line in lines) >= 7
+    script = ["set -euo pipefail"]
+    for line in lines:
+        line = line.replace("localhost:8000", f"localhost:{port}").replace(".venv/bin/python", sys.executable)
+        # -f: any HTTP error fails the tour
+        script.append(line.replace("curl -s ", "curl -sf ", 1))
+    done = subprocess.run(["bash", "-c", "\n".join(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert '"hits":[{"id":"cat"' in done.stdout
+    assert '"states":[[' in done.stdout
+    assert "jepa_batch_size_count" in done.stdout
