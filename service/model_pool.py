@@ -35,9 +35,14 @@ class ServedModel:
     def manifest(self) -> Manifest:
         return self.entry.manifest
 
-    async def embed(self, pixels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def tokens_per_item(self) -> int:
+        return int(np.prod(self.manifest.output.token_grid))
+
+    async def embed(self, pixels: list[np.ndarray], deadline: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed items (3, H, W) -> pooled (N, D) and tokens (N, T, D)."""
-        outputs = await self.encoder.infer([{"pixel_values": p} for p in pixels])
+        items = [{"pixel_values": p} for p in pixels]
+        outputs = await self.encoder.infer(items, deadline=deadline, cost=self.tokens_per_item)
         return np.stack([o["pooled"] for o in outputs]), np.stack([o["tokens"] for o in outputs])
 
 
@@ -72,6 +77,8 @@ class ModelPool:
             max_batch_size=settings.max_batch_size,
             max_queue_delay_ms=settings.max_queue_delay_ms,
             max_queue_size=settings.max_queue_size,
+            max_batch_cost=settings.max_batch_tokens,
+            preferred_batch_sizes=settings.preferred_batch_sizes,
         )
         for entry in entries:
             try:
@@ -86,6 +93,15 @@ class ModelPool:
         for model in self._models.values():
             for batcher in model.batchers:
                 batcher.start()
+
+    def warm_up(self) -> None:
+        """Blocking: every batch size of every component once, with zeros of the manifest's input shapes."""
+        for model in self._models.values():
+            for batcher in model.batchers:
+                spec = model.manifest.components[batcher.component]
+                example = {name: np.zeros(shape[1:], np.float32) for name, shape in spec.inputs.items()}
+                sizes = batcher.warm_up(example)
+                log.info("warmed %s at batch sizes %s", batcher.engine.name, sizes)
 
     async def stop(self) -> None:
         for model in self._models.values():

@@ -8,7 +8,14 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from service.api.deps import ReadyServicesDep
-from service.api.media_inputs import check_count, embed_items, l2_normalize, resolve_model, to_media_items
+from service.api.media_inputs import (
+    check_count,
+    embed_items,
+    l2_normalize,
+    request_deadline,
+    resolve_model,
+    to_media_items,
+)
 from service.api.schemas import EmbedOptions, EmbedRequest, EmbedResponse
 from service.errors import PayloadTooLarge, UnprocessableInput, UnsupportedMediaType
 from service.media.payload import MediaItem, RawImage
@@ -77,7 +84,8 @@ async def embed(request: Request, services: ReadyServicesDep) -> EmbedResponse:
             f"content type {content_type!r} is not accepted", {"accepted": ["application/json", "multipart/form-data"]}
         )
     model = resolve_model(services, options.model)
-    result = await embed_items(services, model, items)
+    deadline = request_deadline(request.headers.get("x-request-timeout-ms"), options.timeout_ms, services.settings)
+    result = await embed_items(services, model, items, deadline)
     pooled = l2_normalize(result.pooled) if options.normalize else result.pooled
     return EmbedResponse(
         model=model.name,

@@ -41,6 +41,7 @@ class EmbedOptions(Body):
     model: str | None = Field(None, description="model name; default: the server's default model")
     output: Literal["pooled", "tokens"] = Field("pooled", description="'tokens' adds the patch-token grid")
     normalize: bool = Field(True, description="L2-normalise the pooled embeddings")
+    timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
 
 
 class EmbedRequest(EmbedOptions):
@@ -123,6 +124,7 @@ class SearchRequest(Body):
     id: PointId | None = Field(None, description="search with a stored point's vector (the point itself is left out)")
     k: int = Field(10, ge=1)
     space_id: str | None = Field(None, description="space of the query vectors; refused (409) if it differs")
+    timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline for embedding a media query")
 
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:
@@ -151,6 +153,7 @@ class PredictRequest(Body):
     context: list[MediaInput] | None = Field(None, description="observation frames (the model's context length)")
     state: Vector | None = Field(None, description="a state embedding (raw, not normalised) instead of frames")
     actions: list[Vector] = Field(min_length=1)
+    timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
 
     @model_validator(mode="after")
     def _start(self) -> PredictRequest:
