@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
@@ -16,6 +16,7 @@ from service.api.media_inputs import (
     resolve_model,
     to_media_items,
 )
+from service.api.encoding import NPY, encode_array, npy_response
 from service.api.schemas import EmbedOptions, EmbedRequest, EmbedResponse
 from service.errors import PayloadTooLarge, UnprocessableInput, UnsupportedMediaType
 from service.media.payload import MediaItem, RawImage
@@ -35,6 +36,8 @@ MULTIPART_DOC = {
                         "model": {"type": "string"},
                         "output": {"type": "string", "enum": ["pooled", "tokens"]},
                         "normalize": {"type": "boolean"},
+                        "encoding": {"type": "string", "enum": ["float", "base64"]},
+                        "dtype": {"type": "string", "enum": ["float32", "float16"]},
                     },
                     "required": ["files"],
                 }
@@ -58,7 +61,7 @@ async def _parse_multipart(request: Request, services: Services) -> tuple[EmbedO
         if len(data) > settings.max_image_bytes:
             raise PayloadTooLarge(f"file {upload.filename!r} exceeds {settings.max_image_bytes} bytes")
         items.append(RawImage(data))
-    fields = {k: v for k, v in form.items() if k in ("model", "output", "normalize") and isinstance(v, str)}
+    fields = {k: v for k, v in form.items() if k in EmbedOptions.model_fields and isinstance(v, str)}
     try:
         options = EmbedOptions.model_validate(fields)
     except ValidationError as exc:
@@ -68,7 +71,7 @@ async def _parse_multipart(request: Request, services: Services) -> tuple[EmbedO
 
 @router.post("/embed", response_model=EmbedResponse, openapi_extra=MULTIPART_DOC,
              summary="Embed images with a served context encoder")
-async def embed(request: Request, services: ReadyServicesDep) -> EmbedResponse:
+async def embed(request: Request, services: ReadyServicesDep) -> EmbedResponse | Response:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         options, items = await _parse_multipart(request, services)
@@ -87,11 +90,17 @@ async def embed(request: Request, services: ReadyServicesDep) -> EmbedResponse:
     deadline = request_deadline(request.headers.get("x-request-timeout-ms"), options.timeout_ms, services.settings)
     result = await embed_items(services, model, items, deadline)
     pooled = l2_normalize(result.pooled) if options.normalize else result.pooled
+    tokens = result.tokens if options.output == "tokens" else None
+    timings = {"decode": round(result.decode_ms, 3), "inference": round(result.inference_ms, 3)}
+    if NPY in request.headers.get("accept", ""):
+        # One array per response: the token grid if asked for, else the pooled vectors.
+        return npy_response(tokens if tokens is not None else pooled, options.dtype, {
+            "x-model": model.name, "x-space-id": model.manifest.space_id})
     return EmbedResponse(
         model=model.name,
         space_id=model.manifest.space_id,
         dim=int(pooled.shape[1]),
-        embeddings=pooled.tolist(),
-        tokens=result.tokens.tolist() if options.output == "tokens" else None,
-        timings_ms={"decode": round(result.decode_ms, 3), "inference": round(result.inference_ms, 3)},
+        embeddings=encode_array(pooled, options.encoding, options.dtype),
+        tokens=None if tokens is None else encode_array(tokens, options.encoding, options.dtype),
+        timings_ms=timings,
     )

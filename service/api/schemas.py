@@ -42,18 +42,28 @@ class EmbedOptions(Body):
     output: Literal["pooled", "tokens"] = Field("pooled", description="'tokens' adds the patch-token grid")
     normalize: bool = Field(True, description="L2-normalise the pooled embeddings")
     timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
+    encoding: Literal["float", "base64"] = Field(
+        "float", description="'base64': arrays as base64 of raw little-endian bytes (smaller, faster to parse)"
+    )
+    dtype: Literal["float32", "float16"] = Field("float32", description="element type of base64 arrays")
 
 
 class EmbedRequest(EmbedOptions):
     inputs: list[MediaInput] = Field(min_length=1)
 
 
+class EncodedArray(BaseModel):
+    data: str = Field(description="base64 of the raw little-endian array bytes, C order")
+    dtype: Literal["float32", "float16"]
+    shape: list[int]
+
+
 class EmbedResponse(BaseModel):
     model: str
     space_id: str
     dim: int
-    embeddings: list[Vector]
-    tokens: list[list[Vector]] | None = None
+    embeddings: list[Vector] | EncodedArray = Field(description="(N, dim): lists of floats, or an EncodedArray")
+    tokens: list[list[Vector]] | EncodedArray | None = Field(None, description="(N, tokens, dim) with output='tokens'")
     timings_ms: dict[str, float]
 
 
@@ -154,6 +164,10 @@ class PredictRequest(Body):
     state: Vector | None = Field(None, description="a state embedding (raw, not normalised) instead of frames")
     actions: list[Vector] = Field(min_length=1)
     timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
+    encoding: Literal["float", "base64"] = Field(
+        "float", description="'base64': arrays as base64 of raw little-endian bytes (smaller, faster to parse)"
+    )
+    dtype: Literal["float32", "float16"] = Field("float32", description="element type of base64 arrays")
 
     @model_validator(mode="after")
     def _start(self) -> PredictRequest:

@@ -368,3 +368,27 @@ def test_serving_waits_while_warming(settings_factory, monkeypatch):
                 break
             time.sleep(0.01)
         assert c.get("/readyz").json()["phase"] == "ready"
+
+
+def test_binary_encodings_carry_the_same_numbers(client, photos):
+    body = {"inputs": [{"image": b64(photos["chelsea"])}, {"image": b64(photos["rocket"])}], "output": "tokens"}
+    floats = client.post("/embed", json=body).json()
+    pooled = np.asarray(floats["embeddings"], np.float32)
+    tokens = np.asarray(floats["tokens"], np.float32)
+
+    packed = client.post("/embed", json={**body, "encoding": "base64"}).json()
+    assert packed["embeddings"]["shape"] == [2, 128] and packed["tokens"]["shape"] == [2, 64, 128]
+    decoded = np.frombuffer(base64.b64decode(packed["embeddings"]["data"]), "<f4").reshape(2, 128)
+    np.testing.assert_array_equal(decoded, pooled)
+
+    half = client.post("/embed", json={**body, "encoding": "base64", "dtype": "float16"}).json()
+    assert half["tokens"]["dtype"] == "float16"
+    tokens16 = np.frombuffer(base64.b64decode(half["tokens"]["data"]), "<f2").reshape(2, 64, 128)
+    np.testing.assert_allclose(tokens16, tokens, atol=2e-3, rtol=2e-3)
+
+    npy = client.post("/embed", json=body, headers={"Accept": "application/x-npy"})
+    assert npy.headers["content-type"] == "application/x-npy" and npy.headers["x-model"] == "demo"
+    np.testing.assert_array_equal(np.load(io.BytesIO(npy.content)), tokens)
+    form = client.post("/embed", files=[("files", ("a.png", photos["chelsea"], "image/png"))],
+                       data={"encoding": "base64"}, headers={"Accept": "application/x-npy"})
+    np.testing.assert_allclose(np.load(io.BytesIO(form.content))[0], pooled[0], atol=1e-6)
