@@ -39,6 +39,8 @@ def _version() -> str:
 async def bring_up(services: Services) -> None:
     """loading -> warming -> ready (or failed): models, collections, then one pass over every batch size."""
     settings = services.settings
+    if settings.providers in ("tensorrt", "tensorrt_native"):
+        services.phase = "building_engine"  # plans are built (or read from the cache) while loading
     try:
         entries, failures = await services.run_blocking(scan_repository, settings.model_repository)
         await services.run_blocking(services.models.load, entries, failures, settings, services.metrics)

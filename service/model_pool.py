@@ -12,7 +12,8 @@ from service.errors import NotFound
 from service.media.images import ImagePreprocess
 from service.metrics import Metrics
 from service.repository import EntryFailure, Manifest, RepositoryEntry
-from service.runtime import OrtEngine, available_providers, choose_precision
+from service.runtime import Engine, OrtEngine, available_providers, choose_precision
+from service.runtime.onnx import tensorrt_options
 from service.settings import Settings
 from service.world import LatentRollout
 
@@ -72,7 +73,8 @@ class ModelPool:
     def load(self, entries: list[RepositoryEntry], failures: list[EntryFailure], settings: Settings, metrics: Metrics) -> None:
         for failure in failures:
             self.failures[failure.name] = failure.reason
-        providers = available_providers(settings.providers)
+        native_trt = settings.providers == "tensorrt_native"
+        providers = available_providers("cuda" if native_trt else settings.providers)
         policy = BatchPolicy(
             max_batch_size=settings.max_batch_size,
             max_queue_delay_ms=settings.max_queue_delay_ms,
@@ -109,17 +111,36 @@ class ModelPool:
                 await batcher.stop()
 
 
+def build_engine(
+    entry: RepositoryEntry, component: str, providers: list[str], policy: BatchPolicy, settings: Settings
+) -> Engine:
+    spec = entry.manifest.components[component]
+    precision = choose_precision(settings.precision, providers, "fp16" in spec.files)
+    name, path = f"{entry.name}/{component}", entry.component_file(component, precision)
+    opt_batch = max(policy.preferred_batch_sizes or (policy.max_batch_size,))
+    cache_root = entry.folder / "engines"
+    if settings.providers == "tensorrt_native":
+        from service.runtime.tensorrt import TensorRTEngine  # needs the gpu extra
+
+        return TensorRTEngine(name, path, cache_root, precision, spec.inputs, policy.max_batch_size, opt_batch)
+    options = {}
+    if providers[0] == "TensorrtExecutionProvider":
+        import onnxruntime as ort
+
+        options["TensorrtExecutionProvider"] = tensorrt_options(
+            spec.inputs, cache_root, precision, policy.max_batch_size, opt_batch, ort.__version__
+        )
+    return OrtEngine(name, path, providers, precision, settings.intra_op_threads, options)
+
+
 def build_served_model(
     entry: RepositoryEntry, providers: list[str], policy: BatchPolicy, settings: Settings, metrics: Metrics
 ) -> ServedModel:
     manifest = entry.manifest
     batchers: dict[str, DynamicBatcher] = {}
     for component, spec in manifest.components.items():
-        precision = choose_precision(settings.precision, providers, "fp16" in spec.files)
-        engine = OrtEngine(
-            f"{entry.name}/{component}", entry.component_file(component, precision), providers, precision,
-            settings.intra_op_threads,
-        )
+        engine = build_engine(entry, component, providers, policy, settings)
+        precision = engine.precision
         batchers[component] = DynamicBatcher(engine, policy, metrics, model=entry.name, component=component)
         parity = spec.parity.get(precision)
         if isinstance(parity, dict) and "min_cosine" in parity:

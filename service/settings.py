@@ -22,7 +22,9 @@ class Settings(BaseSettings):
     fsync: bool = Field(True, description="fsync the write-ahead log before acknowledging a write; off = faster, may lose the last writes on power loss")
 
     # Runtime.
-    providers: Literal["auto", "cpu", "cuda", "tensorrt"] = Field("auto", description="ONNX Runtime execution provider; auto = best available")
+    providers: Literal["auto", "cpu", "cuda", "tensorrt", "tensorrt_native"] = Field(
+        "auto", description="auto = CUDA if present else CPU; tensorrt = ORT's TensorRT EP; tensorrt_native = TensorRT plans (gpu extra)"
+    )
     precision: Literal["auto", "fp32", "fp16"] = Field("auto", description="auto = fp16 on GPU when the entry has a gated fp16 file, fp32 on CPU")
     intra_op_threads: int = Field(0, ge=0, description="ORT threads inside one op; 0 = one per core")
 
