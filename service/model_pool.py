@@ -40,10 +40,12 @@ class ServedModel:
     def tokens_per_item(self) -> int:
         return int(np.prod(self.manifest.output.token_grid))
 
-    async def embed(self, pixels: list[np.ndarray], deadline: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    async def embed(
+        self, pixels: list[np.ndarray], deadline: float | None = None, announced: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed items (3, H, W) -> pooled (N, D) and tokens (N, T, D)."""
         items = [{"pixel_values": p} for p in pixels]
-        outputs = await self.encoder.infer(items, deadline=deadline, cost=self.tokens_per_item)
+        outputs = await self.encoder.infer(items, deadline=deadline, cost=self.tokens_per_item, announced=announced)
         return np.stack([o["pooled"] for o in outputs]), np.stack([o["tokens"] for o in outputs])
 
 

@@ -83,12 +83,20 @@ async def embed_items(
 ) -> Embedded:
     limits = image_limits(services.settings)
     started = time.perf_counter()
-    pixels = await asyncio.gather(*(services.run_blocking(to_model_input, item, model.preprocess, limits) for item in items))
+    # Tell the batcher these items are coming, so it holds a batch open for them while they decode.
+    model.encoder.announce(len(items))
+    try:
+        pixels = await asyncio.gather(
+            *(services.run_blocking(to_model_input, item, model.preprocess, limits) for item in items)
+        )
+    except BaseException:
+        model.encoder.withdraw(len(items))
+        raise
     decoded = time.perf_counter()
     per_item = (decoded - started) / max(len(items), 1)
     for _ in items:
         services.metrics.decode_seconds.observe(per_item)
-    pooled, tokens = await model.embed(list(pixels), deadline)
+    pooled, tokens = await model.embed(list(pixels), deadline, announced=True)
     return Embedded(pooled, tokens, (decoded - started) * 1000, (time.perf_counter() - decoded) * 1000)
 
 

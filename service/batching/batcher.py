@@ -5,6 +5,11 @@ thread runs the engine, so the event loop never blocks. While the engine runs,
 new items queue up; when it returns, a full batch (or one whose oldest item
 has waited long enough) goes at once. Items whose deadline has passed are
 dropped before compute; a failed batch fails its callers and the loop goes on.
+
+Waiting for a fuller batch only pays when more items are on their way:
+callers `announce()` items while they decode them, and the batcher waits (up
+to max_queue_delay_ms) only while announced items have not arrived yet. A lone
+request therefore goes straight to the engine, with no timer in its latency.
 """
 
 from __future__ import annotations
@@ -87,6 +92,7 @@ class DynamicBatcher:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._mean_batch_seconds = 0.05  # running mean, for Retry-After
+        self._incoming = 0  # announced items still being decoded
 
     @property
     def component(self) -> str:
@@ -118,12 +124,26 @@ class DynamicBatcher:
             self.engine.run({name: np.repeat(value[None], size, axis=0) for name, value in example.items()})
         return sizes
 
-    async def infer(self, items: Sequence[Arrays], *, deadline: float | None = None, cost: int = 1) -> list[Arrays]:
+    def announce(self, n: int) -> None:
+        """n items will reach infer() soon (they are being decoded): worth waiting for."""
+        self._incoming += n
+
+    def withdraw(self, n: int) -> None:
+        """Announced items that will not come after all (decoding failed), or that just came."""
+        self._incoming = max(0, self._incoming - n)
+        if not self._incoming:
+            self._wakeup.set()  # stop waiting for them
+
+    async def infer(
+        self, items: Sequence[Arrays], *, deadline: float | None = None, cost: int = 1, announced: bool = False
+    ) -> list[Arrays]:
         """Queue every item of one request together and wait for all of them.
 
         `deadline` is a time.perf_counter() instant: past it the caller gets 504 and its
         queued items are dropped before compute. `cost` counts against max_batch_cost.
         """
+        if announced:
+            self.withdraw(len(items))
         if self._closing or not self.running:
             raise NotReady("model is shutting down or not started")
         if len(self._queue) + len(items) > self.policy.max_queue_size:
@@ -173,7 +193,7 @@ class DynamicBatcher:
 
     async def _wait_for_batch(self) -> None:
         delay = self.policy.max_queue_delay_ms / 1000.0
-        while not self._batch_is_full() and not self._closing:
+        while not self._batch_is_full() and not self._closing and self._incoming > 0:
             remaining = self._queue[0].enqueued + delay - time.perf_counter()
             if remaining <= 0:
                 return

@@ -55,9 +55,9 @@ async def test_items_from_many_requests_coalesce_and_map_back():
     assert len(engine.batches) <= 4  # 20 items at max 8 -> 3 batches, one spare for timing
 
 
-async def test_lone_item_waits_at_most_the_delay():
+async def test_lone_item_goes_at_once_when_nothing_else_is_announced():
     engine = DoublingEngine()
-    batcher = make(engine, max_batch_size=64, max_queue_delay_ms=20)
+    batcher = make(engine, max_batch_size=64, max_queue_delay_ms=500)
     batcher.start()
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -65,7 +65,39 @@ async def test_lone_item_waits_at_most_the_delay():
     elapsed = loop.time() - started
     await batcher.stop()
     assert engine.batches == [1]
-    assert 0.015 <= elapsed < 1.0
+    assert elapsed < 0.25  # far below the 500 ms delay: nobody else was coming
+
+
+async def test_batch_waits_for_announced_items_at_most_the_delay():
+    engine = DoublingEngine()
+    batcher = make(engine, max_batch_size=64, max_queue_delay_ms=60)
+    batcher.start()
+    loop = asyncio.get_running_loop()
+    batcher.announce(2)  # two items decoding; only one ever arrives
+    started = loop.time()
+    first = asyncio.ensure_future(batcher.infer([item(1)], announced=True))
+    await asyncio.sleep(0.02)
+    second = asyncio.ensure_future(batcher.infer([item(2)]))  # not announced, but joins the open batch
+    await asyncio.gather(first, second)
+    elapsed = loop.time() - started
+    await batcher.stop()
+    assert engine.batches == [2]
+    assert 0.05 <= elapsed < 1.0  # held open for the still-announced item, up to the delay
+
+
+async def test_withdrawn_announcement_stops_the_wait():
+    engine = DoublingEngine()
+    batcher = make(engine, max_batch_size=64, max_queue_delay_ms=2000)
+    batcher.start()
+    loop = asyncio.get_running_loop()
+    batcher.announce(2)
+    started = loop.time()
+    pending = asyncio.ensure_future(batcher.infer([item(1)], announced=True))
+    await asyncio.sleep(0.05)
+    batcher.withdraw(1)  # the other item failed to decode
+    await pending
+    await batcher.stop()
+    assert loop.time() - started < 1.0
 
 
 async def test_failed_batch_fails_its_callers_and_the_loop_survives():
