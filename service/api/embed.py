@@ -17,17 +17,21 @@ from service.api.media_inputs import (
     to_media_items,
 )
 from service.api.encoding import NPY, encode_array, npy_response
-from service.api.schemas import EmbedOptions, EmbedRequest, EmbedResponse
+from service.api.schemas import COMMON_ERRORS, EmbedOptions, EmbedRequest, EmbedResponse, error_responses
 from service.errors import PayloadTooLarge, UnprocessableInput, UnsupportedMediaType
 from service.media.payload import MediaItem, RawImage
 from service.state import Services
 
-router = APIRouter(tags=["embed"])
+router = APIRouter(tags=["embed"], responses=error_responses(*COMMON_ERRORS, 404))
 
 MULTIPART_DOC = {
     "requestBody": {
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/EmbedRequest"}},
+            # Inlined: the route reads its body itself (JSON or multipart), so FastAPI would not list the model.
+            "application/json": {"schema": {
+                k: v for k, v in EmbedRequest.model_json_schema(ref_template="#/components/schemas/{model}").items()
+                if k != "$defs"
+            }},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",

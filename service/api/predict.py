@@ -9,10 +9,10 @@ from fastapi import APIRouter, Header
 
 from service.api.deps import ReadyServicesDep
 from service.api.media_inputs import embed_items, request_deadline, resolve_model, to_media_items
-from service.api.schemas import PredictRequest, PredictResponse
+from service.api.schemas import COMMON_ERRORS, PredictRequest, PredictResponse, error_responses
 from service.errors import PayloadTooLarge, UnprocessableInput
 
-router = APIRouter(tags=["world"])
+router = APIRouter(tags=["world"], responses=error_responses(*COMMON_ERRORS, 404))
 
 
 @router.post("/predict_future", response_model=PredictResponse)

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Header
 from service.api.collections import check_space, model_for
 from service.api.deps import ReadyServicesDep
 from service.api.media_inputs import check_count, embed_items, request_deadline, to_media_items
-from service.api.schemas import Hit, SearchRequest, SearchResponse
+from service.api.schemas import COMMON_ERRORS, Hit, SearchRequest, SearchResponse, error_responses
 from service.errors import UnprocessableInput
 
-router = APIRouter(tags=["search"])
+router = APIRouter(tags=["search"], responses=error_responses(*COMMON_ERRORS, 404, 409))
 
 
 @router.post("/search", response_model=SearchResponse)

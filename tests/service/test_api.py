@@ -188,7 +188,7 @@ def test_vectors_from_another_space_are_refused(client):
         ("post", "/search", {"collection": "c", "id": "ghost"}, 404),
         ("post", "/search", {"collection": "c", "input": {"image": "aGk="}}, 422),  # no model for this collection
         ("put", "/collections/c", {"dim": 4}, 409),
-        ("put", "/collections/-leading-dash", {"dim": 4}, 400),
+        ("put", "/collections/-leading-dash", {"dim": 4}, 422),
         ("put", "/collections/..", {"dim": 4}, 404),
         ("put", "/collections/x", {}, 422),
         ("put", "/collections/x", {"model": "demo", "dim": 5}, 422),
@@ -283,6 +283,7 @@ def test_health_readiness_models_and_metrics(client, photos):
 def test_unknown_route_uses_the_error_shape(client):
     assert_error(client.get("/nope"), 404)
     assert_error(client.delete("/embed"), 405)
+    assert client.request("OPTIONS", "/collections/c").headers["allow"] == "DELETE, GET, PUT"
 
 
 def test_not_ready_without_models(tmp_path):
