@@ -393,3 +393,23 @@ def test_binary_encodings_carry_the_same_numbers(client, photos):
     form = client.post("/embed", files=[("files", ("a.png", photos["chelsea"], "image/png"))],
                        data={"encoding": "base64"}, headers={"Accept": "application/x-npy"})
     np.testing.assert_allclose(np.load(io.BytesIO(form.content))[0], pooled[0], atol=1e-6)
+
+
+def test_a_bad_item_in_a_batch_stores_nothing(client, photos):
+    client.put("/collections/atomic", json={"model": "demo"})
+    good = b64(photos["coffee"])
+    truncated = b64(photos["rocket"][: len(photos["rocket"]) // 3])
+    r = client.post("/collections/atomic/points", json={"ids": ["a", "b", "c"],
+                                                        "inputs": [{"image": good}, {"image": good}, {"image": truncated}]})
+    assert_error(r, 400, "invalid_image")
+    vectors = json.dumps([[0.1] * 128, [0.1] * 127 + [float("nan")]])  # json.dumps writes NaN
+    mixed = client.post("/collections/atomic/points", content=f'{{"ids": ["a", "b"], "vectors": {vectors}}}',
+                        headers={"content-type": "application/json"})
+    assert_error(mixed, 422, "invalid_vector")
+    assert client.get("/collections/atomic").json()["count"] == 0
+
+
+@pytest.mark.parametrize("name", ["../demo", "demo/../../etc", "%2e%2e", "demo\x00"])
+def test_model_names_are_lookups_not_paths(client, name):
+    r = client.post("/embed", json={"model": name, "inputs": [{"image": "aGk="}]})
+    assert_error(r, 404, "model_not_found")
