@@ -94,7 +94,11 @@ class CollectionStore:
             for durable in self._collections.values():
                 with durable.mutex:
                     if durable.wal.size_bytes:
-                        self._snapshot(durable)
+                        try:
+                            self._snapshot(durable)
+                        except OSError as exc:
+                            # The log still holds every acknowledged write; the next start replays it.
+                            log.warning("snapshot of %s at shutdown failed: %s", durable.collection.config.name, exc)
                     durable.wal.close()
             self._collections.clear()
 
