@@ -449,6 +449,8 @@ class SampleWriter:
         self._csv.writerow(["t", "ms", "name", "status", "outcome", "users"])
 
     def write(self, t: float, ms: float, name: str, status: int, outcome: str, users: int) -> None:
+        if self._file.closed:
+            return
         self._csv.writerow([f"{t:.3f}", f"{ms:.2f}", name, status, outcome, users])
 
     def flush(self) -> None:
@@ -538,7 +540,8 @@ def _on_test_stop(environment, **_kwargs) -> None:
         _target = None  # a next run (web UI) creates it again
 
 
-@events.quitting.add_listener
-def _on_quitting(environment, **_kwargs) -> None:
+@events.quit.add_listener
+def _on_quit(**_kwargs) -> None:
+    # `quit` comes after the runner stopped its users, so the record holds the same requests as Locust's stats.
     if _writer is not None:
         _writer.close()

@@ -23,6 +23,14 @@ def locust_stats(path: Path) -> dict[str, Any]:
     return {"rows": [r for r in rows if r["name"] != "Aggregated"], "aggregated": aggregated}
 
 
+def locust_final(path: Path) -> dict[str, int]:
+    """Locust's final counts (`--json-file`, written after the users stopped; the CSV is rewritten only each second)."""
+    import json
+
+    entries = json.loads(path.read_text()) if path.exists() else []
+    return {"requests": sum(e["num_requests"] for e in entries), "failures": sum(e["num_failures"] for e in entries)}
+
+
 def _num(text: str) -> float:
     try:
         return float(text)
@@ -100,6 +108,10 @@ def render(summary: dict[str, Any]) -> str:
         rows.append(["", "Aggregated", _f(agg["requests"], 0), _f(agg["failures"], 0), _f(agg["median_ms"], 0), _f(agg["p95_ms"], 0),
                      _f(agg["p99_ms"], 0), _f(agg["rps"])])
         lines += _table(["type", "name", "requests", "failures", "median ms", "p95 ms", "p99 ms", "req/s"], rows)
+        final = summary.get("locust_final") or {}
+        if final:
+            lines += ["", f"Locust's final count (`locust_stats.json`, after the users stopped; the CSV is rewritten each "
+                          f"second and may miss the last one): {final['requests']} requests, {final['failures']} failures."]
 
     phases = summary.get("phases") or []
     if summary.get("knee"):

@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--api-key", default=os.environ.get("JEPA_API_KEY", ""),
                    help="sent as 'Authorization: Bearer KEY' (default: $JEPA_API_KEY); never written to the report")
     p.add_argument("--collection", default="loadtest", help="collection the search users create and query")
+    p.add_argument("--collection-size", type=int, default=1000, help="points upserted into it before the load starts")
     p.add_argument("--out", type=Path, help="report folder (default: reports/loadtest-<shape>-<UTC time>)")
     p.add_argument("--metrics-interval", type=float, default=2.0, help="seconds between /metrics scrapes")
     p.add_argument("--bin-seconds", type=float, default=0.0, help="time-series bin for plots (0 = by run length)")
@@ -84,8 +85,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def locust_command(args: argparse.Namespace, host: str, out: Path) -> list[str]:
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", host,
            "--csv", str(out / "locust"), "--csv-full-history", "--html", str(out / "locust.html"),
-           "--exit-code-on-error", "0", "--only-summary", "--jepa-samples-csv", str(out / "requests.csv"),
-           "--jepa-mix", args.mix, "--jepa-wait-ms", args.wait_ms, "--jepa-collection", args.collection]
+           "--json-file", str(out / "locust_stats"),
+           "--exit-code-on-error", "0", "--stop-timeout", "30",  # users finish the request in flight, not hang up "--only-summary", "--jepa-samples-csv", str(out / "requests.csv"),
+           "--jepa-mix", args.mix, "--jepa-wait-ms", args.wait_ms, "--jepa-collection", args.collection,
+           "--jepa-collection-size", str(args.collection_size)]
     if args.shape in ("constant", "soak"):
         cmd += ["--jepa-shape", "constant", "-u", str(args.users), "-r", str(args.spawn_rate), "-t", f"{math.ceil(args.run_time)}s"]
     elif args.shape == "step":
@@ -269,7 +272,7 @@ def analyse(args: argparse.Namespace, out: Path, ran: dict[str, Any], argv: list
     planned_end = phases[-1]["end_s"]
     run_end = t0 + planned_end if planned_end is not None else float((samples.t + samples.ms / 1000).max())
     run_end = min(run_end, float((samples.t + samples.ms / 1000).max()))
-    whole = samples.between(t0, run_end + 1)
+    whole = samples  # every request Locust counted, so totals match its own
     seconds = run_end - t0
     totals = analysis.window_stats(whole, seconds).as_dict()
     by_name = {k: v.as_dict() for k, v in analysis.per_name(whole, seconds).items()}
@@ -308,7 +311,8 @@ def analyse(args: argparse.Namespace, out: Path, ran: dict[str, Any], argv: list
     if knee is not None:
         files["step plot"] = plots.steps(phase_rows, knee, out / "steps.png")
     files |= {"Locust HTML report": "locust.html", "Locust stats CSV": "locust_stats.csv",
-              "Locust history CSV": "locust_stats_history.csv", "per-request record": "requests.csv",
+              "Locust history CSV": "locust_stats_history.csv",
+              "Locust final stats JSON": "locust_stats.json", "per-request record": "requests.csv",
               "server time series": "server_timeseries.json", "/metrics before": "metrics_before.prom",
               "/metrics after": "metrics_after.prom", "summary": "summary.json", "Locust log": "locust.log"}
     (out / "server_timeseries.json").write_text(json.dumps(_json_safe(
@@ -334,6 +338,7 @@ def analyse(args: argparse.Namespace, out: Path, ran: dict[str, Any], argv: list
         "totals": totals,
         "by_name": by_name,
         "locust_csv": report.locust_stats(out / "locust_stats.csv"),
+        "locust_final": report.locust_final(out / "locust_stats.json"),
         "phases": phase_rows,
         "knee": knee,
         "spike": spike,
