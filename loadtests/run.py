@@ -86,7 +86,8 @@ def locust_command(args: argparse.Namespace, host: str, out: Path) -> list[str]:
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", host,
            "--csv", str(out / "locust"), "--csv-full-history", "--html", str(out / "locust.html"),
            "--json-file", str(out / "locust_stats"),
-           "--exit-code-on-error", "0", "--stop-timeout", "30",  # users finish the request in flight, not hang up "--only-summary", "--jepa-samples-csv", str(out / "requests.csv"),
+           "--exit-code-on-error", "0", "--only-summary", "--jepa-samples-csv", str(out / "requests.csv"),
+           "--stop-timeout", "30",  # stopped users finish the request in flight instead of hanging up
            "--jepa-mix", args.mix, "--jepa-wait-ms", args.wait_ms, "--jepa-collection", args.collection,
            "--jepa-collection-size", str(args.collection_size)]
     if args.shape in ("constant", "soak"):
