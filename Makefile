@@ -9,7 +9,7 @@ PORT ?= 8000
 REPO ?= model_repository
 DEMO := $(REPO)/demo/manifest.json
 
-.PHONY: serve test export install clean
+.PHONY: serve test export install clean bench
 
 install: $(STAMP)
 
@@ -36,6 +36,15 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(REPO) data .pytest_cache
+
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[cpu,export,dev,bench]'
+	@touch $(BENCH_STAMP)
+
+# Figures for docs/bench/serving.md (minutes; not part of make test).
+bench: $(BENCH_STAMP)
+	$(PY) -m loadtests.bench_serving $(BENCH_ARGS)
 
 # Load tests (Locust, run as a subprocess; report in reports/loadtest-<shape>-<time>/). Without LOAD_HOST the
 # runner starts its own server on a free port. Examples (all flags: .venv/bin/python -m loadtests.run --help):

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from export.demo import FP16_GATE, FP32_GATE, ExportOptions, ParityError, export_demo
+from export.vit import RandomViTOptions, export_random_vit
+from models.vit import ViTConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,23 +22,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fp16-gate", type=float, default=FP16_GATE, help="min cosine for the fp16 copy to be kept")
     demo.add_argument("--no-fp16", action="store_true", help="skip the fp16 copy")
     demo.add_argument("--force", action="store_true", help="replace an existing entry")
+    vit = sub.add_parser("vit", help="a plain ViT encoder with random weights (speed benchmarks)")
+    vit.add_argument("--name", default="vit", help="entry name in the repository")
+    vit.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository folder")
+    vit.add_argument("--seed", type=int, default=0)
+    vit.add_argument("--image-size", type=int, default=224)
+    vit.add_argument("--patch-size", type=int, default=16)
+    vit.add_argument("--dim", type=int, default=384)
+    vit.add_argument("--depth", type=int, default=12)
+    vit.add_argument("--heads", type=int, default=6)
+    vit.add_argument("--no-fp16", action="store_true", help="skip the fp16 copy")
+    vit.add_argument("--force", action="store_true", help="replace an existing entry")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    gates = {"fp32_gate": args.fp32_gate, "fp16_gate": args.fp16_gate} if args.source == "demo" else {}
     options = ExportOptions(
-        name=args.name,
-        out=args.out,
-        seed=args.seed,
-        fp32_gate=args.fp32_gate,
-        fp16_gate=args.fp16_gate,
-        fp16=not args.no_fp16,
-        force=args.force,
+        name=args.name, out=args.out, seed=args.seed, fp16=not args.no_fp16, force=args.force, **gates
     )
     try:
-        export_demo(options)
-    except (ParityError, FileExistsError) as exc:
+        if args.source == "vit":
+            config = ViTConfig(image_size=args.image_size, patch_size=args.patch_size, dim=args.dim, depth=args.depth,
+                               heads=args.heads)
+            export_random_vit(RandomViTOptions(config=config, export=options))
+        else:
+            export_demo(options)
+    except (ParityError, FileExistsError, ValueError) as exc:
         print(f"jepa-export: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -1,1 +1,1 @@
-"""Load tests of jepa-serve: the Locust scenarios (locustfile.py) and the runner that reports on them (run.py)."""
+"""Load tests (Locust scenarios in locustfile.py, the reporting runner run.py) and serving benchmarks (bench_serving.py)."""

@@ -1,7 +1,13 @@
-"""App factory and lifespan: everything is built per app, nothing at import time."""
+"""App factory and lifespan: everything is built per app, nothing at import time.
+
+The lifespan returns at once and brings the models up in a background task, so
+/healthz answers while engines load and warm, and /readyz reports the phase.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,31 +36,49 @@ def _version() -> str:
         return "0.0.0"
 
 
+async def bring_up(services: Services) -> None:
+    """loading -> warming -> ready (or failed): models, collections, then one pass over every batch size."""
+    settings = services.settings
+    if settings.providers in ("tensorrt", "tensorrt_native"):
+        services.phase = "building_engine"  # plans are built (or read from the cache) while loading
+    try:
+        entries, failures = await services.run_blocking(scan_repository, settings.model_repository)
+        await services.run_blocking(services.models.load, entries, failures, settings, services.metrics)
+        await services.run_blocking(services.store.recover)
+        for name in services.store.names():
+            services.metrics.index_points.labels(collection=name).set(services.store.get(name).count)
+        services.models.start()
+        if settings.warmup:
+            services.phase = "warming"
+            await services.run_blocking(services.models.warm_up)
+    except Exception:
+        log.exception("start-up failed")
+        services.phase = "failed"
+        return
+    services.phase = "ready" if len(services.models) else "failed"
+    log.info("%s: %d model(s) %s; failed: %s", services.phase, len(services.models),
+             [m.name for m in services.models], services.models.failures or "none")
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    metrics: Metrics = app.state.metrics
-    entries, failures = scan_repository(settings.model_repository)
-    models = ModelPool()
-    models.load(entries, failures, settings, metrics)
-    store = CollectionStore(settings.data_dir, fsync=settings.fsync)
     services = Services(
-        settings=settings, metrics=metrics, models=models, store=store,
+        settings=settings, metrics=app.state.metrics, models=ModelPool(),
+        store=CollectionStore(settings.data_dir, fsync=settings.fsync),
         decode_pool=ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode"),
     )
     app.state.services = services
-    await services.run_blocking(store.recover)
-    for name in store.names():
-        metrics.index_points.labels(collection=name).set(store.get(name).count)
-    models.start()
-    services.ready = len(models) > 0
-    log.info("serving %d model(s): %s; failed: %s", len(models), [m.name for m in models], models.failures or "none")
+    startup = asyncio.create_task(bring_up(services), name="bring-up")
     try:
         yield
     finally:
-        services.ready = False
-        await models.stop()
-        store.close()
+        services.phase = "stopping"
+        startup.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await startup
+        await services.models.stop()
+        services.store.close()
         services.decode_pool.shutdown(wait=True)
 
 

@@ -12,7 +12,8 @@ from service.errors import NotFound
 from service.media.images import ImagePreprocess
 from service.metrics import Metrics
 from service.repository import EntryFailure, Manifest, RepositoryEntry
-from service.runtime import OrtEngine, available_providers, choose_precision
+from service.runtime import Engine, OrtEngine, available_providers, choose_precision
+from service.runtime.onnx import tensorrt_options
 from service.settings import Settings
 from service.world import LatentRollout
 
@@ -35,9 +36,16 @@ class ServedModel:
     def manifest(self) -> Manifest:
         return self.entry.manifest
 
-    async def embed(self, pixels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def tokens_per_item(self) -> int:
+        return int(np.prod(self.manifest.output.token_grid))
+
+    async def embed(
+        self, pixels: list[np.ndarray], deadline: float | None = None, announced: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed items (3, H, W) -> pooled (N, D) and tokens (N, T, D)."""
-        outputs = await self.encoder.infer([{"pixel_values": p} for p in pixels])
+        items = [{"pixel_values": p} for p in pixels]
+        outputs = await self.encoder.infer(items, deadline=deadline, cost=self.tokens_per_item, announced=announced)
         return np.stack([o["pooled"] for o in outputs]), np.stack([o["tokens"] for o in outputs])
 
 
@@ -67,11 +75,14 @@ class ModelPool:
     def load(self, entries: list[RepositoryEntry], failures: list[EntryFailure], settings: Settings, metrics: Metrics) -> None:
         for failure in failures:
             self.failures[failure.name] = failure.reason
-        providers = available_providers(settings.providers)
+        native_trt = settings.providers == "tensorrt_native"
+        providers = available_providers("cuda" if native_trt else settings.providers)
         policy = BatchPolicy(
             max_batch_size=settings.max_batch_size,
             max_queue_delay_ms=settings.max_queue_delay_ms,
             max_queue_size=settings.max_queue_size,
+            max_batch_cost=settings.max_batch_tokens,
+            preferred_batch_sizes=settings.preferred_batch_sizes,
         )
         for entry in entries:
             try:
@@ -87,10 +98,41 @@ class ModelPool:
             for batcher in model.batchers:
                 batcher.start()
 
+    def warm_up(self) -> None:
+        """Blocking: every batch size of every component once, with zeros of the manifest's input shapes."""
+        for model in self._models.values():
+            for batcher in model.batchers:
+                spec = model.manifest.components[batcher.component]
+                example = {name: np.zeros(shape[1:], np.float32) for name, shape in spec.inputs.items()}
+                sizes = batcher.warm_up(example)
+                log.info("warmed %s at batch sizes %s", batcher.engine.name, sizes)
+
     async def stop(self) -> None:
         for model in self._models.values():
             for batcher in model.batchers:
                 await batcher.stop()
+
+
+def build_engine(
+    entry: RepositoryEntry, component: str, providers: list[str], policy: BatchPolicy, settings: Settings
+) -> Engine:
+    spec = entry.manifest.components[component]
+    precision = choose_precision(settings.precision, providers, "fp16" in spec.files)
+    name, path = f"{entry.name}/{component}", entry.component_file(component, precision)
+    opt_batch = max(policy.preferred_batch_sizes or (policy.max_batch_size,))
+    cache_root = entry.folder / "engines"
+    if settings.providers == "tensorrt_native":
+        from service.runtime.tensorrt import TensorRTEngine  # needs the gpu extra
+
+        return TensorRTEngine(name, path, cache_root, precision, spec.inputs, policy.max_batch_size, opt_batch)
+    options = {}
+    if providers[0] == "TensorrtExecutionProvider":
+        import onnxruntime as ort
+
+        options["TensorrtExecutionProvider"] = tensorrt_options(
+            spec.inputs, cache_root, precision, policy.max_batch_size, opt_batch, ort.__version__
+        )
+    return OrtEngine(name, path, providers, precision, settings.intra_op_threads, options)
 
 
 def build_served_model(
@@ -99,11 +141,8 @@ def build_served_model(
     manifest = entry.manifest
     batchers: dict[str, DynamicBatcher] = {}
     for component, spec in manifest.components.items():
-        precision = choose_precision(settings.precision, providers, "fp16" in spec.files)
-        engine = OrtEngine(
-            f"{entry.name}/{component}", entry.component_file(component, precision), providers, precision,
-            settings.intra_op_threads,
-        )
+        engine = build_engine(entry, component, providers, policy, settings)
+        precision = engine.precision
         batchers[component] = DynamicBatcher(engine, policy, metrics, model=entry.name, component=component)
         parity = spec.parity.get(precision)
         if isinstance(parity, dict) and "min_cosine" in parity:

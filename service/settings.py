@@ -22,7 +22,9 @@ class Settings(BaseSettings):
     fsync: bool = Field(True, description="fsync the write-ahead log before acknowledging a write; off = faster, may lose the last writes on power loss")
 
     # Runtime.
-    providers: Literal["auto", "cpu", "cuda", "tensorrt"] = Field("auto", description="ONNX Runtime execution provider; auto = best available")
+    providers: Literal["auto", "cpu", "cuda", "tensorrt", "tensorrt_native"] = Field(
+        "auto", description="auto = CUDA if present else CPU; tensorrt = ORT's TensorRT EP; tensorrt_native = TensorRT plans (gpu extra)"
+    )
     precision: Literal["auto", "fp32", "fp16"] = Field("auto", description="auto = fp16 on GPU when the entry has a gated fp16 file, fp32 on CPU")
     intra_op_threads: int = Field(0, ge=0, description="ORT threads inside one op; 0 = one per core")
 
@@ -30,6 +32,10 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(16, ge=1, le=4096, description="items per engine call")
     max_queue_delay_ms: float = Field(2.0, ge=0, le=10_000, description="longest wait of the oldest queued item for a fuller batch")
     max_queue_size: int = Field(1024, ge=1, description="queued items per (model, component) before 429")
+    max_batch_tokens: int = Field(0, ge=0, description="patch-token budget per encoder batch (0 = count items only)")
+    preferred_batch_sizes: tuple[int, ...] = Field((), description="pad batches up to these sizes (TensorRT profiles); empty = no padding")
+    request_timeout_ms: float = Field(30_000, ge=0, description="default deadline of a request (0 = none); X-Request-Timeout-Ms or timeout_ms override it")
+    warmup: bool = Field(True, description="run every batch size once before /readyz turns ready")
 
     # Input limits: bad or huge input is refused before it costs memory.
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1, description="HTTP request body size (413 above)")

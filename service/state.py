@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Literal
 
 from service.index import CollectionStore
 from service.metrics import Metrics
@@ -19,7 +20,12 @@ class Services:
     models: ModelPool
     store: CollectionStore
     decode_pool: ThreadPoolExecutor
-    ready: bool = False
+    # loading -> building_engine (TensorRT) -> warming -> ready; "failed" when nothing can serve.
+    phase: Literal["loading", "building_engine", "warming", "ready", "failed", "stopping"] = "loading"
+
+    @property
+    def ready(self) -> bool:
+        return self.phase == "ready"
 
     async def run_blocking(self, fn, *args):
         """Decoding and index work off the event loop."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -58,11 +60,22 @@ def settings_factory(demo_repository: Path, tmp_path: Path):
     return make
 
 
-@pytest.fixture
-def client(settings_factory) -> Iterator:
+@contextmanager
+def serving(settings) -> Iterator:
+    """An in-process app (real lifespan) once its background start-up has finished."""
     from fastapi.testclient import TestClient
 
     from service.app import create_app
 
-    with TestClient(create_app(settings_factory())) as test_client:
+    with TestClient(create_app(settings)) as test_client:
+        deadline = time.monotonic() + 60
+        while test_client.get("/readyz").json()["phase"] not in ("ready", "failed"):
+            assert time.monotonic() < deadline, "app did not finish starting in 60 s"
+            time.sleep(0.01)
+        yield test_client
+
+
+@pytest.fixture
+def client(settings_factory) -> Iterator:
+    with serving(settings_factory()) as test_client:
         yield test_client

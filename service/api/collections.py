@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Path, Response, status
 
 from service.api.deps import ReadyServicesDep
 from service.api.media_inputs import check_count, embed_items, resolve_model, to_media_items
 from service.api.schemas import (
+    COMMON_ERRORS,
+    error_responses,
     CollectionInfo,
     CreateCollection,
     DeletePoints,
@@ -18,10 +22,13 @@ from service.api.schemas import (
 )
 from service.errors import Conflict, UnprocessableInput
 from service.index import Collection, CollectionConfig
-from service.index.store import check_collection_name
+from service.index.store import COLLECTION_NAME, check_collection_name
 from service.state import Services
 
-router = APIRouter(prefix="/collections", tags=["collections"])
+# Checked at the edge (422, documented in the schema) and again by the store, which owns the rule.
+CollectionName = Annotated[str, Path(pattern=COLLECTION_NAME.pattern, max_length=64)]
+
+router = APIRouter(prefix="/collections", tags=["collections"], responses=error_responses(*COMMON_ERRORS, 404, 409, 507))
 
 
 def collection_info(collection: Collection) -> CollectionInfo:
@@ -66,7 +73,7 @@ async def list_collections(services: ReadyServicesDep) -> list[CollectionInfo]:
 
 @router.put("/{name}", response_model=CollectionInfo, status_code=status.HTTP_201_CREATED,
             responses={200: {"model": CollectionInfo, "description": "already exists with the same configuration"}})
-async def create_collection(name: str, body: CreateCollection, services: ReadyServicesDep, response: Response) -> CollectionInfo:
+async def create_collection(name: CollectionName, body: CreateCollection, services: ReadyServicesDep, response: Response) -> CollectionInfo:
     check_collection_name(name)
     dim, space_id = body.dim, body.space_id
     if body.model is not None:
@@ -87,12 +94,12 @@ async def create_collection(name: str, body: CreateCollection, services: ReadySe
 
 
 @router.get("/{name}", response_model=CollectionInfo)
-async def get_collection(name: str, services: ReadyServicesDep) -> CollectionInfo:
+async def get_collection(name: CollectionName, services: ReadyServicesDep) -> CollectionInfo:
     return collection_info(services.store.get(name))
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
-async def drop_collection(name: str, services: ReadyServicesDep) -> Response:
+async def drop_collection(name: CollectionName, services: ReadyServicesDep) -> Response:
     await services.run_blocking(services.store.drop, name)
     try:
         services.metrics.index_points.remove(name)
@@ -102,7 +109,7 @@ async def drop_collection(name: str, services: ReadyServicesDep) -> Response:
 
 
 @router.post("/{name}/points", response_model=UpsertResult)
-async def upsert_points(name: str, body: UpsertPoints, services: ReadyServicesDep) -> UpsertResult:
+async def upsert_points(name: CollectionName, body: UpsertPoints, services: ReadyServicesDep) -> UpsertResult:
     collection = services.store.get(name)
     check_count(len(body.ids), services.settings, "points")
     if body.vectors is not None:
@@ -122,7 +129,7 @@ async def upsert_points(name: str, body: UpsertPoints, services: ReadyServicesDe
 
 
 @router.delete("/{name}/points", response_model=DeleteResult)
-async def delete_points(name: str, body: DeletePoints, services: ReadyServicesDep) -> DeleteResult:
+async def delete_points(name: CollectionName, body: DeletePoints, services: ReadyServicesDep) -> DeleteResult:
     collection = services.store.get(name)
     check_count(len(body.ids), services.settings, "ids")
     deleted = await services.run_blocking(services.store.delete, name, body.ids)
@@ -131,6 +138,6 @@ async def delete_points(name: str, body: DeletePoints, services: ReadyServicesDe
 
 
 @router.get("/{name}/points/{point_id}", response_model=Point)
-async def get_point(name: str, point_id: str, services: ReadyServicesDep) -> Point:
+async def get_point(name: CollectionName, point_id: str, services: ReadyServicesDep) -> Point:
     vector, metadata = services.store.get(name).get(point_id)
     return Point(id=point_id, vector=vector.tolist(), metadata=metadata)

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from service.api.deps import ReadyServicesDep
-from service.api.media_inputs import check_count, embed_items, l2_normalize, resolve_model, to_media_items
-from service.api.schemas import EmbedOptions, EmbedRequest, EmbedResponse
+from service.api.media_inputs import (
+    check_count,
+    embed_items,
+    l2_normalize,
+    request_deadline,
+    resolve_model,
+    to_media_items,
+)
+from service.api.encoding import NPY, encode_array, npy_response
+from service.api.schemas import COMMON_ERRORS, EmbedOptions, EmbedRequest, EmbedResponse, error_responses
 from service.errors import PayloadTooLarge, UnprocessableInput, UnsupportedMediaType
 from service.media.payload import MediaItem, RawImage
 from service.state import Services
 
-router = APIRouter(tags=["embed"])
+router = APIRouter(tags=["embed"], responses=error_responses(*COMMON_ERRORS, 404))
 
 MULTIPART_DOC = {
     "requestBody": {
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/EmbedRequest"}},
+            # Inlined: the route reads its body itself (JSON or multipart), so FastAPI would not list the model.
+            "application/json": {"schema": {
+                k: v for k, v in EmbedRequest.model_json_schema(ref_template="#/components/schemas/{model}").items()
+                if k != "$defs"
+            }},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
@@ -28,6 +40,8 @@ MULTIPART_DOC = {
                         "model": {"type": "string"},
                         "output": {"type": "string", "enum": ["pooled", "tokens"]},
                         "normalize": {"type": "boolean"},
+                        "encoding": {"type": "string", "enum": ["float", "base64"]},
+                        "dtype": {"type": "string", "enum": ["float32", "float16"]},
                     },
                     "required": ["files"],
                 }
@@ -51,7 +65,7 @@ async def _parse_multipart(request: Request, services: Services) -> tuple[EmbedO
         if len(data) > settings.max_image_bytes:
             raise PayloadTooLarge(f"file {upload.filename!r} exceeds {settings.max_image_bytes} bytes")
         items.append(RawImage(data))
-    fields = {k: v for k, v in form.items() if k in ("model", "output", "normalize") and isinstance(v, str)}
+    fields = {k: v for k, v in form.items() if k in EmbedOptions.model_fields and isinstance(v, str)}
     try:
         options = EmbedOptions.model_validate(fields)
     except ValidationError as exc:
@@ -61,7 +75,7 @@ async def _parse_multipart(request: Request, services: Services) -> tuple[EmbedO
 
 @router.post("/embed", response_model=EmbedResponse, openapi_extra=MULTIPART_DOC,
              summary="Embed images with a served context encoder")
-async def embed(request: Request, services: ReadyServicesDep) -> EmbedResponse:
+async def embed(request: Request, services: ReadyServicesDep) -> EmbedResponse | Response:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         options, items = await _parse_multipart(request, services)
@@ -77,13 +91,20 @@ async def embed(request: Request, services: ReadyServicesDep) -> EmbedResponse:
             f"content type {content_type!r} is not accepted", {"accepted": ["application/json", "multipart/form-data"]}
         )
     model = resolve_model(services, options.model)
-    result = await embed_items(services, model, items)
+    deadline = request_deadline(request.headers.get("x-request-timeout-ms"), options.timeout_ms, services.settings)
+    result = await embed_items(services, model, items, deadline)
     pooled = l2_normalize(result.pooled) if options.normalize else result.pooled
+    tokens = result.tokens if options.output == "tokens" else None
+    timings = {"decode": round(result.decode_ms, 3), "inference": round(result.inference_ms, 3)}
+    if NPY in request.headers.get("accept", ""):
+        # One array per response: the token grid if asked for, else the pooled vectors.
+        return npy_response(tokens if tokens is not None else pooled, options.dtype, {
+            "x-model": model.name, "x-space-id": model.manifest.space_id})
     return EmbedResponse(
         model=model.name,
         space_id=model.manifest.space_id,
         dim=int(pooled.shape[1]),
-        embeddings=pooled.tolist(),
-        tokens=result.tokens.tolist() if options.output == "tokens" else None,
-        timings_ms={"decode": round(result.decode_ms, 3), "inference": round(result.inference_ms, 3)},
+        embeddings=encode_array(pooled, options.encoding, options.dtype),
+        tokens=None if tokens is None else encode_array(tokens, options.encoding, options.dtype),
+        timings_ms=timings,
     )

@@ -25,6 +25,7 @@ async def healthz(services: ServicesDep) -> JSONResponse:
 async def readyz(services: ServicesDep) -> JSONResponse:
     body: dict[str, Any] = {
         "status": "ready" if services.ready else "not_ready",
+        "phase": services.phase,
         "models": {m.name: "ready" for m in services.models} | {n: f"failed: {r}" for n, r in services.models.failures.items()},
         "collections_recovered": services.store.recovered,
         "collections_failed": services.store.failures,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.api.schemas import MediaInput
-from service.errors import NotFound, PayloadTooLarge
+from service.errors import InvalidInput, NotFound, PayloadTooLarge
 from service.media.images import ImageLimits
 from service.media.payload import MediaItem, RawImage, RawTensor, b64decode, to_model_input
 from service.model_pool import ServedModel
@@ -64,15 +64,39 @@ def resolve_model(services: Services, name: str | None) -> ServedModel:
     raise NotFound("no model named in the request and no default model is served", code="model_not_found")
 
 
-async def embed_items(services: Services, model: ServedModel, items: Sequence[MediaItem]) -> Embedded:
+def request_deadline(header: str | None, timeout_ms: float | None, settings: Settings) -> float | None:
+    """The request's deadline as a perf_counter instant: body field, else header, else the default."""
+    if timeout_ms is None and header is not None:
+        try:
+            timeout_ms = float(header)
+        except ValueError:
+            raise InvalidInput("X-Request-Timeout-Ms must be a number of milliseconds", code="invalid_timeout") from None
+        if not 0 < timeout_ms < 3_600_000:
+            raise InvalidInput("X-Request-Timeout-Ms must be between 0 and 3600000", code="invalid_timeout")
+    if timeout_ms is None:
+        timeout_ms = settings.request_timeout_ms or None
+    return None if timeout_ms is None else time.perf_counter() + timeout_ms / 1000.0
+
+
+async def embed_items(
+    services: Services, model: ServedModel, items: Sequence[MediaItem], deadline: float | None = None
+) -> Embedded:
     limits = image_limits(services.settings)
     started = time.perf_counter()
-    pixels = await asyncio.gather(*(services.run_blocking(to_model_input, item, model.preprocess, limits) for item in items))
+    # Tell the batcher these items are coming, so it holds a batch open for them while they decode.
+    model.encoder.announce(len(items))
+    try:
+        pixels = await asyncio.gather(
+            *(services.run_blocking(to_model_input, item, model.preprocess, limits) for item in items)
+        )
+    except BaseException:
+        model.encoder.withdraw(len(items))
+        raise
     decoded = time.perf_counter()
     per_item = (decoded - started) / max(len(items), 1)
     for _ in items:
         services.metrics.decode_seconds.observe(per_item)
-    pooled, tokens = await model.embed(list(pixels))
+    pooled, tokens = await model.embed(list(pixels), deadline, announced=True)
     return Embedded(pooled, tokens, (decoded - started) * 1000, (time.perf_counter() - decoded) * 1000)
 
 

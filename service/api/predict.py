@@ -5,19 +5,22 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
 
 from service.api.deps import ReadyServicesDep
-from service.api.media_inputs import embed_items, resolve_model, to_media_items
-from service.api.schemas import PredictRequest, PredictResponse
+from service.api.media_inputs import embed_items, request_deadline, resolve_model, to_media_items
+from service.api.schemas import COMMON_ERRORS, PredictRequest, PredictResponse, error_responses
 from service.errors import PayloadTooLarge, UnprocessableInput
 
-router = APIRouter(tags=["world"])
+router = APIRouter(tags=["world"], responses=error_responses(*COMMON_ERRORS, 404))
 
 
 @router.post("/predict_future", response_model=PredictResponse)
-async def predict_future(body: PredictRequest, services: ReadyServicesDep) -> PredictResponse:
+async def predict_future(
+    body: PredictRequest, services: ReadyServicesDep, x_request_timeout_ms: str | None = Header(None)
+) -> PredictResponse:
     settings = services.settings
+    deadline = request_deadline(x_request_timeout_ms, body.timeout_ms, settings)
     model = resolve_model(services, body.model)
     if model.rollout is None:
         raise UnprocessableInput(f"model {model.name!r} has no action-conditioned predictor", code="no_predictor")
@@ -43,11 +46,11 @@ async def predict_future(body: PredictRequest, services: ReadyServicesDep) -> Pr
                 {"context_frames": frames},
                 code="invalid_context",
             )
-        embedded = await embed_items(services, model, to_media_items(body.context, settings))
+        embedded = await embed_items(services, model, to_media_items(body.context, settings), deadline)
         state = embedded.pooled[-1]
         timings = {"decode": round(embedded.decode_ms, 3), "encode": round(embedded.inference_ms, 3)}
         started = time.perf_counter()
-    states = await rollout.rollout(state, actions)
+    states = await rollout.rollout(state, actions, deadline)
     timings["rollout"] = round((time.perf_counter() - started) * 1000, 3)
     return PredictResponse(
         model=model.name, space_id=model.manifest.space_id, initial_state=state.tolist(), states=states.tolist(),

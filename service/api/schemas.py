@@ -41,18 +41,29 @@ class EmbedOptions(Body):
     model: str | None = Field(None, description="model name; default: the server's default model")
     output: Literal["pooled", "tokens"] = Field("pooled", description="'tokens' adds the patch-token grid")
     normalize: bool = Field(True, description="L2-normalise the pooled embeddings")
+    timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
+    encoding: Literal["float", "base64"] = Field(
+        "float", description="'base64': arrays as base64 of raw little-endian bytes (smaller, faster to parse)"
+    )
+    dtype: Literal["float32", "float16"] = Field("float32", description="element type of base64 arrays")
 
 
 class EmbedRequest(EmbedOptions):
     inputs: list[MediaInput] = Field(min_length=1)
 
 
+class EncodedArray(BaseModel):
+    data: str = Field(description="base64 of the raw little-endian array bytes, C order")
+    dtype: Literal["float32", "float16"]
+    shape: list[int]
+
+
 class EmbedResponse(BaseModel):
     model: str
     space_id: str
     dim: int
-    embeddings: list[Vector]
-    tokens: list[list[Vector]] | None = None
+    embeddings: list[Vector] | EncodedArray = Field(description="(N, dim): lists of floats, or an EncodedArray")
+    tokens: list[list[Vector]] | EncodedArray | None = Field(None, description="(N, tokens, dim) with output='tokens'")
     timings_ms: dict[str, float]
 
 
@@ -123,6 +134,7 @@ class SearchRequest(Body):
     id: PointId | None = Field(None, description="search with a stored point's vector (the point itself is left out)")
     k: int = Field(10, ge=1)
     space_id: str | None = Field(None, description="space of the query vectors; refused (409) if it differs")
+    timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline for embedding a media query")
 
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:
@@ -151,6 +163,11 @@ class PredictRequest(Body):
     context: list[MediaInput] | None = Field(None, description="observation frames (the model's context length)")
     state: Vector | None = Field(None, description="a state embedding (raw, not normalised) instead of frames")
     actions: list[Vector] = Field(min_length=1)
+    timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
+    encoding: Literal["float", "base64"] = Field(
+        "float", description="'base64': arrays as base64 of raw little-endian bytes (smaller, faster to parse)"
+    )
+    dtype: Literal["float32", "float16"] = Field("float32", description="element type of base64 arrays")
 
     @model_validator(mode="after")
     def _start(self) -> PredictRequest:
@@ -177,3 +194,25 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route can answer, all with the one error shape."""
+    return {status: {"model": ErrorResponse, "description": ERROR_MEANINGS[status]} for status in statuses}
+
+
+ERROR_MEANINGS = {
+    400: "undecodable input (invalid JSON, base64 or image)",
+    401: "missing or invalid API key",
+    403: "the key lacks the scope",
+    404: "unknown model, collection or point",
+    409: "embedding space or configuration conflict",
+    413: "too large: body, image bytes or pixels, items per request",
+    415: "unsupported content type or image format",
+    422: "well-formed but invalid input",
+    429: "overloaded: retry after the Retry-After header",
+    503: "not ready (loading, warming) or shutting down",
+    504: "the request deadline passed",
+    507: "a write could not be made durable; nothing was stored",
+}
+COMMON_ERRORS = (400, 413, 415, 422, 429, 503, 504)

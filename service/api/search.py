@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
 
 from service.api.collections import check_space, model_for
 from service.api.deps import ReadyServicesDep
-from service.api.media_inputs import check_count, embed_items, to_media_items
-from service.api.schemas import Hit, SearchRequest, SearchResponse
+from service.api.media_inputs import check_count, embed_items, request_deadline, to_media_items
+from service.api.schemas import COMMON_ERRORS, Hit, SearchRequest, SearchResponse, error_responses
 from service.errors import UnprocessableInput
 
-router = APIRouter(tags=["search"])
+router = APIRouter(tags=["search"], responses=error_responses(*COMMON_ERRORS, 404, 409))
 
 
 @router.post("/search", response_model=SearchResponse)
-async def search(body: SearchRequest, services: ReadyServicesDep) -> SearchResponse:
+async def search(
+    body: SearchRequest, services: ReadyServicesDep, x_request_timeout_ms: str | None = Header(None)
+) -> SearchResponse:
     settings = services.settings
     if body.k > settings.max_search_k:
         raise UnprocessableInput(f"k={body.k} exceeds the limit of {settings.max_search_k}", code="k_too_large")
@@ -27,7 +29,8 @@ async def search(body: SearchRequest, services: ReadyServicesDep) -> SearchRespo
         exclude = [body.id]
     elif body.input is not None:
         model = model_for(services, collection)
-        queries = (await embed_items(services, model, to_media_items([body.input], settings))).pooled
+        deadline = request_deadline(x_request_timeout_ms, body.timeout_ms, settings)
+        queries = (await embed_items(services, model, to_media_items([body.input], settings), deadline)).pooled
     else:
         check_space(collection, body.space_id)
         raw = [body.vector] if body.vector is not None else body.vectors or []

@@ -3,12 +3,19 @@
 One visible asyncio task per (model, component) collects items and one worker
 thread runs the engine, so the event loop never blocks. While the engine runs,
 new items queue up; when it returns, a full batch (or one whose oldest item
-has waited long enough) goes at once.
+has waited long enough) goes at once. Items whose deadline has passed are
+dropped before compute; a failed batch fails its callers and the loop goes on.
+
+Waiting for a fuller batch only pays when more items are on their way:
+callers `announce()` items while they decode them, and the batcher waits (up
+to max_queue_delay_ms) only while announced items have not arrived yet. A lone
+request therefore goes straight to the engine, with no timer in its latency.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections import deque
@@ -18,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import NotReady, Overloaded, ServiceError
+from service.errors import DeadlineExceeded, NotReady, Overloaded, ServiceError
 from service.metrics import Metrics
 from service.runtime.engine import Engine
 
@@ -32,6 +39,29 @@ class BatchPolicy:
     max_batch_size: int = 16
     max_queue_delay_ms: float = 2.0
     max_queue_size: int = 1024
+    # Optional cost budget per batch (e.g. patch tokens), so clips and large images count for what they cost.
+    max_batch_cost: int = 0
+    # Engine-friendly sizes (e.g. TensorRT profiles): a batch is padded up to the next one.
+    preferred_batch_sizes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if any(s < 1 or s > self.max_batch_size for s in self.preferred_batch_sizes):
+            raise ValueError("preferred batch sizes must lie in 1..max_batch_size")
+
+    def padded_size(self, n: int) -> int:
+        sizes = sorted(self.preferred_batch_sizes)
+        at = bisect.bisect_left(sizes, n)
+        return sizes[at] if at < len(sizes) else n
+
+    def warmup_sizes(self) -> list[int]:
+        """Every shape the engine will see: the preferred sizes, else powers of two and the max."""
+        if self.preferred_batch_sizes:
+            return sorted(set(self.preferred_batch_sizes))
+        sizes, size = [], 1
+        while size < self.max_batch_size:
+            sizes.append(size)
+            size *= 2
+        return [*sizes, self.max_batch_size]
 
 
 class EngineFailure(ServiceError):
@@ -46,6 +76,8 @@ class _Item:
     inputs: Arrays
     future: asyncio.Future[Arrays]
     enqueued: float
+    deadline: float | None
+    cost: int
 
 
 class DynamicBatcher:
@@ -59,6 +91,8 @@ class DynamicBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{model}-{component}")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._mean_batch_seconds = 0.05  # running mean, for Retry-After
+        self._incoming = 0  # announced items still being decoded
 
     @property
     def component(self) -> str:
@@ -83,25 +117,65 @@ class DynamicBatcher:
             await self._task
         self._executor.shutdown(wait=True)
 
-    async def infer(self, items: Sequence[Arrays]) -> list[Arrays]:
-        """Queue every item of one request together and wait for all of them."""
+    def warm_up(self, example: Arrays) -> list[int]:
+        """Run every batch size once (blocking; before serving) so no request pays for a first-shape plan."""
+        sizes = self.policy.warmup_sizes()
+        for size in sizes:
+            self.engine.run({name: np.repeat(value[None], size, axis=0) for name, value in example.items()})
+        return sizes
+
+    def announce(self, n: int) -> None:
+        """n items will reach infer() soon (they are being decoded): worth waiting for."""
+        self._incoming += n
+
+    def withdraw(self, n: int) -> None:
+        """Announced items that will not come after all (decoding failed), or that just came."""
+        self._incoming = max(0, self._incoming - n)
+        if not self._incoming:
+            self._wakeup.set()  # stop waiting for them
+
+    async def infer(
+        self, items: Sequence[Arrays], *, deadline: float | None = None, cost: int = 1, announced: bool = False
+    ) -> list[Arrays]:
+        """Queue every item of one request together and wait for all of them.
+
+        `deadline` is a time.perf_counter() instant: past it the caller gets 504 and its
+        queued items are dropped before compute. `cost` counts against max_batch_cost.
+        """
+        if announced:
+            self.withdraw(len(items))
         if self._closing or not self.running:
             raise NotReady("model is shutting down or not started")
         if len(self._queue) + len(items) > self.policy.max_queue_size:
             self._metrics.rejected.labels(**self._labels, reason="queue_full").inc(len(items))
             raise Overloaded(
                 "inference queue is full; retry later",
-                retry_after_s=1.0,
+                retry_after_s=self._retry_after(),
                 detail={"queue_depth": len(self._queue), "max_queue_size": self.policy.max_queue_size},
             )
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
-        pending = [_Item(inputs=dict(x), future=loop.create_future(), enqueued=now) for x in items]
+        if deadline is not None and deadline <= now:
+            self._metrics.rejected.labels(**self._labels, reason="expired").inc(len(items))
+            raise DeadlineExceeded("request deadline passed before inference")
+        pending = [_Item(dict(x), loop.create_future(), now, deadline, cost) for x in items]
         self._queue.extend(pending)
         self._metrics.queue_depth.labels(**self._labels).set(len(self._queue))
         self._wakeup.set()
-        # gather cancels the futures if the caller goes away; the loop skips them.
-        return list(await asyncio.gather(*(p.future for p in pending)))
+        gathered = asyncio.gather(*(p.future for p in pending))
+        if deadline is None:
+            return list(await gathered)
+        try:
+            # wait_for cancels the futures on timeout; the loop then skips them.
+            return list(await asyncio.wait_for(gathered, timeout=deadline - now))
+        except TimeoutError:
+            self._metrics.rejected.labels(**self._labels, reason="expired").inc(len(items))
+            raise DeadlineExceeded("request deadline passed while waiting for inference") from None
+
+    def _retry_after(self) -> float:
+        """About how long the queue takes to drain, from the recent mean batch time."""
+        batches = max(1, len(self._queue) // self.policy.max_batch_size)
+        return max(1.0, batches * self._mean_batch_seconds)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -119,7 +193,7 @@ class DynamicBatcher:
 
     async def _wait_for_batch(self) -> None:
         delay = self.policy.max_queue_delay_ms / 1000.0
-        while len(self._queue) < self.policy.max_batch_size and not self._closing:
+        while not self._batch_is_full() and not self._closing and self._incoming > 0:
             remaining = self._queue[0].enqueued + delay - time.perf_counter()
             if remaining <= 0:
                 return
@@ -129,12 +203,32 @@ class DynamicBatcher:
             except TimeoutError:
                 return
 
+    def _batch_is_full(self) -> bool:
+        if len(self._queue) >= self.policy.max_batch_size:
+            return True
+        budget = self.policy.max_batch_cost
+        return bool(budget) and sum(item.cost for item in self._queue) >= budget
+
     def _take_batch(self) -> list[_Item]:
         batch: list[_Item] = []
+        spent = 0
+        budget = self.policy.max_batch_cost
+        now = time.perf_counter()
         while self._queue and len(batch) < self.policy.max_batch_size:
-            item = self._queue.popleft()
-            if not item.future.done():  # cancelled callers cost nothing
-                batch.append(item)
+            item = self._queue[0]
+            if item.future.done():  # cancelled or timed-out callers cost nothing
+                self._queue.popleft()
+                continue
+            if item.deadline is not None and item.deadline <= now:
+                self._queue.popleft()
+                self._metrics.rejected.labels(**self._labels, reason="expired").inc()
+                item.future.set_exception(DeadlineExceeded("request deadline passed before inference"))
+                continue
+            if budget and batch and spent + item.cost > budget:
+                break  # the next batch takes it; one item alone may exceed the budget
+            self._queue.popleft()
+            batch.append(item)
+            spent += item.cost
         self._metrics.queue_depth.labels(**self._labels).set(len(self._queue))
         return batch
 
@@ -142,12 +236,15 @@ class DynamicBatcher:
         started = time.perf_counter()
         for item in batch:
             self._metrics.queue_wait.labels(**self._labels).observe(started - item.enqueued)
+        size = self.policy.padded_size(len(batch))
         try:
-            stacked = {name: np.stack([item.inputs[name] for item in batch]) for name in batch[0].inputs}
+            # Padding repeats the last item: valid input, and its outputs are dropped.
+            rows = [item.inputs for item in batch] + [batch[-1].inputs] * (size - len(batch))
+            stacked = {name: np.stack([row[name] for row in rows]) for name in batch[0].inputs}
             outputs = await loop.run_in_executor(self._executor, self.engine.run, stacked)
             for name, value in outputs.items():
-                if value.shape[0] != len(batch):
-                    raise RuntimeError(f"engine output {name} has {value.shape[0]} rows for {len(batch)} inputs")
+                if value.shape[0] != size:
+                    raise RuntimeError(f"engine output {name} has {value.shape[0]} rows for {size} inputs")
         except Exception:
             # One bad batch must not end the loop: fail its callers, keep serving.
             log.exception("engine %s failed on a batch of %d", self.engine.name, len(batch))
@@ -156,7 +253,9 @@ class DynamicBatcher:
                 if not item.future.done():
                     item.future.set_exception(EngineFailure("inference failed"))
             return
-        self._metrics.inference_seconds.labels(**self._labels).observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self._mean_batch_seconds = 0.8 * self._mean_batch_seconds + 0.2 * elapsed
+        self._metrics.inference_seconds.labels(**self._labels).observe(elapsed)
         self._metrics.batch_size.labels(**self._labels).observe(len(batch))
         self._metrics.batch_fill.labels(**self._labels).observe(len(batch) / self.policy.max_batch_size)
         for row, item in enumerate(batch):

@@ -51,12 +51,12 @@ class LatentRollout:
             raise UnprocessableInput("state contains NaN or Inf", code="invalid_vector")
         return state
 
-    async def rollout(self, state: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    async def rollout(self, state: np.ndarray, actions: np.ndarray, deadline: float | None = None) -> np.ndarray:
         """state (D,), actions (T, A) -> predicted states after each step (T, D)."""
         states = []
         current = state
         for action in actions:
-            (out,) = await self._batcher.infer([{"state": current, "action": action}])
+            (out,) = await self._batcher.infer([{"state": current, "action": action}], deadline=deadline)
             current = out["next_state"]
             states.append(current)
         return np.stack(states) if states else np.zeros((0, state.shape[0]), np.float32)

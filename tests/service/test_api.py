@@ -3,11 +3,14 @@
 import base64
 import io
 import json
+import time
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from tests.conftest import serving
 
 from models.demo import build_demo_model
 
@@ -106,21 +109,13 @@ def test_embed_invalid_json_is_400(client):
 
 
 def test_embed_too_many_inputs_is_413(settings_factory, photos):
-    from fastapi.testclient import TestClient
-
-    from service.app import create_app
-
-    with TestClient(create_app(settings_factory(max_request_items=2))) as small:
+    with serving(settings_factory(max_request_items=2)) as small:
         body = {"inputs": [{"image": b64(photos["coffee"])}] * 3}
         assert_error(small.post("/embed", json=body), 413, "too_many_items")
 
 
 def test_body_over_the_limit_is_413(settings_factory):
-    from fastapi.testclient import TestClient
-
-    from service.app import create_app
-
-    with TestClient(create_app(settings_factory(max_body_bytes=1000))) as small:
+    with serving(settings_factory(max_body_bytes=1000)) as small:
         assert_error(small.post("/embed", json={"inputs": [{"image": "A" * 2000}]}), 413, "payload_too_large")
 
 
@@ -193,7 +188,7 @@ def test_vectors_from_another_space_are_refused(client):
         ("post", "/search", {"collection": "c", "id": "ghost"}, 404),
         ("post", "/search", {"collection": "c", "input": {"image": "aGk="}}, 422),  # no model for this collection
         ("put", "/collections/c", {"dim": 4}, 409),
-        ("put", "/collections/-leading-dash", {"dim": 4}, 400),
+        ("put", "/collections/-leading-dash", {"dim": 4}, 422),
         ("put", "/collections/..", {"dim": 4}, 404),
         ("put", "/collections/x", {}, 422),
         ("put", "/collections/x", {"model": "demo", "dim": 5}, 422),
@@ -215,16 +210,12 @@ def test_nan_in_vectors_is_422(client):
 
 
 def test_collection_lifecycle_and_persistence(settings_factory):
-    from fastapi.testclient import TestClient
-
-    from service.app import create_app
-
     settings = settings_factory()
-    with TestClient(create_app(settings)) as first:
+    with serving(settings) as first:
         assert first.put("/collections/keep", json={"dim": 2, "metric": "l2"}).status_code == 201
         assert first.put("/collections/keep", json={"dim": 2, "metric": "l2"}).status_code == 200
         first.post("/collections/keep/points", json={"ids": ["a", "b"], "vectors": [[0, 0], [3, 4]]})
-    with TestClient(create_app(settings)) as second:
+    with serving(settings) as second:
         hits = second.post("/search", json={"collection": "keep", "vector": [0, 0], "k": 2}).json()["hits"]
         assert [(h["id"], h["score"]) for h in hits] == [("a", 0.0), ("b", 25.0)]
         assert [c["name"] for c in second.get("/collections").json()] == ["keep"]
@@ -292,15 +283,13 @@ def test_health_readiness_models_and_metrics(client, photos):
 def test_unknown_route_uses_the_error_shape(client):
     assert_error(client.get("/nope"), 404)
     assert_error(client.delete("/embed"), 405)
+    assert client.request("OPTIONS", "/collections/c").headers["allow"] == "DELETE, GET, PUT"
 
 
 def test_not_ready_without_models(tmp_path):
-    from fastapi.testclient import TestClient
-
-    from service.app import create_app
     from service.settings import Settings
 
-    with TestClient(create_app(Settings(model_repository=tmp_path / "empty", data_dir=tmp_path / "d"))) as bare:
+    with serving(Settings(model_repository=tmp_path / "empty", data_dir=tmp_path / "d")) as bare:
         assert bare.get("/healthz").status_code == 200
         assert bare.get("/readyz").status_code == 503
         assert_error(bare.post("/embed", json={"inputs": [{"image": "aGk="}]}), 503, "not_ready")
@@ -309,9 +298,6 @@ def test_not_ready_without_models(tmp_path):
 def test_a_broken_model_entry_does_not_stop_the_others(demo_repository, tmp_path):
     import shutil
 
-    from fastapi.testclient import TestClient
-
-    from service.app import create_app
     from service.settings import Settings
 
     repo = tmp_path / "repo"
@@ -320,10 +306,90 @@ def test_a_broken_model_entry_does_not_stop_the_others(demo_repository, tmp_path
     (repo / "broken" / "encoder.onnx").write_bytes(b"garbage")
     (repo / "nomanifest").mkdir()
     manifest = json.loads((repo / "demo" / "manifest.json").read_text())
-    with TestClient(create_app(Settings(model_repository=repo, data_dir=tmp_path / "d", precision="fp32"))) as c:
+    with serving(Settings(model_repository=repo, data_dir=tmp_path / "d", precision="fp32")) as c:
         ready = c.get("/readyz").json()
         assert ready["models"]["demo"] == "ready"
         assert ready["models"]["broken"].startswith("failed")
         assert ready["models"]["nomanifest"].startswith("failed")
         assert c.post("/predict_future", json={"model": "demo", "state": [0.0] * 128, "actions": [[0, 0]]}).status_code == 200
         assert manifest["name"] == "demo"
+
+
+# -- deadlines and readiness ------------------------------------------------------------------
+
+
+def test_deadline_header_and_field(client, photos):
+    body = {"inputs": [{"image": b64(photos["coffee"])}]}
+    assert client.post("/embed", json=body, headers={"X-Request-Timeout-Ms": "10000"}).status_code == 200
+    assert_error(client.post("/embed", json=body, headers={"X-Request-Timeout-Ms": "soon"}), 400, "invalid_timeout")
+    assert_error(client.post("/embed", json={**body, "timeout_ms": -5}), 422)
+    # a deadline that cannot be met: the item is dropped and the answer is 504, not a late 200
+    slow = client.post("/embed", json={**body, "timeout_ms": 0.001})
+    assert_error(slow, 504, "deadline_exceeded")
+    text = client.get("/metrics").text
+    assert 'jepa_rejected_total{component="encoder",model="demo",reason="expired"}' in text
+
+
+def test_readyz_reports_the_phase_and_warmed_sizes(client):
+    ready = client.get("/readyz").json()
+    assert ready["phase"] == "ready" and ready["status"] == "ready"
+    text = client.get("/metrics").text
+    # warm-up runs the engine directly (not through the batcher), so no batch was counted yet
+    assert 'jepa_batch_size_count{component="encoder",model="demo"}' not in text
+
+
+def test_serving_waits_while_warming(settings_factory, monkeypatch):
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.model_pool import ModelPool
+
+    release = threading.Event()
+    original = ModelPool.warm_up
+
+    def slow_warm_up(self):
+        release.wait(10)
+        original(self)
+
+    monkeypatch.setattr(ModelPool, "warm_up", slow_warm_up)
+    with TestClient(create_app(settings_factory())) as c:
+        for _ in range(200):
+            if c.get("/readyz").json()["phase"] == "warming":
+                break
+            time.sleep(0.01)
+        warming = c.get("/readyz")
+        assert warming.status_code == 503 and warming.json()["phase"] == "warming"
+        assert c.get("/healthz").status_code == 200
+        assert_error(c.post("/embed", json={"inputs": [{"image": "aGk="}]}), 503, "not_ready")
+        release.set()
+        for _ in range(500):
+            if c.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.01)
+        assert c.get("/readyz").json()["phase"] == "ready"
+
+
+def test_binary_encodings_carry_the_same_numbers(client, photos):
+    body = {"inputs": [{"image": b64(photos["chelsea"])}, {"image": b64(photos["rocket"])}], "output": "tokens"}
+    floats = client.post("/embed", json=body).json()
+    pooled = np.asarray(floats["embeddings"], np.float32)
+    tokens = np.asarray(floats["tokens"], np.float32)
+
+    packed = client.post("/embed", json={**body, "encoding": "base64"}).json()
+    assert packed["embeddings"]["shape"] == [2, 128] and packed["tokens"]["shape"] == [2, 64, 128]
+    decoded = np.frombuffer(base64.b64decode(packed["embeddings"]["data"]), "<f4").reshape(2, 128)
+    np.testing.assert_array_equal(decoded, pooled)
+
+    half = client.post("/embed", json={**body, "encoding": "base64", "dtype": "float16"}).json()
+    assert half["tokens"]["dtype"] == "float16"
+    tokens16 = np.frombuffer(base64.b64decode(half["tokens"]["data"]), "<f2").reshape(2, 64, 128)
+    np.testing.assert_allclose(tokens16, tokens, atol=2e-3, rtol=2e-3)
+
+    npy = client.post("/embed", json=body, headers={"Accept": "application/x-npy"})
+    assert npy.headers["content-type"] == "application/x-npy" and npy.headers["x-model"] == "demo"
+    np.testing.assert_array_equal(np.load(io.BytesIO(npy.content)), tokens)
+    form = client.post("/embed", files=[("files", ("a.png", photos["chelsea"], "image/png"))],
+                       data={"encoding": "base64"}, headers={"Accept": "application/x-npy"})
+    np.testing.assert_allclose(np.load(io.BytesIO(form.content))[0], pooled[0], atol=1e-6)

@@ -55,9 +55,9 @@ async def test_items_from_many_requests_coalesce_and_map_back():
     assert len(engine.batches) <= 4  # 20 items at max 8 -> 3 batches, one spare for timing
 
 
-async def test_lone_item_waits_at_most_the_delay():
+async def test_lone_item_goes_at_once_when_nothing_else_is_announced():
     engine = DoublingEngine()
-    batcher = make(engine, max_batch_size=64, max_queue_delay_ms=20)
+    batcher = make(engine, max_batch_size=64, max_queue_delay_ms=500)
     batcher.start()
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -65,7 +65,39 @@ async def test_lone_item_waits_at_most_the_delay():
     elapsed = loop.time() - started
     await batcher.stop()
     assert engine.batches == [1]
-    assert 0.015 <= elapsed < 1.0
+    assert elapsed < 0.25  # far below the 500 ms delay: nobody else was coming
+
+
+async def test_batch_waits_for_announced_items_at_most_the_delay():
+    engine = DoublingEngine()
+    batcher = make(engine, max_batch_size=64, max_queue_delay_ms=60)
+    batcher.start()
+    loop = asyncio.get_running_loop()
+    batcher.announce(2)  # two items decoding; only one ever arrives
+    started = loop.time()
+    first = asyncio.ensure_future(batcher.infer([item(1)], announced=True))
+    await asyncio.sleep(0.02)
+    second = asyncio.ensure_future(batcher.infer([item(2)]))  # not announced, but joins the open batch
+    await asyncio.gather(first, second)
+    elapsed = loop.time() - started
+    await batcher.stop()
+    assert engine.batches == [2]
+    assert 0.05 <= elapsed < 1.0  # held open for the still-announced item, up to the delay
+
+
+async def test_withdrawn_announcement_stops_the_wait():
+    engine = DoublingEngine()
+    batcher = make(engine, max_batch_size=64, max_queue_delay_ms=2000)
+    batcher.start()
+    loop = asyncio.get_running_loop()
+    batcher.announce(2)
+    started = loop.time()
+    pending = asyncio.ensure_future(batcher.infer([item(1)], announced=True))
+    await asyncio.sleep(0.05)
+    batcher.withdraw(1)  # the other item failed to decode
+    await pending
+    await batcher.stop()
+    assert loop.time() - started < 1.0
 
 
 async def test_failed_batch_fails_its_callers_and_the_loop_survives():
@@ -120,3 +152,63 @@ async def test_stopped_batcher_refuses_work():
     await batcher.stop()
     with pytest.raises(NotReady):
         await batcher.infer([item(1)])
+
+
+async def test_expired_items_are_dropped_before_compute():
+    import time
+
+    from service.errors import DeadlineExceeded
+
+    engine = DoublingEngine()
+    engine.gate.clear()
+    batcher = make(engine, max_batch_size=1, max_queue_delay_ms=0)
+    batcher.start()
+    first = asyncio.ensure_future(batcher.infer([item(0)]))
+    await asyncio.sleep(0.05)  # the engine is busy with item 0
+    with pytest.raises(DeadlineExceeded):
+        await batcher.infer([item(1)], deadline=time.perf_counter() + 0.05)
+    engine.gate.set()
+    await first
+    (ok,) = await batcher.infer([item(2)], deadline=time.perf_counter() + 5)
+    await batcher.stop()
+    assert engine.batches == [1, 1]  # item 1 expired in the queue and never ran
+    np.testing.assert_array_equal(ok["y"], np.full(3, 4, np.float32))
+    with pytest.raises(DeadlineExceeded):
+        batcher2 = make(DoublingEngine())
+        batcher2.start()
+        try:
+            await batcher2.infer([item(1)], deadline=time.perf_counter() - 1)
+        finally:
+            await batcher2.stop()
+
+
+async def test_cost_budget_limits_a_batch():
+    engine = DoublingEngine()
+    batcher = make(engine, max_batch_size=16, max_queue_delay_ms=30, max_batch_cost=100)
+    batcher.start()
+    await asyncio.gather(*(batcher.infer([item(i)], cost=40) for i in range(6)))
+    await batcher.stop()
+    assert sum(engine.batches) == 6
+    assert max(engine.batches) == 2  # 2 x 40 fits in 100, 3 x 40 does not
+
+
+async def test_preferred_sizes_pad_and_outputs_map_back():
+    engine = DoublingEngine()
+    batcher = make(engine, max_batch_size=8, max_queue_delay_ms=20, preferred_batch_sizes=(4, 8))
+    batcher.start()
+    results = await asyncio.gather(*(batcher.infer([item(i)]) for i in range(3)))
+    await batcher.stop()
+    assert engine.batches == [4]  # 3 items padded to the engine's size 4
+    assert [r[0]["y"][0] for r in results] == [0, 2, 4]
+
+
+def test_policy_sizes():
+    from service.batching import BatchPolicy
+
+    assert BatchPolicy(max_batch_size=16).warmup_sizes() == [1, 2, 4, 8, 16]
+    assert BatchPolicy(max_batch_size=12).warmup_sizes() == [1, 2, 4, 8, 12]
+    policy = BatchPolicy(max_batch_size=16, preferred_batch_sizes=(8, 4, 16))
+    assert policy.warmup_sizes() == [4, 8, 16]
+    assert [policy.padded_size(n) for n in (1, 4, 5, 9, 16)] == [4, 4, 8, 16, 16]
+    with pytest.raises(ValueError):
+        BatchPolicy(max_batch_size=4, preferred_batch_sizes=(8,))

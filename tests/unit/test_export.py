@@ -91,3 +91,15 @@ def test_compare_outputs_reports_the_worst_row():
     report = compare_outputs(ref, cand)
     assert report.min_cosine == pytest.approx(1 / np.sqrt(2))
     assert report.max_abs_diff == pytest.approx(1.0)
+
+
+def test_random_vit_export_for_benchmarks(tmp_path: Path):
+    from export.cli import main
+
+    code = main(["vit", "--name", "tiny", "--out", str(tmp_path), "--image-size", "32", "--patch-size", "8",
+                 "--dim", "32", "--depth", "1", "--heads", "2", "--no-fp16"])
+    assert code == 0
+    manifest = json.loads((tmp_path / "tiny" / "manifest.json").read_text())
+    assert manifest["family"] == "vit" and manifest["output"]["dim"] == 32 and manifest["output"]["token_grid"] == [4, 4]
+    assert manifest["components"]["encoder"]["parity"]["fp32"]["min_cosine"] >= FP32_GATE
+    assert main(["vit", "--name", "bad", "--out", str(tmp_path), "--image-size", "30", "--patch-size", "8"]) == 1

@@ -1,0 +1,38 @@
+"""What every peer shares with jepa-serve, so only the serving strategy differs: same model, same decode."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.media.images import ImageLimits, ImagePreprocess, decode_image
+
+LIMITS = ImageLimits(max_bytes=16 * 1024 * 1024, max_pixels=40_000_000)
+
+
+def load_entry() -> tuple[ort.InferenceSession, ImagePreprocess]:
+    """The model entry named by PEER_MODEL_DIR, with jepa-serve's CPU session options."""
+    folder = Path(os.environ["PEER_MODEL_DIR"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(folder / "encoder.onnx"), sess_options=options, providers=["CPUExecutionProvider"])
+    spec = manifest["input"]
+    preprocess = ImagePreprocess(height=spec["image_size"][0], width=spec["image_size"][1], resize=spec["resize"],
+                                 mean=tuple(spec["mean"]), std=tuple(spec["std"]))
+    return session, preprocess
+
+
+def decode_one(body: dict, preprocess: ImagePreprocess) -> np.ndarray:
+    """The first input of an /embed-style JSON body -> (3, H, W) float32."""
+    return preprocess.apply(decode_image(base64.b64decode(body["inputs"][0]["image"]), LIMITS))
+
+
+def normalise(pooled: np.ndarray) -> list[float]:
+    return (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).tolist()
