@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_server import server  # noqa: F401 - the real-server fixture, reused
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,7 +37,7 @@ def locust_aggregated(path: Path) -> dict[str, str]:
         return next(row for row in csv.DictReader(f) if row["Name"] == "Aggregated")
 
 
-def test_short_run_writes_a_report_whose_numbers_agree(server: str, tmp_path: Path):  # noqa: F811
+def test_short_run_writes_a_report_whose_numbers_agree(server: str, tmp_path: Path):
     out = tmp_path / "report"
     done = run_loadtest("--host", server, "-u", "10", "-r", "10", "-t", "6", "--wait-ms", "10,60", "--collection-size", "200",
                         "--metrics-interval", "1", "--out", str(out), "--max-failure-ratio", "0", "--max-p95-ms", "60000")
