@@ -45,3 +45,22 @@ $(BENCH_STAMP): $(STAMP)
 # Figures for docs/bench/serving.md (minutes; not part of make test).
 bench: $(BENCH_STAMP)
 	$(PY) -m loadtests.bench_serving $(BENCH_ARGS)
+
+# Load tests (Locust, run as a subprocess; report in reports/loadtest-<shape>-<time>/). Without LOAD_HOST the
+# runner starts its own server on a free port. Examples (all flags: .venv/bin/python -m loadtests.run --help):
+#   make loadtest LOAD_SHAPE=step LOAD_ARGS="--steps 5,10,20,40,80 --step-seconds 40"
+#   make loadtest LOAD_SHAPE=spike LOAD_ARGS="--server-env JEPA_MAX_QUEUE_SIZE=64 --max-failure-ratio 0"
+#   make loadtest LOAD_HOST=http://localhost:8080 LOAD_ARGS="-u 20 -t 120 --max-p95-ms 500 --max-failure-ratio 0.01"
+LOAD_SHAPE ?= constant
+LOAD_HOST ?=
+LOAD_ARGS ?=
+LOAD_STAMP := $(VENV)/.installed-load
+
+.PHONY: loadtest
+
+$(LOAD_STAMP): pyproject.toml | $(STAMP)
+	$(PY) -m pip install --quiet -e '.[load]'
+	@touch $(LOAD_STAMP)
+
+loadtest: $(LOAD_STAMP) $(if $(LOAD_HOST),,$(DEMO))
+	$(PY) -m loadtests.run --shape $(LOAD_SHAPE) $(if $(LOAD_HOST),--host $(LOAD_HOST)) $(LOAD_ARGS)

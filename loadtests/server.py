@@ -1,0 +1,112 @@
+"""A jepa-serve process for a load test when no --host is given: free port, demo model, memory readings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def venv_script(name: str) -> str:
+    """The script next to this interpreter (the venv's), else whatever is on PATH."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} is not installed (run `make install`)")
+    return found
+
+
+def model_repository(given: Path | None, scratch: Path, log) -> Path:
+    """The given repository, else ./model_repository if it holds a model, else the demo exported into scratch."""
+    if given is not None:
+        if not any(given.glob("*/manifest.json")):
+            raise FileNotFoundError(f"{given} holds no model (no */manifest.json)")
+        return given
+    default = Path("model_repository")
+    if any(default.glob("*/manifest.json")):
+        return default
+    out = scratch / "model_repository"
+    log(f"exporting the demo model into {out} (jepa-export demo)")
+    subprocess.run([venv_script("jepa-export"), "demo", "--name", "demo", "--out", str(out)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return out
+
+
+def rss_bytes(pid: int) -> float | None:
+    """Resident memory of a local process, from /proc/<pid>/status (VmRSS, in kB)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+class LocalServer:
+    """`jepa-serve` on a free port with its own data folder; `url` once ready, `stop()` returns its log."""
+
+    def __init__(self, repository: Path, workdir: Path, env: dict[str, str], api_key: str | None = None) -> None:
+        self.repository = repository
+        self.workdir = workdir
+        self.env = env
+        self.api_key = api_key
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "server.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "JEPA_MODEL_REPOSITORY": str(self.repository.resolve()),
+               "JEPA_DATA_DIR": str((self.workdir / "data").resolve()), **self.env}
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [venv_script("jepa-serve"), "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+            cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout_s
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"jepa-serve exited with {self.process.returncode}:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(urllib.request.Request(self.url + "/readyz", headers=headers), timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"jepa-serve was not ready within {timeout_s:.0f} s")
+
+    def stop(self) -> str:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if hasattr(self, "_log"):
+            self._log.close()
+        return self.log_path.read_text() if self.log_path.exists() else ""
