@@ -11,12 +11,15 @@ from importlib import metadata
 from fastapi import FastAPI
 
 from service.api import collections, embed, health, predict, search
+from service.api.auth import AuthMiddleware
 from service.api.errors import install_error_handlers
 from service.index import CollectionStore
+from service.logs import RequestLogMiddleware
 from service.metrics import Metrics
 from service.middleware import BodyLimitMiddleware, MetricsMiddleware
 from service.model_pool import ModelPool
 from service.repository import scan_repository
+from service.security.guard import Guard
 from service.settings import Settings
 from service.state import Services
 
@@ -46,16 +49,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await services.run_blocking(store.recover)
     for name in store.names():
         metrics.index_points.labels(collection=name).set(store.get(name).count)
+    for model in models:
+        for batcher in model.batchers:
+            metrics.queue_capacity.labels(model=model.name, component=batcher.component).set(batcher.policy.max_queue_size)
     models.start()
     services.ready = len(models) > 0
     log.info("serving %d model(s): %s; failed: %s", len(models), [m.name for m in models], models.failures or "none")
     try:
         yield
     finally:
+        # Graceful shutdown: uvicorn has stopped accepting and finished in-flight requests (or hit
+        # shutdown_timeout_s); now drain the batch queues, snapshot + close every write-ahead log.
         services.ready = False
+        log.info("shutting down: draining batch queues")
         await models.stop()
+        collections = len(store.names())
         store.close()
         services.decode_pool.shutdown(wait=True)
+        await app.state.guard.aclose()
+        log.info("shutdown complete: batch queues drained, %d collection(s) snapshotted and closed", collections)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -68,9 +80,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.guard = Guard.from_settings(settings, app.state.metrics)
     install_error_handlers(app)
     for router in (embed.router, collections.router, search.router, predict.router, health.router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthMiddleware, guard=app.state.guard)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestLogMiddleware, access_log=settings.access_log)
     return app
