@@ -31,8 +31,14 @@ serve: $(STAMP) $(DEMO)
 	@echo ">> serving on http://$(HOST):$(PORT) (docs: http://$(HOST):$(PORT)/docs)"
 	JEPA_MODEL_REPOSITORY=$(REPO) $(VENV)/bin/jepa-serve --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+test: $(STAMP) deploy-tools
 	$(PY) -m pytest
 
 clean:
 	rm -rf $(VENV) $(REPO) data .pytest_cache
+
+# Tools of the deployment tests (docker-compose, promtool, nginx, hadolint): installed if missing, quick when
+# present, never fatal; a test whose tool is still missing skips and says why. See deploy/install-test-tools.sh.
+.PHONY: deploy-tools
+deploy-tools: $(STAMP)
+	@bash deploy/install-test-tools.sh $(VENV)
