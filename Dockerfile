@@ -47,7 +47,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin jepa \
- && mkdir -p /data /var/cache/jepa/engines && chown jepa:jepa /data /var/cache/jepa/engines
+ && mkdir -p /data /run/jepa /var/cache/jepa/engines && chown jepa:jepa /data /run/jepa /var/cache/jepa/engines
 COPY --from=venv-gpu /opt/venv /opt/venv
 COPY --from=export /models /models
 # TensorRT's libraries come in the tensorrt-cu12 wheel; ONNX Runtime's TensorRT EP loads them from here.
@@ -74,7 +74,7 @@ FROM ${PYTHON_IMAGE} AS runtime-cpu
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
     JEPA_MODEL_REPOSITORY=/models JEPA_DATA_DIR=/data JEPA_LOG_FORMAT=json
 RUN useradd --system --uid 10001 --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin jepa \
- && mkdir -p /data && chown jepa:jepa /data
+ && mkdir -p /data /run/jepa && chown jepa:jepa /data /run/jepa
 COPY --from=venv-cpu /opt/venv /opt/venv
 COPY --from=export /models /models
 USER 10001:10001
