@@ -44,9 +44,9 @@ class Guard:
                                        on_error=metrics.rate_limiter_errors.inc)
             else:
                 limiter = InProcessLimiter(settings.rate_limit_requests, settings.rate_limit_window_s)
-        log.info("auth %s (%d key(s)); rate limit %s", "on" if keys.enabled else "off (no keys configured)", len(keys),
-                 f"{settings.rate_limit_requests}/{settings.rate_limit_window_s:g}s per key "
-                 f"({'redis' if isinstance(limiter, RedisLimiter) else 'in process'})" if limiter else "off")
+        log.info("auth %s; rate limit %s", f"on ({len(keys)} key(s))" if keys.enabled else "off (no key configured)",
+                 f"{settings.rate_limit_requests} per {settings.rate_limit_window_s:g} s per key, counted "
+                 f"{'in redis' if isinstance(limiter, RedisLimiter) else 'in process'}" if limiter else "off")
         return cls(keys, limiter, metrics, health_open=settings.health_open, metrics_open=settings.metrics_open)
 
     async def check(self, path: str, method: str, authorization: str | None, client: str) -> Principal | None:

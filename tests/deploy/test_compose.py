@@ -63,6 +63,8 @@ def test_api_environment_names_real_settings(base):
     for name, service in api_services(base).items():
         unknown = set(service["environment"]) - fields - PENDING_SETTINGS
         assert not unknown, f"{name} sets variables the service does not read: {unknown}"
+        # rate-limit counters in the shared Redis: one budget per key across replicas
+        assert service["environment"]["JEPA_RATE_LIMIT_REDIS_URL"].startswith("redis://redis:")
 
 
 def test_balancer_waits_for_healthy_replicas_and_routes_to_each(base):
