@@ -31,7 +31,7 @@ serve: $(STAMP) $(DEMO)
 	@echo ">> serving on http://$(HOST):$(PORT) (docs: http://$(HOST):$(PORT)/docs)"
 	JEPA_MODEL_REPOSITORY=$(REPO) $(VENV)/bin/jepa-serve --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+test: $(STAMP) deploy-tools
 	$(PY) -m pytest
 
 clean:
@@ -64,3 +64,9 @@ $(LOAD_STAMP): pyproject.toml | $(STAMP)
 
 loadtest: $(LOAD_STAMP) $(if $(LOAD_HOST),,$(DEMO))
 	$(PY) -m loadtests.run --shape $(LOAD_SHAPE) $(if $(LOAD_HOST),--host $(LOAD_HOST)) $(LOAD_ARGS)
+
+# Tools of the deployment tests (docker-compose, promtool, nginx, hadolint): installed if missing, quick when
+# present, never fatal; a test whose tool is still missing skips and says why. See deploy/install-test-tools.sh.
+.PHONY: deploy-tools
+deploy-tools: $(STAMP)
+	@bash deploy/install-test-tools.sh $(VENV)

@@ -74,3 +74,23 @@ class StorageError(ServiceError):
 
     status = 507
     code = "storage_error"
+
+
+class Unauthorized(ServiceError):
+    """No API key, or one that matches no configured key (401 with `WWW-Authenticate: Bearer`)."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    """A valid key without the scope the route needs."""
+
+    status = 403
+    code = "forbidden"
+
+
+class RateLimited(Overloaded):
+    """The caller's key used up its requests for this window (429 + `Retry-After`)."""
+
+    code = "rate_limited"

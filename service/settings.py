@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,6 +46,30 @@ class Settings(BaseSettings):
     max_search_k: int = Field(1000, ge=1, description="largest k of /search")
 
     decode_threads: int = Field(2, ge=1, description="threads that decode and preprocess media")
+
+    # Security. Auth is off while no key is configured (so `make serve` needs none) and on as soon as one is.
+    api_keys: SecretStr = Field(
+        SecretStr(""),
+        description="API keys as 'name:sha256hex:scopes' entries separated by ';' or newlines; scopes read, write, ops "
+        "(comma-separated). Only the sha256 of each key is configured, never the key (`python -m service.security new-key`)",
+    )
+    api_keys_file: Path | None = Field(None, description="file of 'name:sha256hex:scopes' lines (# comments), merged with api_keys")
+    health_open: bool = Field(True, description="/healthz and /readyz answer without a key; false = they need the 'ops' scope")
+    metrics_open: bool = Field(True, description="/metrics answers without a key; false = it needs the 'ops' scope (give Prometheus a key)")
+    rate_limit_requests: int = Field(0, ge=0, description="requests per key (per client address when auth is off) per window; 0 = no limit")
+    rate_limit_window_s: float = Field(1.0, gt=0, le=3600, description="length of the fixed rate-limit window")
+    rate_limit_redis_url: SecretStr | None = Field(
+        None,
+        description="Redis holding the rate-limit counters, shared by every replica; unset = JEPA_REDIS_URL if the "
+        "service has one, else an in-process limiter (each replica counts alone)",
+    )
+
+    # Operations.
+    log_format: Literal["json", "text"] = Field("json", description="json = one JSON object per line (for log shippers); text for humans")
+    access_log: bool = Field(True, description="one log line per request: method, route, status, duration, request id, key name")
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0, description="on SIGTERM, how long in-flight requests may take before they are cut (queues are drained first)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from service.errors import Overloaded, ServiceError
+from service.errors import Overloaded, ServiceError, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ async def handle_service_error(_: Request, exc: ServiceError) -> JSONResponse:
     headers = None
     if isinstance(exc, Overloaded):
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    if isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": 'Bearer realm="jepa-serve"'}
     return error_response(exc.status, exc.code, exc.message, exc.detail, headers)
 
 
