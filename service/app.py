@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from service.api import collections, embed, health, predict, search
 from service.api.errors import install_error_handlers
-from service.index import CollectionStore
+from service.index.backend import open_store
 from service.metrics import Metrics
 from service.middleware import BodyLimitMiddleware, MetricsMiddleware
 from service.model_pool import ModelPool
@@ -37,7 +37,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     entries, failures = scan_repository(settings.model_repository)
     models = ModelPool()
     models.load(entries, failures, settings, metrics)
-    store = CollectionStore(settings.data_dir, fsync=settings.fsync)
+    store = open_store(settings)
     services = Services(
         settings=settings, metrics=metrics, models=models, store=store,
         decode_pool=ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode"),

@@ -41,6 +41,19 @@ class Settings(BaseSettings):
 
     decode_threads: int = Field(2, ge=1, description="threads that decode and preprocess media")
 
+    # Collections storage (issue 8): local files, or Redis shared by every replica.
+    storage: Literal["local", "redis"] = Field(
+        "local", description="local = snapshot + fsynced WAL under data_dir; redis = Redis is the source of truth, each replica tails it"
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for storage=redis and for the embedding cache")
+    redis_prefix: str = Field("jepa", description="prefix of every Redis key this service writes")
+    redis_stream_maxlen: int = Field(
+        1_000_000, ge=1000, description="approximate length cap of each collection's update stream (ids only, no vectors)"
+    )
+    redis_ack_wait_s: float = Field(
+        5.0, ge=0, description="how long a write waits for this replica to apply it (read-your-writes) after Redis stored it"
+    )
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.model_repository == self.data_dir:

@@ -6,7 +6,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from service.index import CollectionStore
+from service.index.backend import CollectionBackend
 from service.metrics import Metrics
 from service.model_pool import ModelPool
 from service.settings import Settings
@@ -17,7 +17,7 @@ class Services:
     settings: Settings
     metrics: Metrics
     models: ModelPool
-    store: CollectionStore
+    store: CollectionBackend
     decode_pool: ThreadPoolExecutor
     ready: bool = False
 
