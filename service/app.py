@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from service.api import collections, embed, health, predict, search
 from service.api.errors import install_error_handlers
+from service.embed_cache import open_cache
 from service.index.backend import open_store
 from service.metrics import Metrics
 from service.middleware import BodyLimitMiddleware, MetricsMiddleware
@@ -42,6 +43,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings=settings, metrics=metrics, models=models, store=store,
         decode_pool=ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode"),
     )
+    services.embed_cache = open_cache(settings)
     app.state.services = services
     await services.run_blocking(store.recover)
     for name in store.names():
@@ -55,6 +57,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services.ready = False
         await models.stop()
         store.close()
+        if hasattr(services.embed_cache, "close"):
+            services.embed_cache.close()
         services.decode_pool.shutdown(wait=True)
 
 

@@ -39,3 +39,5 @@ class Metrics:
         )
         self.models_loaded = Gauge("jepa_models_loaded", "models serving", registry=r)
         self.models_failed = Gauge("jepa_models_failed", "models that failed to load", registry=r)
+        self.embed_cache_hits = Counter("jepa_embed_cache_hits", "inputs answered from the embedding cache", ["backend"], registry=r)
+        self.embed_cache_misses = Counter("jepa_embed_cache_misses", "inputs the embedding cache did not hold", ["backend"], registry=r)

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     redis_stream_maxlen: int = Field(
         1_000_000, ge=1000, description="approximate length cap of each collection's update stream (ids only, no vectors)"
     )
+    embed_cache: Literal["auto", "memory", "redis", "off"] = Field(
+        "auto", description="content-addressed cache of pooled embeddings; auto = redis when storage=redis, else in-process LRU"
+    )
+    embed_cache_entries: int = Field(10_000, ge=1, description="in-process cache size (entries; one pooled vector each)")
+    embed_cache_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="lifetime of a Redis cache entry")
     redis_ack_wait_s: float = Field(
         5.0, ge=0, description="how long a write waits for this replica to apply it (read-your-writes) after Redis stored it"
     )

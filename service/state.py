@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from service.index.backend import CollectionBackend
 from service.metrics import Metrics
@@ -20,6 +21,7 @@ class Services:
     store: CollectionBackend
     decode_pool: ThreadPoolExecutor
     ready: bool = False
+    embed_cache: Any = None  # service.embed_cache.EmbeddingCache, or None when off
 
     async def run_blocking(self, fn, *args):
         """Decoding and index work off the event loop."""

@@ -77,7 +77,7 @@ async def embed(request: Request, services: ReadyServicesDep) -> EmbedResponse:
             f"content type {content_type!r} is not accepted", {"accepted": ["application/json", "multipart/form-data"]}
         )
     model = resolve_model(services, options.model)
-    result = await embed_items(services, model, items)
+    result = await embed_items(services, model, items, use_cache=options.output == "pooled")
     pooled = l2_normalize(result.pooled) if options.normalize else result.pooled
     return EmbedResponse(
         model=model.name,
@@ -86,4 +86,5 @@ async def embed(request: Request, services: ReadyServicesDep) -> EmbedResponse:
         embeddings=pooled.tolist(),
         tokens=result.tokens.tolist() if options.output == "tokens" else None,
         timings_ms={"decode": round(result.decode_ms, 3), "inference": round(result.inference_ms, 3)},
+        cached=result.cached,
     )

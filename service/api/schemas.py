@@ -54,6 +54,7 @@ class EmbedResponse(BaseModel):
     embeddings: list[Vector]
     tokens: list[list[Vector]] | None = None
     timings_ms: dict[str, float]
+    cached: list[bool] | None = Field(None, description="per input: answered from the content-addressed embedding cache")
 
 
 class IndexParams(Body):
