@@ -68,6 +68,7 @@ class IndexParams(Body):
     pq_m: int | None = Field(None, ge=1, le=1024, description="PQ sub-quantisers (must divide dim)")
     pq_bits: int | None = Field(None, ge=4, le=8, description="bits per PQ code")
     rerank: int | None = Field(None, ge=1, le=64, description="candidates per result re-scored exactly")
+    pca: int | None = Field(None, ge=1, le=65536, description="project to this many dimensions before the ANN index; re-ranked exactly")
     min_train_points: int | None = Field(None, ge=1, description="IVF kinds search exactly until this many points")
     auto_hnsw_from: int | None = Field(None, ge=1, description="`auto` switches from flat to hnsw at this size")
     rebuild_dead_ratio: float | None = Field(None, gt=0, le=1, description="rebuild when tombstones / indexed exceeds this")

@@ -80,7 +80,9 @@ class Collection:
         try:
             self.params = kinds.resolve_params(config.params)
             if config.index == "ivf_pq":
-                kinds.pq_m_for(config.dim, self.params)
+                kinds.pq_m_for(config.dim if not self.params["pca"] else int(self.params["pca"]), self.params)
+            if self.params["pca"] is not None and not 1 <= int(self.params["pca"]) <= config.dim:
+                raise ValueError(f"pca={self.params['pca']} must be between 1 and dim={config.dim}")
         except ValueError as exc:
             raise UnprocessableInput(str(exc), code="invalid_index") from exc
         self.config = config
@@ -354,7 +356,7 @@ class Collection:
             vectors = self._vectors  # rows below snap_next never change, even if the array is replaced
             target = kinds.kind_for_size(self.config.index, len(snap_keys), self.params)
         sample = None
-        if target in ("ivf_flat", "ivf_pq"):
+        if kinds.needs_training(target, self.params):
             rng = np.random.default_rng(0)
             take = min(len(snap_keys), max(256 * kinds.nlist_for(len(snap_keys), self.params), 50_000), 200_000)
             sample = vectors[np.sort(rng.choice(snap_keys, take, replace=False))]

@@ -34,6 +34,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "nprobe": 32,
     "pq_m": None,  # PQ sub-quantisers; None = dim / 4 rounded to a divisor of dim
     "pq_bits": 8,
+    "pca": None,  # project to this many dimensions before the ANN index (trained); results re-ranked exactly
     "rerank": None,  # candidates fetched per result and re-scored exactly; None = 4 for ivf_pq, 1 otherwise
     "min_train_points": 5000,  # IVF kinds search exactly until this many points exist
     "auto_hnsw_from": 20000,  # `auto` switches from flat to hnsw at this size
@@ -60,7 +61,13 @@ def kind_for_size(kind: str, count: int, params: dict[str, Any]) -> str:
         return "hnsw" if count >= params["auto_hnsw_from"] else "flat"
     if kind in ("ivf_flat", "ivf_pq") and count < max(params["min_train_points"], 2 * nlist_for(count, params)):
         return "flat"
+    if needs_training(kind, params) and count < params["min_train_points"]:
+        return "flat"
     return kind
+
+
+def needs_training(kind: str, params: dict[str, Any]) -> bool:
+    return kind in ("ivf_flat", "ivf_pq") or (kind == "hnsw" and bool(params["pca"]))
 
 
 def nlist_for(count: int, params: dict[str, Any]) -> int:
@@ -86,6 +93,8 @@ def faiss_metric(metric: str) -> int:
 def rerank_factor(kind: str, params: dict[str, Any]) -> int:
     if params["rerank"] is not None:
         return max(1, int(params["rerank"]))
+    if params["pca"] and kind != "flat":
+        return 2
     return 4 if kind == "ivf_pq" else 1
 
 
@@ -112,7 +121,9 @@ class BuiltIndex:
     def memory_bytes(self) -> int:
         """FAISS's own memory, estimated per kind (serialising to measure would copy the index)."""
         inner = faiss.downcast_index(self.index.index) if isinstance(self.index, faiss.IndexIDMap) else self.index
-        n, d = self.index.ntotal, self.index.d
+        if isinstance(inner, faiss.IndexPreTransform):
+            inner = faiss.downcast_index(inner.index)
+        n, d = self.index.ntotal, inner.d
         if self.kind == "hnsw":
             return n * (4 * d + 8 + 2 * 4 * inner.hnsw.nb_neighbors(0))
         if self.kind == "ivf_pq":
@@ -122,8 +133,34 @@ class BuiltIndex:
         return n * (4 * d + 8)
 
 
+def projection(sample: np.ndarray, out_dim: int) -> faiss.LinearTransform:
+    """Orthogonal projection on the top eigenvectors of the *uncentred* second moment of `sample`.
+
+    Uncentred, so inner products are approximated without a per-point bias term
+    (a centred PCA changes inner-product rankings); L2 distances are translation-free anyway.
+    """
+    x = np.asarray(sample, np.float64)
+    _, vectors = np.linalg.eigh(x.T @ x)  # ascending eigenvalues
+    top = np.ascontiguousarray(vectors[:, ::-1][:, :out_dim].T, dtype=np.float32)  # (out_dim, dim)
+    transform = faiss.LinearTransform(x.shape[1], out_dim, False)
+    faiss.copy_array_to_vector(top.ravel(), transform.A)
+    transform.is_trained = True
+    return transform
+
+
 def build_index(kind: str, dim: int, metric: str, params: dict[str, Any], sample: np.ndarray | None = None) -> BuiltIndex:
     """An empty index of `kind`, trained on `sample` where the kind needs training."""
+    if kind != "flat" and params["pca"]:
+        out_dim = int(params["pca"])
+        if sample is None or len(sample) == 0:
+            raise ValueError(f"{kind} with pca needs a training sample")
+        transform = projection(sample, out_dim)
+        inner = build_index(kind, out_dim, metric, {**params, "pca": None}, transform.apply(np.ascontiguousarray(sample, np.float32)))
+        base = inner.index.index if isinstance(inner.index, faiss.IndexIDMap) else inner.index
+        pre = faiss.IndexPreTransform(transform, base)
+        pre.referenced_objects.append(inner.index)  # owns `base`: it must live as long as `pre`
+        index = faiss.IndexIDMap(pre) if kind == "hnsw" else pre
+        return BuiltIndex(kind, index, removes_in_place=inner.removes_in_place, exact_scores=False)
     fm = faiss_metric(metric)
     if kind == "flat":
         inner = faiss.IndexFlatL2(dim) if fm == faiss.METRIC_L2 else faiss.IndexFlatIP(dim)
