@@ -19,7 +19,8 @@ from fastapi import FastAPI
 from service.api import collections, embed, health, predict, search
 from service.api.auth import AuthMiddleware
 from service.api.errors import install_error_handlers
-from service.index import CollectionStore
+from service.embed_cache import open_cache
+from service.index.backend import open_store
 from service.logs import RequestLogMiddleware
 from service.metrics import Metrics
 from service.middleware import BodyLimitMiddleware, MetricsMiddleware
@@ -73,9 +74,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     services = Services(
         settings=settings, metrics=app.state.metrics, models=ModelPool(),
-        store=CollectionStore(settings.data_dir, fsync=settings.fsync),
+        store=open_store(settings),
         decode_pool=ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode"),
     )
+    services.embed_cache = open_cache(settings)
     app.state.services = services
     startup = asyncio.create_task(bring_up(services), name="bring-up")
     try:
@@ -91,6 +93,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await services.models.stop()
         collections = len(services.store.names())
         services.store.close()
+        if hasattr(services.embed_cache, "close"):
+            services.embed_cache.close()
         services.decode_pool.shutdown(wait=True)
         await app.state.guard.aclose()
         log.info("shutdown complete: batch queues drained, %d collection(s) snapshotted and closed", collections)

@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(16, ge=1, le=4096, description="items per engine call")
     max_queue_delay_ms: float = Field(2.0, ge=0, le=10_000, description="longest wait of the oldest queued item for a fuller batch")
     max_queue_size: int = Field(1024, ge=1, description="queued items per (model, component) before 429")
+    batch_wait: Literal["announced", "always"] = Field(
+        "announced",
+        description="announced = wait for a fuller batch only while more items are decoding (a lone request pays no timer); "
+        "always = every non-full batch waits max_queue_delay_ms",
+    )
     max_batch_tokens: int = Field(0, ge=0, description="patch-token budget per encoder batch (0 = count items only)")
     preferred_batch_sizes: tuple[int, ...] = Field((), description="pad batches up to these sizes (TensorRT profiles); empty = no padding")
     request_timeout_ms: float = Field(30_000, ge=0, description="default deadline of a request (0 = none); X-Request-Timeout-Ms or timeout_ms override it")
@@ -69,6 +74,24 @@ class Settings(BaseSettings):
     access_log: bool = Field(True, description="one log line per request: method, route, status, duration, request id, key name")
     shutdown_timeout_s: float = Field(
         30.0, gt=0, description="on SIGTERM, how long in-flight requests may take before they are cut (queues are drained first)"
+    )
+
+    # Collections storage (issue 8): local files, or Redis shared by every replica.
+    storage: Literal["local", "redis"] = Field(
+        "local", description="local = snapshot + fsynced WAL under data_dir; redis = Redis is the source of truth, each replica tails it"
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for storage=redis and for the embedding cache")
+    redis_prefix: str = Field("jepa", description="prefix of every Redis key this service writes")
+    redis_stream_maxlen: int = Field(
+        1_000_000, ge=1000, description="approximate length cap of each collection's update stream (ids only, no vectors)"
+    )
+    embed_cache: Literal["auto", "memory", "redis", "off"] = Field(
+        "auto", description="content-addressed cache of pooled embeddings; auto = redis when storage=redis, else in-process LRU"
+    )
+    embed_cache_entries: int = Field(10_000, ge=1, description="in-process cache size (entries; one pooled vector each)")
+    embed_cache_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="lifetime of a Redis cache entry")
+    redis_ack_wait_s: float = Field(
+        5.0, ge=0, description="how long a write waits for this replica to apply it (read-your-writes) after Redis stored it"
     )
 
     @model_validator(mode="after")

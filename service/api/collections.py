@@ -36,6 +36,7 @@ def collection_info(collection: Collection) -> CollectionInfo:
     return CollectionInfo(
         name=c.name, dim=c.dim, metric=c.metric, index=c.index, space_id=c.space_id, model=c.model,
         count=collection.count, memory_bytes=collection.memory_bytes,
+        index_in_use=collection.index_in_use, tombstones=collection.tombstones, params=c.params,
     )
 
 
@@ -86,7 +87,10 @@ async def create_collection(name: CollectionName, body: CreateCollection, servic
         dim, space_id = model_dim, model_space
     if dim is None:
         raise UnprocessableInput("give 'dim' or a 'model' to take it from", code="validation_error")
-    config = CollectionConfig(name=name, dim=dim, metric=body.metric, index=body.index, space_id=space_id, model=body.model)
+    params = body.params.model_dump(exclude_none=True) if body.params else {}
+    config = CollectionConfig(
+        name=name, dim=dim, metric=body.metric, index=body.index, space_id=space_id, model=body.model, params=params
+    )
     collection, created = await services.run_blocking(services.store.create, config)
     if not created:
         response.status_code = status.HTTP_200_OK

@@ -158,6 +158,7 @@ class CollectionStore:
     def create(self, config: CollectionConfig) -> tuple[Collection, bool]:
         """Idempotent for an identical config; a different config under the same name is 409."""
         check_collection_name(config.name)
+        collection = Collection(config)  # validates kind and parameters before anything is written
         with self._registry_lock:
             existing = self._collections.get(config.name)
             if existing is not None:
@@ -179,7 +180,7 @@ class CollectionStore:
             except OSError as exc:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise StorageError(f"cannot create collection: {exc.strerror}") from exc
-            durable = _Durable(collection=Collection(config), folder=folder, wal=WriteAheadLog(folder / "wal.log", self._fsync))
+            durable = _Durable(collection=collection, folder=folder, wal=WriteAheadLog(folder / "wal.log", self._fsync))
             self._collections[config.name] = durable
             return durable.collection, True
 

@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from tests.conftest import serving
 from service.logs import JsonFormatter
 from service.security import hash_key, new_key
 
@@ -62,7 +63,7 @@ def right_key_for(scope: str) -> str:
 @pytest.fixture
 def secured(settings_factory):
     def make(**overrides):
-        return TestClient(create_app(settings_factory(api_keys=ENTRIES, **overrides)))
+        return serving(settings_factory(api_keys=ENTRIES, **overrides))
     return make
 
 
