@@ -275,7 +275,7 @@ def report(results: dict, args: argparse.Namespace, out: Path, started: str, loa
         lines += [
             f"## {model}",
             "",
-            f"Raw engine (ONNX Runtime fp32, in process, no HTTP): "
+            "Raw engine (ONNX Runtime fp32, in process, no HTTP): "
             + ", ".join(f"batch {b}: {v:.1f} img/s" for b, v in raw.batch_img_s.items())
             + f". Best: {raw.best_img_s:.1f} img/s at batch {raw.best_batch}; with decoding: {raw.with_decode_img_s:.1f} img/s. "
             f"Single image: {raw.single_p50_ms:.2f} ms p50; decode + preprocess {raw.decode_ms:.2f} ms.",

@@ -69,6 +69,14 @@ class DeadlineExceeded(ServiceError):
     code = "deadline_exceeded"
 
 
+class StorageUnavailable(ServiceError):
+    """The shared store (Redis) cannot be reached: nothing was written; retry later."""
+
+    status = 503
+    code = "storage_unavailable"
+    retry_after_s = 1.0
+
+
 class StorageError(ServiceError):
     """A write could not be made durable; nothing was applied."""
 

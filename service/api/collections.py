@@ -8,7 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Path, Response, status
 
 from service.api.deps import ReadyServicesDep
-from service.api.media_inputs import check_count, embed_items, resolve_model, to_media_items
+from service.api.media_inputs import check_count, embed_items, to_media_items
 from service.api.schemas import (
     COMMON_ERRORS,
     error_responses,

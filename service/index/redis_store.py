@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from service.errors import Conflict, NotFound, StorageError
+from service.errors import Conflict, NotFound, StorageError, StorageUnavailable
 from service.index.collection import Collection, CollectionConfig, Metadata
 from service.index.store import check_collection_name
 
@@ -306,5 +306,5 @@ class RedisCollectionStore:
         return reply, entry_id.decode()
 
     @staticmethod
-    def _unavailable(exc: Exception) -> StorageError:
-        return StorageError(f"write not stored: redis is unavailable ({type(exc).__name__})", code="storage_unavailable")
+    def _unavailable(exc: Exception) -> StorageUnavailable:
+        return StorageUnavailable(f"write not stored: redis is unavailable ({type(exc).__name__}); retry later")
