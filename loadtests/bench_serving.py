@@ -18,6 +18,7 @@ import io
 import json
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -150,7 +151,8 @@ def server(target: str, repository: Path, model: str, workdir: Path) -> Iterator
     else:
         raise ValueError(target)
     log = open(workdir / f"{target}-{model}.log", "w")  # noqa: SIM115
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    # A session of its own: LitServe forks workers, and the whole group must go when the point is done.
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -167,11 +169,11 @@ def server(target: str, repository: Path, model: str, workdir: Path) -> Iterator
             time.sleep(0.25)
         yield url
     finally:
-        process.terminate()
+        os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(20)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
         log.close()
 
 

@@ -10,6 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.support.record import record
 from tests.e2e.processes import Server
 
 pytestmark = pytest.mark.e2e
@@ -56,6 +57,8 @@ def crash_and_check(server: Server, collection: str, create: dict, rounds: int =
         assert before > 0, "the client acknowledged nothing before the kill"
         server.start()
         assert_all_present(server.url, collection, acked)
+        record(f"kill -9 while a client streams upserts ({server.env.get('JEPA_STORAGE', 'local')} backend, {create.get('index', 'flat')})",
+               acknowledged=len(acked), kills=1, lost=0)
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])

@@ -9,6 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.support.record import record
 from tests.support.servers import running_server
 
 pytestmark = pytest.mark.e2e
@@ -64,7 +65,10 @@ def test_full_disk_refuses_writes_keeps_reads_and_recovers(demo_repository: Path
         http.close()
     with running_server(demo_repository, workdir, data_dir=str(small_disk / "data")) as server:
         http = httpx.Client(base_url=server.url, timeout=30)
-        assert http.get("/collections/full").json()["count"] == len(acknowledged)
+        recovered = http.get("/collections/full").json()["count"]
+        record("disk full under the write-ahead log (2 MB tmpfs)", acknowledged=len(acknowledged), refused_507=1,
+               present_after_restart=recovered, lost=len(acknowledged) - recovered, reads_during_outage="served")
+        assert recovered == len(acknowledged)
         for point_id in list(acknowledged)[:: max(1, len(acknowledged) // 20)]:
             stored = http.get(f"/collections/full/points/{point_id}").json()["vector"]
             np.testing.assert_allclose(stored, acknowledged[point_id], atol=1e-6)

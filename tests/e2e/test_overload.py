@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.record import record
 from tests.support.servers import rss_bytes, running_server
 
 pytestmark = pytest.mark.e2e
@@ -45,6 +46,10 @@ def test_burst_beyond_the_queue_gets_429_with_retry_after_and_no_5xx(demo_reposi
         assert httpx.post(f"{server.url}/embed", json=body, timeout=30).status_code == 200
         rss_after = rss_bytes(server.pid)
         metrics = httpx.get(f"{server.url}/metrics").text
+    record("overload: 3 bursts of 48 requests x 8 images, queue of 16 items",
+           requests=len(statuses), ok=statuses.count(200), refused_429=statuses.count(429),
+           server_errors=sum(s >= 500 for s in statuses), slowest_round_s=round(max(s for _, s in rounds), 2),
+           rss_growth_mb=round((rss_after - rss_before) / 2**20, 1))
     assert 'reason="queue_full"' in metrics
     # No leak per refused request: three bursts leave the process within 100 MB of where it started.
     assert rss_after - rss_before < 100 * 1024 * 1024, (rss_before, rss_after)

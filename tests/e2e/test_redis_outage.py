@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e.processes import RedisServer, Server
 from tests.e2e.test_crash import DIM, assert_all_present
+from tests.support.record import record
 
 pytestmark = pytest.mark.e2e
 
@@ -67,6 +68,9 @@ def test_redis_restart_mid_run(demo_repository: Path, tmp_path: Path):
         with httpx.Client(base_url=api.url, timeout=10) as http:
             stored = [p for p in refused if http.get(f"/collections/outage/points/{p}").status_code == 200]
         assert not stored, f"refused writes were stored after all: {stored[:5]}"
+        record("redis stopped and restarted under a running API (redis backend)", writes=len(statuses),
+               acknowledged=len(acked), refused_503=len(refused), lost=0, reads_during_outage="served",
+               api_restarted="no")
     finally:
         api.stop()
         store.stop()

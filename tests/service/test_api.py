@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import serving
+from tests.support.record import record
 
 from models.demo import build_demo_model
 
@@ -36,6 +37,8 @@ def cosine(a, b) -> float:
 
 
 def assert_error(response, status: int, code: str | None = None) -> dict:
+    record("hostile input", route=f"{response.request.method} {response.request.url.path}", status=response.status_code,
+           expected=status)
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) == {"error"} and {"code", "message", "detail"} <= set(body["error"])
