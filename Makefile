@@ -70,3 +70,8 @@ loadtest: $(LOAD_STAMP) $(if $(LOAD_HOST),,$(DEMO))
 .PHONY: deploy-tools
 deploy-tools: $(STAMP)
 	@bash deploy/install-test-tools.sh $(VENV)
+
+# docs/reliability.md: the fault and hostile-input tests, run once more with their figures recorded (minutes).
+.PHONY: reliability
+reliability: $(STAMP) deploy-tools
+	$(PY) -m loadtests.reliability
