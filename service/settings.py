@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     # Input limits: bad or huge input is refused before it costs memory.
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1, description="HTTP request body size (413 above)")
     max_request_items: int = Field(64, ge=1, description="inputs, vectors or queries in one request")
+    max_metadata_bytes: int = Field(16 * 1024, ge=64, description="JSON size of one point's metadata (413 above): it is stored, logged and replicated")
     max_image_bytes: int = Field(16 * 1024 * 1024, ge=1, description="encoded size of one image")
     max_image_pixels: int = Field(40_000_000, ge=1, description="width x height of one decoded image (decompression bombs)")
     max_rollout_steps: int = Field(256, ge=1, description="actions in one /predict_future request")

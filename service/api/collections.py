@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import numpy as np
@@ -20,7 +21,7 @@ from service.api.schemas import (
     UpsertPoints,
     UpsertResult,
 )
-from service.errors import Conflict, UnprocessableInput
+from service.errors import Conflict, UnprocessableInput, PayloadTooLarge
 from service.index import Collection, CollectionConfig
 from service.index.store import COLLECTION_NAME, check_collection_name
 from service.state import Services
@@ -49,6 +50,17 @@ def check_space(collection: Collection, space_id: str | None) -> None:
             {"collection_space_id": expected, "space_id": space_id},
             code="space_mismatch",
         )
+
+
+def check_metadata_size(metadata: list[dict], limit: int) -> None:
+    for row, entry in enumerate(metadata):
+        size = len(json.dumps(entry, separators=(",", ":")))
+        if size > limit:
+            raise PayloadTooLarge(
+                f"metadata of point {row} is {size} bytes of JSON; the limit is {limit}",
+                {"point": row, "bytes": size, "max_metadata_bytes": limit},
+                code="metadata_too_large",
+            )
 
 
 def model_for(services: Services, collection: Collection):
@@ -116,6 +128,7 @@ async def drop_collection(name: CollectionName, services: ReadyServicesDep) -> R
 async def upsert_points(name: CollectionName, body: UpsertPoints, services: ReadyServicesDep) -> UpsertResult:
     collection = services.store.get(name)
     check_count(len(body.ids), services.settings, "points")
+    check_metadata_size(body.metadata or [], services.settings.max_metadata_bytes)
     if body.vectors is not None:
         check_space(collection, body.space_id)
         try:

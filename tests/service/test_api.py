@@ -417,3 +417,12 @@ def test_a_bad_item_in_a_batch_stores_nothing(client, photos):
 def test_model_names_are_lookups_not_paths(client, name):
     r = client.post("/embed", json={"model": name, "inputs": [{"image": "aGk="}]})
     assert_error(r, 404, "model_not_found")
+
+
+def test_oversized_metadata_is_413_and_stores_nothing(client):
+    client.put("/collections/meta", json={"dim": 2})
+    huge = {"blob": "x" * 20_000}
+    r = client.post("/collections/meta/points", json={"ids": ["a", "b"], "vectors": [[1, 0], [0, 1]], "metadata": [{}, huge]})
+    assert_error(r, 413, "metadata_too_large")
+    assert r.json()["error"]["detail"]["point"] == 1
+    assert client.get("/collections/meta").json()["count"] == 0
