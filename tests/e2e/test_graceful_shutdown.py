@@ -63,7 +63,7 @@ def queued_items(url: str) -> float:
 def test_sigterm_drains_in_flight_requests_and_keeps_acknowledged_writes(demo_repository, photos, tmp_path):
     data, log_path = tmp_path / "data", tmp_path / "server.log"
     image = base64.b64encode(photos["coffee"]).decode()
-    process, url = start(demo_repository, data, log_path, JEPA_MAX_QUEUE_DELAY_MS="2000", JEPA_MAX_BATCH_SIZE="64")
+    process, url = start(demo_repository, data, log_path, JEPA_MAX_QUEUE_DELAY_MS="4000", JEPA_MAX_BATCH_SIZE="64")
     try:
         assert httpx.put(f"{url}/collections/drain", json={"model": "demo"}, timeout=10).status_code == 201
         results: dict[str, int | str] = {}
