@@ -35,8 +35,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
 # onnxruntime-gpu < 1.27 is the CUDA 12 build; tensorrt-cu12 and faiss-gpu-cu12 match it (pyproject `gpu` extra).
+# ONNX Runtime's TensorRT EP links TensorRT 10 (libnvinfer.so.10): keep tensorrt-cu12 below 11.
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir ".[gpu]"
+ && /opt/venv/bin/pip install --no-cache-dir ".[gpu,otel]" "tensorrt-cu12>=10,<11"
 
 FROM ${CUDA_IMAGE} AS runtime-gpu
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 DEBIAN_FRONTEND=noninteractive \
@@ -68,7 +69,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir ".[cpu]"
+ && /opt/venv/bin/pip install --no-cache-dir ".[cpu,otel]"
 
 FROM ${PYTHON_IMAGE} AS runtime-cpu
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \

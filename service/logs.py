@@ -17,6 +17,11 @@ from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+try:  # FastAPI's native OpenTelemetry spans (opentelemetry-api); logs and spans share ids when present
+    from opentelemetry import trace as otel_trace
+except ImportError:  # pragma: no cover - older FastAPI without the dependency
+    otel_trace = None
+
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -39,6 +44,9 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id is not None:
             out["request_id"] = request_id
+        span = _span_context()
+        if span is not None:
+            out["trace_id"], out["span_id"] = f"{span.trace_id:032x}", f"{span.span_id:016x}"
         # Fields passed with `extra=` (the access log's method, route, status...).
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
@@ -56,6 +64,23 @@ class TextFormatter(logging.Formatter):
         text = super().format(record)
         request_id = request_id_var.get()
         return f"{text} [request_id={request_id}]" if request_id else text
+
+
+def _span_context():
+    """The active span's context, when tracing is configured (a no-op provider's spans are not valid)."""
+    if otel_trace is None:
+        return None
+    context = otel_trace.get_current_span().get_span_context()
+    return context if context.is_valid else None
+
+
+def tag_span(**attributes: str) -> None:
+    """Attributes on the request's server span (FastAPI's), when one is recording."""
+    if otel_trace is not None:
+        span = otel_trace.get_current_span()
+        if span.is_recording():
+            for key, value in attributes.items():
+                span.set_attribute(key, value)
 
 
 def configure_logging(fmt: str = "json", level: str = "info") -> None:
@@ -94,6 +119,7 @@ class RequestLogMiddleware:
             return
         request_id = _request_id(scope)
         token = request_id_var.set(request_id)
+        tag_span(**{"jepa.request_id": request_id})
         started = time.perf_counter()
         status = 500
 

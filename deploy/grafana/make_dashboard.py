@@ -32,8 +32,8 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], int]] = [
       ("p95 queue wait (s) {{component}}",
        "histogram_quantile(0.95, sum by (le, component) (rate(jepa_queue_wait_seconds_bucket[1m])))")], 12),
     ("Embedding cache hit ratio", "percentunit",
-     [("hit ratio", "sum(rate(jepa_cache_hits_total[5m])) / clamp_min(sum(rate(jepa_cache_hits_total[5m]))"
-       " + sum(rate(jepa_cache_misses_total[5m])), 1e-9)")], 12),
+     [("hit ratio", "sum(rate(jepa_embed_cache_hits_total[5m])) / clamp_min(sum(rate(jepa_embed_cache_hits_total[5m]))"
+       " + sum(rate(jepa_embed_cache_misses_total[5m])), 1e-9)")], 12),
     ("Index size (points per collection)", "short",
      [("{{collection}}", "max by (collection) (jepa_index_points)")], 12),
     ("Refused: 429 queue full, rate limited, auth", "reqps",

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.errors import handle_service_error
 from service.errors import ServiceError
-from service.logs import PRINCIPAL_SCOPE_KEY
+from service.logs import PRINCIPAL_SCOPE_KEY, tag_span
 from service.security.guard import Guard
 
 # FastAPI's own pages: the API's description is not a secret, and Swagger UI cannot send a key to fetch it.
@@ -43,4 +43,5 @@ class AuthMiddleware:
             return
         if principal is not None:
             scope[PRINCIPAL_SCOPE_KEY] = principal.name  # for the access log: the key's name, never the key
+            tag_span(**{"jepa.key": principal.name})
         await self.app(scope, receive, send)

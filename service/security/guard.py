@@ -36,6 +36,11 @@ class Guard:
     def from_settings(cls, settings: Settings, metrics: Metrics) -> Guard:
         """Validates the key configuration now: a typo fails startup, not the first request."""
         keys = KeyRing.from_config(settings.api_keys.get_secret_value(), settings.api_keys_file)
+        if settings.api_keys_file is not None and not keys.enabled:
+            # Someone meant auth to be on: an empty file must not silently open every route.
+            raise ValueError(f"JEPA_API_KEYS_FILE={settings.api_keys_file} holds no API key; refusing to start with auth off")
+        if not keys.enabled:
+            log.warning("auth is off: no API key is configured, every route is open (see docs/deploy.md)")
         limiter: RateLimiter | None = None
         if settings.rate_limit_requests > 0:
             url = _redis_url(settings)

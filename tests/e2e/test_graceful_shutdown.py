@@ -63,7 +63,7 @@ def queued_items(url: str) -> float:
 def test_sigterm_drains_in_flight_requests_and_keeps_acknowledged_writes(demo_repository, photos, tmp_path):
     data, log_path = tmp_path / "data", tmp_path / "server.log"
     image = base64.b64encode(photos["coffee"]).decode()
-    process, url = start(demo_repository, data, log_path, JEPA_MAX_QUEUE_DELAY_MS="2000", JEPA_MAX_BATCH_SIZE="64",
+    process, url = start(demo_repository, data, log_path, JEPA_MAX_QUEUE_DELAY_MS="8000", JEPA_MAX_BATCH_SIZE="64",
                           JEPA_BATCH_WAIT="always")
     try:
         assert httpx.put(f"{url}/collections/drain", json={"model": "demo"}, timeout=10).status_code == 201
@@ -87,19 +87,24 @@ def test_sigterm_drains_in_flight_requests_and_keeps_acknowledged_writes(demo_re
         threads += [threading.Thread(target=embed, args=(i,)) for i in range(EMBEDS)]
         for t in threads:
             t.start()
-        deadline = time.monotonic() + 10
+        # 8 s of queue delay: on a loaded 2-core machine all 12 still queue up before the first batch goes.
+        deadline = time.monotonic() + 20
         while queued_items(url) < UPSERTS + EMBEDS:
             assert time.monotonic() < deadline, "requests never reached the batch queue"
             time.sleep(0.05)
         process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        # The listener closes at once: a new connection is refused while the queued requests finish.
+        # The listener closes at once: a new connection is refused while the queued requests finish. (One that
+        # raced into the kernel's backlog just before the close is dropped unanswered: not served either.)
         refused = False
-        while time.monotonic() - signalled < 1.5 and not refused:
+        while time.monotonic() - signalled < 6 and not refused:
             try:
                 httpx.get(f"{url}/healthz", timeout=0.5)
-            except httpx.ConnectError:
-                refused = True
+            except (httpx.ConnectError, httpx.RemoteProtocolError):
+                # it counts only while the queued requests are still in flight (not once the process is gone)
+                refused = any(t.is_alive() for t in threads)
+                if not refused:
+                    break
             time.sleep(0.05)
         for t in threads:
             t.join(30)
@@ -108,7 +113,7 @@ def test_sigterm_drains_in_flight_requests_and_keeps_acknowledged_writes(demo_re
     finally:
         if process.poll() is None:
             process.kill()
-    assert refused, "the server kept accepting new connections after SIGTERM"
+    assert refused, "no new connection was refused while the queued requests were still draining"
     assert results == {**{f"upsert-{i}": 200 for i in range(UPSERTS)}, **{f"embed-{i}": 200 for i in range(EMBEDS)}}
 
     # The log was snapshotted and emptied on the way out; the snapshot holds every acknowledged write.

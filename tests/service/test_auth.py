@@ -135,13 +135,27 @@ def test_plain_key_in_config_is_refused_at_startup(settings_factory):
         create_app(settings_factory(api_keys=f"ci:{hash_key('x')}:admin"))
 
 
+def test_an_empty_keys_file_refuses_to_start_instead_of_opening_every_route(settings_factory, tmp_path):
+    empty = tmp_path / "keys"
+    empty.write_text("# no keys yet\n")
+    with pytest.raises(ValueError, match="holds no API key"):
+        create_app(settings_factory(api_keys_file=empty))
+    with pytest.raises(ValueError, match="cannot read"):
+        create_app(settings_factory(api_keys_file=tmp_path / "missing"))
+    good = tmp_path / "good"
+    good.write_text(f"reader:{hash_key(KEYS['reader'])}:read\n")
+    with TestClient(create_app(settings_factory(api_keys_file=good))) as client:
+        assert client.get("/collections").status_code == 401
+        assert client.get("/collections", headers=bearer("reader")).status_code == 200
+
+
 def test_rate_limit_per_key_answers_429_with_retry_after(secured):
-    with secured(rate_limit_requests=3, rate_limit_window_s=60) as client:
+    with secured(rate_limit_requests=3, rate_limit_window_s=3600) as client:  # long window: no boundary inside the test
         codes = [client.get("/collections", headers=bearer("reader")).status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]
         limited = client.get("/collections", headers=bearer("reader"))
         assert limited.json()["error"]["code"] == "rate_limited"
-        assert 1 <= int(limited.headers["retry-after"]) <= 60
+        assert 1 <= int(limited.headers["retry-after"]) <= 3600
         # another key has its own budget; open health routes are not counted
         assert client.get("/collections", headers=bearer("admin")).status_code == 200
         assert all(client.get("/healthz").status_code == 200 for _ in range(5))
