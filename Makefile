@@ -75,3 +75,11 @@ deploy-tools: $(STAMP)
 .PHONY: reliability
 reliability: $(STAMP) deploy-tools
 	$(PY) -m loadtests.reliability
+
+# Index benchmark (issue 8): recall@10 and QPS per index kind on the hard set; writes docs/bench/index.md + .png.
+# Not part of `make test`. BENCH_INDEX_SIZES=100000,1000000 adds the 1M run (much longer).
+BENCH_INDEX_SIZES ?= 100000
+.PHONY: bench-index
+bench-index: $(STAMP) $(DEMO)
+	$(PY) -m pip install --quiet -e '.[cpu,export,dev,plots]'
+	nice -n 10 $(PY) -m loadtests.bench_index --sizes $(BENCH_INDEX_SIZES)

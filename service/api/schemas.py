@@ -90,6 +90,7 @@ class SearchParams(Body):
 
     ef: int | None = Field(None, ge=1, le=4096, description="HNSW search beam width")
     nprobe: int | None = Field(None, ge=1, le=262144, description="IVF lists scanned")
+    rerank: int | None = Field(None, ge=1, le=64, description="candidates per result re-scored exactly (approximate kinds)")
 
 
 class CreateCollection(Body):

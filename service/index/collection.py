@@ -37,6 +37,8 @@ Metric = Literal["cosine", "ip", "l2"]
 Metadata = dict[str, Any]
 
 ADD_CHUNK = 65_536
+PARALLEL_MIN_QUERIES = 8
+MAX_THREADS = faiss.omp_get_max_threads()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -214,7 +216,7 @@ class Collection:
     ) -> list[list[Hit]]:
         """`queries` from prepare_vectors; `exclude[i]` drops that id from query i (search by stored id).
 
-        `params` may set `ef` (HNSW) and `nprobe` (IVF) for this search only.
+        `params` may set `ef` (HNSW), `nprobe` (IVF) and `rerank` for this search only.
         """
         predicate = compile_filter(filter)
         search_params = dict(self.params)
@@ -223,6 +225,8 @@ class Collection:
                 search_params["ef_search"] = int(params["ef"])
             if params.get("nprobe") is not None:
                 search_params["nprobe"] = int(params["nprobe"])
+            if params.get("rerank") is not None:
+                search_params["rerank"] = int(params["rerank"])
         skips = [exclude[i] if i < len(exclude) else None for i in range(len(queries))]
         extra = 1 if any(skips) else 0
         with self._lock.read():
@@ -261,6 +265,9 @@ class Collection:
             selector, fetch_n = None, min(fetch_n + len(self._tombstones), 2048, max(built.index.ntotal, 1))
         else:
             selector = self._tombstone_selector()
+        # OpenMP across cores pays off for batches; for a query or two its fork/join (and spinning
+        # threads on a busy machine) costs more than the search. The setting is per calling thread.
+        faiss.omp_set_num_threads(1 if len(queries) < PARALLEL_MIN_QUERIES else MAX_THREADS)
         scores, keys = built.index.search(queries, fetch_n, params=built.search_parameters(params, fetch_n, selector))
         if factor > 1 or not built.exact_scores:
             scores, keys = self._rerank(queries, keys, fetch)
@@ -269,8 +276,8 @@ class Collection:
     def _rerank(self, queries: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores for the candidates, best k kept."""
         safe = np.maximum(keys, 0)
-        candidates = self._vectors[safe]  # (Q, C, D)
-        dots = np.einsum("qd,qcd->qc", queries, candidates)
+        candidates = np.take(self._vectors, safe, axis=0)  # (Q, C, D)
+        dots = np.matmul(candidates, queries[:, :, None])[:, :, 0]  # (Q, C)
         if self.config.metric == "l2":
             exact = (queries * queries).sum(1)[:, None] - 2 * dots + (candidates * candidates).sum(2)
             exact[keys < 0] = np.inf
