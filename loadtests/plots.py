@@ -108,7 +108,7 @@ def steps(rows: list[dict], knee: dict, path: Path) -> str:
     lat = ax.twinx()
     lat.plot(users, [r["p95_ms"] for r in rows], marker="s", color="tab:purple", label="p95 ms")
     lat.set_ylabel("p95 (ms)")
-    if knee.get("found"):
+    if knee:
         ax.axvline(knee["users"], color="black", linestyle="--", linewidth=1)
         ax.annotate(f"knee: {knee['users']} users", (knee["users"], knee["ok_rps"]), textcoords="offset points", xytext=(5, -15))
     ax.set_title("Step test: throughput and p95 per step")
