@@ -46,15 +46,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--shape", choices=SHAPES, default="constant",
                    help="constant: -u users for -t s; step: --steps; spike: --spike-users/--spike-seconds; "
                         "soak: constant load for -t s with the memory trend reported")
-    p.add_argument("-u", "--users", type=int, default=8, help="constant/soak: users")
+    p.add_argument("-u", "--users", type=int, default=20, help="constant/soak: users")
     p.add_argument("-r", "--spawn-rate", type=float, default=4.0, help="constant/soak: users started per second")
     p.add_argument("-t", "--run-time", type=float, default=60.0, help="constant/soak: seconds")
-    p.add_argument("--steps", default="1,2,4,8,16,32", help="step: users of each step")
+    p.add_argument("--steps", default="10,20,30,40,60,80", help="step: users of each step")
     p.add_argument("--step-seconds", type=float, default=30.0, help="step: seconds per step")
-    p.add_argument("--spike-users", default="2,48", help="spike: BASE,PEAK users")
+    p.add_argument("--spike-users", default="10,150", help="spike: BASE,PEAK users")
     p.add_argument("--spike-seconds", default="20,20,40", help="spike: BEFORE,SPIKE,AFTER seconds")
     p.add_argument("--mix", default="embed=6,search=3,predict=1,plan=1", help="user class weights")
-    p.add_argument("--wait-ms", default="50,250", help="think time between a user's requests: MIN,MAX ms")
+    p.add_argument("--wait-ms", default="500,1500", help="think time between a user's requests: MIN,MAX ms")
     p.add_argument("--api-key", default=os.environ.get("JEPA_API_KEY", ""),
                    help="sent as 'Authorization: Bearer KEY' (default: $JEPA_API_KEY); never written to the report")
     p.add_argument("--collection", default="loadtest", help="collection the search users create and query")
