@@ -70,7 +70,8 @@ class WindowStats:
     p99_ms: float
     failure_ratio: float
     overload_ratio: float
-    users: int
+    users: int  # median over the requests: the load level of a phase
+    users_max: int
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -88,7 +89,7 @@ def window_stats(samples: Samples, seconds: float) -> WindowStats:
         rps=n / seconds, ok_rps=len(ok) / seconds,
         mean_ms=float(ok.mean()) if len(ok) else math.nan, p50_ms=_pct(ok, 50), p95_ms=_pct(ok, 95), p99_ms=_pct(ok, 99),
         failure_ratio=n_fail / n if n else math.nan, overload_ratio=n_over / n if n else math.nan,
-        users=int(np.median(samples.users)) if n else 0,
+        users=int(np.median(samples.users)) if n else 0, users_max=int(samples.users.max()) if n else 0,
     )
 
 

@@ -103,6 +103,8 @@ def steps(rows: list[dict], knee: dict, path: Path) -> str:
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(users, [r["ok_rps"] for r in rows], marker="o", color="tab:green", label="2xx / s")
     ax.set_xscale("log", base=2)
+    ax.set_xticks(users, [str(u) for u in users])
+    ax.minorticks_off()
     ax.set_xlabel("users")
     ax.set_ylabel("2xx / s")
     lat = ax.twinx()

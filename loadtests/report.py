@@ -94,7 +94,7 @@ def render(summary: dict[str, Any]) -> str:
         lines.append(f"- problem: {problem}")
 
     lines += ["", "## Totals (per-request record; latency of 2xx only)", ""]
-    lines += _table(WINDOW_HEADER, [_window_row("whole run", totals)])
+    lines += _table(WINDOW_HEADER, [_window_row("whole run", totals | {"users": f"up to {totals['users_max']}"})])
     lines += ["", f"{totals['requests']} requests: {totals['ok']} 2xx, {totals['overload']} 429 (shed), "
                   f"{totals['failures']} failed ({totals['server_errors']} of them 5xx)."]
     lines += ["", "### By request name", ""]
@@ -172,6 +172,12 @@ def render(summary: dict[str, Any]) -> str:
              _f(v["queue_wait_mean_ms"], 2), _f(v["queue_wait_p95_ms"], 2), _f(v["inference_mean_ms"], 2)]
             for k, v in server["batchers"].items()])
         lines += ["", "Queue wait p95 is estimated from the histogram buckets (linear inside a bucket)."]
+    if server.get("route_latency"):
+        lines += ["", "Time inside the server per route (`jepa_request_duration_seconds`; p95 estimated from its buckets). "
+                      "The client's latency minus this is time spent outside the server's handlers: connection queueing, "
+                      "and a load generator short of CPU.", ""]
+        lines += _table(["route", "requests", "mean ms", "p95 ms"], [
+            [route, _f(v["requests"], 0), _f(v["mean_ms"]), _f(v["p95_ms"])] for route, v in server["route_latency"].items()])
     if server.get("requests"):
         lines += ["", "Requests seen by the server:", ""]
         lines += _table(["method", "route", "status", "count"],

@@ -316,6 +316,7 @@ def analyse(args: argparse.Namespace, out: Path, ran: dict[str, Any], argv: list
             "metrics_url": ran["metrics_url"],
             "batchers": server_metrics.batcher_summary(before, after),
             "requests": server_metrics.requests_by_route(before, after),
+            "route_latency": server_metrics.route_latency(before, after),
             "rejected": server_metrics.rejected(before, after),
             "scrape_errors": sampler.errors,
         }
