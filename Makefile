@@ -48,7 +48,7 @@ bench: $(BENCH_STAMP)
 
 # Load tests (Locust, run as a subprocess; report in reports/loadtest-<shape>-<time>/). Without LOAD_HOST the
 # runner starts its own server on a free port. Examples (all flags: .venv/bin/python -m loadtests.run --help):
-#   make loadtest LOAD_SHAPE=step LOAD_ARGS="--steps 5,10,20,40,80 --step-seconds 40"
+#   make loadtest LOAD_SHAPE=step LOAD_ARGS="--steps 10,20,30,40,60,80 --step-seconds 30"
 #   make loadtest LOAD_SHAPE=spike LOAD_ARGS="--server-env JEPA_MAX_QUEUE_SIZE=64 --max-failure-ratio 0"
 #   make loadtest LOAD_HOST=http://localhost:8080 LOAD_ARGS="-u 20 -t 120 --max-p95-ms 500 --max-failure-ratio 0.01"
 LOAD_SHAPE ?= constant

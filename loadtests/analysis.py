@@ -64,12 +64,14 @@ class WindowStats:
     server_errors: int  # 5xx
     rps: float
     ok_rps: float
+    mean_ms: float
     p50_ms: float
     p95_ms: float
     p99_ms: float
     failure_ratio: float
     overload_ratio: float
-    users: int
+    users: int  # median over the requests: the load level of a phase
+    users_max: int
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -85,9 +87,9 @@ def window_stats(samples: Samples, seconds: float) -> WindowStats:
         seconds=seconds, requests=n, ok=len(ok), overload=n_over, failures=n_fail,
         server_errors=int((samples.status >= 500).sum()),
         rps=n / seconds, ok_rps=len(ok) / seconds,
-        p50_ms=_pct(ok, 50), p95_ms=_pct(ok, 95), p99_ms=_pct(ok, 99),
+        mean_ms=float(ok.mean()) if len(ok) else math.nan, p50_ms=_pct(ok, 50), p95_ms=_pct(ok, 95), p99_ms=_pct(ok, 99),
         failure_ratio=n_fail / n if n else math.nan, overload_ratio=n_over / n if n else math.nan,
-        users=int(np.median(samples.users)) if n else 0,
+        users=int(np.median(samples.users)) if n else 0, users_max=int(samples.users.max()) if n else 0,
     )
 
 
@@ -134,18 +136,26 @@ def phase_stats(samples: Samples, t0: float, phases: list[dict], run_end: float)
 
 
 def find_knee(steps: list[dict], min_gain: float = KNEE_MIN_GAIN) -> dict:
-    """The last step whose throughput rose at least `min_gain` over the step before; past it users add latency."""
+    """The knee of a step test, two ways.
+
+    - knee: the step with the highest *power*, 2xx/s divided by mean latency (Kleinrock's optimal operating
+      point): below it more users buy throughput at little latency cost, above it they mostly buy queueing.
+    - saturation: the first step that added less than `min_gain` throughput over the step before.
+    """
+    power = [s["ok_rps"] / s["mean_ms"] if s["mean_ms"] and not math.isnan(s["mean_ms"]) else 0.0 for s in steps]
+    k = max(range(len(steps)), key=lambda i: power[i])
     best = max(steps, key=lambda s: s["ok_rps"])
+    out = {"index": k, "users": steps[k]["users"], "ok_rps": steps[k]["ok_rps"], "mean_ms": steps[k]["mean_ms"],
+           "p95_ms": steps[k]["p95_ms"], "power": power, "at_first_step": k == 0, "at_last_step": k == len(steps) - 1,
+           "max_ok_rps": best["ok_rps"], "max_ok_rps_users": best["users"], "min_gain": min_gain, "saturation": None}
     for i in range(1, len(steps)):
         prev, cur = steps[i - 1], steps[i]
         gain = cur["ok_rps"] / prev["ok_rps"] - 1 if prev["ok_rps"] else math.inf
         if gain < min_gain:
-            return {"found": True, "index": i - 1, "users": prev["users"], "ok_rps": prev["ok_rps"], "p95_ms": prev["p95_ms"],
-                    "next_users": cur["users"], "next_gain": gain, "next_p95_ms": cur["p95_ms"],
-                    "max_ok_rps": best["ok_rps"], "max_ok_rps_users": best["users"], "min_gain": min_gain}
-    last = steps[-1]
-    return {"found": False, "users": last["users"], "ok_rps": last["ok_rps"], "p95_ms": last["p95_ms"],
-            "max_ok_rps": best["ok_rps"], "max_ok_rps_users": best["users"], "min_gain": min_gain}
+            out["saturation"] = {"users": cur["users"], "previous_users": prev["users"], "gain": gain,
+                                 "ok_rps": cur["ok_rps"], "p95_ms": cur["p95_ms"], "previous_p95_ms": prev["p95_ms"]}
+            break
+    return out
 
 
 def spike_recovery(samples: Samples, t0: float, phases: list[dict]) -> dict:

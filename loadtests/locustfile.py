@@ -51,9 +51,9 @@ def _add_options(parser) -> None:
         parser.add_argument(name, env_var=env, **kwargs)
 
     opt("--jepa-shape", choices=schedules.SHAPES, default="constant", help="load shape")
-    opt("--jepa-steps", default="1,2,4,8,16,32", help="step shape: users of each step")
+    opt("--jepa-steps", default="10,20,30,40,60,80", help="step shape: users of each step")
     opt("--jepa-step-seconds", type=float, default=30.0, help="step shape: seconds per step")
-    opt("--jepa-spike-users", default="2,48", help="spike shape: BASE,PEAK users")
+    opt("--jepa-spike-users", default="10,150", help="spike shape: BASE,PEAK users")
     opt("--jepa-spike-seconds", default="20,20,40", help="spike shape: BEFORE,SPIKE,AFTER seconds")
     opt("--jepa-api-key", default=os.environ.get("JEPA_API_KEY", ""), is_secret=True,
         help="API key sent as 'Authorization: Bearer <key>'")
@@ -62,7 +62,7 @@ def _add_options(parser) -> None:
     opt("--jepa-collection-size", type=int, default=1000, help="points upserted into the collection at start")
     opt("--jepa-keep-collection", action="store_true", default=False, help="do not drop the collection at the end")
     opt("--jepa-mix", default="embed=6,search=3,predict=1,plan=1", help="relative weights of the user classes")
-    opt("--jepa-wait-ms", default="50,250", help="think time between a user's requests: MIN,MAX milliseconds")
+    opt("--jepa-wait-ms", default="500,1500", help="think time between a user's requests: MIN,MAX milliseconds")
     opt("--jepa-samples-csv", default="", help="write one row per request here (used by loadtests/run.py)")
 
 
@@ -178,8 +178,10 @@ def discover(environment) -> Target:
         raise RuntimeError("no --host given")
     headers = _auth_headers(options)
     status, openapi = _call(host, "GET", "/openapi.json", headers)
-    if status != 200:
-        raise RuntimeError(f"GET /openapi.json -> {status}: {openapi}")
+    if status != 200 or not isinstance(openapi, dict):
+        # Some deployments hide the schema: then only what /models says is known, and /plan is not tried.
+        log.warning("GET /openapi.json -> %s: /plan is left out", status)
+        openapi = {"paths": {"/predict_future": {}}}
     status, listing = _call(host, "GET", "/models", headers)
     if status != 200:
         raise RuntimeError(f"GET /models -> {status}: {listing} (wrong API key?)")

@@ -103,12 +103,14 @@ def steps(rows: list[dict], knee: dict, path: Path) -> str:
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(users, [r["ok_rps"] for r in rows], marker="o", color="tab:green", label="2xx / s")
     ax.set_xscale("log", base=2)
+    ax.set_xticks(users, [str(u) for u in users])
+    ax.minorticks_off()
     ax.set_xlabel("users")
     ax.set_ylabel("2xx / s")
     lat = ax.twinx()
     lat.plot(users, [r["p95_ms"] for r in rows], marker="s", color="tab:purple", label="p95 ms")
     lat.set_ylabel("p95 (ms)")
-    if knee.get("found"):
+    if knee:
         ax.axvline(knee["users"], color="black", linestyle="--", linewidth=1)
         ax.annotate(f"knee: {knee['users']} users", (knee["users"], knee["ok_rps"]), textcoords="offset points", xytext=(5, -15))
     ax.set_title("Step test: throughput and p95 per step")

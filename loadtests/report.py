@@ -57,11 +57,11 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _window_row(label: str, w: dict[str, Any]) -> list[str]:
-    return [label, _f(w["users"], 0), _f(w["requests"], 0), _f(w["ok_rps"]), _f(w["p50_ms"]), _f(w["p95_ms"]),
+    return [label, _f(w["users"], 0), _f(w["requests"], 0), _f(w["ok_rps"]), _f(w["mean_ms"]), _f(w["p50_ms"]), _f(w["p95_ms"]),
             _f(w["p99_ms"]), _pct(w["overload_ratio"]), _pct(w["failure_ratio"]), _f(w["server_errors"], 0)]
 
 
-WINDOW_HEADER = ["", "users", "requests", "2xx/s", "p50 ms", "p95 ms", "p99 ms", "429", "failed", "5xx"]
+WINDOW_HEADER = ["", "users", "requests", "2xx/s", "mean ms", "p50 ms", "p95 ms", "p99 ms", "429", "failed", "5xx"]
 
 
 def render(summary: dict[str, Any]) -> str:
@@ -94,7 +94,7 @@ def render(summary: dict[str, Any]) -> str:
         lines.append(f"- problem: {problem}")
 
     lines += ["", "## Totals (per-request record; latency of 2xx only)", ""]
-    lines += _table(WINDOW_HEADER, [_window_row("whole run", totals)])
+    lines += _table(WINDOW_HEADER, [_window_row("whole run", totals | {"users": f"up to {totals['users_max']}"})])
     lines += ["", f"{totals['requests']} requests: {totals['ok']} 2xx, {totals['overload']} 429 (shed), "
                   f"{totals['failures']} failed ({totals['server_errors']} of them 5xx)."]
     lines += ["", "### By request name", ""]
@@ -121,15 +121,24 @@ def render(summary: dict[str, Any]) -> str:
         lines.append("")
         lines.append(f"Each step's first {_f(phases[0]['end_s'] - phases[0]['start_s'] - phases[0]['seconds'], 0)} s "
                      "(ramp, queue filling) are left out of its row.")
-        if knee["found"]:
+        lines.append(
+            f"**Knee: {knee['users']} users**: {_f(knee['ok_rps'])} 2xx/s at mean {_f(knee['mean_ms'])} ms, "
+            f"p95 {_f(knee['p95_ms'])} ms. It is the step with the highest power (2xx/s divided by mean latency: "
+            + ", ".join(f"{p['users']} users {_f(w, 3)}" for p, w in zip(phases, knee["power"], strict=True))
+            + "); below it more users bought throughput cheaply, above it they mostly bought queueing.")
+        if knee["at_first_step"]:
+            lines.append("The knee is the first step tested: it may lie lower; start the steps lower.")
+        if knee["at_last_step"]:
+            lines.append("The knee is the last step tested: it may lie higher; test more users.")
+        sat = knee["saturation"]
+        if sat:
             lines.append(
-                f"**Knee: {knee['users']} users**, {_f(knee['ok_rps'])} 2xx/s at p95 {_f(knee['p95_ms'])} ms. Going to "
-                f"{knee['next_users']} users added {_pct(knee['next_gain'])} throughput (less than {_pct(knee['min_gain'])}) "
-                f"while p95 went to {_f(knee['next_p95_ms'])} ms. Highest throughput: {_f(knee['max_ok_rps'])} 2xx/s "
-                f"at {knee['max_ok_rps_users']} users.")
+                f"Saturation: going from {sat['previous_users']} to {sat['users']} users added {_pct(sat['gain'])} "
+                f"throughput (less than {_pct(knee['min_gain'])}) while p95 went from {_f(sat['previous_p95_ms'])} to "
+                f"{_f(sat['p95_ms'])} ms.")
         else:
-            lines.append(f"No knee within the tested range: throughput still rose by at least {_pct(knee['min_gain'])} "
-                         f"at every step, up to {_f(knee['ok_rps'])} 2xx/s at {knee['users']} users. Test more users.")
+            lines.append(f"Throughput rose by at least {_pct(knee['min_gain'])} at every step (no flat top in range).")
+        lines.append(f"Highest throughput: {_f(knee['max_ok_rps'])} 2xx/s at {knee['max_ok_rps_users']} users.")
     if summary.get("spike"):
         spike = summary["spike"]
         lines += ["", "## Spike test: overload and recovery", ""]
@@ -153,14 +162,22 @@ def render(summary: dict[str, Any]) -> str:
         lines += ["", "## Server memory", "", f"Not measured: {memory.get('why', 'no readings')}."]
 
     server = summary.get("server") or {}
+    if server.get("unavailable"):
+        lines += ["", "## Server side", "", f"Not measured: no /metrics from {server.get('metrics_url') or '(skipped)'}."]
     if server.get("batchers"):
-        lines += ["", "## Server side (/metrics, after minus before)", ""]
+        lines += ["", f"## Server side (/metrics of {server.get('metrics_url')}, after minus before)", ""]
         lines += _table(["model/component", "batches", "items", "mean batch", "mean fill", "queue wait mean ms",
                          "queue wait p95 ms", "inference mean ms"], [
             [k, _f(v["batches"], 0), _f(v["items"], 0), _f(v["mean_batch_size"], 2), _f(v["mean_fill_ratio"], 3),
              _f(v["queue_wait_mean_ms"], 2), _f(v["queue_wait_p95_ms"], 2), _f(v["inference_mean_ms"], 2)]
             for k, v in server["batchers"].items()])
         lines += ["", "Queue wait p95 is estimated from the histogram buckets (linear inside a bucket)."]
+    if server.get("route_latency"):
+        lines += ["", "Time inside the server per route (`jepa_request_duration_seconds`; p95 estimated from its buckets). "
+                      "The client's latency minus this is time spent outside the server's handlers: connection queueing, "
+                      "and a load generator short of CPU.", ""]
+        lines += _table(["route", "requests", "mean ms", "p95 ms"], [
+            [route, _f(v["requests"], 0), _f(v["mean_ms"]), _f(v["p95_ms"])] for route, v in server["route_latency"].items()])
     if server.get("requests"):
         lines += ["", "Requests seen by the server:", ""]
         lines += _table(["method", "route", "status", "count"],

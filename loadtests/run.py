@@ -46,21 +46,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--shape", choices=SHAPES, default="constant",
                    help="constant: -u users for -t s; step: --steps; spike: --spike-users/--spike-seconds; "
                         "soak: constant load for -t s with the memory trend reported")
-    p.add_argument("-u", "--users", type=int, default=8, help="constant/soak: users")
+    p.add_argument("-u", "--users", type=int, default=20, help="constant/soak: users")
     p.add_argument("-r", "--spawn-rate", type=float, default=4.0, help="constant/soak: users started per second")
     p.add_argument("-t", "--run-time", type=float, default=60.0, help="constant/soak: seconds")
-    p.add_argument("--steps", default="1,2,4,8,16,32", help="step: users of each step")
+    p.add_argument("--steps", default="10,20,30,40,60,80", help="step: users of each step")
     p.add_argument("--step-seconds", type=float, default=30.0, help="step: seconds per step")
-    p.add_argument("--spike-users", default="2,48", help="spike: BASE,PEAK users")
+    p.add_argument("--spike-users", default="10,150", help="spike: BASE,PEAK users")
     p.add_argument("--spike-seconds", default="20,20,40", help="spike: BEFORE,SPIKE,AFTER seconds")
     p.add_argument("--mix", default="embed=6,search=3,predict=1,plan=1", help="user class weights")
-    p.add_argument("--wait-ms", default="50,250", help="think time between a user's requests: MIN,MAX ms")
+    p.add_argument("--wait-ms", default="500,1500", help="think time between a user's requests: MIN,MAX ms")
     p.add_argument("--api-key", default=os.environ.get("JEPA_API_KEY", ""),
                    help="sent as 'Authorization: Bearer KEY' (default: $JEPA_API_KEY); never written to the report")
     p.add_argument("--collection", default="loadtest", help="collection the search users create and query")
     p.add_argument("--collection-size", type=int, default=1000, help="points upserted into it before the load starts")
     p.add_argument("--out", type=Path, help="report folder (default: reports/loadtest-<shape>-<UTC time>)")
     p.add_argument("--metrics-interval", type=float, default=2.0, help="seconds between /metrics scrapes")
+    p.add_argument("--metrics-url", help="where to scrape /metrics (default: the target; behind a balancer give one "
+                                         "replica's URL, since each scrape may reach another replica); 'none' to skip")
     p.add_argument("--bin-seconds", type=float, default=0.0, help="time-series bin for plots (0 = by run length)")
     # Only when the runner starts the server.
     p.add_argument("--model-repository", type=Path,
@@ -143,7 +145,7 @@ def loadavg() -> str:
 class Sampler:
     """/metrics snapshots and RSS readings, taken from this process while Locust runs."""
 
-    def __init__(self, host: str, headers: dict[str, str], pid: int | None) -> None:
+    def __init__(self, host: str | None, headers: dict[str, str], pid: int | None) -> None:
         self.host, self.headers, self.pid = host, headers, pid
         self.snapshots: list[tuple[float, server_metrics.Snapshot]] = []
         self.rss: list[tuple[float, float]] = []
@@ -151,8 +153,10 @@ class Sampler:
 
     def sample(self) -> None:
         now = time.time()
+        snap = None
         try:
-            snap = server_metrics.parse(server_metrics.fetch_text(self.host, self.headers))
+            if self.host is not None:
+                snap = server_metrics.parse(server_metrics.fetch_text(self.host, self.headers))
         except OSError:
             self.errors += 1  # an overloaded server may not answer a scrape in time; the next one will do
             snap = None
@@ -212,11 +216,24 @@ def run_load(args: argparse.Namespace, out: Path, scratch: Path, log) -> dict[st
         server.start()
         host = server.url
     host = host.rstrip("/")
-    sampler = Sampler(host, api_headers, server.pid if server else None)
-    result: dict[str, Any] = {"host": host, "server_started": server is not None, "server_env": server_env}
+    metrics_url = None if (args.metrics_url or "").lower() == "none" else (args.metrics_url or host).rstrip("/")
+    sampler = Sampler(metrics_url, api_headers, server.pid if server else None)
+    result: dict[str, Any] = {"host": host, "server_started": server is not None, "server_env": server_env,
+                              "metrics_url": metrics_url, "metrics": None}
+
+    def scrape(name: str) -> str | None:
+        if metrics_url is None:
+            return None
+        try:
+            text = server_metrics.fetch_text(metrics_url, api_headers)
+        except OSError as exc:  # e.g. /metrics not routed through a balancer: the client side still counts
+            log(f"no /metrics from {metrics_url}: {exc}")
+            return None
+        (out / name).write_text(text)
+        return text
+
     try:
-        before = server_metrics.fetch_text(host, api_headers)
-        (out / "metrics_before.prom").write_text(before)
+        before = scrape("metrics_before.prom")
         sampler.sample()
         result["loadavg_before"] = loadavg()
         env = {**os.environ, "LOCUST_JEPA_API_KEY": args.api_key}  # a secret: not on the command line
@@ -236,9 +253,9 @@ def run_load(args: argparse.Namespace, out: Path, scratch: Path, log) -> dict[st
             result["locust_rc"] = process.wait(timeout=60)
         result["wall_s"] = time.time() - started
         sampler.sample()
-        after = server_metrics.fetch_text(host, api_headers)
-        (out / "metrics_after.prom").write_text(after)
-        result["metrics"] = (server_metrics.parse(before), server_metrics.parse(after))
+        after = scrape("metrics_after.prom")
+        if before is not None and after is not None:
+            result["metrics"] = (server_metrics.parse(before), server_metrics.parse(after))
         result["loadavg_after"] = loadavg()
     finally:
         if server is not None:
@@ -293,13 +310,18 @@ def analyse(args: argparse.Namespace, out: Path, ran: dict[str, Any], argv: list
         rss_t, rss_v = np.array([]), np.array([])
         memory = {"available": False, "why": "the server was not started here and exposes no "
                                              f"{server_metrics.RSS_METRIC} metric"}
-    before, after = ran["metrics"]
-    server = {
-        "batchers": server_metrics.batcher_summary(before, after),
-        "requests": server_metrics.requests_by_route(before, after),
-        "rejected": server_metrics.rejected(before, after),
-        "scrape_errors": sampler.errors,
-    }
+    if ran["metrics"] is not None:
+        before, after = ran["metrics"]
+        server = {
+            "metrics_url": ran["metrics_url"],
+            "batchers": server_metrics.batcher_summary(before, after),
+            "requests": server_metrics.requests_by_route(before, after),
+            "route_latency": server_metrics.route_latency(before, after),
+            "rejected": server_metrics.rejected(before, after),
+            "scrape_errors": sampler.errors,
+        }
+    else:
+        server = {"metrics_url": ran["metrics_url"], "unavailable": True}
     intervals = server_metrics.interval_series(sampler.snapshots, t0)
 
     files = {
@@ -314,8 +336,8 @@ def analyse(args: argparse.Namespace, out: Path, ran: dict[str, Any], argv: list
     files |= {"Locust HTML report": "locust.html", "Locust stats CSV": "locust_stats.csv",
               "Locust history CSV": "locust_stats_history.csv",
               "Locust final stats JSON": "locust_stats.json", "per-request record": "requests.csv",
-              "server time series": "server_timeseries.json", "/metrics before": "metrics_before.prom",
-              "/metrics after": "metrics_after.prom", "summary": "summary.json", "Locust log": "locust.log"}
+              "server time series": "server_timeseries.json", "summary": "summary.json", "Locust log": "locust.log"}
+    files |= {f"/metrics {w}": f"metrics_{w}.prom" for w in ("before", "after") if (out / f"metrics_{w}.prom").exists()}
     (out / "server_timeseries.json").write_text(json.dumps(_json_safe(
         {"intervals": intervals, "rss": [[t - t0, v] for t, v in sampler.rss]}), indent=1))
 

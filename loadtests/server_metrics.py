@@ -115,6 +115,18 @@ def batcher_summary(before: Snapshot, after: Snapshot) -> dict[str, dict[str, fl
     return out
 
 
+def route_latency(before: Snapshot, after: Snapshot) -> dict[str, dict[str, float]]:
+    """Server-side time per route (from the request arriving to the reply): compare it with the client's latency
+    to see how much of the wait was outside the server (connection queueing, a CPU-starved load generator)."""
+    routes = sorted({dict(lab)["route"] for (n, lab) in after if n == "jepa_request_duration_seconds_count"})
+    out = {}
+    for route in routes:
+        d = histogram_delta(before, after, "jepa_request_duration_seconds", route=route)
+        if d.count:
+            out[route] = {"requests": d.count, "mean_ms": d.mean * 1000, "p95_ms": d.quantile(0.95) * 1000}
+    return out
+
+
 def requests_by_route(before: Snapshot, after: Snapshot) -> list[dict[str, object]]:
     rows = []
     for lab, value in sorted(counter_delta(before, after, "jepa_requests_total").items()):

@@ -75,6 +75,7 @@ def test_short_run_writes_a_report_whose_numbers_agree(uncached_server: str, tmp
     server_embeds = sum(r["count"] for r in summary["server"]["requests"] if r["route"] == "/embed" and r["status"] == "200")
     client_embeds = sum(w["ok"] for n, w in summary["by_name"].items() if n.startswith("/embed"))
     assert server_embeds >= client_embeds > 0
+    assert summary["server"]["route_latency"]["/embed"]["requests"] >= client_embeds
     encoder = summary["server"]["batchers"]["demo/encoder"]
     assert encoder["items"] >= client_embeds and encoder["mean_batch_size"] >= 1
     assert 0 < encoder["mean_fill_ratio"] <= 1

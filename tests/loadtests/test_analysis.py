@@ -36,20 +36,24 @@ def test_constant_schedule_without_run_time_is_open_ended():
     assert s.at(1e9).users == 8
 
 
-def steps(rps: list[float], p95: list[float]) -> list[dict]:
-    return [{"users": 2**i, "ok_rps": r, "p95_ms": p} for i, (r, p) in enumerate(zip(rps, p95, strict=True))]
+def steps(rps: list[float], mean: list[float]) -> list[dict]:
+    return [{"users": 2**i, "ok_rps": r, "mean_ms": m, "p95_ms": 2 * m} for i, (r, m) in enumerate(zip(rps, mean, strict=True))]
 
 
-def test_knee_is_the_last_step_that_still_added_throughput():
+def test_knee_is_the_step_of_highest_throughput_per_latency():
+    # power = rps / mean ms: 0.5, 0.864, 1.167, 0.529, 0.24
     knee = analysis.find_knee(steps([10, 19, 35, 37, 36], [20, 22, 30, 70, 150]))
-    assert knee["found"] and knee["users"] == 4 and knee["next_users"] == 8
-    assert knee["next_gain"] == pytest.approx(37 / 35 - 1)
+    assert knee["users"] == 4 and not knee["at_first_step"] and not knee["at_last_step"]
+    assert knee["power"][2] == pytest.approx(35 / 30)
+    assert knee["saturation"]["users"] == 8 and knee["saturation"]["gain"] == pytest.approx(37 / 35 - 1)
     assert knee["max_ok_rps"] == 37 and knee["max_ok_rps_users"] == 8
 
 
-def test_no_knee_when_throughput_keeps_rising():
-    knee = analysis.find_knee(steps([10, 20, 40], [10, 10, 10]))
-    assert not knee["found"] and knee["users"] == 4
+def test_knee_at_the_edge_of_the_range_says_so():
+    rising = analysis.find_knee(steps([10, 20, 40], [10, 10, 10]))
+    assert rising["users"] == 4 and rising["at_last_step"] and rising["saturation"] is None
+    queueing = analysis.find_knee(steps([30, 31, 32], [10, 50, 200]))
+    assert queueing["users"] == 1 and queueing["at_first_step"] and queueing["saturation"]["users"] == 2
 
 
 def make_samples(rows: list[tuple[float, float, str, int]]) -> analysis.Samples:
