@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from models.demo import DEFAULT_WEIGHTS
 from export.demo import FP16_GATE, FP32_GATE, ExportOptions, ParityError, export_demo
 
 
@@ -15,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the demo JEPA (encoder + action-conditioned predictor)")
     demo.add_argument("--name", default="demo", help="entry name in the repository (default: demo)")
     demo.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository folder")
-    demo.add_argument("--seed", type=int, default=0, help="initialisation seed while no trained weights ship")
+    demo.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="demo safetensors (default: the shipped trained weights)")
     demo.add_argument("--fp32-gate", type=float, default=FP32_GATE, help="min cosine of fp32 ONNX vs PyTorch")
     demo.add_argument("--fp16-gate", type=float, default=FP16_GATE, help="min cosine for the fp16 copy to be kept")
     demo.add_argument("--no-fp16", action="store_true", help="skip the fp16 copy")
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     options = ExportOptions(
         name=args.name,
         out=args.out,
-        seed=args.seed,
+        weights=args.weights,
         fp32_gate=args.fp32_gate,
         fp16_gate=args.fp16_gate,
         fp16=not args.no_fp16,

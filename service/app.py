@@ -10,7 +10,7 @@ from importlib import metadata
 
 from fastapi import FastAPI
 
-from service.api import collections, embed, health, predict, search
+from service.api import collections, embed, health, plan, predict, search
 from service.api.errors import install_error_handlers
 from service.index import CollectionStore
 from service.metrics import Metrics
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     install_error_handlers(app)
-    for router in (embed.router, collections.router, search.router, predict.router, health.router):
+    for router in (embed.router, collections.router, search.router, predict.router, plan.router, health.router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from service.batching import BatchPolicy, DynamicBatcher
 from service.errors import NotFound
+from service.media.clips import ClipSpec
 from service.media.images import ImagePreprocess
 from service.metrics import Metrics
 from service.repository import EntryFailure, Manifest, RepositoryEntry
@@ -26,6 +27,8 @@ class ServedModel:
     preprocess: ImagePreprocess
     rollout: LatentRollout | None = None
     batchers: list[DynamicBatcher] = field(default_factory=list)
+    clip: ClipSpec = field(default_factory=ClipSpec)
+    controllable: np.ndarray | None = None  # (k, D) projection onto the action-controllable subspace, if shipped
 
     @property
     def name(self) -> str:
@@ -36,7 +39,7 @@ class ServedModel:
         return self.entry.manifest
 
     async def embed(self, pixels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Preprocessed items (3, H, W) -> pooled (N, D) and tokens (N, T, D)."""
+        """Preprocessed items ((3, H, W), or (T, 3, H, W) for clip models) -> pooled (N, D) and tokens (N, T, D)."""
         outputs = await self.encoder.infer([{"pixel_values": p} for p in pixels])
         return np.stack([o["pooled"] for o in outputs]), np.stack([o["tokens"] for o in outputs])
 
@@ -104,7 +107,12 @@ def build_served_model(
             f"{entry.name}/{component}", entry.component_file(component, precision), providers, precision,
             settings.intra_op_threads,
         )
-        batchers[component] = DynamicBatcher(engine, policy, metrics, model=entry.name, component=component)
+        component_policy = policy
+        if component == "predictor":
+            # a CEM step is one batch of all its samples; the queue must hold at least one such batch
+            size = settings.predictor_max_batch_size
+            component_policy = replace(policy, max_batch_size=size, max_queue_size=max(policy.max_queue_size, 2 * size))
+        batchers[component] = DynamicBatcher(engine, component_policy, metrics, model=entry.name, component=component)
         parity = spec.parity.get(precision)
         if isinstance(parity, dict) and "min_cosine" in parity:
             metrics.parity.labels(model=entry.name, component=component, precision=precision).set(parity["min_cosine"])
@@ -120,4 +128,18 @@ def build_served_model(
         ),
         rollout=rollout,
         batchers=list(batchers.values()),
+        clip=ClipSpec(frames_per_clip=spec_in.frames_per_clip, layout=spec_in.layout),
+        controllable=load_projection(entry),
     )
+
+
+def load_projection(entry: RepositoryEntry) -> np.ndarray | None:
+    """The manifest's planning.controllable_projection (.npy, (k, state_dim)), checked at start-up."""
+    planning = entry.manifest.planning
+    if planning is None or planning.controllable_projection is None:
+        return None
+    projection = np.load(entry.folder / planning.controllable_projection, allow_pickle=False).astype(np.float32)
+    state_dim = entry.manifest.predictor.state_dim if entry.manifest.predictor else entry.manifest.output.dim
+    if projection.ndim != 2 or projection.shape[1] != state_dim or not np.isfinite(projection).all():
+        raise ValueError(f"controllable projection has shape {projection.shape}; expected (k, {state_dim})")
+    return projection
