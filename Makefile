@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[cpu,export,dev]'
 	@touch $(STAMP)
 
-$(DEMO): | $(STAMP)
+$(DEMO): models/demo/weights/demo.safetensors | $(STAMP)
 	@echo ">> exporting the demo model into $(REPO)/demo"
 	$(VENV)/bin/jepa-export demo --name demo --out $(REPO)
 
@@ -36,3 +36,18 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(REPO) data .pytest_cache
+
+# The demo world model: train the shipped weights (about 26 min on 2 cores, wall-clock budget), then evaluate.
+.PHONY: demo-train demo-ablation demo-eval
+demo-train: $(STAMP)
+	nice -n 10 $(PY) -m models.demo.train --minutes 26 --out models/demo/weights/demo.safetensors
+
+# short runs of the three objectives for the collapse ablation (reports/ablation/, git-ignored)
+demo-ablation: $(STAMP)
+	for reg in none vicreg sigreg; do \
+		nice -n 10 $(PY) -m models.demo.train --reg $$reg --max-steps 400 --minutes 8 --out reports/ablation/$$reg.safetensors || exit 1; \
+	done
+
+demo-eval: $(STAMP)
+	@test -f reports/ablation/none.safetensors || $(MAKE) demo-ablation
+	nice -n 10 $(PY) -m models.demo.evaluate
