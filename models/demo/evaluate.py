@@ -270,9 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=50, help="planning episodes per kind (same room, door)")
     parser.add_argument("--docs", type=Path, default=DOCS)
     parser.add_argument("--ablation", type=Path, default=ABLATION)
-    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--iterations", type=int, default=3)
-    parser.add_argument("--horizon", type=int, default=12)
+    parser.add_argument("--horizon", type=int, default=10)
     args = parser.parse_args(argv)
 
     import torch
@@ -303,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
         print("probe R2", report["probe"], flush=True)
         actions = data.actions[:, 1:]  # action after clip t (frame t+1 -> t+2): (N, 31, 2)
         predict = predictor_fn(onnx_path=entry / "predictor.onnx")
+        one = predict(z[:, :-1].reshape(-1, z.shape[-1]), actions.reshape(-1, actions.shape[-1])).reshape(z[:, 1:].shape)
+        report["one_step_mse"] = {"model": float(((one - z[:, 1:]) ** 2).mean()),
+                                  "copy_last": float(((z[:, :-1] - z[:, 1:]) ** 2).mean()),
+                                  "embedding_variance": float(z.var(axis=(0, 1)).mean())}
+        print("one-step", report["one_step_mse"], flush=True)
         report["retrieval"] = rollout_retrieval(z, actions, predict)
         print("retrieval", json.dumps(report["retrieval"]), flush=True)
 
@@ -356,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         from service.app import create_app
         from service.settings import Settings
 
-        settings = Settings(model_repository=repo, data_dir=repo / "data", max_queue_delay_ms=0.5)
+        # one ORT thread: on a busy 2-core machine two threads per op wait on each other (measured 5x slower)
+        settings = Settings(model_repository=repo, data_dir=repo / "data", max_queue_delay_ms=0.5, intra_op_threads=1)
         plan_args = {"horizon": args.horizon, "samples": args.samples, "iterations": args.iterations,
                      "cost": "all_steps", "subspace": "auto"}
         report["planning"] = {"args": plan_args}
@@ -419,6 +425,9 @@ def write_markdown(path: Path, r: dict) -> None:
         "Goal: top-5 ≥ 0.9 at h = 4 and ≥ 0.8 at h = 8. The hard pool holds every other state of the same "
         "trajectory (31) plus random states.",
         "",
+        f"One-step prediction error (mean squared, per dimension, held-out): predictor {r['one_step_mse']['model']:.4f}, "
+        f"copy-last {r['one_step_mse']['copy_last']:.4f}, embedding variance {r['one_step_mse']['embedding_variance']:.4f}.",
+        "",
         "Top row: true frames t+1 … t+8; bottom row: the held-out frame nearest to each predicted state.",
         "",
         "![rollout](demo_world/rollout.png)",
@@ -437,7 +446,7 @@ def write_markdown(path: Path, r: dict) -> None:
         "",
         "## Planning (POST /plan on the served app, model-predictive control)",
         "",
-        f"CEM with {pl['args']}; replan every 2 executed actions; success = agent within 4 px (Chebyshev) of the "
+        f"CEM with {pl['args']}; ONNX Runtime with 1 intra-op thread; replan every 2 executed actions; success = agent within 4 px (Chebyshev) of the "
         "goal position at the end of the episode. The goal image shows the agent at the goal and the ball at a random "
         "place.",
         "",

@@ -36,17 +36,17 @@ class TrainConfig:
     trajectories: int = 4000
     steps_per_trajectory: int = 32
     door_fraction: float = 0.5
-    batch: int = 32
+    batch: int = 16
     horizon: int = 8
     reg: str = "sigreg"
     reg_weight: float = 0.05
     directions: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    minutes: float = 25.0
+    minutes: float = 20.0
     max_steps: int = 100_000
     log_every: int = 50
-    threads: int = 2
+    threads: int = 1  # on a busy 2-core machine, 2 torch threads ran 10x slower than 1 (barrier waits)
 
 
 def frames_to_input(frames: np.ndarray) -> torch.Tensor:
@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=d.minutes, help="wall-clock training budget")
     p.add_argument("--max-steps", type=int, default=d.max_steps)
     p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--horizon", type=int, default=d.horizon, help="rollout steps in the loss")
     p.add_argument("--trajectories", type=int, default=d.trajectories)
     p.add_argument("--seed", type=int, default=d.seed)
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = TrainConfig(
         seed=args.seed, trajectories=args.trajectories, batch=args.batch, horizon=args.horizon, reg=args.reg,
-        reg_weight=args.reg_weight, minutes=args.minutes, max_steps=args.max_steps, threads=args.threads,
+        reg_weight=args.reg_weight, lr=args.lr, minutes=args.minutes, max_steps=args.max_steps, threads=args.threads,
     )
     if args.smoke:
         cfg = TrainConfig(**{**cfg.__dict__, "trajectories": 8, "batch": 4, "horizon": 3, "max_steps": 3, "log_every": 1})
