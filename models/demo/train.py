@@ -104,14 +104,20 @@ def jepa_losses(model: DemoModel, clips: torch.Tensor, actions: torch.Tensor, cf
     return losses
 
 
-def train(cfg: TrainConfig, out: Path, log=print) -> dict:
+def train(cfg: TrainConfig, out: Path, log=print, init: Path | None = None) -> dict:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     started = time.perf_counter()
     data = world.generate_trajectories(cfg.seed, cfg.trajectories, cfg.steps_per_trajectory, cfg.door_fraction)
     log(f"data: {cfg.trajectories} trajectories x {cfg.steps_per_trajectory} steps, "
         f"{data.crosses_door().mean():.0%} cross the door ({time.perf_counter() - started:.1f} s)")
-    model = build_demo_model(cfg.seed)
+    if init is not None:  # continue from earlier weights (a second stage); the optimiser starts afresh
+        from models.demo.model import load_demo_model
+
+        model = load_demo_model(init)
+        log(f"continuing from {init}")
+    else:
+        model = build_demo_model(cfg.seed)
     model.encoder.train()
     model.predictor.train()
     params = [*model.encoder.parameters(), *model.predictor.parameters()]
@@ -137,6 +143,12 @@ def train(cfg: TrainConfig, out: Path, log=print) -> dict:
     model.encoder.eval()
     model.predictor.eval()
     summary = {"config": cfg.__dict__, "steps": step, "wall_seconds": round(wall, 1), "history": history}
+    if init is not None and init.with_suffix(".json").exists():
+        earlier = json.loads(init.with_suffix(".json").read_text())
+        summary["stages"] = [*earlier.get("stages", [{k: earlier[k] for k in ("config", "steps", "wall_seconds")}]),
+                             {k: summary[k] for k in ("config", "steps", "wall_seconds")}]
+        summary["steps_total"] = sum(stage["steps"] for stage in summary["stages"])
+        summary["wall_seconds_total"] = round(sum(stage["wall_seconds"] for stage in summary["stages"]), 1)
     save_demo_model(model, out, {"train_config": json.dumps(cfg.__dict__), "steps": str(step)})
     out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
     log(f"trained {step} steps in {wall / 60:.1f} min -> {out}")
@@ -158,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trajectories", type=int, default=d.trajectories)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
+    p.add_argument("--init", type=Path, default=None, help="start from these weights (a second training stage)")
     p.add_argument("--smoke", action="store_true", help="3 steps on tiny data: proves the code path")
     args = p.parse_args(argv)
     cfg = TrainConfig(
@@ -166,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.smoke:
         cfg = TrainConfig(**{**cfg.__dict__, "trajectories": 8, "batch": 4, "horizon": 3, "max_steps": 3, "log_every": 1})
-    train(cfg, args.out)
+    train(cfg, args.out, init=args.init)
     return 0
 
 
