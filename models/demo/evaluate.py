@@ -273,7 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--horizon", type=int, default=10)
+    parser.add_argument("--markdown-only", action="store_true", help="rewrite the .md from an existing demo_world.json")
     args = parser.parse_args(argv)
+    if args.markdown_only:
+        write_markdown(args.docs / "demo_world.md", json.loads((args.docs / "demo_world.json").read_text()))
+        return 0
 
     import torch
 
@@ -390,6 +394,12 @@ def write_markdown(path: Path, r: dict) -> None:
     from models.demo import DEFAULT_WEIGHTS
 
     train_log = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    steps = train_log.get("steps_total", train_log["steps"])
+    minutes = round(train_log.get("wall_seconds_total", train_log["wall_seconds"]) / 60, 1)
+    stages = " + ".join(f"{s['steps']} steps / {s['wall_seconds'] / 60:.0f} min" for s in train_log.get("stages", []))
+    for row in r["ablation"]:
+        if row["label"].startswith("shipped"):
+            row["steps"], row["minutes"] = steps, minutes
     p, pl = r["probe"], r["planning"]
     lines = [
         "# The demo world model: measured",
@@ -400,8 +410,8 @@ def write_markdown(path: Path, r: dict) -> None:
         "Numbers are copied from `docs/demo_world.json`, written by the same run.",
         "",
         f"Shipped weights: `models/demo/weights/demo.safetensors`, trained by `make demo-train` for "
-        f"{train_log['steps']} steps in {train_log['wall_seconds'] / 60:.1f} min (wall-clock budget; see "
-        "`models/demo/weights/demo.json` for the loss history).",
+        f"{steps} steps in {minutes} min ({stages or 'one stage'}; wall-clock budgets on the shared machine, 1 torch "
+        "thread, batch 16 segments of 9 clips; see `models/demo/weights/demo.json` for the loss history).",
         "",
         "![sample frames](demo_world/samples.png)",
         "",
@@ -432,7 +442,8 @@ def write_markdown(path: Path, r: dict) -> None:
         "",
         "![rollout](demo_world/rollout.png)",
         "",
-        "## Collapse ablation (same data; short runs; 150 held-out trajectories)",
+        "## Collapse ablation (short runs: 2,000 training trajectories, 6-min wall-clock budget or 500 steps each; "
+        "the step counts differ because the machine was shared; 150 held-out trajectories)",
         "",
         "| row | steps | min | raw std | std | effective rank | agent R² | ball R² | top-5 h=1 | top-5 h=8 |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -462,9 +473,31 @@ def write_markdown(path: Path, r: dict) -> None:
         "",
         "Goal: ≥ 80 % same room, ≥ 50 % through the door, ≤ 500 ms per plan.",
         "",
-        "Planned paths (green) to the goal (orange box): same room, through the door.",
+        "Planned paths (green) from the start (red) to the goal position (orange box): the first same-room episode, "
+        "and a door episode (a successful one when there is one).",
         "",
         "![plans](demo_world/plan.png)",
+        "",
+        "## Reading",
+        "",
+        f"- Met: agent probe R² {p['agent']:.3f} (goal 0.95). Not met: ball R² {p['ball']:.3f} (goal 0.9); "
+        "the ball is 4×4 px and moves 2.5 px per step, and the pooled code spends more of itself on the agent.",
+        f"- The predictor clearly learns dynamics (one-step error {r['one_step_mse']['model']:.3f} vs "
+        f"{r['one_step_mse']['copy_last']:.3f} for copy-last; top-5 at h = 8 {r['retrieval']['8']['model'][1]:.2f} vs "
+        f"{r['retrieval']['8']['copy_last'][1]:.2f}), but the retrieval goals (0.9 at h = 4, 0.8 at h = 8) are not met "
+        "after 30 min on a shared 2-core CPU. In stage 1 the rollout loss stayed between 0.6 and 1.0 for about 700 "
+        "steps before it fell to ~0.35; in stage 2 the single-batch loss is noisy (0.27-0.58) with no clear trend "
+        "(loss history per stage in models/demo/weights/demo.json). Longer training, an EMA target and the SIGReg "
+        "weight are the levers not tried here.",
+        f"- Collapse: with the prediction loss alone the un-normalised embedding shrinks to {r['ablation'][0]['raw_std']:.1e} "
+        f"per dimension (served std {r['ablation'][0]['std']:.3f}), the ball probe and retrieval fall apart, while the "
+        "entropy effective rank stays high: effective rank alone does not detect this collapse (the final BatchNorm "
+        "rescales what is left).",
+        "- Planning: CEM on the action-controllable subspace (shipped as `controllable.npy`, a general /plan option) "
+        "beats random actions in the same room but is far from the 80 % goal, and almost never goes through the "
+        "door: the latent distance is greedy, and a 10-step horizon does not see the way round the wall. Sub-goals "
+        "or a longer, cheaper horizon are the next things to try. Plan latency is within the 500 ms goal at the "
+        "median, not at p90, on this shared machine.",
         "",
     ]
     path.write_text("\n".join(lines))

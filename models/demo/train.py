@@ -145,8 +145,8 @@ def train(cfg: TrainConfig, out: Path, log=print, init: Path | None = None) -> d
     summary = {"config": cfg.__dict__, "steps": step, "wall_seconds": round(wall, 1), "history": history}
     if init is not None and init.with_suffix(".json").exists():
         earlier = json.loads(init.with_suffix(".json").read_text())
-        summary["stages"] = [*earlier.get("stages", [{k: earlier[k] for k in ("config", "steps", "wall_seconds")}]),
-                             {k: summary[k] for k in ("config", "steps", "wall_seconds")}]
+        keep = ("config", "steps", "wall_seconds", "history")
+        summary["stages"] = [*earlier.get("stages", [{k: earlier[k] for k in keep}]), {k: summary[k] for k in keep}]
         summary["steps_total"] = sum(stage["steps"] for stage in summary["stages"])
         summary["wall_seconds_total"] = round(sum(stage["wall_seconds"] for stage in summary["stages"]), 1)
     save_demo_model(model, out, {"train_config": json.dumps(cfg.__dict__), "steps": str(step)})
