@@ -63,3 +63,12 @@ def test_smoke_training_writes_loadable_weights_and_a_log(tmp_path, reg):
     before = build_demo_model(0)
     after = load_demo_model(out)
     assert not torch.equal(before.encoder.head.weight, after.encoder.head.weight)  # it trained
+
+
+def test_second_stage_continues_from_weights_and_logs_both_stages(tmp_path):
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    assert train_main(["--smoke", "--out", str(first), "--threads", "1"]) == 0
+    assert train_main(["--smoke", "--init", str(first), "--out", str(second), "--threads", "1"]) == 0
+    log = json.loads(second.with_suffix(".json").read_text())
+    assert log["steps_total"] == 6 and [s["steps"] for s in log["stages"]] == [3, 3]
+    assert not torch.equal(load_demo_model(first).encoder.head.weight, load_demo_model(second).encoder.head.weight)
