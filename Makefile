@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[cpu,export,dev]'
 	@touch $(STAMP)
 
-$(DEMO): | $(STAMP)
+$(DEMO): models/demo/weights/demo.safetensors | $(STAMP)
 	@echo ">> exporting the demo model into $(REPO)/demo"
 	$(VENV)/bin/jepa-export demo --name demo --out $(REPO)
 
@@ -83,3 +83,20 @@ BENCH_INDEX_SIZES ?= 100000
 bench-index: $(STAMP) $(DEMO)
 	$(PY) -m pip install --quiet -e '.[cpu,export,dev,plots]'
 	nice -n 10 $(PY) -m loadtests.bench_index --sizes $(BENCH_INDEX_SIZES)
+
+# The demo world model: train the shipped weights in two wall-clock stages (20 + 10 min, 1 torch thread;
+# the second stage sees fresh trajectories and a fresh optimiser), then evaluate.
+.PHONY: demo-train demo-ablation demo-eval
+demo-train: $(STAMP)
+	nice -n 10 $(PY) -m models.demo.train --minutes 20 --out reports/demo_stage1.safetensors
+	nice -n 10 $(PY) -m models.demo.train --minutes 10 --seed 1 --init reports/demo_stage1.safetensors --out models/demo/weights/demo.safetensors
+
+# short runs of the three objectives for the collapse ablation (reports/ablation/, git-ignored)
+demo-ablation: $(STAMP)
+	for reg in none vicreg sigreg; do \
+		nice -n 10 $(PY) -m models.demo.train --reg $$reg --max-steps 500 --minutes 6 --trajectories 2000 --out reports/ablation/$$reg.safetensors || exit 1; \
+	done
+
+demo-eval: $(STAMP)
+	@test -f reports/ablation/none.safetensors || $(MAKE) demo-ablation
+	nice -n 10 $(PY) -m models.demo.evaluate

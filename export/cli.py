@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from models.demo import DEFAULT_WEIGHTS
 from export.demo import FP16_GATE, FP32_GATE, ExportOptions, ParityError, export_demo
 from export.vit import RandomViTOptions, export_random_vit
 from models.vit import ViTConfig
@@ -17,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the demo JEPA (encoder + action-conditioned predictor)")
     demo.add_argument("--name", default="demo", help="entry name in the repository (default: demo)")
     demo.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository folder")
-    demo.add_argument("--seed", type=int, default=0, help="initialisation seed while no trained weights ship")
+    demo.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="demo safetensors (default: the shipped trained weights)")
     demo.add_argument("--fp32-gate", type=float, default=FP32_GATE, help="min cosine of fp32 ONNX vs PyTorch")
     demo.add_argument("--fp16-gate", type=float, default=FP16_GATE, help="min cosine for the fp16 copy to be kept")
     demo.add_argument("--no-fp16", action="store_true", help="skip the fp16 copy")
@@ -38,15 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    gates = {"fp32_gate": args.fp32_gate, "fp16_gate": args.fp16_gate} if args.source == "demo" else {}
-    options = ExportOptions(
-        name=args.name, out=args.out, seed=args.seed, fp16=not args.no_fp16, force=args.force, **gates
-    )
+    if args.source == "vit":
+        options = ExportOptions(name=args.name, out=args.out, fp16=not args.no_fp16, force=args.force)
+    else:
+        options = ExportOptions(
+            name=args.name,
+            out=args.out,
+            weights=args.weights,
+            fp32_gate=args.fp32_gate,
+            fp16_gate=args.fp16_gate,
+            fp16=not args.no_fp16,
+            force=args.force,
+        )
     try:
         if args.source == "vit":
             config = ViTConfig(image_size=args.image_size, patch_size=args.patch_size, dim=args.dim, depth=args.depth,
                                heads=args.heads)
-            export_random_vit(RandomViTOptions(config=config, export=options))
+            export_random_vit(RandomViTOptions(config=config, export=options, seed=args.seed))
         else:
             export_demo(options)
     except (ParityError, FileExistsError, ValueError) as exc:

@@ -1,4 +1,9 @@
-"""Export the demo model (encoder + action-conditioned predictor) into a repository entry."""
+"""Export the trained demo model (clip encoder + action-conditioned predictor) into a repository entry.
+
+The weights come from the committed safetensors file (models/demo/weights/),
+written by `make demo-train`; `--weights` exports any other checkpoint of the
+same architecture.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,9 @@ import torch
 from export.manifest import embedding_space_id, state_dict_sha256, tool_versions, write_manifest
 from export.onnx_graph import convert_fp16, export_onnx
 from export.parity import ParityReport, check_parity
-from models.demo import DemoModel, build_demo_model
+from export.planning import controllable_subspace
+from models.demo import DEFAULT_WEIGHTS, DemoModel, load_demo_model
+from models.demo import world
 
 FP32_GATE = 0.99999
 FP16_GATE = 0.999
@@ -31,7 +38,7 @@ class ParityError(RuntimeError):
 class ExportOptions:
     name: str = "demo"
     out: Path = Path("model_repository")
-    seed: int = 0
+    weights: Path = DEFAULT_WEIGHTS
     fp32_gate: float = FP32_GATE
     fp16_gate: float = FP16_GATE
     fp16: bool = True
@@ -49,6 +56,16 @@ def image_probes(n: int, size: int, mean: tuple[float, ...], std: tuple[float, .
     m = np.asarray(mean).reshape(1, 3, 1, 1)
     s = np.asarray(std).reshape(1, 3, 1, 1)
     return ((pixels - m) / s).astype(np.float32)
+
+
+def clip_probes(n: int, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """Half real world clips (two consecutive frames), half synthetic images repeated into a clip. (n, 2, 3, 64, 64)"""
+    data = world.generate_trajectories(4321, n - n // 2, steps=2)
+    frames = data.frames()[:, 1:].astype(np.float32) / 255.0  # (k, 2, 64, 64, 3)
+    m, s = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    real = ((frames - m) / s).transpose(0, 1, 4, 2, 3)  # (k, 2, 3, 64, 64)
+    synthetic = image_probes(n // 2, world.SIZE, mean, std)[:, None].repeat(2, axis=1)  # (n/2, 2, 3, 64, 64)
+    return np.ascontiguousarray(np.concatenate([real, synthetic]).astype(np.float32))
 
 
 def torch_runner(module: torch.nn.Module, output_names: tuple[str, ...]) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
@@ -103,13 +120,13 @@ def export_demo(options: ExportOptions, log: Callable[[str], None] = print) -> P
     target = options.out / options.name
     if target.exists() and not options.force:
         raise FileExistsError(f"{target} exists (use --force to replace it)")
-    model: DemoModel = build_demo_model(options.seed)
+    model: DemoModel = load_demo_model(options.weights)
     cfg = model.encoder.config
     options.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{options.name}.", dir=options.out) as tmp:
         folder = Path(tmp)
         folder.chmod(0o755)  # mkdtemp makes it private; the entry must be readable by the server user
-        pixels = image_probes(PROBES, cfg.image_size, model.mean, model.std)
+        pixels = clip_probes(PROBES, model.mean, model.std)
         encoder = export_component(model.encoder, {"pixel_values": pixels}, ("pooled", "tokens"), folder, "encoder", options, log)
         with torch.inference_mode():
             states = model.encoder(torch.from_numpy(pixels))[0].numpy()
@@ -117,37 +134,56 @@ def export_demo(options: ExportOptions, log: Callable[[str], None] = print) -> P
         predictor = export_component(
             model.predictor, {"state": states, "action": actions}, ("next_state",), folder, "predictor", options, log
         )
+        # world states for the controllable subspace: encoded clips of random-policy trajectories
+        data = world.generate_trajectories(2024, 64, steps=8)
+        frames = data.frames().astype(np.float32) / 255.0  # (64, 9, 64, 64, 3)
+        frames = ((frames - np.asarray(model.mean, np.float32)) / np.asarray(model.std, np.float32)).transpose(0, 1, 4, 2, 3)
+        clips = np.stack([frames[:, :-1], frames[:, 1:]], axis=2).reshape(-1, 2, 3, 64, 64)  # (512, 2, 3, 64, 64)
+        with torch.inference_mode():
+            world_states = model.encoder(torch.from_numpy(np.ascontiguousarray(clips)))[0].numpy()
+        bound = np.full(2, model.action_bound, np.float32)
+        projection, kept = controllable_subspace(model.predictor, world_states, -bound, bound)
+        np.save(folder / "controllable.npy", projection)
+        log(f"[planning] controllable subspace: {projection.shape[0]} dims, {kept:.1%} of action-driven variance")
         checkpoint = state_dict_sha256([model.encoder, model.predictor])
         preprocessing = {
             "image_size": [cfg.image_size, cfg.image_size],
             "resize": "bilinear",
             "mean": list(model.mean),
             "std": list(model.std),
-            "frames_per_clip": 1,
-            "tubelet": 1,
-            "patch_size": cfg.patch_size,
+            "frames_per_clip": cfg.frames,
+            "tubelet": cfg.frames,
+            "patch_size": cfg.patch,
         }
-        pooling = "mean_final_patch_tokens"
+        # the pooled vector is a trained linear head over the whole token grid, then BatchNorm (not a mean)
+        pooling = "linear_head_over_token_grid_batchnorm"
         write_manifest(
             folder,
             {
                 "name": options.name,
                 "family": "demo",
                 "checkpoint_sha256": checkpoint,
-                "source": f"models.demo seed={options.seed}",
+                "source": f"models.demo weights {options.weights.name}",
                 "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "tools": tool_versions(),
                 "space_id": embedding_space_id("demo", checkpoint, preprocessing, pooling, cfg.dim),
-                "input": {"kind": "image", "layout": "NCHW", "channels": 3, **preprocessing},
-                "output": {"dim": cfg.dim, "token_grid": [cfg.grid, cfg.grid], "pooling": pooling},
+                # one item is a clip (T, C, H, W); fewer frames are padded by repeating the first (V-JEPA 2's rule)
+                "input": {"kind": "image", "layout": "NTCHW", "channels": 3, "clip_padding": "repeat_first",
+                          **preprocessing},
+                "output": {"dim": cfg.dim, "token_grid": [cfg.grid, cfg.grid], "token_dim": cfg.width, "pooling": pooling},
                 "components": {"encoder": encoder, "predictor": predictor},
+                "planning": {
+                    "controllable_projection": "controllable.npy",
+                    "controllable_dims": int(projection.shape[0]),
+                    "method": f"PCA of predictor(z, a) - predictor(z, 0) over 512 world states, {kept:.1%} of variance",
+                },
                 "predictor": {
                     "state_dim": cfg.dim,
                     "action_dim": model.predictor.config.action_dim,
                     "action_low": [-model.action_bound] * 2,
                     "action_high": [model.action_bound] * 2,
-                    "context_frames": 1,
-                    "step": "one action moves the world one step; next_state = predictor(state, action)",
+                    "context_frames": cfg.frames,
+                    "step": "one action moves the agent one world step; next_state = predictor(state, action)",
                 },
             },
         )

@@ -28,6 +28,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class RandomViTOptions:
     config: ViTConfig
     export: ExportOptions
+    seed: int = 0
 
 
 def export_random_vit(options: RandomViTOptions, log: Callable[[str], None] = print) -> Path:
@@ -37,7 +38,7 @@ def export_random_vit(options: RandomViTOptions, log: Callable[[str], None] = pr
         raise FileExistsError(f"{target} exists (use --force to replace it)")
     generator_state = torch.random.get_rng_state()
     try:
-        torch.manual_seed(opts.seed)
+        torch.manual_seed(options.seed)
         encoder = ViTEncoder(cfg).eval()
     finally:
         torch.random.set_rng_state(generator_state)
@@ -59,7 +60,7 @@ def export_random_vit(options: RandomViTOptions, log: Callable[[str], None] = pr
             "name": opts.name,
             "family": "vit",
             "checkpoint_sha256": checkpoint,
-            "source": f"models.vit random seed={opts.seed} {cfg}",
+            "source": f"models.vit random seed={options.seed} {cfg}",
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "tools": tool_versions(),
             "space_id": embedding_space_id("vit", checkpoint, preprocessing, pooling, cfg.dim),

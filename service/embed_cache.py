@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from service.media.payload import MediaItem, RawImage
+from service.media.payload import MediaItem, RawClip, RawImage
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,15 @@ def cache_key(item: MediaItem, space_id: str, output: str = "pooled") -> str:
     digest.update(f"jepa-embed-v1\0{space_id}\0{output}\0".encode())
     if isinstance(item, RawImage):
         digest.update(b"image\0")
+        digest.update(item.data)
+    elif isinstance(item, RawClip):
+        digest.update(f"clip\0{len(item.frames)}\0".encode())
+        for frame in item.frames:  # lengths first: frame boundaries are part of the content
+            digest.update(f"{len(frame)}\0".encode())
+            digest.update(frame)
     else:
         digest.update(f"tensor\0{item.dtype}\0{list(item.shape)}\0".encode())
-    digest.update(item.data)
+        digest.update(item.data)
     return digest.hexdigest()
 
 

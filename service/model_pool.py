@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from service.batching import BatchPolicy, DynamicBatcher
 from service.errors import NotFound
+from service.media.clips import ClipSpec
 from service.media.images import ImagePreprocess
 from service.metrics import Metrics
 from service.repository import EntryFailure, Manifest, RepositoryEntry
@@ -27,6 +28,8 @@ class ServedModel:
     preprocess: ImagePreprocess
     rollout: LatentRollout | None = None
     batchers: list[DynamicBatcher] = field(default_factory=list)
+    clip: ClipSpec = field(default_factory=ClipSpec)
+    controllable: np.ndarray | None = None  # (k, D) projection onto the action-controllable subspace, if shipped
 
     @property
     def name(self) -> str:
@@ -43,7 +46,7 @@ class ServedModel:
     async def embed(
         self, pixels: list[np.ndarray], deadline: float | None = None, announced: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Preprocessed items (3, H, W) -> pooled (N, D) and tokens (N, T, D)."""
+        """Preprocessed items ((3, H, W), or (T, 3, H, W) for clip models) -> pooled (N, D) and tokens (N, T, D)."""
         items = [{"pixel_values": p} for p in pixels]
         outputs = await self.encoder.infer(items, deadline=deadline, cost=self.tokens_per_item, announced=announced)
         return np.stack([o["pooled"] for o in outputs]), np.stack([o["tokens"] for o in outputs])
@@ -142,9 +145,14 @@ def build_served_model(
     manifest = entry.manifest
     batchers: dict[str, DynamicBatcher] = {}
     for component, spec in manifest.components.items():
-        engine = build_engine(entry, component, providers, policy, settings)
+        component_policy = policy
+        if component == "predictor":
+            # a CEM step is one batch of all its samples; the queue must hold at least one such batch
+            size = settings.predictor_max_batch_size
+            component_policy = replace(policy, max_batch_size=size, max_queue_size=max(policy.max_queue_size, 2 * size))
+        engine = build_engine(entry, component, providers, component_policy, settings)
         precision = engine.precision
-        batchers[component] = DynamicBatcher(engine, policy, metrics, model=entry.name, component=component)
+        batchers[component] = DynamicBatcher(engine, component_policy, metrics, model=entry.name, component=component)
         parity = spec.parity.get(precision)
         if isinstance(parity, dict) and "min_cosine" in parity:
             metrics.parity.labels(model=entry.name, component=component, precision=precision).set(parity["min_cosine"])
@@ -160,4 +168,18 @@ def build_served_model(
         ),
         rollout=rollout,
         batchers=list(batchers.values()),
+        clip=ClipSpec(frames_per_clip=spec_in.frames_per_clip, layout=spec_in.layout),
+        controllable=load_projection(entry),
     )
+
+
+def load_projection(entry: RepositoryEntry) -> np.ndarray | None:
+    """The manifest's planning.controllable_projection (.npy, (k, state_dim)), checked at start-up."""
+    planning = entry.manifest.planning
+    if planning is None or planning.controllable_projection is None:
+        return None
+    projection = np.load(entry.folder / planning.controllable_projection, allow_pickle=False).astype(np.float32)
+    state_dim = entry.manifest.predictor.state_dim if entry.manifest.predictor else entry.manifest.output.dim
+    if projection.ndim != 2 or projection.shape[1] != state_dim or not np.isfinite(projection).all():
+        raise ValueError(f"controllable projection has shape {projection.shape}; expected (k, {state_dim})")
+    return projection

@@ -26,16 +26,20 @@ class _Strict(BaseModel):
 
 
 class InputSpec(_Strict):
+    """NCHW: one item is an image (C, H, W). NTCHW: one item is a clip (frames_per_clip, C, H, W);
+    a shorter clip (a single image, say) is padded by `clip_padding` (V-JEPA 2 repeats the frame)."""
+
     kind: Literal["image"]
-    layout: Literal["NCHW"]
+    layout: Literal["NCHW", "NTCHW"]
     channels: int = 3
     image_size: tuple[int, int]
     resize: Literal["bilinear", "bicubic"] = "bilinear"
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    frames_per_clip: int = 1
+    frames_per_clip: int = Field(1, ge=1)
     tubelet: int = 1
     patch_size: int
+    clip_padding: Literal["repeat_first"] = "repeat_first"
 
 
 class OutputSpec(_Strict):
@@ -60,6 +64,14 @@ class PredictorSpec(_Strict):
     step: str = ""
 
 
+class PlanningSpec(_Strict):
+    """Optional planning aids shipped with a model (see export/planning.py)."""
+
+    controllable_projection: str | None = None  # .npy file (k, state_dim): rows span what actions can move
+    controllable_dims: int | None = None
+    method: str = ""
+
+
 class Manifest(_Strict):
     schema_version: Literal[1]
     name: str
@@ -70,6 +82,7 @@ class Manifest(_Strict):
     output: OutputSpec
     components: dict[str, ComponentSpec]
     predictor: PredictorSpec | None = None
+    planning: PlanningSpec | None = None
     tools: dict[str, str] = {}
     created_at: str = ""
 
@@ -106,6 +119,9 @@ def read_entry(folder: Path) -> RepositoryEntry:
         raise ManifestError(f"{folder.name}: manifest has no encoder component")
     if "predictor" in manifest.components and manifest.predictor is None:
         raise ManifestError(f"{folder.name}: predictor component without a predictor contract")
+    if manifest.planning is not None and manifest.planning.controllable_projection is not None:
+        if not (folder / manifest.planning.controllable_projection).is_file():
+            raise ManifestError(f"{folder.name}: {manifest.planning.controllable_projection} is listed but missing")
     for name, component in manifest.components.items():
         if "fp32" not in component.files:
             raise ManifestError(f"{folder.name}: component {name} has no fp32 file")

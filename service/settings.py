@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         5.0, ge=0, description="how long a write waits for this replica to apply it (read-your-writes) after Redis stored it"
     )
 
+    # Planning (/plan): each CEM rollout step sends all samples as one predictor batch.
+    predictor_max_batch_size: int = Field(1024, ge=1, le=4096, description="items per predictor call (CEM samples go in one batch)")
+    max_plan_samples: int = Field(1024, ge=2, description="largest /plan samples; keep <= predictor_max_batch_size for one batch per step")
+    max_plan_iterations: int = Field(32, ge=1, description="largest /plan iterations")
+    max_plan_horizon: int = Field(64, ge=1, description="largest /plan horizon")
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.model_repository == self.data_dir:

@@ -1,5 +1,19 @@
-"""The demo model served by `make serve`."""
+"""The demo model served by `make serve`: a JEPA world model trained on models/demo/world.py."""
 
-from models.demo.model import DEMO_ACTION_BOUND, DEMO_MEAN, DEMO_STD, DemoModel, build_demo_model
+from models.demo.model import (
+    DEFAULT_WEIGHTS,
+    DEMO_ACTION_BOUND,
+    DEMO_MEAN,
+    DEMO_STD,
+    ClipEncoder,
+    ClipEncoderConfig,
+    DemoModel,
+    build_demo_model,
+    load_demo_model,
+    save_demo_model,
+)
 
-__all__ = ["DEMO_ACTION_BOUND", "DEMO_MEAN", "DEMO_STD", "DemoModel", "build_demo_model"]
+__all__ = [
+    "DEFAULT_WEIGHTS", "DEMO_ACTION_BOUND", "DEMO_MEAN", "DEMO_STD", "ClipEncoder", "ClipEncoderConfig", "DemoModel",
+    "build_demo_model", "load_demo_model", "save_demo_model",
+]

@@ -13,7 +13,8 @@ from service.api.schemas import MediaInput
 from service.embed_cache import cache_key
 from service.errors import InvalidInput, NotFound, PayloadTooLarge
 from service.media.images import ImageLimits
-from service.media.payload import MediaItem, RawImage, RawTensor, b64decode, to_model_input
+from service.media.clips import to_item
+from service.media.payload import MediaItem, RawClip, RawImage, RawTensor, b64decode, decode_frames, to_model_input
 from service.model_pool import ServedModel
 from service.settings import Settings
 from service.state import Services
@@ -47,6 +48,9 @@ def to_media_items(inputs: Sequence[MediaInput], settings: Settings) -> list[Med
     for item in inputs:
         if item.image is not None:
             items.append(RawImage(b64decode(item.image, settings.max_image_bytes)))
+        elif item.frames is not None:
+            check_count(len(item.frames), settings, "frames")
+            items.append(RawClip(tuple(b64decode(f, settings.max_image_bytes) for f in item.frames)))
         else:
             assert item.tensor is not None
             data = b64decode(item.tensor.data, settings.max_image_bytes, what="tensor")
@@ -121,7 +125,7 @@ async def _compute(
     model.encoder.announce(len(items))
     try:
         pixels = await asyncio.gather(
-            *(services.run_blocking(to_model_input, item, model.preprocess, limits) for item in items)
+            *(services.run_blocking(to_model_input, item, model.preprocess, limits, model.clip) for item in items)
         )
     except BaseException:
         model.encoder.withdraw(len(items))
@@ -136,3 +140,31 @@ async def _compute(
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+
+
+@dataclass
+class Observed:
+    state: np.ndarray  # (D,) raw pooled embedding of the newest observation
+    decode_ms: float
+    inference_ms: float
+
+
+async def embed_observation(
+    services: Services, model: ServedModel, inputs: Sequence[MediaInput], deadline: float | None = None
+) -> Observed:
+    """Observation frames (oldest first) -> the state embedding of the newest one.
+
+    Each input is one frame (an image or a (3, H, W) tensor). A clip model sees
+    its last `frames_per_clip` frames as one clip (fewer are padded by the clip
+    rule); a single-frame model embeds the last frame.
+    """
+    items = to_media_items(inputs, services.settings)
+    limits = image_limits(services.settings)
+    started = time.perf_counter()
+    frames = await asyncio.gather(*(services.run_blocking(decode_frames, i, model.preprocess, limits) for i in items))
+    stacked = np.concatenate(frames)  # (k, 3, H, W)
+    window = model.clip.frames_per_clip if model.clip.is_clip else 1
+    item = to_item(stacked[-window:], model.clip)
+    decoded = time.perf_counter()
+    pooled, _ = await model.embed([item], deadline)
+    return Observed(pooled[0], (decoded - started) * 1000, (time.perf_counter() - decoded) * 1000)

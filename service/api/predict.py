@@ -8,7 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Header
 
 from service.api.deps import ReadyServicesDep
-from service.api.media_inputs import embed_items, request_deadline, resolve_model, to_media_items
+from service.api.media_inputs import embed_observation, request_deadline, resolve_model
 from service.api.schemas import COMMON_ERRORS, PredictRequest, PredictResponse, error_responses
 from service.errors import PayloadTooLarge, UnprocessableInput
 
@@ -40,15 +40,15 @@ async def predict_future(
     else:
         assert body.context is not None
         frames = rollout.spec.context_frames
-        if len(body.context) != frames:
+        if len(body.context) > frames:
             raise UnprocessableInput(
-                f"model {model.name!r} takes {frames} context frame(s); got {len(body.context)}",
+                f"model {model.name!r} takes up to {frames} context frame(s); got {len(body.context)}",
                 {"context_frames": frames},
                 code="invalid_context",
             )
-        embedded = await embed_items(services, model, to_media_items(body.context, settings), deadline)
-        state = embedded.pooled[-1]
-        timings = {"decode": round(embedded.decode_ms, 3), "encode": round(embedded.inference_ms, 3)}
+        observed = await embed_observation(services, model, body.context, deadline)
+        state = observed.state
+        timings = {"decode": round(observed.decode_ms, 3), "encode": round(observed.inference_ms, 3)}
         started = time.perf_counter()
     states = await rollout.rollout(state, actions, deadline)
     timings["rollout"] = round((time.perf_counter() - started) * 1000, 3)

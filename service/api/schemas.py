@@ -19,19 +19,23 @@ class Body(BaseModel):
 class TensorInput(Body):
     data: str = Field(description="base64 of the raw little-endian array bytes")
     dtype: Literal["float32", "float16"] = "float32"
-    shape: list[int] = Field(description="the model's per-item input shape, e.g. [3, 64, 64]; already normalised")
+    shape: list[int] = Field(description="one frame [3, H, W] or a clip [T, 3, H, W]; already normalised")
 
 
 class MediaInput(Body):
-    """Exactly one of: an encoded image (base64 or data: URL), or a preprocessed tensor."""
+    """Exactly one of: an encoded image (base64 or data: URL), a clip of frames, or a preprocessed tensor.
+
+    Clip models (manifest layout NTCHW) pad an image, or a clip shorter than
+    their frames_per_clip, by repeating its first frame."""
 
     image: str | None = Field(None, description="PNG/JPEG/WebP/... as base64 or a data: URL")
     tensor: TensorInput | None = None
+    frames: list[str] | None = Field(None, min_length=1, description="a clip: encoded frames, oldest first")
 
     @model_validator(mode="after")
     def _one(self) -> MediaInput:
-        if (self.image is None) == (self.tensor is None):
-            raise ValueError("give exactly one of 'image' or 'tensor'")
+        if sum(x is not None for x in (self.image, self.tensor, self.frames)) != 1:
+            raise ValueError("give exactly one of 'image', 'frames' or 'tensor'")
         return self
 
 
@@ -253,3 +257,41 @@ ERROR_MEANINGS = {
     507: "a write could not be made durable; nothing was stored",
 }
 COMMON_ERRORS = (400, 413, 415, 422, 429, 503, 504)
+
+
+class PlanRequest(Body):
+    """Plan actions from the current observation toward a goal, by CEM on the model's latent predictor."""
+
+    model: str | None = None
+    observation: list[MediaInput] = Field(min_length=1, description="current frames, oldest first (up to the model's context)")
+    goal: MediaInput | None = Field(None, description="goal image (or clip)")
+    goal_state: Vector | None = Field(None, description="a goal state embedding instead of a goal image")
+    horizon: int = Field(8, ge=1, description="actions in the plan (bounded by the server's max_plan_horizon)")
+    samples: int = Field(256, ge=2, description="action sequences per CEM iteration: one predictor batch per step")
+    iterations: int = Field(4, ge=1, description="CEM iterations (bounded by max_plan_iterations)")
+    elites: int | None = Field(None, ge=1, description="samples refit per iteration; default samples // 8")
+    cost: Literal["final", "all_steps"] = Field("final", description="distance at the last step, or mean over all steps")
+    subspace: Literal["auto", "full", "controllable"] = Field(
+        "auto", description="compare states in the full space, or only in the action-controllable subspace the "
+        "manifest provides (auto: controllable when the model has one)")
+    seed: int = Field(0, description="sampling seed: the same request gives the same plan")
+
+    @model_validator(mode="after")
+    def _goal(self) -> PlanRequest:
+        if (self.goal is None) == (self.goal_state is None):
+            raise ValueError("give exactly one of 'goal' or 'goal_state'")
+        if self.elites is not None and self.elites > self.samples:
+            raise ValueError("elites must not exceed samples")
+        return self
+
+
+class PlanResponse(BaseModel):
+    model: str
+    space_id: str
+    actions: list[Vector] = Field(description="the planned action sequence (horizon x action_dim), inside the action box")
+    cost: float = Field(description="predicted cost of the plan (lower is closer to the goal)")
+    zero_action_cost: float = Field(description="predicted cost of doing nothing, for comparison")
+    predicted_states: list[Vector] = Field(description="predicted state embedding after each planned action")
+    iteration_costs: list[float]
+    subspace: Literal["full", "controllable"]
+    timings_ms: dict[str, float]

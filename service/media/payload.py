@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.errors import InvalidInput, PayloadTooLarge, UnprocessableInput
+from service.media.clips import ClipSpec, to_item
 from service.media.images import ImageLimits, ImagePreprocess, decode_image
 
 TENSOR_DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -28,7 +29,14 @@ class RawTensor:
     shape: tuple[int, ...]
 
 
-MediaItem = RawImage | RawTensor
+@dataclass(frozen=True)
+class RawClip:
+    """A few encoded frames, oldest first, that form one clip input."""
+
+    frames: tuple[bytes, ...]
+
+
+MediaItem = RawImage | RawTensor | RawClip
 
 
 def b64decode(text: str, max_bytes: int, what: str = "image") -> bytes:
@@ -43,24 +51,35 @@ def b64decode(text: str, max_bytes: int, what: str = "image") -> bytes:
         raise InvalidInput(f"{what} is not valid base64: {exc}", code="invalid_base64") from exc
 
 
-def to_model_input(item: MediaItem, preprocess: ImagePreprocess, limits: ImageLimits) -> np.ndarray:
-    """One item -> float32 (3, H, W), the encoder's per-item input."""
+def decode_frames(item: MediaItem, preprocess: ImagePreprocess, limits: ImageLimits) -> np.ndarray:
+    """One item -> float32 (k, 3, H, W): its frames, decoded and preprocessed (k = 1 for an image)."""
     if isinstance(item, RawImage):
-        return preprocess.apply(decode_image(item.data, limits))
-    expected = (3, preprocess.height, preprocess.width)
-    if tuple(item.shape) != expected:
+        return preprocess.apply(decode_image(item.data, limits))[None]
+    if isinstance(item, RawClip):
+        return np.stack([preprocess.apply(decode_image(frame, limits)) for frame in item.frames])
+    frame = (3, preprocess.height, preprocess.width)
+    shape = tuple(item.shape)
+    if shape != frame and not (len(shape) == 4 and shape[1:] == frame and shape[0] >= 1):
         raise UnprocessableInput(
-            f"tensor shape {list(item.shape)} does not match the model input {list(expected)}",
-            {"expected_shape": list(expected)},
+            f"tensor shape {list(shape)} does not match the model input {list(frame)} (or [frames, *{list(frame)}])",
+            {"expected_shape": list(frame)},
             code="invalid_tensor",
         )
     dtype = np.dtype(TENSOR_DTYPES[item.dtype])
-    if len(item.data) != dtype.itemsize * int(np.prod(expected)):
+    needed = dtype.itemsize * int(np.prod(shape))
+    if len(item.data) != needed:
         raise InvalidInput(
-            f"tensor has {len(item.data)} bytes; shape {list(expected)} of {item.dtype} needs {dtype.itemsize * int(np.prod(expected))}",
+            f"tensor has {len(item.data)} bytes; shape {list(shape)} of {item.dtype} needs {needed}",
             code="invalid_tensor",
         )
-    array = np.frombuffer(item.data, dtype=dtype).reshape(expected).astype(np.float32)
+    array = np.frombuffer(item.data, dtype=dtype).reshape(shape).astype(np.float32)
     if not np.isfinite(array).all():
         raise UnprocessableInput("tensor contains NaN or Inf", code="invalid_tensor")
-    return array
+    return array.reshape(-1, *frame)
+
+
+def to_model_input(
+    item: MediaItem, preprocess: ImagePreprocess, limits: ImageLimits, clip: ClipSpec | None = None
+) -> np.ndarray:
+    """One item -> the encoder's per-item input: (3, H, W), or (T, 3, H, W) for a clip model."""
+    return to_item(decode_frames(item, preprocess, limits), clip or ClipSpec())

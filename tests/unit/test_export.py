@@ -8,7 +8,7 @@ import torch
 
 from export.demo import FP16_GATE, FP32_GATE, ExportOptions, ParityError, export_demo
 from export.parity import compare_outputs, row_cosines
-from models.demo import build_demo_model
+from models.demo import build_demo_model, load_demo_model, save_demo_model
 
 quiet = {"log": lambda _: None}
 
@@ -18,7 +18,10 @@ def test_manifest_has_the_contract_fields(demo_repository: Path):
     for key in ("name", "family", "checkpoint_sha256", "tools", "space_id", "input", "output", "components", "predictor"):
         assert key in manifest, key
     assert manifest["input"]["image_size"] == [64, 64]
-    assert manifest["output"] == {"dim": 128, "token_grid": [8, 8], "pooling": "mean_final_patch_tokens"}
+    assert manifest["input"]["layout"] == "NTCHW" and manifest["input"]["frames_per_clip"] == 2
+    assert manifest["predictor"]["context_frames"] == 2
+    assert manifest["output"] == {"dim": 128, "token_grid": [8, 8], "token_dim": 64,
+                                  "pooling": "linear_head_over_token_grid_batchnorm"}
     assert len(manifest["checkpoint_sha256"]) == 64
     assert "torch" in manifest["tools"] and "onnxruntime" in manifest["tools"]
     encoder = manifest["components"]["encoder"]
@@ -31,25 +34,26 @@ def test_manifest_has_the_contract_fields(demo_repository: Path):
 
 def test_onnx_has_dynamic_batch_and_matches_torch(demo_repository: Path):
     session = ort.InferenceSession(str(demo_repository / "demo" / "encoder.onnx"), providers=["CPUExecutionProvider"])
-    encoder = build_demo_model(0).encoder
+    encoder = load_demo_model().encoder  # the shipped, trained weights
     for batch in (1, 3, 17):
-        x = np.random.default_rng(batch).standard_normal((batch, 3, 64, 64)).astype(np.float32)
+        x = np.random.default_rng(batch).standard_normal((batch, 2, 3, 64, 64)).astype(np.float32)
         pooled, tokens = session.run(["pooled", "tokens"], {"pixel_values": x})
         with torch.inference_mode():
             ref_pooled, ref_tokens = encoder(torch.from_numpy(x))
-        assert pooled.shape == (batch, 128) and tokens.shape == (batch, 64, 128)
+        assert pooled.shape == (batch, 128) and tokens.shape == (batch, 64, 64)
         assert row_cosines(ref_pooled.numpy(), pooled).min() > 0.99999
         np.testing.assert_allclose(tokens, ref_tokens.numpy(), atol=1e-4)
 
 
-def test_fp16_copy_keeps_layernorm_softmax_and_mean_in_fp32(demo_repository: Path):
+def test_fp16_copy_keeps_layernorm_in_fp32(demo_repository: Path):
     import onnx
 
-    model = onnx.load(str(demo_repository / "demo" / "encoder.fp16.onnx"))
-    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer), "weights were not converted"
+    encoder = onnx.load(str(demo_repository / "demo" / "encoder.fp16.onnx"))
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in encoder.graph.initializer), "weights were not converted"
+    model = onnx.load(str(demo_repository / "demo" / "predictor.fp16.onnx"))
     producer = {out: node for node in model.graph.node for out in node.output}
     kept = [n for n in model.graph.node if n.op_type in ("LayerNormalization", "Softmax", "ReduceMean")]
-    assert len(kept) == 4 * 2 + 1 + 4 + 1  # 2 LN per block + final LN, softmax per block, pooled mean
+    assert len(kept) == 1  # the predictor's input LayerNorm
     for node in kept:
         data = producer[node.input[0]]
         # every blocked op reads its data through a Cast to float32 (TensorProto.FLOAT == 1)
@@ -80,7 +84,8 @@ def test_existing_entry_needs_force(tmp_path: Path):
 
 def test_space_id_follows_the_weights(tmp_path: Path, demo_repository: Path):
     same = export_demo(ExportOptions(out=tmp_path / "a", fp16=False), **quiet)
-    other = export_demo(ExportOptions(out=tmp_path / "b", seed=1, fp16=False), **quiet)
+    untrained = save_demo_model(build_demo_model(1), tmp_path / "init.safetensors")
+    other = export_demo(ExportOptions(out=tmp_path / "b", weights=untrained, fp16=False), **quiet)
     ids = [json.loads((p / "manifest.json").read_text())["space_id"] for p in (demo_repository / "demo", same, other)]
     assert ids[0] == ids[1] != ids[2]
 

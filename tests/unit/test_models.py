@@ -45,7 +45,7 @@ def test_demo_model_is_deterministic_per_seed_and_leaves_global_rng_alone():
     torch.manual_seed(7)
     a, b, c = build_demo_model(0), build_demo_model(0), build_demo_model(1)
     assert torch.rand(1) == expected_next
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 2, 3, 64, 64)
     with torch.inference_mode():
         torch.testing.assert_close(a.encoder(x)[0], b.encoder(x)[0])
         assert not torch.allclose(a.encoder(x)[0], c.encoder(x)[0])

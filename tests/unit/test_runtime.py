@@ -38,12 +38,21 @@ def test_engine_cache_key_names_gpu_and_version():
     assert slug("A/B c") == "a-b-c"
 
 
+def demo_input(demo_repository, batch: int, seed: int) -> dict:
+    """A random batch of the shape the demo manifest declares for its encoder."""
+    import json
+
+    manifest = json.loads((demo_repository / "demo" / "manifest.json").read_text())
+    shape = manifest["components"]["encoder"]["inputs"]["pixel_values"][1:]
+    return {"pixel_values": np.random.default_rng(seed).standard_normal((batch, *shape)).astype(np.float32)}
+
+
 def test_fp16_artifact_on_cpu_runs_and_matches_fp32(demo_repository):
     """The fp16 file is served on GPUs; on CPU we can still check it loads and agrees with fp32."""
     folder = demo_repository / "demo"
     fp32 = OrtEngine("demo/encoder", folder / "encoder.onnx", ["CPUExecutionProvider"], "fp32")
     fp16 = OrtEngine("demo/encoder", folder / "encoder.fp16.onnx", ["CPUExecutionProvider"], "fp16")
-    x = {"pixel_values": np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)}
+    x = demo_input(demo_repository, 4, 0)
     a, b = fp32.run(x)["pooled"], fp16.run(x)["pooled"]
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cos.min() > 0.999
@@ -56,7 +65,7 @@ def test_cuda_fp16_parity_on_gpu(demo_repository):
     gpu = OrtEngine("demo/encoder", folder / "encoder.fp16.onnx", providers, "fp16")
     cpu = OrtEngine("demo/encoder", folder / "encoder.onnx", ["CPUExecutionProvider"], "fp32")
     assert gpu.device == "CUDAExecutionProvider"
-    x = {"pixel_values": np.random.default_rng(1).standard_normal((8, 3, 64, 64)).astype(np.float32)}
+    x = demo_input(demo_repository, 8, 1)
     a, b = cpu.run(x)["pooled"], gpu.run(x)["pooled"]
     assert ((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min() > 0.999
 
@@ -67,8 +76,9 @@ def test_native_tensorrt_engine_matches_onnx(demo_repository, tmp_path):
     from service.runtime.tensorrt import TensorRTEngine
 
     folder = demo_repository / "demo"
-    engine = TensorRTEngine("demo/encoder", folder / "encoder.fp16.onnx", tmp_path, "fp16", {"pixel_values": [-1, 3, 64, 64]}, 16, 8)
+    x = demo_input(demo_repository, 5, 2)
+    engine = TensorRTEngine("demo/encoder", folder / "encoder.fp16.onnx", tmp_path, "fp16",
+                            {"pixel_values": [-1, *x["pixel_values"].shape[1:]]}, 16, 8)
     cpu = OrtEngine("demo/encoder", folder / "encoder.onnx", ["CPUExecutionProvider"], "fp32")
-    x = {"pixel_values": np.random.default_rng(2).standard_normal((5, 3, 64, 64)).astype(np.float32)}
     a, b = cpu.run(x)["pooled"], engine.run(x)["pooled"]
     assert ((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min() > 0.999

@@ -1,0 +1,187 @@
+"""Train the demo JEPA world model on random-policy trajectories of models/demo/world.py.
+
+    python -m models.demo.train                      # the shipped weights (make demo-train)
+    python -m models.demo.train --reg none --minutes 3 --out reports/ablation/none.safetensors
+    python -m models.demo.train --smoke              # a few steps: proves the code path (CI)
+
+Objective, per batch of B segments of H+1 consecutive 2-frame clips and H actions:
+- z_k = encoder(clip_k), targets are z_k with the gradient stopped;
+- multi-step rollout loss: z^_0 = z_0, z^_{k+1} = predictor(z^_k, a_k), mean over k of |z^_k - sg(z_k)|^2,
+  plus the teacher-forced one-step loss |predictor(z_k, a_k) - sg(z_{k+1})|^2;
+- plus an anti-collapse regulariser on all z of the batch: SIGReg (default), VICReg, or none.
+Frames are rendered on the fly from stored positions (cheap), so the data never fills memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.demo import world
+from models.demo.model import DEFAULT_WEIGHTS, DemoModel, build_demo_model, save_demo_model
+from models.demo.regularizers import sigreg, vicreg
+
+MEAN, STD = 0.5, 0.25
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    seed: int = 0
+    trajectories: int = 4000
+    steps_per_trajectory: int = 32
+    door_fraction: float = 0.5
+    batch: int = 16
+    horizon: int = 8
+    reg: str = "sigreg"
+    reg_weight: float = 0.05
+    directions: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    minutes: float = 20.0
+    max_steps: int = 100_000
+    log_every: int = 50
+    threads: int = 1  # on a busy 2-core machine, 2 torch threads ran 10x slower than 1 (barrier waits)
+
+
+def frames_to_input(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (..., H, W, 3) -> normalised float (..., 3, H, W) as the service preprocesses images."""
+    x = torch.from_numpy(frames).float().div_(255.0).sub_(MEAN).div_(STD)
+    return x.movedim(-1, -3)
+
+
+def clips_from_frames(frames: torch.Tensor) -> torch.Tensor:
+    """(B, F, 3, H, W) consecutive frames -> (B, F-1, 2, 3, H, W) clips (f_{t-1}, f_t)."""
+    return torch.stack([frames[:, :-1], frames[:, 1:]], dim=2)
+
+
+class SegmentSampler:
+    """Random windows of H+2 frames (H+1 clips) and the H actions between those clips."""
+
+    def __init__(self, data: world.Trajectories, horizon: int, seed: int) -> None:
+        self.data, self.horizon = data, horizon
+        self.rng = np.random.default_rng(seed + 1)
+
+    def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n, steps = self.data.actions.shape[:2]
+        h = self.horizon
+        rows = self.rng.integers(0, n, batch)
+        starts = self.rng.integers(0, steps - h, batch)  # frames s .. s+h+1
+        idx = starts[:, None] + np.arange(h + 2)[None]  # (B, h+2)
+        agent = self.data.agent[rows[:, None], idx]  # (B, h+2, 2)
+        ball = self.data.ball[rows[:, None], idx]
+        frames = world.render(agent.reshape(-1, 2), ball.reshape(-1, 2)).reshape(batch, h + 2, 64, 64, 3)
+        # the clip ending at frame t is followed by action t (frame t -> t+1)
+        actions = self.data.actions[rows[:, None], idx[:, 1:-1]]  # (B, h, 2)
+        return clips_from_frames(frames_to_input(frames)), torch.from_numpy(actions)
+
+
+def jepa_losses(model: DemoModel, clips: torch.Tensor, actions: torch.Tensor, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    b, k1 = clips.shape[:2]
+    raw, _ = model.encoder.raw(clips.flatten(0, 1))  # (B*(H+1), D)
+    z_flat = model.encoder.norm(raw)
+    z = z_flat.view(b, k1, -1)  # (B, H+1, D)
+    target = z.detach()
+    rollout, current = [], z[:, 0]
+    for k in range(k1 - 1):
+        current = model.predictor(current, actions[:, k])
+        rollout.append(current)
+    predicted = torch.stack(rollout, dim=1)  # (B, H, D)
+    multi = (predicted - target[:, 1:]).pow(2).mean()
+    one_step = (model.predictor(z[:, :-1].flatten(0, 1), actions.flatten(0, 1)) - target[:, 1:].flatten(0, 1)).pow(2).mean()
+    losses = {"rollout": multi, "one_step": one_step}
+    if cfg.reg == "sigreg":
+        losses["sigreg"] = cfg.reg_weight * sigreg(z_flat, cfg.directions)
+    elif cfg.reg == "vicreg":
+        losses["vicreg"] = vicreg(z_flat)
+    losses["loss"] = sum(losses.values())
+    losses["raw_std"] = raw.detach().std(0).mean()
+    return losses
+
+
+def train(cfg: TrainConfig, out: Path, log=print, init: Path | None = None) -> dict:
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    started = time.perf_counter()
+    data = world.generate_trajectories(cfg.seed, cfg.trajectories, cfg.steps_per_trajectory, cfg.door_fraction)
+    log(f"data: {cfg.trajectories} trajectories x {cfg.steps_per_trajectory} steps, "
+        f"{data.crosses_door().mean():.0%} cross the door ({time.perf_counter() - started:.1f} s)")
+    if init is not None:  # continue from earlier weights (a second stage); the optimiser starts afresh
+        from models.demo.model import load_demo_model
+
+        model = load_demo_model(init)
+        log(f"continuing from {init}")
+    else:
+        model = build_demo_model(cfg.seed)
+    model.encoder.train()
+    model.predictor.train()
+    params = [*model.encoder.parameters(), *model.predictor.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sampler = SegmentSampler(data, cfg.horizon, cfg.seed)
+    deadline = started + cfg.minutes * 60
+    history = []
+    step = 0
+    while step < cfg.max_steps and time.perf_counter() < deadline:
+        clips, actions = sampler.sample(cfg.batch)
+        losses = jepa_losses(model, clips, actions, cfg)
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        if step % cfg.log_every == 0 or step == 1 or step == cfg.max_steps:
+            row = {"step": step, "seconds": round(time.perf_counter() - started, 1)}
+            row |= {k: round(float(v.detach()), 5) for k, v in losses.items()}
+            history.append(row)
+            log(json.dumps(row))
+    wall = time.perf_counter() - started
+    model.encoder.eval()
+    model.predictor.eval()
+    summary = {"config": cfg.__dict__, "steps": step, "wall_seconds": round(wall, 1), "history": history}
+    if init is not None and init.with_suffix(".json").exists():
+        earlier = json.loads(init.with_suffix(".json").read_text())
+        keep = ("config", "steps", "wall_seconds", "history")
+        summary["stages"] = [*earlier.get("stages", [{k: earlier[k] for k in keep}]), {k: summary[k] for k in keep}]
+        summary["steps_total"] = sum(stage["steps"] for stage in summary["stages"])
+        summary["wall_seconds_total"] = round(sum(stage["wall_seconds"] for stage in summary["stages"]), 1)
+    save_demo_model(model, out, {"train_config": json.dumps(cfg.__dict__), "steps": str(step)})
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
+    log(f"trained {step} steps in {wall / 60:.1f} min -> {out}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m models.demo.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = TrainConfig()
+    p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="safetensors file to write (+ a .json log beside it)")
+    p.add_argument("--reg", choices=("sigreg", "vicreg", "none"), default=d.reg, help="anti-collapse regulariser")
+    p.add_argument("--reg-weight", type=float, default=d.reg_weight, help="SIGReg weight")
+    p.add_argument("--minutes", type=float, default=d.minutes, help="wall-clock training budget")
+    p.add_argument("--max-steps", type=int, default=d.max_steps)
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--horizon", type=int, default=d.horizon, help="rollout steps in the loss")
+    p.add_argument("--trajectories", type=int, default=d.trajectories)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
+    p.add_argument("--init", type=Path, default=None, help="start from these weights (a second training stage)")
+    p.add_argument("--smoke", action="store_true", help="3 steps on tiny data: proves the code path")
+    args = p.parse_args(argv)
+    cfg = TrainConfig(
+        seed=args.seed, trajectories=args.trajectories, batch=args.batch, horizon=args.horizon, reg=args.reg,
+        reg_weight=args.reg_weight, lr=args.lr, minutes=args.minutes, max_steps=args.max_steps, threads=args.threads,
+    )
+    if args.smoke:
+        cfg = TrainConfig(**{**cfg.__dict__, "trajectories": 8, "batch": 4, "horizon": 3, "max_steps": 3, "log_every": 1})
+    train(cfg, args.out, init=args.init)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""POST /plan: observation + goal -> an action sequence by CEM on the served latent predictor."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from fastapi import APIRouter
+
+from service.api.deps import ReadyServicesDep
+from service.api.media_inputs import embed_observation, resolve_model
+from service.api.schemas import COMMON_ERRORS, PlanRequest, PlanResponse, error_responses
+from service.errors import UnprocessableInput
+from service.world.planner import CEMConfig, plan_cem, rollout_batch, trajectory_cost
+
+router = APIRouter(tags=["world"], responses=error_responses(*COMMON_ERRORS, 404))
+
+
+def _bounded(name: str, value: int, limit: int) -> None:
+    if value > limit:
+        raise UnprocessableInput(f"{name} {value} is above the limit of {limit}", {f"max_plan_{name}": limit},
+                                 code="invalid_plan")
+
+
+@router.post("/plan", response_model=PlanResponse, summary="Plan actions toward a goal image by CEM in latent space")
+async def plan(body: PlanRequest, services: ReadyServicesDep) -> PlanResponse:
+    settings = services.settings
+    model = resolve_model(services, body.model)
+    if model.rollout is None:
+        raise UnprocessableInput(f"model {model.name!r} has no action-conditioned predictor", code="no_predictor")
+    rollout = model.rollout
+    _bounded("horizon", body.horizon, settings.max_plan_horizon)
+    _bounded("samples", body.samples, settings.max_plan_samples)
+    _bounded("iterations", body.iterations, settings.max_plan_iterations)
+    if len(body.observation) > rollout.spec.context_frames:
+        raise UnprocessableInput(
+            f"model {model.name!r} takes up to {rollout.spec.context_frames} observation frame(s)",
+            {"context_frames": rollout.spec.context_frames}, code="invalid_context",
+        )
+    if body.subspace == "controllable" and model.controllable is None:
+        raise UnprocessableInput(f"model {model.name!r} ships no controllable subspace", code="invalid_plan")
+    projection = model.controllable if body.subspace != "full" else None
+    started = time.perf_counter()
+    observed = await embed_observation(services, model, body.observation)
+    if body.goal_state is not None:
+        goal = rollout.check_state(np.asarray(body.goal_state, np.float32))
+    else:
+        assert body.goal is not None
+        goal = (await embed_observation(services, model, [body.goal])).state
+    encoded = time.perf_counter()
+    config = CEMConfig(
+        horizon=body.horizon, samples=body.samples, iterations=body.iterations,
+        elites=body.elites or max(body.samples // 8, 1), cost=body.cost, seed=body.seed,
+    )
+    low = np.asarray(rollout.spec.action_low, np.float32)
+    high = np.asarray(rollout.spec.action_high, np.float32)
+    result = await plan_cem(rollout.step_batch, observed.state, goal, low, high, config, projection)
+    stay = np.clip(np.zeros((1, body.horizon, len(low)), np.float32), low, high)
+    stay_cost = trajectory_cost(await rollout_batch(rollout.step_batch, observed.state, stay), goal, projection, body.cost)
+    done = time.perf_counter()
+    return PlanResponse(
+        model=model.name,
+        space_id=model.manifest.space_id,
+        actions=result.actions.tolist(),
+        cost=result.cost,
+        zero_action_cost=float(stay_cost[0]),
+        predicted_states=result.states.tolist(),
+        iteration_costs=result.iteration_costs,
+        subspace="full" if projection is None else "controllable",
+        timings_ms={"encode": round((encoded - started) * 1000, 3), "plan": round((done - encoded) * 1000, 3)},
+    )

@@ -1,0 +1,86 @@
+"""POST /plan on the exported demo model: shapes, bounds, cost against doing nothing, and bad input."""
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.demo import world
+
+
+def b64_frame(agent, ball) -> str:
+    frame = world.render(np.array([agent], float), np.array([ball], float))[0]
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+OBS = [b64_frame((12, 12), (40, 50)), b64_frame((13, 12), (42, 50))]
+GOAL = b64_frame((20, 45), (40, 20))
+
+
+def test_plan_returns_bounded_actions_no_worse_than_doing_nothing(client):
+    body = {"observation": [{"image": o} for o in OBS], "goal": {"image": GOAL}, "horizon": 6, "samples": 64,
+            "iterations": 3, "subspace": "full"}
+    response = client.post("/plan", json=body)
+    assert response.status_code == 200, response.text
+    plan = response.json()
+    actions = np.asarray(plan["actions"])
+    assert actions.shape == (6, 2) and np.abs(actions).max() <= 1.0
+    assert np.asarray(plan["predicted_states"]).shape == (6, 128)
+    assert len(plan["iteration_costs"]) == 3 and plan["subspace"] == "full"
+    # the cost of doing nothing, computed independently through /predict_future and /embed
+    stay = client.post("/predict_future", json={"context": [{"image": o} for o in OBS], "actions": [[0.0, 0.0]] * 6}).json()
+    goal = client.post("/embed", json={"inputs": [{"image": GOAL}], "normalize": False}).json()["embeddings"][0]
+    stay_cost = float(np.mean((np.asarray(stay["states"][-1]) - np.asarray(goal)) ** 2))
+    assert plan["zero_action_cost"] == pytest.approx(stay_cost, rel=1e-3)
+    assert plan["cost"] <= stay_cost + 1e-6
+    # the predicted states are the predictor's rollout of the returned actions
+    replay = client.post("/predict_future", json={"context": [{"image": o} for o in OBS], "actions": plan["actions"]}).json()
+    np.testing.assert_allclose(replay["states"], plan["predicted_states"], atol=1e-4)
+    again = client.post("/plan", json=body).json()
+    assert again["actions"] == plan["actions"]  # seeded
+
+
+def test_plan_in_the_controllable_subspace_and_from_a_goal_state(client):
+    goal = client.post("/embed", json={"inputs": [{"image": GOAL}], "normalize": False}).json()["embeddings"][0]
+    body = {"observation": [{"image": OBS[-1]}], "goal_state": goal, "horizon": 4, "samples": 32, "iterations": 2,
+            "cost": "all_steps"}
+    plan = client.post("/plan", json=body)
+    assert plan.status_code == 200, plan.text
+    assert plan.json()["subspace"] == "controllable" and plan.json()["cost"] <= plan.json()["zero_action_cost"] + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [
+        ({"horizon": 0}, 422),
+        ({"horizon": 65}, 422),
+        ({"samples": 1}, 422),
+        ({"samples": 5000}, 422),
+        ({"iterations": 0}, 422),
+        ({"iterations": 33}, 422),
+        ({"elites": 100, "samples": 10}, 422),
+        ({"goal": None}, 422),
+        ({"goal_state": [0.0] * 128}, 422),  # both goal and goal_state
+        ({"cost": "mystery"}, 422),
+        ({"observation": []}, 422),
+        ({"observation": [{"image": OBS[0]}] * 3}, 422),
+        ({"observation": [{"image": "aGk="}]}, 400),
+        ({"model": "nope"}, 404),
+    ],
+)
+def test_plan_bad_input_is_a_clear_4xx(client, change, status):
+    body = {"observation": [{"image": OBS[0]}], "goal": {"image": GOAL}, "horizon": 3, "samples": 8, "iterations": 1}
+    body.update(change)
+    body = {k: v for k, v in body.items() if v is not None}
+    response = client.post("/plan", json=body)
+    assert response.status_code == status, response.text
+    assert set(response.json()["error"]) >= {"code", "message", "detail"}
+
+
+def test_plan_goal_state_of_the_wrong_size_is_422(client):
+    body = {"observation": [{"image": OBS[0]}], "goal_state": [0.0] * 5, "horizon": 2, "samples": 4, "iterations": 1}
+    assert client.post("/plan", json=body).status_code == 422
