@@ -31,7 +31,7 @@ serve: $(STAMP) $(DEMO)
 	@echo ">> serving on http://$(HOST):$(PORT) (docs: http://$(HOST):$(PORT)/docs)"
 	JEPA_MODEL_REPOSITORY=$(REPO) $(VENV)/bin/jepa-serve --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+test: $(STAMP) deploy-tools
 	$(PY) -m pytest
 
 clean:
@@ -64,3 +64,22 @@ $(LOAD_STAMP): pyproject.toml | $(STAMP)
 
 loadtest: $(LOAD_STAMP) $(if $(LOAD_HOST),,$(DEMO))
 	$(PY) -m loadtests.run --shape $(LOAD_SHAPE) $(if $(LOAD_HOST),--host $(LOAD_HOST)) $(LOAD_ARGS)
+
+# Tools of the deployment tests (docker-compose, promtool, nginx, hadolint): installed if missing, quick when
+# present, never fatal; a test whose tool is still missing skips and says why. See deploy/install-test-tools.sh.
+.PHONY: deploy-tools
+deploy-tools: $(STAMP)
+	@bash deploy/install-test-tools.sh $(VENV)
+
+# docs/reliability.md: the fault and hostile-input tests, run once more with their figures recorded (minutes).
+.PHONY: reliability
+reliability: $(STAMP) deploy-tools
+	$(PY) -m loadtests.reliability
+
+# Index benchmark (issue 8): recall@10 and QPS per index kind on the hard set; writes docs/bench/index.md + .png.
+# Not part of `make test`. BENCH_INDEX_SIZES=100000,1000000 adds the 1M run (much longer).
+BENCH_INDEX_SIZES ?= 100000
+.PHONY: bench-index
+bench-index: $(STAMP) $(DEMO)
+	$(PY) -m pip install --quiet -e '.[cpu,export,dev,plots]'
+	nice -n 10 $(PY) -m loadtests.bench_index --sizes $(BENCH_INDEX_SIZES)

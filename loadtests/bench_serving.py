@@ -18,6 +18,7 @@ import io
 import json
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -150,7 +151,8 @@ def server(target: str, repository: Path, model: str, workdir: Path) -> Iterator
     else:
         raise ValueError(target)
     log = open(workdir / f"{target}-{model}.log", "w")  # noqa: SIM115
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    # A session of its own: LitServe forks workers, and the whole group must go when the point is done.
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -167,11 +169,11 @@ def server(target: str, repository: Path, model: str, workdir: Path) -> Iterator
             time.sleep(0.25)
         yield url
     finally:
-        process.terminate()
+        os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(20)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
         log.close()
 
 
@@ -275,7 +277,7 @@ def report(results: dict, args: argparse.Namespace, out: Path, started: str, loa
         lines += [
             f"## {model}",
             "",
-            f"Raw engine (ONNX Runtime fp32, in process, no HTTP): "
+            "Raw engine (ONNX Runtime fp32, in process, no HTTP): "
             + ", ".join(f"batch {b}: {v:.1f} img/s" for b, v in raw.batch_img_s.items())
             + f". Best: {raw.best_img_s:.1f} img/s at batch {raw.best_batch}; with decoding: {raw.with_decode_img_s:.1f} img/s. "
             f"Single image: {raw.single_p50_ms:.2f} ms p50; decode + preprocess {raw.decode_ms:.2f} ms.",

@@ -17,12 +17,16 @@ from importlib import metadata
 from fastapi import FastAPI
 
 from service.api import collections, embed, health, predict, search
+from service.api.auth import AuthMiddleware
 from service.api.errors import install_error_handlers
-from service.index import CollectionStore
+from service.embed_cache import open_cache
+from service.index.backend import open_store
+from service.logs import RequestLogMiddleware
 from service.metrics import Metrics
 from service.middleware import BodyLimitMiddleware, MetricsMiddleware
 from service.model_pool import ModelPool
 from service.repository import scan_repository
+from service.security.guard import Guard
 from service.settings import Settings
 from service.state import Services
 
@@ -47,6 +51,11 @@ async def bring_up(services: Services) -> None:
         await services.run_blocking(services.store.recover)
         for name in services.store.names():
             services.metrics.index_points.labels(collection=name).set(services.store.get(name).count)
+        for model in services.models:
+            for batcher in model.batchers:
+                services.metrics.queue_capacity.labels(model=model.name, component=batcher.component).set(
+                    batcher.policy.max_queue_size
+                )
         services.models.start()
         if settings.warmup:
             services.phase = "warming"
@@ -65,21 +74,30 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     services = Services(
         settings=settings, metrics=app.state.metrics, models=ModelPool(),
-        store=CollectionStore(settings.data_dir, fsync=settings.fsync),
+        store=open_store(settings),
         decode_pool=ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode"),
     )
+    services.embed_cache = open_cache(settings)
     app.state.services = services
     startup = asyncio.create_task(bring_up(services), name="bring-up")
     try:
         yield
     finally:
+        # Graceful shutdown: uvicorn has stopped accepting and finished in-flight requests (or hit
+        # shutdown_timeout_s); now drain the batch queues, snapshot + close every write-ahead log.
         services.phase = "stopping"
         startup.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await startup
+        log.info("shutting down: draining batch queues")
         await services.models.stop()
+        collections = len(services.store.names())
         services.store.close()
+        if hasattr(services.embed_cache, "close"):
+            services.embed_cache.close()
         services.decode_pool.shutdown(wait=True)
+        await app.state.guard.aclose()
+        log.info("shutdown complete: batch queues drained, %d collection(s) snapshotted and closed", collections)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -92,9 +110,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.guard = Guard.from_settings(settings, app.state.metrics)
     install_error_handlers(app)
     for router in (embed.router, collections.router, search.router, predict.router, health.router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthMiddleware, guard=app.state.guard)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestLogMiddleware, access_log=settings.access_log)
     return app

@@ -69,8 +69,36 @@ class DeadlineExceeded(ServiceError):
     code = "deadline_exceeded"
 
 
+class StorageUnavailable(ServiceError):
+    """The shared store (Redis) cannot be reached: nothing was written; retry later."""
+
+    status = 503
+    code = "storage_unavailable"
+    retry_after_s = 1.0
+
+
 class StorageError(ServiceError):
     """A write could not be made durable; nothing was applied."""
 
     status = 507
     code = "storage_error"
+
+
+class Unauthorized(ServiceError):
+    """No API key, or one that matches no configured key (401 with `WWW-Authenticate: Bearer`)."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    """A valid key without the scope the route needs."""
+
+    status = 403
+    code = "forbidden"
+
+
+class RateLimited(Overloaded):
+    """The caller's key used up its requests for this window (429 + `Retry-After`)."""
+
+    code = "rate_limited"

@@ -83,6 +83,7 @@ class ModelPool:
             max_queue_size=settings.max_queue_size,
             max_batch_cost=settings.max_batch_tokens,
             preferred_batch_sizes=settings.preferred_batch_sizes,
+            wait=settings.batch_wait,
         )
         for entry in entries:
             try:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from service.index import CollectionStore
+from service.index.backend import CollectionBackend
 from service.metrics import Metrics
 from service.model_pool import ModelPool
 from service.settings import Settings
@@ -18,7 +18,7 @@ class Services:
     settings: Settings
     metrics: Metrics
     models: ModelPool
-    store: CollectionStore
+    store: CollectionBackend
     decode_pool: ThreadPoolExecutor
     # loading -> building_engine (TensorRT) -> warming -> ready; "failed" when nothing can serve.
     phase: Literal["loading", "building_engine", "warming", "ready", "failed", "stopping"] = "loading"
@@ -26,6 +26,7 @@ class Services:
     @property
     def ready(self) -> bool:
         return self.phase == "ready"
+    embed_cache: Any = None  # service.embed_cache.EmbeddingCache, or None when off
 
     async def run_blocking(self, fn, *args):
         """Decoding and index work off the event loop."""

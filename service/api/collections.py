@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Path, Response, status
 
 from service.api.deps import ReadyServicesDep
-from service.api.media_inputs import check_count, embed_items, resolve_model, to_media_items
+from service.api.media_inputs import check_count, embed_items, to_media_items
 from service.api.schemas import (
     COMMON_ERRORS,
     error_responses,
@@ -20,7 +21,7 @@ from service.api.schemas import (
     UpsertPoints,
     UpsertResult,
 )
-from service.errors import Conflict, UnprocessableInput
+from service.errors import Conflict, UnprocessableInput, PayloadTooLarge
 from service.index import Collection, CollectionConfig
 from service.index.store import COLLECTION_NAME, check_collection_name
 from service.state import Services
@@ -36,6 +37,7 @@ def collection_info(collection: Collection) -> CollectionInfo:
     return CollectionInfo(
         name=c.name, dim=c.dim, metric=c.metric, index=c.index, space_id=c.space_id, model=c.model,
         count=collection.count, memory_bytes=collection.memory_bytes,
+        index_in_use=collection.index_in_use, tombstones=collection.tombstones, params=c.params,
     )
 
 
@@ -48,6 +50,17 @@ def check_space(collection: Collection, space_id: str | None) -> None:
             {"collection_space_id": expected, "space_id": space_id},
             code="space_mismatch",
         )
+
+
+def check_metadata_size(metadata: list[dict], limit: int) -> None:
+    for row, entry in enumerate(metadata):
+        size = len(json.dumps(entry, separators=(",", ":")))
+        if size > limit:
+            raise PayloadTooLarge(
+                f"metadata of point {row} is {size} bytes of JSON; the limit is {limit}",
+                {"point": row, "bytes": size, "max_metadata_bytes": limit},
+                code="metadata_too_large",
+            )
 
 
 def model_for(services: Services, collection: Collection):
@@ -86,7 +99,10 @@ async def create_collection(name: CollectionName, body: CreateCollection, servic
         dim, space_id = model_dim, model_space
     if dim is None:
         raise UnprocessableInput("give 'dim' or a 'model' to take it from", code="validation_error")
-    config = CollectionConfig(name=name, dim=dim, metric=body.metric, index=body.index, space_id=space_id, model=body.model)
+    params = body.params.model_dump(exclude_none=True) if body.params else {}
+    config = CollectionConfig(
+        name=name, dim=dim, metric=body.metric, index=body.index, space_id=space_id, model=body.model, params=params
+    )
     collection, created = await services.run_blocking(services.store.create, config)
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -112,6 +128,7 @@ async def drop_collection(name: CollectionName, services: ReadyServicesDep) -> R
 async def upsert_points(name: CollectionName, body: UpsertPoints, services: ReadyServicesDep) -> UpsertResult:
     collection = services.store.get(name)
     check_count(len(body.ids), services.settings, "points")
+    check_metadata_size(body.metadata or [], services.settings.max_metadata_bytes)
     if body.vectors is not None:
         check_space(collection, body.space_id)
         try:

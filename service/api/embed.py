@@ -92,7 +92,7 @@ async def embed(request: Request, services: ReadyServicesDep) -> EmbedResponse |
         )
     model = resolve_model(services, options.model)
     deadline = request_deadline(request.headers.get("x-request-timeout-ms"), options.timeout_ms, services.settings)
-    result = await embed_items(services, model, items, deadline)
+    result = await embed_items(services, model, items, deadline, use_cache=options.output == "pooled")
     pooled = l2_normalize(result.pooled) if options.normalize else result.pooled
     tokens = result.tokens if options.output == "tokens" else None
     timings = {"decode": round(result.decode_ms, 3), "inference": round(result.inference_ms, 3)}
@@ -107,4 +107,5 @@ async def embed(request: Request, services: ReadyServicesDep) -> EmbedResponse |
         embeddings=encode_array(pooled, options.encoding, options.dtype),
         tokens=None if tokens is None else encode_array(tokens, options.encoding, options.dtype),
         timings_ms=timings,
+        cached=result.cached,
     )

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from service.errors import Overloaded, ServiceError
+from service.errors import ServiceError, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,11 @@ async def handle_service_error(_: Request, exc: ServiceError) -> JSONResponse:
     if exc.status >= 500 and exc.status not in (503, 504, 507):
         log.error("request failed: %s", exc.message)
     headers = None
-    if isinstance(exc, Overloaded):
-        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    retry_after = getattr(exc, "retry_after_s", None)  # overload, or a shared store that is down
+    if retry_after is not None:
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
+    if isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": 'Bearer realm="jepa-serve"'}
     return error_response(exc.status, exc.code, exc.message, exc.detail, headers)
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.api.schemas import MediaInput
+from service.embed_cache import cache_key
 from service.errors import InvalidInput, NotFound, PayloadTooLarge
 from service.media.images import ImageLimits
 from service.media.payload import MediaItem, RawImage, RawTensor, b64decode, to_model_input
@@ -24,6 +25,7 @@ class Embedded:
     tokens: np.ndarray  # (N, T, D)
     decode_ms: float
     inference_ms: float
+    cached: list[bool] | None = None  # per item: from the embedding cache
 
 
 def image_limits(settings: Settings) -> ImageLimits:
@@ -79,6 +81,38 @@ def request_deadline(header: str | None, timeout_ms: float | None, settings: Set
 
 
 async def embed_items(
+    services: Services,
+    model: ServedModel,
+    items: Sequence[MediaItem],
+    deadline: float | None = None,
+    use_cache: bool = True,
+) -> Embedded:
+    """Pooled embeddings (and tokens); with the cache, only the inputs it does not hold are computed (tokens then empty)."""
+    cache = services.embed_cache if use_cache else None
+    if cache is None:
+        result = await _compute(services, model, items, deadline)
+        result.cached = [False] * len(items)
+        return result
+    keys = [cache_key(item, model.manifest.space_id) for item in items]
+    found = await services.run_blocking(cache.get_many, keys)
+    missing = [i for i, vector in enumerate(found) if vector is None]
+    hits = len(items) - len(missing)
+    services.metrics.embed_cache_hits.labels(backend=cache.backend).inc(hits)
+    services.metrics.embed_cache_misses.labels(backend=cache.backend).inc(len(missing))
+    decode_ms = inference_ms = 0.0
+    if missing:
+        computed = await _compute(services, model, [items[i] for i in missing], deadline)
+        decode_ms, inference_ms = computed.decode_ms, computed.inference_ms
+        await services.run_blocking(cache.put_many, [keys[i] for i in missing], computed.pooled)
+        for row, i in enumerate(missing):
+            found[i] = computed.pooled[row]
+    pooled = np.stack([np.asarray(v, np.float32) for v in found])
+    tokens = np.zeros((len(items), 0, pooled.shape[1]), np.float32)
+    missed = set(missing)
+    return Embedded(pooled, tokens, decode_ms, inference_ms, cached=[i not in missed for i in range(len(items))])
+
+
+async def _compute(
     services: Services, model: ServedModel, items: Sequence[MediaItem], deadline: float | None = None
 ) -> Embedded:
     limits = image_limits(services.settings)

@@ -65,14 +65,43 @@ class EmbedResponse(BaseModel):
     embeddings: list[Vector] | EncodedArray = Field(description="(N, dim): lists of floats, or an EncodedArray")
     tokens: list[list[Vector]] | EncodedArray | None = Field(None, description="(N, tokens, dim) with output='tokens'")
     timings_ms: dict[str, float]
+    cached: list[bool] | None = Field(None, description="per input: answered from the content-addressed embedding cache")
+
+
+class IndexParams(Body):
+    """Build-time index parameters (all optional)."""
+
+    M: int | None = Field(None, ge=4, le=128, description="HNSW graph degree")
+    ef_construction: int | None = Field(None, ge=8, le=4096, description="HNSW build beam width")
+    ef_search: int | None = Field(None, ge=1, le=4096, description="default HNSW search beam width")
+    nlist: int | None = Field(None, ge=1, le=262144, description="IVF lists; default about 4 x sqrt(points)")
+    nprobe: int | None = Field(None, ge=1, le=262144, description="default IVF lists scanned per query")
+    pq_m: int | None = Field(None, ge=1, le=1024, description="PQ sub-quantisers (must divide dim)")
+    pq_bits: int | None = Field(None, ge=4, le=8, description="bits per PQ code")
+    rerank: int | None = Field(None, ge=1, le=64, description="candidates per result re-scored exactly")
+    pca: int | None = Field(None, ge=1, le=65536, description="project to this many dimensions before the ANN index; re-ranked exactly")
+    min_train_points: int | None = Field(None, ge=1, description="IVF kinds search exactly until this many points")
+    auto_hnsw_from: int | None = Field(None, ge=1, description="`auto` switches from flat to hnsw at this size")
+    rebuild_dead_ratio: float | None = Field(None, gt=0, le=1, description="rebuild when tombstones / indexed exceeds this")
+
+
+class SearchParams(Body):
+    """Per-request search knobs; each applies to the kinds that have it and is ignored by the others."""
+
+    ef: int | None = Field(None, ge=1, le=4096, description="HNSW search beam width")
+    nprobe: int | None = Field(None, ge=1, le=262144, description="IVF lists scanned")
+    rerank: int | None = Field(None, ge=1, le=64, description="candidates per result re-scored exactly (approximate kinds)")
 
 
 class CreateCollection(Body):
     dim: int | None = Field(None, gt=0, le=65536, description="vector dimension; taken from `model` when omitted")
     metric: Metric = "cosine"
-    index: Literal["flat"] = "flat"
+    index: Literal["flat", "hnsw", "ivf_flat", "ivf_pq", "auto"] = Field(
+        "flat", description="flat = exact; hnsw / ivf_flat / ivf_pq = approximate; auto = flat while small, then hnsw"
+    )
     model: str | None = Field(None, description="served model whose embedding space this collection holds")
     space_id: str | None = Field(None, max_length=128, description="embedding space id; taken from `model` when omitted")
+    params: IndexParams | None = Field(None, description="index build parameters; defaults suit most collections")
 
 
 class CollectionInfo(BaseModel):
@@ -84,6 +113,9 @@ class CollectionInfo(BaseModel):
     model: str | None
     count: int
     memory_bytes: int
+    index_in_use: str | None = Field(None, description="kind serving now (auto and untrained IVF serve exactly while small)")
+    tombstones: int = Field(0, description="deleted points still hidden inside the index until the next rebuild")
+    params: dict[str, Any] = Field(default_factory=dict, description="index parameters given at creation")
 
 
 class UpsertPoints(Body):
@@ -135,6 +167,11 @@ class SearchRequest(Body):
     k: int = Field(10, ge=1)
     space_id: str | None = Field(None, description="space of the query vectors; refused (409) if it differs")
     timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline for embedding a media query")
+    filter: dict[str, Any] | None = Field(
+        None,
+        description='metadata conditions, all must hold: {"label": "cat", "tag": {"in": ["a", "b"]}, "year": {"gte": 2020}}',
+    )
+    params: SearchParams | None = None
 
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:

@@ -40,6 +40,7 @@ async def search(
         except ValueError as exc:
             raise UnprocessableInput("query vectors must all have the same length", code="dimension_mismatch") from exc
     prepared = collection.prepare_vectors(queries)
-    found = await services.run_blocking(collection.search, prepared, body.k, exclude)
+    params = body.params.model_dump(exclude_none=True) if body.params else None
+    found = await services.run_blocking(collection.search, prepared, body.k, exclude, body.filter, params)
     results = [[Hit(id=h.id, score=h.score, metadata=h.metadata) for h in hits] for hits in found]
     return SearchResponse(hits=results[0] if len(results) == 1 else None, results=results, metric=collection.config.metric)

@@ -43,6 +43,9 @@ class BatchPolicy:
     max_batch_cost: int = 0
     # Engine-friendly sizes (e.g. TensorRT profiles): a batch is padded up to the next one.
     preferred_batch_sizes: tuple[int, ...] = ()
+    # "announced": hold a batch open only while announced items are still decoding (no timer for a lone
+    # request); "always": every non-full batch waits out max_queue_delay_ms (Triton's rule).
+    wait: str = "announced"
 
     def __post_init__(self) -> None:
         if any(s < 1 or s > self.max_batch_size for s in self.preferred_batch_sizes):
@@ -193,7 +196,7 @@ class DynamicBatcher:
 
     async def _wait_for_batch(self) -> None:
         delay = self.policy.max_queue_delay_ms / 1000.0
-        while not self._batch_is_full() and not self._closing and self._incoming > 0:
+        while not self._batch_is_full() and not self._closing and (self._incoming > 0 or self.policy.wait == "always"):
             remaining = self._queue[0].enqueued + delay - time.perf_counter()
             if remaining <= 0:
                 return

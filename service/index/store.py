@@ -94,7 +94,11 @@ class CollectionStore:
             for durable in self._collections.values():
                 with durable.mutex:
                     if durable.wal.size_bytes:
-                        self._snapshot(durable)
+                        try:
+                            self._snapshot(durable)
+                        except OSError as exc:
+                            # The log still holds every acknowledged write; the next start replays it.
+                            log.warning("snapshot of %s at shutdown failed: %s", durable.collection.config.name, exc)
                     durable.wal.close()
             self._collections.clear()
 
@@ -154,6 +158,7 @@ class CollectionStore:
     def create(self, config: CollectionConfig) -> tuple[Collection, bool]:
         """Idempotent for an identical config; a different config under the same name is 409."""
         check_collection_name(config.name)
+        collection = Collection(config)  # validates kind and parameters before anything is written
         with self._registry_lock:
             existing = self._collections.get(config.name)
             if existing is not None:
@@ -175,7 +180,7 @@ class CollectionStore:
             except OSError as exc:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise StorageError(f"cannot create collection: {exc.strerror}") from exc
-            durable = _Durable(collection=Collection(config), folder=folder, wal=WriteAheadLog(folder / "wal.log", self._fsync))
+            durable = _Durable(collection=collection, folder=folder, wal=WriteAheadLog(folder / "wal.log", self._fsync))
             self._collections[config.name] = durable
             return durable.collection, True
 

@@ -66,7 +66,8 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
                     {"width": width, "height": height, "max_pixels": limits.max_pixels},
                 )
             image.load()
-            return image.convert("RGB")
+            # convert() copies even when the mode already matches: skip it for RGB.
+            return image if image.mode == "RGB" else image.convert("RGB")
     except UnidentifiedImageError as exc:
         raise InvalidInput("cannot decode image: not a recognised image format", code="invalid_image") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

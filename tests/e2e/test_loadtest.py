@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.servers import running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +38,15 @@ def locust_aggregated(path: Path) -> dict[str, str]:
         return next(row for row in csv.DictReader(f) if row["Name"] == "Aggregated")
 
 
-def test_short_run_writes_a_report_whose_numbers_agree(server: str, tmp_path: Path):
+@pytest.fixture(scope="module")
+def uncached_server(demo_repository: Path, tmp_path_factory: pytest.TempPathFactory):
+    # The suite reuses a few images: with the embedding cache on, the encoder would see almost none of them.
+    with running_server(demo_repository, tmp_path_factory.mktemp("uncached"), embed_cache="off") as running:
+        yield running.url
+
+
+def test_short_run_writes_a_report_whose_numbers_agree(uncached_server: str, tmp_path: Path):
+    server = uncached_server
     out = tmp_path / "report"
     done = run_loadtest("--host", server, "-u", "10", "-r", "10", "-t", "6", "--wait-ms", "10,60", "--collection-size", "200",
                         "--metrics-interval", "1", "--out", str(out), "--max-failure-ratio", "0", "--max-p95-ms", "60000")

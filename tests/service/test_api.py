@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import serving
+from tests.support.record import record
 
 from models.demo import build_demo_model
 
@@ -36,6 +37,8 @@ def cosine(a, b) -> float:
 
 
 def assert_error(response, status: int, code: str | None = None) -> dict:
+    record("hostile input", route=f"{response.request.method} {response.request.url.path}", status=response.status_code,
+           expected=status)
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) == {"error"} and {"code", "message", "detail"} <= set(body["error"])
@@ -324,7 +327,8 @@ def test_deadline_header_and_field(client, photos):
     assert_error(client.post("/embed", json=body, headers={"X-Request-Timeout-Ms": "soon"}), 400, "invalid_timeout")
     assert_error(client.post("/embed", json={**body, "timeout_ms": -5}), 422)
     # a deadline that cannot be met: the item is dropped and the answer is 504, not a late 200
-    slow = client.post("/embed", json={**body, "timeout_ms": 0.001})
+    # (token output is never served from the embedding cache, so this one must run the encoder)
+    slow = client.post("/embed", json={**body, "output": "tokens", "timeout_ms": 0.001})
     assert_error(slow, 504, "deadline_exceeded")
     text = client.get("/metrics").text
     assert 'jepa_rejected_total{component="encoder",model="demo",reason="expired"}' in text
@@ -393,3 +397,32 @@ def test_binary_encodings_carry_the_same_numbers(client, photos):
     form = client.post("/embed", files=[("files", ("a.png", photos["chelsea"], "image/png"))],
                        data={"encoding": "base64"}, headers={"Accept": "application/x-npy"})
     np.testing.assert_allclose(np.load(io.BytesIO(form.content))[0], pooled[0], atol=1e-6)
+
+
+def test_a_bad_item_in_a_batch_stores_nothing(client, photos):
+    client.put("/collections/atomic", json={"model": "demo"})
+    good = b64(photos["coffee"])
+    truncated = b64(photos["rocket"][: len(photos["rocket"]) // 3])
+    r = client.post("/collections/atomic/points", json={"ids": ["a", "b", "c"],
+                                                        "inputs": [{"image": good}, {"image": good}, {"image": truncated}]})
+    assert_error(r, 400, "invalid_image")
+    vectors = json.dumps([[0.1] * 128, [0.1] * 127 + [float("nan")]])  # json.dumps writes NaN
+    mixed = client.post("/collections/atomic/points", content=f'{{"ids": ["a", "b"], "vectors": {vectors}}}',
+                        headers={"content-type": "application/json"})
+    assert_error(mixed, 422, "invalid_vector")
+    assert client.get("/collections/atomic").json()["count"] == 0
+
+
+@pytest.mark.parametrize("name", ["../demo", "demo/../../etc", "%2e%2e", "demo\x00"])
+def test_model_names_are_lookups_not_paths(client, name):
+    r = client.post("/embed", json={"model": name, "inputs": [{"image": "aGk="}]})
+    assert_error(r, 404, "model_not_found")
+
+
+def test_oversized_metadata_is_413_and_stores_nothing(client):
+    client.put("/collections/meta", json={"dim": 2})
+    huge = {"blob": "x" * 20_000}
+    r = client.post("/collections/meta/points", json={"ids": ["a", "b"], "vectors": [[1, 0], [0, 1]], "metadata": [{}, huge]})
+    assert_error(r, 413, "metadata_too_large")
+    assert r.json()["error"]["detail"]["point"] == 1
+    assert client.get("/collections/meta").json()["count"] == 0

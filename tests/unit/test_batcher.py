@@ -212,3 +212,15 @@ def test_policy_sizes():
     assert [policy.padded_size(n) for n in (1, 4, 5, 9, 16)] == [4, 4, 8, 16, 16]
     with pytest.raises(ValueError):
         BatchPolicy(max_batch_size=4, preferred_batch_sizes=(8,))
+
+
+async def test_always_mode_waits_out_the_delay_for_a_lone_item():
+    engine = DoublingEngine()
+    batcher = make(engine, max_batch_size=64, max_queue_delay_ms=80, wait="always")
+    batcher.start()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await batcher.infer([item(1)])
+    elapsed = loop.time() - started
+    await batcher.stop()
+    assert 0.07 <= elapsed < 1.0

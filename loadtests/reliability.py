@@ -1,0 +1,90 @@
+"""docs/reliability.md: run the fault and hostile-input tests, and tabulate what each one saw.
+
+    python -m loadtests.reliability            # (make reliability) a few minutes
+
+The figures are the ones the tests assert on: each test appends what it measured
+(tests/support/record.py) while this script runs it, so the table and the tests
+cannot disagree. A failing test fails this script too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = [
+    "tests/service/test_api.py",
+    "tests/e2e/test_fuzz.py",
+    "tests/e2e/test_overload.py",
+    "tests/e2e/test_crash.py",
+    "tests/e2e/test_redis_replicas.py",
+    "tests/e2e/test_redis_outage.py",
+    "tests/e2e/test_disk_full.py",
+    "tests/e2e/test_graceful_shutdown.py",
+]
+
+
+def run_tests(record: Path) -> int:
+    env = {**os.environ, "JEPA_RELIABILITY_RECORD": str(record)}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS], cwd=ROOT, env=env)
+    return done.returncode
+
+
+def render(lines: list[dict], returncode: int) -> str:
+    hostile = [line for line in lines if line["scenario"] == "hostile input"]
+    by_route: dict[str, Counter] = defaultdict(Counter)
+    for line in hostile:
+        by_route[line["route"]][line["status"]] += 1
+    rows = []
+    for route, statuses in sorted(by_route.items()):
+        shown = ", ".join(f"{n}x {status}" for status, n in sorted(statuses.items()))
+        rows.append(f"| bad input on `{route}` | {sum(statuses.values())} | {shown}; no 5xx: "
+                    f"{'yes' if all(s < 500 for s in statuses) else 'NO'} | 0 |")
+    others: dict[str, dict] = {}
+    for line in lines:
+        if line["scenario"] != "hostile input":
+            others[line["scenario"]] = line  # the last record of a scenario holds its totals
+    for scenario, figures in others.items():
+        shown = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in figures.items() if k != "scenario" and k != "lost")
+        rows.append(f"| {scenario} | 1 run | {shown} | {figures.get('lost', 0)} |")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    status = "all passed" if returncode == 0 else f"pytest exited {returncode}: SOME TESTS FAILED, see its output"
+    return "\n".join([
+        "# Reliability: bad days, tried on purpose",
+        "",
+        f"Made by `python -m loadtests.reliability` on {stamp}, on a {os.cpu_count()}-core CPU machine without a GPU "
+        f"(the tests below: {status}).",
+        "Every row is a test in `make test`; the figures are what that test measured in this run.",
+        "",
+        "| what was tried | cases | what happened | acknowledged writes lost |",
+        "|---|---:|---|---:|",
+        *rows,
+        "",
+        "Statuses: 400 undecodable, 404 unknown name, 405 wrong method, 409 space conflict, 413 too large,",
+        "415 wrong type, 422 invalid, 429 queue full (with Retry-After), 503 not ready or Redis down",
+        "(with Retry-After), 504 deadline, 507 disk full. Tests: " + ", ".join(f"`{t}`" for t in TESTS) + ".",
+        "",
+    ])
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        record = Path(tmp) / "record.jsonl"
+        returncode = run_tests(record)
+        lines = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+    out = ROOT / "docs" / "reliability.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(render(lines, returncode))
+    print(f"wrote {out} ({len(lines)} records)")
+    return returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""The Dockerfile: hadolint-clean, multi-stage, torch only in the export stage, non-root, health-checked."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+from tests.deploy.tools import ROOT, need
+
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def stages() -> dict[str, str]:
+    text = DOCKERFILE.read_text()
+    parts = re.split(r"^FROM\s+\S+\s+AS\s+(\S+)\s*$", text, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_hadolint_passes():
+    exe = need("hadolint")
+    done = subprocess.run([exe, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_stages_and_what_each_installs():
+    s = stages()
+    assert {"export", "runtime-cpu", "runtime-gpu"} <= set(s)
+    assert "torch==" in s["export"] and "jepa-export demo" in s["export"]
+    # runtimes and the venvs they copy carry no torch
+    for name in ("venv-cpu", "venv-gpu", "runtime-cpu", "runtime-gpu"):
+        assert "torch" not in s[name].replace("tensorrt", ""), name
+        assert "export]" not in s[name], name
+    assert '".[cpu,otel]"' in s["venv-cpu"] and '".[gpu,otel]"' in s["venv-gpu"]
+    assert "COPY --from=export /models /models" in s["runtime-cpu"] and "COPY --from=export /models /models" in s["runtime-gpu"]
+    assert list(s)[-1] == "runtime-cpu", "a plain `docker build .` must give the CPU runtime"
+
+
+def test_runtimes_are_non_root_and_health_checked():
+    for name in ("runtime-cpu", "runtime-gpu"):
+        body = stages()[name]
+        user = re.findall(r"^USER\s+(\S+)", body, re.M)
+        assert user and not user[-1].startswith(("0", "root")), name
+        assert re.search(r"^HEALTHCHECK .*\n.*/healthz", body, re.M), name
+        assert 'CMD ["jepa-serve", "--host", "0.0.0.0"' in body
+
+
+def test_dockerignore_keeps_the_context_small():
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".git", ".venv", "model_repository", "data", "tests"} <= ignored
