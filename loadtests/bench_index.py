@@ -97,6 +97,8 @@ def configs(n: int) -> list[tuple[str, dict, list[dict]]]:
         ("hnsw", {"M": 32, "ef_construction": 100}, [{"ef": ef} for ef in (32, 64, 128, 256)]),
         ("hnsw", {"M": 32, "ef_construction": 100, "pca": 64, "min_train_points": 1000},
          [{"ef": ef, "rerank": r} for ef, r in ((32, 2), (48, 2), (64, 2), (64, 4), (128, 2))]),
+        ("hnsw", {"M": 16, "ef_construction": 100, "pca": 32, "min_train_points": 1000},
+         [{"ef": ef, "rerank": 2} for ef in (64, 96, 128, 192)]),
         ("ivf_flat", {"min_train_points": 1000}, [{"nprobe": p} for p in (8, 32, 128)]),
         ("ivf_pq", {"min_train_points": 1000, "pq_m": 48}, [{"nprobe": p, "rerank": 8} for p in (32, 128)]),
     ]

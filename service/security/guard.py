@@ -102,8 +102,8 @@ class Guard:
 def _redis_url(settings: Settings) -> str | None:
     if settings.rate_limit_redis_url is not None:
         return settings.rate_limit_redis_url.get_secret_value() or None
-    # The shared Redis of the redis storage backend / embedding cache, where the service has one.
-    shared = getattr(settings, "redis_url", None)
-    if shared is None:
+    # The shared Redis of the redis storage backend, where the service has one; the embedded default
+    # (storage=local) needs no Redis, so its limiter counts in process.
+    if settings.storage != "redis":
         return None
-    return shared.get_secret_value() if hasattr(shared, "get_secret_value") else str(shared) or None
+    return settings.redis_url or None

@@ -49,7 +49,10 @@ def test_redis_restart_mid_run(demo_repository: Path, tmp_path: Path):
         thread.start()
         time.sleep(1.0)
         store.stop()  # Redis goes away mid-run
-        time.sleep(1.5)
+        # Stay down until the writer has seen a refusal (a write in flight may first wait out its ack wait).
+        deadline = time.monotonic() + 30
+        while 503 not in outcomes.values() and time.monotonic() < deadline:
+            time.sleep(0.1)
         during = httpx.post(f"{api.url}/search", json={"collection": "outage", "vector": [1.0] * DIM, "k": 3}, timeout=10)
         assert during.status_code == 200 and during.json()["hits"], during.text  # reads: the replica's own FAISS copy
         assert httpx.get(f"{api.url}/healthz", timeout=5).status_code == 200

@@ -144,7 +144,7 @@ def test_an_empty_keys_file_refuses_to_start_instead_of_opening_every_route(sett
         create_app(settings_factory(api_keys_file=tmp_path / "missing"))
     good = tmp_path / "good"
     good.write_text(f"reader:{hash_key(KEYS['reader'])}:read\n")
-    with TestClient(create_app(settings_factory(api_keys_file=good))) as client:
+    with serving(settings_factory(api_keys_file=good)) as client:
         assert client.get("/collections").status_code == 401
         assert client.get("/collections", headers=bearer("reader")).status_code == 200
 

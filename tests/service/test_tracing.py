@@ -7,9 +7,8 @@ import json
 import logging
 
 import pytest
-from fastapi.testclient import TestClient
 
-from service.app import create_app
+from tests.conftest import serving
 from service.logs import JsonFormatter
 from service.security import hash_key, new_key
 
@@ -40,7 +39,7 @@ def test_server_span_has_request_id_and_key_and_logs_have_its_trace_id(spans, se
     access.addHandler(handler)
     access.setLevel(logging.INFO)
     try:
-        with TestClient(create_app(settings_factory(api_keys=f"tracer:{hash_key(key)}:read"))) as client:
+        with serving(settings_factory(api_keys=f"tracer:{hash_key(key)}:read")) as client:
             spans.clear()
             response = client.get("/collections", headers={"X-Request-ID": "span-1", "Authorization": f"Bearer {key}"})
     finally:
