@@ -81,6 +81,7 @@ def render(summary: dict[str, Any]) -> str:
     meta = summary.get("locust", {})
     if meta:
         lines.append(f"- user classes (weights): {meta.get('user_classes')}; think time {meta.get('wait_ms')} ms; "
+                     f"API key: {'sent' if meta.get('api_key') else 'none'}; "
                      f"images: {meta.get('images', {}).get('source')} at {', '.join(f'{w}x{h} {f}' for w, h, f, _ in meta.get('images', {}).get('sizes', []))}")
         for cls, why in (meta.get("disabled") or {}).items():
             lines.append(f"- not run: {cls}: {why}")

@@ -390,6 +390,11 @@ def main(argv: list[str] | None = None) -> int:
         summary = analyse(args, out, ran, argv)
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         log(f"run failed: {exc}")
+        locust_log = out / "locust.log"
+        if locust_log.exists():  # the locustfile's own complaint (wrong key, no model, ...) says more
+            for line in locust_log.read_text().splitlines():
+                if line.startswith(("RuntimeError", "ValueError")):
+                    log(f"locust: {line}")
         return 2
     (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2))
     (out / "report.md").write_text(report.render(_json_safe(summary)))
