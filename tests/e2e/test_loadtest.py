@@ -61,12 +61,12 @@ def test_short_run_writes_a_report_whose_numbers_agree(uncached_server: str, tmp
     assert totals["ok"] + totals["overload"] == totals["requests"]
     assert 0 < totals["p50_ms"] <= totals["p95_ms"] <= totals["p99_ms"] < 60_000
     assert 0 < totals["ok_rps"] < 10_000
-    # The mix ran: every class the demo model supports made requests (no /plan on this server: left out, said why).
+    # The mix ran: every class the demo model supports made requests; /plan is on (the demo has a predictor).
     names = set(summary["by_name"])
     assert any(n.startswith("/embed") for n in names)
     assert any(n.startswith("/search") for n in names)
     assert any(n.startswith("/predict_future") for n in names)
-    assert "PlanUser" in summary["locust"]["disabled"]
+    assert "PlanUser" not in summary["locust"]["disabled"], summary["locust"]["disabled"]
 
     # Locust's own final count is the per-request record's; its CSV (rewritten each second) is not ahead of it.
     assert summary["locust_final"] == {"requests": totals["requests"], "failures": 0}
