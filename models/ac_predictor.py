@@ -1,7 +1,7 @@
 """V-JEPA 2-AC action-conditioned predictor (facebookresearch/vjepa2 `VisionTransformerPredictorAC`), our code.
 
 Inputs, for T time steps of an H/p x W/p token grid:
-  tokens  (B, T*g*g, E)  encoder tokens of each step, ordered (t, row, column)
+  context (B, T*g*g, E)  encoder tokens of each step, ordered (t, row, column)
   actions (B, T, A)      the action taken after step t (7-D end-effector deltas for the released model)
   states  (B, T, A)      the state at step t (absolute end-effector pose)
 Output: (B, T*g*g, E), at step t the prediction of the tokens of step t+1.
@@ -88,12 +88,12 @@ class VJepa2ACPredictor(nn.Module):
         self.predictor_norm = nn.LayerNorm(config.dim, eps=config.norm_eps)
         self.predictor_proj = nn.Linear(config.dim, config.embed_dim)
 
-    def forward(self, tokens: torch.Tensor, actions: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+    def forward(self, context: torch.Tensor, actions: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         cfg = self.config
-        b, n, _ = tokens.shape
+        b, n, _ = context.shape
         per_step = cfg.tokens_per_step
         steps = n // per_step
-        x = self.predictor_embed(tokens).reshape(b, steps, per_step, cfg.dim)  # (B, T, g*g, D)
+        x = self.predictor_embed(context).reshape(b, steps, per_step, cfg.dim)  # (B, T, g*g, D)
         a = self.action_encoder(actions).unsqueeze(2)  # (B, T, 1, D)
         s = self.state_encoder(states).unsqueeze(2)  # (B, T, 1, D)
         x = torch.cat([a, s, x], dim=2).flatten(1, 2)  # (B, T*(2+g*g), D)

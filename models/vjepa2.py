@@ -108,9 +108,10 @@ class VJepa2Encoder(nn.Module):
             x = block(x, rope)
         return self.norm(x)
 
-    def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        tokens = self.tokens(video)  # (B, N, D)
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, C, T, H, W) -> pooled (B, D), per-step vectors (B, T/tubelet, D), tokens (B, N, D)."""
+        tokens = self.tokens(pixel_values)  # (B, N, D)
         b, n, d = tokens.shape
-        steps = video.shape[2] // self.config.tubelet
+        steps = pixel_values.shape[2] // self.config.tubelet
         frames = tokens.reshape(b, steps, n // steps, d).mean(dim=2)  # (B, T/tubelet, D)
         return tokens.mean(dim=1), frames, tokens
