@@ -393,13 +393,14 @@ def load_hf_folder(source: Source, options: LoadOptions) -> LoadedModel:
 class Format:
     name: str
     matches: Callable[[Source], bool]
+    family: Callable[[Source], str]  # known before loading, so a wrong family is refused cheaply
     load: Callable[[Source, LoadOptions], LoadedModel]
 
 
 FORMATS: tuple[Format, ...] = (
-    Format("hf-folder", matches_hf_folder, load_hf_folder),
-    Format("ijepa-original", matches_ijepa_original, load_ijepa_original),
-    Format("vjepa2-original", matches_vjepa2_original, load_vjepa2_original),
+    Format("hf-folder", matches_hf_folder, lambda s: str((s.hf_config or {}).get("model_type")), load_hf_folder),
+    Format("ijepa-original", matches_ijepa_original, lambda s: "ijepa", load_ijepa_original),
+    Format("vjepa2-original", matches_vjepa2_original, lambda s: "vjepa2", load_vjepa2_original),
 )
 
 
@@ -417,7 +418,8 @@ def detect_format(source: Source) -> Format:
 def load_checkpoint(path: Path | str, options: LoadOptions | None = None, family: str | None = None) -> LoadedModel:
     """Read `path`, pick its format, build our module(s) and load every weight; `family` asserts what it must be."""
     source = read_source(Path(path))
-    loaded = detect_format(source).load(source, options or LoadOptions())
-    if family is not None and loaded.family.split("_")[0] != family.split("_")[0]:
-        raise ValueError(f"{path}: holds a {loaded.family} model ({loaded.source_format}), not {family}")
-    return loaded
+    fmt = detect_format(source)
+    found = fmt.family(source)
+    if family is not None and found != family.split("_")[0]:
+        raise ValueError(f"{path}: holds a {found} model ({fmt.name}), not {family}")
+    return fmt.load(source, options or LoadOptions())
