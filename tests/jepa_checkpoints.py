@@ -24,13 +24,19 @@ def cosine_rows(a, b) -> float:
     return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).min())
 
 
-def _randomise_norms(model: torch.nn.Module, seed: int) -> None:
-    """HF initialises LayerNorms to 1/0 and biases to 0; random values make the comparison meaningful."""
+def _randomise(model: torch.nn.Module, seed: int) -> None:
+    """HF's init (std 0.02, LayerNorms 1/0, biases 0) gives near-uniform attention, blind to positions;
+    unit-scale weights and random norms make the comparison meaningful."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=gen)
+            if "position" in name:
+                continue  # I-JEPA's fixed table
             if param.ndim == 1:
-                param.add_(0.1 * torch.randn(param.shape, generator=gen))
+                param.add_(0.1 * noise)
+            else:
+                param.copy_(noise / param[0].numel() ** 0.5)
 
 
 def tiny_ijepa_folder(folder: Path, seed: int = 0) -> torch.nn.Module:
@@ -40,7 +46,7 @@ def tiny_ijepa_folder(folder: Path, seed: int = 0) -> torch.nn.Module:
     config = IJepaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                          image_size=32, patch_size=8, layer_norm_eps=1e-6)
     model = IJepaModel(config).eval()
-    _randomise_norms(model, seed)
+    _randomise(model, seed)
     model.save_pretrained(folder)
     return model
 
@@ -53,7 +59,7 @@ def tiny_vjepa2_folder(folder: Path, seed: int = 0) -> torch.nn.Module:
     config = VJEPA2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, crop_size=32, frames_per_clip=4,
                           patch_size=8, pred_hidden_size=32, pred_num_hidden_layers=1, pred_num_attention_heads=2)
     model = VJEPA2Model(config).eval()
-    _randomise_norms(model, seed)
+    _randomise(model, seed)
     model.save_pretrained(folder)
     return model
 
