@@ -34,6 +34,7 @@ import torch
 
 from export.demo import PROBES, ExportOptions, export_component, image_probes
 from export.manifest import embedding_space_id, state_dict_sha256, tool_versions, write_manifest
+from export.onnx_graph import external_data_file
 from models.ac_predictor import VJepa2ACPredictor
 from models.checkpoints import LoadedModel, LoadOptions, load_checkpoint
 from models.ijepa import IJepaEncoder
@@ -74,6 +75,8 @@ def write_entry(opts: ExportOptions, build: Callable[[Path], dict[str, Any]], lo
         folder = Path(tmp)
         folder.chmod(0o755)
         manifest = build(folder)
+        for component in manifest["components"].values():
+            record_external_data(folder, component)
         write_manifest(folder, {
             "name": opts.name,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -86,6 +89,20 @@ def write_entry(opts: ExportOptions, build: Callable[[Path], dict[str, Any]], lo
         folder.mkdir()  # TemporaryDirectory cleanup must not fail on the moved folder
     log(f"wrote {target}")
     return target
+
+
+def record_external_data(folder: Path, component: dict[str, Any]) -> None:
+    """List each graph's weight file (models over 2 GiB) in the manifest; drop those of graphs not kept."""
+    kept = {}
+    for precision, name in component["files"].items():
+        data = external_data_file(folder / name)
+        if data.is_file():
+            kept[precision] = data.name
+    for data in folder.glob("*.onnx.data"):
+        if data.name not in kept.values():
+            data.unlink()  # e.g. the weights of an fp16 copy that failed its gate
+    if kept:
+        component["external_data"] = kept
 
 
 def _load(options: CheckpointExportOptions, family: str, log: Callable[[str], None]) -> LoadedModel:
@@ -184,6 +201,7 @@ def _export_ac_predictor(
     component = export_component(predictor, {"context": context, "actions": actions, "states": states},
                                  ("predicted",), folder, "predictor", options.export, log)
     contract = {
+        "kind": "vjepa2_ac",  # token-level, action- and state-conditioned (the demo predictor maps pooled vectors)
         "state_dim": pcfg.embed_dim,
         "action_dim": pcfg.action_dim,
         "action_low": AC_ACTION_LOW,

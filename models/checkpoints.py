@@ -106,7 +106,12 @@ def read_source(path: Path) -> Source:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file or folder")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        try:  # memory-mapped: a ViT-g training checkpoint (optimizer state included) need not fit in RAM
+            payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            payload = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except Exception as exc:  # a pickle with arbitrary objects, or not a torch file at all
         raise UnknownCheckpoint(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(payload, Mapping):

@@ -109,3 +109,26 @@ def test_family_export_errors_are_one_line_and_write_nothing(tmp_path: Path, cap
     assert "not a multiple of the tubelet" in capsys.readouterr().err
     assert main(["ijepa", str(tmp_path / "absent"), "--name", "x", "--out", str(tmp_path / "repo")]) == 1
     assert not (tmp_path / "repo" / "x").exists()
+
+
+def test_models_over_the_protobuf_limit_keep_weights_beside_the_graph(tmp_path: Path, monkeypatch):
+    """ViT-H/ViT-g exceed 2 GiB; simulated here by lowering the threshold to zero on a tiny model."""
+    import export.onnx_graph
+
+    monkeypatch.setattr(export.onnx_graph, "EXTERNAL_DATA_BYTES", 0)
+    hf = tiny_ijepa_folder(tmp_path / "hf")
+    assert main(["ijepa", str(tmp_path / "hf"), "--name", "big", "--out", str(tmp_path / "repo")]) == 0
+    entry = tmp_path / "repo" / "big"
+    component = json.loads((entry / "manifest.json").read_text())["components"]["encoder"]
+    assert component["external_data"] == {"fp32": "encoder.onnx.data", "fp16": "encoder.fp16.onnx.data"}
+    import onnx
+
+    graph = onnx.load(str(entry / "encoder.onnx"), load_external_data=False).graph
+    weights = [t for t in graph.initializer if len(t.dims) >= 2 and np.prod(t.dims) >= 1024]  # the matrices
+    assert weights and all(t.data_location == onnx.TensorProto.EXTERNAL for t in weights)
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with torch.inference_mode():
+        ref = hf(pixel_values=torch.from_numpy(x)).last_hidden_state.numpy()
+    for name, gate in (("encoder.onnx", 0.9999), ("encoder.fp16.onnx", 0.999)):
+        (tokens,) = session(entry / name).run(["tokens"], {"pixel_values": x})
+        assert cosine_rows(tokens, ref) >= gate, name
