@@ -44,9 +44,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 POOLING = "mean_final_patch_tokens"
 VIDEO_PROBES = 8
-# CEM defaults of the released planner (notebooks/utils/mpc_utils.py): xyz within +-maxnorm, rotation 0, gripper free.
-AC_ACTION_LOW = [-0.05, -0.05, -0.05, 0.0, 0.0, 0.0, -1.0]
-AC_ACTION_HIGH = [0.05, 0.05, 0.05, 0.0, 0.0, 0.0, 1.0]
+# Where the released CEM planner samples (notebooks/utils/mpc_utils.py): xyz clipped to +-maxnorm (0.05),
+# rotation fixed at 0, gripper clipped to +-0.75 (its `close_gripper` option then forces 1.0).
+AC_ACTION_LOW = [-0.05, -0.05, -0.05, 0.0, 0.0, 0.0, -0.75]
+AC_ACTION_HIGH = [0.05, 0.05, 0.05, 0.0, 0.0, 0.0, 0.75]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,5 +212,6 @@ def _export_ac_predictor(
         "proprio_dim": pcfg.action_dim,
         "normalize_tokens": "layer_norm (no affine) on encoder tokens and on each prediction, as the authors' world model",
         "step": "predicted[:, t*g*g:(t+1)*g*g] = tokens of frame t+1 given frames <= t, their states and actions",
+        "shorter_history": "block-causal: with h < context_frames frames, fill the later blocks with anything and read block h-1",
     }
     return component, contract

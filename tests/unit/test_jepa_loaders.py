@@ -90,16 +90,21 @@ def test_original_vjepa2_without_ac_predictor_is_plain_vjepa2(tmp_path: Path):
 
 
 def test_the_ac_predictor_is_block_causal(tmp_path: Path):
-    """Changing the last step's action must not change the predictions for earlier steps."""
+    """Changing the last step's frame, action and state must not change the predictions for earlier steps,
+    and those equal a run with a shorter history (what a fixed-history export relies on)."""
     _, ac = original_vjepa2_file(tmp_path / "ac.pt")
     predictor = load_checkpoint(tmp_path / "ac.pt", TINY).predictor
-    actions = ac.inputs["actions"].clone()
-    with torch.inference_mode():
-        before = predictor(ac.inputs["context"], actions, ac.inputs["states"])
-        actions[:, -1] += 1.0
-        after = predictor(ac.inputs["context"], actions, ac.inputs["states"])
+    context, actions, states = (ac.inputs[k].clone() for k in ("context", "actions", "states"))
     per_step = 16
+    with torch.inference_mode():
+        before = predictor(context, actions, states)
+        context[:, -per_step:] += 1.0
+        actions[:, -1] += 1.0
+        states[:, -1] -= 1.0
+        after = predictor(context, actions, states)
+        shorter = predictor(context[:, :-per_step], actions[:, :-1], states[:, :-1])
     torch.testing.assert_close(before[:, :-per_step], after[:, :-per_step])
+    torch.testing.assert_close(shorter, before[:, :-per_step], atol=1e-5, rtol=1e-4)
     assert not torch.allclose(before[:, -per_step:], after[:, -per_step:])
     mask = block_causal_mask(3, 2)
     assert mask[0, :2].all() and not mask[0, 2:].any() and mask[-1].all()
