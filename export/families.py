@@ -187,13 +187,13 @@ def _export_ac_predictor(
     encoder: VJepa2Encoder, predictor: VJepa2ACPredictor, options: CheckpointExportOptions, folder: Path,
     log: Callable[[str], None],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Probe contexts are real encoder outputs of probe frames (layer-normed, as the authors' world model feeds them)."""
-    pcfg, history = predictor.config, options.history
+    """Probe contexts are real encoder outputs of probe frames, layer-normed as the authors' world model feeds them."""
+    pcfg, history, tubelet = predictor.config, options.history, encoder.config.tubelet
     rng = np.random.default_rng(7)
     frames = video_probes(VIDEO_PROBES, history, encoder.config.image_size)  # (n, 3, H, S, S): H distinct frames
-    per_frame = np.repeat(frames, encoder.config.tubelet, axis=2)  # each frame as its own 2-frame tubelet
     with torch.inference_mode():
-        tokens = [encoder.tokens(torch.from_numpy(np.ascontiguousarray(per_frame[:, :, t * 2:(t + 1) * 2])))
+        # each frame encoded alone, repeated to fill one tubelet: (n, g*g, E) per frame
+        tokens = [encoder.tokens(torch.from_numpy(np.repeat(frames[:, :, t:t + 1], tubelet, axis=2)))
                   for t in range(history)]
         context = torch.nn.functional.layer_norm(torch.cat(tokens, dim=1), (pcfg.embed_dim,)).numpy()
     low, high = np.asarray(AC_ACTION_LOW), np.asarray(AC_ACTION_HIGH)
@@ -210,8 +210,8 @@ def _export_ac_predictor(
         "context_frames": history,
         "tokens_per_frame": pcfg.tokens_per_step,
         "proprio_dim": pcfg.action_dim,
-        "normalize_tokens": "layer_norm (no affine) on encoder tokens and on each prediction, as the authors' world model",
-        "step": "predicted[:, t*g*g:(t+1)*g*g] = tokens of frame t+1 given frames <= t, their states and actions",
-        "shorter_history": "block-causal: with h < context_frames frames, fill the later blocks with anything and read block h-1",
+        "normalize_tokens": "layer_norm, no affine, on encoder tokens and each prediction (authors' world model)",
+        "step": "predicted[:, t*g*g:(t+1)*g*g] = tokens of frame t+1 from frames <= t, their states, actions",
+        "shorter_history": "block-causal: with h < context_frames, fill later blocks with anything, read block h-1",
     }
     return component, contract

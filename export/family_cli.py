@@ -14,10 +14,12 @@ FAMILY_SOURCES = {"ijepa": export_ijepa, "vjepa2": export_vjepa2}
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", type=Path, help="a Hugging Face folder (config.json + model.safetensors) or an original checkpoint file")
+    parser.add_argument("path", type=Path,
+                        help="a Hugging Face folder (config.json + model.safetensors) or an original checkpoint file")
     parser.add_argument("--name", required=True, help="entry name in the repository")
     parser.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository folder")
-    parser.add_argument("--heads", type=int, help="attention heads (original files do not record it; default: the published architecture's)")
+    parser.add_argument("--heads", type=int,
+                        help="attention heads (original files do not record it; default: the published architecture's)")
     parser.add_argument("--fp32-gate", type=float, default=FP32_GATE, help="min cosine of fp32 ONNX vs PyTorch")
     parser.add_argument("--fp16-gate", type=float, default=FP16_GATE, help="min cosine for the fp16 copy to be kept")
     parser.add_argument("--no-fp16", action="store_true", help="skip the fp16 copy")
@@ -29,9 +31,12 @@ def add_family_parsers(sub: argparse._SubParsersAction) -> None:
     _common(ijepa)
     vjepa2 = sub.add_parser("vjepa2", help="a V-JEPA 2 / 2-AC checkpoint (HF VJEPA2Model folder or original .pt)")
     _common(vjepa2)
-    vjepa2.add_argument("--frames", type=int, help="frames per clip, fixed per export (default 16; 2 for a 2-AC model)")
-    vjepa2.add_argument("--image-size", type=int, help="crop size of an original RoPE checkpoint (default 256; vitg-384: 384)")
-    vjepa2.add_argument("--history", type=int, default=2, help="V-JEPA 2-AC: frames of context the predictor export takes")
+    vjepa2.add_argument("--frames", type=int,
+                        help="frames per clip, fixed per export (default 16; 2 for a 2-AC model)")
+    vjepa2.add_argument("--image-size", type=int,
+                        help="crop size of an original RoPE checkpoint (default 256; vitg-384: 384)")
+    vjepa2.add_argument("--history", type=int, default=2,
+                        help="V-JEPA 2-AC: frames of context the predictor export takes")
     vjepa2.add_argument("--predictor-heads", type=int, help="V-JEPA 2-AC predictor heads (default 16)")
 
 

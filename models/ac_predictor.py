@@ -79,7 +79,7 @@ class VJepa2ACPredictor(nn.Module):
         self.predictor_embed = nn.Linear(config.embed_dim, config.dim)
         self.action_encoder = nn.Linear(config.action_dim, config.dim)
         self.state_encoder = nn.Linear(config.action_dim, config.dim)
-        # Present in the released weights (camera extrinsics, unused by the released model): kept so every key has a place.
+        # In the released weights (camera extrinsics) but unused by the released model: kept so every key has a place.
         self.extrinsics_encoder = nn.Linear(config.action_dim - 1, config.dim)
         self.predictor_blocks = nn.ModuleList(
             Block(config.dim, config.heads, config.mlp_hidden, config.norm_eps, config.qkv_bias)

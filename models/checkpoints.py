@@ -128,7 +128,9 @@ def strip_prefixes(state: Mapping[str, torch.Tensor], prefixes: tuple[str, ...])
     return out
 
 
-def _original_encoder_state(source: Source, keys: tuple[str, ...], prefixes: tuple[str, ...]) -> tuple[str, dict] | None:
+def _original_encoder_state(
+    source: Source, keys: tuple[str, ...], prefixes: tuple[str, ...]
+) -> tuple[str, dict] | None:
     if source.payload is None:
         return None
     for key in keys:
@@ -189,7 +191,8 @@ def matches_ijepa_original(source: Source) -> bool:
 def load_ijepa_original(source: Source, options: LoadOptions) -> LoadedModel:
     which, state = _original_encoder_state(source, IJEPA_KEYS, ("module.",))  # type: ignore[misc]
     if "patch_embed.proj.weight" not in state or "pos_embed" not in state:
-        raise CheckpointMismatch(f"{source.path} [{which}]", [k for k in ("patch_embed.proj.weight", "pos_embed") if k not in state], [], [])
+        absent = [k for k in ("patch_embed.proj.weight", "pos_embed") if k not in state]
+        raise CheckpointMismatch(f"{source.path} [{which}]", absent, [], [])
     patch = state["patch_embed.proj.weight"]
     dim, patch_size = patch.shape[0], patch.shape[-1]
     grid = int(round(state["pos_embed"].shape[1] ** 0.5))
@@ -247,7 +250,8 @@ def load_vjepa2_original(source: Source, options: LoadOptions) -> LoadedModel:
     config = vjepa2_config_from_state(state, options, what)
     encoder = VJepa2Encoder(config)
     assign(encoder, state, what)
-    loaded = LoadedModel(family="vjepa2", source_format="vjepa2-original", path=source.path, encoder=encoder, notes=notes)
+    loaded = LoadedModel(family="vjepa2", source_format="vjepa2-original", path=source.path, encoder=encoder,
+                         notes=notes)
     predictor_state = source.payload.get("predictor") if source.payload is not None else None
     if isinstance(predictor_state, Mapping) and predictor_state:
         predictor_state = strip_prefixes(predictor_state, VJEPA2_PREFIXES)
@@ -286,19 +290,21 @@ def load_ac_predictor_state(
 # --- Hugging Face folders -----------------------------------------------------------------------------
 
 # (pattern, replacement) on HF parameter names; `qkv:` targets are slots of our fused qkv projection.
+_IJ = r"^(?:ijepa\.)?"  # the I-JEPA rules accept the names of several transformers versions
+_IJ_LAYER = _IJ + r"(?:encoder\.)?layers?\.(\d+)\."
 HF_RULES: dict[str, list[tuple[str, str]]] = {
     "ijepa": [
-        (r"^(?:ijepa\.)?embeddings\.position_embeddings$", "pos_embed"),
-        (r"^(?:ijepa\.)?embeddings\.patch_embeddings\.projection\.(weight|bias)$", r"patch_embed.proj.\1"),
-        (r"^(?:ijepa\.)?(?:encoder\.)?layers?\.(\d+)\.attention\.(?:attention\.)?(?:query|q_proj)\.(weight|bias)$", r"qkv:0:\1:\2"),
-        (r"^(?:ijepa\.)?(?:encoder\.)?layers?\.(\d+)\.attention\.(?:attention\.)?(?:key|k_proj)\.(weight|bias)$", r"qkv:1:\1:\2"),
-        (r"^(?:ijepa\.)?(?:encoder\.)?layers?\.(\d+)\.attention\.(?:attention\.)?(?:value|v_proj)\.(weight|bias)$", r"qkv:2:\1:\2"),
-        (r"^(?:ijepa\.)?(?:encoder\.)?layers?\.(\d+)\.attention\.(?:output\.dense|o_proj)\.(weight|bias)$", r"blocks.\1.attn.proj.\2"),
-        (r"^(?:ijepa\.)?(?:encoder\.)?layers?\.(\d+)\.layernorm_before\.(weight|bias)$", r"blocks.\1.norm1.\2"),
-        (r"^(?:ijepa\.)?(?:encoder\.)?layers?\.(\d+)\.layernorm_after\.(weight|bias)$", r"blocks.\1.norm2.\2"),
-        (r"^(?:ijepa\.)?(?:encoder\.)?layers?\.(\d+)\.(?:intermediate\.dense|mlp\.fc1)\.(weight|bias)$", r"blocks.\1.mlp.fc1.\2"),
-        (r"^(?:ijepa\.)?(?:encoder\.)?layers?\.(\d+)\.(?:output\.dense|mlp\.fc2)\.(weight|bias)$", r"blocks.\1.mlp.fc2.\2"),
-        (r"^(?:ijepa\.)?layernorm\.(weight|bias)$", r"norm.\1"),
+        (_IJ + r"embeddings\.position_embeddings$", "pos_embed"),
+        (_IJ + r"embeddings\.patch_embeddings\.projection\.(weight|bias)$", r"patch_embed.proj.\1"),
+        (_IJ_LAYER + r"attention\.(?:attention\.)?(?:query|q_proj)\.(weight|bias)$", r"qkv:0:\1:\2"),
+        (_IJ_LAYER + r"attention\.(?:attention\.)?(?:key|k_proj)\.(weight|bias)$", r"qkv:1:\1:\2"),
+        (_IJ_LAYER + r"attention\.(?:attention\.)?(?:value|v_proj)\.(weight|bias)$", r"qkv:2:\1:\2"),
+        (_IJ_LAYER + r"attention\.(?:output\.dense|o_proj)\.(weight|bias)$", r"blocks.\1.attn.proj.\2"),
+        (_IJ_LAYER + r"layernorm_before\.(weight|bias)$", r"blocks.\1.norm1.\2"),
+        (_IJ_LAYER + r"layernorm_after\.(weight|bias)$", r"blocks.\1.norm2.\2"),
+        (_IJ_LAYER + r"(?:intermediate\.dense|mlp\.fc1)\.(weight|bias)$", r"blocks.\1.mlp.fc1.\2"),
+        (_IJ_LAYER + r"(?:output\.dense|mlp\.fc2)\.(weight|bias)$", r"blocks.\1.mlp.fc2.\2"),
+        (_IJ + r"layernorm\.(weight|bias)$", r"norm.\1"),
     ],
     "vjepa2": [
         (r"^encoder\.embeddings\.patch_embeddings\.proj\.(weight|bias)$", r"patch_embed.proj.\1"),
@@ -313,7 +319,9 @@ HF_RULES: dict[str, list[tuple[str, str]]] = {
 }
 
 
-def map_hf_state(family: str, hf_state: Mapping[str, torch.Tensor], what: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+def map_hf_state(
+    family: str, hf_state: Mapping[str, torch.Tensor], what: str
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """HF names -> ours (q, k, v concatenated into qkv). Unknown HF keys raise; ignored ones are reported."""
     rules = [(re.compile(p), r) for p, r in HF_RULES[family]]
     ignored = IGNORED_HF_PREFIXES[family]
@@ -403,7 +411,7 @@ class Format:
 
 
 FORMATS: tuple[Format, ...] = (
-    Format("hf-folder", matches_hf_folder, lambda s: str((s.hf_config or {}).get("model_type")), load_hf_folder),
+    Format("hf-folder", matches_hf_folder, lambda src: str((src.hf_config or {}).get("model_type")), load_hf_folder),
     Format("ijepa-original", matches_ijepa_original, lambda s: "ijepa", load_ijepa_original),
     Format("vjepa2-original", matches_vjepa2_original, lambda s: "vjepa2", load_vjepa2_original),
 )

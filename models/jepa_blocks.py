@@ -56,7 +56,9 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, rope: RotaryTables | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: RotaryTables | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         b, n, d = x.shape
         hs = d // self.heads
         qkv = self.qkv(x).reshape(b, n, 3, self.heads, hs).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hs)
@@ -82,6 +84,8 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, mlp_hidden)
 
-    def forward(self, x: torch.Tensor, rope: RotaryTables | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: RotaryTables | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), rope, mask)
         return x + self.mlp(self.norm2(x))

@@ -102,7 +102,9 @@ def original_ijepa_file(path: Path) -> Reference:
     return ref
 
 
-def original_vjepa2_file(path: Path, with_predictor: bool = True, extra_pos_embed: bool = True) -> tuple[Reference, Reference]:
+def original_vjepa2_file(
+    path: Path, with_predictor: bool = True, extra_pos_embed: bool = True
+) -> tuple[Reference, Reference]:
     """A V-JEPA 2(-AC) .pt: `encoder` (+ the unused sin-cos `pos_embed` of RoPE checkpoints) and the AC `predictor`."""
     enc, ac = reference("vjepa2_original"), reference("vjepa2_ac_original")
     encoder = dict(enc.groups["encoder"])
