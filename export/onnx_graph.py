@@ -62,10 +62,11 @@ def convert_fp16(src: Path, dst: Path) -> None:
     """
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = onnx.load(str(src))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(FP32_OPS))
+        # Given a path (not a loaded ModelProto) the converter infers shapes file to file, which also works
+        # past the 2 GiB protobuf limit (ViT-H/g with external data); in memory it would fail there.
+        converted = convert_float_to_float16(str(src), keep_io_types=True, op_block_list=list(FP32_OPS))
     size = sum(t.ByteSize() for t in converted.graph.initializer)
     if needs_external_data(size):
         onnx.save(converted, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
