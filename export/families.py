@@ -98,6 +98,7 @@ def record_external_data(folder: Path, component: dict[str, Any]) -> None:
     for precision, name in component["files"].items():
         data = external_data_file(folder / name)
         if data.is_file():
+            data.chmod(0o644)  # onnx.save writes it owner-only; the server may run as another user
             kept[precision] = data.name
     for data in folder.glob("*.onnx.data"):
         if data.name not in kept.values():
