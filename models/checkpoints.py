@@ -120,6 +120,7 @@ def read_source(path: Path) -> Source:
 
 
 def strip_prefixes(state: Mapping[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Remove DDP / wrapper prefixes wherever they occur, exactly as the authors' own loaders do."""
     out = {}
     for key, value in state.items():
         for prefix in prefixes:
