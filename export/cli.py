@@ -8,6 +8,7 @@ from pathlib import Path
 
 from models.demo import DEFAULT_WEIGHTS
 from export.demo import FP16_GATE, FP32_GATE, ExportOptions, ParityError, export_demo
+from export.family_cli import FAMILY_SOURCES, add_family_parsers, run_family
 from export.vit import RandomViTOptions, export_random_vit
 from models.vit import ViTConfig
 
@@ -34,11 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     vit.add_argument("--heads", type=int, default=6)
     vit.add_argument("--no-fp16", action="store_true", help="skip the fp16 copy")
     vit.add_argument("--force", action="store_true", help="replace an existing entry")
+    add_family_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.source in FAMILY_SOURCES:
+        return run_family(args)
     if args.source == "vit":
         options = ExportOptions(name=args.name, out=args.out, fp16=not args.no_fp16, force=args.force)
     else:

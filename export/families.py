@@ -1,0 +1,218 @@
+"""Export Meta's JEPA checkpoints (I-JEPA, V-JEPA 2, V-JEPA 2-AC) into model-repository entries.
+
+`jepa-export ijepa PATH --name N` and `jepa-export vjepa2 PATH --name N --frames T`:
+PATH is anything models/checkpoints.py recognises (a Hugging Face folder or an
+original .pth.tar / .pt). Each component goes through export/demo.py's
+`export_component`: fp32 ONNX with a dynamic batch that must pass its parity
+gate against our PyTorch module, then an fp16 copy kept only if it passes its own.
+
+Contracts written to manifest.json:
+- I-JEPA: input kind "image", NCHW, ImageNet mean/std; outputs `pooled` (B, D)
+  and `tokens` (B, g*g, D).
+- V-JEPA 2: input kind "video", layout NCTHW with a fixed `frames_per_clip` T
+  per export (RoPE positions and the token count follow T, H, W); outputs
+  `pooled` (B, D), `frames` (B, T/2, D: one vector per tubelet step) and
+  `tokens` (B, (T/2)*g*g, D). An image is T identical frames (T=2: the
+  authors' image convention, vjepa2#95).
+- V-JEPA 2-AC: the encoder as above (per-frame encoding: T=2 by default), plus
+  `predictor.onnx` taking `context` (B, H*g*g, D), `actions` and `states`
+  (B, H, 7) for a fixed history H, with the block-causal mask as a constant.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from export.demo import PROBES, ExportOptions, export_component, image_probes
+from export.manifest import embedding_space_id, state_dict_sha256, tool_versions, write_manifest
+from export.onnx_graph import external_data_file
+from models.ac_predictor import VJepa2ACPredictor
+from models.checkpoints import LoadedModel, LoadOptions, load_checkpoint
+from models.ijepa import IJepaEncoder
+from models.vjepa2 import VJepa2Encoder
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+POOLING = "mean_final_patch_tokens"
+VIDEO_PROBES = 8
+# Where the released CEM planner samples (notebooks/utils/mpc_utils.py): xyz clipped to +-maxnorm (0.05),
+# rotation fixed at 0, gripper clipped to +-0.75 (its `close_gripper` option then forces 1.0).
+AC_ACTION_LOW = [-0.05, -0.05, -0.05, 0.0, 0.0, 0.0, -0.75]
+AC_ACTION_HIGH = [0.05, 0.05, 0.05, 0.0, 0.0, 0.0, 0.75]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointExportOptions:
+    path: Path
+    export: ExportOptions
+    load: LoadOptions = LoadOptions()
+    frames: int | None = None  # V-JEPA 2 frames per clip (default 16; 2 for a 2-AC encoder)
+    history: int = 2  # V-JEPA 2-AC: time steps the predictor sees
+
+
+def video_probes(n: int, frames: int, size: int) -> np.ndarray:
+    """(n, 3, T, size, size): image probes drifting a few pixels per frame, so frames differ as in real clips."""
+    base = image_probes(n, size, IMAGENET_MEAN, IMAGENET_STD)  # (n, 3, S, S)
+    clips = [np.roll(base, shift=2 * t, axis=-1) for t in range(frames)]
+    return np.ascontiguousarray(np.stack(clips, axis=2))
+
+
+def write_entry(opts: ExportOptions, build: Callable[[Path], dict[str, Any]], log: Callable[[str], None]) -> Path:
+    """Build `<out>/<name>/` in a hidden temp folder (manifest from `build`), then rename it into place."""
+    target = opts.out / opts.name
+    if target.exists() and not opts.force:
+        raise FileExistsError(f"{target} exists (use --force to replace it)")
+    opts.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{opts.name}.", dir=opts.out) as tmp:
+        folder = Path(tmp)
+        folder.chmod(0o755)
+        manifest = build(folder)
+        for component in manifest["components"].values():
+            record_external_data(folder, component)
+        write_manifest(folder, {
+            "name": opts.name,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "tools": tool_versions(),
+            **manifest,
+        })
+        if target.exists():
+            shutil.rmtree(target)
+        folder.rename(target)
+        folder.mkdir()  # TemporaryDirectory cleanup must not fail on the moved folder
+    log(f"wrote {target}")
+    return target
+
+
+def record_external_data(folder: Path, component: dict[str, Any]) -> None:
+    """List each graph's weight file (models over 2 GiB) in the manifest; drop those of graphs not kept."""
+    kept = {}
+    for precision, name in component["files"].items():
+        data = external_data_file(folder / name)
+        if data.is_file():
+            data.chmod(0o644)  # onnx.save writes it owner-only; the server may run as another user
+            kept[precision] = data.name
+    for data in folder.glob("*.onnx.data"):
+        if data.name not in kept.values():
+            data.unlink()  # e.g. the weights of an fp16 copy that failed its gate
+    if kept:
+        component["external_data"] = kept
+
+
+def _load(options: CheckpointExportOptions, family: str, log: Callable[[str], None]) -> LoadedModel:
+    loaded = load_checkpoint(options.path, options.load, family=family)
+    params = sum(p.numel() for p in loaded.encoder.parameters())
+    log(f"{options.path}: {loaded.source_format}, family {loaded.family}, encoder {params / 1e6:.1f}M parameters")
+    for note in loaded.notes:
+        log(f"  {note}")
+    return loaded
+
+
+def export_ijepa(options: CheckpointExportOptions, log: Callable[[str], None] = print) -> Path:
+    loaded = _load(options, "ijepa", log)
+    encoder: IJepaEncoder = loaded.encoder  # type: ignore[assignment]
+    cfg = encoder.config
+
+    def build(folder: Path) -> dict[str, Any]:
+        pixels = image_probes(PROBES, cfg.image_size, IMAGENET_MEAN, IMAGENET_STD)
+        component = export_component(encoder, {"pixel_values": pixels}, ("pooled", "tokens"), folder, "encoder",
+                                     options.export, log)
+        checkpoint = state_dict_sha256([encoder])
+        preprocessing = {"image_size": [cfg.image_size, cfg.image_size], "resize": "bicubic",
+                         "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "frames_per_clip": 1, "tubelet": 1,
+                         "patch_size": cfg.patch_size}
+        return {
+            "family": "ijepa",
+            "checkpoint_sha256": checkpoint,
+            "source": f"{loaded.source_format} {loaded.path.name}",
+            "space_id": embedding_space_id("ijepa", checkpoint, preprocessing, POOLING, cfg.dim),
+            "input": {"kind": "image", "layout": "NCHW", "channels": 3, **preprocessing},
+            "output": {"dim": cfg.dim, "token_grid": [cfg.grid, cfg.grid], "pooling": POOLING},
+            "architecture": {"depth": cfg.depth, "heads": cfg.heads, "mlp_hidden": cfg.mlp_hidden},
+            "components": {"encoder": component},
+        }
+
+    return write_entry(options.export, build, log)
+
+
+def export_vjepa2(options: CheckpointExportOptions, log: Callable[[str], None] = print) -> Path:
+    loaded = _load(options, "vjepa2", log)
+    encoder: VJepa2Encoder = loaded.encoder  # type: ignore[assignment]
+    predictor: VJepa2ACPredictor | None = loaded.predictor  # type: ignore[assignment]
+    cfg = encoder.config
+    frames = options.frames or (cfg.tubelet if predictor is not None else 16)
+    if frames % cfg.tubelet:
+        raise ValueError(f"--frames {frames} is not a multiple of the tubelet ({cfg.tubelet})")
+    steps = frames // cfg.tubelet
+
+    def build(folder: Path) -> dict[str, Any]:
+        clips = video_probes(VIDEO_PROBES, frames, cfg.image_size)
+        components = {"encoder": export_component(encoder, {"pixel_values": clips}, ("pooled", "frames", "tokens"),
+                                                  folder, "encoder", options.export, log)}
+        modules: list[torch.nn.Module] = [encoder]
+        manifest: dict[str, Any] = {}
+        if predictor is not None:
+            modules.append(predictor)
+            components["predictor"], manifest["predictor"] = _export_ac_predictor(
+                encoder, predictor, options, folder, log)
+        checkpoint = state_dict_sha256(modules)
+        preprocessing = {"image_size": [cfg.image_size, cfg.image_size], "resize": "bicubic",
+                         "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "frames_per_clip": frames,
+                         "tubelet": cfg.tubelet, "patch_size": cfg.patch_size}
+        return {
+            "family": loaded.family,
+            "checkpoint_sha256": checkpoint,
+            "source": f"{loaded.source_format} {loaded.path.name}",
+            "space_id": embedding_space_id("vjepa2", checkpoint, preprocessing, POOLING, cfg.dim),
+            "input": {"kind": "video", "layout": "NCTHW", "channels": 3, **preprocessing,
+                      "image": f"repeat the image {frames} times along T"},
+            "output": {"dim": cfg.dim, "token_grid": [steps, cfg.grid, cfg.grid], "pooling": POOLING,
+                       "frames": "one vector per tubelet step: mean of that step's g*g tokens"},
+            "architecture": {"depth": cfg.depth, "heads": cfg.heads, "mlp_hidden": cfg.mlp_hidden},
+            "components": components,
+            **manifest,
+        }
+
+    return write_entry(options.export, build, log)
+
+
+def _export_ac_predictor(
+    encoder: VJepa2Encoder, predictor: VJepa2ACPredictor, options: CheckpointExportOptions, folder: Path,
+    log: Callable[[str], None],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Probe contexts are real encoder outputs of probe frames, layer-normed as the authors' world model feeds them."""
+    pcfg, history, tubelet = predictor.config, options.history, encoder.config.tubelet
+    rng = np.random.default_rng(7)
+    frames = video_probes(VIDEO_PROBES, history, encoder.config.image_size)  # (n, 3, H, S, S): H distinct frames
+    with torch.inference_mode():
+        # each frame encoded alone, repeated to fill one tubelet: (n, g*g, E) per frame
+        tokens = [encoder.tokens(torch.from_numpy(np.repeat(frames[:, :, t:t + 1], tubelet, axis=2)))
+                  for t in range(history)]
+        context = torch.nn.functional.layer_norm(torch.cat(tokens, dim=1), (pcfg.embed_dim,)).numpy()
+    low, high = np.asarray(AC_ACTION_LOW), np.asarray(AC_ACTION_HIGH)
+    actions = rng.uniform(low, high, (VIDEO_PROBES, history, pcfg.action_dim)).astype(np.float32)
+    states = rng.normal(0, 0.3, (VIDEO_PROBES, history, pcfg.action_dim)).astype(np.float32)
+    component = export_component(predictor, {"context": context, "actions": actions, "states": states},
+                                 ("predicted",), folder, "predictor", options.export, log)
+    contract = {
+        "kind": "vjepa2_ac",  # token-level, action- and state-conditioned (the demo predictor maps pooled vectors)
+        "state_dim": pcfg.embed_dim,
+        "action_dim": pcfg.action_dim,
+        "action_low": AC_ACTION_LOW,
+        "action_high": AC_ACTION_HIGH,
+        "context_frames": history,
+        "tokens_per_frame": pcfg.tokens_per_step,
+        "proprio_dim": pcfg.action_dim,
+        "normalize_tokens": "layer_norm, no affine, on encoder tokens and each prediction (authors' world model)",
+        "step": "predicted[:, t*g*g:(t+1)*g*g] = tokens of frame t+1 from frames <= t, their states, actions",
+        "shorter_history": "block-causal: with h < context_frames, fill later blocks with anything, read block h-1",
+    }
+    return component, contract

@@ -1,0 +1,55 @@
+"""`jepa-export ijepa|vjepa2 PATH`: the command-line side of export/families.py."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from export.demo import FP16_GATE, FP32_GATE, ExportOptions, ParityError
+from export.families import CheckpointExportOptions, export_ijepa, export_vjepa2
+from models.checkpoints import LoadOptions
+
+FAMILY_SOURCES = {"ijepa": export_ijepa, "vjepa2": export_vjepa2}
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", type=Path,
+                        help="a Hugging Face folder (config.json + model.safetensors) or an original checkpoint file")
+    parser.add_argument("--name", required=True, help="entry name in the repository")
+    parser.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository folder")
+    parser.add_argument("--heads", type=int,
+                        help="attention heads (original files do not record it; default: the published architecture's)")
+    parser.add_argument("--fp32-gate", type=float, default=FP32_GATE, help="min cosine of fp32 ONNX vs PyTorch")
+    parser.add_argument("--fp16-gate", type=float, default=FP16_GATE, help="min cosine for the fp16 copy to be kept")
+    parser.add_argument("--no-fp16", action="store_true", help="skip the fp16 copy")
+    parser.add_argument("--force", action="store_true", help="replace an existing entry")
+
+
+def add_family_parsers(sub: argparse._SubParsersAction) -> None:
+    ijepa = sub.add_parser("ijepa", help="an I-JEPA checkpoint (HF IJepaModel folder or original .pth.tar)")
+    _common(ijepa)
+    vjepa2 = sub.add_parser("vjepa2", help="a V-JEPA 2 / 2-AC checkpoint (HF VJEPA2Model folder or original .pt)")
+    _common(vjepa2)
+    vjepa2.add_argument("--frames", type=int,
+                        help="frames per clip, fixed per export (default 16; 2 for a 2-AC model)")
+    vjepa2.add_argument("--image-size", type=int,
+                        help="crop size of an original RoPE checkpoint (default 256; vitg-384: 384)")
+    vjepa2.add_argument("--history", type=int, default=2,
+                        help="V-JEPA 2-AC: frames of context the predictor export takes")
+    vjepa2.add_argument("--predictor-heads", type=int, help="V-JEPA 2-AC predictor heads (default 16)")
+
+
+def run_family(args: argparse.Namespace) -> int:
+    export = ExportOptions(name=args.name, out=args.out, fp32_gate=args.fp32_gate, fp16_gate=args.fp16_gate,
+                           fp16=not args.no_fp16, force=args.force)
+    load = LoadOptions(heads=args.heads, image_size=getattr(args, "image_size", None),
+                       predictor_heads=getattr(args, "predictor_heads", None))
+    options = CheckpointExportOptions(path=args.path, export=export, load=load, frames=getattr(args, "frames", None),
+                                      history=getattr(args, "history", 2))
+    try:
+        FAMILY_SOURCES[args.source](options)
+    except (ParityError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"jepa-export: {exc}", file=sys.stderr)
+        return 1
+    return 0

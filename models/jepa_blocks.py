@@ -1,0 +1,91 @@
+"""Transformer pieces shared by our I-JEPA, V-JEPA 2 and V-JEPA 2-AC modules.
+
+Parameter names follow Meta's original code (`blocks.N.attn.qkv`, `mlp.fc1`,
+...), so an original checkpoint maps onto these modules by name once its
+`module.` / `backbone.` prefixes are stripped; see models/checkpoints.py.
+
+Attention is written out (matmul + softmax, optional boolean mask and rotary
+tables) rather than fused, so the exported ONNX graph keeps explicit Softmax /
+LayerNormalization nodes that the fp16 converter leaves in fp32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def rotate_pairs(x: torch.Tensor) -> torch.Tensor:
+    """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...): the 90-degree turn of each adjacent pair."""
+    pairs = x.unflatten(-1, (-1, 2))  # (..., D/2, 2)
+    return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+
+
+class RotaryTables:
+    """cos/sin tables (N, R) for the first R channels of every head; the remaining channels are not rotated."""
+
+    def __init__(self, cos: torch.Tensor, sin: torch.Tensor) -> None:
+        self.cos, self.sin = cos, sin
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        # x (B, h, N, hs); rotated part (B, h, N, R)
+        r = self.cos.shape[-1]
+        head, tail = x[..., :r], x[..., r:]
+        return torch.cat([head * self.cos + rotate_pairs(head) * self.sin, tail], dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(
+        self, x: torch.Tensor, rope: RotaryTables | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        b, n, d = x.shape
+        hs = d // self.heads
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, hs).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hs)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        if rope is not None:
+            q, k = rope.apply(q), rope.apply(k)
+        attn = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))  # (B, h, N, N)
+        if mask is not None:
+            # mask (N, N): True where a query may attend to a key
+            attn = attn.masked_fill(~mask, float("-inf"))
+        attn = attn.softmax(dim=-1)
+        out = (attn @ v).transpose(1, 2).reshape(b, n, d)  # (B, N, D)
+        return self.proj(out)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+
+    def __init__(self, dim: int, heads: int, mlp_hidden: int, eps: float, qkv_bias: bool = True) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, mlp_hidden)
+
+    def forward(
+        self, x: torch.Tensor, rope: RotaryTables | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), rope, mask)
+        return x + self.mlp(self.norm2(x))
