@@ -186,6 +186,15 @@ def spike_recovery(samples: Samples, t0: float, phases: list[dict]) -> dict:
     }
 
 
+def fd_trend(t: np.ndarray, fds: np.ndarray, warmup_fraction: float = 0.2) -> dict:
+    """Open file descriptors after warm-up: first, last, max and growth."""
+    if len(t) < 3:
+        return {}
+    keep = t >= t[0] + warmup_fraction * (t[-1] - t[0])
+    kept = fds[keep]
+    return {"fd_start": int(kept[0]), "fd_end": int(kept[-1]), "fd_max": int(kept.max()), "fd_growth": int(kept[-1] - kept[0])}
+
+
 def memory_trend(t: np.ndarray, rss: np.ndarray, warmup_fraction: float = 0.2) -> dict:
     """RSS after warm-up: first, last, max, growth and the least-squares slope (MB per minute)."""
     if len(t) < 3:

@@ -94,6 +94,7 @@ def ensure_models(repository: Path, names: list[str]) -> None:
 
 def measure_raw(folder: Path, pngs: list[bytes], seconds: float) -> RawFigures:
     """The engine alone, in process, with jepa-serve's session options: the physical limit of this machine."""
+    from loadtests.peers.common import as_model_item, clip_frames
     from service.media.images import ImageLimits, ImagePreprocess, decode_image
     from service.runtime.onnx import OrtEngine
 
@@ -103,7 +104,8 @@ def measure_raw(folder: Path, pngs: list[bytes], seconds: float) -> RawFigures:
                                  mean=tuple(spec["mean"]), std=tuple(spec["std"]))
     limits = ImageLimits(max_bytes=1 << 26, max_pixels=1 << 30)
     engine = OrtEngine("raw", folder / "encoder.onnx", ["CPUExecutionProvider"], "fp32")
-    pixels = [preprocess.apply(decode_image(p, limits)) for p in pngs]
+    frames = clip_frames(manifest)
+    pixels = [as_model_item(preprocess.apply(decode_image(p, limits)), frames) for p in pngs]
     figures = RawFigures()
     for batch in (1, 2, 4, 8, 16):
         x = {"pixel_values": np.stack([pixels[i % len(pixels)] for i in range(batch)])}
@@ -124,12 +126,13 @@ def measure_raw(folder: Path, pngs: list[bytes], seconds: float) -> RawFigures:
     decode = []
     for i in range(50):
         started = time.perf_counter()
-        preprocess.apply(decode_image(pngs[i % len(pngs)], limits))
+        as_model_item(preprocess.apply(decode_image(pngs[i % len(pngs)], limits)), frames)
         decode.append((time.perf_counter() - started) * 1000)
     figures.decode_ms = statistics.median(decode)
     batch, images, started = figures.best_batch, 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        x = np.stack([preprocess.apply(decode_image(pngs[(images + i) % len(pngs)], limits)) for i in range(batch)])
+        x = np.stack([as_model_item(preprocess.apply(decode_image(pngs[(images + i) % len(pngs)], limits)), frames)
+                      for i in range(batch)])
         engine.run({"pixel_values": x})
         images += batch
     figures.with_decode_img_s = images / (time.perf_counter() - started)
@@ -141,7 +144,9 @@ def server(target: str, repository: Path, model: str, workdir: Path) -> Iterator
     port = free_port()
     env = {**os.environ, "PEER_MODEL_DIR": str(repository / model), "PYTHONPATH": str(ROOT)}
     if target == "jepa-serve":
-        env.update(JEPA_MODEL_REPOSITORY=str(repository), JEPA_DEFAULT_MODEL=model, JEPA_DATA_DIR=str(workdir / "data"))
+        # The cache would answer repeated photos without the model, and the peers log nothing per request.
+        env.update(JEPA_MODEL_REPOSITORY=str(repository), JEPA_DEFAULT_MODEL=model, JEPA_DATA_DIR=str(workdir / "data"),
+                   JEPA_EMBED_CACHE="off", JEPA_ACCESS_LOG="false")
         command = [str(BIN / "jepa-serve"), "--port", str(port), "--log-level", "warning"]
     elif target == "naive-fastapi":
         command = [str(BIN / "uvicorn"), "loadtests.peers.naive_app:app", "--port", str(port), "--log-level", "warning",
@@ -267,7 +272,8 @@ def report(results: dict, args: argparse.Namespace, out: Path, started: str, loa
         f"Machine: {machine()}; no GPU. Load average when the run started: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}.",
         "The load generator (asyncio + httpx, closed loop) runs on the same cores as the servers.",
         f"Each point: {args.duration:g} s measured after 1 s of warm-up; every request embeds one PNG ({len(PHOTOS)} real "
-        "photos from scikit-image, 224x224), sent as base64 JSON.",
+        "photos from scikit-image, 224x224), sent as base64 JSON. jepa-serve runs with its embedding cache and "
+        "access log off (`JEPA_EMBED_CACHE=off`, `JEPA_ACCESS_LOG=false`), so it does the same work as the peers.",
         "",
         "![throughput and latency](serving.png)",
         "",

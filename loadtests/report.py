@@ -159,6 +159,9 @@ def render(summary: dict[str, Any]) -> str:
         lines += [""] + _table(["before load MiB", "after warm-up MiB", "end MiB", "max MiB", "growth MiB", "slope MiB/min"], [[
             _f(memory["rss_before_load_mb"]), _f(memory["rss_start_mb"]), _f(memory["rss_end_mb"]), _f(memory["rss_max_mb"]),
             _f(memory["rss_growth_mb"]), _f(memory["rss_slope_mb_per_min"], 2)]])
+        if "fd_start" in memory:
+            lines.append(f"\nOpen file descriptors after warm-up: {memory['fd_start']} at the start, {memory['fd_end']} at the end, "
+                         f"{memory['fd_max']} at most (growth {memory['fd_growth']}).")
     elif memory:
         lines += ["", "## Server memory", "", f"Not measured: {memory.get('why', 'no readings')}."]
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from loadtests import analysis, plots, report, server_metrics
-from loadtests.server import LocalServer, model_repository, rss_bytes
+from loadtests.server import LocalServer, model_repository, open_fds, rss_bytes
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 SHAPES = ("constant", "step", "spike", "soak")
@@ -74,6 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-failure-ratio", type=float, help="share of requests that failed (5xx, other 4xx, errors)")
     p.add_argument("--max-429-ratio", type=float, help="share of requests shed with 429")
     p.add_argument("--max-rss-growth-mb", type=float, help="server RSS growth after warm-up (soak)")
+    p.add_argument("--max-fd-growth", type=int, help="growth of the server's open file descriptors after warm-up (soak)")
     p.add_argument("--require-recovery", action="store_true", help="spike: fail unless latency recovers after the spike")
     args = p.parse_args(argv)
     for item in args.server_env:
@@ -149,6 +150,7 @@ class Sampler:
         self.host, self.headers, self.pid = host, headers, pid
         self.snapshots: list[tuple[float, server_metrics.Snapshot]] = []
         self.rss: list[tuple[float, float]] = []
+        self.fds: list[tuple[float, int]] = []  # open file descriptors of a server started here
         self.errors = 0
 
     def sample(self) -> None:
@@ -165,6 +167,9 @@ class Sampler:
         value = rss_bytes(self.pid) if self.pid is not None else (server_metrics.rss_from_metrics(snap) if snap else None)
         if value is not None:
             self.rss.append((now, value))
+        fds = open_fds(self.pid) if self.pid is not None else None
+        if fds is not None:
+            self.fds.append((now, fds))
 
     @property
     def rss_source(self) -> str:
@@ -185,6 +190,7 @@ def thresholds(args: argparse.Namespace, totals: dict[str, Any], memory: dict[st
     check("failure ratio", args.max_failure_ratio, totals["failure_ratio"])
     check("429 ratio", args.max_429_ratio, totals["overload_ratio"])
     check("RSS growth after warm-up (MiB)", args.max_rss_growth_mb, memory.get("rss_growth_mb"))
+    check("open file descriptors growth after warm-up", args.max_fd_growth, memory.get("fd_growth"))
     if args.require_recovery and spike is not None:
         rec = spike["recovered_after_s"]
         checks.append({"name": "recovered after the spike (s)", "limit": None, "value": rec, "passed": rec is not None})
@@ -306,6 +312,8 @@ def analyse(args: argparse.Namespace, out: Path, ran: dict[str, Any], argv: list
         rss_t = np.array([t for t, _ in sampler.rss]) - t0
         rss_v = np.array([v for _, v in sampler.rss])
         memory = analysis.memory_trend(rss_t, rss_v) | {"source": sampler.rss_source}
+        if sampler.fds:
+            memory |= analysis.fd_trend(np.array([t for t, _ in sampler.fds]) - t0, np.array([n for _, n in sampler.fds]))
     else:
         rss_t, rss_v = np.array([]), np.array([])
         memory = {"available": False, "why": "the server was not started here and exposes no "

@@ -57,6 +57,14 @@ def rss_bytes(pid: int) -> float | None:
     return None
 
 
+def open_fds(pid: int) -> int | None:
+    """Open file descriptors of a local process (a leak of sockets or files shows here before memory)."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
 class LocalServer:
     """`jepa-serve` on a free port with its own data folder; `url` once ready, `stop()` returns its log."""
 

@@ -15,7 +15,18 @@ from service.media.images import ImageLimits, ImagePreprocess, decode_image
 LIMITS = ImageLimits(max_bytes=16 * 1024 * 1024, max_pixels=40_000_000)
 
 
-def load_entry() -> tuple[ort.InferenceSession, ImagePreprocess]:
+def clip_frames(manifest: dict) -> int:
+    """Frames a clip model takes per item (an image is repeated to fill them); 0 for plain NCHW image models."""
+    spec = manifest["input"]
+    return int(spec.get("frames_per_clip", 1)) if spec.get("layout") == "NTCHW" else 0
+
+
+def as_model_item(pixels: np.ndarray, frames: int) -> np.ndarray:
+    """(3, H, W) -> the encoder's per-item input: itself, or the image repeated to a (T, 3, H, W) clip."""
+    return np.repeat(pixels[None], frames, axis=0) if frames else pixels
+
+
+def load_entry() -> tuple[ort.InferenceSession, ImagePreprocess, int]:
     """The model entry named by PEER_MODEL_DIR, with jepa-serve's CPU session options."""
     folder = Path(os.environ["PEER_MODEL_DIR"])
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -26,12 +37,12 @@ def load_entry() -> tuple[ort.InferenceSession, ImagePreprocess]:
     spec = manifest["input"]
     preprocess = ImagePreprocess(height=spec["image_size"][0], width=spec["image_size"][1], resize=spec["resize"],
                                  mean=tuple(spec["mean"]), std=tuple(spec["std"]))
-    return session, preprocess
+    return session, preprocess, clip_frames(manifest)
 
 
-def decode_one(body: dict, preprocess: ImagePreprocess) -> np.ndarray:
-    """The first input of an /embed-style JSON body -> (3, H, W) float32."""
-    return preprocess.apply(decode_image(base64.b64decode(body["inputs"][0]["image"]), LIMITS))
+def decode_one(body: dict, preprocess: ImagePreprocess, frames: int) -> np.ndarray:
+    """The first input of an /embed-style JSON body -> the encoder's per-item float32 input."""
+    return as_model_item(preprocess.apply(decode_image(base64.b64decode(body["inputs"][0]["image"]), LIMITS)), frames)
 
 
 def normalise(pooled: np.ndarray) -> list[float]:

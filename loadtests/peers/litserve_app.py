@@ -15,10 +15,10 @@ from loadtests.peers.common import decode_one, load_entry, normalise
 
 class EmbedAPI(ls.LitAPI):
     def setup(self, device: str) -> None:
-        self.session, self.preprocess = load_entry()
+        self.session, self.preprocess, self.frames = load_entry()
 
     def decode_request(self, request: dict) -> np.ndarray:
-        return decode_one(request, self.preprocess)
+        return decode_one(request, self.preprocess, self.frames)
 
     def batch(self, inputs: list[np.ndarray]) -> np.ndarray:
         return np.stack(inputs)

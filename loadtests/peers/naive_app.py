@@ -10,13 +10,13 @@ from fastapi import FastAPI, Request
 from loadtests.peers.common import decode_one, load_entry, normalise
 
 app = FastAPI()
-session, preprocess = load_entry()
+session, preprocess, frames = load_entry()
 
 
 @app.post("/embed")
 def embed(body: dict) -> dict:
     # A sync endpoint: FastAPI runs it in its thread pool, one ORT call per request.
-    pixels = decode_one(body, preprocess)
+    pixels = decode_one(body, preprocess, frames)
     pooled = session.run(["pooled"], {"pixel_values": pixels[None]})[0][0]
     return {"embeddings": [normalise(pooled)]}
 

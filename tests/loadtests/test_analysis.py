@@ -123,3 +123,15 @@ def test_histogram_delta_and_quantile():
     empty = server_metrics.histogram_delta(server_metrics.parse(PROM_AFTER), server_metrics.parse(PROM_AFTER),
                                            "jepa_queue_wait_seconds", model="demo", component="encoder")
     assert empty.count == 0 and math.isnan(empty.mean) and math.isnan(empty.quantile(0.95))
+
+
+def test_fd_trend_reports_growth_after_warmup():
+    import numpy as np
+
+    from loadtests.analysis import fd_trend
+
+    t = np.arange(10.0)
+    fds = np.array([5, 40, 41, 41, 42, 41, 43, 44, 45, 47])
+    trend = fd_trend(t, fds)
+    assert trend == {"fd_start": 41, "fd_end": 47, "fd_max": 47, "fd_growth": 6}
+    assert fd_trend(t[:2], fds[:2]) == {}
