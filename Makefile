@@ -43,7 +43,7 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $(BENCH_STAMP)
 
 # Figures for docs/bench/serving.md (minutes; not part of make test).
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP) soak
 	$(PY) -m loadtests.bench_serving $(BENCH_ARGS)
 
 # Load tests (Locust, run as a subprocess; report in reports/loadtest-<shape>-<time>/). Without LOAD_HOST the
@@ -100,3 +100,10 @@ demo-ablation: $(STAMP)
 demo-eval: $(STAMP)
 	@test -f reports/ablation/none.safetensors || $(MAKE) demo-ablation
 	nice -n 10 $(PY) -m models.demo.evaluate
+
+# Soak (issue 5): steady mixed load for SOAK_SECONDS; fails if the server's RSS or open file descriptors keep growing.
+SOAK_SECONDS ?= 300
+.PHONY: soak
+soak: $(LOAD_STAMP) $(DEMO)
+	$(PY) -m loadtests.run --shape soak -u 30 -t $(SOAK_SECONDS) --out reports/soak --max-failure-ratio 0 \
+		--max-rss-growth-mb 64 --max-fd-growth 32

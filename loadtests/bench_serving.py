@@ -196,12 +196,16 @@ async def drive(url: str, bodies: list[bytes], concurrency: int, seconds: float,
             i = offset
             while time.perf_counter() < window[1]:
                 sent = time.perf_counter()
-                response = await client.post("/embed", content=bodies[i % len(bodies)],
-                                             headers={"content-type": "application/json"})
+                try:
+                    response = await client.post("/embed", content=bodies[i % len(bodies)],
+                                                 headers={"content-type": "application/json"})
+                    status = response.status_code
+                except httpx.TransportError:
+                    status = -1  # the connection failed: an error, counted like any non-200
                 done = time.perf_counter()
                 i += 1
                 if window[0] <= sent and done <= window[1]:
-                    if response.status_code == 200:
+                    if status == 200:
                         latencies.append((done - sent) * 1000)
                     else:
                         errors += 1

@@ -87,6 +87,7 @@ class ModelPool:
             max_batch_cost=settings.max_batch_tokens,
             preferred_batch_sizes=settings.preferred_batch_sizes,
             wait=settings.batch_wait,
+            tune=settings.batch_tune and settings.warmup,
         )
         for entry in entries:
             try:

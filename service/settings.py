@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     preferred_batch_sizes: tuple[int, ...] = Field((), description="pad batches up to these sizes (TensorRT profiles); empty = no padding")
     request_timeout_ms: float = Field(30_000, ge=0, description="default deadline of a request (0 = none); X-Request-Timeout-Ms or timeout_ms override it")
     warmup: bool = Field(True, description="run every batch size once before /readyz turns ready")
+    batch_tune: bool = Field(
+        True, description="time each batch size at warm-up and cap batches where the cost per item stops falling"
+    )
 
     # Input limits: bad or huge input is refused before it costs memory.
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1, description="HTTP request body size (413 above)")

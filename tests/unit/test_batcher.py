@@ -224,3 +224,32 @@ async def test_always_mode_waits_out_the_delay_for_a_lone_item():
     elapsed = loop.time() - started
     await batcher.stop()
     assert 0.07 <= elapsed < 1.0
+
+
+def test_tuned_warm_up_caps_batches_where_cost_per_item_stops_falling():
+    import time as clock
+
+    class KneeEngine(DoublingEngine):
+        """Per-item cost falls until 4 items, then rises: batches of 8 and 16 are slower per item."""
+
+        def run(self, inputs):
+            n = len(inputs["x"])
+            clock.sleep(0.002 * n * (1.0 if n <= 4 else 2.0) + 0.004)
+            return {"y": inputs["x"] * 2}
+
+    batcher = make(KneeEngine(), max_batch_size=16, tune=True)
+    assert batcher.warm_up({"x": np.zeros(3, np.float32)}) == [1, 2, 4, 8, 16]
+    assert batcher.batch_limit == 4
+    untuned = make(KneeEngine(), max_batch_size=16)
+    untuned.warm_up({"x": np.zeros(3, np.float32)})
+    assert untuned.batch_limit == 16
+
+
+async def test_batches_respect_the_tuned_limit():
+    engine = DoublingEngine()
+    batcher = make(engine, max_batch_size=16, max_queue_delay_ms=20)
+    batcher.batch_limit = 3
+    batcher.start()
+    await asyncio.gather(*(batcher.infer([item(i)]) for i in range(9)))
+    await batcher.stop()
+    assert max(engine.batches) == 3 and sum(engine.batches) == 9
