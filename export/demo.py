@@ -8,8 +8,6 @@ same architecture.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.manifest import embedding_space_id, state_dict_sha256, tool_versions, write_manifest
+from export.manifest import embedding_space_id, staged_entry, state_dict_sha256, tool_versions, write_manifest
 from export.onnx_graph import convert_fp16, export_onnx
 from export.parity import ParityReport, check_parity
 from export.planning import controllable_subspace
@@ -117,15 +115,9 @@ def export_component(
 
 def export_demo(options: ExportOptions, log: Callable[[str], None] = print) -> Path:
     """Write `<out>/<name>/` atomically: build in a temp folder, then rename into place."""
-    target = options.out / options.name
-    if target.exists() and not options.force:
-        raise FileExistsError(f"{target} exists (use --force to replace it)")
     model: DemoModel = load_demo_model(options.weights)
     cfg = model.encoder.config
-    options.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{options.name}.", dir=options.out) as tmp:
-        folder = Path(tmp)
-        folder.chmod(0o755)  # mkdtemp makes it private; the entry must be readable by the server user
+    with staged_entry(options.out, options.name, options.force) as folder:
         pixels = clip_probes(PROBES, model.mean, model.std)
         encoder = export_component(model.encoder, {"pixel_values": pixels}, ("pooled", "tokens"), folder, "encoder", options, log)
         with torch.inference_mode():
@@ -187,10 +179,6 @@ def export_demo(options: ExportOptions, log: Callable[[str], None] = print) -> P
                 },
             },
         )
-        if target.exists():
-            shutil.rmtree(target)
-        folder.rename(target)
-        # TemporaryDirectory cleanup must not fail on the moved folder.
-        folder.mkdir()
+    target = options.out / options.name
     log(f"wrote {target}")
     return target

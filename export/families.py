@@ -22,8 +22,6 @@ Contracts written to manifest.json:
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +31,7 @@ import numpy as np
 import torch
 
 from export.demo import PROBES, ExportOptions, export_component, image_probes
-from export.manifest import embedding_space_id, state_dict_sha256, tool_versions, write_manifest
+from export.manifest import embedding_space_id, staged_entry, state_dict_sha256, tool_versions, write_manifest
 from export.onnx_graph import external_data_file
 from models.ac_predictor import VJepa2ACPredictor
 from models.checkpoints import LoadedModel, LoadOptions, load_checkpoint
@@ -68,13 +66,7 @@ def video_probes(n: int, frames: int, size: int) -> np.ndarray:
 
 def write_entry(opts: ExportOptions, build: Callable[[Path], dict[str, Any]], log: Callable[[str], None]) -> Path:
     """Build `<out>/<name>/` in a hidden temp folder (manifest from `build`), then rename it into place."""
-    target = opts.out / opts.name
-    if target.exists() and not opts.force:
-        raise FileExistsError(f"{target} exists (use --force to replace it)")
-    opts.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{opts.name}.", dir=opts.out) as tmp:
-        folder = Path(tmp)
-        folder.chmod(0o755)
+    with staged_entry(opts.out, opts.name, opts.force) as folder:
         manifest = build(folder)
         for component in manifest["components"].values():
             record_external_data(folder, component)
@@ -84,10 +76,7 @@ def write_entry(opts: ExportOptions, build: Callable[[Path], dict[str, Any]], lo
             "tools": tool_versions(),
             **manifest,
         })
-        if target.exists():
-            shutil.rmtree(target)
-        folder.rename(target)
-        folder.mkdir()  # TemporaryDirectory cleanup must not fail on the moved folder
+    target = opts.out / opts.name
     log(f"wrote {target}")
     return target
 

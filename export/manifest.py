@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,24 @@ def tool_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+@contextmanager
+def staged_entry(out: Path, name: str, force: bool) -> Iterator[Path]:
+    """Build `<out>/<name>/` in a hidden temp folder; when the block ends cleanly it replaces the entry in one
+    rename, so the service never sees half an entry (hidden folders are skipped when it scans)."""
+    target = out / name
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} exists (use --force to replace it)")
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=out) as tmp:
+        folder = Path(tmp)
+        folder.chmod(0o755)  # mkdtemp makes it private; the entry must be readable by the server user
+        yield folder
+        if target.exists():
+            shutil.rmtree(target)
+        folder.rename(target)
+        folder.mkdir()  # TemporaryDirectory cleanup must not fail on the moved folder
 
 
 def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> Path:

@@ -8,8 +8,6 @@ embeddings mean nothing; the cost per image is what is being measured.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +15,7 @@ from pathlib import Path
 import torch
 
 from export.demo import ExportOptions, export_component, image_probes
-from export.manifest import embedding_space_id, state_dict_sha256, tool_versions, write_manifest
+from export.manifest import embedding_space_id, staged_entry, state_dict_sha256, tool_versions, write_manifest
 from models.vit import ViTConfig, ViTEncoder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -33,9 +31,6 @@ class RandomViTOptions:
 
 def export_random_vit(options: RandomViTOptions, log: Callable[[str], None] = print) -> Path:
     cfg, opts = options.config, options.export
-    target = opts.out / opts.name
-    if target.exists() and not opts.force:
-        raise FileExistsError(f"{target} exists (use --force to replace it)")
     generator_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(options.seed)
@@ -44,10 +39,7 @@ def export_random_vit(options: RandomViTOptions, log: Callable[[str], None] = pr
         torch.random.set_rng_state(generator_state)
     params = sum(p.numel() for p in encoder.parameters())
     log(f"random ViT: {params / 1e6:.1f}M parameters, {cfg.num_patches} patches of {cfg.patch_size}px, dim {cfg.dim}")
-    opts.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{opts.name}.", dir=opts.out) as tmp:
-        folder = Path(tmp)
-        folder.chmod(0o755)
+    with staged_entry(opts.out, opts.name, opts.force) as folder:
         pixels = image_probes(8, cfg.image_size, IMAGENET_MEAN, IMAGENET_STD)
         encoder_entry = export_component(encoder, {"pixel_values": pixels}, ("pooled", "tokens"), folder, "encoder", opts, log)
         checkpoint = state_dict_sha256([encoder])
@@ -68,9 +60,6 @@ def export_random_vit(options: RandomViTOptions, log: Callable[[str], None] = pr
             "output": {"dim": cfg.dim, "token_grid": [cfg.grid, cfg.grid], "pooling": pooling},
             "components": {"encoder": encoder_entry},
         })
-        if target.exists():
-            shutil.rmtree(target)
-        folder.rename(target)
-        folder.mkdir()
+    target = opts.out / opts.name
     log(f"wrote {target}")
     return target
