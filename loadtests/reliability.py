@@ -72,6 +72,10 @@ def render(lines: list[dict], returncode: int) -> str:
         "415 wrong type, 422 invalid, 429 queue full (with Retry-After), 503 not ready or Redis down",
         "(with Retry-After), 504 deadline, 507 disk full. Tests: " + ", ".join(f"`{t}`" for t in TESTS) + ".",
         "",
+        "The soak (minutes of steady mixed load; server RSS and open file descriptors sampled from /proc, the run fails",
+        "if either keeps growing) is not part of `make test`: `make soak` (also run by `make bench`). The report of the",
+        "last run kept in the tree, with its command, machine and date, is [docs/soak/report.md](soak/report.md).",
+        "",
     ])
 
 

@@ -58,7 +58,7 @@ def crash_and_check(server: Server, collection: str, create: dict, rounds: int =
         server.start()
         assert_all_present(server.url, collection, acked)
         record(f"kill -9 while a client streams upserts ({server.env.get('JEPA_STORAGE', 'local')} backend, {create.get('index', 'flat')})",
-               acknowledged=len(acked), kills=1, lost=0)
+               acknowledged=len(acked), kills=round_ + 1, lost=0)
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
