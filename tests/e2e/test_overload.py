@@ -23,9 +23,11 @@ async def burst(url: str, body: dict, n: int) -> list[httpx.Response]:
 
 
 def test_burst_beyond_the_queue_gets_429_with_retry_after_and_no_5xx(demo_repository: Path, tmp_path: Path, photos):
-    # 8 images per request and a queue of 16 items: two requests fill it.
+    # 8 images per request and a queue of 16 items: two requests fill it. The demo engine drains a queue faster
+    # than requests decode, so batches are held open for 300 ms (batch_wait=always): the queue really fills.
     body = {"inputs": [{"image": base64.b64encode(photos["astronaut"]).decode()}] * 8}
-    with running_server(demo_repository, tmp_path, max_queue_size="16", max_batch_size="8") as server:
+    with running_server(demo_repository, tmp_path, max_queue_size="16", max_batch_size="64", batch_wait="always",
+                        max_queue_delay_ms="300", batch_tune="false") as server:
         rss_before = rss_bytes(server.pid)
         rounds = []
         for _ in range(3):
