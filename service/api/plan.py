@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 import time
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
 
 from service.api.deps import ReadyServicesDep
-from service.api.media_inputs import embed_observation, resolve_model
+from service.api.media_inputs import embed_observation, request_deadline, resolve_model
 from service.api.schemas import COMMON_ERRORS, PlanRequest, PlanResponse, error_responses
 from service.errors import UnprocessableInput
 from service.world.planner import CEMConfig, plan_cem, rollout_batch, trajectory_cost
@@ -23,8 +25,11 @@ def _bounded(name: str, value: int, limit: int) -> None:
 
 
 @router.post("/plan", response_model=PlanResponse, summary="Plan actions toward a goal image by CEM in latent space")
-async def plan(body: PlanRequest, services: ReadyServicesDep) -> PlanResponse:
+async def plan(
+    body: PlanRequest, services: ReadyServicesDep, x_request_timeout_ms: str | None = Header(None)
+) -> PlanResponse:
     settings = services.settings
+    deadline = request_deadline(x_request_timeout_ms, body.timeout_ms, settings)
     model = resolve_model(services, body.model)
     if model.rollout is None:
         raise UnprocessableInput(f"model {model.name!r} has no action-conditioned predictor", code="no_predictor")
@@ -41,12 +46,14 @@ async def plan(body: PlanRequest, services: ReadyServicesDep) -> PlanResponse:
         raise UnprocessableInput(f"model {model.name!r} ships no controllable subspace", code="invalid_plan")
     projection = model.controllable if body.subspace != "full" else None
     started = time.perf_counter()
-    observed = await embed_observation(services, model, body.observation)
+    observed = await embed_observation(services, model, body.observation, deadline)
+    # Every CEM step carries the request's deadline: past it, queued samples are dropped and the answer is 504.
+    step = functools.partial(rollout.step_batch, deadline=deadline)
     if body.goal_state is not None:
         goal = rollout.check_state(np.asarray(body.goal_state, np.float32))
     else:
         assert body.goal is not None
-        goal = (await embed_observation(services, model, [body.goal])).state
+        goal = (await embed_observation(services, model, [body.goal], deadline)).state
     encoded = time.perf_counter()
     config = CEMConfig(
         horizon=body.horizon, samples=body.samples, iterations=body.iterations,
@@ -54,9 +61,9 @@ async def plan(body: PlanRequest, services: ReadyServicesDep) -> PlanResponse:
     )
     low = np.asarray(rollout.spec.action_low, np.float32)
     high = np.asarray(rollout.spec.action_high, np.float32)
-    result = await plan_cem(rollout.step_batch, observed.state, goal, low, high, config, projection)
+    result = await plan_cem(step, observed.state, goal, low, high, config, projection)
     stay = np.clip(np.zeros((1, body.horizon, len(low)), np.float32), low, high)
-    stay_cost = trajectory_cost(await rollout_batch(rollout.step_batch, observed.state, stay), goal, projection, body.cost)
+    stay_cost = trajectory_cost(await rollout_batch(step, observed.state, stay), goal, projection, body.cost)
     done = time.perf_counter()
     return PlanResponse(
         model=model.name,

@@ -275,6 +275,7 @@ class PlanRequest(Body):
         "auto", description="compare states in the full space, or only in the action-controllable subspace the "
         "manifest provides (auto: controllable when the model has one)")
     seed: int = Field(0, description="sampling seed: the same request gives the same plan")
+    timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
 
     @model_validator(mode="after")
     def _goal(self) -> PlanRequest:

@@ -61,7 +61,8 @@ class LatentRollout:
             states.append(current)
         return np.stack(states) if states else np.zeros((0, state.shape[0]), np.float32)
 
-    async def step_batch(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    async def step_batch(self, states: np.ndarray, actions: np.ndarray, deadline: float | None = None) -> np.ndarray:
         """states (S, D), actions (S, A) -> next states (S, D), all S rows queued together (one batch)."""
-        outputs = await self._batcher.infer([{"state": s, "action": a} for s, a in zip(states, actions, strict=True)])
+        items = [{"state": s, "action": a} for s, a in zip(states, actions, strict=True)]
+        outputs = await self._batcher.infer(items, deadline=deadline)
         return np.stack([o["next_state"] for o in outputs])

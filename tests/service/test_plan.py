@@ -84,3 +84,17 @@ def test_plan_bad_input_is_a_clear_4xx(client, change, status):
 def test_plan_goal_state_of_the_wrong_size_is_422(client):
     body = {"observation": [{"image": OBS[0]}], "goal_state": [0.0] * 5, "horizon": 2, "samples": 4, "iterations": 1}
     assert client.post("/plan", json=body).status_code == 422
+
+
+def test_plan_past_its_deadline_is_504(client):
+    from tests.conftest import png_bytes
+    import base64 as b64mod
+
+    from models.demo.world import render
+
+    now = b64mod.b64encode(png_bytes(render([[12, 12]], [[40, 50]])[0])).decode()
+    goal = b64mod.b64encode(png_bytes(render([[22, 44]], [[40, 20]])[0])).decode()
+    body = {"observation": [{"image": now}], "goal": {"image": goal}, "horizon": 8, "samples": 64, "iterations": 2}
+    assert client.post("/plan", json=body, headers={"X-Request-Timeout-Ms": "60000"}).status_code == 200
+    late = client.post("/plan", json={**body, "timeout_ms": 0.001})
+    assert late.status_code == 504 and late.json()["error"]["code"] == "deadline_exceeded"
