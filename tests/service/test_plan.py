@@ -87,10 +87,10 @@ def test_plan_goal_state_of_the_wrong_size_is_422(client):
 
 
 def test_plan_past_its_deadline_is_504(client):
-    from tests.conftest import png_bytes
     import base64 as b64mod
 
     from models.demo.world import render
+    from tests.conftest import png_bytes
 
     now = b64mod.b64encode(png_bytes(render([[12, 12]], [[40, 50]])[0])).decode()
     goal = b64mod.b64encode(png_bytes(render([[22, 44]], [[40, 20]])[0])).decode()
