@@ -307,4 +307,9 @@ class RedisCollectionStore:
 
     @staticmethod
     def _unavailable(exc: Exception) -> StorageUnavailable:
-        return StorageUnavailable(f"write not stored: redis is unavailable ({type(exc).__name__}); retry later")
+        # When the connection drops mid-transaction Redis may have applied it without our seeing the reply:
+        # the outcome is unknown, never partial (one MULTI/EXEC), and a retry is safe (upserts and deletes are idempotent).
+        return StorageUnavailable(
+            f"redis is unavailable ({type(exc).__name__}); the write was not acknowledged and may or may not have "
+            "been applied as a whole; retrying it is safe"
+        )

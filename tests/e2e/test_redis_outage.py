@@ -68,9 +68,13 @@ def test_redis_restart_mid_run(demo_repository: Path, tmp_path: Path):
         acked = [p for p, status in outcomes.items() if status == 200]
         assert_all_present(api.url, "outage", acked)
         refused = [p for p, status in outcomes.items() if status == 503]
+        # A refused write's outcome is unknown (the connection may drop after Redis applied it), but never partial:
+        # a point that exists has exactly the vector that was sent.
         with httpx.Client(base_url=api.url, timeout=10) as http:
-            stored = [p for p in refused if http.get(f"/collections/outage/points/{p}").status_code == 200]
-        assert not stored, f"refused writes were stored after all: {stored[:5]}"
+            for p in refused:
+                r = http.get(f"/collections/outage/points/{p}")
+                if r.status_code == 200:
+                    assert r.json()["vector"] == [float(int(p[1:]) % 7 + 1)] * DIM, p
         record("redis stopped and restarted under a running API (redis backend)", writes=len(statuses),
                acknowledged=len(acked), refused_503=len(refused), lost=0, reads_during_outage="served",
                api_restarted="no")
