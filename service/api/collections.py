@@ -12,7 +12,6 @@ from service.api.deps import ReadyServicesDep
 from service.api.media_inputs import check_count, embed_items, to_media_items
 from service.api.schemas import (
     COMMON_ERRORS,
-    error_responses,
     CollectionInfo,
     CreateCollection,
     DeletePoints,
@@ -20,8 +19,9 @@ from service.api.schemas import (
     Point,
     UpsertPoints,
     UpsertResult,
+    error_responses,
 )
-from service.errors import Conflict, UnprocessableInput, PayloadTooLarge
+from service.errors import Conflict, PayloadTooLarge, UnprocessableInput
 from service.index import Collection, CollectionConfig
 from service.index.store import COLLECTION_NAME, check_collection_name
 from service.state import Services

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from service.api.deps import ReadyServicesDep
+from service.api.encoding import NPY, encode_array, npy_response
 from service.api.media_inputs import (
     check_count,
     embed_items,
@@ -16,7 +17,6 @@ from service.api.media_inputs import (
     resolve_model,
     to_media_items,
 )
-from service.api.encoding import NPY, encode_array, npy_response
 from service.api.schemas import COMMON_ERRORS, EmbedOptions, EmbedRequest, EmbedResponse, error_responses
 from service.errors import PayloadTooLarge, UnprocessableInput, UnsupportedMediaType
 from service.media.payload import MediaItem, RawImage

@@ -11,13 +11,14 @@ import numpy as np
 
 from service.api.schemas import MediaInput
 from service.embed_cache import cache_key
-from service.errors import InvalidInput, NotFound, PayloadTooLarge
-from service.media.images import ImageLimits
+from service.errors import InvalidInput, NotFound, PayloadTooLarge, UnprocessableInput
 from service.media.clips import to_item
+from service.media.images import ImageLimits
 from service.media.payload import MediaItem, RawClip, RawImage, RawTensor, b64decode, decode_frames, to_model_input
 from service.model_pool import ServedModel
 from service.settings import Settings
 from service.state import Services
+from service.world import LatentRollout
 
 
 @dataclass
@@ -82,6 +83,14 @@ def request_deadline(header: str | None, timeout_ms: float | None, settings: Set
     if timeout_ms is None:
         timeout_ms = settings.request_timeout_ms or None
     return None if timeout_ms is None else time.perf_counter() + timeout_ms / 1000.0
+
+
+def resolve_world_model(services: Services, name: str | None) -> tuple[ServedModel, LatentRollout]:
+    """The named (or default) model and its latent rollout; 422 if it has no action-conditioned predictor."""
+    model = resolve_model(services, name)
+    if model.rollout is None:
+        raise UnprocessableInput(f"model {model.name!r} has no action-conditioned predictor", code="no_predictor")
+    return model, model.rollout
 
 
 async def embed_items(

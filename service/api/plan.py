@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import functools
-
 import time
 
 import numpy as np
 from fastapi import APIRouter, Header
 
 from service.api.deps import ReadyServicesDep
-from service.api.media_inputs import embed_observation, request_deadline, resolve_model
+from service.api.media_inputs import embed_observation, request_deadline, resolve_world_model
 from service.api.schemas import COMMON_ERRORS, PlanRequest, PlanResponse, error_responses
 from service.errors import UnprocessableInput
 from service.world.planner import CEMConfig, plan_cem, rollout_batch, trajectory_cost
@@ -30,10 +29,7 @@ async def plan(
 ) -> PlanResponse:
     settings = services.settings
     deadline = request_deadline(x_request_timeout_ms, body.timeout_ms, settings)
-    model = resolve_model(services, body.model)
-    if model.rollout is None:
-        raise UnprocessableInput(f"model {model.name!r} has no action-conditioned predictor", code="no_predictor")
-    rollout = model.rollout
+    model, rollout = resolve_world_model(services, body.model)
     _bounded("horizon", body.horizon, settings.max_plan_horizon)
     _bounded("samples", body.samples, settings.max_plan_samples)
     _bounded("iterations", body.iterations, settings.max_plan_iterations)

@@ -8,7 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Header
 
 from service.api.deps import ReadyServicesDep
-from service.api.media_inputs import embed_observation, request_deadline, resolve_model
+from service.api.media_inputs import embed_observation, request_deadline, resolve_world_model
 from service.api.schemas import COMMON_ERRORS, PredictRequest, PredictResponse, error_responses
 from service.errors import PayloadTooLarge, UnprocessableInput
 
@@ -21,10 +21,7 @@ async def predict_future(
 ) -> PredictResponse:
     settings = services.settings
     deadline = request_deadline(x_request_timeout_ms, body.timeout_ms, settings)
-    model = resolve_model(services, body.model)
-    if model.rollout is None:
-        raise UnprocessableInput(f"model {model.name!r} has no action-conditioned predictor", code="no_predictor")
-    rollout = model.rollout
+    model, rollout = resolve_world_model(services, body.model)
     if len(body.actions) > settings.max_rollout_steps:
         raise PayloadTooLarge(
             f"{len(body.actions)} actions; the limit is {settings.max_rollout_steps}", code="too_many_steps"
