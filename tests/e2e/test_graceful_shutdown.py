@@ -9,49 +9,19 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-BIN = Path(sys.executable).parent
+from tests.support.servers import start_server
+
 pytestmark = pytest.mark.e2e
 
 UPSERTS = 6
 EMBEDS = 6
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(repository: Path, data: Path, log_path: Path, **env_overrides: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "JEPA_MODEL_REPOSITORY": str(repository), "JEPA_DATA_DIR": str(data), **env_overrides}
-    log = open(log_path, "a")
-    process = subprocess.Popen([str(BIN / "jepa-serve"), "--host", "127.0.0.1", "--port", str(port)],
-                               env=env, stdout=log, stderr=subprocess.STDOUT, cwd=data.parent)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log_path.read_text()
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    pytest.fail("server not ready in 60 s")
 
 
 def queued_items(url: str) -> float:
@@ -61,10 +31,11 @@ def queued_items(url: str) -> float:
 
 
 def test_sigterm_drains_in_flight_requests_and_keeps_acknowledged_writes(demo_repository, photos, tmp_path):
-    data, log_path = tmp_path / "data", tmp_path / "server.log"
+    data = tmp_path / "data"
     image = base64.b64encode(photos["coffee"]).decode()
-    process, url = start(demo_repository, data, log_path, JEPA_MAX_QUEUE_DELAY_MS="8000", JEPA_MAX_BATCH_SIZE="64",
-                          JEPA_BATCH_WAIT="always")
+    server = start_server(demo_repository, tmp_path, data_dir=str(data), max_queue_delay_ms="8000", max_batch_size="64",
+                          batch_wait="always")
+    process, url, log_path = server.process, server.url, server.log_path
     try:
         assert httpx.put(f"{url}/collections/drain", json={"model": "demo"}, timeout=10).status_code == 201
         results: dict[str, int | str] = {}
@@ -124,7 +95,8 @@ def test_sigterm_drains_in_flight_requests_and_keeps_acknowledged_writes(demo_re
     access = [line for line in lines if line["logger"] == "jepa.access"]
     assert len(access) >= UPSERTS + EMBEDS and all(line["request_id"] and line["duration_ms"] >= 0 for line in access)
 
-    process, url = start(demo_repository, data, log_path)
+    restarted = start_server(demo_repository, tmp_path, data_dir=str(data))
+    process, url = restarted.process, restarted.url
     try:
         info = httpx.get(f"{url}/collections/drain", timeout=10).json()
         assert info["count"] == UPSERTS
