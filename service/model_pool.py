@@ -43,13 +43,21 @@ class ServedModel:
     def tokens_per_item(self) -> int:
         return int(np.prod(self.manifest.output.token_grid))
 
+    async def encode(
+        self, pixels: list[np.ndarray], deadline: float | None = None, announced: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Preprocessed items ((3, H, W), or a clip for clip models) -> every encoder output stacked:
+        pooled (N, D), tokens (N, T, D) and, for video encoders, frames (N, steps, D)."""
+        items = [{"pixel_values": p} for p in pixels]
+        outputs = await self.encoder.infer(items, deadline=deadline, cost=self.tokens_per_item, announced=announced)
+        return {name: np.stack([o[name] for o in outputs]) for name in outputs[0]}
+
     async def embed(
         self, pixels: list[np.ndarray], deadline: float | None = None, announced: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Preprocessed items ((3, H, W), or (T, 3, H, W) for clip models) -> pooled (N, D) and tokens (N, T, D)."""
-        items = [{"pixel_values": p} for p in pixels]
-        outputs = await self.encoder.infer(items, deadline=deadline, cost=self.tokens_per_item, announced=announced)
-        return np.stack([o["pooled"] for o in outputs]), np.stack([o["tokens"] for o in outputs])
+        """-> pooled (N, D) and tokens (N, T, D)."""
+        outputs = await self.encode(pixels, deadline, announced)
+        return outputs["pooled"], outputs["tokens"]
 
 
 class ModelPool:

@@ -27,10 +27,11 @@ class _Strict(BaseModel):
 
 class InputSpec(_Strict):
     """NCHW: one item is an image (C, H, W). NTCHW: one item is a clip (frames_per_clip, C, H, W);
-    a shorter clip (a single image, say) is padded by `clip_padding` (V-JEPA 2 repeats the frame)."""
+    NCTHW (V-JEPA 2): a clip with channels first (C, frames_per_clip, H, W). A shorter clip (a single
+    image, say) is padded by `clip_padding` (V-JEPA 2 repeats the frame)."""
 
-    kind: Literal["image"]
-    layout: Literal["NCHW", "NTCHW"]
+    kind: Literal["image", "video"]
+    layout: Literal["NCHW", "NTCHW", "NCTHW"]
     channels: int = 3
     image_size: tuple[int, int]
     resize: Literal["bilinear", "bicubic"] = "bilinear"
@@ -56,11 +57,18 @@ class ComponentSpec(_Strict):
 
 
 class PredictorSpec(_Strict):
+    """`pooled`: (state, action) -> next state on pooled vectors (the demo). `vjepa2_ac`: V-JEPA 2-AC's
+    token-level predictor, context (B, H*tokens_per_frame, state_dim) + actions + proprio states (B, H, A)
+    -> the next frame's tokens at every step, block-causal (see export/families.py)."""
+
+    kind: Literal["pooled", "vjepa2_ac"] = "pooled"
     state_dim: int
     action_dim: int
     action_low: list[float]
     action_high: list[float]
     context_frames: int = 1
+    tokens_per_frame: int = 1
+    proprio_dim: int = 0
     step: str = ""
 
 
@@ -70,6 +78,8 @@ class PlanningSpec(_Strict):
     controllable_projection: str | None = None  # .npy file (k, state_dim): rows span what actions can move
     controllable_dims: int | None = None
     method: str = ""
+    distance: Literal["l1", "l2"] = "l2"  # energy between predicted and goal states (V-JEPA 2-AC: l1 on tokens)
+    defaults: dict[Literal["horizon", "samples", "elites", "iterations"], int] = {}  # /plan defaults (the paper's)
 
 
 class Manifest(_Strict):

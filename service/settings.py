@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     max_metadata_bytes: int = Field(16 * 1024, ge=64, description="JSON size of one point's metadata (413 above): it is stored, logged and replicated")
     max_image_bytes: int = Field(16 * 1024 * 1024, ge=1, description="encoded size of one image")
     max_image_pixels: int = Field(40_000_000, ge=1, description="width x height of one decoded image (decompression bombs)")
+    max_video_bytes: int = Field(64 * 1024 * 1024, ge=1, description="encoded size of one video (MP4, WebM, ...)")
+    max_video_frames: int = Field(3000, ge=1, description="frames decoded from one video to reach its last sampled frame")
     max_rollout_steps: int = Field(256, ge=1, description="actions in one /predict_future request")
     max_search_k: int = Field(1000, ge=1, description="largest k of /search")
 

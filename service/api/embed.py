@@ -1,4 +1,4 @@
-"""POST /embed: images (base64 JSON or multipart files) -> pooled embeddings (+ patch tokens)."""
+"""POST /embed: images, clips and videos (base64 JSON or multipart files) -> pooled embeddings (+ tokens, frames)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,23 @@ from service.api.encoding import NPY, encode_array, npy_response
 from service.api.media_inputs import (
     check_count,
     embed_items,
+    frame_sampling,
     l2_normalize,
     request_deadline,
     resolve_model,
     to_media_items,
 )
-from service.api.schemas import COMMON_ERRORS, EmbedOptions, EmbedRequest, EmbedResponse, error_responses
+from service.api.schemas import (
+    COMMON_ERRORS,
+    EmbedOptions,
+    EmbedRequest,
+    EmbedResponse,
+    SampledFrames,
+    error_responses,
+)
 from service.errors import PayloadTooLarge, UnprocessableInput, UnsupportedMediaType
-from service.media.payload import MediaItem, RawImage
+from service.media.payload import MediaItem, RawImage, RawVideo
+from service.media.video import looks_like_video
 from service.state import Services
 
 router = APIRouter(tags=["embed"], responses=error_responses(*COMMON_ERRORS, 404))
@@ -38,7 +47,11 @@ MULTIPART_DOC = {
                     "properties": {
                         "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
                         "model": {"type": "string"},
-                        "output": {"type": "string", "enum": ["pooled", "tokens"]},
+                        "output": {"type": "string", "enum": ["pooled", "tokens", "frames"]},
+                        "num_frames": {"type": "integer", "minimum": 1, "maximum": 1024},
+                        "stride": {"type": "integer", "minimum": 1, "maximum": 10000},
+                        "fps": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
+                        "start_s": {"type": "number", "minimum": 0, "maximum": 86400},
                         "normalize": {"type": "boolean"},
                         "encoding": {"type": "string", "enum": ["float", "base64"]},
                         "dtype": {"type": "string", "enum": ["float32", "float16"]},
@@ -59,17 +72,22 @@ async def _parse_multipart(request: Request, services: Services) -> tuple[EmbedO
     if not files:
         raise UnprocessableInput("multipart body has no 'files' part", code="validation_error")
     check_count(len(files), settings)
-    items: list[MediaItem] = []
-    for upload in files:
-        data = await upload.read(settings.max_image_bytes + 1)
-        if len(data) > settings.max_image_bytes:
-            raise PayloadTooLarge(f"file {upload.filename!r} exceeds {settings.max_image_bytes} bytes")
-        items.append(RawImage(data))
     fields = {k: v for k, v in form.items() if k in EmbedOptions.model_fields and isinstance(v, str)}
     try:
         options = EmbedOptions.model_validate(fields)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from exc
+    sampling = frame_sampling(options)
+    limit = max(settings.max_image_bytes, settings.max_video_bytes)
+    items: list[MediaItem] = []
+    for upload in files:
+        data = await upload.read(limit + 1)
+        # Videos are told from images by their container's magic number, not by the client's content type.
+        video = looks_like_video(data)
+        allowed = settings.max_video_bytes if video else settings.max_image_bytes
+        if len(data) > allowed:
+            raise PayloadTooLarge(f"file {upload.filename!r} exceeds {allowed} bytes")
+        items.append(RawVideo(data, sampling) if video else RawImage(data))
     return options, items
 
 
@@ -84,7 +102,7 @@ async def embed(request: Request, services: ReadyServicesDep) -> EmbedResponse |
             req = EmbedRequest.model_validate_json(await request.body())
         except ValidationError as exc:
             raise RequestValidationError(exc.errors()) from exc
-        items = to_media_items(req.inputs, services.settings)
+        items = to_media_items(req.inputs, services.settings, frame_sampling(req))
         options = req
     else:
         raise UnsupportedMediaType(
@@ -95,10 +113,16 @@ async def embed(request: Request, services: ReadyServicesDep) -> EmbedResponse |
     result = await embed_items(services, model, items, deadline, use_cache=options.output == "pooled")
     pooled = l2_normalize(result.pooled) if options.normalize else result.pooled
     tokens = result.tokens if options.output == "tokens" else None
+    frames = None
+    if options.output == "frames":
+        if result.frames is None:
+            raise UnprocessableInput(f"model {model.name!r} has no per-frame output; ask for 'pooled' or 'tokens'",
+                                     code="no_frames_output")
+        frames = result.frames
     timings = {"decode": round(result.decode_ms, 3), "inference": round(result.inference_ms, 3)}
     if NPY in request.headers.get("accept", ""):
         # One array per response: the token grid if asked for, else the pooled vectors.
-        return npy_response(tokens if tokens is not None else pooled, options.dtype, {
+        return npy_response(next(a for a in (tokens, frames, pooled) if a is not None), options.dtype, {
             "x-model": model.name, "x-space-id": model.manifest.space_id})
     return EmbedResponse(
         model=model.name,
@@ -106,6 +130,14 @@ async def embed(request: Request, services: ReadyServicesDep) -> EmbedResponse |
         dim=int(pooled.shape[1]),
         embeddings=encode_array(pooled, options.encoding, options.dtype),
         tokens=None if tokens is None else encode_array(tokens, options.encoding, options.dtype),
+        frames=None if frames is None else encode_array(frames, options.encoding, options.dtype),
         timings_ms=timings,
         cached=result.cached,
+        sampling=_echo(result.sampled),
     )
+
+
+def _echo(sampled) -> list[SampledFrames | None] | None:
+    if not sampled or all(s is None for s in sampled):
+        return None
+    return [None if s is None else SampledFrames.model_validate(s, from_attributes=True) for s in sampled]

@@ -9,12 +9,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.api.schemas import MediaInput
+from service.api.schemas import MediaInput, VideoSamplingOptions
 from service.embed_cache import cache_key
 from service.errors import InvalidInput, NotFound, PayloadTooLarge, UnprocessableInput
 from service.media.clips import to_item
 from service.media.images import ImageLimits
-from service.media.payload import MediaItem, RawClip, RawImage, RawTensor, b64decode, decode_frames, to_model_input
+from service.media.payload import (
+    MediaItem,
+    RawClip,
+    RawImage,
+    RawTensor,
+    RawVideo,
+    b64decode,
+    decode_frames,
+    prepare_input,
+)
+from service.media.video import FrameSampling, SampledVideo
 from service.model_pool import ServedModel
 from service.settings import Settings
 from service.state import Services
@@ -28,10 +38,19 @@ class Embedded:
     decode_ms: float
     inference_ms: float
     cached: list[bool] | None = None  # per item: from the embedding cache
+    frames: np.ndarray | None = None  # (N, steps, D) for encoders with a per-time-step output
+    sampled: list[SampledVideo | None] | None = None  # per item: the frames taken from a video
 
 
 def image_limits(settings: Settings) -> ImageLimits:
-    return ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+    return ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
+                       max_video_bytes=settings.max_video_bytes, max_video_frames=settings.max_video_frames)
+
+
+def frame_sampling(options: VideoSamplingOptions | None) -> FrameSampling:
+    if options is None:
+        return FrameSampling()
+    return FrameSampling(num_frames=options.num_frames, stride=options.stride, fps=options.fps, start_s=options.start_s)
 
 
 def check_count(n: int, settings: Settings, what: str = "inputs") -> None:
@@ -43,11 +62,15 @@ def check_count(n: int, settings: Settings, what: str = "inputs") -> None:
         )
 
 
-def to_media_items(inputs: Sequence[MediaInput], settings: Settings) -> list[MediaItem]:
+def to_media_items(
+    inputs: Sequence[MediaInput], settings: Settings, sampling: FrameSampling = FrameSampling()
+) -> list[MediaItem]:
     check_count(len(inputs), settings)
     items: list[MediaItem] = []
     for item in inputs:
-        if item.image is not None:
+        if item.video is not None:
+            items.append(RawVideo(b64decode(item.video, settings.max_video_bytes, what="video"), sampling))
+        elif item.image is not None:
             items.append(RawImage(b64decode(item.image, settings.max_image_bytes)))
         elif item.frames is not None:
             check_count(len(item.frames), settings, "frames")
@@ -102,7 +125,8 @@ async def embed_items(
 ) -> Embedded:
     """Pooled embeddings (and tokens); with the cache, only the inputs it does not hold are computed (tokens then empty)."""
     cache = services.embed_cache if use_cache else None
-    if cache is None:
+    if cache is None or any(isinstance(item, RawVideo) for item in items):
+        # videos bypass the cache: their response carries the sampling echo, which the cache does not keep
         result = await _compute(services, model, items, deadline)
         result.cached = [False] * len(items)
         return result
@@ -133,8 +157,8 @@ async def _compute(
     # Tell the batcher these items are coming, so it holds a batch open for them while they decode.
     model.encoder.announce(len(items))
     try:
-        pixels = await asyncio.gather(
-            *(services.run_blocking(to_model_input, item, model.preprocess, limits, model.clip) for item in items)
+        prepared = await asyncio.gather(
+            *(services.run_blocking(prepare_input, item, model.preprocess, limits, model.clip) for item in items)
         )
     except BaseException:
         model.encoder.withdraw(len(items))
@@ -143,8 +167,10 @@ async def _compute(
     per_item = (decoded - started) / max(len(items), 1)
     for _ in items:
         services.metrics.decode_seconds.observe(per_item)
-    pooled, tokens = await model.embed(list(pixels), deadline, announced=True)
-    return Embedded(pooled, tokens, (decoded - started) * 1000, (time.perf_counter() - decoded) * 1000)
+    outputs = await model.encode([p.pixels for p in prepared], deadline, announced=True)
+    return Embedded(outputs["pooled"], outputs["tokens"], (decoded - started) * 1000,
+                    (time.perf_counter() - decoded) * 1000, frames=outputs.get("frames"),
+                    sampled=[p.sampled for p in prepared])
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:

@@ -23,27 +23,46 @@ class TensorInput(Body):
 
 
 class MediaInput(Body):
-    """Exactly one of: an encoded image (base64 or data: URL), a clip of frames, or a preprocessed tensor.
+    """Exactly one of: an encoded image (base64 or data: URL), a clip of frames, a video file, or a
+    preprocessed tensor.
 
-    Clip models (manifest layout NTCHW) pad an image, or a clip shorter than
-    their frames_per_clip, by repeating its first frame."""
+    Clip models (manifest layout NTCHW or NCTHW) pad an image, or a clip shorter than
+    their frames_per_clip, by repeating its first frame. A video is sampled on the
+    server (the request's num_frames / stride / fps / start_s) and the sampling is echoed."""
 
     image: str | None = Field(None, description="PNG/JPEG/WebP/... as base64 or a data: URL")
     tensor: TensorInput | None = None
     frames: list[str] | None = Field(None, min_length=1, description="a clip: encoded frames, oldest first")
+    video: str | None = Field(None, description="an MP4/WebM/... file as base64 or a data: URL")
 
     @model_validator(mode="after")
     def _one(self) -> MediaInput:
-        if sum(x is not None for x in (self.image, self.tensor, self.frames)) != 1:
-            raise ValueError("give exactly one of 'image', 'frames' or 'tensor'")
+        if sum(x is not None for x in (self.image, self.tensor, self.frames, self.video)) != 1:
+            raise ValueError("give exactly one of 'image', 'frames', 'video' or 'tensor'")
         return self
 
 
-class EmbedOptions(Body):
+class VideoSamplingOptions(Body):
+    """How frames are taken from video inputs (ignored for images); echoed per video in the response."""
+
+    num_frames: int | None = Field(None, ge=1, le=1024, description="frames per clip; default: the model's frames_per_clip")
+    stride: int | None = Field(None, ge=1, le=10_000, description="take every stride-th frame")
+    fps: float | None = Field(None, gt=0, le=1000, description="take frames at this rate (frames per second)")
+    start_s: float = Field(0.0, ge=0, le=86_400, description="first instant sampled (seconds)")
+
+    @model_validator(mode="after")
+    def _one_rate(self) -> VideoSamplingOptions:
+        if self.stride is not None and self.fps is not None:
+            raise ValueError("give 'stride' or 'fps', not both (neither: uniform over the video)")
+        return self
+
+
+class EmbedOptions(VideoSamplingOptions):
     """The form fields of a multipart /embed, and the options of a JSON one."""
 
     model: str | None = Field(None, description="model name; default: the server's default model")
-    output: Literal["pooled", "tokens"] = Field("pooled", description="'tokens' adds the patch-token grid")
+    output: Literal["pooled", "tokens", "frames"] = Field(
+        "pooled", description="'tokens' adds the patch-token grid; 'frames' adds one vector per time step (video models)")
     normalize: bool = Field(True, description="L2-normalise the pooled embeddings")
     timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
     encoding: Literal["float", "base64"] = Field(
@@ -62,14 +81,31 @@ class EncodedArray(BaseModel):
     shape: list[int]
 
 
+class SampledFrames(BaseModel):
+    mode: Literal["stride", "fps", "uniform"]
+    num_frames: int
+    stride: int | None
+    fps: float | None
+    start_s: float
+    frame_indices: list[int] = Field(description="decoded-frame index of each sampled frame, oldest first")
+    timestamps_s: list[float]
+    padded: int = Field(description="frames repeated at the end because the video ended first")
+    resolution: list[int] = Field(description="[height, width] the frames were resized to for the model")
+    source: dict[str, Any] = Field(description="the video: frames, fps, duration_s, width, height, codec")
+
 class EmbedResponse(BaseModel):
     model: str
     space_id: str
     dim: int
     embeddings: list[Vector] | EncodedArray = Field(description="(N, dim): lists of floats, or an EncodedArray")
     tokens: list[list[Vector]] | EncodedArray | None = Field(None, description="(N, tokens, dim) with output='tokens'")
+    frames: list[list[Vector]] | EncodedArray | None = Field(
+        None, description="(N, time steps, dim) with output='frames': per tubelet step, the mean of its tokens")
     timings_ms: dict[str, float]
     cached: list[bool] | None = Field(None, description="per input: answered from the content-addressed embedding cache")
+    sampling: list[SampledFrames | None] | None = Field(
+        None, description="per input: the frames taken from a video input (null for other inputs)")
+
 
 
 class IndexParams(Body):

@@ -1,6 +1,7 @@
 """Clips: the manifest-driven rule that turns one or a few frames into the model's input item.
 
-A model whose manifest layout is NTCHW takes clips of `frames_per_clip` frames.
+A model whose manifest layout is NTCHW (frames first) or NCTHW (channels first,
+V-JEPA 2) takes clips of `frames_per_clip` frames.
 A request may give fewer frames (one image is the usual case); the clip is then
 padded at the front by repeating its first frame, as V-JEPA 2 does for images,
 so the last frame given is always the newest. More frames than the clip holds
@@ -23,11 +24,12 @@ class ClipSpec:
 
     @property
     def is_clip(self) -> bool:
-        return self.layout == "NTCHW"
+        return self.layout in ("NTCHW", "NCTHW")
 
 
 def to_item(frames: np.ndarray, spec: ClipSpec) -> np.ndarray:
-    """(k, C, H, W) preprocessed frames -> the model's item: (C, H, W) for NCHW, (T, C, H, W) for NTCHW."""
+    """(k, C, H, W) preprocessed frames -> the model's item: (C, H, W) for NCHW, (T, C, H, W) for NTCHW,
+    (C, T, H, W) for NCTHW."""
     k = frames.shape[0]
     limit = spec.frames_per_clip if spec.is_clip else 1
     if not 1 <= k <= limit:
@@ -41,4 +43,6 @@ def to_item(frames: np.ndarray, spec: ClipSpec) -> np.ndarray:
     if k < spec.frames_per_clip:
         pad = np.repeat(frames[:1], spec.frames_per_clip - k, axis=0)
         frames = np.concatenate([pad, frames])
-    return np.ascontiguousarray(frames)  # (T, C, H, W)
+    if spec.layout == "NCTHW":
+        frames = frames.transpose(1, 0, 2, 3)
+    return np.ascontiguousarray(frames)

@@ -1,4 +1,4 @@
-"""Request media (base64 images, raw tensors) -> preprocessed arrays for one model."""
+"""Request media (base64 images, clips of frames, videos, raw tensors) -> preprocessed arrays for one model."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 from service.errors import InvalidInput, PayloadTooLarge, UnprocessableInput
 from service.media.clips import ClipSpec, to_item
 from service.media.images import ImageLimits, ImagePreprocess, decode_image
+from service.media.video import FrameSampling, SampledVideo, VideoLimits, decode_video
 
 TENSOR_DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -36,7 +37,23 @@ class RawClip:
     frames: tuple[bytes, ...]
 
 
-MediaItem = RawImage | RawTensor | RawClip
+@dataclass(frozen=True)
+class RawVideo:
+    """An encoded video file (MP4, WebM, ...); the server samples its frames (service/media/video.py)."""
+
+    data: bytes
+    sampling: FrameSampling = FrameSampling()
+
+
+MediaItem = RawImage | RawTensor | RawClip | RawVideo
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One item ready for the encoder, and for a video the sampling that produced it."""
+
+    pixels: np.ndarray
+    sampled: SampledVideo | None = None
 
 
 def b64decode(text: str, max_bytes: int, what: str = "image") -> bytes:
@@ -53,6 +70,8 @@ def b64decode(text: str, max_bytes: int, what: str = "image") -> bytes:
 
 def decode_frames(item: MediaItem, preprocess: ImagePreprocess, limits: ImageLimits) -> np.ndarray:
     """One item -> float32 (k, 3, H, W): its frames, decoded and preprocessed (k = 1 for an image)."""
+    if isinstance(item, RawVideo):
+        return decode_video(item.data, item.sampling, item.sampling.num_frames or 1, preprocess, video_limits(limits))[0]
     if isinstance(item, RawImage):
         return preprocess.apply(decode_image(item.data, limits))[None]
     if isinstance(item, RawClip):
@@ -78,8 +97,24 @@ def decode_frames(item: MediaItem, preprocess: ImagePreprocess, limits: ImageLim
     return array.reshape(-1, *frame)
 
 
+def video_limits(limits: ImageLimits) -> VideoLimits:
+    return VideoLimits(max_bytes=limits.max_video_bytes, max_pixels=limits.max_pixels, max_frames=limits.max_video_frames)
+
+
+def prepare_input(
+    item: MediaItem, preprocess: ImagePreprocess, limits: ImageLimits, clip: ClipSpec | None = None
+) -> ModelInput:
+    """One item -> the encoder's per-item input ((3, H, W), a clip for clip models) + the video sampling echo."""
+    clip = clip or ClipSpec()
+    if isinstance(item, RawVideo):
+        wanted = item.sampling.num_frames or (clip.frames_per_clip if clip.is_clip else 1)
+        frames, sampled = decode_video(item.data, item.sampling, wanted, preprocess, video_limits(limits))
+        return ModelInput(to_item(frames, clip), sampled)
+    return ModelInput(to_item(decode_frames(item, preprocess, limits), clip))
+
+
 def to_model_input(
     item: MediaItem, preprocess: ImagePreprocess, limits: ImageLimits, clip: ClipSpec | None = None
 ) -> np.ndarray:
     """One item -> the encoder's per-item input: (3, H, W), or (T, 3, H, W) for a clip model."""
-    return to_item(decode_frames(item, preprocess, limits), clip or ClipSpec())
+    return prepare_input(item, preprocess, limits, clip).pixels

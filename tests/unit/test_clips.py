@@ -33,3 +33,10 @@ def test_image_models_take_exactly_one_frame():
     assert to_item(frames(1), spec).shape == (3, 4, 4)
     with pytest.raises(UnprocessableInput):
         to_item(frames(2), spec)
+
+
+def test_channels_first_clips_put_time_after_channels():
+    item = to_item(frames(3), ClipSpec(frames_per_clip=4, layout="NCTHW"))
+    assert item.shape == (3, 4, 4, 4)
+    assert [float(item[0, t, 0, 0]) for t in range(4)] == [0.0, 0.0, 1.0, 2.0]
+    assert item.flags["C_CONTIGUOUS"]

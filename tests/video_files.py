@@ -1,0 +1,34 @@
+"""Videos written inside the tests with PyAV: frame i is a flat grey of level 8*i (read back to find i)."""
+
+from __future__ import annotations
+
+import io
+
+import av
+import numpy as np
+
+
+def write_video(frames: list[np.ndarray], fps: int = 10, container: str = "mp4", codec: str = "libx264") -> bytes:
+    """(H, W, 3) uint8 frames -> an encoded video file's bytes."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format=container) as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": "1"}  # near-lossless: the grey levels survive
+        for array in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buffer.getvalue()
+
+
+def counting_video(n: int, fps: int = 10, size: int = 32, **kwargs) -> bytes:
+    return write_video([np.full((size, size, 3), 8 * i, np.uint8) for i in range(n)], fps=fps, **kwargs)
+
+
+def frame_numbers(frames: np.ndarray) -> list[int]:
+    """(k, 3, H, W) frames preprocessed with mean 0 / std 1 -> the index each one shows."""
+    return [int(round(float(f.mean()) * 255 / 8)) for f in frames]
