@@ -46,6 +46,13 @@ VIDEO_PROBES = 8
 # rotation fixed at 0, gripper clipped to +-0.75 (its `close_gripper` option then forces 1.0).
 AC_ACTION_LOW = [-0.05, -0.05, -0.05, 0.0, 0.0, 0.0, -0.75]
 AC_ACTION_HIGH = [0.05, 0.05, 0.05, 0.0, 0.0, 0.0, 0.75]
+# The paper's planner: CEM on the L1 distance between the predicted and the goal frame's layer-normed tokens,
+# 400 samples, top 10, 10 iterations, horizon 2 (the service's /plan defaults for this model).
+AC_PLANNING = {
+    "distance": "l1",
+    "defaults": {"horizon": 2, "samples": 400, "elites": 10, "iterations": 10},
+    "method": "V-JEPA 2-AC: CEM on the L1 energy between predicted and goal-frame tokens",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,6 +159,7 @@ def export_vjepa2(options: CheckpointExportOptions, log: Callable[[str], None] =
             modules.append(predictor)
             components["predictor"], manifest["predictor"] = _export_ac_predictor(
                 encoder, predictor, options, folder, log)
+            manifest["planning"] = AC_PLANNING
         checkpoint = state_dict_sha256(modules)
         preprocessing = {"image_size": [cfg.image_size, cfg.image_size], "resize": "bicubic",
                          "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "frames_per_clip": frames,

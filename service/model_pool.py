@@ -16,7 +16,7 @@ from service.repository import EntryFailure, Manifest, RepositoryEntry
 from service.runtime import Engine, OrtEngine, available_providers, choose_precision
 from service.runtime.onnx import tensorrt_options
 from service.settings import Settings
-from service.world import LatentRollout
+from service.world import LatentRollout, TokenRollout
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class ServedModel:
     entry: RepositoryEntry
     encoder: DynamicBatcher
     preprocess: ImagePreprocess
-    rollout: LatentRollout | None = None
+    rollout: LatentRollout | TokenRollout | None = None
     batchers: list[DynamicBatcher] = field(default_factory=list)
     clip: ClipSpec = field(default_factory=ClipSpec)
     controllable: np.ndarray | None = None  # (k, D) projection onto the action-controllable subspace, if shipped
@@ -166,9 +166,10 @@ def build_served_model(
         if isinstance(parity, dict) and "min_cosine" in parity:
             metrics.parity.labels(model=entry.name, component=component, precision=precision).set(parity["min_cosine"])
     spec_in = manifest.input
-    rollout = None
+    rollout: LatentRollout | TokenRollout | None = None
     if "predictor" in batchers and manifest.predictor is not None:
-        rollout = LatentRollout(batchers["predictor"], manifest.predictor)
+        kind = TokenRollout if manifest.predictor.kind == "vjepa2_ac" else LatentRollout
+        rollout = kind(batchers["predictor"], manifest.predictor)
     return ServedModel(
         entry=entry,
         encoder=batchers["encoder"],

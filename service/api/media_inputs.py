@@ -28,7 +28,7 @@ from service.media.video import FrameSampling, SampledVideo
 from service.model_pool import ServedModel
 from service.settings import Settings
 from service.state import Services
-from service.world import LatentRollout
+from service.world import LatentRollout, TokenRollout
 
 
 @dataclass
@@ -108,7 +108,9 @@ def request_deadline(header: str | None, timeout_ms: float | None, settings: Set
     return None if timeout_ms is None else time.perf_counter() + timeout_ms / 1000.0
 
 
-def resolve_world_model(services: Services, name: str | None) -> tuple[ServedModel, LatentRollout]:
+def resolve_world_model(
+    services: Services, name: str | None
+) -> tuple[ServedModel, LatentRollout | TokenRollout]:
     """The named (or default) model and its latent rollout; 422 if it has no action-conditioned predictor."""
     model = resolve_model(services, name)
     if model.rollout is None:
@@ -203,3 +205,19 @@ async def embed_observation(
     decoded = time.perf_counter()
     pooled, _ = await model.embed([item], deadline)
     return Observed(pooled[0], (decoded - started) * 1000, (time.perf_counter() - decoded) * 1000)
+
+
+async def observe_tokens(
+    services: Services, model: ServedModel, inputs: Sequence[MediaInput], deadline: float | None = None
+) -> tuple[np.ndarray, float, float]:
+    """Observation frames (oldest first) -> each frame's token grid (n, tokens, D), every frame encoded on its
+    own as a clip of identical frames (how V-JEPA 2-AC's world model encodes observations); + decode/encode ms."""
+    items = to_media_items(inputs, services.settings)
+    limits = image_limits(services.settings)
+    started = time.perf_counter()
+    decoded = await asyncio.gather(*(services.run_blocking(decode_frames, i, model.preprocess, limits) for i in items))
+    frames = np.concatenate(decoded)  # (n, 3, H, W)
+    clips = [to_item(frame[None], model.clip) for frame in frames]
+    encoded = time.perf_counter()
+    _, tokens = await model.embed(clips, deadline)
+    return tokens, (encoded - started) * 1000, (time.perf_counter() - encoded) * 1000

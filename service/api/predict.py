@@ -8,9 +8,13 @@ import numpy as np
 from fastapi import APIRouter, Header
 
 from service.api.deps import ReadyServicesDep
-from service.api.media_inputs import embed_observation, request_deadline, resolve_world_model
+from service.api.encoding import encode_array
+from service.api.media_inputs import embed_observation, observe_tokens, request_deadline, resolve_world_model
 from service.api.schemas import COMMON_ERRORS, PredictRequest, PredictResponse, error_responses
 from service.errors import PayloadTooLarge, UnprocessableInput
+from service.model_pool import ServedModel
+from service.state import Services
+from service.world import LatentRollout, TokenRollout
 
 router = APIRouter(tags=["world"], responses=error_responses(*COMMON_ERRORS, 404))
 
@@ -30,19 +34,29 @@ async def predict_future(
         actions = rollout.check_actions(np.asarray(body.actions, dtype=np.float32))
     except ValueError as exc:
         raise UnprocessableInput("actions must all have the same length", code="invalid_action") from exc
+    if body.context is not None and len(body.context) > rollout.spec.context_frames:
+        raise UnprocessableInput(
+            f"model {model.name!r} takes up to {rollout.spec.context_frames} context frame(s); got {len(body.context)}",
+            {"context_frames": rollout.spec.context_frames},
+            code="invalid_context",
+        )
+    if isinstance(rollout, TokenRollout):
+        return await _predict_tokens(services, model, rollout, body, actions, deadline)
+    if body.output == "tokens":
+        raise UnprocessableInput(f"model {model.name!r} predicts pooled states only", code="no_tokens_output")
+    return await _predict_pooled(services, model, rollout, body, actions, deadline)
+
+
+async def _predict_pooled(
+    services: Services, model: ServedModel, rollout: LatentRollout, body: PredictRequest, actions: np.ndarray,
+    deadline: float | None,
+) -> PredictResponse:
     started = time.perf_counter()
     timings: dict[str, float] = {}
     if body.state is not None:
         state = rollout.check_state(np.asarray(body.state, dtype=np.float32))
     else:
         assert body.context is not None
-        frames = rollout.spec.context_frames
-        if len(body.context) > frames:
-            raise UnprocessableInput(
-                f"model {model.name!r} takes up to {frames} context frame(s); got {len(body.context)}",
-                {"context_frames": frames},
-                code="invalid_context",
-            )
         observed = await embed_observation(services, model, body.context, deadline)
         state = observed.state
         timings = {"decode": round(observed.decode_ms, 3), "encode": round(observed.inference_ms, 3)}
@@ -52,4 +66,30 @@ async def predict_future(
     return PredictResponse(
         model=model.name, space_id=model.manifest.space_id, initial_state=state.tolist(), states=states.tolist(),
         timings_ms=timings,
+    )
+
+
+async def _predict_tokens(
+    services: Services, model: ServedModel, rollout: TokenRollout, body: PredictRequest, actions: np.ndarray,
+    deadline: float | None,
+) -> PredictResponse:
+    """V-JEPA 2-AC: frames + end-effector states + actions -> the next frames' tokens, autoregressively."""
+    if body.context is None:
+        raise UnprocessableInput(f"model {model.name!r} rolls out from context frames (and proprio), not a state",
+                                 code="invalid_context")
+    if body.proprio is None:
+        raise UnprocessableInput(f"model {model.name!r} needs 'proprio': one end-effector state per context frame",
+                                 {"proprio_dim": rollout.spec.proprio_dim}, code="invalid_proprio")
+    tokens, decode_ms, encode_ms = await observe_tokens(services, model, body.context, deadline)
+    start = rollout.start_state(tokens, np.asarray(body.proprio, np.float32))
+    started = time.perf_counter()
+    out = await rollout.trajectories(start, actions[None], deadline)
+    timings = {"decode": round(decode_ms, 3), "encode": round(encode_ms, 3),
+               "rollout": round((time.perf_counter() - started) * 1000, 3)}
+    predicted = out.tokens[0]  # (H, P, D)
+    return PredictResponse(
+        model=model.name, space_id=model.manifest.space_id, initial_state=start.tokens[-1].mean(axis=0).tolist(),
+        states=predicted.mean(axis=1).tolist(),
+        tokens=encode_array(predicted, body.encoding, body.dtype) if body.output == "tokens" else None,
+        proprio=out.poses[0].tolist(), timings_ms=timings,
     )

@@ -240,6 +240,11 @@ class PredictRequest(Body):
     context: list[MediaInput] | None = Field(None, description="observation frames (the model's context length)")
     state: Vector | None = Field(None, description="a state embedding (raw, not normalised) instead of frames")
     actions: list[Vector] = Field(min_length=1)
+    proprio: list[Vector] | None = Field(
+        None, description="V-JEPA 2-AC: the end-effector state (x, y, z, roll, pitch, yaw, gripper) at each "
+        "observation frame, oldest first")
+    output: Literal["pooled", "tokens"] = Field(
+        "pooled", description="'tokens' adds the predicted token grids (token-level predictors: V-JEPA 2-AC)")
     timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
     encoding: Literal["float", "base64"] = Field(
         "float", description="'base64': arrays as base64 of raw little-endian bytes (smaller, faster to parse)"
@@ -259,7 +264,11 @@ class PredictResponse(BaseModel):
     model: str
     space_id: str
     initial_state: Vector
-    states: list[Vector] = Field(description="predicted state embedding after each action")
+    states: list[Vector] = Field(description="predicted state embedding after each action (token-level predictors: "
+                                 "the mean of the predicted layer-normed tokens)")
+    tokens: list[list[Vector]] | EncodedArray | None = Field(
+        None, description="(steps, tokens, dim) predicted token grids, with output='tokens'")
+    proprio: list[Vector] | None = Field(None, description="V-JEPA 2-AC: the end-effector state after each action")
     timings_ms: dict[str, float]
 
 
@@ -302,11 +311,20 @@ class PlanRequest(Body):
     observation: list[MediaInput] = Field(min_length=1, description="current frames, oldest first (up to the model's context)")
     goal: MediaInput | None = Field(None, description="goal image (or clip)")
     goal_state: Vector | None = Field(None, description="a goal state embedding instead of a goal image")
-    horizon: int = Field(8, ge=1, description="actions in the plan (bounded by the server's max_plan_horizon)")
-    samples: int = Field(256, ge=2, description="action sequences per CEM iteration: one predictor batch per step")
-    iterations: int = Field(4, ge=1, description="CEM iterations (bounded by max_plan_iterations)")
-    elites: int | None = Field(None, ge=1, description="samples refit per iteration; default samples // 8")
+    proprio: list[Vector] | None = Field(
+        None, description="V-JEPA 2-AC: the end-effector state (x, y, z, roll, pitch, yaw, gripper) at each "
+        "observation frame, oldest first")
+    horizon: int | None = Field(None, ge=1, description="actions in the plan; default 8 or the model's "
+                                "(V-JEPA 2-AC: 2); bounded by the server's max_plan_horizon")
+    samples: int | None = Field(None, ge=2, description="action sequences per CEM iteration: one predictor batch per "
+                                "step; default 256 or the model's (V-JEPA 2-AC: 400)")
+    iterations: int | None = Field(None, ge=1, description="CEM iterations; default 4 or the model's (V-JEPA 2-AC: 10)")
+    elites: int | None = Field(None, ge=1, description="samples refit per iteration; default samples // 8 or the "
+                               "model's (V-JEPA 2-AC: 10)")
     cost: Literal["final", "all_steps"] = Field("final", description="distance at the last step, or mean over all steps")
+    distance: Literal["auto", "l2", "l1"] = Field(
+        "auto", description="l2 = mean squared difference, l1 = mean absolute (V-JEPA 2-AC's energy on tokens); "
+        "auto = what the model's manifest says (l2 when it says nothing)")
     subspace: Literal["auto", "full", "controllable"] = Field(
         "auto", description="compare states in the full space, or only in the action-controllable subspace the "
         "manifest provides (auto: controllable when the model has one)")
@@ -317,7 +335,7 @@ class PlanRequest(Body):
     def _goal(self) -> PlanRequest:
         if (self.goal is None) == (self.goal_state is None):
             raise ValueError("give exactly one of 'goal' or 'goal_state'")
-        if self.elites is not None and self.elites > self.samples:
+        if self.elites is not None and self.samples is not None and self.elites > self.samples:
             raise ValueError("elites must not exceed samples")
         return self
 
@@ -331,4 +349,7 @@ class PlanResponse(BaseModel):
     predicted_states: list[Vector] = Field(description="predicted state embedding after each planned action")
     iteration_costs: list[float]
     subspace: Literal["full", "controllable"]
+    distance: Literal["l2", "l1"]
+    settings: dict[str, int] = Field(description="horizon, samples, elites and iterations used")
+    predicted_proprio: list[Vector] | None = Field(None, description="V-JEPA 2-AC: end-effector state after each action")
     timings_ms: dict[str, float]

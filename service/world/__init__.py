@@ -1,4 +1,5 @@
 from service.world.planner import CEMConfig, Plan, plan_cem
 from service.world.rollout import LatentRollout
+from service.world.token_rollout import TokenRollout
 
-__all__ = ["CEMConfig", "LatentRollout", "Plan", "plan_cem"]
+__all__ = ["CEMConfig", "LatentRollout", "Plan", "TokenRollout", "plan_cem"]

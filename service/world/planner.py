@@ -1,13 +1,15 @@
 """Planning by the cross-entropy method (CEM) in latent space.
 
-The loop is written against a callable world model,
-`await world_model(states (S, D), actions (S, A)) -> next states (S, D)`,
-so the same code runs on a numpy toy in tests and on the exported ONNX
-predictor (through its DynamicBatcher) in the service. Each rollout step of
-one iteration sends all S samples together: one predictor batch.
+The loop is written against a callable simulator,
+`await simulate(actions (S, H, A)) -> predicted states (S, H, F)`, so the same
+code runs on a numpy toy in tests, on a pooled-state predictor (one step at a
+time: `plan_cem` wraps `world_model(states (S, D), actions (S, A))`) and on
+V-JEPA 2-AC's token predictor (F = tokens x dim). Each rollout step of one
+iteration sends all S samples together: one predictor batch.
 
-Cost of a predicted trajectory to the goal embedding g:
-  d(z) = mean over kept dimensions of (P (z - g))^2, with P = identity or a
+Cost of a predicted trajectory to the goal g:
+  d(z) = mean over kept dimensions of (P (z - g))^2 ("l2"), or of |P (z - g)|
+  ("l1", V-JEPA 2-AC's energy on layer-normed tokens), with P = identity or a
   projection onto a subspace (e.g. the directions the actions can move:
   everything else, like a distractor that moves by itself, is ignored);
   "final" = d(z_H); "all_steps" = mean_k d(z_k), which rewards getting there
@@ -23,7 +25,9 @@ from typing import Literal
 import numpy as np
 
 WorldModel = Callable[[np.ndarray, np.ndarray], Awaitable[np.ndarray]]
+Simulator = Callable[[np.ndarray], Awaitable[np.ndarray]]
 CostMode = Literal["final", "all_steps"]
+Distance = Literal["l2", "l1"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,6 +40,7 @@ class CEMConfig:
     min_std: float = 0.05
     momentum: float = 0.1  # weight of the previous mean/std in each refit
     cost: CostMode = "final"
+    distance: Distance = "l2"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -53,12 +58,14 @@ class Plan:
     iteration_costs: list[float]  # best cost after each iteration
 
 
-def trajectory_cost(states: np.ndarray, goal: np.ndarray, projection: np.ndarray | None, mode: CostMode) -> np.ndarray:
+def trajectory_cost(
+    states: np.ndarray, goal: np.ndarray, projection: np.ndarray | None, mode: CostMode, distance: Distance = "l2"
+) -> np.ndarray:
     """states (S, H, D), goal (D,), projection (k, D) or None -> cost per sample (S,)."""
     diff = states - goal  # (S, H, D)
     if projection is not None:
         diff = diff @ projection.T  # (S, H, k)
-    per_step = np.mean(diff * diff, axis=-1)  # (S, H)
+    per_step = np.mean(np.abs(diff) if distance == "l1" else diff * diff, axis=-1)  # (S, H)
     return per_step[:, -1] if mode == "final" else per_step.mean(axis=1)
 
 
@@ -75,6 +82,22 @@ async def rollout_batch(world_model: WorldModel, start: np.ndarray, actions: np.
 async def plan_cem(
     world_model: WorldModel,
     start: np.ndarray,
+    goal: np.ndarray,
+    action_low: np.ndarray,
+    action_high: np.ndarray,
+    config: CEMConfig,
+    projection: np.ndarray | None = None,
+) -> Plan:
+    """CEM with a one-step world model from the state `start` (see plan_sequences)."""
+
+    async def simulate(actions: np.ndarray) -> np.ndarray:
+        return await rollout_batch(world_model, start, actions)
+
+    return await plan_sequences(simulate, goal, action_low, action_high, config, projection)
+
+
+async def plan_sequences(
+    simulate: Simulator,
     goal: np.ndarray,
     action_low: np.ndarray,
     action_high: np.ndarray,
@@ -100,8 +123,8 @@ async def plan_cem(
         samples[0] = np.clip(mean, low, high)  # keep the current mean as a candidate
         if iteration == 0:
             samples[1] = np.clip(np.zeros((h, a), np.float32), low, high)
-        states = await rollout_batch(world_model, start, samples)  # (S, H, D)
-        costs = trajectory_cost(states, goal, projection, config.cost)
+        states = await simulate(samples)  # (S, H, D)
+        costs = trajectory_cost(states, goal, projection, config.cost, config.distance)
         order = np.argsort(costs)
         if costs[order[0]] < best_cost:
             best_cost, best_actions, best_states = float(costs[order[0]]), samples[order[0]], states[order[0]]

@@ -6,14 +6,19 @@ concurrent rollouts share predictor batches.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from service.batching import DynamicBatcher
 from service.errors import UnprocessableInput
 from service.repository import PredictorSpec
+from service.world.planner import rollout_batch
 
 
-class LatentRollout:
+class ActionConditioned:
+    """What every action-conditioned predictor shares: its contract and the action box it was trained on."""
+
     def __init__(self, batcher: DynamicBatcher, spec: PredictorSpec) -> None:
         self._batcher = batcher
         self.spec = spec
@@ -38,6 +43,10 @@ class LatentRollout:
                 code="invalid_action",
             )
         return actions
+
+
+class LatentRollout(ActionConditioned):
+    """(pooled state, action) -> next pooled state, one predictor call per step (the demo's contract)."""
 
     def check_state(self, state: np.ndarray) -> np.ndarray:
         state = np.asarray(state, dtype=np.float32)
@@ -66,3 +75,7 @@ class LatentRollout:
         items = [{"state": s, "action": a} for s, a in zip(states, actions, strict=True)]
         outputs = await self._batcher.infer(items, deadline=deadline)
         return np.stack([o["next_state"] for o in outputs])
+
+    async def simulate(self, start: np.ndarray, actions: np.ndarray, deadline: float | None = None) -> np.ndarray:
+        """start (D,), actions (S, H, A) -> states (S, H, D): H predictor batches of S rows."""
+        return await rollout_batch(functools.partial(self.step_batch, deadline=deadline), start, actions)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-from pathlib import Path
 
 import av
 import numpy as np
@@ -23,12 +22,18 @@ FRAMES = 4  # frames per clip of the export
 
 
 @pytest.fixture(scope="module")
-def vjepa2(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
+def vjepa2(tmp_path_factory):
+    """(a client of the served export, the transformers model it was exported from)"""
+    from service.settings import Settings
+
     root = tmp_path_factory.mktemp("vjepa2")
     hf = tiny_vjepa2_folder(root / "hf", seed=5)
     assert main(["vjepa2", str(root / "hf"), "--name", "vjepa2-tiny", "--out", str(root / "repo"),
                  "--frames", str(FRAMES), "--no-fp16"]) == 0
-    return root / "repo", hf
+    settings = Settings(model_repository=root / "repo", data_dir=root / "data", default_model="vjepa2-tiny",
+                        max_queue_delay_ms=1.0)
+    with serving(settings) as client:
+        yield client, hf
 
 
 @pytest.fixture(scope="module")
@@ -55,50 +60,48 @@ def decoded_frames(data: bytes) -> list[Image.Image]:
         return [frame.to_image() for frame in container.decode(video=0)]
 
 
-def test_an_mp4_is_sampled_as_asked_and_embedded_like_transformers(vjepa2, mp4, settings_factory):
-    repo, hf = vjepa2
+def test_an_mp4_is_sampled_as_asked_and_embedded_like_transformers(vjepa2, mp4):
+    client, hf = vjepa2
     wanted = [1, 4, 7, 10]  # stride 3 from the first frame at or after 0.1 s (frame 1 is at 1/12 s)
     frames = decoded_frames(mp4)
     clip = np.stack([model_pixels(frames[i]) for i in wanted])[None]
     ref = reference_tokens(hf, clip)
-    with serving(settings_factory(model_repository=repo, default_model="vjepa2-tiny")) as client:
-        body = {"inputs": [{"video": base64.b64encode(mp4).decode()}], "num_frames": FRAMES, "stride": 3,
-                "start_s": 0.1, "normalize": False, "output": "tokens"}
-        response = client.post("/embed", json=body)
-        assert response.status_code == 200, response.text
-        out = response.json()
-        echo = out["sampling"][0]
-        assert echo["frame_indices"] == wanted and echo["mode"] == "stride" and echo["stride"] == 3
-        assert echo["num_frames"] == FRAMES and echo["padded"] == 0 and echo["resolution"] == [32, 32]
-        assert echo["timestamps_s"] == pytest.approx([i / 12 for i in wanted], abs=1e-3)
-        assert echo["source"]["frames"] == 12 and echo["source"]["width"] == 64 and echo["source"]["height"] == 48
-        assert cosine_rows(np.asarray(out["tokens"]), ref) >= 0.9999
-        assert cosine_rows(np.asarray(out["embeddings"]), ref.mean(axis=1)) >= 0.9999
+    body = {"inputs": [{"video": base64.b64encode(mp4).decode()}], "num_frames": FRAMES, "stride": 3,
+            "start_s": 0.1, "normalize": False, "output": "tokens"}
+    response = client.post("/embed", json=body)
+    assert response.status_code == 200, response.text
+    out = response.json()
+    echo = out["sampling"][0]
+    assert echo["frame_indices"] == wanted and echo["mode"] == "stride" and echo["stride"] == 3
+    assert echo["num_frames"] == FRAMES and echo["padded"] == 0 and echo["resolution"] == [32, 32]
+    assert echo["timestamps_s"] == pytest.approx([i / 12 for i in wanted], abs=1e-3)
+    assert echo["source"]["frames"] == 12 and echo["source"]["width"] == 64 and echo["source"]["height"] == 48
+    assert cosine_rows(np.asarray(out["tokens"]), ref) >= 0.9999
+    assert cosine_rows(np.asarray(out["embeddings"]), ref.mean(axis=1)) >= 0.9999
 
-        # the same file as a multipart upload, sampled by fps, with one vector per tubelet step
-        files = [("files", ("clip.mp4", mp4, "application/octet-stream"))]
-        fields = {"num_frames": "4", "fps": "4", "output": "frames", "normalize": "false"}
-        response = client.post("/embed", files=files, data=fields)
-        assert response.status_code == 200, response.text
-        out = response.json()
-        by_time = [0, 3, 6, 9]  # every 0.25 s at 12 fps
-        assert out["sampling"][0]["frame_indices"] == by_time and out["sampling"][0]["mode"] == "fps"
-        ref = reference_tokens(hf, np.stack([model_pixels(frames[i]) for i in by_time])[None])
-        assert np.asarray(out["frames"]).shape == (1, 2, 64)
-        assert cosine_rows(np.asarray(out["frames"])[0], ref.reshape(2, 16, 64).mean(axis=1)) >= 0.9999
+    # the same file as a multipart upload, sampled by fps, with one vector per tubelet step
+    files = [("files", ("clip.mp4", mp4, "application/octet-stream"))]
+    fields = {"num_frames": "4", "fps": "4", "output": "frames", "normalize": "false"}
+    response = client.post("/embed", files=files, data=fields)
+    assert response.status_code == 200, response.text
+    out = response.json()
+    by_time = [0, 3, 6, 9]  # every 0.25 s at 12 fps
+    assert out["sampling"][0]["frame_indices"] == by_time and out["sampling"][0]["mode"] == "fps"
+    ref = reference_tokens(hf, np.stack([model_pixels(frames[i]) for i in by_time])[None])
+    assert np.asarray(out["frames"]).shape == (1, 2, 64)
+    assert cosine_rows(np.asarray(out["frames"])[0], ref.reshape(2, 16, 64).mean(axis=1)) >= 0.9999
 
 
-def test_an_image_is_a_clip_of_identical_frames(vjepa2, photos, settings_factory):
-    repo, hf = vjepa2
+def test_an_image_is_a_clip_of_identical_frames(vjepa2, photos):
+    client, hf = vjepa2
     png = photos["coffee"]
     image = model_pixels(Image.open(io.BytesIO(png)))
     ref = reference_tokens(hf, np.repeat(image[None, None], FRAMES, axis=1))
-    with serving(settings_factory(model_repository=repo, default_model="vjepa2-tiny")) as client:
-        response = client.post("/embed", json={"inputs": [{"image": base64.b64encode(png).decode()}],
-                                               "normalize": False, "output": "tokens"})
-        assert response.status_code == 200, response.text
-        assert response.json()["sampling"] is None
-        assert cosine_rows(np.asarray(response.json()["tokens"]), ref) >= 0.9999
+    response = client.post("/embed", json={"inputs": [{"image": base64.b64encode(png).decode()}],
+                                           "normalize": False, "output": "tokens"})
+    assert response.status_code == 200, response.text
+    assert response.json()["sampling"] is None
+    assert cosine_rows(np.asarray(response.json()["tokens"]), ref) >= 0.9999
 
 
 BAD_REQUESTS = [  # (what, body change, status, error code)
@@ -109,12 +112,11 @@ BAD_REQUESTS = [  # (what, body change, status, error code)
 ]
 
 
-def test_bad_video_requests_are_clear_4xx(vjepa2, mp4, settings_factory):
-    repo, _ = vjepa2
-    with serving(settings_factory(model_repository=repo, default_model="vjepa2-tiny")) as client:
-        for what, change, status, code in BAD_REQUESTS:
-            video = base64.b64encode(mp4[: len(mp4) // 2] if what == "truncated" else mp4).decode()
-            response = client.post("/embed", json={"inputs": [{"video": video}], **change})
-            assert response.status_code == status, (what, response.text)
-            assert response.json()["error"]["code"] == code, what
-        assert client.get("/readyz").status_code == 200
+def test_bad_video_requests_are_clear_4xx(vjepa2, mp4):
+    client, _ = vjepa2
+    for what, change, status, code in BAD_REQUESTS:
+        video = base64.b64encode(mp4[: len(mp4) // 2] if what == "truncated" else mp4).decode()
+        response = client.post("/embed", json={"inputs": [{"video": video}], **change})
+        assert response.status_code == status, (what, response.text)
+        assert response.json()["error"]["code"] == code, what
+    assert client.get("/readyz").status_code == 200

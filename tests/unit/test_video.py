@@ -1,6 +1,5 @@
 """Server-side frame sampling of videos (service/media/video.py) on MP4 and WebM files written with PyAV."""
 
-import numpy as np
 import pytest
 
 from service.errors import InvalidInput, PayloadTooLarge, UnprocessableInput
