@@ -14,6 +14,9 @@ Contracts written to manifest.json:
   `pooled` (B, D), `frames` (B, T/2, D: one vector per tubelet step) and
   `tokens` (B, (T/2)*g*g, D). An image is T identical frames (T=2: the
   authors' image convention, vjepa2#95).
+- V-JEPA 2 with its mask predictor (HF folders carry it): `future.onnx` takes the
+  first (T/2 - m) tubelet steps' frames and returns `predicted` (B, m*g*g, D),
+  the tokens of the next m steps, and `context_pooled` (B, D) (`--future-steps m`).
 - V-JEPA 2-AC: the encoder as above (per-frame encoding: T=2 by default), plus
   `predictor.onnx` taking `context` (B, H*g*g, D), `actions` and `states`
   (B, H, 7) for a fixed history H, with the block-causal mask as a constant.
@@ -37,6 +40,7 @@ from models.ac_predictor import VJepa2ACPredictor
 from models.checkpoints import LoadedModel, LoadOptions, load_checkpoint
 from models.ijepa import IJepaEncoder
 from models.vjepa2 import VJepa2Encoder
+from models.vjepa2_predictor import FuturePrediction, VJepa2MaskPredictor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -62,6 +66,7 @@ class CheckpointExportOptions:
     load: LoadOptions = LoadOptions()
     frames: int | None = None  # V-JEPA 2 frames per clip (default 16; 2 for a 2-AC encoder)
     history: int = 2  # V-JEPA 2-AC: time steps the predictor sees
+    future_steps: int | None = None  # V-JEPA 2 mask predictor: steps predicted (None: half the clip; 0: skip)
 
 
 def video_probes(n: int, frames: int, size: int) -> np.ndarray:
@@ -160,6 +165,13 @@ def export_vjepa2(options: CheckpointExportOptions, log: Callable[[str], None] =
             components["predictor"], manifest["predictor"] = _export_ac_predictor(
                 encoder, predictor, options, folder, log)
             manifest["planning"] = AC_PLANNING
+        future = _future_steps(options, steps) if loaded.mask_predictor is not None else 0
+        if future:
+            modules.append(loaded.mask_predictor)
+            components["future"], manifest["future"] = _export_future(
+                encoder, loaded.mask_predictor, steps, future, options, folder, log)
+        elif loaded.mask_predictor is not None:
+            log("mask predictor not exported (--future-steps 0, or a clip of one tubelet step)")
         checkpoint = state_dict_sha256(modules)
         preprocessing = {"image_size": [cfg.image_size, cfg.image_size], "resize": "bicubic",
                          "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "frames_per_clip": frames,
@@ -179,6 +191,34 @@ def export_vjepa2(options: CheckpointExportOptions, log: Callable[[str], None] =
         }
 
     return write_entry(options.export, build, log)
+
+
+def _future_steps(options: CheckpointExportOptions, steps: int) -> int:
+    future = steps // 2 if options.future_steps is None else options.future_steps
+    if future and not 0 < future < steps:
+        raise ValueError(f"--future-steps {future}: the clip has {steps} tubelet steps; predict 1 to {steps - 1}")
+    return future
+
+
+def _export_future(
+    encoder: VJepa2Encoder, predictor: VJepa2MaskPredictor, steps: int, future: int,
+    options: CheckpointExportOptions, folder: Path, log: Callable[[str], None],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One graph: the first steps - future tubelet steps of a clip -> the predicted tokens of the next `future`."""
+    cfg = encoder.config
+    context_frames = (steps - future) * cfg.tubelet
+    graph = FuturePrediction(encoder, predictor, future).eval()
+    clips = video_probes(VIDEO_PROBES, context_frames, cfg.image_size)
+    component = export_component(graph, {"pixel_values": clips}, ("predicted", "context_pooled"), folder, "future",
+                                 options.export, log)
+    contract = {
+        "context_frames": context_frames,
+        "future_steps": future,
+        "future_frames": future * cfg.tubelet,
+        "tokens_per_step": cfg.grid * cfg.grid,
+        "step": "predicted[:, s*g*g:(s+1)*g*g] = tokens of tubelet step (context steps + s), from the context alone",
+    }
+    return component, contract
 
 
 def _export_ac_predictor(

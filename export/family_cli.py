@@ -38,6 +38,9 @@ def add_family_parsers(sub: argparse._SubParsersAction) -> None:
     vjepa2.add_argument("--history", type=int, default=2,
                         help="V-JEPA 2-AC: frames of context the predictor export takes")
     vjepa2.add_argument("--predictor-heads", type=int, help="V-JEPA 2-AC predictor heads (default 16)")
+    vjepa2.add_argument("--future-steps", type=int,
+                        help="V-JEPA 2 with its mask predictor: tubelet steps /predict_future predicts from the clip's "
+                             "first ones (default: half the clip; 0: do not export the predictor)")
 
 
 def run_family(args: argparse.Namespace) -> int:
@@ -46,7 +49,8 @@ def run_family(args: argparse.Namespace) -> int:
     load = LoadOptions(heads=args.heads, image_size=getattr(args, "image_size", None),
                        predictor_heads=getattr(args, "predictor_heads", None))
     options = CheckpointExportOptions(path=args.path, export=export, load=load, frames=getattr(args, "frames", None),
-                                      history=getattr(args, "history", 2))
+                                      history=getattr(args, "history", 2),
+                                      future_steps=getattr(args, "future_steps", None))
     try:
         FAMILY_SOURCES[args.source](options)
     except (ParityError, FileExistsError, FileNotFoundError, ValueError) as exc:

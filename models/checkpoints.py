@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from models.ac_predictor import ACPredictorConfig, VJepa2ACPredictor
+from models.vjepa2_predictor import MaskPredictorConfig, VJepa2MaskPredictor
 from models.ijepa import IJepaConfig, IJepaEncoder
 from models.vjepa2 import VJepa2Config, VJepa2Encoder
 
@@ -46,7 +47,8 @@ ORIGINAL_NORM_EPS = 1e-6
 IGNORED_VJEPA2_ENCODER = {"pos_embed": "sin-cos table left in RoPE checkpoints; the authors' loader drops it too"}
 IGNORED_HF_PREFIXES = {
     "ijepa": {"pooler.": "HF's Dense+Tanh pooler is not part of I-JEPA (random weights); we mean-pool"},
-    "vjepa2": {"predictor.": "the mask-token predictor; the encoder export does not use it"},
+    "vjepa2": {"predictor.": "the mask-token predictor: loaded on its own (vjepa2_predictor rules)"},
+    "vjepa2_predictor": {"encoder.": "the encoder: loaded on its own (vjepa2 rules)"},
 }
 
 
@@ -82,7 +84,8 @@ class LoadedModel:
     source_format: str  # a FORMATS name
     path: Path
     encoder: nn.Module
-    predictor: nn.Module | None = None
+    predictor: nn.Module | None = None  # V-JEPA 2-AC's action-conditioned predictor
+    mask_predictor: nn.Module | None = None  # V-JEPA 2's mask-token predictor (future prediction)
     notes: list[str] = field(default_factory=list)  # what was skipped, and why
 
 
@@ -297,9 +300,9 @@ HF_RULES: dict[str, list[tuple[str, str]]] = {
     "ijepa": [
         (_IJ + r"embeddings\.position_embeddings$", "pos_embed"),
         (_IJ + r"embeddings\.patch_embeddings\.projection\.(weight|bias)$", r"patch_embed.proj.\1"),
-        (_IJ_LAYER + r"attention\.(?:attention\.)?(?:query|q_proj)\.(weight|bias)$", r"qkv:0:\1:\2"),
-        (_IJ_LAYER + r"attention\.(?:attention\.)?(?:key|k_proj)\.(weight|bias)$", r"qkv:1:\1:\2"),
-        (_IJ_LAYER + r"attention\.(?:attention\.)?(?:value|v_proj)\.(weight|bias)$", r"qkv:2:\1:\2"),
+        (_IJ_LAYER + r"attention\.(?:attention\.)?(?:query|q_proj)\.(weight|bias)$", r"qkv:0:blocks.\1:\2"),
+        (_IJ_LAYER + r"attention\.(?:attention\.)?(?:key|k_proj)\.(weight|bias)$", r"qkv:1:blocks.\1:\2"),
+        (_IJ_LAYER + r"attention\.(?:attention\.)?(?:value|v_proj)\.(weight|bias)$", r"qkv:2:blocks.\1:\2"),
         (_IJ_LAYER + r"attention\.(?:output\.dense|o_proj)\.(weight|bias)$", r"blocks.\1.attn.proj.\2"),
         (_IJ_LAYER + r"layernorm_before\.(weight|bias)$", r"blocks.\1.norm1.\2"),
         (_IJ_LAYER + r"layernorm_after\.(weight|bias)$", r"blocks.\1.norm2.\2"),
@@ -309,13 +312,26 @@ HF_RULES: dict[str, list[tuple[str, str]]] = {
     ],
     "vjepa2": [
         (r"^encoder\.embeddings\.patch_embeddings\.proj\.(weight|bias)$", r"patch_embed.proj.\1"),
-        (r"^encoder\.layer\.(\d+)\.attention\.query\.(weight|bias)$", r"qkv:0:\1:\2"),
-        (r"^encoder\.layer\.(\d+)\.attention\.key\.(weight|bias)$", r"qkv:1:\1:\2"),
-        (r"^encoder\.layer\.(\d+)\.attention\.value\.(weight|bias)$", r"qkv:2:\1:\2"),
+        (r"^encoder\.layer\.(\d+)\.attention\.query\.(weight|bias)$", r"qkv:0:blocks.\1:\2"),
+        (r"^encoder\.layer\.(\d+)\.attention\.key\.(weight|bias)$", r"qkv:1:blocks.\1:\2"),
+        (r"^encoder\.layer\.(\d+)\.attention\.value\.(weight|bias)$", r"qkv:2:blocks.\1:\2"),
         (r"^encoder\.layer\.(\d+)\.attention\.proj\.(weight|bias)$", r"blocks.\1.attn.proj.\2"),
         (r"^encoder\.layer\.(\d+)\.(norm1|norm2)\.(weight|bias)$", r"blocks.\1.\2.\3"),
         (r"^encoder\.layer\.(\d+)\.mlp\.(fc1|fc2)\.(weight|bias)$", r"blocks.\1.mlp.\2.\3"),
         (r"^encoder\.layernorm\.(weight|bias)$", r"norm.\1"),
+    ],
+    # the mask-token predictor of a VJEPA2Model folder, onto models/vjepa2_predictor.py (the original's names)
+    "vjepa2_predictor": [
+        (r"^predictor\.embeddings\.predictor_embeddings\.(weight|bias)$", r"predictor_embed.\1"),
+        (r"^predictor\.embeddings\.mask_tokens$", "mask_tokens"),
+        (r"^predictor\.layer\.(\d+)\.attention\.query\.(weight|bias)$", r"qkv:0:predictor_blocks.\1:\2"),
+        (r"^predictor\.layer\.(\d+)\.attention\.key\.(weight|bias)$", r"qkv:1:predictor_blocks.\1:\2"),
+        (r"^predictor\.layer\.(\d+)\.attention\.value\.(weight|bias)$", r"qkv:2:predictor_blocks.\1:\2"),
+        (r"^predictor\.layer\.(\d+)\.attention\.proj\.(weight|bias)$", r"predictor_blocks.\1.attn.proj.\2"),
+        (r"^predictor\.layer\.(\d+)\.(norm1|norm2)\.(weight|bias)$", r"predictor_blocks.\1.\2.\3"),
+        (r"^predictor\.layer\.(\d+)\.mlp\.(fc1|fc2)\.(weight|bias)$", r"predictor_blocks.\1.mlp.\2.\3"),
+        (r"^predictor\.layernorm\.(weight|bias)$", r"predictor_norm.\1"),
+        (r"^predictor\.proj\.(weight|bias)$", r"predictor_proj.\1"),
     ],
 }
 
@@ -349,9 +365,9 @@ def map_hf_state(
     incomplete = []
     for (block, kind), parts in sorted(slots.items()):
         if sorted(parts) != [0, 1, 2]:
-            incomplete.append(f"blocks.{block}.attn.qkv.{kind} (has only {len(parts)} of q, k, v)")
+            incomplete.append(f"{block}.attn.qkv.{kind} (has only {len(parts)} of q, k, v)")
             continue
-        state[f"blocks.{block}.attn.qkv.{kind}"] = torch.cat([parts[0], parts[1], parts[2]], dim=0)
+        state[f"{block}.attn.qkv.{kind}"] = torch.cat([parts[0], parts[1], parts[2]], dim=0)
     if unexpected or incomplete:
         raise CheckpointMismatch(what, incomplete, sorted(unexpected), [])
     return state, [f"skipped HF keys '{p}*': {ignored[p]}" for p in sorted(skipped)]
@@ -395,9 +411,21 @@ def load_hf_folder(source: Source, options: LoadOptions) -> LoadedModel:
         module = VJepa2Encoder(config)
     else:
         raise UnknownCheckpoint(f"{what}: only model_type 'ijepa' and 'vjepa2' folders are supported")
-    state, notes = map_hf_state(model_type, hf.state_dict(), what)
+    hf_state = hf.state_dict()
+    state, notes = map_hf_state(model_type, hf_state, what)
     assign(module, state, what)
-    return LoadedModel(family=model_type, source_format="hf-folder", path=source.path, encoder=module, notes=notes)
+    loaded = LoadedModel(family=model_type, source_format="hf-folder", path=source.path, encoder=module, notes=notes)
+    if model_type == "vjepa2" and any(k.startswith("predictor.") for k in hf_state):
+        c = hf.config
+        predictor = VJepa2MaskPredictor(MaskPredictorConfig(
+            embed_dim=c.hidden_size, dim=c.pred_hidden_size, depth=c.pred_num_hidden_layers,
+            heads=c.pred_num_attention_heads, mlp_hidden=int(c.pred_hidden_size * c.pred_mlp_ratio),
+            mask_tokens=c.pred_num_mask_tokens, qkv_bias=c.qkv_bias, norm_eps=c.layer_norm_eps))
+        predictor_state, _ = map_hf_state("vjepa2_predictor", hf_state, f"{what} [predictor]")
+        assign(predictor, predictor_state, f"{what} [predictor]")
+        loaded.mask_predictor = predictor
+        loaded.notes = [n for n in loaded.notes if "predictor." not in n]
+    return loaded
 
 
 # --- the dispatch table -------------------------------------------------------------------------------

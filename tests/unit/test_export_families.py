@@ -133,3 +133,26 @@ def test_models_over_the_protobuf_limit_keep_weights_beside_the_graph(tmp_path: 
     for name, gate in (("encoder.onnx", 0.9999), ("encoder.fp16.onnx", 0.999)):
         (tokens,) = session(entry / name).run(["tokens"], {"pixel_values": x})
         assert cosine_rows(tokens, ref) >= gate, name
+
+
+def test_vjepa2_future_prediction_export_equals_the_transformers_predictor(tmp_path: Path):
+    """future.onnx = transformers' encoder on the context clip, then its mask predictor at the next step's positions."""
+    hf = tiny_vjepa2_folder(tmp_path / "hf", seed=2)
+    code = main(["vjepa2", str(tmp_path / "hf"), "--name", "v", "--out", str(tmp_path / "repo"), "--frames", "6",
+                 "--future-steps", "2", "--no-fp16"])
+    assert code == 0
+    entry = tmp_path / "repo" / "v"
+    manifest = json.loads((entry / "manifest.json").read_text())
+    assert manifest["future"]["context_frames"] == 2 and manifest["future"]["future_steps"] == 2
+    assert manifest["components"]["future"]["inputs"] == {"pixel_values": [-1, 3, 2, 32, 32]}
+    clips = np.random.default_rng(4).standard_normal((3, 3, 2, 32, 32)).astype(np.float32)
+    predicted, pooled = session(entry / "future.onnx").run(["predicted", "context_pooled"], {"pixel_values": clips})
+    with torch.inference_mode():
+        context = hf(pixel_values_videos=torch.from_numpy(clips).permute(0, 2, 1, 3, 4),
+                     skip_predictor=True).last_hidden_state  # (3, 16, 64): one tubelet step
+        positions = torch.arange(16 + 32).unsqueeze(0).repeat(3, 1)
+        ref = hf.predictor(encoder_hidden_states=context, context_mask=[positions[:, :16]],
+                           target_mask=[positions[:, 16:]]).last_hidden_state.numpy()
+    assert predicted.shape == (3, 32, 64)
+    assert cosine_rows(predicted, ref) >= 0.9999
+    assert cosine_rows(pooled, context.mean(dim=1).numpy()) >= 0.9999
