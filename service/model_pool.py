@@ -16,7 +16,7 @@ from service.repository import EntryFailure, Manifest, RepositoryEntry
 from service.runtime import Engine, OrtEngine, available_providers, choose_precision
 from service.runtime.onnx import tensorrt_options
 from service.settings import Settings
-from service.world import LatentRollout, TokenRollout
+from service.world import FuturePredictor, LatentRollout, TokenRollout
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ class ServedModel:
     batchers: list[DynamicBatcher] = field(default_factory=list)
     clip: ClipSpec = field(default_factory=ClipSpec)
     controllable: np.ndarray | None = None  # (k, D) projection onto the action-controllable subspace, if shipped
+    future: FuturePredictor | None = None  # V-JEPA 2's mask predictor: future tokens from a past clip
 
     @property
     def name(self) -> str:
@@ -180,6 +181,7 @@ def build_served_model(
         batchers=list(batchers.values()),
         clip=ClipSpec(frames_per_clip=spec_in.frames_per_clip, layout=spec_in.layout),
         controllable=load_projection(entry),
+        future=FuturePredictor(batchers["future"], manifest.future) if manifest.future is not None else None,
     )
 
 

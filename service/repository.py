@@ -72,6 +72,15 @@ class PredictorSpec(_Strict):
     step: str = ""
 
 
+class FutureSpec(_Strict):
+    """V-JEPA 2's mask predictor exported for future prediction (component `future`, export/families.py):
+    a clip of `context_frames` frames -> the tokens of the next `future_steps` tubelet steps."""
+
+    context_frames: int = Field(ge=1)
+    future_steps: int = Field(ge=1)
+    tokens_per_step: int = Field(ge=1)
+
+
 class PlanningSpec(_Strict):
     """Optional planning aids shipped with a model (see export/planning.py)."""
 
@@ -92,6 +101,7 @@ class Manifest(_Strict):
     output: OutputSpec
     components: dict[str, ComponentSpec]
     predictor: PredictorSpec | None = None
+    future: FutureSpec | None = None
     planning: PlanningSpec | None = None
     tools: dict[str, str] = {}
     created_at: str = ""
@@ -129,6 +139,8 @@ def read_entry(folder: Path) -> RepositoryEntry:
         raise ManifestError(f"{folder.name}: manifest has no encoder component")
     if "predictor" in manifest.components and manifest.predictor is None:
         raise ManifestError(f"{folder.name}: predictor component without a predictor contract")
+    if "future" in manifest.components and manifest.future is None:
+        raise ManifestError(f"{folder.name}: future component without a future contract")
     if manifest.planning is not None and manifest.planning.controllable_projection is not None:
         if not (folder / manifest.planning.controllable_projection).is_file():
             raise ManifestError(f"{folder.name}: {manifest.planning.controllable_projection} is listed but missing")

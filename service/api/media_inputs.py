@@ -12,7 +12,7 @@ import numpy as np
 from service.api.schemas import MediaInput, VideoSamplingOptions
 from service.embed_cache import cache_key
 from service.errors import InvalidInput, NotFound, PayloadTooLarge, UnprocessableInput
-from service.media.clips import to_item
+from service.media.clips import ClipSpec, to_item
 from service.media.images import ImageLimits
 from service.media.payload import (
     MediaItem,
@@ -221,3 +221,29 @@ async def observe_tokens(
     encoded = time.perf_counter()
     _, tokens = await model.embed(clips, deadline)
     return tokens, (encoded - started) * 1000, (time.perf_counter() - encoded) * 1000
+
+
+@dataclass
+class ObservedClip:
+    clip: np.ndarray  # the encoder-layout item, e.g. (3, T, H, W)
+    sampled: SampledVideo | None
+    decode_ms: float
+
+
+async def observe_clip(
+    services: Services, model: ServedModel, inputs: Sequence[MediaInput], frames: int, sampling: FrameSampling
+) -> ObservedClip:
+    """Context inputs (images, frames or one video, oldest first) -> one clip of `frames` frames in the model's
+    layout; fewer frames are padded at the front by the clip rule, a video is sampled to `frames` by default."""
+    if sampling.num_frames is None:
+        sampling = FrameSampling(num_frames=frames, stride=sampling.stride, fps=sampling.fps, start_s=sampling.start_s)
+    items = to_media_items(inputs, services.settings, sampling)
+    limits = image_limits(services.settings)
+    spec = ClipSpec(frames_per_clip=frames, layout=model.clip.layout if model.clip.is_clip else "NTCHW")
+    started = time.perf_counter()
+    if len(items) == 1 and isinstance(items[0], RawVideo):
+        prepared = await services.run_blocking(prepare_input, items[0], model.preprocess, limits, spec)
+        return ObservedClip(prepared.pixels, prepared.sampled, (time.perf_counter() - started) * 1000)
+    decoded = await asyncio.gather(*(services.run_blocking(decode_frames, i, model.preprocess, limits) for i in items))
+    clip = to_item(np.concatenate(decoded), spec)
+    return ObservedClip(clip, None, (time.perf_counter() - started) * 1000)

@@ -9,12 +9,20 @@ from fastapi import APIRouter, Header
 
 from service.api.deps import ReadyServicesDep
 from service.api.encoding import encode_array
-from service.api.media_inputs import embed_observation, observe_tokens, request_deadline, resolve_world_model
-from service.api.schemas import COMMON_ERRORS, PredictRequest, PredictResponse, error_responses
+from service.api.media_inputs import (
+    embed_observation,
+    frame_sampling,
+    observe_clip,
+    observe_tokens,
+    request_deadline,
+    resolve_model,
+    resolve_world_model,
+)
+from service.api.schemas import COMMON_ERRORS, PredictRequest, PredictResponse, SampledFrames, error_responses
 from service.errors import PayloadTooLarge, UnprocessableInput
 from service.model_pool import ServedModel
 from service.state import Services
-from service.world import LatentRollout, TokenRollout
+from service.world import FuturePredictor, LatentRollout, TokenRollout
 
 router = APIRouter(tags=["world"], responses=error_responses(*COMMON_ERRORS, 404))
 
@@ -25,7 +33,12 @@ async def predict_future(
 ) -> PredictResponse:
     settings = services.settings
     deadline = request_deadline(x_request_timeout_ms, body.timeout_ms, settings)
+    model = resolve_model(services, body.model)
+    if model.rollout is None and model.future is not None:
+        return await _predict_future_tokens(services, model, model.future, body, deadline)
     model, rollout = resolve_world_model(services, body.model)
+    if body.actions is None:
+        raise UnprocessableInput(f"model {model.name!r} is action-conditioned: give 'actions'", code="invalid_action")
     if len(body.actions) > settings.max_rollout_steps:
         raise PayloadTooLarge(
             f"{len(body.actions)} actions; the limit is {settings.max_rollout_steps}", code="too_many_steps"
@@ -92,4 +105,28 @@ async def _predict_tokens(
         states=predicted.mean(axis=1).tolist(),
         tokens=encode_array(predicted, body.encoding, body.dtype) if body.output == "tokens" else None,
         proprio=out.poses[0].tolist(), timings_ms=timings,
+    )
+
+
+async def _predict_future_tokens(
+    services: Services, model: ServedModel, future: FuturePredictor, body: PredictRequest, deadline: float | None
+) -> PredictResponse:
+    """V-JEPA 2: a past clip -> the predicted tokens of the next tubelet steps (mask predictor, no actions)."""
+    spec = future.spec
+    if body.actions is not None or body.state is not None or body.proprio is not None:
+        raise UnprocessableInput(
+            f"model {model.name!r} predicts from a past clip alone: give 'context' only (no actions, state, proprio)",
+            code="invalid_context")
+    assert body.context is not None
+    observed = await observe_clip(services, model, body.context, spec.context_frames, frame_sampling(body))
+    started = time.perf_counter()
+    predicted = await future.predict(observed.clip, deadline)
+    return PredictResponse(
+        model=model.name, space_id=model.manifest.space_id, initial_state=predicted.context_pooled.tolist(),
+        states=predicted.tokens.mean(axis=1).tolist(),
+        tokens=encode_array(predicted.tokens, body.encoding, body.dtype) if body.output == "tokens" else None,
+        sampling=None if observed.sampled is None else SampledFrames.model_validate(observed.sampled,
+                                                                                    from_attributes=True),
+        timings_ms={"decode": round(observed.decode_ms, 3),
+                    "predict": round((time.perf_counter() - started) * 1000, 3)},
     )

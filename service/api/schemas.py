@@ -235,11 +235,15 @@ class SearchResponse(BaseModel):
     metric: Metric
 
 
-class PredictRequest(Body):
+class PredictRequest(VideoSamplingOptions):
+    """Action-conditioned models roll `actions` out from the context (or a state); V-JEPA 2 with its mask
+    predictor takes no actions and predicts the tokens of the next tubelet steps from a past clip (images,
+    frames or a video: the sampling fields apply to it)."""
+
     model: str | None = None
     context: list[MediaInput] | None = Field(None, description="observation frames (the model's context length)")
     state: Vector | None = Field(None, description="a state embedding (raw, not normalised) instead of frames")
-    actions: list[Vector] = Field(min_length=1)
+    actions: list[Vector] | None = Field(None, min_length=1, description="required by action-conditioned models")
     proprio: list[Vector] | None = Field(
         None, description="V-JEPA 2-AC: the end-effector state (x, y, z, roll, pitch, yaw, gripper) at each "
         "observation frame, oldest first")
@@ -269,6 +273,7 @@ class PredictResponse(BaseModel):
     tokens: list[list[Vector]] | EncodedArray | None = Field(
         None, description="(steps, tokens, dim) predicted token grids, with output='tokens'")
     proprio: list[Vector] | None = Field(None, description="V-JEPA 2-AC: the end-effector state after each action")
+    sampling: SampledFrames | None = Field(None, description="the frames taken from a video context")
     timings_ms: dict[str, float]
 
 

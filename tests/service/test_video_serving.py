@@ -120,3 +120,30 @@ def test_bad_video_requests_are_clear_4xx(vjepa2, mp4):
         assert response.status_code == status, (what, response.text)
         assert response.json()["error"]["code"] == code, what
     assert client.get("/readyz").status_code == 200
+
+
+def test_predict_future_from_a_video_equals_the_transformers_mask_predictor(vjepa2, mp4):
+    """The export's future graph (context: the clip's first tubelet step, 2 frames; predicts the next step)."""
+    client, hf = vjepa2
+    frames = decoded_frames(mp4)
+    wanted = [4, 7]  # stride 3 from 0.3 s
+    body = {"context": [{"video": base64.b64encode(mp4).decode()}], "stride": 3, "start_s": 0.3, "output": "tokens"}
+    response = client.post("/predict_future", json=body)
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert out["sampling"]["frame_indices"] == wanted and out["sampling"]["num_frames"] == 2
+    clip = np.stack([model_pixels(frames[i]) for i in wanted])[None]
+    with torch.inference_mode():
+        context = hf(pixel_values_videos=torch.from_numpy(clip), skip_predictor=True).last_hidden_state
+        positions = torch.arange(32).unsqueeze(0)
+        ref = hf.predictor(encoder_hidden_states=context, context_mask=[positions[:, :16]],
+                           target_mask=[positions[:, 16:]]).last_hidden_state.numpy()
+    tokens = np.asarray(out["tokens"])
+    assert tokens.shape == (1, 16, 64)
+    assert cosine_rows(tokens, ref) >= 0.9999
+    assert cosine_rows(np.asarray(out["states"]), ref.mean(axis=1)) >= 0.9999
+
+    # actions make no sense for this model: a clear 422, not a silent ignore
+    body = {"context": [{"video": base64.b64encode(mp4).decode()}], "actions": [[0.0]]}
+    response = client.post("/predict_future", json=body)
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_context"
