@@ -69,7 +69,8 @@ class TensorRTEngine:
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if self.precision == "fp16" else 0
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, self._logger)
-        if not parser.parse(onnx_path.read_bytes()):
+        # from the file, not its bytes: weights of graphs over 2 GiB live in a `.onnx.data` file beside it
+        if not parser.parse_from_file(str(onnx_path)):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise RuntimeError(f"TensorRT cannot parse {onnx_path.name}: {errors}")
         config = builder.create_builder_config()
