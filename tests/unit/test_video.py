@@ -58,6 +58,8 @@ def test_webm_is_read_too():
 
 def test_bad_videos_are_clear_client_errors(mp4):
     with pytest.raises(InvalidInput):
+        sample(b"", 2)  # what an MP4 without frames comes to
+    with pytest.raises(InvalidInput):
         sample(mp4[: len(mp4) // 3], 2)  # truncated
     with pytest.raises(InvalidInput):
         sample(b"\x00\x00\x00\x18ftypisom" + b"\x00" * 64, 2)  # a header and nothing else
