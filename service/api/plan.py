@@ -53,7 +53,8 @@ async def plan(
     encoded = time.perf_counter()
     config = CEMConfig(
         horizon=body.horizon, samples=body.samples, iterations=body.iterations,
-        elites=body.elites or max(body.samples // 8, 1), cost=body.cost, seed=body.seed,
+        elites=body.elites or max(body.samples // 8, 1), cost=body.cost,
+        action_repeat=body.action_repeat, seed=body.seed,
     )
     low = np.asarray(rollout.spec.action_low, np.float32)
     high = np.asarray(rollout.spec.action_high, np.float32)

@@ -271,6 +271,10 @@ class PlanRequest(Body):
     iterations: int = Field(4, ge=1, description="CEM iterations (bounded by max_plan_iterations)")
     elites: int | None = Field(None, ge=1, description="samples refit per iteration; default samples // 8")
     cost: Literal["final", "all_steps"] = Field("final", description="distance at the last step, or mean over all steps")
+    action_repeat: int = Field(
+        1, ge=1, description="hold each searched action for this many steps: CEM searches ceil(horizon / "
+        "action_repeat) actions, so long horizons (a way round an obstacle) stay searchable with few samples; "
+        "the predictor still runs every step")
     subspace: Literal["auto", "full", "controllable"] = Field(
         "auto", description="compare states in the full space, or only in the action-controllable subspace the "
         "manifest provides (auto: controllable when the model has one)")
