@@ -26,6 +26,7 @@ import base64
 import datetime as dt
 import io
 import json
+import os
 import platform
 import tempfile
 import time
@@ -37,6 +38,9 @@ from PIL import Image, ImageDraw
 from models.demo import world
 
 HELD_OUT_SEED = 777
+# /plan options of the planning evaluation (general /plan options; see service/api/schemas.py PlanRequest)
+PLAN_ARGS = {"horizon": 16, "samples": 128, "iterations": 3, "action_repeat": 4, "cost": "all_steps", "subspace": "auto"}
+EXECUTE = 2
 DOCS = Path("docs")
 ABLATION = Path("reports/ablation")
 
@@ -181,9 +185,12 @@ def png_b64(frame: np.ndarray) -> str:
 
 
 def plan_episodes(client, episodes: int, kind: str, steps: int, plan_args: dict, execute: int, seed: int):
-    """MPC with POST /plan: replan every `execute` steps. -> (successes, final distances, ms per plan, one path)."""
+    """MPC with POST /plan: replan every `execute` steps.
+
+    -> (successes, random-action successes, final distances, ms per plan, one path, the cost space /plan used).
+    """
     rng = np.random.default_rng(seed)
-    ok, dists, times, example = 0, [], [], None
+    ok, dists, times, example, subspace = 0, [], [], None, None
     random_ok = 0
     for ep in range(episodes):
         state = world.random_state(rng)
@@ -206,6 +213,7 @@ def plan_episodes(client, episodes: int, kind: str, steps: int, plan_args: dict,
             response = client.post("/plan", json=body)
             times.append((time.perf_counter() - started) * 1000)
             response.raise_for_status()
+            subspace = response.json()["subspace"]
             for action in response.json()["actions"][:execute]:
                 if t >= steps:
                     break
@@ -223,7 +231,7 @@ def plan_episodes(client, episodes: int, kind: str, steps: int, plan_args: dict,
         random_ok += float(np.abs(rs.agent - goal_agent).max()) <= 4.0
         if example is None or (dist <= 4.0 and kind != "same_room" and example[3] > 4.0):
             example = (np.array(path), goal_agent, goal_frame, dist)
-    return ok, random_ok, dists, times, example
+    return ok, random_ok, dists, times, example, subspace
 
 
 # -- figures ------------------------------------------------------------------------------------
@@ -270,9 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=50, help="planning episodes per kind (same room, door)")
     parser.add_argument("--docs", type=Path, default=DOCS)
     parser.add_argument("--ablation", type=Path, default=ABLATION)
-    parser.add_argument("--samples", type=int, default=128)
-    parser.add_argument("--iterations", type=int, default=3)
-    parser.add_argument("--horizon", type=int, default=10)
+    parser.add_argument("--samples", type=int, default=PLAN_ARGS["samples"])
+    parser.add_argument("--iterations", type=int, default=PLAN_ARGS["iterations"])
+    parser.add_argument("--horizon", type=int, default=PLAN_ARGS["horizon"])
+    parser.add_argument("--action-repeat", type=int, default=PLAN_ARGS["action_repeat"])
+    parser.add_argument("--cost", choices=("final", "all_steps"), default=PLAN_ARGS["cost"])
+    parser.add_argument("--subspace", choices=("auto", "full", "controllable", "action_readout"), default=PLAN_ARGS["subspace"])
+    parser.add_argument("--execute", type=int, default=EXECUTE, help="actions executed per /plan call (then replan)")
     parser.add_argument("--markdown-only", action="store_true", help="rewrite the .md from an existing demo_world.json")
     args = parser.parse_args(argv)
     if args.markdown_only:
@@ -285,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     from export.demo import ExportOptions, export_demo
 
     started = time.perf_counter()
+    report_load = {"start": [round(x, 2) for x in os.getloadavg()]}
     figures = args.docs / "demo_world"
     figures.mkdir(parents=True, exist_ok=True)
     report: dict = {}
@@ -368,22 +381,26 @@ def main(argv: list[str] | None = None) -> int:
         # one ORT thread: on a busy 2-core machine two threads per op wait on each other (measured 5x slower)
         settings = Settings(model_repository=repo, data_dir=repo / "data", max_queue_delay_ms=0.5, intra_op_threads=1)
         plan_args = {"horizon": args.horizon, "samples": args.samples, "iterations": args.iterations,
-                     "cost": "all_steps", "subspace": "auto"}
-        report["planning"] = {"args": plan_args}
+                     "action_repeat": args.action_repeat, "cost": args.cost, "subspace": args.subspace}
+        report["planning"] = {"args": plan_args, "execute": args.execute}
         paths = []
         with TestClient(create_app(settings)) as client:
             for kind, steps in (("same_room", 24), ("through_door", 40)):
-                ok, rnd, dists, times, example = plan_episodes(client, args.episodes, kind, steps, plan_args, 2, seed=99)
+                ok, rnd, dists, times, example, subspace_used = plan_episodes(client, args.episodes, kind, steps, plan_args, args.execute, seed=99)
                 report["planning"][kind] = {
                     "episodes": args.episodes, "steps": steps, "success": ok / args.episodes,
                     "random_success": rnd / args.episodes, "median_final_px": float(np.median(dists)),
                     "ms_per_plan_median": float(np.median(times)), "ms_per_plan_p90": float(np.percentile(times, 90)),
+                    "subspace": subspace_used,
                 }
                 print(kind, report["planning"][kind], flush=True)
                 paths.append(path_figure(example[0], example[1]))
         Image.fromarray(np.concatenate([np.asarray(p) for p in paths], axis=1)).save(figures / "plan.png")
         report["manifest"] = {"space_id": manifest["space_id"], "planning": manifest.get("planning")}
     report["seconds"] = round(time.perf_counter() - started, 1)
+    report["load_average"] = {**report_load, "end": [round(x, 2) for x in os.getloadavg()]}
+    report["date"] = dt.date.today().isoformat()
+    report["machine"] = f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     (args.docs / "demo_world.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     write_markdown(args.docs / "demo_world.md", report)
     print(f"wrote {args.docs / 'demo_world.md'} in {report['seconds']} s")

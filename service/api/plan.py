@@ -12,6 +12,7 @@ from service.api.deps import ReadyServicesDep
 from service.api.media_inputs import embed_observation, request_deadline, resolve_world_model
 from service.api.schemas import COMMON_ERRORS, PlanRequest, PlanResponse, error_responses
 from service.errors import UnprocessableInput
+from service.model_pool import ServedModel
 from service.world.planner import CEMConfig, plan_cem, rollout_batch, trajectory_cost
 
 router = APIRouter(tags=["world"], responses=error_responses(*COMMON_ERRORS, 404))
@@ -21,6 +22,18 @@ def _bounded(name: str, value: int, limit: int) -> None:
     if value > limit:
         raise UnprocessableInput(f"{name} {value} is above the limit of {limit}", {f"max_plan_{name}": limit},
                                  code="invalid_plan")
+
+
+def cost_space(model: ServedModel, requested: str) -> tuple[str, np.ndarray | None]:
+    """The requested (or, for 'auto', the best shipped) space the plan cost compares states in, and its matrix."""
+    shipped = {"action_readout": model.action_readout, "controllable": model.controllable}
+    if requested == "auto":
+        requested = next((name for name, matrix in shipped.items() if matrix is not None), "full")
+    if requested == "full":
+        return "full", None
+    if shipped[requested] is None:
+        raise UnprocessableInput(f"model {model.name!r} ships no {requested.replace('_', ' ')}", code="invalid_plan")
+    return requested, shipped[requested]
 
 
 @router.post("/plan", response_model=PlanResponse, summary="Plan actions toward a goal image by CEM in latent space")
@@ -38,9 +51,7 @@ async def plan(
             f"model {model.name!r} takes up to {rollout.spec.context_frames} observation frame(s)",
             {"context_frames": rollout.spec.context_frames}, code="invalid_context",
         )
-    if body.subspace == "controllable" and model.controllable is None:
-        raise UnprocessableInput(f"model {model.name!r} ships no controllable subspace", code="invalid_plan")
-    projection = model.controllable if body.subspace != "full" else None
+    subspace, projection = cost_space(model, body.subspace)
     started = time.perf_counter()
     observed = await embed_observation(services, model, body.observation, deadline)
     # Every CEM step carries the request's deadline: past it, queued samples are dropped and the answer is 504.
@@ -70,6 +81,6 @@ async def plan(
         zero_action_cost=float(stay_cost[0]),
         predicted_states=result.states.tolist(),
         iteration_costs=result.iteration_costs,
-        subspace="full" if projection is None else "controllable",
+        subspace=subspace,
         timings_ms={"encode": round((encoded - started) * 1000, 3), "plan": round((done - encoded) * 1000, 3)},
     )

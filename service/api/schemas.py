@@ -275,9 +275,12 @@ class PlanRequest(Body):
         1, ge=1, description="hold each searched action for this many steps: CEM searches ceil(horizon / "
         "action_repeat) actions, so long horizons (a way round an obstacle) stay searchable with few samples; "
         "the predictor still runs every step")
-    subspace: Literal["auto", "full", "controllable"] = Field(
-        "auto", description="compare states in the full space, or only in the action-controllable subspace the "
-        "manifest provides (auto: controllable when the model has one)")
+    subspace: Literal["auto", "full", "controllable", "action_readout"] = Field(
+        "auto", description="where the cost compares states: 'full' space; 'controllable': only the subspace actions "
+        "can move (the manifest's projection; ignores distractors, but its distances are local); 'action_readout': "
+        "through the manifest's linear inverse model W (W (next - still) ~ action), so the distance counts action "
+        "steps to the goal and keeps a slope far from it; auto: action_readout, else controllable, else full, by what "
+        "the model ships")
     seed: int = Field(0, description="sampling seed: the same request gives the same plan")
     timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
 
@@ -298,5 +301,5 @@ class PlanResponse(BaseModel):
     zero_action_cost: float = Field(description="predicted cost of doing nothing, for comparison")
     predicted_states: list[Vector] = Field(description="predicted state embedding after each planned action")
     iteration_costs: list[float]
-    subspace: Literal["full", "controllable"]
+    subspace: Literal["full", "controllable", "action_readout"]
     timings_ms: dict[str, float]
