@@ -135,8 +135,9 @@ def train(cfg: TrainConfig, out: Path, log=print, init: Path | None = None) -> d
     started = time.perf_counter()
     load_start = os.getloadavg()
     data = world.generate_trajectories(cfg.seed, cfg.trajectories, cfg.steps_per_trajectory, cfg.door_fraction)
+    crossing = float(data.crosses_door().mean())
     log(f"data: {cfg.trajectories} trajectories x {cfg.steps_per_trajectory} steps, "
-        f"{data.crosses_door().mean():.0%} cross the door ({time.perf_counter() - started:.1f} s)")
+        f"{crossing:.0%} cross the door ({time.perf_counter() - started:.1f} s)")
     if init is not None:  # continue from earlier weights (a second stage); the optimiser starts afresh
         from models.demo.model import load_demo_model
 
@@ -184,7 +185,7 @@ def train(cfg: TrainConfig, out: Path, log=print, init: Path | None = None) -> d
     summary = {"config": cfg.__dict__, "steps": step, "wall_seconds": round(wall, 1),
                "load_average": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in os.getloadavg()]},
                "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
-               "date": dt.date.today().isoformat(), "history": history}
+               "date": dt.date.today().isoformat(), "crosses_door": round(crossing, 3), "history": history}
     if init is not None and init.with_suffix(".json").exists():
         earlier = json.loads(init.with_suffix(".json").read_text())
         keep = ("config", "steps", "wall_seconds", "history")
