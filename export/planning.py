@@ -65,16 +65,28 @@ def action_readout(
     action_low: np.ndarray,
     action_high: np.ndarray,
     ridge: float = 1e-2,
+    ignore_drift: bool = True,
     seed: int = 0,
 ) -> tuple[np.ndarray, float]:
-    """states (N, D) -> (W (A, D) with W delta ~ action - centre, R^2 of that fit on the same samples).
+    """states (N, D) -> (W (A, D) with W delta ~ action - centre, R^2 of that fit on the action samples).
+
+    With `ignore_drift`, the fit also asks W (predictor(z, centre) - z) ~ 0: the change the world makes without an
+    action reads as no action, so a goal image's distractors move the readout less.
 
     The ridge is relative to the mean variance of delta, so the fit does not depend on the embedding's scale.
     """
     actions, delta = action_deltas(predictor, states, action_low, action_high, seed)
-    x = delta.astype(np.float64)
+    x, y = delta.astype(np.float64), actions.astype(np.float64)
+    if ignore_drift:
+        # what the world does by itself (predictor(z, centre) - z: a bouncing ball) must read as no action at all
+        low, high = np.asarray(action_low, np.float32), np.asarray(action_high, np.float32)
+        still = np.broadcast_to((low + high) / 2, (states.shape[0], low.shape[0])).astype(np.float32)
+        with torch.inference_mode():
+            z = torch.from_numpy(states.astype(np.float32))
+            drift = (predictor(z, torch.from_numpy(still)) - z).numpy().astype(np.float64)
+        x, y = np.concatenate([x, drift]), np.concatenate([y, np.zeros_like(y)])
     gram = x.T @ x + ridge * len(x) * float(x.var(axis=0).mean()) * np.eye(x.shape[1])
-    w = np.linalg.solve(gram, x.T @ actions.astype(np.float64))  # (D, A)
-    fitted = x @ w
+    w = np.linalg.solve(gram, x.T @ y)  # (D, A)
+    fitted = delta.astype(np.float64) @ w
     r2 = 1 - ((fitted - actions) ** 2).sum() / ((actions - actions.mean(axis=0)) ** 2).sum()
     return w.T.astype(np.float32), float(r2)
