@@ -262,6 +262,15 @@ def cost_landscape(encode, matrices: dict[str, np.ndarray], goals: int = 8, seed
     return {"bins_px": edges, **{name: (sums[name] / np.maximum(counts, 1)).tolist() for name in matrices}}
 
 
+def wait_until_ready(client, timeout_s: float = 600.0) -> None:
+    """The app warms every batch size before /readyz turns ready (and /plan answers 503 until then)."""
+    deadline = time.perf_counter() + timeout_s
+    while client.get("/readyz").status_code != 200:
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"the served app was not ready after {timeout_s:.0f} s: {client.get('/readyz').text}")
+        time.sleep(0.5)
+
+
 # -- figures ------------------------------------------------------------------------------------
 
 
@@ -418,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         report["planning"] = {"args": plan_args, "execute": args.execute}
         paths = []
         with TestClient(create_app(settings)) as client:
+            wait_until_ready(client)
             for kind, steps in (("same_room", 24), ("through_door", 40)):
                 ok, rnd, dists, times, example, subspace_used = plan_episodes(client, args.episodes, kind, steps, plan_args, args.execute, seed=99)
                 report["planning"][kind] = {
