@@ -320,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--horizon", type=int, default=PLAN_ARGS["horizon"])
     parser.add_argument("--action-repeat", type=int, default=PLAN_ARGS["action_repeat"])
     parser.add_argument("--cost", choices=("final", "all_steps"), default=PLAN_ARGS["cost"])
-    parser.add_argument("--subspace", choices=("auto", "full", "controllable", "action_readout"), default=PLAN_ARGS["subspace"])
+    parser.add_argument("--subspace", choices=("auto", "full", "controllable", "action_readout", "readout_and_controllable"),
+                        default=PLAN_ARGS["subspace"])
     parser.add_argument("--execute", type=int, default=EXECUTE, help="actions executed per /plan call (then replan)")
     parser.add_argument("--markdown-only", action="store_true", help="rewrite the .md from an existing demo_world.json")
     args = parser.parse_args(argv)
@@ -492,7 +493,8 @@ def write_markdown(path: Path, r: dict) -> None:
     for row in r["ablation"]:
         if row["label"].startswith("shipped"):
             row["steps"], row["minutes"] = t["steps"], t["minutes"]
-    p, pl, ret = r["probe"], r["planning"], r["retrieval"]
+    p, pl = r["probe"], r["planning"]
+    ret = {str(h): v for h, v in r["retrieval"].items()}  # int keys in memory, str keys after a JSON round trip
     same, door = pl["same_room"], pl["through_door"]
     ms_p90 = max(same["ms_per_plan_p90"], door["ms_per_plan_p90"])
     ms_median = max(same["ms_per_plan_median"], door["ms_per_plan_median"])
@@ -628,7 +630,9 @@ def write_markdown(path: Path, r: dict) -> None:
         "beyond (table above: the embedding codes position by local features), so CEM there has no slope to follow "
         "from afar. The action "
         "readout (a linear inverse model W with W (predictor(z, a) - predictor(z, 0)) ≈ a, shipped as "
-        "`action_readout.npy`) measures the distance in action steps and grows with it everywhere; held actions "
+        "`action_readout.npy`) measures the distance in action steps and grows with it everywhere, and the default "
+        "cost adds both (`readout_and_controllable`: the readout's slope from afar, the subspace's precision near the "
+        "goal, where the readout is blurred by the ball in the goal image); held actions "
         f"(`action_repeat` {pl['args'].get('action_repeat', 1)}) make a {pl['args']['horizon']}-step horizon searchable "
         f"with {pl['args']['samples']} samples. Through the door the straight-line cost "
         "still leads into the wall first: the readout distance ignores walls, so the plan must find the detour within "

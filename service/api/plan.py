@@ -25,8 +25,17 @@ def _bounded(name: str, value: int, limit: int) -> None:
 
 
 def cost_space(model: ServedModel, requested: str) -> tuple[str, np.ndarray | None]:
-    """The requested (or, for 'auto', the best shipped) space the plan cost compares states in, and its matrix."""
-    shipped = {"action_readout": model.action_readout, "controllable": model.controllable}
+    """The requested (or, for 'auto', the best shipped) space the plan cost compares states in, and its matrix.
+
+    'readout_and_controllable' stacks the readout rows, scaled by sqrt(k / A), over the k controllable rows, so the
+    mean square over all rows is proportional to the sum of the two mean-square distances: the readout gives the
+    slope far from the goal, the controllable subspace the precision near it.
+    """
+    both = None
+    if model.action_readout is not None and model.controllable is not None:
+        scale = np.sqrt(model.controllable.shape[0] / model.action_readout.shape[0])
+        both = np.concatenate([model.action_readout * scale, model.controllable]).astype(np.float32)
+    shipped = {"readout_and_controllable": both, "action_readout": model.action_readout, "controllable": model.controllable}
     if requested == "auto":
         requested = next((name for name, matrix in shipped.items() if matrix is not None), "full")
     if requested == "full":

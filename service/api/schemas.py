@@ -275,12 +275,13 @@ class PlanRequest(Body):
         1, ge=1, description="hold each searched action for this many steps: CEM searches ceil(horizon / "
         "action_repeat) actions, so long horizons (a way round an obstacle) stay searchable with few samples; "
         "the predictor still runs every step")
-    subspace: Literal["auto", "full", "controllable", "action_readout"] = Field(
+    subspace: Literal["auto", "full", "controllable", "action_readout", "readout_and_controllable"] = Field(
         "auto", description="where the cost compares states: 'full' space; 'controllable': only the subspace actions "
         "can move (the manifest's projection; ignores distractors, but its distances are local); 'action_readout': "
         "through the manifest's linear inverse model W (W (next - still) ~ action), so the distance counts action "
-        "steps to the goal and keeps a slope far from it; auto: action_readout, else controllable, else full, by what "
-        "the model ships")
+        "steps to the goal and keeps a slope far from it; 'readout_and_controllable': the sum of both (slope from "
+        "afar, precision near the goal); auto: the first of readout_and_controllable, action_readout, controllable "
+        "that the model ships, else full")
     seed: int = Field(0, description="sampling seed: the same request gives the same plan")
     timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
 
@@ -301,5 +302,5 @@ class PlanResponse(BaseModel):
     zero_action_cost: float = Field(description="predicted cost of doing nothing, for comparison")
     predicted_states: list[Vector] = Field(description="predicted state embedding after each planned action")
     iteration_costs: list[float]
-    subspace: Literal["full", "controllable", "action_readout"]
+    subspace: Literal["full", "controllable", "action_readout", "readout_and_controllable"]
     timings_ms: dict[str, float]

@@ -50,8 +50,8 @@ def test_plan_in_the_controllable_subspace_and_from_a_goal_state(client):
             "cost": "all_steps"}
     plan = client.post("/plan", json=body)
     assert plan.status_code == 200, plan.text
-    assert plan.json()["subspace"] == "action_readout"  # auto: the readout is the best aid the demo ships
-    for space in ("controllable", "action_readout", "full"):
+    assert plan.json()["subspace"] == "readout_and_controllable"  # auto: the demo ships both aids
+    for space in ("controllable", "action_readout", "readout_and_controllable", "full"):
         plan = client.post("/plan", json={**body, "subspace": space})
         assert plan.status_code == 200, plan.text
         assert plan.json()["subspace"] == space and plan.json()["cost"] <= plan.json()["zero_action_cost"] + 1e-6
