@@ -86,7 +86,7 @@ bench-index: $(STAMP) $(DEMO)
 
 # The demo world model: train the shipped weights for a fixed number of steps (1 torch thread), so the
 # result does not depend on the machine's load; DEMO_TRAIN_STEPS is also where the cosine LR schedule ends.
-DEMO_TRAIN_STEPS ?= 6000
+DEMO_TRAIN_STEPS ?= 3000
 DEMO_ABLATION_STEPS ?= 600
 .PHONY: demo-train demo-ablation demo-eval
 demo-train: $(STAMP)
