@@ -1,11 +1,11 @@
 """Train the demo JEPA world model on random-policy trajectories of models/demo/world.py.
 
     python -m models.demo.train                      # the shipped weights (make demo-train)
-    python -m models.demo.train --reg none --minutes 3 --out reports/ablation/none.safetensors
+    python -m models.demo.train --reg none --max-steps 600 --out reports/ablation/none.safetensors
     python -m models.demo.train --smoke              # a few steps: proves the code path (CI)
 
 Objective, per batch of B segments of H+1 consecutive 2-frame clips and H actions:
-- z_k = encoder(clip_k), targets are z_k with the gradient stopped;
+- z_k = encoder(clip_k), targets are z_k with the gradient stopped (or, with --target ema, a momentum encoder's);
 - multi-step rollout loss: z^_0 = z_0, z^_{k+1} = predictor(z^_k, a_k), mean over k of |z^_k - sg(z_k)|^2,
   plus the teacher-forced one-step loss |predictor(z_k, a_k) - sg(z_{k+1})|^2;
 - plus an anti-collapse regulariser on all z of the batch: SIGReg (default), VICReg, or none.
