@@ -53,7 +53,7 @@ class TrainConfig:
     target: str = "stopgrad"  # "stopgrad": targets are the online embeddings, detached; "ema": a momentum encoder
     ema: float = 0.996
     one_step_weight: float = 1.0
-    max_steps: int = 6000  # training length is a step count, so the weights do not depend on machine load
+    max_steps: int = 3000  # training length is a step count (= DEMO_TRAIN_STEPS of make demo-train), so the weights do not depend on machine load
     minutes: float | None = None  # optional wall-clock safety stop (None: run all max_steps)
     log_every: int = 50
     threads: int = 1  # on a busy 2-core machine, 2 torch threads ran 10x slower than 1 (barrier waits)
