@@ -19,7 +19,7 @@ import torch
 from export.manifest import embedding_space_id, staged_entry, state_dict_sha256, tool_versions, write_manifest
 from export.onnx_graph import convert_fp16, export_onnx
 from export.parity import ParityReport, check_parity
-from export.planning import controllable_subspace
+from export.planning import action_readout, controllable_subspace
 from models.demo import DEFAULT_WEIGHTS, DemoModel, load_demo_model
 from models.demo import world
 
@@ -137,6 +137,9 @@ def export_demo(options: ExportOptions, log: Callable[[str], None] = print) -> P
         projection, kept = controllable_subspace(model.predictor, world_states, -bound, bound)
         np.save(folder / "controllable.npy", projection)
         log(f"[planning] controllable subspace: {projection.shape[0]} dims, {kept:.1%} of action-driven variance")
+        readout, readout_r2 = action_readout(model.predictor, world_states, -bound, bound)
+        np.save(folder / "action_readout.npy", readout)
+        log(f"[planning] action readout: ({readout.shape[0]}, {readout.shape[1]}), R^2 {readout_r2:.3f} of the action")
         checkpoint = state_dict_sha256([model.encoder, model.predictor])
         preprocessing = {
             "image_size": [cfg.image_size, cfg.image_size],
@@ -168,6 +171,9 @@ def export_demo(options: ExportOptions, log: Callable[[str], None] = print) -> P
                     "controllable_projection": "controllable.npy",
                     "controllable_dims": int(projection.shape[0]),
                     "method": f"PCA of predictor(z, a) - predictor(z, 0) over 512 world states, {kept:.1%} of variance",
+                    "action_readout": "action_readout.npy",
+                    "action_readout_method": "ridge fit of W (predictor(z, a) - predictor(z, 0)) = a over the same states, "
+                    f"R^2 {readout_r2:.3f}",
                 },
                 "predictor": {
                     "state_dim": cfg.dim,

@@ -31,6 +31,7 @@ class ServedModel:
     clip: ClipSpec = field(default_factory=ClipSpec)
     controllable: np.ndarray | None = None  # (k, D) projection onto the action-controllable subspace, if shipped
     future: FuturePredictor | None = None  # V-JEPA 2's mask predictor: future tokens from a past clip
+    action_readout: np.ndarray | None = None  # (A, D) linear inverse model (planning cost with a global slope), if shipped
 
     @property
     def name(self) -> str:
@@ -182,16 +183,33 @@ def build_served_model(
         clip=ClipSpec(frames_per_clip=spec_in.frames_per_clip, layout=spec_in.layout),
         controllable=load_projection(entry),
         future=FuturePredictor(batchers["future"], manifest.future) if manifest.future is not None else None,
+        action_readout=load_action_readout(entry),
     )
 
 
+def _planning_matrix(entry: RepositoryEntry, file: str, what: str, rows: int | None = None) -> np.ndarray:
+    """A (k, state_dim) float matrix shipped beside the model, checked at start-up."""
+    matrix = np.load(entry.folder / file, allow_pickle=False).astype(np.float32)
+    state_dim = entry.manifest.predictor.state_dim if entry.manifest.predictor else entry.manifest.output.dim
+    if matrix.ndim != 2 or matrix.shape[1] != state_dim or not np.isfinite(matrix).all() or (
+        rows is not None and matrix.shape[0] != rows
+    ):
+        raise ValueError(f"{what} has shape {matrix.shape}; expected ({rows or 'k'}, {state_dim})")
+    return matrix
+
+
 def load_projection(entry: RepositoryEntry) -> np.ndarray | None:
-    """The manifest's planning.controllable_projection (.npy, (k, state_dim)), checked at start-up."""
+    """The manifest's planning.controllable_projection (.npy, (k, state_dim))."""
     planning = entry.manifest.planning
     if planning is None or planning.controllable_projection is None:
         return None
-    projection = np.load(entry.folder / planning.controllable_projection, allow_pickle=False).astype(np.float32)
-    state_dim = entry.manifest.predictor.state_dim if entry.manifest.predictor else entry.manifest.output.dim
-    if projection.ndim != 2 or projection.shape[1] != state_dim or not np.isfinite(projection).all():
-        raise ValueError(f"controllable projection has shape {projection.shape}; expected (k, {state_dim})")
-    return projection
+    return _planning_matrix(entry, planning.controllable_projection, "controllable projection")
+
+
+def load_action_readout(entry: RepositoryEntry) -> np.ndarray | None:
+    """The manifest's planning.action_readout (.npy, (action_dim, state_dim))."""
+    planning = entry.manifest.planning
+    if planning is None or planning.action_readout is None:
+        return None
+    action_dim = entry.manifest.predictor.action_dim if entry.manifest.predictor else None
+    return _planning_matrix(entry, planning.action_readout, "action readout", action_dim)

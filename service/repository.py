@@ -89,6 +89,10 @@ class PlanningSpec(_Strict):
     method: str = ""
     distance: Literal["l1", "l2"] = "l2"  # energy between predicted and goal states (V-JEPA 2-AC: l1 on tokens)
     defaults: dict[Literal["horizon", "samples", "elites", "iterations"], int] = {}  # /plan defaults (the paper's)
+    # .npy file (action_dim, state_dim): a linear inverse model, W (next - still) ~ action; distances through it
+    # grow with the number of action steps between two states (see export/planning.py)
+    action_readout: str | None = None
+    action_readout_method: str = ""
 
 
 class Manifest(_Strict):
@@ -141,9 +145,10 @@ def read_entry(folder: Path) -> RepositoryEntry:
         raise ManifestError(f"{folder.name}: predictor component without a predictor contract")
     if "future" in manifest.components and manifest.future is None:
         raise ManifestError(f"{folder.name}: future component without a future contract")
-    if manifest.planning is not None and manifest.planning.controllable_projection is not None:
-        if not (folder / manifest.planning.controllable_projection).is_file():
-            raise ManifestError(f"{folder.name}: {manifest.planning.controllable_projection} is listed but missing")
+    if manifest.planning is not None:
+        for aid in (manifest.planning.controllable_projection, manifest.planning.action_readout):
+            if aid is not None and not (folder / aid).is_file():
+                raise ManifestError(f"{folder.name}: {aid} is listed but missing")
     for name, component in manifest.components.items():
         if "fp32" not in component.files:
             raise ManifestError(f"{folder.name}: component {name} has no fp32 file")

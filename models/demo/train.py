@@ -1,11 +1,11 @@
 """Train the demo JEPA world model on random-policy trajectories of models/demo/world.py.
 
     python -m models.demo.train                      # the shipped weights (make demo-train)
-    python -m models.demo.train --reg none --minutes 3 --out reports/ablation/none.safetensors
+    python -m models.demo.train --reg none --max-steps 600 --out reports/ablation/none.safetensors
     python -m models.demo.train --smoke              # a few steps: proves the code path (CI)
 
 Objective, per batch of B segments of H+1 consecutive 2-frame clips and H actions:
-- z_k = encoder(clip_k), targets are z_k with the gradient stopped;
+- z_k = encoder(clip_k), targets are z_k with the gradient stopped (or, with --target ema, a momentum encoder's);
 - multi-step rollout loss: z^_0 = z_0, z^_{k+1} = predictor(z^_k, a_k), mean over k of |z^_k - sg(z_k)|^2,
   plus the teacher-forced one-step loss |predictor(z_k, a_k) - sg(z_{k+1})|^2;
 - plus an anti-collapse regulariser on all z of the batch: SIGReg (default), VICReg, or none.
@@ -15,7 +15,12 @@ Frames are rendered on the fly from stored positions (cheap), so the data never 
 from __future__ import annotations
 
 import argparse
+import copy
+import datetime as dt
 import json
+import math
+import os
+import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +48,13 @@ class TrainConfig:
     directions: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    minutes: float = 20.0
-    max_steps: int = 100_000
+    warmup_steps: int = 200
+    final_lr_fraction: float = 0.05  # cosine decay from lr to lr * this at max_steps
+    target: str = "stopgrad"  # "stopgrad": targets are the online embeddings, detached; "ema": a momentum encoder
+    ema: float = 0.996
+    one_step_weight: float = 1.0
+    max_steps: int = 3000  # training length is a step count (= DEMO_TRAIN_STEPS of make demo-train), so the weights do not depend on machine load
+    minutes: float | None = None  # optional wall-clock safety stop (None: run all max_steps)
     log_every: int = 50
     threads: int = 1  # on a busy 2-core machine, 2 torch threads ran 10x slower than 1 (barrier waits)
 
@@ -81,12 +91,18 @@ class SegmentSampler:
         return clips_from_frames(frames_to_input(frames)), torch.from_numpy(actions)
 
 
-def jepa_losses(model: DemoModel, clips: torch.Tensor, actions: torch.Tensor, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+def jepa_losses(
+    model: DemoModel, clips: torch.Tensor, actions: torch.Tensor, cfg: TrainConfig, target_encoder: torch.nn.Module | None = None
+) -> dict[str, torch.Tensor]:
     b, k1 = clips.shape[:2]
     raw, _ = model.encoder.raw(clips.flatten(0, 1))  # (B*(H+1), D)
     z_flat = model.encoder.norm(raw)
     z = z_flat.view(b, k1, -1)  # (B, H+1, D)
-    target = z.detach()
+    if target_encoder is None:
+        target = z.detach()
+    else:
+        with torch.no_grad():
+            target = target_encoder(clips.flatten(0, 1))[0].view(b, k1, -1)
     rollout, current = [], z[:, 0]
     for k in range(k1 - 1):
         current = model.predictor(current, actions[:, k])
@@ -94,7 +110,7 @@ def jepa_losses(model: DemoModel, clips: torch.Tensor, actions: torch.Tensor, cf
     predicted = torch.stack(rollout, dim=1)  # (B, H, D)
     multi = (predicted - target[:, 1:]).pow(2).mean()
     one_step = (model.predictor(z[:, :-1].flatten(0, 1), actions.flatten(0, 1)) - target[:, 1:].flatten(0, 1)).pow(2).mean()
-    losses = {"rollout": multi, "one_step": one_step}
+    losses = {"rollout": multi, "one_step": cfg.one_step_weight * one_step}
     if cfg.reg == "sigreg":
         losses["sigreg"] = cfg.reg_weight * sigreg(z_flat, cfg.directions)
     elif cfg.reg == "vicreg":
@@ -104,13 +120,24 @@ def jepa_losses(model: DemoModel, clips: torch.Tensor, actions: torch.Tensor, cf
     return losses
 
 
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to lr * final_lr_fraction at max_steps (a function of the step only)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min((step - cfg.warmup_steps) / max(cfg.max_steps - cfg.warmup_steps, 1), 1.0)
+    floor = cfg.lr * cfg.final_lr_fraction
+    return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def train(cfg: TrainConfig, out: Path, log=print, init: Path | None = None) -> dict:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     started = time.perf_counter()
+    load_start = os.getloadavg()
     data = world.generate_trajectories(cfg.seed, cfg.trajectories, cfg.steps_per_trajectory, cfg.door_fraction)
+    crossing = float(data.crosses_door().mean())
     log(f"data: {cfg.trajectories} trajectories x {cfg.steps_per_trajectory} steps, "
-        f"{data.crosses_door().mean():.0%} cross the door ({time.perf_counter() - started:.1f} s)")
+        f"{crossing:.0%} cross the door ({time.perf_counter() - started:.1f} s)")
     if init is not None:  # continue from earlier weights (a second stage); the optimiser starts afresh
         from models.demo.model import load_demo_model
 
@@ -120,29 +147,45 @@ def train(cfg: TrainConfig, out: Path, log=print, init: Path | None = None) -> d
         model = build_demo_model(cfg.seed)
     model.encoder.train()
     model.predictor.train()
+    target_encoder = None
+    if cfg.target == "ema":  # a momentum copy of the encoder makes the targets (BYOL / I-JEPA style)
+        target_encoder = copy.deepcopy(model.encoder).train()
+        target_encoder.requires_grad_(False)
     params = [*model.encoder.parameters(), *model.predictor.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sampler = SegmentSampler(data, cfg.horizon, cfg.seed)
-    deadline = started + cfg.minutes * 60
+    deadline = None if cfg.minutes is None else started + cfg.minutes * 60
     history = []
     step = 0
-    while step < cfg.max_steps and time.perf_counter() < deadline:
+    while step < cfg.max_steps and (deadline is None or time.perf_counter() < deadline):
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(cfg, step)
         clips, actions = sampler.sample(cfg.batch)
-        losses = jepa_losses(model, clips, actions, cfg)
+        losses = jepa_losses(model, clips, actions, cfg, target_encoder)
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        if target_encoder is not None:
+            with torch.no_grad():
+                for t, o in zip(target_encoder.state_dict().values(), model.encoder.state_dict().values(), strict=True):
+                    if t.dtype.is_floating_point:
+                        t.lerp_(o, 1.0 - cfg.ema)
+                    else:
+                        t.copy_(o)
         step += 1
         if step % cfg.log_every == 0 or step == 1 or step == cfg.max_steps:
-            row = {"step": step, "seconds": round(time.perf_counter() - started, 1)}
+            row = {"step": step, "seconds": round(time.perf_counter() - started, 1), "lr": round(learning_rate(cfg, step - 1), 6)}
             row |= {k: round(float(v.detach()), 5) for k, v in losses.items()}
             history.append(row)
             log(json.dumps(row))
     wall = time.perf_counter() - started
     model.encoder.eval()
     model.predictor.eval()
-    summary = {"config": cfg.__dict__, "steps": step, "wall_seconds": round(wall, 1), "history": history}
+    summary = {"config": cfg.__dict__, "steps": step, "wall_seconds": round(wall, 1),
+               "load_average": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in os.getloadavg()]},
+               "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+               "date": dt.date.today().isoformat(), "crosses_door": round(crossing, 3), "history": history}
     if init is not None and init.with_suffix(".json").exists():
         earlier = json.loads(init.with_suffix(".json").read_text())
         keep = ("config", "steps", "wall_seconds", "history")
@@ -162,23 +205,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="safetensors file to write (+ a .json log beside it)")
     p.add_argument("--reg", choices=("sigreg", "vicreg", "none"), default=d.reg, help="anti-collapse regulariser")
     p.add_argument("--reg-weight", type=float, default=d.reg_weight, help="SIGReg weight")
-    p.add_argument("--minutes", type=float, default=d.minutes, help="wall-clock training budget")
-    p.add_argument("--max-steps", type=int, default=d.max_steps)
+    p.add_argument("--max-steps", type=int, default=d.max_steps, help="training steps (the LR schedule ends here)")
+    p.add_argument("--minutes", type=float, default=d.minutes, help="optional wall-clock safety stop (default: none)")
+    p.add_argument("--target", choices=("stopgrad", "ema"), default=d.target, help="prediction targets")
+    p.add_argument("--ema", type=float, default=d.ema, help="EMA target momentum")
+    p.add_argument("--one-step-weight", type=float, default=d.one_step_weight, help="weight of the teacher-forced loss")
+    p.add_argument("--door-fraction", type=float, default=d.door_fraction, help="share of door-seeking trajectories")
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    p.add_argument("--final-lr-fraction", type=float, default=d.final_lr_fraction)
     p.add_argument("--batch", type=int, default=d.batch)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--horizon", type=int, default=d.horizon, help="rollout steps in the loss")
     p.add_argument("--trajectories", type=int, default=d.trajectories)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
+    p.add_argument("--log-every", type=int, default=d.log_every)
     p.add_argument("--init", type=Path, default=None, help="start from these weights (a second training stage)")
     p.add_argument("--smoke", action="store_true", help="3 steps on tiny data: proves the code path")
     args = p.parse_args(argv)
     cfg = TrainConfig(
         seed=args.seed, trajectories=args.trajectories, batch=args.batch, horizon=args.horizon, reg=args.reg,
         reg_weight=args.reg_weight, lr=args.lr, minutes=args.minutes, max_steps=args.max_steps, threads=args.threads,
+        target=args.target, ema=args.ema, one_step_weight=args.one_step_weight, door_fraction=args.door_fraction,
+        warmup_steps=args.warmup_steps, final_lr_fraction=args.final_lr_fraction, log_every=args.log_every,
     )
     if args.smoke:
-        cfg = TrainConfig(**{**cfg.__dict__, "trajectories": 8, "batch": 4, "horizon": 3, "max_steps": 3, "log_every": 1})
+        cfg = TrainConfig(**{**cfg.__dict__, "trajectories": 8, "batch": 4, "horizon": 3, "max_steps": 3, "warmup_steps": 1, "log_every": 1})
     train(cfg, args.out, init=args.init)
     return 0
 

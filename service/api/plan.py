@@ -63,6 +63,27 @@ def _sizes(body: PlanRequest, model: ServedModel, services: Services) -> dict[st
     return sizes
 
 
+def cost_space(model: ServedModel, requested: str) -> tuple[str, np.ndarray | None]:
+    """The requested (or, for 'auto', the best shipped) space the plan cost compares states in, and its matrix.
+
+    'readout_and_controllable' stacks the readout rows, scaled by sqrt(k / A), over the k controllable rows, so the
+    mean square over all rows is proportional to the sum of the two mean-square distances: the readout gives the
+    slope far from the goal, the controllable subspace the precision near it.
+    """
+    both = None
+    if model.action_readout is not None and model.controllable is not None:
+        scale = np.sqrt(model.controllable.shape[0] / model.action_readout.shape[0])
+        both = np.concatenate([model.action_readout * scale, model.controllable]).astype(np.float32)
+    shipped = {"readout_and_controllable": both, "action_readout": model.action_readout, "controllable": model.controllable}
+    if requested == "auto":
+        requested = next((name for name, matrix in shipped.items() if matrix is not None), "full")
+    if requested == "full":
+        return "full", None
+    if shipped[requested] is None:
+        raise UnprocessableInput(f"model {model.name!r} ships no {requested.replace('_', ' ')}", code="invalid_plan")
+    return requested, shipped[requested]
+
+
 @router.post("/plan", response_model=PlanResponse, summary="Plan actions toward a goal image by CEM in latent space")
 async def plan(
     body: PlanRequest, services: ReadyServicesDep, x_request_timeout_ms: str | None = Header(None)
@@ -75,9 +96,7 @@ async def plan(
             f"model {model.name!r} takes up to {rollout.spec.context_frames} observation frame(s)",
             {"context_frames": rollout.spec.context_frames}, code="invalid_context",
         )
-    if body.subspace == "controllable" and model.controllable is None:
-        raise UnprocessableInput(f"model {model.name!r} ships no controllable subspace", code="invalid_plan")
-    projection = model.controllable if body.subspace != "full" else None
+    subspace, projection = cost_space(model, body.subspace)
     planning = model.manifest.planning
     distance = body.distance if body.distance != "auto" else (planning.distance if planning is not None else "l2")
     started = time.perf_counter()
@@ -87,7 +106,8 @@ async def plan(
         problem = await _pooled_problem(services, model, rollout, body, deadline)
     encoded = time.perf_counter()
     config = CEMConfig(horizon=sizes["horizon"], samples=sizes["samples"], iterations=sizes["iterations"],
-                       elites=sizes["elites"], cost=body.cost, distance=distance, seed=body.seed)
+                       elites=sizes["elites"], cost=body.cost, distance=distance, action_repeat=body.action_repeat,
+                       seed=body.seed)
     low = np.asarray(rollout.spec.action_low, np.float32)
     high = np.asarray(rollout.spec.action_high, np.float32)
     result = await plan_sequences(problem.simulate, problem.goal, low, high, config, projection)
@@ -108,7 +128,7 @@ async def plan(
         zero_action_cost=float(stay_cost[0]),
         predicted_states=problem.summarize(result.states).tolist(),
         iteration_costs=result.iteration_costs,
-        subspace="full" if projection is None else "controllable",
+        subspace=subspace,
         distance=distance,
         settings=sizes,
         predicted_proprio=poses,

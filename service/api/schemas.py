@@ -330,9 +330,17 @@ class PlanRequest(Body):
     distance: Literal["auto", "l2", "l1"] = Field(
         "auto", description="l2 = mean squared difference, l1 = mean absolute (V-JEPA 2-AC's energy on tokens); "
         "auto = what the model's manifest says (l2 when it says nothing)")
-    subspace: Literal["auto", "full", "controllable"] = Field(
-        "auto", description="compare states in the full space, or only in the action-controllable subspace the "
-        "manifest provides (auto: controllable when the model has one)")
+    action_repeat: int = Field(
+        1, ge=1, description="hold each searched action for this many steps: CEM searches ceil(horizon / "
+        "action_repeat) actions, so long horizons (a way round an obstacle) stay searchable with few samples; "
+        "the predictor still runs every step")
+    subspace: Literal["auto", "full", "controllable", "action_readout", "readout_and_controllable"] = Field(
+        "auto", description="where the cost compares states: 'full' space; 'controllable': only the subspace actions "
+        "can move (the manifest's projection; ignores distractors, but its distances are local); 'action_readout': "
+        "through the manifest's linear inverse model W (W (next - still) ~ action), so the distance counts action "
+        "steps to the goal and keeps a slope far from it; 'readout_and_controllable': the sum of both (slope from "
+        "afar, precision near the goal); auto: the first of readout_and_controllable, action_readout, controllable "
+        "that the model ships, else full")
     seed: int = Field(0, description="sampling seed: the same request gives the same plan")
     timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
 
@@ -353,7 +361,7 @@ class PlanResponse(BaseModel):
     zero_action_cost: float = Field(description="predicted cost of doing nothing, for comparison")
     predicted_states: list[Vector] = Field(description="predicted state embedding after each planned action")
     iteration_costs: list[float]
-    subspace: Literal["full", "controllable"]
+    subspace: Literal["full", "controllable", "action_readout", "readout_and_controllable"]
     distance: Literal["l2", "l1"]
     settings: dict[str, int] = Field(description="horizon, samples, elites and iterations used")
     predicted_proprio: list[Vector] | None = Field(None, description="V-JEPA 2-AC: end-effector state after each action")

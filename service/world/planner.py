@@ -14,6 +14,11 @@ Cost of a predicted trajectory to the goal g:
   everything else, like a distractor that moves by itself, is ignored);
   "final" = d(z_H); "all_steps" = mean_k d(z_k), which rewards getting there
   early and staying (useful for long horizons).
+
+Action repeat r: CEM searches over ceil(H / r) actions, each held for r
+steps. The predictor still runs all H steps, but the search space shrinks by
+r, so a few hundred samples can find long manoeuvres (around a wall, say)
+that a per-step search of the same size does not.
 """
 
 from __future__ import annotations
@@ -41,13 +46,19 @@ class CEMConfig:
     momentum: float = 0.1  # weight of the previous mean/std in each refit
     cost: CostMode = "final"
     distance: Distance = "l2"
+    action_repeat: int = 1  # each searched action is held for this many steps
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.horizon < 1 or self.samples < 2 or self.iterations < 1:
-            raise ValueError("horizon >= 1, samples >= 2 and iterations >= 1 are required")
+        if self.horizon < 1 or self.samples < 2 or self.iterations < 1 or self.action_repeat < 1:
+            raise ValueError("horizon >= 1, samples >= 2, iterations >= 1 and action_repeat >= 1 are required")
         if not 1 <= self.elites <= self.samples:
             raise ValueError("elites must be between 1 and samples")
+
+    @property
+    def decisions(self) -> int:
+        """Searched actions: ceil(horizon / action_repeat)."""
+        return -(-self.horizon // self.action_repeat)
 
 
 @dataclass(frozen=True)
@@ -111,11 +122,15 @@ async def plan_sequences(
     """
     rng = np.random.default_rng(config.seed)
     low, high = np.asarray(action_low, np.float32), np.asarray(action_high, np.float32)
-    h, a = config.horizon, low.shape[0]
+    h, a = config.decisions, low.shape[0]
+
+    def expand(blocks: np.ndarray) -> np.ndarray:  # (..., decisions, A) -> (..., horizon, A)
+        return np.repeat(blocks, config.action_repeat, axis=-2)[..., : config.horizon, :]
+
     mean = np.broadcast_to((low + high) / 2, (h, a)).astype(np.float32)
     std = np.broadcast_to(config.init_std * (high - low) / 2, (h, a)).astype(np.float32)
     floor = config.min_std * (high - low) / 2
-    best_cost, best_actions, best_states = np.inf, mean, None
+    best_cost, best_actions, best_states = np.inf, expand(mean), None
     history = []
     for iteration in range(config.iterations):
         samples = mean + std * rng.standard_normal((config.samples, h, a)).astype(np.float32)  # (S, H, A)
@@ -123,11 +138,11 @@ async def plan_sequences(
         samples[0] = np.clip(mean, low, high)  # keep the current mean as a candidate
         if iteration == 0:
             samples[1] = np.clip(np.zeros((h, a), np.float32), low, high)
-        states = await simulate(samples)  # (S, H, D)
+        states = await simulate(expand(samples))  # (S, H, D)
         costs = trajectory_cost(states, goal, projection, config.cost, config.distance)
         order = np.argsort(costs)
         if costs[order[0]] < best_cost:
-            best_cost, best_actions, best_states = float(costs[order[0]]), samples[order[0]], states[order[0]]
+            best_cost, best_actions, best_states = float(costs[order[0]]), expand(samples[order[0]]), states[order[0]]
         elites = samples[order[: config.elites]]
         mean = config.momentum * mean + (1 - config.momentum) * elites.mean(axis=0)
         std = np.maximum(config.momentum * std + (1 - config.momentum) * elites.std(axis=0), floor)

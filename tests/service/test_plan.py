@@ -50,7 +50,24 @@ def test_plan_in_the_controllable_subspace_and_from_a_goal_state(client):
             "cost": "all_steps"}
     plan = client.post("/plan", json=body)
     assert plan.status_code == 200, plan.text
-    assert plan.json()["subspace"] == "controllable" and plan.json()["cost"] <= plan.json()["zero_action_cost"] + 1e-6
+    assert plan.json()["subspace"] == "readout_and_controllable"  # auto: the demo ships both aids
+    for space in ("controllable", "action_readout", "readout_and_controllable", "full"):
+        plan = client.post("/plan", json={**body, "subspace": space})
+        assert plan.status_code == 200, plan.text
+        assert plan.json()["subspace"] == space and plan.json()["cost"] <= plan.json()["zero_action_cost"] + 1e-6
+
+
+def test_action_readout_distance_grows_with_the_distance_to_the_goal(client, demo_repository):
+    """Through the shipped readout, farther agent positions are farther from the goal (a slope for CEM far away)."""
+    readout = np.load(demo_repository / "demo" / "action_readout.npy")
+
+    def embed(agent):
+        clip = {"frames": [b64_frame(agent, (40, 50)), b64_frame(agent, (42, 51))]}
+        return np.array(client.post("/embed", json={"inputs": [clip], "normalize": False}).json()["embeddings"][0])
+
+    goal = embed((12, 32))
+    distances = [float(np.linalg.norm(readout @ (embed((12 + dx, 32)) - goal))) for dx in (0, 6, 12, 24)]
+    assert distances == sorted(distances) and distances[-1] > 2 * distances[1]
 
 
 @pytest.mark.parametrize(

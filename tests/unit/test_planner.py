@@ -72,7 +72,24 @@ def test_all_steps_cost_prefers_getting_there_early():
     assert final[0] == final[1] == 0.0 and every[0] > every[1]
 
 
+def test_action_repeat_holds_each_searched_action_and_still_reaches_the_goal():
+    calls: list[int] = []
+    start = np.zeros(4, np.float32)
+    goal = np.array([2.5, -1.5, 0.0, 0.0], np.float32)  # needs 5 steps at full speed on x
+    cfg = CEMConfig(horizon=7, samples=64, iterations=4, elites=8, action_repeat=3)
+    assert cfg.decisions == 3
+    plan = run(plan_cem(toy_world(calls), start, goal, LOW, HIGH, cfg, np.eye(4, dtype=np.float32)[:2]))
+    assert plan.actions.shape == (7, 2) and plan.states.shape == (7, 4)
+    # piecewise constant over blocks of 3 (the last block is cut to the horizon)
+    for block in (plan.actions[0:3], plan.actions[3:6], plan.actions[6:7]):
+        assert (block == block[0]).all()
+    assert np.abs(plan.states[-1, :2] - goal[:2]).max() < 0.3
+    assert calls == [64] * (7 * 4)  # the predictor still runs every step, all samples in one batch
+
+
 def test_bad_config_is_refused():
+    with pytest.raises(ValueError):
+        CEMConfig(action_repeat=0)
     with pytest.raises(ValueError):
         CEMConfig(samples=1)
     with pytest.raises(ValueError):
