@@ -133,3 +133,14 @@ def test_projected_index_with_exact_rerank_reaches_recall_095(kind):
     top = collection.search(collection.prepare_vectors(queries[:1]), 1)[0][0]
     unit = stored[int(top.id)] / np.linalg.norm(stored[int(top.id)])
     assert top.score == pytest.approx(float(unit @ (queries[0] / np.linalg.norm(queries[0]))), abs=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf_flat", "ivf_pq"])
+@pytest.mark.parametrize("pca", [None, 8])
+def test_flags_of_a_loaded_index_match_a_fresh_build(kind, pca):
+    from service.index import kinds
+
+    params = kinds.resolve_params({"pca": pca, "nlist": 4, "pq_m": 4})
+    sample = np.random.default_rng(0).standard_normal((400, 16)).astype(np.float32)
+    built = kinds.build_index(kind, 16, "cosine", params, sample)
+    assert kinds.flags(kind, params) == (built.removes_in_place, built.exact_scores)
