@@ -194,6 +194,7 @@ def configs(name: str, n: int) -> list[tuple[str, dict, list[dict], bool]]:
         return [
             ("flat", {}, [{}], False),
             ("hnsw", PROJECTED, projected, True),
+            ("hnsw", {**PROJECTED, "M": 32}, [{"ef": ef, "rerank": 2} for ef in (96, 128, 192, 256)], False),
         ]
     return [
         ("flat", {}, [{}], False),
