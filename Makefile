@@ -76,8 +76,9 @@ deploy-tools: $(STAMP)
 reliability: $(STAMP) deploy-tools
 	$(PY) -m loadtests.reliability
 
-# Index benchmark (issue 8): recall@10 and QPS per index kind on the hard set; writes docs/bench/index.md + .png.
-# Not part of `make test`. BENCH_INDEX_SIZES=100000,1000000 adds the 1M run (much longer).
+# Index benchmark (issue 8): recall@10 and QPS per index kind on the hard set (and on demo-encoder embeddings of
+# demo-world clips); writes docs/bench/index.md + .png. Not part of `make test`.
+# BENCH_INDEX_SIZES=100000,1000000 adds the 1M run (about 40-60 minutes on 2 shared cores).
 BENCH_INDEX_SIZES ?= 100000
 .PHONY: bench-index
 bench-index: $(STAMP) $(DEMO)

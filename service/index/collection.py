@@ -56,6 +56,19 @@ class CollectionConfig:
 
 
 @dataclass(frozen=True)
+class CollectionState:
+    """What a snapshot holds: points by internal key, and the serialised FAISS index over those keys (or None)."""
+
+    ids: list[str]
+    keys: np.ndarray
+    vectors: np.ndarray
+    metadata: list[Metadata]
+    index: np.ndarray | None
+    index_kind: str
+    tombstones: np.ndarray
+
+
+@dataclass(frozen=True)
 class Hit:
     id: str
     score: float
@@ -390,9 +403,54 @@ class Collection:
 
     # -- export -----------------------------------------------------------------------
 
-    def export_points(self) -> tuple[list[str], np.ndarray, list[Metadata]]:
-        """Every point, in write order, for snapshots."""
+    def export_state(self) -> CollectionState:
+        """Every point with its internal key, and the FAISS index serving now, captured together for a snapshot."""
         with self._lock.read():
-            keys = np.flatnonzero(self._alive[: self._next_key])
-            ids = [self._id_of[int(k)] for k in keys]
-            return ids, self._vectors[keys].copy(), [self._meta_of[int(k)] for k in keys]
+            keys = np.flatnonzero(self._alive[: self._next_key]).astype(np.int64)
+            index = None
+            # Keys are kept on load, so a sparse key space (many updates) would cost memory there: rebuild instead.
+            if self._next_key <= 2 * len(keys) + ADD_CHUNK:
+                index = kinds.serialize(self._built)
+            return CollectionState(
+                ids=[self._id_of[int(k)] for k in keys],
+                keys=keys,
+                vectors=self._vectors[keys].copy(),
+                metadata=[self._meta_of[int(k)] for k in keys],
+                index=index,
+                index_kind=self._built_kind,
+                tombstones=np.fromiter(self._tombstones, dtype=np.int64, count=len(self._tombstones)),
+            )
+
+    def restore(self, state: CollectionState) -> None:
+        """Load a snapshot into this empty collection, reusing its FAISS index (no rebuild) when it has one.
+
+        Raises ValueError when the stored index does not fit the points; the caller then upserts instead.
+        """
+        keys = np.asarray(state.keys, dtype=np.int64)
+        tombstones = np.asarray(state.tombstones, dtype=np.int64)
+        if state.index is None:
+            raise ValueError("snapshot has no index")
+        try:
+            built = kinds.deserialize(state.index_kind, self.params, state.index)
+        except RuntimeError as exc:  # written by another faiss version, truncated, ...
+            raise ValueError(f"stored index not readable: {exc}") from exc
+        if built.index.ntotal != len(keys) + len(tombstones):
+            raise ValueError(f"stored index holds {built.index.ntotal} vectors, snapshot {len(keys)} + {len(tombstones)} dead")
+        if len(set(state.ids)) != len(keys):
+            raise ValueError("snapshot ids are not unique")
+        with self._lock.write():
+            if self._next_key:
+                raise RuntimeError("restore needs an empty collection")
+            top = int(max(keys.max(initial=-1), tombstones.max(initial=-1))) + 1
+            self._grow(top)
+            self._vectors[keys] = state.vectors
+            self._alive[keys] = True
+            self._next_key = top
+            for key, point_id, meta in zip(keys.tolist(), state.ids, state.metadata, strict=True):
+                self._key_of[point_id] = key
+                self._id_of[key] = point_id
+                self._meta_of[key] = dict(meta)
+            self._built, self._built_kind = built, state.index_kind
+            # A GPU copy cannot hide ids with a selector either: the dead keys stay tombstones there too.
+            self._tombstones, self._selector = set(tombstones.tolist()), None
+        self._maybe_rebuild()

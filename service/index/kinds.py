@@ -183,6 +183,26 @@ def build_index(kind: str, dim: int, metric: str, params: dict[str, Any], sample
     raise ValueError(f"unknown index kind {kind!r}")
 
 
+def flags(kind: str, params: dict[str, Any]) -> tuple[bool, bool]:
+    """(removes_in_place, exact_scores) of an index of `kind` built with `params` (as build_index makes it)."""
+    projected = kind != "flat" and bool(params["pca"])
+    return kind != "hnsw", kind in ("flat", "hnsw", "ivf_flat") and not projected
+
+
+def serialize(built: BuiltIndex) -> np.ndarray | None:
+    """The index as bytes for a snapshot; None for GPU indexes (they are rebuilt on load)."""
+    if built.on_gpu:
+        return None
+    return faiss.serialize_index(built.index)
+
+
+def deserialize(kind: str, params: dict[str, Any], blob: np.ndarray) -> BuiltIndex:
+    """An index written by `serialize`, moved to the GPU where one is present (like a fresh build)."""
+    removes_in_place, exact = flags(kind, params)
+    index = faiss.deserialize_index(np.ascontiguousarray(blob, dtype=np.uint8))
+    return to_gpu(BuiltIndex(kind, index, removes_in_place=removes_in_place, exact_scores=exact))
+
+
 def gpu_available() -> bool:
     """True only when this faiss build has GPU support and sees a GPU."""
     return hasattr(faiss, "StandardGpuResources") and getattr(faiss, "get_num_gpus", lambda: 0)() > 0

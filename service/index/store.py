@@ -1,6 +1,9 @@
 """CollectionStore, local backend: config + snapshot + write-ahead log per collection.
 
-Layout: `<data_dir>/collections/<name>/{config.json, snapshot.npz, wal.log}`.
+Layout: `<data_dir>/collections/<name>/{config.json, snapshot.npz, wal.log}`. A snapshot holds the
+points and, on the CPU, the serialised FAISS index over their internal keys: recovery loads it
+instead of rebuilding (a 1M-point HNSW takes minutes to build); an index that cannot be read is
+rebuilt from the points.
 A write is logged (fsync) and then applied, under the collection's write
 mutex, so the log order is the apply order. Upserts and deletes are
 idempotent, so replaying a log over a newer snapshot is harmless: that is
@@ -23,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from service.errors import Conflict, InvalidInput, NotFound, StorageError
-from service.index.collection import Collection, CollectionConfig, Metadata
+from service.index.collection import Collection, CollectionConfig, CollectionState, Metadata
 from service.index.wal import WalCorrupted, WriteAheadLog, decode_vectors, encode_vectors, fsync_dir
 
 log = logging.getLogger(__name__)
@@ -109,7 +112,15 @@ class CollectionStore:
         if snapshot.exists():
             with np.load(snapshot, allow_pickle=False) as data:
                 meta = json.loads(bytes(data["meta"]).decode())
-                if len(meta["ids"]):
+                if "index" in data.files:
+                    try:
+                        collection.restore(CollectionState(
+                            ids=meta["ids"], keys=data["keys"], vectors=data["vectors"], metadata=meta["metadata"],
+                            index=data["index"], index_kind=meta["index_kind"], tombstones=data["tombstones"]))
+                    except ValueError as exc:  # the points are all there: rebuild the index from them
+                        log.warning("collection %s: stored index not used (%s); rebuilding it", config.name, exc)
+                        collection = Collection(config)
+                if collection.count == 0 and len(meta["ids"]):
                     collection.upsert(meta["ids"], data["vectors"], meta["metadata"])
         replayed = 0
         for record in WriteAheadLog.replay(folder / "wal.log"):
@@ -128,11 +139,15 @@ class CollectionStore:
             raise ValueError(f"unknown log record {record['op']!r}")
 
     def _snapshot(self, durable: _Durable) -> None:
-        ids, vectors, metadata = durable.collection.export_points()
-        meta = np.frombuffer(json.dumps({"ids": ids, "metadata": metadata}).encode(), dtype=np.uint8)
+        state = durable.collection.export_state()
+        meta = np.frombuffer(json.dumps({"ids": state.ids, "metadata": state.metadata, "index_kind": state.index_kind}).encode(),
+                             dtype=np.uint8)
+        arrays = {"vectors": state.vectors, "meta": meta}
+        if state.index is not None:  # the FAISS index too, so recovery does not rebuild it
+            arrays |= {"keys": state.keys, "tombstones": state.tombstones, "index": state.index}
         tmp = durable.folder / ".snapshot.tmp.npz"
         with open(tmp, "wb") as handle:
-            np.savez(handle, vectors=vectors, meta=meta)
+            np.savez(handle, **arrays)
             handle.flush()
             if self._fsync:
                 os.fsync(handle.fileno())

@@ -1,5 +1,7 @@
 """Index kinds, search parameters and metadata filters through the HTTP API."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -52,3 +54,28 @@ def test_bad_filters_params_and_kinds_are_4xx(client):
     # The old request shape still works, and the old response fields are all there.
     r = client.post("/search", json={"collection": "c", "vector": [1, 0, 0, 0], "k": 1}).json()
     assert r["hits"][0]["id"] == "a" and r["results"] == [r["hits"]] and r["metric"] == "cosine"
+
+
+def test_projected_hnsw_is_a_create_option_and_returns_exact_scores(client):
+    rng = np.random.default_rng(12)
+    stored = (np.tanh(rng.standard_normal((600, 6)) @ rng.standard_normal((6, 32)))).astype(np.float32)
+    body = {"dim": 32, "index": "hnsw", "params": {"M": 16, "ef_construction": 100, "pca": 8, "min_train_points": 300}}
+    assert client.put("/collections/proj", json=body).status_code == 201
+    for lo in range(0, 600, 50):
+        r = client.post("/collections/proj/points",
+                        json={"ids": [str(i) for i in range(lo, lo + 50)], "vectors": stored[lo:lo + 50].tolist()})
+        assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 60
+    while (info := client.get("/collections/proj").json())["index_in_use"] != "hnsw" and time.monotonic() < deadline:
+        time.sleep(0.05)  # the projection is trained by a background rebuild once min_train_points are in
+    assert info["index_in_use"] == "hnsw" and info["params"]["pca"] == 8
+    query = stored[7] + 0.01
+    r = client.post("/search", json={"collection": "proj", "vector": query.tolist(), "k": 5, "params": {"ef": 64, "rerank": 4}})
+    assert r.status_code == 200, r.text
+    unit = stored / np.linalg.norm(stored, axis=1, keepdims=True)
+    exact = unit @ (query / np.linalg.norm(query))
+    hits = r.json()["hits"]
+    assert [h["id"] for h in hits] == [str(i) for i in np.argsort(-exact)[:5]]
+    np.testing.assert_allclose([h["score"] for h in hits], np.sort(exact)[::-1][:5], atol=1e-5)
+    bad = client.put("/collections/proj2", json={"dim": 32, "index": "hnsw", "params": {"pca": 64}})
+    assert error_code(bad, 422) == "invalid_index"

@@ -133,3 +133,48 @@ def test_projected_index_with_exact_rerank_reaches_recall_095(kind):
     top = collection.search(collection.prepare_vectors(queries[:1]), 1)[0][0]
     unit = stored[int(top.id)] / np.linalg.norm(stored[int(top.id)])
     assert top.score == pytest.approx(float(unit @ (queries[0] / np.linalg.norm(queries[0]))), abs=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf_flat", "ivf_pq"])
+@pytest.mark.parametrize("pca", [None, 8])
+def test_flags_of_a_loaded_index_match_a_fresh_build(kind, pca):
+    from service.index import kinds
+
+    params = kinds.resolve_params({"pca": pca, "nlist": 4, "pq_m": 4})
+    sample = np.random.default_rng(0).standard_normal((400, 16)).astype(np.float32)
+    built = kinds.build_index(kind, 16, "cosine", params, sample)
+    assert kinds.flags(kind, params) == (built.removes_in_place, built.exact_scores)
+
+
+def clustered_low_rank(n: int, dim: int, rank: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """40 overlapping clusters inside a `rank`-dimensional subspace, plus a little full-rank noise: the shape of
+    real embeddings, where a projection keeps the neighbours (isotropic noise in every dimension would not)."""
+    rng = np.random.default_rng(seed)
+    basis = rng.standard_normal((rank, dim)).astype(np.float32)
+    means = rng.standard_normal((40, rank)).astype(np.float32)
+    def draw(m: int) -> np.ndarray:
+        inner = means[rng.integers(0, 40, m)] + 0.6 * rng.standard_normal((m, rank)).astype(np.float32)
+        return inner @ basis + 0.05 * rng.standard_normal((m, dim)).astype(np.float32)
+    return draw(n), draw(50)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_projected_hnsw_on_a_clustered_set_reaches_recall_095_with_exact_scores(metric):
+    stored, queries = clustered_low_rank(8000, 64, rank=12, seed=8)
+    params = {"M": 16, "ef_construction": 100, "pca": 16, "min_train_points": 2000}
+    collection = Collection(CollectionConfig(name="c", dim=64, metric=metric, index="hnsw", params=params), background=False)
+    collection.upsert([str(i) for i in range(len(stored))], collection.prepare_vectors(stored), [{}] * len(stored))
+    assert collection.index_in_use == "hnsw"
+    prepared = collection.prepare_vectors(queries)
+    found = collection.search(prepared, 10, params={"ef": 64, "rerank": 2})
+    # Exact answers in the collection's own convention (unit vectors + inner product, or squared L2).
+    vectors = collection.prepare_vectors(stored)
+    exact = prepared @ vectors.T if metric == "cosine" else ((prepared[:, None, :] - vectors[None]) ** 2).sum(-1)
+    order = np.argsort(-exact if metric == "cosine" else exact, axis=1)[:, :10]
+    hits = sum(len({int(h.id) for h in found[q]} & set(order[q].tolist())) for q in range(len(queries)))
+    assert hits / (10 * len(queries)) >= 0.95
+    for q, row in enumerate(found):
+        # Every returned score is the exact one (re-ranked against the full vectors), best first.
+        np.testing.assert_allclose([h.score for h in row], exact[q, [int(h.id) for h in row]], rtol=1e-4, atol=1e-4)
+        scores = [h.score for h in row]
+        assert scores == sorted(scores, reverse=metric == "cosine")
