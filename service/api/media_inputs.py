@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -113,9 +114,13 @@ def resolve_world_model(
 ) -> tuple[ServedModel, LatentRollout | TokenRollout]:
     """The named (or default) model and its latent rollout; 422 if it has no action-conditioned predictor."""
     model = resolve_model(services, name)
+    return model, require_rollout(model)
+
+
+def require_rollout(model: ServedModel) -> LatentRollout | TokenRollout:
     if model.rollout is None:
         raise UnprocessableInput(f"model {model.name!r} has no action-conditioned predictor", code="no_predictor")
-    return model, model.rollout
+    return model.rollout
 
 
 async def embed_items(
@@ -195,11 +200,8 @@ async def embed_observation(
     its last `frames_per_clip` frames as one clip (fewer are padded by the clip
     rule); a single-frame model embeds the last frame.
     """
-    items = to_media_items(inputs, services.settings)
-    limits = image_limits(services.settings)
     started = time.perf_counter()
-    frames = await asyncio.gather(*(services.run_blocking(decode_frames, i, model.preprocess, limits) for i in items))
-    stacked = np.concatenate(frames)  # (k, 3, H, W)
+    stacked = await _decode_frames(services, model, to_media_items(inputs, services.settings))  # (k, 3, H, W)
     window = model.clip.frames_per_clip if model.clip.is_clip else 1
     item = to_item(stacked[-window:], model.clip)
     decoded = time.perf_counter()
@@ -212,11 +214,8 @@ async def observe_tokens(
 ) -> tuple[np.ndarray, float, float]:
     """Observation frames (oldest first) -> each frame's token grid (n, tokens, D), every frame encoded on its
     own as a clip of identical frames (how V-JEPA 2-AC's world model encodes observations); + decode/encode ms."""
-    items = to_media_items(inputs, services.settings)
-    limits = image_limits(services.settings)
     started = time.perf_counter()
-    decoded = await asyncio.gather(*(services.run_blocking(decode_frames, i, model.preprocess, limits) for i in items))
-    frames = np.concatenate(decoded)  # (n, 3, H, W)
+    frames = await _decode_frames(services, model, to_media_items(inputs, services.settings))  # (n, 3, H, W)
     clips = [to_item(frame[None], model.clip) for frame in frames]
     encoded = time.perf_counter()
     _, tokens = await model.embed(clips, deadline)
@@ -236,14 +235,20 @@ async def observe_clip(
     """Context inputs (images, frames or one video, oldest first) -> one clip of `frames` frames in the model's
     layout; fewer frames are padded at the front by the clip rule, a video is sampled to `frames` by default."""
     if sampling.num_frames is None:
-        sampling = FrameSampling(num_frames=frames, stride=sampling.stride, fps=sampling.fps, start_s=sampling.start_s)
+        sampling = dataclasses.replace(sampling, num_frames=frames)
     items = to_media_items(inputs, services.settings, sampling)
-    limits = image_limits(services.settings)
     spec = ClipSpec(frames_per_clip=frames, layout=model.clip.layout if model.clip.is_clip else "NTCHW")
     started = time.perf_counter()
     if len(items) == 1 and isinstance(items[0], RawVideo):
+        limits = image_limits(services.settings)
         prepared = await services.run_blocking(prepare_input, items[0], model.preprocess, limits, spec)
         return ObservedClip(prepared.pixels, prepared.sampled, (time.perf_counter() - started) * 1000)
-    decoded = await asyncio.gather(*(services.run_blocking(decode_frames, i, model.preprocess, limits) for i in items))
-    clip = to_item(np.concatenate(decoded), spec)
+    clip = to_item(await _decode_frames(services, model, items), spec)
     return ObservedClip(clip, None, (time.perf_counter() - started) * 1000)
+
+
+async def _decode_frames(services: Services, model: ServedModel, items: Sequence[MediaItem]) -> np.ndarray:
+    """Every item's frames, decoded in the pool and preprocessed for the model, oldest first: (k, 3, H, W)."""
+    limits = image_limits(services.settings)
+    decoded = await asyncio.gather(*(services.run_blocking(decode_frames, i, model.preprocess, limits) for i in items))
+    return np.concatenate(decoded)

@@ -161,7 +161,7 @@ async def _token_problem(
     tokens, _, _ = await observe_tokens(services, model, body.observation, deadline)
     start = rollout.start_state(tokens, np.asarray(body.proprio, np.float32))
     goal_tokens, _, _ = await observe_tokens(services, model, [body.goal], deadline)
-    goal = rollout.start_state(goal_tokens, start.poses[-1:]).tokens[-1].reshape(-1)  # layer-normed, flattened
+    goal = rollout.frame_tokens(goal_tokens)[-1].reshape(-1)  # layer-normed, flattened
     dim = tokens.shape[-1]
     simulate = functools.partial(rollout.simulate, start, deadline=deadline)
     return Problem(simulate=simulate, goal=goal,

@@ -15,8 +15,8 @@ from service.api.media_inputs import (
     observe_clip,
     observe_tokens,
     request_deadline,
+    require_rollout,
     resolve_model,
-    resolve_world_model,
 )
 from service.api.schemas import COMMON_ERRORS, PredictRequest, PredictResponse, SampledFrames, error_responses
 from service.errors import PayloadTooLarge, UnprocessableInput
@@ -36,7 +36,7 @@ async def predict_future(
     model = resolve_model(services, body.model)
     if model.rollout is None and model.future is not None:
         return await _predict_future_tokens(services, model, model.future, body, deadline)
-    model, rollout = resolve_world_model(services, body.model)
+    rollout = require_rollout(model)
     if body.actions is None:
         raise UnprocessableInput(f"model {model.name!r} is action-conditioned: give 'actions'", code="invalid_action")
     if len(body.actions) > settings.max_rollout_steps:

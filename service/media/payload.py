@@ -112,9 +112,3 @@ def prepare_input(
         return ModelInput(to_item(frames, clip), sampled)
     return ModelInput(to_item(decode_frames(item, preprocess, limits), clip))
 
-
-def to_model_input(
-    item: MediaItem, preprocess: ImagePreprocess, limits: ImageLimits, clip: ClipSpec | None = None
-) -> np.ndarray:
-    """One item -> the encoder's per-item input: (3, H, W), or (T, 3, H, W) for a clip model."""
-    return prepare_input(item, preprocess, limits, clip).pixels

@@ -113,8 +113,13 @@ def _describe(container) -> _Source:
                    height=int(ctx.height or 0), codec=str(ctx.name))
 
 
+def _too_long(limits: VideoLimits) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the video needs more than {limits.max_frames} decoded frames",
+                           {"max_video_frames": limits.max_frames}, code="video_too_long")
+
+
 def _count_frames(data: bytes, limits: VideoLimits) -> int:
-    """Frames in the stream, from packets (no decoding) when the header does not say (WebM)."""
+    """Frames in the stream, from packets (no decoding), for containers whose header does not say (WebM)."""
     container = _open(data)
     try:
         count = 0
@@ -122,8 +127,7 @@ def _count_frames(data: bytes, limits: VideoLimits) -> int:
             if packet.size:
                 count += 1
                 if count > limits.max_frames:
-                    raise PayloadTooLarge(f"video has more than {limits.max_frames} frames",
-                                          {"max_video_frames": limits.max_frames}, code="video_too_long")
+                    raise _too_long(limits)
         return count
     except av.FFmpegError as exc:
         raise InvalidInput(f"cannot read video: {exc}", code="invalid_video") from exc
@@ -131,7 +135,7 @@ def _count_frames(data: bytes, limits: VideoLimits) -> int:
         container.close()
 
 
-def _targets(sampling: FrameSampling, k: int, source: _Source, total: int) -> tuple[str, list[float]]:
+def _targets(sampling: FrameSampling, k: int, total: int) -> tuple[str, list[float]]:
     """For stride/uniform: frame indices counted from the first frame at start_s; for fps: instants (s)."""
     if sampling.stride is not None:
         return "index", [float(i * sampling.stride) for i in range(k)]
@@ -155,9 +159,14 @@ def decode_video(
                               {"width": source.width, "height": source.height, "max_pixels": limits.max_pixels})
     total = 0
     if sampling.mode == "uniform":
-        container.close()
-        total = _count_frames(data, limits)
-        container = _open(data)
+        total = source.frames
+        if total > limits.max_frames:
+            container.close()
+            raise _too_long(limits)
+        if not total:  # the header does not say (WebM): count packets, then start again
+            container.close()
+            total = _count_frames(data, limits)
+            container = _open(data)
     try:
         picked, times, indices = _sample(container, sampling, num_frames, source, total, limits)
     finally:
@@ -191,14 +200,13 @@ def _sample(container, sampling: FrameSampling, k: int, source: _Source, total: 
     try:
         for index, frame in enumerate(container.decode(stream)):
             if index >= limits.max_frames:
-                raise PayloadTooLarge(f"sampling needs more than {limits.max_frames} decoded frames",
-                                      {"max_video_frames": limits.max_frames}, code="video_too_long")
+                raise _too_long(limits)
             t = float(frame.time) if frame.time is not None else index / fps
             if first is None:
                 if t + 0.5 / fps < sampling.start_s:
                     continue
                 first = index
-                axis, wanted = _targets(sampling, k, source, max(total - index, 1))
+                axis, wanted = _targets(sampling, k, max(total - index, 1))
             position = t if axis == "time" else float(index - first)
             tolerance = 0.5 / fps if axis == "time" else 0.0
             while len(picked) < k and wanted[len(picked)] <= position + tolerance:

@@ -53,9 +53,14 @@ class TokenRollout(ActionConditioned):
     def tokens_per_frame(self) -> int:
         return self.spec.tokens_per_frame
 
+    def frame_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        """Encoder tokens (n, P', D) of n frames (P' a multiple of P: the last P are the frame's) -> the
+        layer-normed (n, P, D) the predictor works on."""
+        return layer_norm(tokens[:, -self.tokens_per_frame:])
+
     def start_state(self, tokens: np.ndarray, poses: np.ndarray) -> TokenState:
-        """tokens (n, P', D) of n encoded frames (P' a multiple of P: the last P are the frame's), poses (n, A)."""
-        n, p = tokens.shape[0], self.tokens_per_frame
+        """tokens (n, P', D) of n encoded frames (see frame_tokens), poses (n, A)."""
+        n = tokens.shape[0]
         poses = np.asarray(poses, np.float32)
         if poses.shape != (n, self.spec.proprio_dim):
             raise UnprocessableInput(
@@ -65,7 +70,7 @@ class TokenRollout(ActionConditioned):
             )
         if not np.isfinite(poses).all():
             raise UnprocessableInput("proprio contains NaN or Inf", code="invalid_proprio")
-        return TokenState(layer_norm(tokens[:, -p:]), poses)
+        return TokenState(self.frame_tokens(tokens), poses)
 
     async def trajectories(
         self, start: TokenState, actions: np.ndarray, deadline: float | None = None

@@ -6,7 +6,7 @@ from PIL import Image
 
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from service.media.images import ImageLimits, ImagePreprocess, decode_image
-from service.media.payload import RawTensor, b64decode, to_model_input
+from service.media.payload import RawTensor, b64decode, prepare_input
 from tests.conftest import photo, png_bytes
 
 LIMITS = ImageLimits(max_bytes=1_000_000, max_pixels=1_000_000)
@@ -30,6 +30,10 @@ def test_formats_decode_to_rgb(fmt):
 def test_other_modes_become_rgb(mode):
     image = Image.new(mode, (10, 10))
     assert decode_image(encoded(image, "PNG"), LIMITS).mode == "RGB"
+
+
+def pixels(*args):
+    return prepare_input(*args).pixels
 
 
 def test_preprocess_normalises_to_chw():
@@ -82,14 +86,14 @@ def test_base64_strict_and_data_urls():
 
 def test_tensor_fast_path_checks_shape_and_values():
     x = np.random.default_rng(0).standard_normal((3, 64, 64)).astype(np.float32)
-    out = to_model_input(RawTensor(x.tobytes(), "float32", (3, 64, 64)), PRE, LIMITS)
+    out = pixels(RawTensor(x.tobytes(), "float32", (3, 64, 64)), PRE, LIMITS)
     np.testing.assert_array_equal(out, x)
-    half = to_model_input(RawTensor(x.astype(np.float16).tobytes(), "float16", (3, 64, 64)), PRE, LIMITS)
+    half = pixels(RawTensor(x.astype(np.float16).tobytes(), "float16", (3, 64, 64)), PRE, LIMITS)
     np.testing.assert_allclose(half, x, atol=1e-2)
     with pytest.raises(Exception, match="does not match"):
-        to_model_input(RawTensor(x.tobytes(), "float32", (3, 32, 128)), PRE, LIMITS)
+        pixels(RawTensor(x.tobytes(), "float32", (3, 32, 128)), PRE, LIMITS)
     with pytest.raises(InvalidInput):
-        to_model_input(RawTensor(x.tobytes()[:-4], "float32", (3, 64, 64)), PRE, LIMITS)
+        pixels(RawTensor(x.tobytes()[:-4], "float32", (3, 64, 64)), PRE, LIMITS)
     x[0, 0, 0] = np.nan
     with pytest.raises(Exception, match="NaN"):
-        to_model_input(RawTensor(x.tobytes(), "float32", (3, 64, 64)), PRE, LIMITS)
+        pixels(RawTensor(x.tobytes(), "float32", (3, 64, 64)), PRE, LIMITS)

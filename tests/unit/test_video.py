@@ -54,6 +54,8 @@ def test_webm_is_read_too():
     frames, echo = sample(webm, 3, stride=4)
     assert echo.frame_indices == [0, 4, 8]
     assert [abs(a - b) <= 1 for a, b in zip(frame_numbers(frames), [0, 4, 8])] == [True] * 3
+    _, uniform = sample(webm, 3)  # WebM headers carry no frame count: the packets are counted
+    assert uniform.frame_indices == [2, 6, 10] and uniform.source["frames"] == 12
 
 
 def test_bad_videos_are_clear_client_errors(mp4):
