@@ -32,6 +32,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from loadtests.server import wait_ready
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MODELS = {
@@ -160,18 +162,7 @@ def server(target: str, repository: Path, model: str, workdir: Path) -> Iterator
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{target} exited; see {log.name}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{target} not ready in 120 s; see {log.name}")
-            time.sleep(0.25)
+        wait_ready(url, process, Path(log.name), 120)
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)

@@ -13,6 +13,29 @@ import urllib.request
 from pathlib import Path
 
 
+def wait_ready(url: str, process: subprocess.Popen, log_path: Path, timeout_s: float,
+               headers: dict[str, str] | None = None) -> None:
+    """Poll `url`/readyz until it answers 200; RuntimeError with the log's tail if the process exits first or
+    the time runs out. The one readiness wait of every launcher (load tests, benchmarks, test fixtures)."""
+    deadline = time.monotonic() + timeout_s
+    request = urllib.request.Request(url + "/readyz", headers=headers or {})
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early ({process.returncode}):\n{_tail(log_path)}")
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):  # not listening yet, or 503 while loading / warming
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server not ready in {timeout_s:.0f} s:\n{_tail(log_path)}")
+
+
+def _tail(log_path: Path) -> str:
+    return log_path.read_text(errors="replace")[-4000:] if log_path.exists() else ""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -92,20 +115,12 @@ class LocalServer:
             [venv_script("jepa-serve"), "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
             cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout_s
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"jepa-serve exited with {self.process.returncode}:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(urllib.request.Request(self.url + "/readyz", headers=headers), timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise RuntimeError(f"jepa-serve was not ready within {timeout_s:.0f} s")
+        try:
+            wait_ready(self.url, self.process, self.log_path, timeout_s, headers)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> str:
         if self.process is not None and self.process.poll() is None:

@@ -10,8 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
+
+from loadtests.server import wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -61,18 +62,12 @@ def start_server(repository: Path, workdir: Path, env: dict[str, str], name: str
     process = subprocess.Popen([str(VENV_BIN / "jepa-serve"), "--host", "127.0.0.1", "--port", str(port)],
                                env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{name} exited early:\n{(workdir / f'{name}.log').read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    pytest.fail(f"{name} not ready in 60 s")
+    try:
+        wait_ready(url, process, workdir / f"{name}.log", 60)
+    except RuntimeError as exc:
+        process.kill()
+        pytest.fail(f"{name}: {exc}")
+    return process, url
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+from loadtests.server import wait_ready
 
 BIN = Path(sys.executable).parent
 
@@ -42,17 +42,8 @@ class Server:
                 [str(BIN / "jepa-serve"), "--host", "127.0.0.1", "--port", str(self.port)],
                 cwd=self.workdir, env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"server not ready in {timeout} s:\n{self.output()}")
+        wait_ready(self.url, self.process, self.log, timeout)
+        return self
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log and self.log.exists() else ""

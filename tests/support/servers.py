@@ -7,13 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from loadtests.server import wait_ready
 
 BIN = Path(sys.executable).parent
 
@@ -45,20 +44,6 @@ class RunningServer:
         return self.log_path.read_text(errors="replace")
 
 
-def wait_ready(url: str, process: subprocess.Popen, log_path: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early ({process.returncode}):\n{log_path.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"server not ready in {timeout} s:\n{log_path.read_text()[-4000:]}")
-
-
 def start_server(repository: Path, workdir: Path, port: int | None = None, **settings: str) -> RunningServer:
     """`jepa-serve` with JEPA_* settings (keyword names without the prefix), cwd = workdir (so ./data is there)."""
     port = port or free_port()
@@ -72,7 +57,7 @@ def start_server(repository: Path, workdir: Path, port: int | None = None, **set
             cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
-    wait_ready(url, process, log_path)
+    wait_ready(url, process, log_path, 90)
     return RunningServer(url, process, log_path)
 
 
