@@ -99,9 +99,10 @@ class TokenRollout(ActionConditioned):
             block = np.stack([o["predicted"][(w - 1) * p:w * p] for o in outputs])  # (S, P, D)
             nxt = layer_norm(block)
             pose = apply_action(poses[:, -1], actions[:, h])
-            tokens = np.concatenate([tokens, nxt[:, None]], axis=1)
-            poses = np.concatenate([poses, pose[:, None]], axis=1)
-            taken = np.concatenate([taken, actions[:, h:h + 1]], axis=1)
+            # keep only what the next window reads: the history would otherwise be copied whole at every step
+            tokens = np.concatenate([tokens[:, 1 - window:] if window > 1 else tokens[:, :0], nxt[:, None]], axis=1)
+            poses = np.concatenate([poses[:, 1 - window:] if window > 1 else poses[:, :0], pose[:, None]], axis=1)
+            taken = steps[:, 1 - window:] if window > 1 else steps[:, :0]
             predicted.append(nxt)
             advanced.append(pose)
         return TokenTrajectories(np.stack(predicted, axis=1), np.stack(advanced, axis=1))
