@@ -7,11 +7,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.errors import ErrorCode, error_body
 from service.metrics import Metrics
-
-
-def _error_body(code: str, message: str) -> bytes:
-    return json.dumps({"error": {"code": code, "message": message, "detail": {}}}).encode()
 
 
 class BodyLimitMiddleware:
@@ -53,8 +50,9 @@ class BodyLimitMiddleware:
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        body = _error_body("payload_too_large", f"request body exceeds {self.max} bytes")
-        await send({"type": "http.response.start", "status": 413,
+        code = ErrorCode.PAYLOAD_TOO_LARGE
+        body = json.dumps(error_body(code, f"request body exceeds {self.max} bytes")).encode()
+        await send({"type": "http.response.start", "status": code.status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 

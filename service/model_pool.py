@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from service.batching import BatchPolicy, DynamicBatcher
-from service.errors import NotFound
+from service.errors import ErrorCode, NotFound
 from service.media.clips import ClipSpec
 from service.media.images import ImagePreprocess
 from service.metrics import Metrics
@@ -79,7 +79,7 @@ class ModelPool:
     def get(self, name: str) -> ServedModel:
         model = self._models.get(name)
         if model is None:
-            raise NotFound(f"model {name!r} is not served", {"models": sorted(self._models)}, code="model_not_found")
+            raise NotFound(f"model {name!r} is not served", {"models": sorted(self._models)}, code=ErrorCode.MODEL_NOT_FOUND)
         return model
 
     def by_space(self, space_id: str) -> ServedModel | None:

@@ -21,7 +21,7 @@ from service.api.schemas import (
     UpsertResult,
     error_responses,
 )
-from service.errors import Conflict, PayloadTooLarge, UnprocessableInput
+from service.errors import Conflict, ErrorCode, PayloadTooLarge, UnprocessableInput
 from service.index import Collection, CollectionConfig
 from service.index.store import COLLECTION_NAME, check_collection_name
 from service.state import Services
@@ -48,7 +48,7 @@ def check_space(collection: Collection, space_id: str | None) -> None:
         raise Conflict(
             f"vectors are from space {space_id!r}; collection {collection.config.name!r} holds {expected!r}",
             {"collection_space_id": expected, "space_id": space_id},
-            code="space_mismatch",
+            code=ErrorCode.SPACE_MISMATCH,
         )
 
 
@@ -59,7 +59,7 @@ def check_metadata_size(metadata: list[dict], limit: int) -> None:
             raise PayloadTooLarge(
                 f"metadata of point {row} is {size} bytes of JSON; the limit is {limit}",
                 {"point": row, "bytes": size, "max_metadata_bytes": limit},
-                code="metadata_too_large",
+                code=ErrorCode.METADATA_TOO_LARGE,
             )
 
 
@@ -73,7 +73,7 @@ def model_for(services: Services, collection: Collection):
     else:
         raise UnprocessableInput(
             f"collection {config.name!r} is not tied to a served model; send vectors instead of media",
-            code="no_model_for_collection",
+            code=ErrorCode.NO_MODEL_FOR_COLLECTION,
         )
     check_space(collection, model.manifest.space_id)
     return model
@@ -93,12 +93,12 @@ async def create_collection(name: CollectionName, body: CreateCollection, servic
         model = services.models.get(body.model)
         model_dim, model_space = model.manifest.output.dim, model.manifest.space_id
         if dim is not None and dim != model_dim:
-            raise UnprocessableInput(f"dim {dim} differs from model {body.model!r} dim {model_dim}", code="dimension_mismatch")
+            raise UnprocessableInput(f"dim {dim} differs from model {body.model!r} dim {model_dim}", code=ErrorCode.DIMENSION_MISMATCH)
         if space_id is not None and space_id != model_space:
-            raise Conflict(f"space_id differs from model {body.model!r} space {model_space!r}", code="space_mismatch")
+            raise Conflict(f"space_id differs from model {body.model!r} space {model_space!r}", code=ErrorCode.SPACE_MISMATCH)
         dim, space_id = model_dim, model_space
     if dim is None:
-        raise UnprocessableInput("give 'dim' or a 'model' to take it from", code="validation_error")
+        raise UnprocessableInput("give 'dim' or a 'model' to take it from", code=ErrorCode.VALIDATION_ERROR)
     params = body.params.model_dump(exclude_none=True) if body.params else {}
     config = CollectionConfig(
         name=name, dim=dim, metric=body.metric, index=body.index, space_id=space_id, model=body.model, params=params
@@ -134,7 +134,7 @@ async def upsert_points(name: CollectionName, body: UpsertPoints, services: Read
         try:
             vectors = np.asarray(body.vectors, dtype=np.float32)
         except ValueError as exc:
-            raise UnprocessableInput("vectors must all have the same length", code="dimension_mismatch") from exc
+            raise UnprocessableInput("vectors must all have the same length", code=ErrorCode.DIMENSION_MISMATCH) from exc
     else:
         assert body.inputs is not None
         model = model_for(services, collection)

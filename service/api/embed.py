@@ -26,7 +26,7 @@ from service.api.schemas import (
     SampledFrames,
     error_responses,
 )
-from service.errors import PayloadTooLarge, UnprocessableInput, UnsupportedMediaType
+from service.errors import ErrorCode, PayloadTooLarge, UnprocessableInput, UnsupportedMediaType
 from service.media.payload import MediaItem, RawImage, RawVideo
 from service.media.video import looks_like_video
 from service.state import Services
@@ -70,7 +70,7 @@ async def _parse_multipart(request: Request, services: Services) -> tuple[EmbedO
     form = await request.form(max_files=settings.max_request_items + 1, max_fields=16)
     files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
     if not files:
-        raise UnprocessableInput("multipart body has no 'files' part", code="validation_error")
+        raise UnprocessableInput("multipart body has no 'files' part", code=ErrorCode.VALIDATION_ERROR)
     check_count(len(files), settings)
     fields = {k: v for k, v in form.items() if k in EmbedOptions.model_fields and isinstance(v, str)}
     try:
@@ -117,7 +117,7 @@ async def embed(request: Request, services: ReadyServicesDep) -> EmbedResponse |
     if options.output == "frames":
         if result.frames is None:
             raise UnprocessableInput(f"model {model.name!r} has no per-frame output; ask for 'pooled' or 'tokens'",
-                                     code="no_frames_output")
+                                     code=ErrorCode.NO_FRAMES_OUTPUT)
         frames = result.frames
     timings = {"decode": round(result.decode_ms, 3), "inference": round(result.inference_ms, 3)}
     if NPY in request.headers.get("accept", ""):

@@ -12,7 +12,7 @@ import numpy as np
 
 from service.api.schemas import MediaInput, VideoSamplingOptions
 from service.embed_cache import cache_key
-from service.errors import InvalidInput, NotFound, PayloadTooLarge, UnprocessableInput
+from service.errors import ErrorCode, InvalidInput, NotFound, PayloadTooLarge, UnprocessableInput
 from service.media.clips import ClipSpec, to_item
 from service.media.images import ImageLimits
 from service.media.payload import (
@@ -59,7 +59,7 @@ def check_count(n: int, settings: Settings, what: str = "inputs") -> None:
         raise PayloadTooLarge(
             f"{n} {what} in one request; the limit is {settings.max_request_items}",
             {"max_request_items": settings.max_request_items},
-            code="too_many_items",
+            code=ErrorCode.TOO_MANY_ITEMS,
         )
 
 
@@ -92,7 +92,7 @@ def resolve_model(services: Services, name: str | None) -> ServedModel:
     served = list(services.models)
     if len(served) == 1:
         return served[0]
-    raise NotFound("no model named in the request and no default model is served", code="model_not_found")
+    raise NotFound("no model named in the request and no default model is served", code=ErrorCode.MODEL_NOT_FOUND)
 
 
 def request_deadline(header: str | None, timeout_ms: float | None, settings: Settings) -> float | None:
@@ -101,9 +101,9 @@ def request_deadline(header: str | None, timeout_ms: float | None, settings: Set
         try:
             timeout_ms = float(header)
         except ValueError:
-            raise InvalidInput("X-Request-Timeout-Ms must be a number of milliseconds", code="invalid_timeout") from None
+            raise InvalidInput("X-Request-Timeout-Ms must be a number of milliseconds", code=ErrorCode.INVALID_TIMEOUT) from None
         if not 0 < timeout_ms < 3_600_000:
-            raise InvalidInput("X-Request-Timeout-Ms must be between 0 and 3600000", code="invalid_timeout")
+            raise InvalidInput("X-Request-Timeout-Ms must be between 0 and 3600000", code=ErrorCode.INVALID_TIMEOUT)
     if timeout_ms is None:
         timeout_ms = settings.request_timeout_ms or None
     return None if timeout_ms is None else time.perf_counter() + timeout_ms / 1000.0
@@ -119,7 +119,7 @@ def resolve_world_model(
 
 def require_rollout(model: ServedModel) -> LatentRollout | TokenRollout:
     if model.rollout is None:
-        raise UnprocessableInput(f"model {model.name!r} has no action-conditioned predictor", code="no_predictor")
+        raise UnprocessableInput(f"model {model.name!r} has no action-conditioned predictor", code=ErrorCode.NO_PREDICTOR)
     return model.rollout
 
 

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Header
 from service.api.deps import ReadyServicesDep
 from service.api.media_inputs import embed_observation, observe_tokens, request_deadline, resolve_world_model
 from service.api.schemas import COMMON_ERRORS, PlanRequest, PlanResponse, error_responses
-from service.errors import UnprocessableInput
+from service.errors import ErrorCode, UnprocessableInput
 from service.model_pool import ServedModel
 from service.state import Services
 from service.world import LatentRollout, TokenRollout
@@ -44,7 +44,7 @@ class Problem:
 def _bounded(name: str, value: int, limit: int) -> None:
     if value > limit:
         raise UnprocessableInput(f"{name} {value} is above the limit of {limit}", {f"max_plan_{name}": limit},
-                                 code="invalid_plan")
+                                 code=ErrorCode.INVALID_PLAN)
 
 
 def _sizes(body: PlanRequest, model: ServedModel, services: Services) -> dict[str, int]:
@@ -59,7 +59,7 @@ def _sizes(body: PlanRequest, model: ServedModel, services: Services) -> dict[st
     _bounded("samples", sizes["samples"], settings.max_plan_samples)
     _bounded("iterations", sizes["iterations"], settings.max_plan_iterations)
     if sizes["elites"] > sizes["samples"]:
-        raise UnprocessableInput("elites must not exceed samples", code="invalid_plan")  # elites given, samples not
+        raise UnprocessableInput("elites must not exceed samples", code=ErrorCode.INVALID_PLAN)  # elites given, samples not
     return sizes
 
 
@@ -80,7 +80,7 @@ def cost_space(model: ServedModel, requested: str) -> tuple[str, np.ndarray | No
     if requested == "full":
         return "full", None
     if shipped[requested] is None:
-        raise UnprocessableInput(f"model {model.name!r} ships no {requested.replace('_', ' ')}", code="invalid_plan")
+        raise UnprocessableInput(f"model {model.name!r} ships no {requested.replace('_', ' ')}", code=ErrorCode.INVALID_PLAN)
     return requested, shipped[requested]
 
 
@@ -94,7 +94,7 @@ async def plan(
     if len(body.observation) > rollout.spec.context_frames:
         raise UnprocessableInput(
             f"model {model.name!r} takes up to {rollout.spec.context_frames} observation frame(s)",
-            {"context_frames": rollout.spec.context_frames}, code="invalid_context",
+            {"context_frames": rollout.spec.context_frames}, code=ErrorCode.INVALID_CONTEXT,
         )
     subspace, projection = cost_space(model, body.subspace)
     planning = model.manifest.planning
@@ -154,10 +154,10 @@ async def _token_problem(
     services: Services, model: ServedModel, rollout: TokenRollout, body: PlanRequest, deadline: float | None
 ) -> Problem:
     if body.goal is None:
-        raise UnprocessableInput(f"model {model.name!r} plans toward a goal image, not a goal_state", code="invalid_plan")
+        raise UnprocessableInput(f"model {model.name!r} plans toward a goal image, not a goal_state", code=ErrorCode.INVALID_PLAN)
     if body.proprio is None:
         raise UnprocessableInput(f"model {model.name!r} needs 'proprio': one end-effector state per observation frame",
-                                 {"proprio_dim": rollout.spec.proprio_dim}, code="invalid_proprio")
+                                 {"proprio_dim": rollout.spec.proprio_dim}, code=ErrorCode.INVALID_PROPRIO)
     tokens, _, _ = await observe_tokens(services, model, body.observation, deadline)
     start = rollout.start_state(tokens, np.asarray(body.proprio, np.float32))
     goal_tokens, _, _ = await observe_tokens(services, model, [body.goal], deadline)

@@ -19,7 +19,7 @@ from service.api.media_inputs import (
     resolve_model,
 )
 from service.api.schemas import COMMON_ERRORS, PredictRequest, PredictResponse, SampledFrames, error_responses
-from service.errors import PayloadTooLarge, UnprocessableInput
+from service.errors import ErrorCode, PayloadTooLarge, UnprocessableInput
 from service.model_pool import ServedModel
 from service.state import Services
 from service.world import FuturePredictor, LatentRollout, TokenRollout
@@ -38,25 +38,25 @@ async def predict_future(
         return await _predict_future_tokens(services, model, model.future, body, deadline)
     rollout = require_rollout(model)
     if body.actions is None:
-        raise UnprocessableInput(f"model {model.name!r} is action-conditioned: give 'actions'", code="invalid_action")
+        raise UnprocessableInput(f"model {model.name!r} is action-conditioned: give 'actions'", code=ErrorCode.INVALID_ACTION)
     if len(body.actions) > settings.max_rollout_steps:
         raise PayloadTooLarge(
-            f"{len(body.actions)} actions; the limit is {settings.max_rollout_steps}", code="too_many_steps"
+            f"{len(body.actions)} actions; the limit is {settings.max_rollout_steps}", code=ErrorCode.TOO_MANY_STEPS
         )
     try:
         actions = rollout.check_actions(np.asarray(body.actions, dtype=np.float32))
     except ValueError as exc:
-        raise UnprocessableInput("actions must all have the same length", code="invalid_action") from exc
+        raise UnprocessableInput("actions must all have the same length", code=ErrorCode.INVALID_ACTION) from exc
     if body.context is not None and len(body.context) > rollout.spec.context_frames:
         raise UnprocessableInput(
             f"model {model.name!r} takes up to {rollout.spec.context_frames} context frame(s); got {len(body.context)}",
             {"context_frames": rollout.spec.context_frames},
-            code="invalid_context",
+            code=ErrorCode.INVALID_CONTEXT,
         )
     if isinstance(rollout, TokenRollout):
         return await _predict_tokens(services, model, rollout, body, actions, deadline)
     if body.output == "tokens":
-        raise UnprocessableInput(f"model {model.name!r} predicts pooled states only", code="no_tokens_output")
+        raise UnprocessableInput(f"model {model.name!r} predicts pooled states only", code=ErrorCode.NO_TOKENS_OUTPUT)
     return await _predict_pooled(services, model, rollout, body, actions, deadline)
 
 
@@ -89,10 +89,10 @@ async def _predict_tokens(
     """V-JEPA 2-AC: frames + end-effector states + actions -> the next frames' tokens, autoregressively."""
     if body.context is None:
         raise UnprocessableInput(f"model {model.name!r} rolls out from context frames (and proprio), not a state",
-                                 code="invalid_context")
+                                 code=ErrorCode.INVALID_CONTEXT)
     if body.proprio is None:
         raise UnprocessableInput(f"model {model.name!r} needs 'proprio': one end-effector state per context frame",
-                                 {"proprio_dim": rollout.spec.proprio_dim}, code="invalid_proprio")
+                                 {"proprio_dim": rollout.spec.proprio_dim}, code=ErrorCode.INVALID_PROPRIO)
     tokens, decode_ms, encode_ms = await observe_tokens(services, model, body.context, deadline)
     start = rollout.start_state(tokens, np.asarray(body.proprio, np.float32))
     started = time.perf_counter()
@@ -116,7 +116,7 @@ async def _predict_future_tokens(
     if body.actions is not None or body.state is not None or body.proprio is not None:
         raise UnprocessableInput(
             f"model {model.name!r} predicts from a past clip alone: give 'context' only (no actions, state, proprio)",
-            code="invalid_context")
+            code=ErrorCode.INVALID_CONTEXT)
     assert body.context is not None
     observed = await observe_clip(services, model, body.context, spec.context_frames, frame_sampling(body))
     started = time.perf_counter()

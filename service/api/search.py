@@ -9,7 +9,7 @@ from service.api.collections import check_space, model_for
 from service.api.deps import ReadyServicesDep
 from service.api.media_inputs import check_count, embed_items, request_deadline, to_media_items
 from service.api.schemas import COMMON_ERRORS, Hit, SearchRequest, SearchResponse, error_responses
-from service.errors import UnprocessableInput
+from service.errors import ErrorCode, UnprocessableInput
 
 router = APIRouter(tags=["search"], responses=error_responses(*COMMON_ERRORS, 404, 409))
 
@@ -20,7 +20,7 @@ async def search(
 ) -> SearchResponse:
     settings = services.settings
     if body.k > settings.max_search_k:
-        raise UnprocessableInput(f"k={body.k} exceeds the limit of {settings.max_search_k}", code="k_too_large")
+        raise UnprocessableInput(f"k={body.k} exceeds the limit of {settings.max_search_k}", code=ErrorCode.K_TOO_LARGE)
     collection = services.store.get(body.collection)
     exclude: list[str | None] = []
     if body.id is not None:
@@ -38,7 +38,7 @@ async def search(
         try:
             queries = np.asarray(raw, dtype=np.float32)
         except ValueError as exc:
-            raise UnprocessableInput("query vectors must all have the same length", code="dimension_mismatch") from exc
+            raise UnprocessableInput("query vectors must all have the same length", code=ErrorCode.DIMENSION_MISMATCH) from exc
     prepared = collection.prepare_vectors(queries)
     params = body.params.model_dump(exclude_none=True) if body.params else None
     found = await services.run_blocking(collection.search, prepared, body.k, exclude, body.filter, params)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from service.batching import BatchPolicy, DynamicBatcher
-from service.batching.batcher import EngineFailure
+from service.errors import EngineFailure
 from service.errors import NotReady, Overloaded
 from service.metrics import Metrics
 
