@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Path, Response, status
 
 from service.api.deps import ReadyServicesDep
-from service.api.media_inputs import check_count, embed_items, to_media_items
+from service.api.inputs import check_count, to_media_items
 from service.api.schemas import (
     COMMON_ERRORS,
     CollectionInfo,
@@ -21,10 +20,10 @@ from service.api.schemas import (
     UpsertResult,
     error_responses,
 )
-from service.errors import Conflict, ErrorCode, PayloadTooLarge, UnprocessableInput
+from service.errors import Conflict, ErrorCode, UnprocessableInput
 from service.index import Collection, CollectionConfig
 from service.index.store import COLLECTION_NAME, check_collection_name
-from service.state import Services
+from service.pipeline import check_metadata_size, check_space, embed_items, model_for_collection
 
 # Checked at the edge (422, documented in the schema) and again by the store, which owns the rule.
 CollectionName = Annotated[str, Path(pattern=COLLECTION_NAME.pattern, max_length=64)]
@@ -39,44 +38,6 @@ def collection_info(collection: Collection) -> CollectionInfo:
         count=collection.count, memory_bytes=collection.memory_bytes,
         index_in_use=collection.index_in_use, tombstones=collection.tombstones, params=c.params,
     )
-
-
-def check_space(collection: Collection, space_id: str | None) -> None:
-    """Vectors from another embedding space are meaningless here: refuse them."""
-    expected = collection.config.space_id
-    if space_id is not None and expected is not None and space_id != expected:
-        raise Conflict(
-            f"vectors are from space {space_id!r}; collection {collection.config.name!r} holds {expected!r}",
-            {"collection_space_id": expected, "space_id": space_id},
-            code=ErrorCode.SPACE_MISMATCH,
-        )
-
-
-def check_metadata_size(metadata: list[dict], limit: int) -> None:
-    for row, entry in enumerate(metadata):
-        size = len(json.dumps(entry, separators=(",", ":")))
-        if size > limit:
-            raise PayloadTooLarge(
-                f"metadata of point {row} is {size} bytes of JSON; the limit is {limit}",
-                {"point": row, "bytes": size, "max_metadata_bytes": limit},
-                code=ErrorCode.METADATA_TOO_LARGE,
-            )
-
-
-def model_for(services: Services, collection: Collection):
-    """The served model that embeds media for this collection."""
-    config = collection.config
-    if config.model is not None and config.model in services.models:
-        model = services.models.get(config.model)
-    elif config.space_id is not None and (by_space := services.models.by_space(config.space_id)) is not None:
-        model = by_space
-    else:
-        raise UnprocessableInput(
-            f"collection {config.name!r} is not tied to a served model; send vectors instead of media",
-            code=ErrorCode.NO_MODEL_FOR_COLLECTION,
-        )
-    check_space(collection, model.manifest.space_id)
-    return model
 
 
 @router.get("", summary="List collections")
@@ -137,7 +98,7 @@ async def upsert_points(name: CollectionName, body: UpsertPoints, services: Read
             raise UnprocessableInput("vectors must all have the same length", code=ErrorCode.DIMENSION_MISMATCH) from exc
     else:
         assert body.inputs is not None
-        model = model_for(services, collection)
+        model = model_for_collection(services, collection)
         vectors = (await embed_items(services, model, to_media_items(body.inputs, services.settings))).pooled
     metadata = body.metadata or [{} for _ in body.ids]
     upserted = await services.run_blocking(services.store.upsert, name, body.ids, vectors, metadata)

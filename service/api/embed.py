@@ -7,17 +7,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from service.api.deps import ReadyServicesDep
+from service.api.deps import DeadlineDep, ReadyServicesDep
 from service.api.encoding import NPY, encode_array, npy_response
-from service.api.media_inputs import (
-    check_count,
-    embed_items,
-    frame_sampling,
-    l2_normalize,
-    request_deadline,
-    resolve_model,
-    to_media_items,
-)
+from service.api.inputs import check_count, frame_sampling, to_media_items
 from service.api.schemas import (
     COMMON_ERRORS,
     EmbedOptions,
@@ -29,6 +21,7 @@ from service.api.schemas import (
 from service.errors import ErrorCode, PayloadTooLarge, UnprocessableInput, UnsupportedMediaType
 from service.media.payload import MediaItem, RawImage, RawVideo
 from service.media.video import looks_like_video
+from service.pipeline import embed_items, l2_normalize
 from service.state import Services
 
 router = APIRouter(tags=["embed"], responses=error_responses(*COMMON_ERRORS, 404))
@@ -93,7 +86,7 @@ async def _parse_multipart(request: Request, services: Services) -> tuple[EmbedO
 
 @router.post("/embed", response_model=EmbedResponse, openapi_extra=MULTIPART_DOC,
              summary="Embed images with a served context encoder")
-async def embed(request: Request, services: ReadyServicesDep) -> EmbedResponse | Response:
+async def embed(request: Request, services: ReadyServicesDep, deadline: DeadlineDep) -> EmbedResponse | Response:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         options, items = await _parse_multipart(request, services)
@@ -108,9 +101,8 @@ async def embed(request: Request, services: ReadyServicesDep) -> EmbedResponse |
         raise UnsupportedMediaType(
             f"content type {content_type!r} is not accepted", {"accepted": ["application/json", "multipart/form-data"]}
         )
-    model = resolve_model(services, options.model)
-    deadline = request_deadline(request.headers.get("x-request-timeout-ms"), options.timeout_ms, services.settings)
-    result = await embed_items(services, model, items, deadline, use_cache=options.output == "pooled")
+    model = services.models.resolve_model(options.model, services.settings.default_model)
+    result = await embed_items(services, model, items, deadline.at(options.timeout_ms), use_cache=options.output == "pooled")
     pooled = l2_normalize(result.pooled) if options.normalize else result.pooled
     tokens = result.tokens if options.output == "tokens" else None
     frames = None

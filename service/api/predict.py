@@ -5,22 +5,15 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from fastapi import APIRouter, Header
+from fastapi import APIRouter
 
-from service.api.deps import ReadyServicesDep
+from service.api.deps import DeadlineDep, ReadyServicesDep
 from service.api.encoding import encode_array
-from service.api.media_inputs import (
-    embed_observation,
-    frame_sampling,
-    observe_clip,
-    observe_tokens,
-    request_deadline,
-    require_rollout,
-    resolve_model,
-)
+from service.api.inputs import frame_sampling, to_media_items
 from service.api.schemas import COMMON_ERRORS, PredictRequest, PredictResponse, SampledFrames, error_responses
 from service.errors import ErrorCode, PayloadTooLarge, UnprocessableInput
 from service.model_pool import ServedModel
+from service.pipeline import embed_observation, observe_clip, observe_tokens, require_rollout
 from service.state import Services
 from service.world import FuturePredictor, LatentRollout, TokenRollout
 
@@ -28,12 +21,10 @@ router = APIRouter(tags=["world"], responses=error_responses(*COMMON_ERRORS, 404
 
 
 @router.post("/predict_future", response_model=PredictResponse)
-async def predict_future(
-    body: PredictRequest, services: ReadyServicesDep, x_request_timeout_ms: str | None = Header(None)
-) -> PredictResponse:
+async def predict_future(body: PredictRequest, services: ReadyServicesDep, request_deadline: DeadlineDep) -> PredictResponse:
     settings = services.settings
-    deadline = request_deadline(x_request_timeout_ms, body.timeout_ms, settings)
-    model = resolve_model(services, body.model)
+    deadline = request_deadline.at(body.timeout_ms)
+    model = services.models.resolve_model(body.model, settings.default_model)
     if model.rollout is None and model.future is not None:
         return await _predict_future_tokens(services, model, model.future, body, deadline)
     rollout = require_rollout(model)
@@ -70,7 +61,7 @@ async def _predict_pooled(
         state = rollout.check_state(np.asarray(body.state, dtype=np.float32))
     else:
         assert body.context is not None
-        observed = await embed_observation(services, model, body.context, deadline)
+        observed = await embed_observation(services, model, to_media_items(body.context, services.settings), deadline)
         state = observed.state
         timings = {"decode": round(observed.decode_ms, 3), "encode": round(observed.inference_ms, 3)}
         started = time.perf_counter()
@@ -93,7 +84,8 @@ async def _predict_tokens(
     if body.proprio is None:
         raise UnprocessableInput(f"model {model.name!r} needs 'proprio': one end-effector state per context frame",
                                  {"proprio_dim": rollout.spec.proprio_dim}, code=ErrorCode.INVALID_PROPRIO)
-    tokens, decode_ms, encode_ms = await observe_tokens(services, model, body.context, deadline)
+    items = to_media_items(body.context, services.settings)
+    tokens, decode_ms, encode_ms = await observe_tokens(services, model, items, deadline)
     start = rollout.start_state(tokens, np.asarray(body.proprio, np.float32))
     started = time.perf_counter()
     out = await rollout.trajectories(start, actions[None], deadline)
@@ -118,7 +110,8 @@ async def _predict_future_tokens(
             f"model {model.name!r} predicts from a past clip alone: give 'context' only (no actions, state, proprio)",
             code=ErrorCode.INVALID_CONTEXT)
     assert body.context is not None
-    observed = await observe_clip(services, model, body.context, spec.context_frames, frame_sampling(body))
+    items = to_media_items(body.context, services.settings, frame_sampling(body, default_frames=spec.context_frames))
+    observed = await observe_clip(services, model, items, spec.context_frames)
     started = time.perf_counter()
     predicted = await future.predict(observed.clip, deadline)
     return PredictResponse(

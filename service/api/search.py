@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
-from fastapi import APIRouter, Header
+from fastapi import APIRouter
 
-from service.api.collections import check_space, model_for
-from service.api.deps import ReadyServicesDep
-from service.api.media_inputs import check_count, embed_items, request_deadline, to_media_items
+from service.api.deps import DeadlineDep, ReadyServicesDep
+from service.api.inputs import check_count, to_media_items
 from service.api.schemas import COMMON_ERRORS, Hit, SearchRequest, SearchResponse, error_responses
 from service.errors import ErrorCode, UnprocessableInput
+from service.pipeline import check_space, embed_items, model_for_collection
 
 router = APIRouter(tags=["search"], responses=error_responses(*COMMON_ERRORS, 404, 409))
 
 
 @router.post("/search", response_model=SearchResponse)
-async def search(
-    body: SearchRequest, services: ReadyServicesDep, x_request_timeout_ms: str | None = Header(None)
-) -> SearchResponse:
+async def search(body: SearchRequest, services: ReadyServicesDep, deadline: DeadlineDep) -> SearchResponse:
     settings = services.settings
     if body.k > settings.max_search_k:
         raise UnprocessableInput(f"k={body.k} exceeds the limit of {settings.max_search_k}", code=ErrorCode.K_TOO_LARGE)
@@ -28,9 +26,9 @@ async def search(
         queries = vector[None, :]
         exclude = [body.id]
     elif body.input is not None:
-        model = model_for(services, collection)
-        deadline = request_deadline(x_request_timeout_ms, body.timeout_ms, settings)
-        queries = (await embed_items(services, model, to_media_items([body.input], settings), deadline)).pooled
+        model = model_for_collection(services, collection)
+        items = to_media_items([body.input], settings)
+        queries = (await embed_items(services, model, items, deadline.at(body.timeout_ms))).pooled
     else:
         check_space(collection, body.space_id)
         raw = [body.vector] if body.vector is not None else body.vectors or []
