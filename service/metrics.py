@@ -47,5 +47,9 @@ class Metrics:
             "jepa_rate_limiter_errors", "rate-limit checks that could not reach Redis (let through)", registry=r
         )
         self.queue_capacity = Gauge("jepa_queue_capacity", "max queued items before 429", ["model", "component"], registry=r)
+        self.in_flight = Gauge("jepa_requests_in_flight", "requests being handled (counted by the concurrency limit)", registry=r)
+        self.concurrency_refused = Counter(
+            "jepa_requests_refused", "requests refused with 429 at max_concurrent_requests", registry=r
+        )
         self.embed_cache_hits = Counter("jepa_embed_cache_hits", "inputs answered from the embedding cache", ["backend"], registry=r)
         self.embed_cache_misses = Counter("jepa_embed_cache_misses", "inputs the embedding cache did not hold", ["backend"], registry=r)

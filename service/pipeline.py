@@ -64,7 +64,7 @@ async def embed_items(
         result.cached = [False] * len(items)
         return result
     keys = [cache_key(item, model.manifest.space_id) for item in items]
-    found = await services.run_blocking(cache.get_many, keys)
+    found = await services.storage(cache.get_many, keys)
     missing = [i for i, vector in enumerate(found) if vector is None]
     hits = len(items) - len(missing)
     services.metrics.embed_cache_hits.labels(backend=cache.backend).inc(hits)
@@ -73,7 +73,7 @@ async def embed_items(
     if missing:
         computed = await _compute(services, model, [items[i] for i in missing], deadline)
         decode_ms, inference_ms = computed.decode_ms, computed.inference_ms
-        await services.run_blocking(cache.put_many, [keys[i] for i in missing], computed.pooled)
+        await services.storage(cache.put_many, [keys[i] for i in missing], computed.pooled)
         for row, i in enumerate(missing):
             found[i] = computed.pooled[row]
     pooled = np.stack([np.asarray(v, np.float32) for v in found])
@@ -91,7 +91,7 @@ async def _compute(
     model.encoder.announce(len(items))
     try:
         prepared = await asyncio.gather(
-            *(services.run_blocking(prepare_input, item, model.preprocess, limits, model.clip) for item in items)
+            *(services.decode(prepare_input, item, model.preprocess, limits, model.clip) for item in items)
         )
     except BaseException:
         model.encoder.withdraw(len(items))
@@ -162,16 +162,16 @@ async def observe_clip(services: Services, model: ServedModel, items: Sequence[M
     started = time.perf_counter()
     if len(items) == 1 and isinstance(items[0], RawVideo):
         limits = media_limits(services.settings)
-        prepared = await services.run_blocking(prepare_input, items[0], model.preprocess, limits, spec)
+        prepared = await services.decode(prepare_input, items[0], model.preprocess, limits, spec)
         return ObservedClip(prepared.pixels, prepared.sampled, (time.perf_counter() - started) * 1000)
     clip = to_item(await _decode_frames(services, model, items), spec)
     return ObservedClip(clip, None, (time.perf_counter() - started) * 1000)
 
 
 async def _decode_frames(services: Services, model: ServedModel, items: Sequence[MediaItem]) -> np.ndarray:
-    """Every item's frames, decoded in the pool and preprocessed for the model, oldest first: (k, 3, H, W)."""
+    """Every item's frames, decoded in the decode executor and preprocessed for the model, oldest first: (k, 3, H, W)."""
     limits = media_limits(services.settings)
-    decoded = await asyncio.gather(*(services.run_blocking(decode_frames, i, model.preprocess, limits) for i in items))
+    decoded = await asyncio.gather(*(services.decode(decode_frames, i, model.preprocess, limits) for i in items))
     return np.concatenate(decoded)
 
 

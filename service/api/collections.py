@@ -64,7 +64,7 @@ async def create_collection(name: CollectionName, body: CreateCollection, servic
     config = CollectionConfig(
         name=name, dim=dim, metric=body.metric, index=body.index, space_id=space_id, model=body.model, params=params
     )
-    collection, created = await services.run_blocking(services.store.create, config)
+    collection, created = await services.storage(services.store.create, config)
     if not created:
         response.status_code = status.HTTP_200_OK
     return collection_info(collection)
@@ -77,7 +77,7 @@ async def get_collection(name: CollectionName, services: ReadyServicesDep) -> Co
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
 async def drop_collection(name: CollectionName, services: ReadyServicesDep) -> Response:
-    await services.run_blocking(services.store.drop, name)
+    await services.storage(services.store.drop, name)
     try:
         services.metrics.index_points.remove(name)
     except KeyError:  # never written to: no series to drop
@@ -101,7 +101,7 @@ async def upsert_points(name: CollectionName, body: UpsertPoints, services: Read
         model = model_for_collection(services, collection)
         vectors = (await embed_items(services, model, to_media_items(body.inputs, services.settings))).pooled
     metadata = body.metadata or [{} for _ in body.ids]
-    upserted = await services.run_blocking(services.store.upsert, name, body.ids, vectors, metadata)
+    upserted = await services.storage(services.store.upsert, name, body.ids, vectors, metadata)
     services.metrics.index_points.labels(collection=name).set(collection.count)
     return UpsertResult(upserted=upserted, count=collection.count)
 
@@ -110,12 +110,12 @@ async def upsert_points(name: CollectionName, body: UpsertPoints, services: Read
 async def delete_points(name: CollectionName, body: DeletePoints, services: ReadyServicesDep) -> DeleteResult:
     collection = services.store.get(name)
     check_count(len(body.ids), services.settings, "ids")
-    deleted = await services.run_blocking(services.store.delete, name, body.ids)
+    deleted = await services.storage(services.store.delete, name, body.ids)
     services.metrics.index_points.labels(collection=name).set(collection.count)
     return DeleteResult(deleted=deleted, count=collection.count)
 
 
 @router.get("/{name}/points/{point_id}", response_model=Point)
 async def get_point(name: CollectionName, point_id: str, services: ReadyServicesDep) -> Point:
-    vector, metadata = services.store.get(name).get(point_id)
+    vector, metadata = await services.storage(services.store.get(name).get, point_id)  # takes the read lock
     return Point(id=point_id, vector=vector.tolist(), metadata=metadata)

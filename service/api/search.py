@@ -22,7 +22,7 @@ async def search(body: SearchRequest, services: ReadyServicesDep, deadline: Dead
     collection = services.store.get(body.collection)
     exclude: list[str | None] = []
     if body.id is not None:
-        vector, _ = collection.get(body.id)
+        vector, _ = await services.storage(collection.get, body.id)  # takes the collection's read lock
         queries = vector[None, :]
         exclude = [body.id]
     elif body.input is not None:
@@ -39,6 +39,6 @@ async def search(body: SearchRequest, services: ReadyServicesDep, deadline: Dead
             raise UnprocessableInput("query vectors must all have the same length", code=ErrorCode.DIMENSION_MISMATCH) from exc
     prepared = collection.prepare_vectors(queries)
     params = body.params.model_dump(exclude_none=True) if body.params else None
-    found = await services.run_blocking(collection.search, prepared, body.k, exclude, body.filter, params)
+    found = await services.storage(collection.search, prepared, body.k, exclude, body.filter, params)
     results = [[Hit(id=h.id, score=h.score, metadata=h.metadata) for h in hits] for hits in found]
     return SearchResponse(hits=results[0] if len(results) == 1 else None, results=results, metric=collection.config.metric)
