@@ -1,6 +1,5 @@
 """The error table: one status per code, classes that cannot disagree with their code, docs that are current."""
 
-from pathlib import Path
 
 import pytest
 
@@ -15,8 +14,9 @@ from service.errors import (
     markdown_table,
     meanings_by_status,
 )
+from tests.support.paths import DOCS, SERVICE
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
+DOC = DOCS / "errors.md"
 
 
 def test_codes_are_unique_and_statuses_are_http_error_statuses():
@@ -66,7 +66,7 @@ def _raise_sites():
 
     from service import errors
 
-    root = Path(__file__).resolve().parents[2] / "service"
+    root = SERVICE
     for path in root.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):

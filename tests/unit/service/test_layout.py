@@ -3,7 +3,7 @@
 import ast
 from pathlib import Path
 
-SERVICE = Path(__file__).resolve().parents[2] / "service"
+from tests.support.paths import SERVICE
 
 
 def _imports(path: Path) -> set[str]:
