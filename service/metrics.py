@@ -40,7 +40,7 @@ class Metrics:
         )
         self.models_loaded = Gauge("jepa_models_loaded", "models serving", registry=r)
         self.models_failed = Gauge("jepa_models_failed", "models that failed to load", registry=r)
-        # Security and queue capacity (issue 3): alert rules divide queue depth by capacity.
+        # Security and queue capacity: alert rules divide queue depth by capacity.
         self.auth_denied = Counter("jepa_auth_denied", "requests refused by auth", ["reason"], registry=r)
         self.rate_limited = Counter("jepa_rate_limited", "requests refused by the per-key rate limit", ["key"], registry=r)
         self.rate_limiter_errors = Counter(

@@ -1,4 +1,5 @@
-"""Every knob of the service, as `JEPA_*` environment variables (or CLI flags of `jepa-serve`).
+"""Every knob of the service, as a `JEPA_*` environment variable (two, the model repository and the data folder,
+are also `jepa-serve` flags: --model-repository, --data-dir).
 
 Each default serves the demo model on one machine with no other service.
 """
@@ -92,7 +93,7 @@ class Settings(BaseSettings):
         30.0, gt=0, description="on SIGTERM, how long in-flight requests may take before they are cut (queues are drained first)"
     )
 
-    # Collections storage (issue 8): local files, or Redis shared by every replica.
+    # Collections storage: local files, or Redis shared by every replica.
     storage: Literal["local", "redis"] = Field(
         "local", description="local = snapshot + fsynced WAL under data_dir; redis = Redis is the source of truth, each replica tails it"
     )
