@@ -16,7 +16,7 @@ from service.repository import EntryFailure, Manifest, RepositoryEntry
 from service.runtime import Engine, OrtEngine, available_providers, choose_precision
 from service.runtime.onnx import tensorrt_options
 from service.settings import Settings
-from service.world import FuturePredictor, LatentRollout, TokenRollout
+from service.world import FuturePredictor, LatentRollout, SurpriseScorer, TokenRollout
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class ServedModel:
     controllable: np.ndarray | None = None  # (k, D) projection onto the action-controllable subspace, if shipped
     future: FuturePredictor | None = None  # V-JEPA 2's mask predictor: future tokens from a past clip
     action_readout: np.ndarray | None = None  # (A, D) linear inverse model (planning cost with a global slope), if shipped
+    surprise: SurpriseScorer | None = None  # predicted-vs-observed scores, when the manifest has a calibration
 
     @property
     def name(self) -> str:
@@ -214,6 +215,8 @@ def build_served_model(
         controllable=load_projection(entry),
         future=FuturePredictor(batchers["future"], manifest.future) if manifest.future is not None else None,
         action_readout=load_action_readout(entry),
+        surprise=SurpriseScorer(rollout, manifest.surprise)
+        if isinstance(rollout, LatentRollout) and manifest.surprise is not None else None,
     )
 
 

@@ -81,6 +81,19 @@ class FutureSpec(_Strict):
     tokens_per_step: int = Field(ge=1)
 
 
+class SurpriseSpec(_Strict):
+    """How a surprise score is made from the distance between the predicted and the observed pooled state, and
+    what normal looks like: `mean` and `std` of that distance on held-out normal data, measured at export, turn a
+    distance into a z-score, so `threshold` (in standard deviations) means the same for every model."""
+
+    metric: Literal["mse", "l2", "cosine"] = "mse"  # mse = mean squared difference per dimension
+    normalization: Literal["zscore"] = "zscore"
+    mean: float
+    std: float = Field(gt=0)
+    threshold: float = 3.0  # default: a step is surprising above this many standard deviations
+    calibration: str = ""  # what data the mean and std come from
+
+
 class PlanningSpec(_Strict):
     """Optional planning aids shipped with a model (see export/planning.py)."""
 
@@ -107,6 +120,7 @@ class Manifest(_Strict):
     predictor: PredictorSpec | None = None
     future: FutureSpec | None = None
     planning: PlanningSpec | None = None
+    surprise: SurpriseSpec | None = None
     tools: dict[str, str] = {}
     created_at: str = ""
 
@@ -145,6 +159,8 @@ def read_entry(folder: Path) -> RepositoryEntry:
         raise ManifestError(f"{folder.name}: predictor component without a predictor contract")
     if "future" in manifest.components and manifest.future is None:
         raise ManifestError(f"{folder.name}: future component without a future contract")
+    if manifest.surprise is not None and (manifest.predictor is None or manifest.predictor.kind != "pooled"):
+        raise ManifestError(f"{folder.name}: a surprise calibration needs a pooled action-conditioned predictor")
     if manifest.planning is not None:
         for aid in (manifest.planning.controllable_projection, manifest.planning.action_readout):
             if aid is not None and not (folder / aid).is_file():

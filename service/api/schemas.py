@@ -278,6 +278,49 @@ class PredictResponse(BaseModel):
     timings_ms: dict[str, float]
 
 
+class SurpriseRequest(VideoSamplingOptions):
+    """A sequence of observations and the actions between them -> one surprise score per step.
+
+    Observations are frames, oldest first: images (or frames of a `frames` input, or one video sampled by the
+    sampling fields, 16 frames by default), or precomputed `states` (raw pooled embeddings). Action i is the
+    action taken between observation i and observation i + 1."""
+
+    model: str | None = None
+    observations: list[MediaInput] | None = Field(None, min_length=1, description="frames, oldest first, or one video")
+    states: list[Vector] | None = Field(None, min_length=2, description="raw state embeddings instead of frames")
+    actions: list[Vector] = Field(min_length=1, description="one per step: action i leads from observation i to i + 1")
+    threshold: float | None = Field(None, ge=-1000, le=1000, description="steps whose score exceeds this are listed "
+                                    "in 'surprising'; default: the model's (its manifest's surprise.threshold)")
+    timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SurpriseRequest:
+        if (self.observations is None) == (self.states is None):
+            raise ValueError("give exactly one of 'observations' or 'states'")
+        return self
+
+
+class SurpriseCalibration(BaseModel):
+    metric: Literal["mse", "l2", "cosine"] = Field(description="distance between predicted and observed state")
+    normalization: Literal["zscore"] = Field(description="score = (distance - mean) / std")
+    mean: float = Field(description="mean distance on held-out normal data, measured at export")
+    std: float = Field(description="its standard deviation")
+    calibration: str = Field(description="the data the mean and std come from")
+
+
+class SurpriseResponse(BaseModel):
+    model: str
+    space_id: str
+    steps: list[int] = Field(description="the observation index of each score (the first observations only give "
+                             "the predictor its context: a clip model needs frames_per_clip frames for a state)")
+    scores: list[float] = Field(description="per step: the distance as a z-score against normal data")
+    distances: list[float] = Field(description="per step: the raw distance between predicted and observed state")
+    threshold: float
+    surprising: list[int] = Field(description="observation indices whose score exceeds the threshold")
+    calibration: SurpriseCalibration
+    timings_ms: dict[str, float]
+
+
 class ErrorBody(BaseModel):
     code: ErrorCode = Field(description="one of the codes in docs/errors.md; a code always has the same status")
     message: str

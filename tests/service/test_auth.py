@@ -28,7 +28,7 @@ def model_repository(fake_repository):
 KEYS = {name: new_key() for name in ("reader", "writer", "operator", "admin")}
 SCOPES = {"reader": "read", "writer": "write", "operator": "ops", "admin": "read,write,ops"}
 ENTRIES = ";".join(f"{n}:{hash_key(k)}:{SCOPES[n]}" for n, k in KEYS.items())
-READ_ONLY_POSTS = {"/embed", "/search", "/predict_future", "/plan"}
+READ_ONLY_POSTS = {"/embed", "/search", "/predict_future", "/plan", "/surprise", "/classify"}
 OPS_PATHS = {"/healthz", "/readyz", "/metrics"}
 
 

@@ -1,0 +1,69 @@
+"""Surprise: how far what happened is from what the predictor expected, one score per step.
+
+The action-conditioned predictor says what the next state should be; the
+distance between that prediction and the state actually observed is the
+violation-of-expectation signal (a ball that teleports is far from where it was
+predicted). The raw distance depends on the model, so the manifest carries the
+mean and std of the distance on held-out normal data, measured at export, and a
+score is the distance as a z-score against that: 3 means three standard
+deviations above a normal step, whatever the model.
+
+Every prediction goes through the predictor's DynamicBatcher: the steps of one
+request are one batch, and many requests or streams share batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.repository import SurpriseSpec
+from service.world.rollout import LatentRollout
+
+
+def distances(metric: str, predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """(S, D), (S, D) -> (S,) distance per step."""
+    if metric == "mse":
+        return ((predicted - observed) ** 2).mean(axis=-1)
+    if metric == "l2":
+        return np.linalg.norm(predicted - observed, axis=-1)
+    if metric == "cosine":
+        norms = np.linalg.norm(predicted, axis=-1) * np.linalg.norm(observed, axis=-1)
+        return 1.0 - (predicted * observed).sum(axis=-1) / np.maximum(norms, 1e-12)
+    raise ValueError(f"unknown surprise metric {metric!r}")
+
+
+@dataclass(frozen=True)
+class Surprise:
+    distances: np.ndarray  # (S,) raw distance between predicted and observed state
+    scores: np.ndarray  # (S,) the distance normalised by the manifest's calibration
+
+    def over(self, threshold: float) -> np.ndarray:
+        """Indices (into the S steps) whose score exceeds the threshold."""
+        return np.flatnonzero(self.scores > threshold)
+
+
+class SurpriseScorer:
+    """Observed states + the actions between them -> a surprise score for every state after the first."""
+
+    def __init__(self, rollout: LatentRollout, spec: SurpriseSpec) -> None:
+        self.rollout = rollout
+        self.spec = spec
+
+    def normalise(self, raw: np.ndarray) -> np.ndarray:
+        return (raw - self.spec.mean) / self.spec.std
+
+    async def score(self, states: np.ndarray, actions: np.ndarray, deadline: float | None = None) -> Surprise:
+        """states (S + 1, D), actions (S, A): action i led from state i to state i + 1 -> S scores.
+
+        Each prediction starts from the observed state (one step ahead, not a free rollout), so a violation
+        raises the score at its own step and does not poison every later one. All S predictions are one batch.
+        """
+        if len(actions) != len(states) - 1:
+            raise ValueError(f"{len(states)} states need {len(states) - 1} actions; got {len(actions)}")
+        if len(actions) == 0:
+            return Surprise(np.zeros(0, np.float32), np.zeros(0, np.float32))
+        predicted = await self.rollout.step_batch(states[:-1], actions, deadline)  # (S, D)
+        raw = distances(self.spec.metric, predicted, states[1:]).astype(np.float32)
+        return Surprise(raw, self.normalise(raw).astype(np.float32))
