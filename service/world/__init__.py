@@ -1,7 +1,8 @@
 from service.world.future import FuturePredictor
 from service.world.planner import CEMConfig, Plan
 from service.world.rollout import LatentRollout
-from service.world.surprise import Surprise, SurpriseScorer
+from service.world.surprise import StreamStep, Surprise, SurpriseScorer, SurpriseStream
 from service.world.token_rollout import TokenRollout
 
-__all__ = ["CEMConfig", "FuturePredictor", "LatentRollout", "Plan", "Surprise", "SurpriseScorer", "TokenRollout"]
+__all__ = ["CEMConfig", "FuturePredictor", "LatentRollout", "Plan", "StreamStep", "Surprise", "SurpriseScorer", "SurpriseStream",
+           "TokenRollout"]

@@ -14,6 +14,8 @@ request are one batch, and many requests or streams share batches.
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,3 +69,44 @@ class SurpriseScorer:
         predicted = await self.rollout.step_batch(states[:-1], actions, deadline)  # (S, D)
         raw = distances(self.spec.metric, predicted, states[1:]).astype(np.float32)
         return Surprise(raw, self.normalise(raw).astype(np.float32))
+
+
+@dataclass(frozen=True)
+class StreamStep:
+    step: int  # index of the frame in the stream, from 0
+    distance: float | None  # None until the predictor has a state and an action behind this frame
+    score: float | None
+
+
+class SurpriseStream:
+    """One stream's scoring state: frames arrive one at a time, each scored against the prediction made from the
+    state before it and the action between them. `encode` turns the last `window` frames into a state (the
+    model's clip); every encode and predict call goes through the model's batchers, shared with other streams."""
+
+    def __init__(self, scorer: SurpriseScorer, encode: Callable[[np.ndarray], Awaitable[np.ndarray]], window: int) -> None:
+        self._scorer = scorer
+        self._encode = encode
+        self._frames: deque[np.ndarray] = deque(maxlen=window)
+        self._previous: np.ndarray | None = None  # the state at the last frame, once it has a full clip
+        self.steps = 0
+
+    def needs_action(self) -> bool:
+        """Whether the next frame is scored, and so needs the action that led to it."""
+        return self._previous is not None
+
+    async def push(self, frame: np.ndarray, action: np.ndarray | None, deadline: float | None = None) -> StreamStep:
+        """frame (3, H, W) preprocessed; action (A,) checked by the caller, required when needs_action()."""
+        if self.needs_action() and action is None:
+            raise ValueError("an action is required from the second state on")
+        step = self.steps
+        self.steps += 1
+        self._frames.append(frame)
+        if len(self._frames) < (self._frames.maxlen or 1):
+            return StreamStep(step, None, None)
+        state = await self._encode(np.stack(self._frames))
+        previous, self._previous = self._previous, state
+        if previous is None:
+            return StreamStep(step, None, None)
+        assert action is not None
+        result = await self._scorer.score(np.stack([previous, state]), action[None], deadline)
+        return StreamStep(step, float(result.distances[0]), float(result.scores[0]))
