@@ -296,11 +296,11 @@ def generate_violations(seed: int, n: int, kind: str, steps: int = 24, onset_ran
 
 
 def _facing_the_wall(state: WorldState, rng: np.random.Generator) -> WorldState:
-    """The agent a few pixels from the inner wall, at a height where the wall is solid (not the door)."""
+    """The agent 8-20 px from the inner wall (a few steps of walking), at a height where the wall is solid."""
     side = int(rng.integers(2))
     y = rng.uniform(AGENT_LO + 1, DOOR_Y0 - AGENT_HALF - 3) if rng.random() < 0.5 else rng.uniform(
         DOOR_Y1 + AGENT_HALF + 2, AGENT_HI - 1)
-    x = WALL_X0 - AGENT_HALF - rng.uniform(4, 10) if side == 0 else WALL_X1 + AGENT_HALF + rng.uniform(3, 9)
+    x = WALL_X0 - AGENT_HALF - rng.uniform(8, 20) if side == 0 else WALL_X1 + AGENT_HALF + rng.uniform(8, 20)
     return WorldState(agent=np.array([x, y]), ball=state.ball, ball_velocity=state.ball_velocity)
 
 
