@@ -37,7 +37,8 @@ def step_scores(trajectories: world.Trajectories, encoder: Encoder, predict, mea
     n, t = clips.shape[:2]
     z = encoder(clips.reshape(-1, *clips.shape[2:])).reshape(n, t, -1)
     actions = trajectories.actions[:, 1:]
-    predicted = predict(z[:, :-1].reshape(-1, z.shape[-1]), actions.reshape(-1, actions.shape[-1])).reshape(n, t - 1, -1)
+    flat = predict(z[:, :-1].reshape(-1, z.shape[-1]), actions.reshape(-1, actions.shape[-1]))
+    predicted = flat.reshape(n, t - 1, -1)
     return (((predicted - z[:, 1:]) ** 2).mean(-1) - mean) / std
 
 

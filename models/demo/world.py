@@ -235,7 +235,8 @@ class ViolationSet:
     onset: np.ndarray  # (N,) index of the first violating frame
 
 
-def generate_violations(seed: int, n: int, kind: str, steps: int = 24, onset_range: tuple[int, int] = (6, 18)) -> ViolationSet:
+def generate_violations(seed: int, n: int, kind: str, steps: int = 24,
+                        onset_range: tuple[int, int] = (6, 18)) -> ViolationSet:
     """Seeded violation pairs of one kind.
 
     - `ball_teleport` / `agent_teleport`: at the onset the object jumps to a random place at least

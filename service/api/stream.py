@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from service.api.surprise import calibration
-from service.errors import ErrorCode, InvalidInput, NotReady, PayloadTooLarge, ServiceError, UnprocessableInput, error_body
+from service.api.schemas import SurpriseCalibration
+from service.errors import (ErrorCode, InvalidInput, NotReady, PayloadTooLarge, ServiceError, UnprocessableInput,
+                            error_body)
 from service.media.clips import to_item
 from service.media.payload import RawImage, b64decode, decode_frames
 from service.model_pool import ServedModel
@@ -75,7 +76,9 @@ class Refusal:
     code: int
 
 
-async def read_messages(receive: Callable[[], Awaitable[dict[str, Any]]], inbox: asyncio.Queue, settings: Settings) -> None:
+async def read_messages(
+    receive: Callable[[], Awaitable[dict[str, Any]]], inbox: asyncio.Queue, settings: Settings
+) -> None:
     """Client messages -> Frames in the inbox, in order; ends with None (client gone) or a Refusal.
 
     `inbox.put` waits while the inbox is full, and while it waits nothing more is read: that is the backpressure."""
@@ -200,7 +203,8 @@ async def stream_surprise(websocket: WebSocket, model: str | None = None, thresh
         "type": "ready", "model": served.name, "space_id": served.manifest.space_id,
         "frames_per_clip": served.clip.frames_per_clip if served.clip.is_clip else 1,
         "action_dim": scorer.rollout.spec.action_dim, "threshold": limit,
-        "calibration": calibration(scorer).model_dump(), "buffer_frames": services.settings.stream_buffer_frames,
+        "calibration": SurpriseCalibration.model_validate(scorer.spec, from_attributes=True).model_dump(),
+        "buffer_frames": services.settings.stream_buffer_frames,
     })
     inbox: asyncio.Queue = asyncio.Queue(maxsize=services.settings.stream_buffer_frames)
     reader = asyncio.create_task(read_messages(websocket.receive, inbox, services.settings), name="stream-reader")

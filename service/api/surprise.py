@@ -42,14 +42,10 @@ def check_states(scorer: SurpriseScorer, states: list[list[float]]) -> np.ndarra
     return array
 
 
-def calibration(scorer: SurpriseScorer) -> SurpriseCalibration:
-    spec = scorer.spec
-    return SurpriseCalibration(metric=spec.metric, normalization=spec.normalization, mean=spec.mean, std=spec.std,
-                               calibration=spec.calibration)
-
-
 @router.post("/surprise", response_model=SurpriseResponse)
-async def surprise(body: SurpriseRequest, services: ReadyServicesDep, request_deadline: DeadlineDep) -> SurpriseResponse:
+async def surprise(
+    body: SurpriseRequest, services: ReadyServicesDep, request_deadline: DeadlineDep
+) -> SurpriseResponse:
     settings = services.settings
     deadline = request_deadline.at(body.timeout_ms)
     model = services.models.resolve_model(body.model, settings.default_model)
@@ -76,10 +72,14 @@ async def surprise(body: SurpriseRequest, services: ReadyServicesDep, request_de
     started = time.perf_counter()
     result = await scorer.score(states, actions[first:], deadline)
     timings["predict"] = round((time.perf_counter() - started) * 1000, 3)
+    if not np.isfinite(result.scores).all():
+        raise UnprocessableInput("the states are too large: the predictor's output overflowed",
+                                 code=ErrorCode.INVALID_VECTOR)
     steps = np.arange(first + 1, observed)
     threshold = scorer.spec.threshold if body.threshold is None else body.threshold
     return SurpriseResponse(
         model=model.name, space_id=model.manifest.space_id, steps=steps.tolist(), scores=result.scores.tolist(),
         distances=result.distances.tolist(), threshold=threshold,
-        surprising=steps[result.over(threshold)].tolist(), calibration=calibration(scorer), timings_ms=timings,
+        surprising=steps[result.over(threshold)].tolist(),
+        calibration=SurpriseCalibration.model_validate(scorer.spec, from_attributes=True), timings_ms=timings,
     )

@@ -25,7 +25,8 @@ from service.world.rollout import LatentRollout
 
 
 def distances(metric: str, predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:
-    """(S, D), (S, D) -> (S,) distance per step."""
+    """(S, D), (S, D) -> (S,) distance per step, in float64 (float32 states far apart would overflow)."""
+    predicted, observed = predicted.astype(np.float64), observed.astype(np.float64)
     if metric == "mse":
         return ((predicted - observed) ** 2).mean(axis=-1)
     if metric == "l2":
@@ -65,10 +66,10 @@ class SurpriseScorer:
         if len(actions) != len(states) - 1:
             raise ValueError(f"{len(states)} states need {len(states) - 1} actions; got {len(actions)}")
         if len(actions) == 0:
-            return Surprise(np.zeros(0, np.float32), np.zeros(0, np.float32))
+            return Surprise(np.zeros(0), np.zeros(0))
         predicted = await self.rollout.step_batch(states[:-1], actions, deadline)  # (S, D)
-        raw = distances(self.spec.metric, predicted, states[1:]).astype(np.float32)
-        return Surprise(raw, self.normalise(raw).astype(np.float32))
+        raw = distances(self.spec.metric, predicted, states[1:])
+        return Surprise(raw, self.normalise(raw))
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,9 @@ class SurpriseStream:
     state before it and the action between them. `encode` turns the last `window` frames into a state (the
     model's clip); every encode and predict call goes through the model's batchers, shared with other streams."""
 
-    def __init__(self, scorer: SurpriseScorer, encode: Callable[[np.ndarray], Awaitable[np.ndarray]], window: int) -> None:
+    def __init__(
+        self, scorer: SurpriseScorer, encode: Callable[[np.ndarray], Awaitable[np.ndarray]], window: int
+    ) -> None:
         self._scorer = scorer
         self._encode = encode
         self._frames: deque[np.ndarray] = deque(maxlen=window)
@@ -109,4 +112,6 @@ class SurpriseStream:
             return StreamStep(step, None, None)
         assert action is not None
         result = await self._scorer.score(np.stack([previous, state]), action[None], deadline)
+        if not np.isfinite(result.scores).all():
+            raise ValueError("the predictor's output overflowed")
         return StreamStep(step, float(result.distances[0]), float(result.scores[0]))

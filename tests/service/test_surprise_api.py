@@ -116,3 +116,10 @@ def test_a_state_with_nan_is_refused(client):
     response = client.post("/surprise", content=json.dumps({"states": [STATE, bad], "actions": [[0.0, 0.0]]}),
                            headers={"content-type": "application/json"})
     assert_error(response, 422, "invalid_vector")
+
+
+def test_states_at_the_float32_limit_give_a_finite_answer(client):
+    huge = [3e38] * 128
+    response = client.post("/surprise", json={"states": [huge, [-v for v in huge]], "actions": [[0.0, 0.0]]})
+    assert response.status_code == 200, response.text
+    assert np.isfinite(response.json()["scores"]).all() and response.json()["surprising"] == [1]
