@@ -122,7 +122,7 @@ demo-eval-surprise: $(STAMP)
 	nice -n 10 $(PY) -m evaluation --only surprise
 
 demo-eval-probe: $(STAMP)
-	nice -n 10 $(PY) -m evaluation --only probe
+	nice -n 10 $(PY) -m evaluation --only probe_heads
 
 # Soak: steady mixed load for SOAK_SECONDS; fails if the server's RSS or open file descriptors keep growing.
 SOAK_SECONDS ?= 300

@@ -15,6 +15,8 @@ never used in training):
   pool that holds every other state of the same trajectory;
 - surprise: AUROC of the per-step surprise score (the served predictor's z-scored error) for steps that break
   the world's physics (teleports, walking through the wall, a vanishing ball) against normal steps;
+- probe heads: a linear room classifier (and ball-in-the-same-room) trained by `jepa-export probe` on frozen
+  features, its held-out accuracy and its accuracy through POST /classify on fresh frames;
 - planning: success rate (agent within 4 px of the goal at the end) over
   episodes with the goal in the same room and through the door, model
   predictive control with POST /plan of the served app (in process), against
@@ -45,6 +47,7 @@ from evaluation.metrics import (
     probe_r2,
     rollout_retrieval,
 )
+from evaluation.probe import evaluate_probes
 from evaluation.report import path_figure, stack_rows, strip, write_markdown
 from evaluation.surprise import evaluate_surprise
 from models.demo import world
@@ -75,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown-only", action="store_true", help="rewrite the .md from an existing demo_world.json")
     parser.add_argument("--only", choices=sorted(SECTIONS), help="measure only this section and update it in the "
                         "existing demo_world.json / .md (the other sections are kept as they are)")
+    parser.add_argument("--probe-train", type=int, default=2000, help="labelled frames the probe heads are trained on")
+    parser.add_argument("--probe-test", type=int, default=500, help="fresh frames classified through POST /classify")
     parser.add_argument("--surprise-trajectories", type=int, default=200, help="held-out trajectory pairs per violation kind")
     args = parser.parse_args(argv)
     if args.markdown_only:
@@ -152,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         report["ablation"] = rows
 
         report["surprise"] = run_section("surprise", entry, args)
+        report["probe_heads"] = run_section("probe_heads", entry, args)
 
         planning_aids = {name: np.load(entry / f"{name}.npy") for name in ("controllable", "action_readout")
                          if (entry / f"{name}.npy").exists()}
@@ -242,7 +248,11 @@ def _surprise(entry: Path, args: argparse.Namespace) -> dict:
     return evaluate_surprise(entry, args.surprise_trajectories, args.docs / "demo_world" / "surprise.png")
 
 
-SECTIONS = {"surprise": _surprise}
+def _probe(entry: Path, args: argparse.Namespace) -> dict:
+    return evaluate_probes(entry, args.probe_train, args.probe_test)
+
+
+SECTIONS = {"surprise": _surprise, "probe_heads": _probe}
 
 
 if __name__ == "__main__":

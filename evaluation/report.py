@@ -133,6 +133,40 @@ def surprise_lines(s: dict | None) -> list[str]:
     return lines
 
 
+def probe_goal_rows(pr: dict | None) -> list[str]:
+    if not pr:
+        return []
+    room = pr["heads"]["room"]
+    worst = min(room["held_out_accuracy"], room["served_accuracy"])
+    return [f"| room probe accuracy ≥ {pr['goal']} (held out / served) | {room['held_out_accuracy']:.3f} / "
+            f"{room['served_accuracy']:.3f} | {_met(worst, pr['goal'])} |"]
+
+
+def probe_lines(pr: dict | None) -> list[str]:
+    if not pr:
+        return []
+    lines = [
+        "## Probe heads (`jepa-export probe`, POST /classify)",
+        "",
+        _run_line(pr["run"]),
+        "",
+        f"Linear heads on the frozen pooled features of the exported encoder, trained on {pr['train_frames']} frames "
+        "of random scenes (the agent anywhere it may stand, the ball anywhere; a still frame, so the encoder sees a "
+        "clip of two identical frames), 20 % of them held out for the manifest's accuracy; then "
+        f"{pr['test_frames']} fresh scenes (another seed) classified through POST /classify of the served app.",
+        "",
+        "| head | labels | held-out accuracy | served accuracy (fresh scenes) |",
+        "|---|---|---|---|",
+    ]
+    for head, v in pr["heads"].items():
+        lines.append(f"| {head} | {', '.join(v['labels'])} | {v['held_out_accuracy']:.3f} | {v['served_accuracy']:.3f} |")
+    lines += ["", f"Goal: ≥ {pr['goal']} for the room head (the agent's room). `ball_room` is the ball's room (4×4 px, "
+              "flying over the wall). `same_room` (is the ball in the agent's room) is the XOR of the two: a linear "
+              "head cannot draw it however well the features hold both rooms, and it sits at chance; that question "
+              "needs a non-linear (e.g. attentive or MLP) probe, which `jepa-export probe` does not train yet.", ""]
+    return lines
+
+
 def write_markdown(path: Path, r: dict) -> None:
     from models.demo import DEFAULT_WEIGHTS
 
@@ -189,6 +223,7 @@ def write_markdown(path: Path, r: dict) -> None:
         f"{'met' if none and sig and none['raw_std'] < 0.05 * sig['raw_std'] and none['top5_h1'] < sig['top5_h1'] else '**not met**'} |",
         f"| `make demo-train` ≤ 45 min on 2 cores | {t['minutes']} min (busy machine) | {_met(t['minutes'], 45, True)} |",
         *surprise_goal_rows(r.get("surprise")),
+        *probe_goal_rows(r.get("probe_heads")),
         "",
         "Why a goal is missed is in the Reading at the end.",
         "",
@@ -260,6 +295,7 @@ def write_markdown(path: Path, r: dict) -> None:
         "![plans](demo_world/plan.png)",
         "",
         *surprise_lines(r.get("surprise")),
+        *probe_lines(r.get("probe_heads")),
         "## Reading",
         "",
         f"- Probes: agent R² {p['agent']:.3f}, ball R² {p['ball']:.3f}. The ball (4×4 px, 2.5 px per step, flying over "

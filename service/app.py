@@ -16,7 +16,7 @@ from importlib import metadata
 
 from fastapi import FastAPI
 
-from service.api import collections, embed, health, plan, predict, search, stream, surprise
+from service.api import classify, collections, embed, health, plan, predict, search, stream, surprise
 from service.api.auth import AuthMiddleware
 from service.api.errors import install_error_handlers
 from service.embed_cache import open_cache
@@ -117,8 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.guard = Guard.from_settings(settings, app.state.metrics)
     install_error_handlers(app)
-    for router in (embed.router, collections.router, search.router, predict.router, plan.router, surprise.router, stream.router,
-                   health.router):
+    for router in (embed.router, collections.router, search.router, classify.router, predict.router, plan.router,
+                   surprise.router, stream.router, health.router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrent_requests, metrics=app.state.metrics)

@@ -44,6 +44,7 @@ class ErrorCode(StrEnum):
     MODEL_NOT_FOUND = "model_not_found", 404, "the model is not served (or no model was named and there is no default)"
     COLLECTION_NOT_FOUND = "collection_not_found", 404, "the collection does not exist"
     POINT_NOT_FOUND = "point_not_found", 404, "the point is not in the collection"
+    HEAD_NOT_FOUND = "head_not_found", 404, "the model has no probe head of that name"
     METHOD_NOT_ALLOWED = "method_not_allowed", 405, "the route does not take this method (see the Allow header)"
     # 409: it clashes with what is stored
     CONFLICT = "conflict", 409, "the request conflicts with the stored state"

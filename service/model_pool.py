@@ -16,7 +16,7 @@ from service.repository import EntryFailure, Manifest, RepositoryEntry
 from service.runtime import Engine, OrtEngine, available_providers, choose_precision
 from service.runtime.onnx import tensorrt_options
 from service.settings import Settings
-from service.world import FuturePredictor, LatentRollout, SurpriseScorer, TokenRollout
+from service.world import FuturePredictor, LatentRollout, ProbeHead, SurpriseScorer, TokenRollout
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class ServedModel:
     future: FuturePredictor | None = None  # V-JEPA 2's mask predictor: future tokens from a past clip
     action_readout: np.ndarray | None = None  # (A, D) linear inverse model (planning cost with a global slope), if shipped
     surprise: SurpriseScorer | None = None  # predicted-vs-observed scores, when the manifest has a calibration
+    heads: dict[str, ProbeHead] = field(default_factory=dict)  # probe classifiers on the pooled features
 
     @property
     def name(self) -> str:
@@ -217,6 +218,7 @@ def build_served_model(
         action_readout=load_action_readout(entry),
         surprise=SurpriseScorer(rollout, manifest.surprise)
         if isinstance(rollout, LatentRollout) and manifest.surprise is not None else None,
+        heads={name: ProbeHead(name, batchers[spec.component], spec) for name, spec in manifest.heads.items()},
     )
 
 

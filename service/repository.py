@@ -94,6 +94,18 @@ class SurpriseSpec(_Strict):
     calibration: str = ""  # what data the mean and std come from
 
 
+class HeadSpec(_Strict):
+    """A probe classifier trained on the model's frozen features (`jepa-export probe`): its ONNX graph is the
+    component `component` (input `features` (B, dim) -> output `probabilities` (B, len(labels)))."""
+
+    component: str
+    features: Literal["pooled"] = "pooled"  # the raw pooled embedding, not L2-normalised
+    labels: list[str] = Field(min_length=2)
+    kind: Literal["linear"] = "linear"
+    held_out_accuracy: float | None = None
+    trained_on: str = ""
+
+
 class PlanningSpec(_Strict):
     """Optional planning aids shipped with a model (see export/planning.py)."""
 
@@ -121,6 +133,7 @@ class Manifest(_Strict):
     future: FutureSpec | None = None
     planning: PlanningSpec | None = None
     surprise: SurpriseSpec | None = None
+    heads: dict[str, HeadSpec] = {}
     tools: dict[str, str] = {}
     created_at: str = ""
 
@@ -161,6 +174,9 @@ def read_entry(folder: Path) -> RepositoryEntry:
         raise ManifestError(f"{folder.name}: future component without a future contract")
     if manifest.surprise is not None and (manifest.predictor is None or manifest.predictor.kind != "pooled"):
         raise ManifestError(f"{folder.name}: a surprise calibration needs a pooled action-conditioned predictor")
+    for head, spec in manifest.heads.items():
+        if not NAME_PATTERN.match(head) or spec.component not in manifest.components:
+            raise ManifestError(f"{folder.name}: head {head!r} has a bad name or no component {spec.component!r}")
     if manifest.planning is not None:
         for aid in (manifest.planning.controllable_projection, manifest.planning.action_readout):
             if aid is not None and not (folder / aid).is_file():

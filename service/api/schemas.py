@@ -321,6 +321,50 @@ class SurpriseResponse(BaseModel):
     timings_ms: dict[str, float]
 
 
+class ClassifyRequest(Body):
+    """Two ways to classify: a probe `head` of a model (trained by `jepa-export probe`) on media inputs, or a kNN
+    vote over a `collection` whose points carry their label in the metadata field `label_field`."""
+
+    model: str | None = Field(None, description="with 'head': the model the head belongs to")
+    head: str | None = Field(None, description="a probe head of the model (its manifest's 'heads')")
+    collection: str | None = Field(None, description="kNN: the collection whose points vote")
+    inputs: list[MediaInput] | None = Field(None, min_length=1, description="images, clips or tensors to classify")
+    vectors: list[Vector] | None = Field(None, min_length=1, description="kNN: query vectors instead of media")
+    top_k: int = Field(5, ge=1, le=1000, description="labels returned per input, best first")
+    k: int = Field(10, ge=1, description="kNN: neighbours that vote (at most the server's max_search_k)")
+    label_field: str = Field("label", min_length=1, max_length=256, description="kNN: the metadata field with the label")
+    vote: Literal["majority", "weighted"] = Field(
+        "majority", description="kNN: one vote per neighbour, or weighted by similarity (see docs)")
+    filter: dict[str, Any] | None = Field(None, description="kNN: only points matching this metadata filter vote")
+    space_id: str | None = Field(None, description="kNN: space of `vectors`; refused (409) if it differs")
+    timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> ClassifyRequest:
+        if (self.head is None) == (self.collection is None):
+            raise ValueError("give exactly one of 'head' or 'collection'")
+        if (self.inputs is None) == (self.vectors is None):
+            raise ValueError("give exactly one of 'inputs' or 'vectors'")
+        if self.head is not None and self.vectors is not None:
+            raise ValueError("a head classifies media 'inputs' (its model embeds them)")
+        return self
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float = Field(description="head: the probability; kNN: the label's share of the (weighted) votes")
+    votes: int | None = Field(None, description="kNN: neighbours with this label")
+
+
+class ClassifyResponse(BaseModel):
+    model: str | None = Field(description="the model that embedded the inputs (null for kNN on vectors)")
+    head: str | None
+    collection: str | None
+    labels: list[list[LabelScore]] = Field(description="per input: up to top_k labels, best first")
+    held_out_accuracy: float | None = Field(None, description="head: accuracy on held-out data, measured at training")
+    timings_ms: dict[str, float]
+
+
 class ErrorBody(BaseModel):
     code: ErrorCode = Field(description="one of the codes in docs/errors.md; a code always has the same status")
     message: str

@@ -1,8 +1,9 @@
 from service.world.future import FuturePredictor
 from service.world.planner import CEMConfig, Plan
+from service.world.probe import ProbeHead, Ranked
 from service.world.rollout import LatentRollout
 from service.world.surprise import StreamStep, Surprise, SurpriseScorer, SurpriseStream
 from service.world.token_rollout import TokenRollout
 
-__all__ = ["CEMConfig", "FuturePredictor", "LatentRollout", "Plan", "StreamStep", "Surprise", "SurpriseScorer", "SurpriseStream",
-           "TokenRollout"]
+__all__ = ["CEMConfig", "FuturePredictor", "LatentRollout", "Plan", "ProbeHead", "Ranked", "StreamStep", "Surprise",
+           "SurpriseScorer", "SurpriseStream", "TokenRollout"]
