@@ -170,7 +170,8 @@ def measure_engine(folder: Path, device: str, batches: list[int], seconds: float
         shape = [int(d) for d in session.get_inputs()[0].shape[1:]]
         results: dict[int, float] = {}
         for batch in batches:
-            x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
+            dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
+            x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(dtype)
             if device == "cuda":
                 binding = session.io_binding()
                 binding.bind_ortvalue_input("pixel_values", ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
@@ -309,13 +310,13 @@ def start_server(folder: Path, device: str, max_batch: int, workdir: Path, decod
 
 
 def measure_http(folder: Path, device: str, levels: list[int], per_request: int, processes: int, max_batch: int,
-                 seconds: float, workdir: Path, figures: ModelFigures) -> None:
+                 seconds: float, workdir: Path, figures: ModelFigures, formats: tuple[str, ...] = ("JPEG", "PNG")) -> None:
     size = json.loads((folder / "manifest.json").read_text())["input"]["image_size"][0]
     decode_threads = max(2, (os.cpu_count() or 4) - processes - 1)
     process, url = start_server(folder, device, max_batch, workdir, decode_threads)
     context = multiprocessing.get_context("spawn")
     try:
-        for fmt in ("JPEG", "PNG"):
+        for fmt in formats:
             body, content_type = multipart(encoded_images(size, fmt)[:1] * per_request, fmt)
             for level in levels:
                 queue = context.Queue()
@@ -447,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-levels", default="16,64,128")
     parser.add_argument("--http-seconds", type=float, default=10.0,
                         help="timing window per HTTP point (long enough for many request latencies)")
+    parser.add_argument("--http-formats", default="jpeg,png", help="image formats posted over HTTP")
     parser.add_argument("--per-request", type=int, default=8)
     parser.add_argument("--load-processes", type=int, default=4)
     parser.add_argument("--skip-http", action="store_true")
@@ -479,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
                            args.seconds, figures)
             if not args.skip_http:
                 measure_http(folder, args.device, parse_ints(args.http_levels), args.per_request, args.load_processes,
-                             max(parse_ints(args.max_batches)), args.http_seconds, scratch, figures)
+                             max(parse_ints(args.max_batches)), args.http_seconds, scratch, figures,
+                             tuple(f.upper() for f in args.http_formats.split(",")))
             results.append(figures)
             report(results, args, started, args.out)  # after every model: a partial report survives a time-out
     finally:
