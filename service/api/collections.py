@@ -9,6 +9,7 @@ import numpy as np
 from fastapi import APIRouter, Path, Response, status
 
 from service.api.deps import ReadyServicesDep
+from service.api.vectors import to_matrix
 from service.api.media_inputs import check_count, embed_items, to_media_items
 from service.api.schemas import (
     COMMON_ERRORS,
@@ -24,6 +25,7 @@ from service.api.schemas import (
 from service.errors import Conflict, PayloadTooLarge, UnprocessableInput
 from service.index import Collection, CollectionConfig
 from service.index.store import COLLECTION_NAME, check_collection_name
+from service.settings import Settings
 from service.state import Services
 
 # Checked at the edge (422, documented in the schema) and again by the store, which owns the rule.
@@ -52,13 +54,27 @@ def check_space(collection: Collection, space_id: str | None) -> None:
         )
 
 
+def check_upsert_size(points: int, dim: int, settings: Settings) -> None:
+    if points > settings.max_upsert_vectors:
+        raise PayloadTooLarge(
+            f"{points} vectors in one upsert; the limit is {settings.max_upsert_vectors}",
+            {"max_upsert_vectors": settings.max_upsert_vectors}, code="too_many_items",
+        )
+    size = points * dim * 4
+    if size > settings.max_upsert_bytes:
+        raise PayloadTooLarge(
+            f"{points} vectors of dim {dim} are {size} bytes of float32; the limit is {settings.max_upsert_bytes}",
+            {"bytes": size, "max_upsert_bytes": settings.max_upsert_bytes}, code="too_many_items",
+        )
+
+
 def check_metadata_size(metadata: list[dict], limit: int) -> None:
     for row, entry in enumerate(metadata):
         size = len(json.dumps(entry, separators=(",", ":")))
         if size > limit:
             raise PayloadTooLarge(
                 f"metadata of point {row} is {size} bytes of JSON; the limit is {limit}",
-                {"point": row, "bytes": size, "max_metadata_bytes": limit},
+                {"index": row, "bytes": size, "max_metadata_bytes": limit},
                 code="metadata_too_large",
             )
 
@@ -127,18 +143,18 @@ async def drop_collection(name: CollectionName, services: ReadyServicesDep) -> R
 @router.post("/{name}/points", response_model=UpsertResult)
 async def upsert_points(name: CollectionName, body: UpsertPoints, services: ReadyServicesDep) -> UpsertResult:
     collection = services.store.get(name)
-    check_count(len(body.ids), services.settings, "points")
-    check_metadata_size(body.metadata or [], services.settings.max_metadata_bytes)
+    settings = services.settings
+    check_metadata_size(body.metadata or [], settings.max_metadata_bytes)
     if body.vectors is not None:
+        # Precomputed vectors cost no decoding: bounded by count and raw bytes, not by max_request_items.
+        check_upsert_size(len(body.ids), collection.config.dim, settings)
         check_space(collection, body.space_id)
-        try:
-            vectors = np.asarray(body.vectors, dtype=np.float32)
-        except ValueError as exc:
-            raise UnprocessableInput("vectors must all have the same length", code="dimension_mismatch") from exc
+        vectors = to_matrix(body.vectors)
     else:
         assert body.inputs is not None
+        check_count(len(body.ids), settings, "points")
         model = model_for(services, collection)
-        vectors = (await embed_items(services, model, to_media_items(body.inputs, services.settings))).pooled
+        vectors = (await embed_items(services, model, to_media_items(body.inputs, settings))).pooled
     metadata = body.metadata or [{} for _ in body.ids]
     upserted = await services.run_blocking(services.store.upsert, name, body.ids, vectors, metadata)
     services.metrics.index_points.labels(collection=name).set(collection.count)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from service.api.schemas import MediaInput, VideoSamplingOptions
 from service.embed_cache import cache_key
-from service.errors import InvalidInput, NotFound, PayloadTooLarge, UnprocessableInput
+from service.errors import InvalidInput, NotFound, PayloadTooLarge, ServiceError, UnprocessableInput
 from service.media.clips import ClipSpec, to_item
 from service.media.images import ImageLimits
 from service.media.payload import (
@@ -68,19 +69,33 @@ def to_media_items(
 ) -> list[MediaItem]:
     check_count(len(inputs), settings)
     items: list[MediaItem] = []
-    for item in inputs:
-        if item.video is not None:
-            items.append(RawVideo(b64decode(item.video, settings.max_video_bytes, what="video"), sampling))
-        elif item.image is not None:
-            items.append(RawImage(b64decode(item.image, settings.max_image_bytes)))
-        elif item.frames is not None:
-            check_count(len(item.frames), settings, "frames")
-            items.append(RawClip(tuple(b64decode(f, settings.max_image_bytes) for f in item.frames)))
-        else:
-            assert item.tensor is not None
-            data = b64decode(item.tensor.data, settings.max_image_bytes, what="tensor")
-            items.append(RawTensor(data, item.tensor.dtype, tuple(item.tensor.shape)))
+    for index, item in enumerate(inputs):
+        with at_item(index):
+            items.append(_to_media_item(item, settings, sampling))
     return items
+
+
+@contextmanager
+def at_item(index: int) -> Iterator[None]:
+    """A ServiceError raised for one input of a batch says which: detail.index (0-based, in request order)."""
+    try:
+        yield
+    except ServiceError as exc:
+        exc.detail.setdefault("index", index)
+        raise
+
+
+def _to_media_item(item: MediaInput, settings: Settings, sampling: FrameSampling) -> MediaItem:
+    if item.video is not None:
+        return RawVideo(b64decode(item.video, settings.max_video_bytes, what="video"), sampling)
+    if item.image is not None:
+        return RawImage(b64decode(item.image, settings.max_image_bytes))
+    if item.frames is not None:
+        check_count(len(item.frames), settings, "frames")
+        return RawClip(tuple(b64decode(f, settings.max_image_bytes) for f in item.frames))
+    assert item.tensor is not None
+    data = b64decode(item.tensor.data, settings.max_image_bytes, what="tensor")
+    return RawTensor(data, item.tensor.dtype, tuple(item.tensor.shape))
 
 
 def resolve_model(services: Services, name: str | None) -> ServedModel:
@@ -145,7 +160,7 @@ async def embed_items(
     services.metrics.embed_cache_misses.labels(backend=cache.backend).inc(len(missing))
     decode_ms = inference_ms = 0.0
     if missing:
-        computed = await _compute(services, model, [items[i] for i in missing], deadline)
+        computed = await _compute(services, model, [items[i] for i in missing], deadline, indices=missing)
         decode_ms, inference_ms = computed.decode_ms, computed.inference_ms
         await services.run_blocking(cache.put_many, [keys[i] for i in missing], computed.pooled)
         for row, i in enumerate(missing):
@@ -157,16 +172,22 @@ async def embed_items(
 
 
 async def _compute(
-    services: Services, model: ServedModel, items: Sequence[MediaItem], deadline: float | None = None
+    services: Services, model: ServedModel, items: Sequence[MediaItem], deadline: float | None = None,
+    indices: Sequence[int] | None = None,
 ) -> Embedded:
+    """`indices`: each item's position in the request (when only some are computed), for detail.index."""
     limits = image_limits(services.settings)
+    positions = list(indices) if indices is not None else list(range(len(items)))
+
+    async def prepare(item: MediaItem, index: int):
+        with at_item(index):
+            return await services.run_blocking(prepare_input, item, model.preprocess, limits, model.clip)
+
     started = time.perf_counter()
     # Tell the batcher these items are coming, so it holds a batch open for them while they decode.
     model.encoder.announce(len(items))
     try:
-        prepared = await asyncio.gather(
-            *(services.run_blocking(prepare_input, item, model.preprocess, limits, model.clip) for item in items)
-        )
+        prepared = await asyncio.gather(*(prepare(item, index) for item, index in zip(items, positions)))
     except BaseException:
         model.encoder.withdraw(len(items))
         raise
@@ -250,5 +271,10 @@ async def observe_clip(
 async def _decode_frames(services: Services, model: ServedModel, items: Sequence[MediaItem]) -> np.ndarray:
     """Every item's frames, decoded in the pool and preprocessed for the model, oldest first: (k, 3, H, W)."""
     limits = image_limits(services.settings)
-    decoded = await asyncio.gather(*(services.run_blocking(decode_frames, i, model.preprocess, limits) for i in items))
+
+    async def decode(item: MediaItem, index: int) -> np.ndarray:
+        with at_item(index):
+            return await services.run_blocking(decode_frames, item, model.preprocess, limits)
+
+    decoded = await asyncio.gather(*(decode(item, index) for index, item in enumerate(items)))
     return np.concatenate(decoded)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 from fastapi import APIRouter, Header
 
 from service.api.collections import check_space, model_for
 from service.api.deps import ReadyServicesDep
 from service.api.media_inputs import check_count, embed_items, request_deadline, to_media_items
-from service.api.schemas import COMMON_ERRORS, Hit, SearchRequest, SearchResponse, error_responses
+from service.api.schemas import COMMON_ERRORS, Hit, SearchRequest, SearchResponse, VectorArray, error_responses
+from service.api.vectors import to_matrix
 from service.errors import UnprocessableInput
 
 router = APIRouter(tags=["search"], responses=error_responses(*COMMON_ERRORS, 404, 409))
@@ -33,12 +33,10 @@ async def search(
         queries = (await embed_items(services, model, to_media_items([body.input], settings), deadline)).pooled
     else:
         check_space(collection, body.space_id)
-        raw = [body.vector] if body.vector is not None else body.vectors or []
-        check_count(len(raw), settings, "query vectors")
-        try:
-            queries = np.asarray(raw, dtype=np.float32)
-        except ValueError as exc:
-            raise UnprocessableInput("query vectors must all have the same length", code="dimension_mismatch") from exc
+        raw = [body.vector] if body.vector is not None else body.vectors
+        assert raw is not None
+        check_count(raw.shape[0] if isinstance(raw, VectorArray) else len(raw), settings, "query vectors")
+        queries = to_matrix(raw, "query vectors")
     prepared = collection.prepare_vectors(queries)
     params = body.params.model_dump(exclude_none=True) if body.params else None
     found = await services.run_blocking(collection.search, prepared, body.k, exclude, body.filter, params)
