@@ -13,11 +13,11 @@ DEMO := $(REPO)/demo/manifest.json
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	@echo ">> creating $(VENV) and installing jepa-serve[cpu,export,dev] (first time: about a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[cpu,export,dev]'
+	$(PY) -m pip install --quiet -e '.[cpu,export,dev]' -e clients/python
 	@touch $(STAMP)
 
 $(DEMO): models/demo/weights/demo.safetensors | $(STAMP)
