@@ -93,6 +93,7 @@ class NoTokensOutput(UnprocessableEntity): code = "no_tokens_output"
 class RateLimited(Overloaded): code = "rate_limited"
 class NotReady(ServiceUnavailable): code = "not_ready"
 class StorageUnavailable(ServiceUnavailable): code = "storage_unavailable"
+class InferenceFailed(ServerError): code = "inference_failed"
 
 
 def _leaves(base: type[JepaServeError]) -> list[type[JepaServeError]]:
