@@ -46,3 +46,15 @@ def test_list_settings_take_commas_or_json(monkeypatch, value, expected):
 def test_unknown_jepa_variables_are_found():
     environ = {"JEPA_MAX_BATCH_SIZ": "8", "JEPA_MAX_BATCH_SIZE": "8", "HOME": "/root", "jepa_fsynk": "0"}
     assert unknown_variables(environ) == ["JEPA_MAX_BATCH_SIZ", "jepa_fsynk"]
+
+
+def test_jepa_serve_warns_about_unknown_variables_at_start(monkeypatch, capsys, tmp_path: Path):
+    import service.cli
+
+    started = []
+    monkeypatch.setattr(service.cli.uvicorn, "run", lambda app, **kwargs: started.append(kwargs["port"]))
+    monkeypatch.setenv("JEPA_MAX_BATCH_SIZ", "8")
+    monkeypatch.setenv("JEPA_LOG_FORMAT", "text")
+    assert service.cli.main(["--port", "8123", "--data-dir", str(tmp_path / "d")]) == 0
+    assert started == [8123]
+    assert "JEPA_MAX_BATCH_SIZ is not a jepa-serve setting: ignored" in capsys.readouterr().err
