@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Path, Response, status
 
 from service.api.deps import ReadyServicesDep
-from service.api.vectors import to_matrix
 from service.api.media_inputs import check_count, embed_items, to_media_items
 from service.api.schemas import (
     COMMON_ERRORS,
@@ -22,6 +20,7 @@ from service.api.schemas import (
     UpsertResult,
     error_responses,
 )
+from service.api.vectors import to_matrix
 from service.errors import Conflict, PayloadTooLarge, UnprocessableInput
 from service.index import Collection, CollectionConfig
 from service.index.store import COLLECTION_NAME, check_collection_name
