@@ -64,3 +64,18 @@ def test_every_error_code_the_service_raises_has_its_own_client_type():
     raised |= set(HTTP_CODES.values()) - {"http_error"}
     missing = sorted(code for code in raised if code not in errors.BY_CODE)
     assert not missing, f"client/python lacks exception types for {missing}"
+
+
+def test_the_client_imports_without_the_server_torch_or_onnxruntime():
+    import subprocess
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    client_dir = Path(__file__).resolve().parents[2] / "clients" / "python"
+    declared = tomllib.loads((client_dir / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert sorted(d.split(">")[0] for d in declared) == ["httpx", "numpy"]
+    probe = ("import sys, jepa_serve_client; heavy = {'torch', 'fastapi', 'service', 'onnxruntime', 'PIL', 'faiss'}; "
+             "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=client_dir, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
