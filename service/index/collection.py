@@ -136,7 +136,7 @@ class Collection:
             zero = np.linalg.norm(vectors, axis=1) == 0
             if zero.any():
                 row = int(np.argmax(zero))
-                raise UnprocessableInput(f"vector {row} is zero: it has no direction for cosine similarity",
+                raise UnprocessableInput(f"vector {row} is a zero vector: it has no direction for cosine similarity",
                                          {"index": row}, code="invalid_vector")
             vectors = normalize_rows(vectors)
         return np.ascontiguousarray(vectors, dtype=np.float32)
