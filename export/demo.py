@@ -40,6 +40,8 @@ class ExportOptions:
     fp32_gate: float = FP32_GATE
     fp16_gate: float = FP16_GATE
     fp16: bool = True
+    # ONNX Runtime's transformer fusions (export/fusion.py) in place of the traced graphs, behind a parity gate
+    fuse: bool = False
     force: bool = False
 
 

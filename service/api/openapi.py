@@ -22,7 +22,8 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from service.api.examples import request_examples
-from service.api.schemas import ERROR_MEANINGS, ErrorResponse
+from service.api.schemas import ErrorResponse
+from service.errors import ServiceError, meanings_by_status
 from service.settings import Settings
 
 ASSETS_URL = "/docs/assets"  # swagger-ui-bundle.js, swagger-ui.css, redoc.standalone.js, favicon.png
@@ -62,7 +63,8 @@ DESCRIPTIONS = {
     "limits": "The server's request limits: a client sizes its batches by them.",
 }
 
-# The error statuses each operation can answer (401/403 and 429 for rate limits are added when configured).
+# The error statuses each operation can answer; 401/403 (keys), and 429 (rate limit, concurrency limit) are
+# added where configured.
 # 400: undecodable JSON or media; 413: body or item limits; 415: content or image type; 422: schema or rule;
 # 429: queue full; 503: not ready or storage unreachable; 504: deadline; 507: write not durable.
 ROUTE_ERRORS: dict[str, tuple[int, ...]] = {
@@ -71,7 +73,7 @@ ROUTE_ERRORS: dict[str, tuple[int, ...]] = {
     "create_collection": (400, 404, 409, 413, 422, 503, 507),
     "get_collection": (404, 422, 503),
     "drop_collection": (404, 422, 503, 507),
-    "upsert_points": (400, 404, 409, 413, 415, 422, 429, 503, 504, 507),
+    "upsert_points": (400, 404, 409, 413, 415, 422, 429, 503, 507),
     "delete_points": (400, 404, 413, 422, 503, 507),
     "get_point": (404, 422, 503),
     "search": (400, 404, 409, 413, 415, 422, 429, 503, 504),
@@ -84,6 +86,8 @@ ROUTE_ERRORS: dict[str, tuple[int, ...]] = {
     "limits": (),
 }
 OPEN_WHEN = {"healthz": "health_open", "readyz": "health_open", "metrics": "metrics_open"}
+# Answered even at the concurrency limit (JEPA_MAX_CONCURRENT_REQUESTS), which answers 429 on every other route.
+UNLIMITED = frozenset({"healthz", "readyz", "metrics"})
 
 TIMEOUT_HEADER = {
     "name": "x-request-timeout-ms", "in": "header", "required": False,
@@ -91,6 +95,7 @@ TIMEOUT_HEADER = {
                    "queued work is dropped. A `timeout_ms` body field wins; default JEPA_REQUEST_TIMEOUT_MS.",
     "schema": {"type": "string", "pattern": r"^\d+(\.\d+)?$", "examples": ["5000"]},
 }
+DEADLINE_OPS = frozenset({"embed", "search", "predict_future", "plan"})
 HEALTH_SCHEMA = {"type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"],
                  "additionalProperties": True}
 
@@ -136,11 +141,8 @@ def install_docs(app: FastAPI, settings: Settings) -> None:
 
 
 def _default_model(services):
-    from service.api.media_inputs import resolve_model
-    from service.errors import ServiceError
-
     try:
-        return resolve_model(services, None)
+        return services.models.resolve_model(None, services.settings.default_model)
     except ServiceError:
         return None
 
@@ -159,14 +161,15 @@ def build_openapi(app: FastAPI, settings: Settings, model) -> dict[str, Any]:
             "type": "http", "scheme": "bearer",
             "description": "an API key: `Authorization: Bearer <key>` (scopes read, write, ops)"}}
     examples = request_examples(model)
+    meanings = meanings_by_status()  # from the one error table: every code of each status, with its meaning
     for path_item in document["paths"].values():
         for operation in path_item.values():
-            _describe(operation, settings, auth, rate_limited, examples)
+            _describe(operation, settings, auth, rate_limited, examples, meanings)
     return document
 
 
 def _describe(operation: dict[str, Any], settings: Settings, auth: bool, rate_limited: bool,
-              examples: dict[str, dict[str, dict[str, Any]]]) -> None:
+              examples: dict[str, dict[str, dict[str, Any]]], meanings: dict[int, str]) -> None:
     op = operation["operationId"]
     operation["description"] = DESCRIPTIONS.get(op, operation.get("description", ""))
     open_route = op in OPEN_WHEN and getattr(settings, OPEN_WHEN[op])
@@ -176,11 +179,11 @@ def _describe(operation: dict[str, Any], settings: Settings, auth: bool, rate_li
         operation["security"] = [{"bearer": []}]
     elif auth:
         operation["security"] = []
-    if rate_limited and not open_route:
+    if (rate_limited and not open_route) or (settings.max_concurrent_requests and op not in UNLIMITED):
         statuses.add(429)
     responses = {code: body for code, body in operation["responses"].items() if not code.startswith(("4", "5"))}
     for status in sorted(statuses):
-        responses[str(status)] = _error_response(op, status)
+        responses[str(status)] = _error_response(op, status, meanings)
     operation["responses"] = responses
     for parameter in operation.get("parameters", []):
         if parameter["name"] == TIMEOUT_HEADER["name"]:
@@ -189,16 +192,17 @@ def _describe(operation: dict[str, Any], settings: Settings, auth: bool, rate_li
             parameter["example"] = "pets"
         if parameter["name"] == "point_id":
             parameter["example"] = "cat"
-    if op == "embed":
-        operation.setdefault("parameters", []).append(dict(TIMEOUT_HEADER))
+    parameters = operation.get("parameters", [])
+    if op in DEADLINE_OPS and not any(p["name"] == TIMEOUT_HEADER["name"] for p in parameters):
+        operation["parameters"] = [*parameters, dict(TIMEOUT_HEADER)]  # read by the deadline dependency, so FastAPI may not list it
     body = operation.get("requestBody", {}).get("content", {}).get("application/json")
     if body is not None and op in examples:
         body["examples"] = examples[op]
 
 
-def _error_response(op: str, status: int) -> dict[str, Any]:
+def _error_response(op: str, status: int, meanings: dict[int, str]) -> dict[str, Any]:
     if op in ("healthz", "readyz") and status == 503:
         meaning = "unhealthy: a batcher stopped" if op == "healthz" else "not ready: the body says the phase"
         return {"description": meaning, "content": {"application/json": {"schema": HEALTH_SCHEMA}}}
-    return {"description": ERROR_MEANINGS[status],
+    return {"description": meanings[status],
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}

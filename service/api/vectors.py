@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from service.api.schemas import Vector, VectorArray
-from service.errors import InvalidInput, UnprocessableInput
+from service.errors import ErrorCode, InvalidInput, UnprocessableInput
 
 
 def to_matrix(vectors: list[Vector] | VectorArray, what: str = "vectors") -> np.ndarray:
@@ -26,7 +26,7 @@ def to_matrix(vectors: list[Vector] | VectorArray, what: str = "vectors") -> np.
         if len(vector) != width:
             raise UnprocessableInput(
                 f"{what}: row {row} has {len(vector)} values; row 0 has {width}",
-                {"index": row, "expected_dim": width}, code="dimension_mismatch",
+                {"index": row, "expected_dim": width}, code=ErrorCode.DIMENSION_MISMATCH,
             )
     return np.asarray(vectors, dtype=np.float32).reshape(len(vectors), width)
 
@@ -35,12 +35,12 @@ def _decode_array(array: VectorArray, what: str) -> np.ndarray:
     try:
         raw = base64.b64decode(array.data, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise InvalidInput(f"{what}: 'data' is not valid base64: {exc}", code="invalid_base64") from exc
+        raise InvalidInput(f"{what}: 'data' is not valid base64: {exc}", code=ErrorCode.INVALID_BASE64) from exc
     dtype = np.dtype(array.dtype).newbyteorder("<")
     expected = math.prod(array.shape) * dtype.itemsize
     if len(raw) != expected:
         raise UnprocessableInput(
             f"{what}: shape {array.shape} of {array.dtype} needs {expected} bytes; 'data' holds {len(raw)}",
-            {"expected_bytes": expected, "bytes": len(raw)}, code="invalid_vector",
+            {"expected_bytes": expected, "bytes": len(raw)}, code=ErrorCode.INVALID_VECTOR,
         )
     return np.frombuffer(raw, dtype=dtype).reshape(array.shape).astype(np.float32)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from export.demo import FP16_GATE, FP32_GATE, ExportOptions, ParityError, export_demo
-from export.parity import compare_outputs, row_cosines
+from export.parity import compare_outputs, row_cosines, run_onnx
 from models.demo import build_demo_model, load_demo_model, save_demo_model
 
 quiet = {"log": lambda _: None}
@@ -185,3 +185,32 @@ def test_blocked_ops_get_their_own_copy_of_a_shared_initializer(tmp_path: Path):
     before = ort.InferenceSession(str(tmp_path / "shared.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     np.testing.assert_array_equal(before[0], after[0])
+
+
+def test_vit_export_with_fusions_keeps_its_outputs(tmp_path: Path):
+    """`jepa-export vit --fuse`: SkipLayerNormalization / BiasGelu kernels in place of the traced ops, and the
+    served graph still equals PyTorch."""
+    import onnx
+
+    from export.cli import main
+
+    assert main(["vit", "--name", "v", "--out", str(tmp_path), "--image-size", "32", "--patch-size", "8", "--dim", "32",
+                 "--depth", "2", "--heads", "2", "--fuse"]) == 0
+    folder = tmp_path / "v"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert "fp32: fused" in manifest["fusion"] and "fp16: fused" in manifest["fusion"]
+    ops = {node.op_type for node in onnx.load(str(folder / "encoder.onnx")).graph.node}
+    assert "SkipLayerNormalization" in ops and "LayerNormalization" in ops  # the final norm has no residual
+    assert not list(folder.glob("*.fused.onnx"))
+
+    from models.vit import ViTConfig, ViTEncoder
+
+    torch.manual_seed(0)
+    reference = ViTEncoder(ViTConfig(image_size=32, patch_size=8, dim=32, depth=2, heads=2)).eval()
+    x = np.random.default_rng(3).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    with torch.inference_mode():
+        expected = reference(torch.from_numpy(x))[1].numpy()
+    for file in manifest["components"]["encoder"]["files"].values():
+        got = run_onnx(folder / file, {"pixel_values": x})["tokens"]
+        assert row_cosines(expected, got).min() > 0.999
+
