@@ -53,7 +53,8 @@ class ErrorCode(StrEnum):
     SPACE_MISMATCH = "space_mismatch", 409, "the vectors come from another embedding space than the collection's"
     # 413: too much
     PAYLOAD_TOO_LARGE = "payload_too_large", 413, "too large: body, image or video bytes, pixels"
-    TOO_MANY_ITEMS = "too_many_items", 413, "more inputs in one request than max_request_items"
+    TOO_MANY_ITEMS = ("too_many_items", 413, "more inputs in one request than max_request_items (precomputed vectors "
+                      "in an upsert: more than max_upsert_vectors or max_upsert_bytes; GET /limits)")
     TOO_MANY_STEPS = "too_many_steps", 413, "more actions in one rollout than max_rollout_steps"
     METADATA_TOO_LARGE = "metadata_too_large", 413, "a point's metadata is larger than max_metadata_bytes of JSON"
     VIDEO_TOO_LONG = "video_too_long", 413, "the video needs more decoded frames than max_video_frames"
