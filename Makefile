@@ -78,7 +78,7 @@ $(LOAD_STAMP): pyproject.toml | $(STAMP)
 loadtest: $(LOAD_STAMP) $(if $(LOAD_HOST),,$(DEMO))
 	$(PY) -m loadtests.run --shape $(LOAD_SHAPE) $(if $(LOAD_HOST),--host $(LOAD_HOST)) $(LOAD_ARGS)
 
-# Tools of the deployment tests (docker-compose, promtool, nginx, hadolint): installed if missing, quick when
+# Tools of the deployment tests (docker-compose, promtool, nginx, hadolint) and of the docs browser test (chromium): installed if missing, quick when
 # present, never fatal; a test whose tool is still missing skips and says why. See deploy/install-test-tools.sh.
 .PHONY: deploy-tools
 deploy-tools: $(STAMP)
