@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     max_video_frames: int = Field(3000, ge=1, description="frames decoded from one video to reach its last sampled frame")
     max_rollout_steps: int = Field(256, ge=1, description="actions in one /predict_future request")
     max_surprise_steps: int = Field(256, ge=1, description="scored steps in one /surprise request")
+    stream_max_connections: int = Field(64, ge=1, description="open /stream/surprise connections; one more is closed "
+                                        "at once with 1013 (try again later)")
     stream_max_steps: int = Field(100_000, ge=1, description="frames one /stream/surprise connection may send before it is closed (1008)")
     stream_buffer_frames: int = Field(8, ge=1, le=1024, description="frames received but not yet scored per stream; "
                                       "when full the server stops reading, so TCP pushes back on the client")

@@ -14,7 +14,8 @@ reading, so the socket's TCP window pushes back on the client instead of memory 
 connection after an {"type": "error", "error": {code, message, detail}} message, with a close code that says
 why: 1007 unreadable data (bad JSON, image, base64 or action), 1003 a message that is neither, 1009 a message
 above stream_max_message_bytes, 1008 policy (auth, unknown model, no surprise calibration, stream_max_steps
-reached), 1013 overloaded or not ready (try again later), 1001 idle for stream_idle_timeout_s, 1011 a server error.
+reached), 1013 overloaded, not ready or stream_max_connections open (try again later), 1001 idle for
+stream_idle_timeout_s, 1011 a server error.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from service.api.schemas import SurpriseCalibration
-from service.errors import (ErrorCode, InvalidInput, NotReady, PayloadTooLarge, ServiceError, UnprocessableInput,
-                            error_body)
+from service.errors import (ErrorCode, InvalidInput, NotReady, Overloaded, PayloadTooLarge, ServiceError,
+                            UnprocessableInput, error_body)
 from service.media.clips import to_item
 from service.media.payload import RawImage, b64decode, decode_frames
 from service.model_pool import ServedModel
@@ -198,6 +199,21 @@ async def stream_surprise(websocket: WebSocket, model: str | None = None, thresh
     except ServiceError as exc:
         await refuse(websocket, exc, POLICY)
         return
+    if services.open_streams >= services.settings.stream_max_connections:
+        await refuse(websocket, Overloaded(f"{services.open_streams} streams are open; the limit is "
+                                           f"{services.settings.stream_max_connections}"), TRY_LATER)
+        return
+    services.open_streams += 1
+    services.metrics.open_streams.set(services.open_streams)
+    try:
+        await _serve_stream(websocket, services, served, scorer, threshold)
+    finally:
+        services.open_streams -= 1
+        services.metrics.open_streams.set(services.open_streams)
+
+
+async def _serve_stream(websocket: WebSocket, services: Services, served: ServedModel, scorer: SurpriseScorer,
+                        threshold: float | None) -> None:
     limit = scorer.spec.threshold if threshold is None else threshold
     await websocket.send_json({
         "type": "ready", "model": served.name, "space_id": served.manifest.space_id,

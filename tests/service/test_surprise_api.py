@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import onnxruntime as ort
@@ -123,3 +124,20 @@ def test_states_at_the_float32_limit_give_a_finite_answer(client):
     response = client.post("/surprise", json={"states": [huge, [-v for v in huge]], "actions": [[0.0, 0.0]]})
     assert response.status_code == 200, response.text
     assert np.isfinite(response.json()["scores"]).all() and response.json()["surprising"] == [1]
+
+
+def predictor_batches(client) -> tuple[float, float]:
+    """(engine calls, items) of the demo predictor so far, from /metrics."""
+    text = client.get("/metrics").text
+    count = re.search(r'jepa_batch_size_count\{component="predictor",model="demo"\} ([0-9.e+]+)', text)
+    total = re.search(r'jepa_batch_size_sum\{component="predictor",model="demo"\} ([0-9.e+]+)', text)
+    return (float(count.group(1)), float(total.group(1))) if count and total else (0.0, 0.0)
+
+
+def test_every_step_of_a_request_is_predicted_in_one_predictor_batch(client):
+    frames, actions, _ = demo_trajectory(steps=12)
+    calls, items = predictor_batches(client)
+    response = client.post("/surprise", json={"observations": frames_payload(frames), "actions": actions.tolist()})
+    assert response.status_code == 200, response.text
+    after_calls, after_items = predictor_batches(client)
+    assert (after_calls - calls, after_items - items) == (1, len(response.json()["steps"]))

@@ -162,3 +162,15 @@ def test_an_idle_stream_is_closed_as_going_away():
 
     refusal = asyncio.run(scenario())
     assert isinstance(refusal, Refusal) and refusal.code == 1001
+
+
+def test_streams_past_the_connection_limit_are_told_to_try_later(settings_factory):
+    with serving(settings_factory(stream_max_connections=1)) as client:
+        with client.websocket_connect("/stream/surprise") as first:
+            assert first.receive_json()["type"] == "ready"
+            assert 'jepa_open_streams 1.0' in client.get("/metrics").text
+            with client.websocket_connect("/stream/surprise") as second:
+                message, code = closed(second)
+            assert (message["error"]["code"], code) == ("overloaded", 1013)
+        with client.websocket_connect("/stream/surprise") as again:  # the slot is free once the first closed
+            assert again.receive_json()["type"] == "ready"
