@@ -141,3 +141,18 @@ def test_every_step_of_a_request_is_predicted_in_one_predictor_batch(client):
     assert response.status_code == 200, response.text
     after_calls, after_items = predictor_batches(client)
     assert (after_calls - calls, after_items - items) == (1, len(response.json()["steps"]))
+
+
+def test_a_video_is_sampled_like_embed_and_scored_frame_by_frame(client):
+    from tests.video_files import write_video
+
+    frames, actions, onset = demo_trajectory(seed=3, violation="ball_teleport")
+    video = b64(write_video(list(frames)))
+    body = {"observations": [{"video": video}], "actions": actions.tolist(), "num_frames": len(frames), "stride": 1}
+    response = client.post("/surprise", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["steps"] == list(range(2, len(frames)))
+    assert response.json()["surprising"][0] == onset
+    # without num_frames a video gives 16 frames: they no longer match the 10 actions
+    del body["num_frames"]
+    assert_error(client.post("/surprise", json=body), 422, "invalid_action")
