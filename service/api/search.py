@@ -24,7 +24,7 @@ async def search(
     collection = services.store.get(body.collection)
     exclude: list[str | None] = []
     if body.id is not None:
-        vector, _ = collection.get(body.id)
+        vector, _ = await services.run_blocking(collection.get, body.id)  # a remote store (milvus) reads the engine
         queries = vector[None, :]
         exclude = [body.id]
     elif body.input is not None:

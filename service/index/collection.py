@@ -88,6 +88,24 @@ def exact_scores(queries: np.ndarray, vectors: np.ndarray, metric: str) -> np.nd
     return (queries * queries).sum(1)[:, None] - 2 * dots + (vectors * vectors).sum(1)[None, :]
 
 
+def prepare_vectors(vectors: np.ndarray, config: CollectionConfig) -> np.ndarray:
+    """(N, dim) float32, finite, unit-norm for cosine; raises 422 otherwise (every backend validates the same way)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != config.dim:
+        raise UnprocessableInput(
+            f"vectors must have dimension {config.dim}; got shape {list(vectors.shape)}",
+            {"expected_dim": config.dim},
+            code="dimension_mismatch",
+        )
+    if not np.isfinite(vectors).all():
+        raise UnprocessableInput("vectors contain NaN or Inf", code="invalid_vector")
+    if config.metric == "cosine":
+        if (np.linalg.norm(vectors, axis=1) == 0).any():
+            raise UnprocessableInput("a zero vector has no direction for cosine similarity", code="invalid_vector")
+        vectors = normalize_rows(vectors)
+    return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
 class Collection:
     def __init__(self, config: CollectionConfig, *, background: bool = True) -> None:
         if config.index not in kinds.KINDS:
@@ -121,20 +139,7 @@ class Collection:
 
     def prepare_vectors(self, vectors: np.ndarray) -> np.ndarray:
         """(N, dim) float32, finite, unit-norm for cosine; raises 422 otherwise."""
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.config.dim:
-            raise UnprocessableInput(
-                f"vectors must have dimension {self.config.dim}; got shape {list(vectors.shape)}",
-                {"expected_dim": self.config.dim},
-                code="dimension_mismatch",
-            )
-        if not np.isfinite(vectors).all():
-            raise UnprocessableInput("vectors contain NaN or Inf", code="invalid_vector")
-        if self.config.metric == "cosine":
-            if (np.linalg.norm(vectors, axis=1) == 0).any():
-                raise UnprocessableInput("a zero vector has no direction for cosine similarity", code="invalid_vector")
-            vectors = normalize_rows(vectors)
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        return prepare_vectors(vectors, self.config)
 
     # -- state ------------------------------------------------------------------------
 
