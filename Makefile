@@ -14,10 +14,10 @@ DEMO := $(REPO)/demo/manifest.json
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@echo ">> creating $(VENV) and installing jepa-serve[cpu,export,dev] (first time: about a minute)"
+	@echo ">> creating $(VENV) and installing jepa-serve[cpu,export,dev,milvus] (first time: about a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[cpu,export,dev]'
+	$(PY) -m pip install --quiet -e '.[cpu,export,dev,milvus]'
 	@touch $(STAMP)
 
 $(DEMO): models/demo/weights/demo.safetensors | $(STAMP)
@@ -39,7 +39,7 @@ clean:
 
 BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[cpu,export,dev,bench]'
+	$(PY) -m pip install --quiet -e '.[cpu,export,dev,milvus,bench]'
 	@touch $(BENCH_STAMP)
 
 # Figures for docs/bench/serving.md (minutes; not part of make test).
@@ -82,7 +82,7 @@ reliability: $(STAMP) deploy-tools
 BENCH_INDEX_SIZES ?= 100000
 .PHONY: bench-index
 bench-index: $(STAMP) $(DEMO)
-	$(PY) -m pip install --quiet -e '.[cpu,export,dev,plots]'
+	$(PY) -m pip install --quiet -e '.[cpu,export,dev,milvus,plots]'
 	nice -n 10 $(PY) -m loadtests.bench_index --sizes $(BENCH_INDEX_SIZES)
 
 # The demo world model: train the shipped weights for a fixed number of steps (1 torch thread), so the
