@@ -63,6 +63,7 @@ INDEX_TYPES = {"flat": "FLAT", "hnsw": "HNSW", "ivf_flat": "IVF_FLAT", "ivf_pq":
 METRICS = {"cosine": "COSINE", "ip": "IP", "l2": "L2"}
 # Milvus error codes (milvus-proto): the collection is gone; the server cannot be reached or timed out.
 COLLECTION_NOT_FOUND = 100
+COLLECTION_NOT_LOADED = 101
 UNAVAILABLE_CODES = {1, 2, 14, 4}  # unexpected / connect failed / gRPC UNAVAILABLE / gRPC DEADLINE_EXCEEDED
 UNAVAILABLE_WORDS = re.compile(r"unavailable|connect|deadline|timed? ?out|closed channel|not ready", re.I)
 
@@ -337,8 +338,11 @@ class MilvusCollectionStore:
             config, epoch = entry
             with self._lock:
                 current = self._collections.get(config.name)
-            found[config.name] = current if current is not None and current.epoch == epoch else MilvusCollection(
-                self, config, epoch)
+            if current is None or current.epoch != epoch:
+                current = MilvusCollection(self, config, epoch)
+                if "Loaded" not in str(client.get_load_state(name, timeout=self._timeout).get("state")):
+                    client.load_collection(name, timeout=self._timeout)  # milvus-lite releases all on restart
+            found[config.name] = current
         with self._lock:
             self._collections = found
 
@@ -361,7 +365,14 @@ class MilvusCollectionStore:
     def call(self, name: str, fn: Callable[[MilvusClient], T]) -> T:
         """One Milvus call: unreachable -> 503 (retry later), collection gone -> 404, anything else -> 500."""
         try:
-            return fn(self._require_client())
+            try:
+                return fn(self._require_client())
+            except MilvusException as exc:
+                if exc.code != COLLECTION_NOT_LOADED:
+                    raise
+                # Released (milvus-lite after a restart, or an operator's release): load it and try once more.
+                self._require_client().load_collection(milvus_name(self.prefix, name), timeout=self._timeout)
+                return fn(self._require_client())
         except MilvusException as exc:
             if exc.code == COLLECTION_NOT_FOUND:
                 with self._lock:

@@ -143,20 +143,20 @@ def test_body_over_the_limit_is_413(settings_factory):
         assert_error(small.post("/embed", json={"inputs": [{"image": "A" * 2000}]}), 413, "payload_too_large")
 
 
-# -- collections and /search --------------------------------------------------------------
+# -- collections and /search: each test runs on every storage backend (store_client, tests/service/conftest.py) --
 
 
-def test_search_agrees_with_numpy_brute_force(client):
+def test_search_agrees_with_numpy_brute_force(store_client):
     rng = np.random.default_rng(5)
     stored = rng.standard_normal((300, 16)).astype(np.float32)
-    assert client.put("/collections/vec", json={"dim": 16, "metric": "cosine"}).status_code == 201
+    assert store_client.put("/collections/vec", json={"dim": 16, "metric": "cosine"}).status_code == 201
     for start in range(0, 300, 50):
         ids = [f"v{i}" for i in range(start, start + 50)]
-        r = client.post("/collections/vec/points", json={"ids": ids, "vectors": stored[start:start + 50].tolist(),
+        r = store_client.post("/collections/vec/points", json={"ids": ids, "vectors": stored[start:start + 50].tolist(),
                                                          "metadata": [{"i": i} for i in range(start, start + 50)]})
         assert r.status_code == 200, r.text
     queries = rng.standard_normal((5, 16)).astype(np.float32)
-    response = client.post("/search", json={"collection": "vec", "vectors": queries.tolist(), "k": 7})
+    response = store_client.post("/search", json={"collection": "vec", "vectors": queries.tolist(), "k": 7})
     assert response.status_code == 200
     body = response.json()
     assert body["hits"] is None and len(body["results"]) == 5
@@ -166,34 +166,34 @@ def test_search_agrees_with_numpy_brute_force(client):
     for row, hits in enumerate(body["results"]):
         assert [h["id"] for h in hits] == [f"v{i}" for i in expected[row]]
         assert [h["metadata"]["i"] for h in hits] == list(expected[row])
-    info = client.get("/collections/vec").json()
+    info = store_client.get("/collections/vec").json()
     assert info["count"] == 300 and info["dim"] == 16 and info["memory_bytes"] > 0
 
 
-def test_store_and_search_real_photos_through_the_model(client, photos):
-    assert client.put("/collections/photos", json={"model": "demo"}).json()["space_id"].startswith("demo-")
+def test_store_and_search_real_photos_through_the_model(store_client, photos):
+    assert store_client.put("/collections/photos", json={"model": "demo"}).json()["space_id"].startswith("demo-")
     names = list(photos)
-    r = client.post("/collections/photos/points", json={
+    r = store_client.post("/collections/photos/points", json={
         "ids": names, "inputs": [{"image": b64(photos[n])} for n in names], "metadata": [{"name": n} for n in names]})
     assert r.json() == {"upserted": 4, "count": 4, "status": "completed"}
     for name in names:
-        hits = client.post("/search", json={"collection": "photos", "input": {"image": b64(photos[name])}, "k": 2}).json()["hits"]
+        hits = store_client.post("/search", json={"collection": "photos", "input": {"image": b64(photos[name])}, "k": 2}).json()["hits"]
         assert hits[0]["id"] == name and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
-    by_id = client.post("/search", json={"collection": "photos", "id": "coffee", "k": 10}).json()["hits"]
+    by_id = store_client.post("/search", json={"collection": "photos", "id": "coffee", "k": 10}).json()["hits"]
     assert "coffee" not in [h["id"] for h in by_id] and len(by_id) == 3
-    assert client.request("DELETE", "/collections/photos/points", json={"ids": ["coffee", "ghost"]}).json() == {"deleted": 1, "count": 3}
-    assert_error(client.get("/collections/photos/points/coffee"), 404, "point_not_found")
-    point = client.get("/collections/photos/points/rocket").json()
+    assert store_client.request("DELETE", "/collections/photos/points", json={"ids": ["coffee", "ghost"]}).json() == {"deleted": 1, "count": 3}
+    assert_error(store_client.get("/collections/photos/points/coffee"), 404, "point_not_found")
+    point = store_client.get("/collections/photos/points/rocket").json()
     assert point["metadata"] == {"name": "rocket"} and len(point["vector"]) == 128
 
 
-def test_vectors_from_another_space_are_refused(client):
-    client.put("/collections/spaced", json={"model": "demo"})
+def test_vectors_from_another_space_are_refused(store_client):
+    store_client.put("/collections/spaced", json={"model": "demo"})
     v = [[0.1] * 128]
-    assert_error(client.post("/collections/spaced/points", json={"ids": ["a"], "vectors": v, "space_id": "other-1"}), 409,
+    assert_error(store_client.post("/collections/spaced/points", json={"ids": ["a"], "vectors": v, "space_id": "other-1"}), 409,
                  "space_mismatch")
-    assert_error(client.post("/search", json={"collection": "spaced", "vector": v[0], "space_id": "other-1"}), 409)
-    assert client.get("/collections/spaced").json()["count"] == 0
+    assert_error(store_client.post("/search", json={"collection": "spaced", "vector": v[0], "space_id": "other-1"}), 409)
+    assert store_client.get("/collections/spaced").json()["count"] == 0
 
 
 @pytest.mark.parametrize(
@@ -219,22 +219,22 @@ def test_vectors_from_another_space_are_refused(client):
         ("put", "/collections/x", {"dim": 4, "metric": "hamming"}, 422),
     ],
 )
-def test_collection_bad_input_is_a_clear_4xx_and_stores_nothing(client, method, path, payload, status):
-    client.put("/collections/c", json={"dim": 3})
-    client.post("/collections/c/points", json={"ids": ["keep"], "vectors": [[1.0, 0.0, 0.0]]})
-    assert_error(getattr(client, method)(path, json=payload) if method != "get" else client.get(path), status)
-    assert client.get("/collections/c").json()["count"] == 1
+def test_collection_bad_input_is_a_clear_4xx_and_stores_nothing(store_client, method, path, payload, status):
+    store_client.put("/collections/c", json={"dim": 3})
+    store_client.post("/collections/c/points", json={"ids": ["keep"], "vectors": [[1.0, 0.0, 0.0]]})
+    assert_error(getattr(store_client, method)(path, json=payload) if method != "get" else store_client.get(path), status)
+    assert store_client.get("/collections/c").json()["count"] == 1
 
 
-def test_nan_in_vectors_is_422(client):
-    client.put("/collections/n", json={"dim": 2})
+def test_nan_in_vectors_is_422(store_client):
+    store_client.put("/collections/n", json={"dim": 2})
     body = '{"ids": ["a"], "vectors": [[NaN, 1.0]]}'
-    assert_error(client.post("/collections/n/points", content=body, headers={"content-type": "application/json"}), 422)
-    assert client.get("/collections/n").json()["count"] == 0
+    assert_error(store_client.post("/collections/n/points", content=body, headers={"content-type": "application/json"}), 422)
+    assert store_client.get("/collections/n").json()["count"] == 0
 
 
-def test_collection_lifecycle_and_persistence(settings_factory):
-    settings = settings_factory()
+def test_collection_lifecycle_and_persistence(store_settings):
+    settings = store_settings()
     with serving(settings) as first:
         assert first.put("/collections/keep", json={"dim": 2, "metric": "l2"}).status_code == 201
         assert first.put("/collections/keep", json={"dim": 2, "metric": "l2"}).status_code == 200
@@ -424,18 +424,18 @@ def test_binary_encodings_carry_the_same_numbers(client, photos):
     np.testing.assert_allclose(np.load(io.BytesIO(form.content))[0], pooled[0], atol=1e-6)
 
 
-def test_a_bad_item_in_a_batch_stores_nothing(client, photos):
-    client.put("/collections/atomic", json={"model": "demo"})
+def test_a_bad_item_in_a_batch_stores_nothing(store_client, photos):
+    store_client.put("/collections/atomic", json={"model": "demo"})
     good = b64(photos["coffee"])
     truncated = b64(photos["rocket"][: len(photos["rocket"]) // 3])
-    r = client.post("/collections/atomic/points", json={"ids": ["a", "b", "c"],
+    r = store_client.post("/collections/atomic/points", json={"ids": ["a", "b", "c"],
                                                         "inputs": [{"image": good}, {"image": good}, {"image": truncated}]})
     assert_error(r, 400, "invalid_image")
     vectors = json.dumps([[0.1] * 128, [0.1] * 127 + [float("nan")]])  # json.dumps writes NaN
-    mixed = client.post("/collections/atomic/points", content=f'{{"ids": ["a", "b"], "vectors": {vectors}}}',
+    mixed = store_client.post("/collections/atomic/points", content=f'{{"ids": ["a", "b"], "vectors": {vectors}}}',
                         headers={"content-type": "application/json"})
     assert_error(mixed, 422, "invalid_vector")
-    assert client.get("/collections/atomic").json()["count"] == 0
+    assert store_client.get("/collections/atomic").json()["count"] == 0
 
 
 @pytest.mark.parametrize("name", ["../demo", "demo/../../etc", "%2e%2e", "demo\x00"])
@@ -444,10 +444,10 @@ def test_model_names_are_lookups_not_paths(client, name):
     assert_error(r, 404, "model_not_found")
 
 
-def test_oversized_metadata_is_413_and_stores_nothing(client):
-    client.put("/collections/meta", json={"dim": 2})
+def test_oversized_metadata_is_413_and_stores_nothing(store_client):
+    store_client.put("/collections/meta", json={"dim": 2})
     huge = {"blob": "x" * 20_000}
-    r = client.post("/collections/meta/points", json={"ids": ["a", "b"], "vectors": [[1, 0], [0, 1]], "metadata": [{}, huge]})
+    r = store_client.post("/collections/meta/points", json={"ids": ["a", "b"], "vectors": [[1, 0], [0, 1]], "metadata": [{}, huge]})
     assert_error(r, 413, "metadata_too_large")
     assert r.json()["error"]["detail"]["point"] == 1
-    assert client.get("/collections/meta").json()["count"] == 0
+    assert store_client.get("/collections/meta").json()["count"] == 0
