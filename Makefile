@@ -77,13 +77,15 @@ reliability: $(STAMP) deploy-tools
 	$(PY) -m loadtests.reliability
 
 # Index benchmark (issue 8): recall@10 and QPS per index kind on the hard set (and on demo-encoder embeddings of
-# demo-world clips); writes docs/bench/index.md + .png. Not part of `make test`.
+# demo-world clips); writes docs/bench/index.md + .png, then its Milvus section (100k hard set on milvus-lite,
+# loadtests/bench_milvus.py, which can also be run alone). Not part of `make test`.
 # BENCH_INDEX_SIZES=100000,1000000 adds the 1M run (about 40-60 minutes on 2 shared cores).
 BENCH_INDEX_SIZES ?= 100000
 .PHONY: bench-index
 bench-index: $(STAMP) $(DEMO)
 	$(PY) -m pip install --quiet -e '.[cpu,export,dev,milvus,plots]'
 	nice -n 10 $(PY) -m loadtests.bench_index --sizes $(BENCH_INDEX_SIZES)
+	nice -n 10 $(PY) -m loadtests.bench_milvus --size 100000
 
 # The demo world model: train the shipped weights for a fixed number of steps (1 torch thread), so the
 # result does not depend on the machine's load; DEMO_TRAIN_STEPS is also where the cosine LR schedule ends.

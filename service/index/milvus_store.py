@@ -61,11 +61,12 @@ WRITE_BATCH_BYTES = 16 * 1024 * 1024  # well under gRPC's 64 MB message limit
 DEFAULT_NLIST = 128  # Milvus fixes nlist when the index is declared, before any point exists (its own default)
 INDEX_TYPES = {"flat": "FLAT", "hnsw": "HNSW", "ivf_flat": "IVF_FLAT", "ivf_pq": "IVF_PQ", "auto": "AUTOINDEX"}
 METRICS = {"cosine": "COSINE", "ip": "IP", "l2": "L2"}
-# Milvus error codes (milvus-proto): the collection is gone; the server cannot be reached or timed out.
+# Error codes of MilvusException: the collection is gone / released; pymilvus could not reach the server.
 COLLECTION_NOT_FOUND = 100
 COLLECTION_NOT_LOADED = 101
-UNAVAILABLE_CODES = {1, 2, 14, 4}  # unexpected / connect failed / gRPC UNAVAILABLE / gRPC DEADLINE_EXCEEDED
-UNAVAILABLE_WORDS = re.compile(r"unavailable|connect|deadline|timed? ?out|closed channel|not ready", re.I)
+CONNECT_FAILED = 2
+# pymilvus wraps gRPC failures (UNAVAILABLE, DEADLINE_EXCEEDED, a closed channel) with these words in the message.
+UNAVAILABLE_WORDS = re.compile(r"unavailable|fail connecting|deadline|timed? ?out|closed channel|not ready", re.I)
 
 
 def milvus_name(prefix: str, name: str) -> str:
@@ -105,9 +106,9 @@ def index_params(config: CollectionConfig, params: dict[str, Any]) -> dict[str, 
     }.get(config.index, {})
 
 
-def unavailable(exc: Exception) -> bool:
-    code = getattr(exc, "code", None)
-    return code in UNAVAILABLE_CODES and bool(UNAVAILABLE_WORDS.search(str(exc))) or code == 2
+def unavailable(exc: MilvusException) -> bool:
+    """Milvus could not be reached or did not answer in time: retry later (503), not a failure of the request."""
+    return exc.code == CONNECT_FAILED or bool(UNAVAILABLE_WORDS.search(str(exc.message)))
 
 
 class MilvusCollection:
@@ -118,15 +119,14 @@ class MilvusCollection:
         self.epoch = epoch
         self.params = kinds.resolve_params(config.params)
         self.milvus_name = milvus_name(store.prefix, config.name)
+        self.known_since = time.monotonic()  # a refresh that started earlier must not forget it
         self._store = store
 
     # -- what /collections/{name} reports -----------------------------------------------
 
     @property
     def count(self) -> int:
-        rows = self._store.call(self.config.name, lambda c: c.query(
-            self.milvus_name, filter="", output_fields=["count(*)"], consistency_level=CONSISTENCY))
-        return int(rows[0]["count(*)"])
+        return self._count("")
 
     @property
     def memory_bytes(self) -> int:
@@ -146,7 +146,8 @@ class MilvusCollection:
 
     def get(self, point_id: str) -> tuple[np.ndarray, Metadata]:
         rows = self._store.call(self.config.name, lambda c: c.get(
-            self.milvus_name, ids=[point_id], output_fields=["vector", "metadata"], consistency_level=CONSISTENCY))
+            self.milvus_name, ids=[point_id], output_fields=["vector", "metadata"], consistency_level=CONSISTENCY,
+            timeout=self._store.timeout))
         if not rows:
             raise NotFound(f"point {point_id!r} not found in collection {self.config.name!r}", code="point_not_found")
         return np.asarray(rows[0]["vector"], np.float32), rows[0]["metadata"]
@@ -177,8 +178,9 @@ class MilvusCollection:
         results = self._ann(queries, fetch, expression, dict(params or {}))
         hits = [self._trim(found, skips[q], k) for q, found in enumerate(results)]
         if expression is not None and self.config.index != "flat":
-            short = [q for q, h in enumerate(hits) if len(h) < k]
-            if short and any(len(h) < min(k, matching - (1 if skips[q] else 0)) for q, h in enumerate(hits)):
+            # Fewer hits than matching points: the walk missed some (rare past 5 %): score those queries exactly.
+            short = [q for q, h in enumerate(hits) if len(h) < min(k, matching - (1 if skips[q] else 0))]
+            if short:
                 exact = self._exact_subset(queries[short], expression, matching, k, [skips[q] for q in short])
                 for q, found in zip(short, exact, strict=True):
                     hits[q] = found
@@ -193,12 +195,12 @@ class MilvusCollection:
         return {"metric_type": METRICS[self.config.metric], "params": knobs}
 
     def _ann(self, queries: np.ndarray, fetch: int, expression: str | None, params: dict[str, Any]) -> list[list[Hit]]:
-        factor = kinds.rerank_factor(self.config.index, {**self.params, **{k: v for k, v in params.items() if k == "rerank"}})
+        factor = kinds.rerank_factor(self.config.index, dict(self.params, rerank=params.get("rerank", self.params["rerank"])))
         limit = fetch * factor if self.config.index != "flat" else fetch
         output = ["metadata", "vector"] if factor > 1 and self.config.index != "flat" else ["metadata"]
         found = self._store.call(self.config.name, lambda c: c.search(
             self.milvus_name, data=queries.tolist(), limit=limit, filter=expression or "", output_fields=output,
-            search_params=self._search_params(params, limit), consistency_level=CONSISTENCY))
+            search_params=self._search_params(params, limit), consistency_level=CONSISTENCY, timeout=self._store.timeout))
         results = []
         for q, rows in enumerate(found):
             if "vector" in output and rows:  # re-score the candidates exactly (quantised scores are approximate)
@@ -216,7 +218,8 @@ class MilvusCollection:
 
     def _count(self, expression: str) -> int:
         rows = self._store.call(self.config.name, lambda c: c.query(
-            self.milvus_name, filter=expression, output_fields=["count(*)"], consistency_level=CONSISTENCY))
+            self.milvus_name, filter=expression, output_fields=["count(*)"], consistency_level=CONSISTENCY,
+            timeout=self._store.timeout))
         return int(rows[0]["count(*)"])
 
     def _exact_subset(self, queries: np.ndarray, expression: str, matching: int, k: int,
@@ -236,10 +239,11 @@ class MilvusCollection:
             fields = ["id", "vector", "metadata"]
             if matching <= QUERY_LIMIT:  # one call
                 keep(client.query(self.milvus_name, filter=expression, output_fields=fields, limit=QUERY_LIMIT,
-                                  consistency_level=CONSISTENCY))
+                                  consistency_level=CONSISTENCY, timeout=self._store.timeout))
                 return
             iterator = client.query_iterator(self.milvus_name, batch_size=QUERY_PAGE, filter=expression,
-                                             output_fields=fields, consistency_level=CONSISTENCY)
+                                             output_fields=fields, consistency_level=CONSISTENCY,
+                                             timeout=self._store.timeout)
             try:
                 while rows := iterator.next():
                     keep(rows)
@@ -268,7 +272,7 @@ class MilvusCollectionStore:
         self.prefix = prefix
         self._token = token
         self._db_name = db_name
-        self._timeout = timeout_s
+        self.timeout = timeout_s
         self._refresh_s = refresh_s
         self._connect_wait = connect_wait_s
         self._client: MilvusClient | None = None
@@ -287,7 +291,7 @@ class MilvusCollectionStore:
         deadline = time.monotonic() + self._connect_wait
         while True:
             try:
-                self._client = MilvusClient(uri=self.uri, token=self._token, db_name=self._db_name, timeout=self._timeout)
+                self._client = MilvusClient(uri=self.uri, token=self._token, db_name=self._db_name, timeout=self.timeout)
                 self.lite = "lite" in str(self._client.get_server_version()).lower()
                 self.refresh()
                 break
@@ -305,7 +309,7 @@ class MilvusCollectionStore:
     def close(self) -> None:
         self._stop.set()
         if self._refresher is not None:
-            self._refresher.join(self._refresh_s + self._timeout)
+            self._refresher.join(self._refresh_s + self.timeout)
         if self._client is not None:
             self._client.close()
         if "://" not in self.uri:  # the embedded engine: stop its in-process server and release its file lock
@@ -323,8 +327,9 @@ class MilvusCollectionStore:
     def refresh(self) -> None:
         """Re-read which collections exist and their configs (creates and drops made through other replicas)."""
         client = self._require_client()
+        started = time.monotonic()
         found: dict[str, MilvusCollection] = {}
-        for name in client.list_collections(timeout=self._timeout):
+        for name in client.list_collections(timeout=self.timeout):
             if not name.startswith(f"{self.prefix}_"):
                 continue
             try:
@@ -340,14 +345,16 @@ class MilvusCollectionStore:
                 current = self._collections.get(config.name)
             if current is None or current.epoch != epoch:
                 current = MilvusCollection(self, config, epoch)
-                if "Loaded" not in str(client.get_load_state(name, timeout=self._timeout).get("state")):
-                    client.load_collection(name, timeout=self._timeout)  # milvus-lite releases all on restart
+                if "Loaded" not in str(client.get_load_state(name, timeout=self.timeout).get("state")):
+                    client.load_collection(name, timeout=self.timeout)  # milvus-lite releases all on restart
             found[config.name] = current
         with self._lock:
+            # Created through this replica while the list was being read: keep it.
+            found.update({n: c for n, c in self._collections.items() if n not in found and c.known_since > started})
             self._collections = found
 
     def _read_entry(self, client: MilvusClient, milvus_collection: str) -> tuple[CollectionConfig, str] | None:
-        described = client.describe_collection(milvus_collection, timeout=self._timeout)
+        described = client.describe_collection(milvus_collection, timeout=self.timeout)
         raw = (described.get("properties") or {}).get(CONFIG_PROPERTY)
         if raw is None:
             return None
@@ -371,7 +378,7 @@ class MilvusCollectionStore:
                 if exc.code != COLLECTION_NOT_LOADED:
                     raise
                 # Released (milvus-lite after a restart, or an operator's release): load it and try once more.
-                self._require_client().load_collection(milvus_name(self.prefix, name), timeout=self._timeout)
+                self._require_client().load_collection(milvus_name(self.prefix, name), timeout=self.timeout)
                 return fn(self._require_client())
         except MilvusException as exc:
             if exc.code == COLLECTION_NOT_FOUND:
@@ -442,14 +449,14 @@ class MilvusCollectionStore:
         properties = {CONFIG_PROPERTY: json.dumps({"config": config.as_dict(), "epoch": epoch})}
         try:
             client.create_collection(target, schema=schema, index_params=index, consistency_level=CONSISTENCY,
-                                     properties=properties, timeout=self._timeout)
+                                     properties=properties, timeout=self.timeout)
         except MilvusException as exc:
             if "exist" not in str(exc).lower():
                 raise  # "already exists": another replica created it first; create() compares configs
 
     def drop(self, name: str) -> None:
         collection = self._lookup(name)
-        self.call(name, lambda c: c.drop_collection(collection.milvus_name, timeout=self._timeout))
+        self.call(name, lambda c: c.drop_collection(collection.milvus_name, timeout=self.timeout))
         with self._lock:
             if self._collections.get(name) is collection:
                 del self._collections[name]
@@ -465,7 +472,7 @@ class MilvusCollectionStore:
         per_batch = max(1, WRITE_BATCH_BYTES // (4 * collection.config.dim + 4096))
         for lo in range(0, len(rows), per_batch):
             batch = rows[lo : lo + per_batch]
-            self._write(name, lambda c, b=batch: c.upsert(collection.milvus_name, b, timeout=self._timeout))
+            self._write(name, lambda c, b=batch: c.upsert(collection.milvus_name, b, timeout=self.timeout))
         return len(rows)
 
     def delete(self, name: str, ids: Sequence[str]) -> int:
@@ -473,17 +480,17 @@ class MilvusCollectionStore:
         unique = list(dict.fromkeys(ids))
         # Milvus counts the ids it was sent, not the points it removed: ask which exist first.
         present = self.call(name, lambda c: c.get(collection.milvus_name, ids=unique, output_fields=["id"],
-                                                  consistency_level=CONSISTENCY, timeout=self._timeout))
+                                                  consistency_level=CONSISTENCY, timeout=self.timeout))
         if unique:
-            self._write(name, lambda c: c.delete(collection.milvus_name, ids=unique, timeout=self._timeout))
+            self._write(name, lambda c: c.delete(collection.milvus_name, ids=unique, timeout=self.timeout))
         return len(present)
 
     def flush(self, name: str) -> int:
         """Seal what the engine buffers so it builds the index now (the engine does it by itself as data grows;
         benchmarks and tests call this to search a built index); returns how many rows the index covers."""
         collection = self._lookup(name)
-        self.call(name, lambda c: c.flush(collection.milvus_name, timeout=self._timeout))
-        described = self.call(name, lambda c: c.describe_index(collection.milvus_name, "vector", timeout=self._timeout))
+        self.call(name, lambda c: c.flush(collection.milvus_name, timeout=self.timeout))
+        described = self.call(name, lambda c: c.describe_index(collection.milvus_name, "vector", timeout=self.timeout))
         return int(described.get("indexed_rows", 0))
 
     def _write(self, name: str, fn: Callable[[MilvusClient], Any]) -> None:

@@ -91,8 +91,11 @@ def test_an_acknowledged_write_through_one_replica_is_seen_at_once_through_the_o
     b = replica(demo_repository, tmp_path, milvus_server.uri).start()
     try:
         assert httpx.put(f"{a.url}/collections/shared", json={"dim": DIM, "index": "hnsw"}).status_code == 201
-        # b has not listed it yet (refresh every 0.2 s) but finds it in Milvus on first use.
-        assert httpx.get(f"{b.url}/collections/shared/points/nothing").status_code == 404
+        # A create made elsewhere reaches b's list of collections at its next refresh (every 0.2 s here): polled.
+        deadline = time.monotonic() + 5
+        while httpx.get(f"{b.url}/collections/shared").status_code != 200:
+            assert time.monotonic() < deadline, "replica b never listed the collection"
+            time.sleep(0.02)
         rng = np.random.default_rng(3)
         for n in range(20):
             writer, reader = (a, b) if n % 2 == 0 else (b, a)
