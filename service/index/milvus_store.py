@@ -485,13 +485,11 @@ class MilvusCollectionStore:
             self._write(name, lambda c: c.delete(collection.milvus_name, ids=unique, timeout=self.timeout))
         return len(present)
 
-    def flush(self, name: str) -> int:
-        """Seal what the engine buffers so it builds the index now (the engine does it by itself as data grows;
-        benchmarks and tests call this to search a built index); returns how many rows the index covers."""
+    def flush(self, name: str) -> None:
+        """Seal what the engine buffers, so that it indexes those rows (it does so by itself as data grows, and
+        builds the index in the background; benchmarks and tests call this to search an indexed collection)."""
         collection = self._lookup(name)
         self.call(name, lambda c: c.flush(collection.milvus_name, timeout=self.timeout))
-        described = self.call(name, lambda c: c.describe_index(collection.milvus_name, "vector", timeout=self.timeout))
-        return int(described.get("indexed_rows", 0))
 
     def _write(self, name: str, fn: Callable[[MilvusClient], Any]) -> None:
         try:

@@ -8,6 +8,7 @@ import pytest
 from service.errors import Conflict, NotFound, UnprocessableInput
 from service.index.collection import CollectionConfig
 from service.index.milvus_filters import match_keys, to_expression
+from loadtests.milvus_lite_probe import indexed_rows
 from service.index.milvus_store import MilvusCollectionStore, milvus_name
 
 
@@ -36,7 +37,8 @@ def test_flat_search_equals_numpy_brute_force(store, metric):
     store.create(CollectionConfig(name="flat", dim=24, metric=metric, index="flat"))
     ids = [f"p{i}" for i in range(3000)]
     store.upsert("flat", ids[:2000], stored[:2000], [{"i": i} for i in range(2000)])
-    assert store.flush("flat") == 2000  # sealed and indexed; the last 1000 stay in the engine's buffer
+    store.flush("flat")  # sealed and indexed; the last 1000 stay in the engine's buffer
+    assert indexed_rows(store.uri, milvus_name(store.prefix, "flat")) == {"BruteForceIndex": 2000}
     store.upsert("flat", ids[2000:], stored[2000:], [{"i": i} for i in range(2000, 3000)])
     queries = rng.standard_normal((8, 24)).astype(np.float32)
     collection = store.get("flat")
@@ -54,7 +56,9 @@ def test_hnsw_recall_at_10_on_a_clustered_set(store):
     stored = (centres[rng.integers(0, 40, 20_000)] + rng.standard_normal((20_000, 32))).astype(np.float32)
     store.create(CollectionConfig(name="hnsw", dim=32, metric="cosine", index="hnsw", params={"M": 16, "ef_construction": 100}))
     store.upsert("hnsw", [str(i) for i in range(20_000)], stored, [{} for _ in range(20_000)])
-    assert store.flush("hnsw") == 20_000  # every point under the HNSW graph: the search below walks it
+    store.flush("hnsw")
+    # every point under the HNSW graph (not scanned): the search below walks it
+    assert indexed_rows(store.uri, milvus_name(store.prefix, "hnsw")) == {"FaissHnswIndex": 20_000}
     collection = store.get("hnsw")
     queries = collection.prepare_vectors(stored[rng.choice(20_000, 200, replace=False)] + 0.5 * rng.standard_normal((200, 32)))
     unit = stored / np.linalg.norm(stored, axis=1, keepdims=True)
