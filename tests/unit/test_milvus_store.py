@@ -105,3 +105,26 @@ def test_filter_expressions_carry_no_client_text():
     assert '"' + 'x")' not in expression and "or id !=" not in expression
     assert expression.count(" or ") == 3  # the four options of `in`, nothing else
     assert match_keys({"s": "text", "n": 2, "b": False, "z": None, "l": [1]}).__len__() == 4
+
+
+def test_pymilvus_is_imported_only_when_selected(tmp_path):
+    """The milvus extra is optional: a local or redis service never loads it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from service.index.backend import open_store; from service.settings import Settings; "
+            f"open_store(Settings(data_dir={str(tmp_path)!r})); print('pymilvus' in sys.modules, 'milvus_lite' in sys.modules); "
+            f"open_store(Settings(storage='milvus', data_dir={str(tmp_path)!r})); print('pymilvus' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "True"]
+
+
+@pytest.mark.parametrize("uri", ["milvus", "data/milvus.sqlite", "localhost:19530"])
+def test_a_milvus_uri_is_a_db_file_or_an_address(uri):
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    with pytest.raises(ValidationError, match="milvus_uri"):
+        Settings(storage="milvus", milvus_uri=uri)
+    assert Settings(storage="milvus", milvus_uri="http://milvus:19530").milvus_uri == "http://milvus:19530"
