@@ -60,7 +60,8 @@ def run(n: int, n_queries: int, singles: int, log) -> list[dict]:
     rows = []
     for kind, build, sweep in CONFIGS:
         work = Path(tempfile.mkdtemp(prefix="bench-milvus-"))
-        store = MilvusCollectionStore(str(work / "milvus.db"))
+        # An upsert that fills the engine's buffer flushes it inline: seconds on a busy machine, past the service's 10 s.
+        store = MilvusCollectionStore(str(work / "milvus.db"), timeout_s=600)
         try:
             store.recover()
             store.create(CollectionConfig(name="bench", dim=data.shape[1], index=kind, params=build))

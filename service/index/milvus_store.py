@@ -38,6 +38,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import grpc
 import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 
@@ -389,6 +390,9 @@ class MilvusCollectionStore:
                 raise StorageUnavailable(f"milvus is unavailable ({exc.message}); retry later") from exc
             log.error("milvus call on %s failed: %s", name, exc)
             raise ServiceError(f"milvus failed on collection {name!r}") from exc
+        except grpc.RpcError as exc:  # pymilvus lets some gRPC failures through as they are (a deadline, a reset)
+            status = exc.code().name if isinstance(exc, grpc.Call) else type(exc).__name__
+            raise StorageUnavailable(f"milvus did not answer ({status}); retry later") from exc
 
     # -- collections ----------------------------------------------------------------
 

@@ -128,3 +128,27 @@ def test_a_milvus_uri_is_a_db_file_or_an_address(uri):
     with pytest.raises(ValidationError, match="milvus_uri"):
         Settings(storage="milvus", milvus_uri=uri)
     assert Settings(storage="milvus", milvus_uri="http://milvus:19530").milvus_uri == "http://milvus:19530"
+
+
+def test_a_grpc_failure_that_pymilvus_lets_through_is_503(store):
+    """pymilvus re-raises some gRPC failures as they are (a deadline during an engine's inline flush, seen in the
+    benchmark): they mean 'retry later', not a 500."""
+    import grpc
+
+    from service.errors import StorageUnavailable
+
+    class Deadline(grpc.RpcError, grpc.Call):  # what grpc raises: an RpcError that is also a Call
+        def code(self):
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+
+        def details(self):
+            return "Deadline Exceeded"
+
+        initial_metadata = trailing_metadata = time_remaining = is_active = cancel = add_callback = lambda self, *a: None
+
+    def stalled(client):
+        raise Deadline()
+
+    with pytest.raises(StorageUnavailable, match="DEADLINE_EXCEEDED") as caught:
+        store.call("any", stalled)
+    assert caught.value.status == 503 and caught.value.retry_after_s >= 1
