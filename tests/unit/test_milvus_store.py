@@ -152,3 +152,14 @@ def test_a_grpc_failure_that_pymilvus_lets_through_is_503(store):
     with pytest.raises(StorageUnavailable, match="DEADLINE_EXCEEDED") as caught:
         store.call("any", stalled)
     assert caught.value.status == 503 and caught.value.retry_after_s >= 1
+
+
+def test_the_embedded_engine_is_one_process_only(store):
+    """Why two API replicas need a Milvus server (or a `milvus-lite server`): a second process cannot open the file."""
+    import subprocess
+    import sys
+
+    code = (f"from pymilvus import MilvusClient\nMilvusClient({store.uri!r}).list_collections()\n")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert other.returncode != 0
+    assert "DataDirLockedError" in other.stderr, other.stderr[-2000:]
