@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 import torch
 
-# LayerNorm and softmax overflow or lose too much in fp16 (REFERENCE.md §2);
+# LayerNorm and softmax overflow or lose too much in fp16 (their sums of squares and exponentials);
 # the pooled mean is a reduction over many tokens, so it stays fp32 too.
 FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean")
 MAX_BATCH = 4096

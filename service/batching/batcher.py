@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import DeadlineExceeded, NotReady, Overloaded, ServiceError
+from service.errors import DeadlineExceeded, EngineFailure, NotReady, Overloaded
 from service.metrics import Metrics
 from service.runtime.engine import Engine
 
@@ -72,13 +72,6 @@ class BatchPolicy:
             sizes.append(size)
             size *= 2
         return [*sizes, self.max_batch_size]
-
-
-class EngineFailure(ServiceError):
-    """The engine raised on a batch; every caller in it gets this (details only in the log)."""
-
-    status = 500
-    code = "inference_failed"
 
 
 @dataclass

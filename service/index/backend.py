@@ -58,15 +58,14 @@ class CollectionBackend(Protocol):
 
 def open_store(settings: Settings) -> Any:
     """The backend named by `settings.storage`, not yet recovered."""
-    storage = getattr(settings, "storage", "local")
-    if storage == "redis":
+    if settings.storage == "redis":
         from service.index.redis_store import RedisCollectionStore
 
         return RedisCollectionStore(
             settings.redis_url, prefix=settings.redis_prefix, stream_maxlen=settings.redis_stream_maxlen,
             ack_wait_s=settings.redis_ack_wait_s,
         )
-    if storage == "milvus":
+    if settings.storage == "milvus":
         try:
             from service.index.milvus_store import MilvusCollectionStore
         except ImportError as exc:  # an optional dependency: imported only when selected

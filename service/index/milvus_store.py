@@ -42,7 +42,7 @@ import grpc
 import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 
-from service.errors import Conflict, NotFound, ServiceError, StorageError, StorageUnavailable, UnprocessableInput
+from service.errors import Conflict, ErrorCode, NotFound, ServiceError, StorageUnavailable, UnprocessableInput
 from service.index import kinds
 from service.index.collection import CollectionConfig, Hit, Metadata, exact_scores, prepare_vectors
 from service.index.milvus_filters import MATCH_FIELD, match_keys, to_expression
@@ -79,21 +79,21 @@ def milvus_name(prefix: str, name: str) -> str:
 def check_milvus_config(config: CollectionConfig, *, lite: bool) -> dict[str, Any]:
     """The resolved params of a config Milvus can serve; 422 otherwise (before anything is created)."""
     if config.index not in INDEX_TYPES:
-        raise UnprocessableInput(f"unknown index kind {config.index!r}; known: {list(INDEX_TYPES)}", code="invalid_index")
+        raise UnprocessableInput(f"unknown index kind {config.index!r}; known: {list(INDEX_TYPES)}", code=ErrorCode.INVALID_INDEX)
     try:
         params = kinds.resolve_params(config.params)
         if config.index == "ivf_pq":
             kinds.pq_m_for(config.dim, params)
     except ValueError as exc:
-        raise UnprocessableInput(str(exc), code="invalid_index") from exc
+        raise UnprocessableInput(str(exc), code=ErrorCode.INVALID_INDEX) from exc
     if params["pca"] is not None:
         raise UnprocessableInput("pca is a projection of the FAISS backends; the milvus backend does not offer it",
-                                 code="invalid_index")
+                                 code=ErrorCode.INVALID_INDEX)
     if config.index == "ivf_pq" and lite:
         raise UnprocessableInput("milvus-lite does not build IVF_PQ indexes (it would scan every vector); use hnsw "
-                                 "or ivf_flat, or a Milvus server", code="invalid_index")
+                                 "or ivf_flat, or a Milvus server", code=ErrorCode.INVALID_INDEX)
     if config.dim > MAX_DIM:
-        raise UnprocessableInput(f"Milvus vectors have at most {MAX_DIM} dimensions", code="invalid_index")
+        raise UnprocessableInput(f"Milvus vectors have at most {MAX_DIM} dimensions", code=ErrorCode.INVALID_INDEX)
     return params
 
 
@@ -150,7 +150,7 @@ class MilvusCollection:
             self.milvus_name, ids=[point_id], output_fields=["vector", "metadata"], consistency_level=CONSISTENCY,
             timeout=self._store.timeout))
         if not rows:
-            raise NotFound(f"point {point_id!r} not found in collection {self.config.name!r}", code="point_not_found")
+            raise NotFound(f"point {point_id!r} not found in collection {self.config.name!r}", code=ErrorCode.POINT_NOT_FOUND)
         return np.asarray(rows[0]["vector"], np.float32), rows[0]["metadata"]
 
     # -- search -------------------------------------------------------------------------
@@ -298,7 +298,7 @@ class MilvusCollectionStore:
                 break
             except MilvusException as exc:
                 if time.monotonic() > deadline:
-                    raise StorageError(f"milvus unreachable at start: {exc}", code="storage_unavailable") from exc
+                    raise StorageUnavailable(f"milvus unreachable at start: {exc}") from exc
                 log.warning("milvus not reachable at %s while recovering collections (%s); retrying", self.uri, exc)
                 time.sleep(1.0)
         log.info("milvus at %s (%s): %d collection(s)", self.uri, "milvus-lite" if self.lite else "server",
@@ -385,7 +385,7 @@ class MilvusCollectionStore:
             if exc.code == COLLECTION_NOT_FOUND:
                 with self._lock:
                     self._collections.pop(name, None)
-                raise NotFound(f"collection {name!r} does not exist", code="collection_not_found") from exc
+                raise NotFound(f"collection {name!r} does not exist", code=ErrorCode.COLLECTION_NOT_FOUND) from exc
             if unavailable(exc):
                 raise StorageUnavailable(f"milvus is unavailable ({exc.message}); retry later") from exc
             log.error("milvus call on %s failed: %s", name, exc)
@@ -404,7 +404,7 @@ class MilvusCollectionStore:
         with self._lock:
             collection = self._collections.get(name)
         if collection is None:
-            raise NotFound(f"collection {name!r} does not exist", code="collection_not_found")
+            raise NotFound(f"collection {name!r} does not exist", code=ErrorCode.COLLECTION_NOT_FOUND)
         return collection
 
     def _lookup(self, name: str) -> MilvusCollection:
@@ -437,7 +437,7 @@ class MilvusCollectionStore:
             created = existing.epoch == epoch
         if existing.config.as_dict() != config.as_dict():
             raise Conflict(f"collection {config.name!r} exists with another configuration",
-                           {"existing": existing.config.as_dict()}, code="collection_exists")
+                           {"existing": existing.config.as_dict()}, code=ErrorCode.COLLECTION_EXISTS)
         return existing, created
 
     def _create_in_milvus(self, client: MilvusClient, target: str, config: CollectionConfig, params: dict[str, Any],
