@@ -122,9 +122,9 @@ def section(rows: list[dict], n: int, n_queries: int, singles: int, seconds: flo
         "(`milvus_lite/search/executor_indexed.py`: a dict of the newest version of each primary key across segments, "
         "then a per-row loop for the valid-row mask, then an `IDSelectorBatch` over the valid rows for FAISS). That is "
         "work proportional to the collection on every call, whatever the index: it caps single-query throughput"
-        + (f" (flat: {flat['single']:,.0f} q/s here)" if flat else "") + " and is why HNSW and IVF single-query rows stay "
-        "far below the in-process FAISS ones; batching amortises it over the queries of one call, which is why the batched "
-        "column is much closer. Ingest is bounded the same way (Python row conversion on both sides of gRPC, a WAL write, "
+        + (f" (flat: {flat['single']:,.0f} q/s here)" if flat else "") + " and is why single-query rows here are one to two "
+        "orders of magnitude below the in-process FAISS ones, while batched rows, where one call amortises it over 1000 "
+        "queries, come within a few times of them (the FAISS rows were measured on another day at a lower load). Ingest is bounded the same way (Python row conversion on both sides of gRPC, a WAL write, "
         "and an inline seal of the buffer when it fills). None of this is Milvus's server design (C++ segments and "
         "indexes, queries fanned out to query nodes): these rows measure the embedded engine for development and single-node "
         "use, not a Milvus cluster, which this machine cannot run.",
