@@ -95,6 +95,16 @@ def vit_config(name: str):
                      depth=int(a["--depth"]), heads=int(a["--heads"]))
 
 
+def count_parameters(name: str) -> float:
+    """Millions of parameters of the bench's ViT (built on the meta device: no memory, no time)."""
+    import torch
+
+    from models.vit import ViTEncoder
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in ViTEncoder(vit_config(name)).parameters()) / 1e6
+
+
 def timed_rate(step, items: int, seconds: float, sync=lambda: None) -> float:
     """items per second of `step` (after one warm call), timed for at least `seconds`."""
     step()
@@ -125,7 +135,6 @@ def measure_eager(name: str, device: str, batches: list[int], seconds: float, fi
 
     torch.manual_seed(0)
     model = ViTEncoder(vit_config(name)).eval()
-    figures.params_m = sum(p.numel() for p in model.parameters()) / 1e6
     dtype = torch.float16 if device == "cuda" else torch.float32
     model = model.to(device=device, dtype=dtype)
     if device == "cuda":
@@ -170,7 +179,8 @@ def measure_engine(folder: Path, device: str, batches: list[int], seconds: float
         shape = [int(d) for d in session.get_inputs()[0].shape[1:]]
         results: dict[int, float] = {}
         for batch in batches:
-            x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
+            dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
+            x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(dtype)
             if device == "cuda":
                 binding = session.io_binding()
                 binding.bind_ortvalue_input("pixel_values", ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
@@ -309,13 +319,13 @@ def start_server(folder: Path, device: str, max_batch: int, workdir: Path, decod
 
 
 def measure_http(folder: Path, device: str, levels: list[int], per_request: int, processes: int, max_batch: int,
-                 seconds: float, workdir: Path, figures: ModelFigures) -> None:
+                 seconds: float, workdir: Path, figures: ModelFigures, formats: tuple[str, ...] = ("JPEG", "PNG")) -> None:
     size = json.loads((folder / "manifest.json").read_text())["input"]["image_size"][0]
     decode_threads = max(2, (os.cpu_count() or 4) - processes - 1)
     process, url = start_server(folder, device, max_batch, workdir, decode_threads)
     context = multiprocessing.get_context("spawn")
     try:
-        for fmt in ("JPEG", "PNG"):
+        for fmt in formats:
             body, content_type = multipart(encoded_images(size, fmt)[:1] * per_request, fmt)
             for level in levels:
                 queue = context.Queue()
@@ -447,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-levels", default="16,64,128")
     parser.add_argument("--http-seconds", type=float, default=10.0,
                         help="timing window per HTTP point (long enough for many request latencies)")
+    parser.add_argument("--http-formats", default="jpeg,png", help="image formats posted over HTTP")
     parser.add_argument("--per-request", type=int, default=8)
     parser.add_argument("--load-processes", type=int, default=4)
     parser.add_argument("--skip-http", action="store_true")
@@ -470,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
             figures = previous.get(name) or ModelFigures(name)
             figures.notes = [n for n in figures.notes if n.startswith("run: ")] + [f"run: {' '.join(args.argv)}"]
             folder = export_model(name, repository)
+            figures.params_m = count_parameters(name)
             optimize_for_bench(folder, args.device, figures)
             if not args.skip_eager:
                 measure_eager(name, args.device, parse_ints(args.batches), args.seconds, figures)
@@ -479,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
                            args.seconds, figures)
             if not args.skip_http:
                 measure_http(folder, args.device, parse_ints(args.http_levels), args.per_request, args.load_processes,
-                             max(parse_ints(args.max_batches)), args.http_seconds, scratch, figures)
+                             max(parse_ints(args.max_batches)), args.http_seconds, scratch, figures,
+                             tuple(f.upper() for f in args.http_formats.split(",")))
             results.append(figures)
             report(results, args, started, args.out)  # after every model: a partial report survives a time-out
     finally:
