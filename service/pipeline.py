@@ -24,7 +24,7 @@ from service.media.video import SampledVideo
 from service.model_pool import ServedModel
 from service.settings import Settings
 from service.state import Services
-from service.world import LatentRollout, SurpriseScorer, TokenRollout
+from service.world import FutureSurprise, LatentRollout, SurpriseScorer, TokenRollout
 
 
 def media_limits(settings: Settings) -> ImageLimits:
@@ -187,11 +187,29 @@ async def observe_states(
                           (time.perf_counter() - decoded) * 1000)
 
 
-def require_surprise(model: ServedModel) -> SurpriseScorer:
+async def observe_exact_clip(services: Services, model: ServedModel, items: Sequence[MediaItem],
+                             frames: int) -> ObservedClip:
+    """Observation items -> one clip of exactly `frames` frames in the model's layout: nothing padded, since a
+    padded frame would be scored as if it had been seen (a video must reach `frames` sampled frames)."""
+    if len(items) == 1 and isinstance(items[0], RawVideo):
+        seen = await observe_clip(services, model, items, frames)
+        if seen.sampled is not None and seen.sampled.padded:
+            raise UnprocessableInput(f"the video ended {seen.sampled.padded} frame(s) short of the {frames} the model "
+                                     "scores as one clip", {"frames_per_clip": frames}, code=ErrorCode.INVALID_CONTEXT)
+        return seen
+    started = time.perf_counter()
+    decoded = await _decode_frames(services, model, items)
+    if len(decoded) != frames:
+        raise UnprocessableInput(f"model {model.name!r} scores clips of exactly {frames} frames; got {len(decoded)}",
+                                 {"frames_per_clip": frames}, code=ErrorCode.INVALID_CONTEXT)
+    return ObservedClip(to_item(decoded, model.clip), None, (time.perf_counter() - started) * 1000)
+
+
+def require_surprise(model: ServedModel) -> SurpriseScorer | FutureSurprise:
     if model.surprise is None:
         raise UnprocessableInput(
             f"model {model.name!r} has no surprise calibration: surprise needs a pooled action-conditioned "
-            "predictor calibrated at export", code=ErrorCode.NO_SURPRISE)
+            "predictor, or V-JEPA 2's mask predictor, calibrated at export", code=ErrorCode.NO_SURPRISE)
     return model.surprise
 
 

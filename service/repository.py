@@ -86,7 +86,9 @@ class SurpriseSpec(_Strict):
     what normal looks like: `mean` and `std` of that distance on held-out normal data, measured at export, turn a
     distance into a z-score, so `threshold` (in standard deviations) means the same for every model."""
 
-    metric: Literal["mse", "l2", "cosine"] = "mse"  # mse = mean squared difference per dimension
+    # mse = mean squared difference per dimension (pooled predictors); l1_tokens = mean |predicted -
+    # layer_norm(observed)| over a future tubelet step's tokens (V-JEPA 2's mask predictor, its training loss)
+    metric: Literal["mse", "l2", "cosine", "l1_tokens"] = "mse"
     normalization: Literal["zscore"] = "zscore"
     mean: float
     std: float = Field(gt=0)
@@ -172,8 +174,12 @@ def read_entry(folder: Path) -> RepositoryEntry:
         raise ManifestError(f"{folder.name}: predictor component without a predictor contract")
     if "future" in manifest.components and manifest.future is None:
         raise ManifestError(f"{folder.name}: future component without a future contract")
-    if manifest.surprise is not None and (manifest.predictor is None or manifest.predictor.kind != "pooled"):
-        raise ManifestError(f"{folder.name}: a surprise calibration needs a pooled action-conditioned predictor")
+    if manifest.surprise is not None:
+        if manifest.surprise.metric == "l1_tokens" and manifest.future is None:
+            raise ManifestError(f"{folder.name}: an l1_tokens surprise calibration needs the future component")
+        pooled = manifest.predictor is not None and manifest.predictor.kind == "pooled"
+        if manifest.surprise.metric != "l1_tokens" and not pooled:
+            raise ManifestError(f"{folder.name}: a surprise calibration needs a pooled action-conditioned predictor")
     for head, spec in manifest.heads.items():
         if not NAME_PATTERN.match(head) or spec.component not in manifest.components:
             raise ManifestError(f"{folder.name}: head {head!r} has a bad name or no component {spec.component!r}")

@@ -324,7 +324,9 @@ class SurpriseRequest(VideoSamplingOptions):
     model: str | None = None
     observations: list[MediaInput] | None = Field(None, min_length=1, description="frames, oldest first, or one video")
     states: list[Vector] | None = Field(None, min_length=2, description="raw state embeddings instead of frames")
-    actions: list[Vector] = Field(min_length=1, description="one per step: action i leads from observation i to i + 1")
+    actions: list[Vector] | None = Field(None, min_length=1, description="action-conditioned models: one per step, "
+                                         "action i leads from observation i to i + 1; none for V-JEPA 2's mask "
+                                         "predictor (it scores one clip of frames_per_clip frames)")
     threshold: float | None = Field(None, ge=-1000, le=1000, description="steps whose score exceeds this are listed "
                                     "in 'surprising'; default: the model's (its manifest's surprise.threshold)")
     timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
@@ -337,7 +339,9 @@ class SurpriseRequest(VideoSamplingOptions):
 
 
 class SurpriseCalibration(BaseModel):
-    metric: Literal["mse", "l2", "cosine"] = Field(description="distance between predicted and observed state")
+    metric: Literal["mse", "l2", "cosine", "l1_tokens"] = Field(
+        description="distance between predicted and observed state (l1_tokens: mean |predicted - layer_norm(observed)| "
+        "over a future tubelet step's tokens)")
     normalization: Literal["zscore"] = Field(description="score = (distance - mean) / std")
     mean: float = Field(description="mean distance on held-out normal data, measured at export")
     std: float = Field(description="its standard deviation")

@@ -196,6 +196,9 @@ async def stream_surprise(websocket: WebSocket, model: str | None = None, thresh
     try:
         served = services.models.resolve_model(model, services.settings.default_model)
         scorer = require_surprise(served)
+        if not isinstance(scorer, SurpriseScorer):
+            raise UnprocessableInput(f"model {served.name!r} scores whole clips (V-JEPA 2's mask predictor): send "
+                                     "them to POST /surprise", code=ErrorCode.NO_SURPRISE)
     except ServiceError as exc:
         await refuse(websocket, exc, POLICY)
         return

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.repository import SurpriseSpec
+from service.world.future import FuturePredictor
 from service.world.rollout import LatentRollout
 
 
@@ -115,3 +116,33 @@ class SurpriseStream:
         if not np.isfinite(result.scores).all():
             raise ValueError("the predictor's output overflowed")
         return StreamStep(step, float(result.distances[0]), float(result.scores[0]))
+
+
+def future_token_l1(predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """(m, P, D) predicted and observed tokens of m future tubelet steps -> (m,) mean |predicted -
+    layer_norm(observed)| per step: V-JEPA's training loss, whose targets are the layer-normed encoder tokens."""
+    observed = observed.astype(np.float64)
+    centred = observed - observed.mean(-1, keepdims=True)
+    target = centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + 1e-6)
+    return np.abs(predicted.astype(np.float64) - target).mean(axis=(1, 2))
+
+
+class FutureSurprise:
+    """V-JEPA 2 with its mask predictor: a clip of the encoder's frames_per_clip frames -> one score per future
+    tubelet step. The mask predictor sees the clip's first context_frames and predicts the tokens of the rest;
+    the encoder sees the whole clip, and the score is how far the prediction is from those observed tokens
+    (the manifest's `l1_tokens`), z-scored against normal video measured at export. Both calls go through their
+    components' batchers."""
+
+    def __init__(self, future: FuturePredictor, spec: SurpriseSpec) -> None:
+        self.future = future
+        self.spec = spec
+
+    async def score(
+        self, observed_tokens: np.ndarray, context_clip: np.ndarray, deadline: float | None = None
+    ) -> Surprise:
+        """observed_tokens (steps * P, D) of the whole clip, context_clip (3, context_frames, H, W) -> m scores."""
+        predicted = (await self.future.predict(context_clip, deadline)).tokens  # (m, P, D)
+        m, p, d = predicted.shape
+        raw = future_token_l1(predicted, observed_tokens[-m * p:].reshape(m, p, d))
+        return Surprise(raw, (raw - self.spec.mean) / self.spec.std)

@@ -94,6 +94,7 @@ STATE = [0.0] * 128
         ({"states": [STATE], "actions": [[0.1, 0.1]]}, 422, "validation_error"),
         ({"states": [STATE, STATE], "actions": []}, 422, "validation_error"),
         ({"actions": [[0.1, 0.1]]}, 422, "validation_error"),
+        ({"states": [STATE, STATE]}, 422, "invalid_action"),  # the demo is action-conditioned
         ({"states": [STATE, STATE], "observations": [{"image": "aGk="}], "actions": [[0.1, 0.1]]}, 422,
          "validation_error"),
         ({"observations": [{"image": "aGk="}] * 2, "actions": [[0.1, 0.1]]}, 400, "invalid_image"),
