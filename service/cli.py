@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import uvicorn
 
 from service.app import create_app
+from service.index.dirlock import DataDirLock, DataDirLocked
 from service.logs import configure_logging
 from service.settings import Settings
 
@@ -22,8 +24,17 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in {"model_repository": args.model_repository, "data_dir": args.data_dir}.items() if v}
     settings = Settings(**overrides)
     configure_logging(settings.log_format, args.log_level)
+    lock = None
+    if settings.storage == "local":
+        # Taken before anything starts and held until the process ends, so a second server on the same
+        # directory stops here with one line instead of silently sharing (and truncating) the logs.
+        try:
+            lock = DataDirLock.acquire(settings.data_dir)
+        except DataDirLocked as exc:
+            print(f"jepa-serve: {exc}", file=sys.stderr)
+            return 1
     # SIGTERM: uvicorn stops accepting, waits up to shutdown_timeout_s for in-flight requests, then the
     # lifespan drains the batch queues and snapshots the logs (service/app.py).
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+    uvicorn.run(create_app(settings, lock), host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                 log_config=None, timeout_graceful_shutdown=settings.shutdown_timeout_s)
     return 0

@@ -1,8 +1,11 @@
+import os
+
 import numpy as np
 import pytest
 
 from service.errors import Conflict, InvalidInput, NotFound, StorageError
 from service.index import CollectionConfig, CollectionStore
+from service.index.dirlock import DataDirLock, DataDirLocked
 
 CONFIG = CollectionConfig(name="things", dim=4, metric="l2")
 
@@ -118,6 +121,47 @@ def test_close_snapshots_and_reopens(tmp_path):
     assert (tmp_path / "collections" / "things" / "wal.log").stat().st_size == 0
     assert open_store(tmp_path).get("things").count == 2
 
+
+
+def test_create_over_a_folder_that_failed_recovery_is_409_not_507(tmp_path):
+    store = open_store(tmp_path)
+    store.create(CONFIG)
+    store.upsert("things", ["a"], vectors(1), [{}])
+    store.close()
+    (tmp_path / "collections" / "things" / "wal.log").write_bytes(b"0badc0de not a record\nanother\n")
+    again = open_store(tmp_path)
+    assert "things" in again.failures
+    with pytest.raises(Conflict) as refused:
+        again.create(CONFIG)
+    assert refused.value.code == "collection_exists" and "recovery failed" in refused.value.message
+    assert (tmp_path / "collections" / "things" / "config.json").exists()  # nothing overwritten
+
+
+def test_data_directory_lock_refuses_a_second_holder_and_names_the_first(tmp_path):
+    first = DataDirLock.acquire(tmp_path / "data")
+    with pytest.raises(DataDirLocked) as refused:
+        DataDirLock.acquire(tmp_path / "data")
+    assert refused.value.holder_pid == str(os.getpid())
+    assert str((tmp_path / "data").resolve()) in str(refused.value)
+    store = CollectionStore(tmp_path / "data", lock=first)
+    store.recover()
+    store.close()  # releases: the next server may start
+    assert not first.held
+    DataDirLock.acquire(tmp_path / "data").release()
+
+
+def test_an_in_process_app_on_a_held_data_directory_fails_to_start(settings_factory):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    settings = settings_factory()
+    holder = DataDirLock.acquire(settings.data_dir)
+    try:
+        with pytest.raises(DataDirLocked), TestClient(create_app(settings)):
+            pass
+    finally:
+        holder.release()
 
 
 def low_rank_points(n: int, seed: int = 0) -> np.ndarray:
