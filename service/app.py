@@ -77,6 +77,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings=settings, metrics=app.state.metrics, models=ModelPool(),
         store=open_store(settings, app.state.data_dir_lock),
         decode_pool=ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode"),
+        video_decode_slots=asyncio.Semaphore(settings.max_concurrent_video_decodes),
     )
     services.embed_cache = open_cache(settings)
     app.state.services = services

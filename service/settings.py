@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1, description="width x height of one decoded image (decompression bombs)")
     max_video_bytes: int = Field(64 * 1024 * 1024, ge=1, description="encoded size of one video (MP4, WebM, ...)")
     max_video_frames: int = Field(3000, ge=1, description="frames decoded from one video to reach its last sampled frame")
+    max_video_decode_bytes: int = Field(
+        512 * 1024 * 1024, ge=1024 * 1024,
+        description="memory a request's video decoding may hold: the decoder's frames (estimated from each stream "
+        "header) plus the sampled frames at the model's input size; 413 above, answered before anything is decoded",
+    )
+    max_concurrent_video_decodes: int = Field(
+        2, ge=1, description="videos decoded at once by the whole process (the rest wait their turn): with "
+        "max_video_decode_bytes it bounds the memory video decoding can take",
+    )
     max_rollout_steps: int = Field(256, ge=1, description="actions in one /predict_future request")
     max_search_k: int = Field(1000, ge=1, description="largest k of /search")
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from service.index.backend import CollectionBackend
+from service.media.payload import MediaItem, RawVideo
 from service.metrics import Metrics
 from service.model_pool import ModelPool
 from service.settings import Settings
@@ -20,6 +21,9 @@ class Services:
     models: ModelPool
     store: CollectionBackend
     decode_pool: ThreadPoolExecutor
+    # videos decoded at once in this process (settings.max_concurrent_video_decodes): each holds a decoder's
+    # frames at the source resolution, so their number, not the decode threads', bounds that memory
+    video_decode_slots: asyncio.Semaphore
     # loading -> building_engine (TensorRT) -> warming -> ready; "failed" when nothing can serve.
     phase: Literal["loading", "building_engine", "warming", "ready", "failed", "stopping"] = "loading"
 
@@ -31,3 +35,10 @@ class Services:
     async def run_blocking(self, fn, *args):
         """Decoding and index work off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self.decode_pool, fn, *args)
+
+    async def decode(self, item: MediaItem, fn, *args):
+        """Decode one media item off the event loop; a video first waits for a video decode slot."""
+        if not isinstance(item, RawVideo):
+            return await self.run_blocking(fn, *args)
+        async with self.video_decode_slots:
+            return await self.run_blocking(fn, *args)

@@ -13,7 +13,7 @@ import numpy as np
 from service.api.schemas import MediaInput, VideoSamplingOptions
 from service.embed_cache import cache_key
 from service.errors import InvalidInput, NotFound, PayloadTooLarge, UnprocessableInput
-from service.media.clips import ClipSpec, to_item
+from service.media.clips import ClipSpec, check_frame_count, to_item
 from service.media.images import ImageLimits
 from service.media.payload import (
     MediaItem,
@@ -22,7 +22,9 @@ from service.media.payload import (
     RawTensor,
     RawVideo,
     b64decode,
+    check_videos,
     decode_frames,
+    frames_given,
     prepare_input,
 )
 from service.media.video import FrameSampling, SampledVideo
@@ -45,7 +47,8 @@ class Embedded:
 
 def image_limits(settings: Settings) -> ImageLimits:
     return ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
-                       max_video_bytes=settings.max_video_bytes, max_video_frames=settings.max_video_frames)
+                       max_video_bytes=settings.max_video_bytes, max_video_frames=settings.max_video_frames,
+                       max_video_decode_bytes=settings.max_video_decode_bytes)
 
 
 def frame_sampling(options: VideoSamplingOptions | None) -> FrameSampling:
@@ -162,10 +165,11 @@ async def _compute(
     limits = image_limits(services.settings)
     started = time.perf_counter()
     # Tell the batcher these items are coming, so it holds a batch open for them while they decode.
+    check_videos(items, model.preprocess, limits, model.clip)  # clip lengths and the decode budget, before decoding
     model.encoder.announce(len(items))
     try:
         prepared = await asyncio.gather(
-            *(services.run_blocking(prepare_input, item, model.preprocess, limits, model.clip) for item in items)
+            *(services.decode(item, prepare_input, item, model.preprocess, limits, model.clip) for item in items)
         )
     except BaseException:
         model.encoder.withdraw(len(items))
@@ -241,8 +245,10 @@ async def observe_clip(
     started = time.perf_counter()
     if len(items) == 1 and isinstance(items[0], RawVideo):
         limits = image_limits(services.settings)
-        prepared = await services.run_blocking(prepare_input, items[0], model.preprocess, limits, spec)
+        check_videos(items, model.preprocess, limits, spec)
+        prepared = await services.decode(items[0], prepare_input, items[0], model.preprocess, limits, spec)
         return ObservedClip(prepared.pixels, prepared.sampled, (time.perf_counter() - started) * 1000)
+    check_frame_count(sum(frames_given(item) for item in items), spec)  # before decoding, not after
     clip = to_item(await _decode_frames(services, model, items), spec)
     return ObservedClip(clip, None, (time.perf_counter() - started) * 1000)
 
@@ -250,5 +256,6 @@ async def observe_clip(
 async def _decode_frames(services: Services, model: ServedModel, items: Sequence[MediaItem]) -> np.ndarray:
     """Every item's frames, decoded in the pool and preprocessed for the model, oldest first: (k, 3, H, W)."""
     limits = image_limits(services.settings)
-    decoded = await asyncio.gather(*(services.run_blocking(decode_frames, i, model.preprocess, limits) for i in items))
+    check_videos(items, model.preprocess, limits)
+    decoded = await asyncio.gather(*(services.decode(i, decode_frames, i, model.preprocess, limits) for i in items))
     return np.concatenate(decoded)
