@@ -8,6 +8,7 @@ import sys
 import uvicorn
 
 from service.app import create_app
+from service.connections import ConnectionLimits, guarded_protocol
 from service.index.dirlock import DataDirLock, DataDirLocked
 from service.logs import configure_logging
 from service.settings import Settings
@@ -35,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     # SIGTERM: uvicorn stops accepting, waits up to shutdown_timeout_s for in-flight requests, then the
     # lifespan drains the batch queues and snapshots the logs (service/app.py).
+    # Connections: read timeouts and a connection cap (service/connections.py), on uvicorn's httptools protocol.
+    limits = ConnectionLimits(header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
+                              max_connections=settings.max_connections)
     uvicorn.run(create_app(settings, lock), host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-                log_config=None, timeout_graceful_shutdown=settings.shutdown_timeout_s)
+                log_config=None, timeout_graceful_shutdown=settings.shutdown_timeout_s,
+                http=guarded_protocol(limits), timeout_keep_alive=settings.keep_alive_timeout_s)
     return 0

@@ -102,3 +102,18 @@ class RateLimited(Overloaded):
     """The caller's key used up its requests for this window (429 + `Retry-After`)."""
 
     code = "rate_limited"
+
+
+class RequestTimeout(ServiceError):
+    """The request's headers did not arrive within the header timeout (service/connections.py)."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class TooManyConnections(ServiceError):
+    """The process holds its maximum of open connections; a new one is answered and closed (with `Retry-After`)."""
+
+    status = 503
+    code = "too_many_connections"
+    retry_after_s = 1.0

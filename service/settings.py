@@ -87,6 +87,17 @@ class Settings(BaseSettings):
     # Operations.
     log_format: Literal["json", "text"] = Field("json", description="json = one JSON object per line (for log shippers); text for humans")
     access_log: bool = Field(True, description="one log line per request: method, route, status, duration, request id, key name")
+    # Connections (service/connections.py): what a directly exposed replica needs; nginx in front adds its own.
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=3600, description="a request's headers must all arrive within this; else 408 and the connection is closed"
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="longest silence while a request body is being received before the connection is closed"
+    )
+    keep_alive_timeout_s: float = Field(5.0, gt=0, le=3600, description="an idle kept-alive connection is closed after this")
+    max_connections: int = Field(
+        512, ge=1, description="open connections per process; past it a new one is answered 503 and closed (bounds descriptors)"
+    )
     shutdown_timeout_s: float = Field(
         30.0, gt=0, description="on SIGTERM, how long in-flight requests may take before they are cut (queues are drained first)"
     )

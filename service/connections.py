@@ -1,0 +1,122 @@
+"""Connection hygiene for a server that may face clients directly: read timeouts and a connection cap.
+
+uvicorn closes an idle keep-alive connection (`timeout_keep_alive`) but sets no timer on a connection
+that has sent nothing, part of its headers, or headers without the body they announce: an outside test
+held 200 such connections open indefinitely (219 descriptors after 40 s). This protocol, uvicorn's
+httptools protocol with timers added at its parser callbacks, closes them:
+
+- headers: from the connection's start (or the first byte of a later request on a kept-alive one) the
+  whole header block must arrive within `header_timeout_s`; a client that sent part of it gets 408,
+  one that sent nothing is just closed;
+- body: the body must keep coming; no byte for `body_timeout_s` closes the connection (the timer does
+  not run while the server itself has paused reading, when the app is slower than the client);
+- connections: past `max_connections` open at once, a new connection is answered 503 and closed at once,
+  so descriptors stay bounded whatever the clients do.
+
+nginx in front (deploy/) enforces its own client_header_timeout / client_body_timeout / keepalive and
+buffers slow clients, so behind it these timers rarely fire; they matter for a replica exposed directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.errors import RequestTimeout, ServiceError, TooManyConnections
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectionLimits:
+    header_timeout_s: float
+    body_timeout_s: float
+    max_connections: int
+
+
+def _response(error: ServiceError, extra: tuple[str, ...] = ()) -> bytes:
+    """The project's error shape, written straight to the socket (there is no request for the app to answer)."""
+    body = json.dumps({"error": {"code": error.code, "message": error.message, "detail": error.detail}}).encode()
+    head = [f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}", "content-type: application/json",
+            f"content-length: {len(body)}", "connection: close", *extra]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
+    """uvicorn's `http=` protocol class with `limits` (uvicorn builds one instance per connection)."""
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        _timer: asyncio.TimerHandle | None = None
+        _reading: str = "headers"  # what the timer waits for: "headers" or "body"
+        _began = False  # some bytes of the current request have been parsed
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            if len(self.connections) > limits.max_connections:
+                log.warning("connection refused: %d open, the limit is %d", len(self.connections) - 1,
+                            limits.max_connections)
+                refusal = TooManyConnections(f"this server holds at most {limits.max_connections} connections")
+                transport.write(_response(refusal, (f"retry-after: {refusal.retry_after_s:.0f}",)))
+                transport.close()
+                return
+            self._arm("headers", limits.header_timeout_s)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._began = True
+            if self._timer is None:  # a later request on a kept-alive connection: its headers' clock starts now
+                self._arm("headers", limits.header_timeout_s)
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._arm("body", limits.body_timeout_s)
+
+        def on_body(self, body: bytes) -> None:
+            super().on_body(body)
+            self._arm("body", limits.body_timeout_s)
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._disarm()
+            self._began = False
+
+        def _arm(self, reading: str, seconds: float) -> None:
+            self._disarm()
+            self._reading = reading
+            self._timer = self.loop.call_later(seconds, self._expired)
+
+        def _disarm(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _expired(self) -> None:
+            self._timer = None
+            if self.transport.is_closing():
+                return
+            waiting_on_us = self.flow.read_paused or getattr(self.cycle, "waiting_for_100_continue", False)
+            if self._reading == "body" and waiting_on_us:
+                # we stopped reading (the app is slower than the client), or the client waits for our
+                # 100 Continue, sent when the app first reads: the silence is ours, not the client's
+                self._arm("body", limits.body_timeout_s)
+                return
+            if self._reading == "headers":
+                if self._began:
+                    log.info("closing a connection: request headers incomplete after %.0f s", limits.header_timeout_s)
+                    timeout = RequestTimeout(f"request headers not received within {limits.header_timeout_s} s")
+                    self.transport.write(_response(timeout))
+            else:
+                log.info("closing a connection: no request body byte for %.0f s", limits.body_timeout_s)
+            self.transport.close()
+
+    return GuardedHttpToolsProtocol
