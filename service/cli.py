@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     # lifespan drains the batch queues and snapshots the logs (service/app.py).
     # Connections: read timeouts and a connection cap (service/connections.py), on uvicorn's httptools protocol.
     limits = ConnectionLimits(header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
-                              max_connections=settings.max_connections)
+                              max_connections=settings.max_connections,
+                              discard_body_bytes=settings.discard_body_bytes)
     uvicorn.run(create_app(settings, lock), host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                 log_config=None, timeout_graceful_shutdown=settings.shutdown_timeout_s,
                 http=guarded_protocol(limits), timeout_keep_alive=settings.keep_alive_timeout_s)

@@ -11,7 +11,12 @@ httptools protocol with timers added at its parser callbacks, closes them:
 - body: the body must keep coming; no byte for `body_timeout_s` closes the connection (the timer does
   not run while the server itself has paused reading, when the app is slower than the client);
 - connections: past `max_connections` open at once, a new connection is answered 503 and closed at once,
-  so descriptors stay bounded whatever the clients do.
+  so descriptors stay bounded whatever the clients do;
+- an early answer (413 for a body over the limit, 401, ...) given while the body is still coming: the
+  rest of the body is read and thrown away, up to `discard_body_bytes`, before the connection closes.
+  Closing at once (uvicorn's way when the client sent `Connection: close`, as urllib does) resets the
+  connection under a client that sends its whole body before reading, and it sees a broken pipe
+  instead of the 413 (nginx's lingering close does the same reading).
 
 nginx in front (deploy/) enforces its own client_header_timeout / client_body_timeout / keepalive and
 buffers slow clients, so behind it these timers rarely fire; they matter for a replica exposed directly.
@@ -38,6 +43,7 @@ class ConnectionLimits:
     header_timeout_s: float
     body_timeout_s: float
     max_connections: int
+    discard_body_bytes: int
 
 
 def _response(error: ServiceError, extra: tuple[str, ...] = ()) -> bytes:
@@ -55,6 +61,9 @@ def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
         _timer: asyncio.TimerHandle | None = None
         _reading: str = "headers"  # what the timer waits for: "headers" or "body"
         _began = False  # some bytes of the current request have been parsed
+        _body_done = False  # the current request's body has been received whole
+        _close_when_drained = False  # the client asked for Connection: close
+        _discarded = 0  # body bytes received after the answer was complete
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -79,16 +88,37 @@ def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
 
         def on_headers_complete(self) -> None:
             super().on_headers_complete()
+            self._body_done, self._discarded = False, 0
+            self._close_when_drained = self.cycle is not None and not self.cycle.keep_alive
+            if self._close_when_drained:
+                # uvicorn would close as soon as the answer is sent, with the body maybe still coming:
+                # keep the connection until the body is drained (on_response_complete), then close it
+                self.cycle.keep_alive = True
             self._arm("body", limits.body_timeout_s)
 
         def on_body(self, body: bytes) -> None:
             super().on_body(body)
+            if self.cycle is not None and self.cycle.response_complete:
+                self._discarded += len(body)  # uvicorn drops it: the app has answered already
+                if self._discarded > limits.discard_body_bytes:
+                    log.info("closing a connection: more than %d body bytes after the answer",
+                             limits.discard_body_bytes)
+                    self.transport.close()
+                    return
             self._arm("body", limits.body_timeout_s)
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
             self._disarm()
             self._began = False
+            self._body_done = True
+            if self._close_when_drained and self.cycle is not None and self.cycle.response_complete:
+                self.transport.close()  # answered before the body ended; now it has
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self._close_when_drained and self._body_done and not self.transport.is_closing():
+                self.transport.close()
 
         def _arm(self, reading: str, seconds: float) -> None:
             self._disarm()

@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         512, ge=1, description="open connections per process; past it a new one is answered 503 and closed (bounds descriptors)"
     )
+    discard_body_bytes: int = Field(
+        256 * 1024 * 1024, ge=0,
+        description="after an early answer (413, 401, ...) read and throw away up to this much of the rest of the body "
+        "before closing, so clients that send the whole body before reading (urllib) see the answer, not a broken pipe",
+    )
     shutdown_timeout_s: float = Field(
         30.0, gt=0, description="on SIGTERM, how long in-flight requests may take before they are cut (queues are drained first)"
     )
