@@ -80,6 +80,16 @@ def test_embed_multipart_equals_json_and_normalises(client, photos):
     assert form.json()["tokens"] is None
 
 
+def test_multipart_without_files_is_refused_as_the_schema_says(client):
+    """The documented multipart schema requires at least one file (minItems 1), and the route agrees."""
+    schema = client.get("/openapi.json").json()["paths"]["/embed"]["post"]["requestBody"]["content"]
+    files = schema["multipart/form-data"]["schema"]["properties"]["files"]
+    assert "files" in schema["multipart/form-data"]["schema"]["required"] and files["minItems"] == 1
+    response = client.post("/embed", data={"model": "demo"}, files=[("other", ("a.txt", b"x", "text/plain"))])
+    assert_error(response, 422, "validation_error")
+    assert "at least one file" in response.json()["error"]["message"]
+
+
 def test_embed_tensor_fast_path_equals_image_path(client, photos):
     png = photos["rocket"]
     tensor = preprocessed(png).numpy()
