@@ -111,7 +111,7 @@ async def embed(request: Request, services: ReadyServicesDep) -> EmbedResponse |
         )
     model = resolve_model(services, options.model)
     deadline = request_deadline(request.headers.get("x-request-timeout-ms"), options.timeout_ms, services.settings)
-    result = await embed_items(services, model, items, deadline, use_cache=options.output == "pooled")
+    result = await embed_items(services, model, items, deadline, use_cache=options.output == "pooled", output=options.output)
     pooled = l2_normalize(result.pooled) if options.normalize else result.pooled
     tokens = result.tokens if options.output == "tokens" else None
     frames = None
