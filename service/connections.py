@@ -64,6 +64,7 @@ def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
         _body_done = False  # the current request's body has been received whole
         _close_when_drained = False  # the client asked for Connection: close
         _discarded = 0  # body bytes received after the answer was complete
+        _upgraded = False  # handed to the WebSocket protocol: its own timeouts apply, not these
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -86,8 +87,16 @@ def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
             if self._timer is None:  # a later request on a kept-alive connection: its headers' clock starts now
                 self._arm("headers", limits.header_timeout_s)
 
+        def handle_websocket_upgrade(self) -> None:
+            self._disarm()
+            self._upgraded = True
+            super().handle_websocket_upgrade()
+
         def on_headers_complete(self) -> None:
             super().on_headers_complete()
+            if self.parser.should_upgrade() and self._should_upgrade():
+                self._disarm()  # a WebSocket handshake: no body follows, and this protocol hands over
+                return
             self._body_done, self._discarded = False, 0
             self._close_when_drained = self.cycle is not None and not self.cycle.keep_alive
             if self._close_when_drained:
@@ -112,13 +121,19 @@ def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
             self._disarm()
             self._began = False
             self._body_done = True
-            if self._close_when_drained and self.cycle is not None and self.cycle.response_complete:
+            if self._closing_done():
                 self.transport.close()  # answered before the body ended; now it has
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if self._close_when_drained and self._body_done and not self.transport.is_closing():
+            if self._closing_done() and not self.transport.is_closing():
                 self.transport.close()
+
+        def _closing_done(self) -> bool:
+            """A Connection: close request whose body is in and whose answer is out (with pipelining,
+            self.cycle is the latest request: an earlier one's answer does not close the connection)."""
+            return (self._close_when_drained and self._body_done and not self._upgraded
+                    and self.cycle is not None and self.cycle.response_complete)
 
         def _arm(self, reading: str, seconds: float) -> None:
             self._disarm()
@@ -132,7 +147,7 @@ def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
 
         def _expired(self) -> None:
             self._timer = None
-            if self.transport.is_closing():
+            if self._upgraded or self.transport.is_closing():
                 return
             waiting_on_us = self.flow.read_paused or getattr(self.cycle, "waiting_for_100_continue", False)
             if self._reading == "body" and waiting_on_us:
