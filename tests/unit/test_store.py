@@ -229,3 +229,38 @@ def test_unreadable_stored_index_is_rebuilt_from_the_points(tmp_path):
     again.wait_for_rebuild(60)
     assert again.index_in_use == "hnsw" and again.rebuilds >= 1
     assert again.search(again.get("5")[0][None], 1)[0][0].id == "5"
+
+
+def test_a_log_write_refused_for_a_full_disk_never_reaches_the_log(tmp_path, monkeypatch):
+    """The refused record must not linger (in a write buffer) and be written ahead of the next one when space
+    returns: that made a write answered 507 'nothing was applied' durable after a restart."""
+    from service.index.wal import WriteAheadLog
+
+    wal = WriteAheadLog(tmp_path / "wal.log")
+    wal.append({"op": "delete", "ids": ["kept"]})
+    real_write = wal._file.write
+    calls = []
+
+    def full_after_some_bytes(data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(bytes(data[:10]))  # part of the record fits, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(wal, "_file", _WriteThrough(wal._file, full_after_some_bytes))
+    with pytest.raises(OSError):
+        wal.append({"op": "delete", "ids": ["refused"]})
+    monkeypatch.undo()
+    wal.append({"op": "delete", "ids": ["after"]})
+    wal.close()
+    assert [r["ids"] for r in WriteAheadLog.replay(tmp_path / "wal.log")] == [["kept"], ["after"]]
+
+
+class _WriteThrough:
+    """A file whose write is replaced; everything else goes to the real one."""
+
+    def __init__(self, real, write):
+        self._real, self.write = real, write
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
