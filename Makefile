@@ -89,7 +89,7 @@ deploy-tools: $(STAMP)
 reliability: $(STAMP) deploy-tools
 	$(PY) -m loadtests.reliability
 
-# Index benchmark (issue 8): recall@10 and QPS per index kind on the hard set (and on demo-encoder embeddings of
+# Index benchmark: recall@10 and QPS per index kind on the hard set (and on demo-encoder embeddings of
 # demo-world clips); writes docs/bench/index.md + .png. Not part of `make test`.
 # BENCH_INDEX_SIZES=100000,1000000 adds the 1M run (about 40-60 minutes on 2 shared cores).
 BENCH_INDEX_SIZES ?= 100000
@@ -115,9 +115,9 @@ demo-ablation: $(STAMP)
 
 demo-eval: $(STAMP)
 	@test -f reports/ablation/none.safetensors || $(MAKE) demo-ablation
-	nice -n 10 $(PY) -m models.demo.evaluate
+	nice -n 10 $(PY) -m evaluation
 
-# Soak (issue 5): steady mixed load for SOAK_SECONDS; fails if the server's RSS or open file descriptors keep growing.
+# Soak: steady mixed load for SOAK_SECONDS; fails if the server's RSS or open file descriptors keep growing.
 SOAK_SECONDS ?= 300
 .PHONY: soak
 soak: $(LOAD_STAMP) $(DEMO)

@@ -15,10 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from export.onnx_graph import FP32_OPS
-from export.parity import compare_outputs
+from export.parity import compare_outputs, run_onnx
 
 FP32_GATE = 0.99999
 FP16_GATE = 0.999
@@ -38,12 +37,6 @@ def fuse_graph(src_fp32: Path, dst: Path, heads: int, dim: int, fp16: bool) -> d
         model.convert_float_to_float16(keep_io_types=True, op_block_list=list(FP32_OPS))
     model.save_model_to_file(str(dst))
     return {op: n for op, n in model.get_fused_operator_statistics().items() if n}
-
-
-def run_graph(path: Path, feeds: dict[str, np.ndarray], providers: list[str]) -> dict[str, np.ndarray]:
-    session = ort.InferenceSession(str(path), providers=providers)
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds), strict=True))
 
 
 def fuse_entry(
@@ -66,7 +59,7 @@ def fuse_entry(
         target = fused_path(path)
         try:
             stats = fuse_graph(source, target, heads, dim, fp16=precision == "fp16")
-            report = compare_outputs(run_graph(path, feeds, providers), run_graph(target, feeds, providers))
+            report = compare_outputs(run_onnx(path, feeds, providers), run_onnx(target, feeds, providers))
         except Exception as exc:  # an optimiser that fails leaves the unfused graph in place
             target.unlink(missing_ok=True)
             summaries.append(f"{precision}: fusion failed ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]})")

@@ -170,7 +170,8 @@ def measure_engine(folder: Path, device: str, batches: list[int], seconds: float
         shape = [int(d) for d in session.get_inputs()[0].shape[1:]]
         results: dict[int, float] = {}
         for batch in batches:
-            x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
+            dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
+            x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(dtype)
             if device == "cuda":
                 binding = session.io_binding()
                 binding.bind_ortvalue_input("pixel_values", ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
@@ -184,7 +185,7 @@ def measure_engine(folder: Path, device: str, batches: list[int], seconds: float
                     session.run(None, {"pixel_values": x})
             results[batch] = timed_rate(step, batch, seconds)
             log(f"  engine ({graph}, {path.name}) batch {batch}: {results[batch]:,.0f} img/s")
-        figures.engine[graph] = results
+        figures.engine.setdefault(graph, {}).update(results)
         del session
 
 
@@ -309,19 +310,19 @@ def start_server(folder: Path, device: str, max_batch: int, workdir: Path, decod
 
 
 def measure_http(folder: Path, device: str, levels: list[int], per_request: int, processes: int, max_batch: int,
-                 seconds: float, workdir: Path, figures: ModelFigures) -> None:
+                 seconds: float, workdir: Path, figures: ModelFigures, formats: tuple[str, ...] = ("JPEG", "PNG")) -> None:
     size = json.loads((folder / "manifest.json").read_text())["input"]["image_size"][0]
     decode_threads = max(2, (os.cpu_count() or 4) - processes - 1)
     process, url = start_server(folder, device, max_batch, workdir, decode_threads)
     context = multiprocessing.get_context("spawn")
     try:
-        for fmt in ("JPEG", "PNG"):
+        for fmt in formats:
             body, content_type = multipart(encoded_images(size, fmt)[:1] * per_request, fmt)
             for level in levels:
                 queue = context.Queue()
                 per_process = max(1, math.ceil(level / processes))
                 workers = [context.Process(target=load_process,
-                                           args=(url, body, content_type, per_process, 1.0, seconds, queue))
+                                           args=(url, body, content_type, per_process, 2.0, seconds, queue))
                            for _ in range(processes)]
                 for worker in workers:
                     worker.start()
@@ -404,7 +405,8 @@ def report(results: list[ModelFigures], args: argparse.Namespace, started: str, 
                                      for k, v in fig.http.items()) + " |")
         engine, eager = fig.engine_best, fig.eager_best
         lines += ["", "| goal | measured | |", "|---|---|---|",
-                  f"| engine ≥ PyTorch eager | {ratio(engine, eager)} | {verdict(engine >= eager)} |",
+                  f"| engine ≥ PyTorch eager | {ratio(engine, eager)} | "
+                  f"{verdict(engine >= eager) if eager else 'not measured'} |",
                   f"| served in process ≥ {GOAL_SERVED}× raw engine | {ratio(fig.served_best, engine)} | "
                   f"{verdict(fig.served_best >= GOAL_SERVED * engine)} |"]
         if fig.http:
@@ -417,14 +419,12 @@ def report(results: list[ModelFigures], args: argparse.Namespace, started: str, 
     return path
 
 
-def load_previous(out: Path, exclude: list[str]) -> list[ModelFigures]:
+def load_previous(out: Path) -> list[ModelFigures]:
     path = out / "gpu.json"
     if not path.exists():
         return []
     previous = []
     for raw in json.loads(path.read_text()):
-        if raw["model"] in exclude:
-            continue
         raw["eager"] = {int(k): v for k, v in raw["eager"].items()}
         raw["engine"] = {g: {int(k): v for k, v in b.items()} for g, b in raw["engine"].items()}
         previous.append(ModelFigures(**raw))
@@ -446,6 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batches", default="64,128")
     parser.add_argument("--callers", type=int, default=512)
     parser.add_argument("--http-levels", default="16,64,128")
+    parser.add_argument("--http-seconds", type=float, default=10.0,
+                        help="timing window per HTTP point (long enough for many request latencies)")
+    parser.add_argument("--http-formats", default="jpeg,png", help="image formats posted over HTTP")
     parser.add_argument("--per-request", type=int, default=8)
     parser.add_argument("--load-processes", type=int, default=4)
     parser.add_argument("--skip-http", action="store_true")
@@ -459,11 +462,15 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
     repository = args.repository or scratch / "repository"
-    results = load_previous(args.out, exclude=args.models.split(",")) if args.merge else []
+    previous = {f.model: f for f in load_previous(args.out)} if args.merge else {}
+    names = args.models.split(",")
+    results = [f for model, f in previous.items() if model not in names]
     try:
-        for name in args.models.split(","):
+        for name in names:
             log(f"== {name} on {args.device}")
-            figures = ModelFigures(name)
+            # --merge: rows this run skips keep their earlier figures; the points it measures replace theirs
+            figures = previous.get(name) or ModelFigures(name)
+            figures.notes = [n for n in figures.notes if n.startswith("run: ")] + [f"run: {' '.join(args.argv)}"]
             folder = export_model(name, repository)
             optimize_for_bench(folder, args.device, figures)
             if not args.skip_eager:
@@ -474,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
                            args.seconds, figures)
             if not args.skip_http:
                 measure_http(folder, args.device, parse_ints(args.http_levels), args.per_request, args.load_processes,
-                             max(parse_ints(args.max_batches)), args.seconds, scratch, figures)
+                             max(parse_ints(args.max_batches)), args.http_seconds, scratch, figures,
+                             tuple(f.upper() for f in args.http_formats.split(",")))
             results.append(figures)
             report(results, args, started, args.out)  # after every model: a partial report survives a time-out
     finally:

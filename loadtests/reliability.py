@@ -20,7 +20,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = [
-    "tests/service/test_api.py",
+    "tests/service/test_embed_api.py",
+    "tests/service/test_search_api.py",
+    "tests/service/test_collections_api.py",
+    "tests/service/test_predict_api.py",
+    "tests/service/test_health_api.py",
     "tests/e2e/test_fuzz.py",
     "tests/e2e/test_overload.py",
     "tests/e2e/test_crash.py",
@@ -29,7 +33,7 @@ TESTS = [
     "tests/e2e/test_disk_full.py",
     "tests/e2e/test_graceful_shutdown.py",
     "tests/e2e/test_shared_data_dir.py",
-    "tests/unit/test_hf_folder_integrity.py",
+    "tests/unit/models/test_hf_folder_integrity.py",
     "tests/e2e/test_video_memory.py",
     "tests/e2e/test_connections.py",
 ]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from service.batching import BatchPolicy, DynamicBatcher
-from service.errors import NotFound
+from service.errors import ErrorCode, NotFound
 from service.media.clips import ClipSpec
 from service.media.images import ImagePreprocess
 from service.metrics import Metrics
@@ -87,8 +87,18 @@ class ModelPool:
     def get(self, name: str) -> ServedModel:
         model = self._models.get(name)
         if model is None:
-            raise NotFound(f"model {name!r} is not served", {"models": sorted(self._models)}, code="model_not_found")
+            raise NotFound(f"model {name!r} is not served", {"models": sorted(self._models)}, code=ErrorCode.MODEL_NOT_FOUND)
         return model
+
+    def resolve_model(self, name: str | None, default: str | None = None) -> ServedModel:
+        """The named model; with no name, the default model, else the only one served."""
+        if name is not None:
+            return self.get(name)
+        if default is not None and default in self._models:
+            return self._models[default]
+        if len(self._models) == 1:
+            return next(iter(self._models.values()))
+        raise NotFound("no model named in the request and no default model is served", code=ErrorCode.MODEL_NOT_FOUND)
 
     def by_space(self, space_id: str) -> ServedModel | None:
         return next((m for m in self._models.values() if m.manifest.space_id == space_id), None)

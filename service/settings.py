@@ -1,4 +1,5 @@
-"""Every knob of the service, as `JEPA_*` environment variables (or CLI flags of `jepa-serve`).
+"""Every knob of the service, as a `JEPA_*` environment variable (two, the model repository and the data folder,
+are also `jepa-serve` flags: --model-repository, --data-dir).
 
 Each default serves the demo model on one machine with no other service.
 """
@@ -70,7 +71,17 @@ class Settings(BaseSettings):
     max_rollout_steps: int = Field(256, ge=1, description="actions in one /predict_future request")
     max_search_k: int = Field(1000, ge=1, description="largest k of /search")
 
-    decode_threads: int = Field(2, ge=1, description="threads that decode and preprocess media")
+    # Executors by job: a slow disk or an unreachable Redis never stalls decoding, and the reverse.
+    decode_threads: int = Field(2, ge=1, description="threads that decode and preprocess media (CPU-bound)")
+    storage_threads: int = Field(
+        4, ge=1, description="threads for index search, write-ahead-log writes, Redis calls and embedding-cache I/O "
+        "(mostly waiting: fsync, network, read-your-writes waits of up to redis_ack_wait_s)"
+    )
+    max_concurrent_requests: int = Field(
+        512, ge=0, description="requests handled at once (health and metrics excluded); past it the answer is 429 "
+        "with Retry-After before the body is read, instead of work piling up in the executor queues. Higher = "
+        "fewer refusals in a burst, more memory and latency under it; 0 = no limit"
+    )
 
     # Security. Auth is off while no key is configured (so `make serve` needs none) and on as soon as one is.
     api_keys: SecretStr = Field(
@@ -112,7 +123,7 @@ class Settings(BaseSettings):
         30.0, gt=0, description="on SIGTERM, how long in-flight requests may take before they are cut (queues are drained first)"
     )
 
-    # Collections storage (issue 8): local files, or Redis shared by every replica.
+    # Collections storage: local files, or Redis shared by every replica.
     storage: Literal["local", "redis"] = Field(
         "local", description="local = snapshot + fsynced WAL under data_dir; redis = Redis is the source of truth, each replica tails it"
     )

@@ -4,14 +4,38 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from service.index.backend import CollectionBackend
 from service.media.payload import MediaItem, RawVideo
 from service.metrics import Metrics
 from service.model_pool import ModelPool
 from service.settings import Settings
+
+T = TypeVar("T")
+
+
+@dataclass
+class Executors:
+    """Blocking work by job, each on its own named threads (the engine's executor belongs to the batchers)."""
+
+    decode: ThreadPoolExecutor  # image and video decoding, preprocessing: CPU-bound
+    storage: ThreadPoolExecutor  # index search, WAL writes, collection locks, Redis, embedding-cache I/O: waits
+    # videos decoding at once (settings.max_concurrent_video_decodes), whatever the decode threads: each holds a
+    # decoder's frames at the source resolution, so their number is what bounds that memory
+    video_slots: asyncio.Semaphore
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Executors:
+        return cls(decode=ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode"),
+                   storage=ThreadPoolExecutor(settings.storage_threads, thread_name_prefix="storage"),
+                   video_slots=asyncio.Semaphore(settings.max_concurrent_video_decodes))
+
+    def shutdown(self) -> None:
+        self.decode.shutdown(wait=True)
+        self.storage.shutdown(wait=True)
 
 
 @dataclass
@@ -20,25 +44,26 @@ class Services:
     metrics: Metrics
     models: ModelPool
     store: CollectionBackend
-    decode_pool: ThreadPoolExecutor
-    # videos decoded at once in this process (settings.max_concurrent_video_decodes): each holds a decoder's
-    # frames at the source resolution, so their number, not the decode threads', bounds that memory
-    video_decode_slots: asyncio.Semaphore
+    executors: Executors
     # loading -> building_engine (TensorRT) -> warming -> ready; "failed" when nothing can serve.
     phase: Literal["loading", "building_engine", "warming", "ready", "failed", "stopping"] = "loading"
+    embed_cache: Any = None  # service.embed_cache.EmbeddingCache, or None when off
 
     @property
     def ready(self) -> bool:
         return self.phase == "ready"
-    embed_cache: Any = None  # service.embed_cache.EmbeddingCache, or None when off
 
-    async def run_blocking(self, fn, *args):
-        """Decoding and index work off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self.decode_pool, fn, *args)
+    async def decode(self, fn: Callable[..., T], *args: Any) -> T:
+        """Media decoding off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.executors.decode, fn, *args)
 
-    async def decode(self, item: MediaItem, fn, *args):
-        """Decode one media item off the event loop; a video first waits for a video decode slot."""
+    async def decode_item(self, item: MediaItem, fn: Callable[..., T], *args: Any) -> T:
+        """Decode one media item off the event loop; a video first waits for one of the video decode slots."""
         if not isinstance(item, RawVideo):
-            return await self.run_blocking(fn, *args)
-        async with self.video_decode_slots:
-            return await self.run_blocking(fn, *args)
+            return await self.decode(fn, *args)
+        async with self.executors.video_slots:
+            return await self.decode(fn, *args)
+
+    async def storage(self, fn: Callable[..., T], *args: Any) -> T:
+        """Index, store and cache work off the event loop (anything that takes a collection lock or does I/O)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executors.storage, fn, *args)

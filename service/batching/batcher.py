@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import DeadlineExceeded, NotReady, Overloaded, ServiceError
+from service.errors import DeadlineExceeded, EngineFailure, NotReady, Overloaded
 from service.metrics import Metrics
 from service.runtime.engine import Engine
 
@@ -74,17 +74,36 @@ class BatchPolicy:
         return [*sizes, self.max_batch_size]
 
 
-class EngineFailure(ServiceError):
-    """The engine raised on a batch; every caller in it gets this (details only in the log)."""
+@dataclass(eq=False)
+class _Request:
+    """One caller's items: one future, resolved when the batch of its last item returns.
 
-    status = 500
-    code = "inference_failed"
+    One future per request rather than per item (and no gather): at ViT-S speed on a GPU (10,000+ items a
+    second) the event loop's work per item is what bounds the served path.
+    """
+
+    future: asyncio.Future[list[Arrays]]
+    results: list[Arrays | None]
+    remaining: int
+
+    def deliver(self, index: int, value: Arrays) -> None:
+        if self.future.done():
+            return
+        self.results[index] = value
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.future.set_result(self.results)  # type: ignore[arg-type]  # every slot is filled by now
+
+    def fail(self, error: Exception) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
 
 
-@dataclass
+@dataclass(eq=False, slots=True)
 class _Item:
     inputs: Arrays
-    future: asyncio.Future[Arrays]
+    request: _Request
+    index: int  # position in the request
     enqueued: float
     deadline: float | None
     cost: int
@@ -128,6 +147,9 @@ class DynamicBatcher:
         self.policy = policy
         self._labels = {"model": model, "component": component}
         self._metrics = metrics
+        # the per-item metrics, labelled once (a labels() lookup per item costs more than the observation)
+        self._queue_wait = metrics.queue_wait.labels(**self._labels)
+        self._queue_depth = metrics.queue_depth.labels(**self._labels)
         self._queue: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(
@@ -243,19 +265,23 @@ class DynamicBatcher:
             self._metrics.rejected.labels(**self._labels, reason="expired").inc(len(items))
             raise DeadlineExceeded("request deadline passed before inference")
         wanted = None if outputs is None else tuple(outputs)
-        pending = [_Item(dict(x), loop.create_future(), now, deadline, cost, wanted) for x in items]
-        self._queue.extend(pending)
-        self._metrics.queue_depth.labels(**self._labels).set(len(self._queue))
+        request = _Request(loop.create_future(), [None] * len(items), len(items))
+        self._queue.extend(_Item(x, request, i, now, deadline, cost, wanted) for i, x in enumerate(items))
+        self._queue_depth.set(len(self._queue))
         self._wakeup.set()
-        gathered = asyncio.gather(*(p.future for p in pending))
         if deadline is None:
-            return list(await gathered)
+            return await request.future
+        # A timer, not wait_for: cheaper per request. Once the future has failed, the loop skips its items.
+        timer = loop.call_later(deadline - now, self._expire, request, len(items))
         try:
-            # wait_for cancels the futures on timeout; the loop then skips them.
-            return list(await asyncio.wait_for(gathered, timeout=deadline - now))
-        except TimeoutError:
-            self._metrics.rejected.labels(**self._labels, reason="expired").inc(len(items))
-            raise DeadlineExceeded("request deadline passed while waiting for inference") from None
+            return await request.future
+        finally:
+            timer.cancel()
+
+    def _expire(self, request: _Request, items: int) -> None:
+        if not request.future.done():
+            self._metrics.rejected.labels(**self._labels, reason="expired").inc(items)
+            request.fail(DeadlineExceeded("request deadline passed while waiting for inference"))
 
     def _retry_after(self) -> float:
         """About how long the queue takes to drain, from the recent mean batch time."""
@@ -306,20 +332,20 @@ class DynamicBatcher:
         now = time.perf_counter()
         while self._queue and len(batch) < self.batch_limit:
             item = self._queue[0]
-            if item.future.done():  # cancelled or timed-out callers cost nothing
+            if item.request.future.done():  # cancelled, timed-out or failed callers cost nothing
                 self._queue.popleft()
                 continue
             if item.deadline is not None and item.deadline <= now:
                 self._queue.popleft()
                 self._metrics.rejected.labels(**self._labels, reason="expired").inc()
-                item.future.set_exception(DeadlineExceeded("request deadline passed before inference"))
+                item.request.fail(DeadlineExceeded("request deadline passed before inference"))
                 continue
             if budget and batch and spent + item.cost > budget:
                 break  # the next batch takes it; one item alone may exceed the budget
             self._queue.popleft()
             batch.append(item)
             spent += item.cost
-        self._metrics.queue_depth.labels(**self._labels).set(len(self._queue))
+        self._queue_depth.set(len(self._queue))
         return batch
 
     async def _execute(self, batch: list[_Item], engine: Engine) -> None:
@@ -333,7 +359,7 @@ class DynamicBatcher:
     async def _execute_on(self, batch: list[_Item], engine: Engine) -> None:
         started = time.perf_counter()
         for item in batch:
-            self._metrics.queue_wait.labels(**self._labels).observe(started - item.enqueued)
+            self._queue_wait.observe(started - item.enqueued)
         size = self.policy.padded_size(len(batch))
         wanted = wanted_outputs(batch)
         rows = [item.inputs for item in batch]
@@ -351,8 +377,7 @@ class DynamicBatcher:
             log.exception("engine %s failed on a batch of %d", engine.name, len(batch))
             self._metrics.rejected.labels(**self._labels, reason="engine_error").inc(len(batch))
             for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(EngineFailure("inference failed"))
+                item.request.fail(EngineFailure("inference failed"))
             return
         elapsed = time.perf_counter() - started
         self._mean_batch_seconds = 0.8 * self._mean_batch_seconds + 0.2 * elapsed
@@ -360,6 +385,5 @@ class DynamicBatcher:
         self._metrics.batch_size.labels(**self._labels).observe(len(batch))
         self._metrics.batch_fill.labels(**self._labels).observe(len(batch) / self.batch_limit)
         for row, item in enumerate(batch):
-            if not item.future.done():
-                names = outputs if item.outputs is None else item.outputs
-                item.future.set_result({name: outputs[name][row] for name in names})
+            names = outputs if item.outputs is None else item.outputs
+            item.request.deliver(item.index, {name: outputs[name][row] for name in names})

@@ -38,8 +38,7 @@ def open_store(settings: Settings, data_dir_lock: DataDirLock | None = None) -> 
     The local backend owns its data directory exclusively: it takes `data_dir_lock` (the CLI takes it
     before the server starts, so a refusal is one line) or acquires it here (raising `DataDirLocked`).
     """
-    storage = getattr(settings, "storage", "local")
-    if storage == "redis":
+    if settings.storage == "redis":
         from service.index.redis_store import RedisCollectionStore
 
         return RedisCollectionStore(

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.errors import InvalidInput, PayloadTooLarge, UnprocessableInput
+from service.errors import ErrorCode, InvalidInput, PayloadTooLarge, UnprocessableInput
 from service.media.images import ImagePreprocess
 
 try:  # the service works without PyAV; video input then answers 415 with the reason
@@ -47,7 +47,7 @@ class FrameSampling:
 
     def __post_init__(self) -> None:
         if self.stride is not None and self.fps is not None:
-            raise UnprocessableInput("give 'stride' or 'fps', not both", code="invalid_sampling")
+            raise UnprocessableInput("give 'stride' or 'fps', not both", code=ErrorCode.INVALID_SAMPLING)
 
     @property
     def mode(self) -> str:
@@ -96,14 +96,14 @@ class _Source:
 
 def _open(data: bytes):
     if av is None:
-        raise UnprocessableInput("video input needs PyAV (pip install av)", code="video_unsupported")
+        raise UnprocessableInput("video input needs PyAV (pip install av)", code=ErrorCode.VIDEO_UNSUPPORTED)
     try:
         container = av.open(io.BytesIO(data), mode="r")
     except (av.FFmpegError, ValueError, OSError, EOFError) as exc:
-        raise InvalidInput(f"cannot open video: {exc}", code="invalid_video") from exc
+        raise InvalidInput(f"cannot open video: {exc}", code=ErrorCode.INVALID_VIDEO) from exc
     if not container.streams.video:
         container.close()
-        raise InvalidInput("the file has no video stream", code="invalid_video")
+        raise InvalidInput("the file has no video stream", code=ErrorCode.INVALID_VIDEO)
     return container
 
 
@@ -123,7 +123,7 @@ def _describe(container) -> _Source:
 
 def _too_long(limits: VideoLimits) -> PayloadTooLarge:
     return PayloadTooLarge(f"the video needs more than {limits.max_frames} decoded frames",
-                           {"max_video_frames": limits.max_frames}, code="video_too_long")
+                           {"max_video_frames": limits.max_frames}, code=ErrorCode.VIDEO_TOO_LONG)
 
 
 def _count_frames(data: bytes, limits: VideoLimits) -> int:
@@ -138,7 +138,7 @@ def _count_frames(data: bytes, limits: VideoLimits) -> int:
                     raise _too_long(limits)
         return count
     except av.FFmpegError as exc:
-        raise InvalidInput(f"cannot read video: {exc}", code="invalid_video") from exc
+        raise InvalidInput(f"cannot read video: {exc}", code=ErrorCode.INVALID_VIDEO) from exc
     finally:
         container.close()
 
@@ -197,11 +197,11 @@ def decode_video(
         container.close()
     if not taken.count:
         if not taken.decoded:
-            raise InvalidInput("the video has no decodable frame", code="invalid_video")
+            raise InvalidInput("the video has no decodable frame", code=ErrorCode.INVALID_VIDEO)
         raise UnprocessableInput(
             f"the video has no frame at or after start_s={sampling.start_s} (it has {taken.decoded} frames, "
             f"{taken.last_time_s:.3f} s)", {"start_s": sampling.start_s, "frames": taken.decoded},
-            code="invalid_sampling")
+            code=ErrorCode.INVALID_SAMPLING)
     padded = num_frames - taken.count
     out[taken.count:] = out[taken.count - 1]
     indices = taken.indices + [taken.indices[-1]] * padded
@@ -245,7 +245,7 @@ def check_decode_budget(needed: int, limits: VideoLimits) -> None:
         raise PayloadTooLarge(
             f"decoding this video would take about {needed / 2**20:.0f} MiB; the limit is "
             f"{limits.max_decoded_bytes / 2**20:.0f} MiB per request (fewer or smaller frames, or a smaller video)",
-            {"decoded_bytes": needed, "max_decoded_bytes": limits.max_decoded_bytes}, code="video_too_large")
+            {"decoded_bytes": needed, "max_decoded_bytes": limits.max_decoded_bytes}, code=ErrorCode.VIDEO_TOO_LARGE)
 
 
 def _check_span(sampling: FrameSampling, k: int, source: _Source, limits: VideoLimits) -> None:
@@ -309,5 +309,5 @@ def _sample(container, sampling: FrameSampling, out: np.ndarray, source: _Source
             if taken.count == k:
                 break
     except av.FFmpegError as exc:
-        raise InvalidInput(f"cannot decode video: {exc}", code="invalid_video") from exc
+        raise InvalidInput(f"cannot decode video: {exc}", code=ErrorCode.INVALID_VIDEO) from exc
     return taken

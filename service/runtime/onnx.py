@@ -156,7 +156,9 @@ class OrtEngine:
             raise ValueError(f"{self.name}: none of the outputs {list(outputs or [])} exists (have {list(self.output_names)})")
         with self._guard:
             if self._bind_device is None:
-                values = self._session.run(list(names), {k: inputs[k] for k in self.input_names})
+                # an fp16 graph takes fp16 pixels: a no-op for arrays already of the input's type
+                feeds = {k: np.asarray(inputs[k], self._in_dtypes[k]) for k in self.input_names}
+                values = self._session.run(list(names), feeds)
                 result = dict(zip(names, values, strict=True))
             else:
                 result = self._run_bound(inputs, names)

@@ -58,6 +58,9 @@ class PageLocker:
             return False
         status = self._cudart.cudaHostRegister(ctypes.c_void_p(array.ctypes.data), ctypes.c_size_t(array.nbytes), 0)
         if status != 0:
+            # A failed runtime call stays the thread's "last error" until read, and ONNX Runtime's next kernel
+            # launch would report it as its own failure: read it now.
+            self._cudart.cudaGetLastError()
             log.warning("cudaHostRegister failed (%d): batch buffer stays pageable", status)
             return False
         self._locked.append(array)  # keeps the memory alive while it is registered
@@ -67,3 +70,8 @@ class PageLocker:
         for array in self._locked:
             self._cudart.cudaHostUnregister(ctypes.c_void_p(array.ctypes.data))
         self._locked.clear()
+
+    def __del__(self) -> None:
+        # Freed memory that is still registered would make the next registration of that address fail.
+        if self._cudart is not None:
+            self.unlock_all()

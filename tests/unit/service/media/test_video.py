@@ -134,7 +134,7 @@ def test_video_decodes_wait_for_one_of_the_process_wide_slots():
     from service.metrics import Metrics
     from service.model_pool import ModelPool
     from service.settings import Settings
-    from service.state import Services
+    from service.state import Executors, Services
 
     release = threading.Event()
     lock = threading.Lock()
@@ -151,20 +151,20 @@ def test_video_decodes_wait_for_one_of_the_process_wide_slots():
         return name
 
     async def scenario():
-        pool = ThreadPoolExecutor(4)
-        services = Services(settings=Settings(), metrics=Metrics(), models=ModelPool(), store=None, decode_pool=pool,
-                            video_decode_slots=asyncio.Semaphore(1))
-        videos = [asyncio.create_task(services.decode(RawVideo(b""), fake_decode, f"v{i}")) for i in range(4)]
-        image = asyncio.create_task(services.decode(RawImage(b""), fake_decode, "image"))
+        executors = Executors(decode=ThreadPoolExecutor(4), storage=ThreadPoolExecutor(1),
+                              video_slots=asyncio.Semaphore(1))
+        services = Services(settings=Settings(), metrics=Metrics(), models=ModelPool(), store=None, executors=executors)
+        videos = [asyncio.create_task(services.decode_item(RawVideo(b""), fake_decode, f"v{i}")) for i in range(4)]
+        image = asyncio.create_task(services.decode_item(RawImage(b""), fake_decode, "image"))
         for _ in range(2000):  # until the first video and the image are both in a decode thread
             if len(calls) == 2:
                 break
             await asyncio.sleep(0.001)
         started = sorted(calls)
-        assert services.video_decode_slots.locked() and not any(v.done() for v in videos)
+        assert services.executors.video_slots.locked() and not any(v.done() for v in videos)
         release.set()
         done = await asyncio.gather(*videos, image)
-        pool.shutdown()
+        executors.shutdown()
         return started, done
 
     started, done = asyncio.run(scenario())

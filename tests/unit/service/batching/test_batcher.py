@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from service.batching import BatchPolicy, DynamicBatcher
-from service.batching.batcher import EngineFailure
-from service.errors import NotReady, Overloaded
+from service.errors import DeadlineExceeded, EngineFailure, NotReady, Overloaded
 from service.metrics import Metrics
 
 
@@ -24,11 +23,13 @@ class DoublingEngine:
         self.fail_next = False
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Event()  # set once a batch reaches the engine
 
     def input_buffers(self, batch):
         return {}
 
     def run(self, inputs, outputs=None):
+        self.entered.set()
         self.gate.wait(5)
         self.batches.append(len(inputs["x"]))
         if self.fail_next:
@@ -43,6 +44,20 @@ def make(engine, **policy) -> DynamicBatcher:
 
 def item(value: float) -> dict:
     return {"x": np.full(3, value, np.float32)}
+
+
+async def engine_busy(engine: DoublingEngine) -> None:
+    """Until a batch has reached the (blocked) engine: its event, waited for off the loop."""
+    assert await asyncio.get_running_loop().run_in_executor(None, engine.entered.wait, 5), "no batch reached the engine"
+
+
+async def queued(batcher: DynamicBatcher, n: int) -> None:
+    """Until n items wait in the batcher's queue (polled, bounded)."""
+    for _ in range(5000):
+        if batcher.queue_depth == n:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"queue depth {batcher.queue_depth}, expected {n}")
 
 
 async def test_items_from_many_requests_coalesce_and_map_back():
@@ -60,47 +75,39 @@ async def test_items_from_many_requests_coalesce_and_map_back():
 
 async def test_lone_item_goes_at_once_when_nothing_else_is_announced():
     engine = DoublingEngine()
-    batcher = make(engine, max_batch_size=64, max_queue_delay_ms=500)
+    batcher = make(engine, max_batch_size=64, max_queue_delay_ms=600_000)
     batcher.start()
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    await batcher.infer([item(1)])
-    elapsed = loop.time() - started
+    # with a 10-minute delay, finishing at all shows the batch did not wait: nobody else was coming
+    await asyncio.wait_for(batcher.infer([item(1)]), 30)
     await batcher.stop()
     assert engine.batches == [1]
-    assert elapsed < 0.25  # far below the 500 ms delay: nobody else was coming
 
 
 async def test_batch_waits_for_announced_items_at_most_the_delay():
     engine = DoublingEngine()
     batcher = make(engine, max_batch_size=64, max_queue_delay_ms=60)
     batcher.start()
-    loop = asyncio.get_running_loop()
     batcher.announce(2)  # two items decoding; only one ever arrives
-    started = loop.time()
     first = asyncio.ensure_future(batcher.infer([item(1)], announced=True))
-    await asyncio.sleep(0.02)
+    await queued(batcher, 1)  # held open: another announced item is still decoding
     second = asyncio.ensure_future(batcher.infer([item(2)]))  # not announced, but joins the open batch
-    await asyncio.gather(first, second)
-    elapsed = loop.time() - started
+    await asyncio.wait_for(asyncio.gather(first, second), 30)  # the delay (60 ms) ends the wait for the third
     await batcher.stop()
     assert engine.batches == [2]
-    assert 0.05 <= elapsed < 1.0  # held open for the still-announced item, up to the delay
 
 
 async def test_withdrawn_announcement_stops_the_wait():
     engine = DoublingEngine()
-    batcher = make(engine, max_batch_size=64, max_queue_delay_ms=2000)
+    batcher = make(engine, max_batch_size=64, max_queue_delay_ms=600_000)
     batcher.start()
-    loop = asyncio.get_running_loop()
     batcher.announce(2)
-    started = loop.time()
     pending = asyncio.ensure_future(batcher.infer([item(1)], announced=True))
-    await asyncio.sleep(0.05)
+    await queued(batcher, 1)
+    assert not pending.done()  # waiting for the other announced item
     batcher.withdraw(1)  # the other item failed to decode
-    await pending
+    await asyncio.wait_for(pending, 30)  # long before the 10-minute delay: the withdrawal ended the wait
     await batcher.stop()
-    assert loop.time() - started < 1.0
+    assert engine.batches == [1]
 
 
 async def test_failed_batch_fails_its_callers_and_the_loop_survives():
@@ -121,14 +128,14 @@ async def test_full_queue_is_refused_with_overloaded():
     batcher = make(engine, max_batch_size=2, max_queue_delay_ms=0, max_queue_size=4)
     batcher.start()
     first = asyncio.ensure_future(batcher.infer([item(0), item(0)]))
-    await asyncio.sleep(0.05)  # first batch taken by the engine
-    queued = asyncio.ensure_future(batcher.infer([item(1)] * 4))
-    await asyncio.sleep(0.01)
+    await engine_busy(engine)  # first batch taken by the engine
+    waiting = asyncio.ensure_future(batcher.infer([item(1)] * 4))
+    await queued(batcher, 4)
     with pytest.raises(Overloaded) as refused:
         await batcher.infer([item(2)])
     assert refused.value.retry_after_s > 0
     engine.gate.set()
-    await asyncio.gather(first, queued)
+    await asyncio.gather(first, waiting)
     await batcher.stop()
 
 
@@ -138,9 +145,9 @@ async def test_cancelled_callers_cost_no_compute():
     batcher = make(engine, max_batch_size=1, max_queue_delay_ms=0)
     batcher.start()
     first = asyncio.ensure_future(batcher.infer([item(0)]))
-    await asyncio.sleep(0.05)
+    await engine_busy(engine)
     abandoned = asyncio.ensure_future(batcher.infer([item(1)]))
-    await asyncio.sleep(0.01)
+    await queued(batcher, 1)
     abandoned.cancel()
     engine.gate.set()
     await first
@@ -160,14 +167,12 @@ async def test_stopped_batcher_refuses_work():
 async def test_expired_items_are_dropped_before_compute():
     import time
 
-    from service.errors import DeadlineExceeded
-
     engine = DoublingEngine()
     engine.gate.clear()
     batcher = make(engine, max_batch_size=1, max_queue_delay_ms=0)
     batcher.start()
     first = asyncio.ensure_future(batcher.infer([item(0)]))
-    await asyncio.sleep(0.05)  # the engine is busy with item 0
+    await engine_busy(engine)  # the engine is busy with item 0
     with pytest.raises(DeadlineExceeded):
         await batcher.infer([item(1)], deadline=time.perf_counter() + 0.05)
     engine.gate.set()
@@ -217,16 +222,16 @@ def test_policy_sizes():
         BatchPolicy(max_batch_size=4, preferred_batch_sizes=(8,))
 
 
-async def test_always_mode_waits_out_the_delay_for_a_lone_item():
+async def test_always_mode_holds_a_lone_item_for_company():
     engine = DoublingEngine()
-    batcher = make(engine, max_batch_size=64, max_queue_delay_ms=80, wait="always")
+    batcher = make(engine, max_batch_size=2, max_queue_delay_ms=600_000, wait="always")
     batcher.start()
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    await batcher.infer([item(1)])
-    elapsed = loop.time() - started
+    lone = asyncio.ensure_future(batcher.infer([item(1)]))
+    await queued(batcher, 1)
+    assert not lone.done()  # nothing announced, yet it waits (announced mode would send it at once)
+    await asyncio.wait_for(asyncio.gather(lone, batcher.infer([item(2)])), 30)  # a full batch goes at once
     await batcher.stop()
-    assert 0.07 <= elapsed < 1.0
+    assert engine.batches == [2]
 
 
 def test_tuned_warm_up_caps_batches_where_cost_per_item_stops_falling():

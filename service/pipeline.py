@@ -1,37 +1,36 @@
-"""From request inputs to embeddings: check counts, decode in the pool, run the encoder batcher."""
+"""The request pipeline: from decoded request items to embeddings, observations and clips.
+
+Routers turn request bodies into media items (service/api/inputs.py) and call these; this module decodes in the
+decode executor, asks the embedding cache, runs the model's batchers and records the decode metrics.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from service.api.schemas import MediaInput, VideoSamplingOptions
 from service.embed_cache import cache_key
-from service.errors import InvalidInput, NotFound, PayloadTooLarge, UnprocessableInput
+from service.errors import Conflict, ErrorCode, PayloadTooLarge, UnprocessableInput
+from service.index import Collection
 from service.media.clips import ClipSpec, check_frame_count, to_item
 from service.media.images import ImageLimits
-from service.media.payload import (
-    MediaItem,
-    RawClip,
-    RawImage,
-    RawTensor,
-    RawVideo,
-    b64decode,
-    check_videos,
-    decode_frames,
-    frames_given,
-    prepare_input,
-)
-from service.media.video import FrameSampling, SampledVideo
+from service.media.payload import MediaItem, RawVideo, check_videos, decode_frames, frames_given, prepare_input
+from service.media.video import SampledVideo
 from service.model_pool import ServedModel
 from service.settings import Settings
 from service.state import Services
 from service.world import LatentRollout, TokenRollout
+
+
+def media_limits(settings: Settings) -> ImageLimits:
+    return ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
+                       max_video_bytes=settings.max_video_bytes, max_video_frames=settings.max_video_frames,
+                       max_video_decode_bytes=settings.max_video_decode_bytes)
 
 
 @dataclass
@@ -45,84 +44,9 @@ class Embedded:
     sampled: list[SampledVideo | None] | None = None  # per item: the frames taken from a video
 
 
-def image_limits(settings: Settings) -> ImageLimits:
-    return ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
-                       max_video_bytes=settings.max_video_bytes, max_video_frames=settings.max_video_frames,
-                       max_video_decode_bytes=settings.max_video_decode_bytes)
-
-
-def frame_sampling(options: VideoSamplingOptions | None) -> FrameSampling:
-    if options is None:
-        return FrameSampling()
-    return FrameSampling(num_frames=options.num_frames, stride=options.stride, fps=options.fps, start_s=options.start_s)
-
-
-def check_count(n: int, settings: Settings, what: str = "inputs") -> None:
-    if n > settings.max_request_items:
-        raise PayloadTooLarge(
-            f"{n} {what} in one request; the limit is {settings.max_request_items}",
-            {"max_request_items": settings.max_request_items},
-            code="too_many_items",
-        )
-
-
-def to_media_items(
-    inputs: Sequence[MediaInput], settings: Settings, sampling: FrameSampling = FrameSampling()
-) -> list[MediaItem]:
-    check_count(len(inputs), settings)
-    items: list[MediaItem] = []
-    for item in inputs:
-        if item.video is not None:
-            items.append(RawVideo(b64decode(item.video, settings.max_video_bytes, what="video"), sampling))
-        elif item.image is not None:
-            items.append(RawImage(b64decode(item.image, settings.max_image_bytes)))
-        elif item.frames is not None:
-            check_count(len(item.frames), settings, "frames")
-            items.append(RawClip(tuple(b64decode(f, settings.max_image_bytes) for f in item.frames)))
-        else:
-            assert item.tensor is not None
-            data = b64decode(item.tensor.data, settings.max_image_bytes, what="tensor")
-            items.append(RawTensor(data, item.tensor.dtype, tuple(item.tensor.shape)))
-    return items
-
-
-def resolve_model(services: Services, name: str | None) -> ServedModel:
-    if name is not None:
-        return services.models.get(name)
-    default = services.settings.default_model
-    if default in services.models:
-        return services.models.get(default)
-    served = list(services.models)
-    if len(served) == 1:
-        return served[0]
-    raise NotFound("no model named in the request and no default model is served", code="model_not_found")
-
-
-def request_deadline(header: str | None, timeout_ms: float | None, settings: Settings) -> float | None:
-    """The request's deadline as a perf_counter instant: body field, else header, else the default."""
-    if timeout_ms is None and header is not None:
-        try:
-            timeout_ms = float(header)
-        except ValueError:
-            raise InvalidInput("X-Request-Timeout-Ms must be a number of milliseconds", code="invalid_timeout") from None
-        if not 0 < timeout_ms < 3_600_000:
-            raise InvalidInput("X-Request-Timeout-Ms must be between 0 and 3600000", code="invalid_timeout")
-    if timeout_ms is None:
-        timeout_ms = settings.request_timeout_ms or None
-    return None if timeout_ms is None else time.perf_counter() + timeout_ms / 1000.0
-
-
-def resolve_world_model(
-    services: Services, name: str | None
-) -> tuple[ServedModel, LatentRollout | TokenRollout]:
-    """The named (or default) model and its latent rollout; 422 if it has no action-conditioned predictor."""
-    model = resolve_model(services, name)
-    return model, require_rollout(model)
-
-
 def require_rollout(model: ServedModel) -> LatentRollout | TokenRollout:
     if model.rollout is None:
-        raise UnprocessableInput(f"model {model.name!r} has no action-conditioned predictor", code="no_predictor")
+        raise UnprocessableInput(f"model {model.name!r} has no action-conditioned predictor", code=ErrorCode.NO_PREDICTOR)
     return model.rollout
 
 
@@ -143,7 +67,7 @@ async def embed_items(
         result.cached = [False] * len(items)
         return result
     keys = [cache_key(item, model.manifest.space_id) for item in items]
-    found = await services.run_blocking(cache.get_many, keys)
+    found = await services.storage(cache.get_many, keys)
     missing = [i for i, vector in enumerate(found) if vector is None]
     hits = len(items) - len(missing)
     services.metrics.embed_cache_hits.labels(backend=cache.backend).inc(hits)
@@ -152,7 +76,7 @@ async def embed_items(
     if missing:
         computed = await _compute(services, model, [items[i] for i in missing], deadline)
         decode_ms, inference_ms = computed.decode_ms, computed.inference_ms
-        await services.run_blocking(cache.put_many, [keys[i] for i in missing], computed.pooled)
+        await services.storage(cache.put_many, [keys[i] for i in missing], computed.pooled)
         for row, i in enumerate(missing):
             found[i] = computed.pooled[row]
     pooled = np.stack([np.asarray(v, np.float32) for v in found])
@@ -165,14 +89,14 @@ async def _compute(
     services: Services, model: ServedModel, items: Sequence[MediaItem], deadline: float | None = None,
     output: str = "pooled",
 ) -> Embedded:
-    limits = image_limits(services.settings)
+    limits = media_limits(services.settings)
     started = time.perf_counter()
-    # Tell the batcher these items are coming, so it holds a batch open for them while they decode.
     check_videos(items, model.preprocess, limits, model.clip)  # clip lengths and the decode budget, before decoding
+    # Tell the batcher these items are coming, so it holds a batch open for them while they decode.
     model.encoder.announce(len(items))
     try:
         prepared = await asyncio.gather(
-            *(services.decode(item, prepare_input, item, model.preprocess, limits, model.clip) for item in items)
+            *(services.decode_item(item, prepare_input, item, model.preprocess, limits, model.clip) for item in items)
         )
     except BaseException:
         model.encoder.withdraw(len(items))
@@ -201,7 +125,7 @@ class Observed:
 
 
 async def embed_observation(
-    services: Services, model: ServedModel, inputs: Sequence[MediaInput], deadline: float | None = None
+    services: Services, model: ServedModel, items: Sequence[MediaItem], deadline: float | None = None
 ) -> Observed:
     """Observation frames (oldest first) -> the state embedding of the newest one.
 
@@ -210,7 +134,7 @@ async def embed_observation(
     rule); a single-frame model embeds the last frame.
     """
     started = time.perf_counter()
-    stacked = await _decode_frames(services, model, to_media_items(inputs, services.settings))  # (k, 3, H, W)
+    stacked = await _decode_frames(services, model, items)  # (k, 3, H, W)
     window = model.clip.frames_per_clip if model.clip.is_clip else 1
     item = to_item(stacked[-window:], model.clip)
     decoded = time.perf_counter()
@@ -219,12 +143,12 @@ async def embed_observation(
 
 
 async def observe_tokens(
-    services: Services, model: ServedModel, inputs: Sequence[MediaInput], deadline: float | None = None
+    services: Services, model: ServedModel, items: Sequence[MediaItem], deadline: float | None = None
 ) -> tuple[np.ndarray, float, float]:
     """Observation frames (oldest first) -> each frame's token grid (n, tokens, D), every frame encoded on its
     own as a clip of identical frames (how V-JEPA 2-AC's world model encodes observations); + decode/encode ms."""
     started = time.perf_counter()
-    frames = await _decode_frames(services, model, to_media_items(inputs, services.settings))  # (n, 3, H, W)
+    frames = await _decode_frames(services, model, items)  # (n, 3, H, W)
     clips = [to_item(frame[None], model.clip) for frame in frames]
     encoded = time.perf_counter()
     _, tokens = await model.embed(clips, deadline)
@@ -238,20 +162,15 @@ class ObservedClip:
     decode_ms: float
 
 
-async def observe_clip(
-    services: Services, model: ServedModel, inputs: Sequence[MediaInput], frames: int, sampling: FrameSampling
-) -> ObservedClip:
-    """Context inputs (images, frames or one video, oldest first) -> one clip of `frames` frames in the model's
-    layout; fewer frames are padded at the front by the clip rule, a video is sampled to `frames` by default."""
-    if sampling.num_frames is None:
-        sampling = dataclasses.replace(sampling, num_frames=frames)
-    items = to_media_items(inputs, services.settings, sampling)
+async def observe_clip(services: Services, model: ServedModel, items: Sequence[MediaItem], frames: int) -> ObservedClip:
+    """Context items (images, frames or one video, oldest first) -> one clip of `frames` frames in the model's
+    layout; fewer frames are padded at the front by the clip rule (a video is sampled by its FrameSampling)."""
     spec = ClipSpec(frames_per_clip=frames, layout=model.clip.layout if model.clip.is_clip else "NTCHW")
     started = time.perf_counter()
     if len(items) == 1 and isinstance(items[0], RawVideo):
-        limits = image_limits(services.settings)
+        limits = media_limits(services.settings)
         check_videos(items, model.preprocess, limits, spec)
-        prepared = await services.decode(items[0], prepare_input, items[0], model.preprocess, limits, spec)
+        prepared = await services.decode_item(items[0], prepare_input, items[0], model.preprocess, limits, spec)
         return ObservedClip(prepared.pixels, prepared.sampled, (time.perf_counter() - started) * 1000)
     check_frame_count(sum(frames_given(item) for item in items), spec)  # before decoding, not after
     clip = to_item(await _decode_frames(services, model, items), spec)
@@ -259,8 +178,46 @@ async def observe_clip(
 
 
 async def _decode_frames(services: Services, model: ServedModel, items: Sequence[MediaItem]) -> np.ndarray:
-    """Every item's frames, decoded in the pool and preprocessed for the model, oldest first: (k, 3, H, W)."""
-    limits = image_limits(services.settings)
+    """Every item's frames, decoded in the decode executor and preprocessed for the model, oldest first: (k, 3, H, W)."""
+    limits = media_limits(services.settings)
     check_videos(items, model.preprocess, limits)
-    decoded = await asyncio.gather(*(services.decode(i, decode_frames, i, model.preprocess, limits) for i in items))
+    decoded = await asyncio.gather(*(services.decode_item(i, decode_frames, i, model.preprocess, limits) for i in items))
     return np.concatenate(decoded)
+
+
+def check_space(collection: Collection, space_id: str | None) -> None:
+    """Vectors from another embedding space are meaningless in a collection: refuse them."""
+    expected = collection.config.space_id
+    if space_id is not None and expected is not None and space_id != expected:
+        raise Conflict(
+            f"vectors are from space {space_id!r}; collection {collection.config.name!r} holds {expected!r}",
+            {"collection_space_id": expected, "space_id": space_id},
+            code=ErrorCode.SPACE_MISMATCH,
+        )
+
+
+def model_for_collection(services: Services, collection: Collection) -> ServedModel:
+    """The served model that embeds media for this collection (its named model, else one of its space)."""
+    config = collection.config
+    if config.model is not None and config.model in services.models:
+        model = services.models.get(config.model)
+    elif config.space_id is not None and (by_space := services.models.by_space(config.space_id)) is not None:
+        model = by_space
+    else:
+        raise UnprocessableInput(
+            f"collection {config.name!r} is not tied to a served model; send vectors instead of media",
+            code=ErrorCode.NO_MODEL_FOR_COLLECTION,
+        )
+    check_space(collection, model.manifest.space_id)
+    return model
+
+
+def check_metadata_size(metadata: list[dict], limit: int) -> None:
+    for row, entry in enumerate(metadata):
+        size = len(json.dumps(entry, separators=(",", ":")))
+        if size > limit:
+            raise PayloadTooLarge(
+                f"metadata of point {row} is {size} bytes of JSON; the limit is {limit}",
+                {"point": row, "bytes": size, "max_metadata_bytes": limit},
+                code=ErrorCode.METADATA_TOO_LARGE,
+            )
