@@ -17,13 +17,13 @@ DEMO := $(REPO)/demo/manifest.json
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	@echo ">> creating $(VENV) and installing jepa-serve[$(RUNTIME_EXTRA),export,dev] (first time: about a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	@# onnxruntime and onnxruntime-gpu install the same package: only one of them may be in the venv
 	$(PY) -m pip uninstall --quiet -y $(if $(GPU),onnxruntime,onnxruntime-gpu) 2>/dev/null || true
-	$(PY) -m pip install --quiet -e '.[$(RUNTIME_EXTRA),export,dev]'
+	$(PY) -m pip install --quiet -e '.[$(RUNTIME_EXTRA),export,dev]' -e clients/python
 	$(if $(GPU),$(PY) -m pip install --quiet --force-reinstall --no-deps '$(ORT_GPU)')
 	@touch $(STAMP)
 
@@ -78,7 +78,7 @@ $(LOAD_STAMP): pyproject.toml | $(STAMP)
 loadtest: $(LOAD_STAMP) $(if $(LOAD_HOST),,$(DEMO))
 	$(PY) -m loadtests.run --shape $(LOAD_SHAPE) $(if $(LOAD_HOST),--host $(LOAD_HOST)) $(LOAD_ARGS)
 
-# Tools of the deployment tests (docker-compose, promtool, nginx, hadolint): installed if missing, quick when
+# Tools of the deployment tests (docker-compose, promtool, nginx, hadolint) and of the docs browser test (chromium): installed if missing, quick when
 # present, never fatal; a test whose tool is still missing skips and says why. See deploy/install-test-tools.sh.
 .PHONY: deploy-tools
 deploy-tools: $(STAMP)

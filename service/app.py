@@ -16,9 +16,10 @@ from importlib import metadata
 
 from fastapi import FastAPI
 
-from service.api import collections, embed, health, plan, predict, search
+from service.api import collections, embed, health, limits, plan, predict, search
 from service.api.auth import AuthMiddleware
 from service.api.errors import install_error_handlers
+from service.api.openapi import install_docs, operation_id
 from service.embed_cache import open_cache
 from service.index.backend import open_store
 from service.index.dirlock import DataDirLock
@@ -115,14 +116,19 @@ def create_app(settings: Settings | None = None, data_dir_lock: DataDirLock | No
         version=_version(),
         summary="Embeddings, similarity search and latent prediction for JEPA models",
         lifespan=lifespan,
+        docs_url=None,  # served from local assets by install_docs
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     app.state.data_dir_lock = data_dir_lock
     app.state.metrics = Metrics()
     app.state.guard = Guard.from_settings(settings, app.state.metrics)
     install_error_handlers(app)
-    for router in (embed.router, collections.router, search.router, predict.router, plan.router, health.router):
+    for router in (embed.router, collections.router, search.router, predict.router, plan.router, health.router,
+                   limits.router):
         app.include_router(router)
+    install_docs(app, settings)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrent_requests, metrics=app.state.metrics)
     app.add_middleware(AuthMiddleware, guard=app.state.guard)

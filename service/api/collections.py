@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Path, Response, status
 
 from service.api.deps import ReadyServicesDep
-from service.api.inputs import check_count, to_media_items
+from service.api.inputs import check_count, check_upsert_size, to_media_items
 from service.api.schemas import (
     COMMON_ERRORS,
     CollectionInfo,
@@ -20,6 +19,7 @@ from service.api.schemas import (
     UpsertResult,
     error_responses,
 )
+from service.api.vectors import to_matrix
 from service.errors import Conflict, ErrorCode, UnprocessableInput
 from service.index import Collection, CollectionConfig
 from service.index.store import COLLECTION_NAME, check_collection_name
@@ -88,18 +88,18 @@ async def drop_collection(name: CollectionName, services: ReadyServicesDep) -> R
 @router.post("/{name}/points", response_model=UpsertResult)
 async def upsert_points(name: CollectionName, body: UpsertPoints, services: ReadyServicesDep) -> UpsertResult:
     collection = services.store.get(name)
-    check_count(len(body.ids), services.settings, "points")
-    check_metadata_size(body.metadata or [], services.settings.max_metadata_bytes)
+    settings = services.settings
+    check_metadata_size(body.metadata or [], settings.max_metadata_bytes)
     if body.vectors is not None:
+        # Precomputed vectors cost no decoding: bounded by count and raw bytes, not by max_request_items.
+        check_upsert_size(len(body.ids), collection.config.dim, settings)
         check_space(collection, body.space_id)
-        try:
-            vectors = np.asarray(body.vectors, dtype=np.float32)
-        except ValueError as exc:
-            raise UnprocessableInput("vectors must all have the same length", code=ErrorCode.DIMENSION_MISMATCH) from exc
+        vectors = to_matrix(body.vectors)
     else:
         assert body.inputs is not None
+        check_count(len(body.ids), settings, "points")
         model = model_for_collection(services, collection)
-        vectors = (await embed_items(services, model, to_media_items(body.inputs, services.settings))).pooled
+        vectors = (await embed_items(services, model, to_media_items(body.inputs, settings))).pooled
     metadata = body.metadata or [{} for _ in body.ids]
     upserted = await services.storage(services.store.upsert, name, body.ids, vectors, metadata)
     services.metrics.index_points.labels(collection=name).set(collection.count)

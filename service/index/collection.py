@@ -128,11 +128,16 @@ class Collection:
                 {"expected_dim": self.config.dim},
                 code=ErrorCode.DIMENSION_MISMATCH,
             )
-        if not np.isfinite(vectors).all():
-            raise UnprocessableInput("vectors contain NaN or Inf", code=ErrorCode.INVALID_VECTOR)
+        finite = np.isfinite(vectors).all(axis=1)
+        if not finite.all():
+            row = int(np.argmin(finite))  # the first offending row: detail.index points the caller at it
+            raise UnprocessableInput(f"vector {row} contains NaN or Inf", {"index": row}, code=ErrorCode.INVALID_VECTOR)
         if self.config.metric == "cosine":
-            if (np.linalg.norm(vectors, axis=1) == 0).any():
-                raise UnprocessableInput("a zero vector has no direction for cosine similarity", code=ErrorCode.INVALID_VECTOR)
+            zero = np.linalg.norm(vectors, axis=1) == 0
+            if zero.any():
+                row = int(np.argmax(zero))
+                raise UnprocessableInput(f"vector {row} is a zero vector: it has no direction for cosine similarity",
+                                         {"index": row}, code=ErrorCode.INVALID_VECTOR)
             vectors = normalize_rows(vectors)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 

@@ -159,5 +159,5 @@ def test_oversized_metadata_is_413_and_stores_nothing(client):
     huge = {"blob": "x" * 20_000}
     r = client.post("/collections/meta/points", json={"ids": ["a", "b"], "vectors": [[1, 0], [0, 1]], "metadata": [{}, huge]})
     assert_error(r, 413, "metadata_too_large")
-    assert r.json()["error"]["detail"]["point"] == 1
+    assert r.json()["error"]["detail"]["index"] == 1  # the offending point, as in every batch error
     assert client.get("/collections/meta").json()["count"] == 0
