@@ -55,7 +55,8 @@ async def bring_up(services: Services) -> None:
         await loop.run_in_executor(startup, services.models.load, entries, failures, settings, services.metrics)
         await services.storage(services.store.recover)
         for name in services.store.names():
-            services.metrics.index_points.labels(collection=name).set(services.store.get(name).count)
+            count = await services.storage(lambda n=name: services.store.get(n).count)  # milvus: a remote count
+            services.metrics.index_points.labels(collection=name).set(count)
         for model in services.models:
             for batcher in model.batchers:
                 services.metrics.queue_capacity.labels(model=model.name, component=batcher.component).set(

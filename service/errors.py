@@ -100,7 +100,8 @@ class ErrorCode(StrEnum):
     # to repeat. That is not a local disk that refused a write (storage_error, 507): retrying does not help until
     # an operator frees space or replaces the disk, so the two are two codes.
     STORAGE_UNAVAILABLE = ("storage_unavailable", 503,
-                           "the shared store (Redis) cannot be reached: retry after Retry-After; a retry is safe")
+                           "the shared store (Redis, Milvus) cannot be reached or did not answer in time: retry after "
+                           "Retry-After; a retry is safe")
     TOO_MANY_CONNECTIONS = ("too_many_connections", 503,
                             "the process holds max_connections open connections: retry after Retry-After")
     DEADLINE_EXCEEDED = "deadline_exceeded", 504, "the request deadline passed"
@@ -198,7 +199,7 @@ class DeadlineExceeded(ServiceError):
 
 
 class StorageUnavailable(ServiceError):
-    """The shared store (Redis) cannot be reached: nothing was acknowledged; retry later."""
+    """The shared store (Redis, Milvus) cannot be reached: nothing was acknowledged; retry later."""
 
     default_code = ErrorCode.STORAGE_UNAVAILABLE
     retry_after_s = 1.0

@@ -132,9 +132,11 @@ class Settings(BaseSettings):
         30.0, gt=0, description="on SIGTERM, how long in-flight requests may take before they are cut (queues are drained first)"
     )
 
-    # Collections storage: local files, or Redis shared by every replica.
-    storage: Literal["local", "redis"] = Field(
-        "local", description="local = snapshot + fsynced WAL under data_dir; redis = Redis is the source of truth, each replica tails it"
+    # Collections storage: local files, Redis shared by every replica, or Milvus (collections past one machine).
+    storage: Literal["local", "redis", "milvus"] = Field(
+        "local",
+        description="local = snapshot + fsynced WAL under data_dir; redis = Redis is the source of truth, each replica "
+        "tails it; milvus = a Milvus engine holds and searches the points (the `milvus` extra)",
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for storage=redis and for the embedding cache")
     redis_prefix: str = Field("jepa", description="prefix of every Redis key this service writes")
@@ -148,6 +150,20 @@ class Settings(BaseSettings):
     embed_cache_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="lifetime of a Redis cache entry")
     redis_ack_wait_s: float = Field(
         5.0, ge=0, description="how long a write waits for this replica to apply it (read-your-writes) after Redis stored it"
+    )
+
+    # storage=milvus: an embedded milvus-lite file, or a Milvus server / cluster shared by every replica.
+    milvus_uri: str | None = Field(
+        None,
+        description="a local path = the embedded engine (milvus-lite, one process only; unset = <data_dir>/milvus.db); "
+        "http://host:19530 = a Milvus server or cluster (or a `milvus-lite server`)",
+    )
+    milvus_token: SecretStr = Field(SecretStr(""), description="Milvus credentials: 'user:password' or an API key")
+    milvus_db_name: str = Field("", description="Milvus database; empty = the server's default")
+    milvus_prefix: str = Field("jepa", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,31}$", description="prefix of every Milvus collection this service owns")
+    milvus_timeout_s: float = Field(10.0, gt=0, description="deadline of one Milvus call; past it the request answers 503")
+    milvus_refresh_s: float = Field(
+        1.0, gt=0, description="how often a replica re-reads the list of collections (creates and drops made elsewhere)"
     )
 
     # Planning (/plan): each CEM rollout step sends all samples as one predictor batch.
@@ -171,6 +187,9 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.model_repository == self.data_dir:
             raise ValueError("model_repository and data_dir must differ")
+        uri = self.milvus_uri
+        if uri is not None and "://" not in uri and not uri.endswith(".db"):
+            raise ValueError("milvus_uri is a local file ending in .db (milvus-lite) or an http(s):// address")
         return self
 
 

@@ -21,7 +21,8 @@ from service.api.schemas import (
 )
 from service.api.vectors import to_matrix
 from service.errors import Conflict, ErrorCode, UnprocessableInput
-from service.index import Collection, CollectionConfig
+from service.index import CollectionConfig
+from service.index.backend import SearchableCollection as Collection
 from service.index.store import COLLECTION_NAME, check_collection_name
 from service.pipeline import check_metadata_size, check_space, embed_items, model_for_collection
 
@@ -42,7 +43,8 @@ def collection_info(collection: Collection) -> CollectionInfo:
 
 @router.get("", summary="List collections")
 async def list_collections(services: ReadyServicesDep) -> list[CollectionInfo]:
-    return [collection_info(services.store.get(n)) for n in services.store.names()]
+    collections = [services.store.get(n) for n in services.store.names()]
+    return await services.storage(lambda: [collection_info(c) for c in collections])
 
 
 @router.put("/{name}", response_model=CollectionInfo, status_code=status.HTTP_201_CREATED,
@@ -67,12 +69,13 @@ async def create_collection(name: CollectionName, body: CreateCollection, servic
     collection, created = await services.storage(services.store.create, config)
     if not created:
         response.status_code = status.HTTP_200_OK
-    return collection_info(collection)
+    return await services.storage(collection_info, collection)
 
 
 @router.get("/{name}", response_model=CollectionInfo)
 async def get_collection(name: CollectionName, services: ReadyServicesDep) -> CollectionInfo:
-    return collection_info(services.store.get(name))
+    # A remote store (milvus) counts on the engine: off the event loop.
+    return await services.storage(collection_info, services.store.get(name))
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
@@ -102,8 +105,9 @@ async def upsert_points(name: CollectionName, body: UpsertPoints, services: Read
         vectors = (await embed_items(services, model, to_media_items(body.inputs, settings))).pooled
     metadata = body.metadata or [{} for _ in body.ids]
     upserted = await services.storage(services.store.upsert, name, body.ids, vectors, metadata)
-    services.metrics.index_points.labels(collection=name).set(collection.count)
-    return UpsertResult(upserted=upserted, count=collection.count)
+    count = await services.storage(lambda: collection.count)  # a remote store (milvus) counts on the engine
+    services.metrics.index_points.labels(collection=name).set(count)
+    return UpsertResult(upserted=upserted, count=count)
 
 
 @router.delete("/{name}/points", response_model=DeleteResult)
@@ -111,11 +115,12 @@ async def delete_points(name: CollectionName, body: DeletePoints, services: Read
     collection = services.store.get(name)
     check_count(len(body.ids), services.settings, "ids")
     deleted = await services.storage(services.store.delete, name, body.ids)
-    services.metrics.index_points.labels(collection=name).set(collection.count)
-    return DeleteResult(deleted=deleted, count=collection.count)
+    count = await services.storage(lambda: collection.count)
+    services.metrics.index_points.labels(collection=name).set(count)
+    return DeleteResult(deleted=deleted, count=count)
 
 
 @router.get("/{name}/points/{point_id}", response_model=Point)
 async def get_point(name: CollectionName, point_id: str, services: ReadyServicesDep) -> Point:
-    vector, metadata = await services.storage(services.store.get(name).get, point_id)  # takes the read lock
+    vector, metadata = await services.storage(services.store.get(name).get, point_id)  # a lock, or the engine
     return Point(id=point_id, vector=vector.tolist(), metadata=metadata)

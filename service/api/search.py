@@ -22,7 +22,7 @@ async def search(body: SearchRequest, services: ReadyServicesDep, deadline: Dead
     collection = services.store.get(body.collection)
     exclude: list[str | None] = []
     if body.id is not None:
-        vector, _ = await services.storage(collection.get, body.id)  # takes the collection's read lock
+        vector, _ = await services.storage(collection.get, body.id)  # the collection's read lock, or the engine
         queries = vector[None, :]
         exclude = [body.id]
     elif body.input is not None:
