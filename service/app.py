@@ -16,7 +16,7 @@ from importlib import metadata
 
 from fastapi import FastAPI
 
-from service.api import collections, embed, health, limits, plan, predict, search
+from service.api import classify, collections, embed, health, limits, plan, predict, search, stream, surprise
 from service.api.auth import AuthMiddleware
 from service.api.errors import install_error_handlers
 from service.api.openapi import install_docs, operation_id
@@ -126,8 +126,8 @@ def create_app(settings: Settings | None = None, data_dir_lock: DataDirLock | No
     app.state.metrics = Metrics()
     app.state.guard = Guard.from_settings(settings, app.state.metrics)
     install_error_handlers(app)
-    for router in (embed.router, collections.router, search.router, predict.router, plan.router, health.router,
-                   limits.router):
+    for router in (embed.router, collections.router, search.router, classify.router, predict.router, plan.router,
+                   surprise.router, stream.router, health.router, limits.router):
         app.include_router(router)
     install_docs(app, settings)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)

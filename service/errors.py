@@ -46,6 +46,7 @@ class ErrorCode(StrEnum):
     MODEL_NOT_FOUND = "model_not_found", 404, "the model is not served (or no model was named and there is no default)"
     COLLECTION_NOT_FOUND = "collection_not_found", 404, "the collection does not exist"
     POINT_NOT_FOUND = "point_not_found", 404, "the point is not in the collection"
+    HEAD_NOT_FOUND = "head_not_found", 404, "the model has no probe head of that name"
     METHOD_NOT_ALLOWED = "method_not_allowed", 405, "the route does not take this method (see the Allow header)"
     # 408: too slow to ask
     REQUEST_TIMEOUT = ("request_timeout", 408,
@@ -84,6 +85,8 @@ class ErrorCode(StrEnum):
     NO_MODEL_FOR_COLLECTION = ("no_model_for_collection", 422,
                                "the collection is not tied to a served model: send vectors, not media")
     NO_PREDICTOR = "no_predictor", 422, "the model has no action-conditioned predictor"
+    NO_SURPRISE = ("no_surprise", 422,
+                   "the model has no surprise calibration (a pooled action-conditioned predictor calibrated at export)")
     NO_FRAMES_OUTPUT = "no_frames_output", 422, "the model has no per-frame output"
     NO_TOKENS_OUTPUT = "no_tokens_output", 422, "the model predicts pooled states only"
     VIDEO_UNSUPPORTED = "video_unsupported", 422, "this server cannot decode video (PyAV is not installed)"

@@ -24,7 +24,7 @@ from service.media.video import SampledVideo
 from service.model_pool import ServedModel
 from service.settings import Settings
 from service.state import Services
-from service.world import LatentRollout, TokenRollout
+from service.world import FutureSurprise, LatentRollout, SurpriseScorer, TokenRollout
 
 
 def media_limits(settings: Settings) -> ImageLimits:
@@ -158,6 +158,61 @@ async def observe_tokens(
     encoded = time.perf_counter()
     _, tokens = await model.embed(clips, deadline)
     return tokens, (encoded - started) * 1000, (time.perf_counter() - encoded) * 1000
+
+
+@dataclass
+class ObservedStates:
+    states: np.ndarray  # (k - window + 1, D): the state at every observation that has a full clip behind it
+    first: int  # the observation index of states[0] (window - 1)
+    frames: int  # k, the frames decoded
+    decode_ms: float
+    inference_ms: float
+
+
+async def observe_states(
+    services: Services, model: ServedModel, items: Sequence[MediaItem], deadline: float | None = None
+) -> ObservedStates:
+    """Observation frames (oldest first) -> the pooled state at each of them, all in one encoder request.
+
+    A clip model's state at frame t is the clip of frames t - frames_per_clip + 1 .. t (how its predictor was
+    trained: the clip shows the motion), so the first frames_per_clip - 1 frames have no state of their own."""
+    started = time.perf_counter()
+    frames = await _decode_frames(services, model, items)  # (k, 3, H, W)
+    window = model.clip.frames_per_clip if model.clip.is_clip else 1
+    clips = [to_item(frames[t - window + 1:t + 1], model.clip) for t in range(window - 1, len(frames))]
+    decoded = time.perf_counter()
+    if not clips:
+        return ObservedStates(np.zeros((0, model.manifest.output.dim), np.float32), window - 1, len(frames),
+                              (decoded - started) * 1000, 0.0)
+    outputs = await model.encode(clips, deadline, outputs=("pooled",))
+    return ObservedStates(outputs["pooled"], window - 1, len(frames), (decoded - started) * 1000,
+                          (time.perf_counter() - decoded) * 1000)
+
+
+async def observe_exact_clip(services: Services, model: ServedModel, items: Sequence[MediaItem],
+                             frames: int) -> ObservedClip:
+    """Observation items -> one clip of exactly `frames` frames in the model's layout: nothing padded, since a
+    padded frame would be scored as if it had been seen (a video must reach `frames` sampled frames)."""
+    if len(items) == 1 and isinstance(items[0], RawVideo):
+        seen = await observe_clip(services, model, items, frames)
+        if seen.sampled is not None and seen.sampled.padded:
+            raise UnprocessableInput(f"the video ended {seen.sampled.padded} frame(s) short of the {frames} the model "
+                                     "scores as one clip", {"frames_per_clip": frames}, code=ErrorCode.INVALID_CONTEXT)
+        return seen
+    started = time.perf_counter()
+    decoded = await _decode_frames(services, model, items)
+    if len(decoded) != frames:
+        raise UnprocessableInput(f"model {model.name!r} scores clips of exactly {frames} frames; got {len(decoded)}",
+                                 {"frames_per_clip": frames}, code=ErrorCode.INVALID_CONTEXT)
+    return ObservedClip(to_item(decoded, model.clip), None, (time.perf_counter() - started) * 1000)
+
+
+def require_surprise(model: ServedModel) -> SurpriseScorer | FutureSurprise:
+    if model.surprise is None:
+        raise UnprocessableInput(
+            f"model {model.name!r} has no surprise calibration: surprise needs a pooled action-conditioned "
+            "predictor, or V-JEPA 2's mask predictor, calibrated at export", code=ErrorCode.NO_SURPRISE)
+    return model.surprise
 
 
 @dataclass

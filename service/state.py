@@ -47,6 +47,7 @@ class Services:
     executors: Executors
     # loading -> building_engine (TensorRT) -> warming -> ready; "failed" when nothing can serve.
     phase: Literal["loading", "building_engine", "warming", "ready", "failed", "stopping"] = "loading"
+    open_streams: int = 0  # /stream/surprise connections now open (bounded by settings.stream_max_connections)
     embed_cache: Any = None  # service.embed_cache.EmbeddingCache, or None when off
 
     @property
