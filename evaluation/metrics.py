@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from models.demo import world
+from models.demo import DEMO_MEAN, DEMO_STD, world
 
 
 def clip_array(frames: np.ndarray) -> np.ndarray:
     """uint8 (N, F, 64, 64, 3) -> normalised float32 clips (N, F-1, 2, 3, 64, 64), clip t = (f_{t-1}, f_t)."""
-    x = (frames.astype(np.float32) / 255.0 - 0.5) / 0.25
+    x = (frames.astype(np.float32) / 255.0 - np.asarray(DEMO_MEAN, np.float32)) / np.asarray(DEMO_STD, np.float32)
     x = x.transpose(0, 1, 4, 2, 3)
     return np.ascontiguousarray(np.stack([x[:, :-1], x[:, 1:]], axis=2))
 

@@ -19,17 +19,21 @@ from service.errors import Conflict, ErrorCode, PayloadTooLarge, UnprocessableIn
 from service.index import Collection
 from service.media.clips import ClipSpec, to_item
 from service.media.images import ImageLimits
-from service.media.payload import MediaItem, RawVideo, decode_frames, prepare_input
-from service.media.video import SampledVideo
+from service.media.payload import MediaItem, MediaLimits, RawVideo, decode_frames, prepare_input
+from service.media.video import SampledVideo, VideoLimits
 from service.model_pool import ServedModel
 from service.settings import Settings
 from service.state import Services
 from service.world import LatentRollout, TokenRollout
 
 
-def media_limits(settings: Settings) -> ImageLimits:
-    return ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
-                       max_video_bytes=settings.max_video_bytes, max_video_frames=settings.max_video_frames)
+def media_limits(settings: Settings) -> MediaLimits:
+    """Frames of a video obey the same pixel bound as an image: a decoded frame costs the same memory."""
+    return MediaLimits(
+        image=ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels),
+        video=VideoLimits(max_bytes=settings.max_video_bytes, max_pixels=settings.max_image_pixels,
+                          max_frames=settings.max_video_frames),
+    )
 
 
 @dataclass

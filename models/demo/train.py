@@ -29,10 +29,8 @@ import numpy as np
 import torch
 
 from models.demo import world
-from models.demo.model import DEFAULT_WEIGHTS, DemoModel, build_demo_model, save_demo_model
+from models.demo.model import DEFAULT_WEIGHTS, DEMO_MEAN, DEMO_STD, DemoModel, build_demo_model, save_demo_model
 from models.demo.regularizers import sigreg, vicreg
-
-MEAN, STD = 0.5, 0.25
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,7 +59,7 @@ class TrainConfig:
 
 def frames_to_input(frames: np.ndarray) -> torch.Tensor:
     """uint8 (..., H, W, 3) -> normalised float (..., 3, H, W) as the service preprocesses images."""
-    x = torch.from_numpy(frames).float().div_(255.0).sub_(MEAN).div_(STD)
+    x = torch.from_numpy(frames).float().div_(255.0).sub_(torch.tensor(DEMO_MEAN)).div_(torch.tensor(DEMO_STD))
     return x.movedim(-1, -3)
 
 

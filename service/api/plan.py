@@ -24,12 +24,12 @@ from service.model_pool import ServedModel
 from service.pipeline import embed_observation, observe_tokens, require_rollout
 from service.state import Services
 from service.world import LatentRollout, TokenRollout
-from service.world.planner import CEMConfig, plan_sequences, trajectory_cost
+from service.world.planner import CEMConfig, default_elites, plan_sequences, trajectory_cost
 from service.world.pose import apply_action
 
 router = APIRouter(tags=["world"], responses=error_responses(*COMMON_ERRORS, 404))
 
-DEFAULTS = {"horizon": 8, "samples": 256, "iterations": 4}
+CEM_DEFAULTS = CEMConfig()
 
 
 @dataclass
@@ -52,9 +52,10 @@ def _sizes(body: PlanRequest, model: ServedModel, services: Services) -> dict[st
     """The request's CEM sizes, else the model's (the paper's for V-JEPA 2-AC), else ours; all bounded."""
     planning = model.manifest.planning
     model_defaults = dict(planning.defaults) if planning is not None else {}
-    sizes = {name: getattr(body, name) or model_defaults.get(name, default) for name, default in DEFAULTS.items()}
+    sizes = {name: getattr(body, name) or model_defaults.get(name, getattr(CEM_DEFAULTS, name))
+             for name in ("horizon", "samples", "iterations")}
     # a model's default top-k never exceeds the samples asked for; an explicit `elites` is checked by the schema
-    sizes["elites"] = body.elites or min(model_defaults.get("elites") or max(sizes["samples"] // 8, 1), sizes["samples"])
+    sizes["elites"] = body.elites or min(model_defaults.get("elites") or default_elites(sizes["samples"]), sizes["samples"])
     settings = services.settings
     _bounded("horizon", sizes["horizon"], settings.max_plan_horizon)
     _bounded("samples", sizes["samples"], settings.max_plan_samples)

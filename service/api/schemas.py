@@ -8,18 +8,43 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.errors import ErrorCode, meanings_by_status
 from service.index.collection import Metric
+from service.index.kinds import IndexKind
+from service.world.planner import CEMConfig
+
+CEM = CEMConfig()  # the defaults the descriptions below name
+
+MAX_TIMEOUT_MS = 3_600_000  # an hour: the bound of every timeout_ms and of the X-Request-Timeout-Ms header
 
 PointId = Annotated[str, Field(min_length=1, max_length=256)]
 Vector = list[float]
+Dtype = Literal["float32", "float16"]
+TimeoutMs = Annotated[float | None, Field(gt=0, lt=MAX_TIMEOUT_MS, description="deadline; past it the answer is 504")]
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def exactly_one(body: BaseModel, *fields: str) -> None:
+    """The one rule of alternatives: exactly one of `fields` is given (not None)."""
+    if sum(getattr(body, f) is not None for f in fields) != 1:
+        names = [f"'{f}'" for f in fields]
+        raise ValueError(f"give exactly one of {', '.join(names[:-1])} or {names[-1]}")
+
+
+class ArrayOutput(Body):
+    """How arrays come back, and by when: the options shared by /embed and /predict_future."""
+
+    timeout_ms: TimeoutMs = None
+    encoding: Literal["float", "base64"] = Field(
+        "float", description="'base64': arrays as base64 of raw little-endian bytes (smaller, faster to parse)"
+    )
+    dtype: Dtype = Field("float32", description="element type of base64 arrays")
+
+
 class TensorInput(Body):
     data: str = Field(description="base64 of the raw little-endian array bytes")
-    dtype: Literal["float32", "float16"] = "float32"
+    dtype: Dtype = "float32"
     shape: list[int] = Field(description="one frame [3, H, W] or a clip [T, 3, H, W]; already normalised")
 
 
@@ -38,8 +63,7 @@ class MediaInput(Body):
 
     @model_validator(mode="after")
     def _one(self) -> MediaInput:
-        if sum(x is not None for x in (self.image, self.tensor, self.frames, self.video)) != 1:
-            raise ValueError("give exactly one of 'image', 'frames', 'video' or 'tensor'")
+        exactly_one(self, "image", "frames", "video", "tensor")
         return self
 
 
@@ -58,18 +82,13 @@ class VideoSamplingOptions(Body):
         return self
 
 
-class EmbedOptions(VideoSamplingOptions):
+class EmbedOptions(ArrayOutput, VideoSamplingOptions):
     """The form fields of a multipart /embed, and the options of a JSON one."""
 
     model: str | None = Field(None, description="model name; default: the server's default model")
     output: Literal["pooled", "tokens", "frames"] = Field(
         "pooled", description="'tokens' adds the patch-token grid; 'frames' adds one vector per time step (video models)")
     normalize: bool = Field(True, description="L2-normalise the pooled embeddings")
-    timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
-    encoding: Literal["float", "base64"] = Field(
-        "float", description="'base64': arrays as base64 of raw little-endian bytes (smaller, faster to parse)"
-    )
-    dtype: Literal["float32", "float16"] = Field("float32", description="element type of base64 arrays")
 
 
 class EmbedRequest(EmbedOptions):
@@ -78,7 +97,7 @@ class EmbedRequest(EmbedOptions):
 
 class EncodedArray(BaseModel):
     data: str = Field(description="base64 of the raw little-endian array bytes, C order")
-    dtype: Literal["float32", "float16"]
+    dtype: Dtype
     shape: list[int]
 
 
@@ -137,7 +156,7 @@ class SearchParams(Body):
 class CreateCollection(Body):
     dim: int | None = Field(None, gt=0, le=65536, description="vector dimension; taken from `model` when omitted")
     metric: Metric = "cosine"
-    index: Literal["flat", "hnsw", "ivf_flat", "ivf_pq", "auto"] = Field(
+    index: IndexKind = Field(
         "flat", description="flat = exact; hnsw / ivf_flat / ivf_pq = approximate; auto = flat while small, then hnsw"
     )
     model: str | None = Field(None, description="served model whose embedding space this collection holds")
@@ -168,8 +187,7 @@ class UpsertPoints(Body):
 
     @model_validator(mode="after")
     def _shape(self) -> UpsertPoints:
-        if (self.vectors is None) == (self.inputs is None):
-            raise ValueError("give exactly one of 'vectors' or 'inputs'")
+        exactly_one(self, "vectors", "inputs")
         n = len(self.vectors if self.vectors is not None else self.inputs or [])
         if n != len(self.ids):
             raise ValueError(f"{len(self.ids)} ids but {n} vectors/inputs")
@@ -207,7 +225,7 @@ class SearchRequest(Body):
     id: PointId | None = Field(None, description="search with a stored point's vector (the point itself is left out)")
     k: int = Field(10, ge=1)
     space_id: str | None = Field(None, description="space of the query vectors; refused (409) if it differs")
-    timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline for embedding a media query")
+    timeout_ms: TimeoutMs = None
     filter: dict[str, Any] | None = Field(
         None,
         description='metadata conditions, all must hold: {"label": "cat", "tag": {"in": ["a", "b"]}, "year": {"gte": 2020}}',
@@ -216,9 +234,7 @@ class SearchRequest(Body):
 
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:
-        given = [f for f in ("vector", "vectors", "input", "id") if getattr(self, f) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of 'vector', 'vectors', 'input' or 'id'")
+        exactly_one(self, "vector", "vectors", "input", "id")
         if self.vectors is not None and not self.vectors:
             raise ValueError("'vectors' is empty")
         return self
@@ -236,7 +252,7 @@ class SearchResponse(BaseModel):
     metric: Metric
 
 
-class PredictRequest(VideoSamplingOptions):
+class PredictRequest(ArrayOutput, VideoSamplingOptions):
     """Action-conditioned models roll `actions` out from the context (or a state); V-JEPA 2 with its mask
     predictor takes no actions and predicts the tokens of the next tubelet steps from a past clip (images,
     frames or a video: the sampling fields apply to it)."""
@@ -250,16 +266,10 @@ class PredictRequest(VideoSamplingOptions):
         "observation frame, oldest first")
     output: Literal["pooled", "tokens"] = Field(
         "pooled", description="'tokens' adds the predicted token grids (token-level predictors: V-JEPA 2-AC)")
-    timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
-    encoding: Literal["float", "base64"] = Field(
-        "float", description="'base64': arrays as base64 of raw little-endian bytes (smaller, faster to parse)"
-    )
-    dtype: Literal["float32", "float16"] = Field("float32", description="element type of base64 arrays")
 
     @model_validator(mode="after")
     def _start(self) -> PredictRequest:
-        if (self.context is None) == (self.state is None):
-            raise ValueError("give exactly one of 'context' or 'state'")
+        exactly_one(self, "context", "state")
         if self.context is not None and not self.context:
             raise ValueError("'context' is empty")
         return self
@@ -307,11 +317,12 @@ class PlanRequest(Body):
     proprio: list[Vector] | None = Field(
         None, description="V-JEPA 2-AC: the end-effector state (x, y, z, roll, pitch, yaw, gripper) at each "
         "observation frame, oldest first")
-    horizon: int | None = Field(None, ge=1, description="actions in the plan; default 8 or the model's "
+    horizon: int | None = Field(None, ge=1, description=f"actions in the plan; default {CEM.horizon} or the model's "
                                 "(V-JEPA 2-AC: 2); bounded by the server's max_plan_horizon")
     samples: int | None = Field(None, ge=2, description="action sequences per CEM iteration: one predictor batch per "
-                                "step; default 256 or the model's (V-JEPA 2-AC: 400)")
-    iterations: int | None = Field(None, ge=1, description="CEM iterations; default 4 or the model's (V-JEPA 2-AC: 10)")
+                                f"step; default {CEM.samples} or the model's (V-JEPA 2-AC: 400)")
+    iterations: int | None = Field(None, ge=1, description=f"CEM iterations; default {CEM.iterations} or the model's "
+                                   "(V-JEPA 2-AC: 10)")
     elites: int | None = Field(None, ge=1, description="samples refit per iteration; default samples // 8 or the "
                                "model's (V-JEPA 2-AC: 10)")
     cost: Literal["final", "all_steps"] = Field("final", description="distance at the last step, or mean over all steps")
@@ -330,12 +341,11 @@ class PlanRequest(Body):
         "afar, precision near the goal); auto: the first of readout_and_controllable, action_readout, controllable "
         "that the model ships, else full")
     seed: int = Field(0, description="sampling seed: the same request gives the same plan")
-    timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
+    timeout_ms: TimeoutMs = None
 
     @model_validator(mode="after")
     def _goal(self) -> PlanRequest:
-        if (self.goal is None) == (self.goal_state is None):
-            raise ValueError("give exactly one of 'goal' or 'goal_state'")
+        exactly_one(self, "goal", "goal_state")
         if self.elites is not None and self.samples is not None and self.elites > self.samples:
             raise ValueError("elites must not exceed samples")
         return self

@@ -46,7 +46,7 @@ class CollectionConfig:
     name: str
     dim: int
     metric: Metric = "cosine"
-    index: str = "flat"
+    index: kinds.IndexKind = "flat"
     space_id: str | None = None
     model: str | None = None
     params: dict[str, Any] = field(default_factory=dict)

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import faiss
 import numpy as np
 
-KINDS = ("flat", "hnsw", "ivf_flat", "ivf_pq", "auto")
+# flat = exact; hnsw / ivf_flat / ivf_pq = approximate; auto = flat while small, then hnsw
+IndexKind = Literal["flat", "hnsw", "ivf_flat", "ivf_pq", "auto"]
+KINDS: tuple[str, ...] = get_args(IndexKind)
 
 # Defaults for `CollectionConfig.params`; a request may override ef / nprobe per search.
 DEFAULT_PARAMS: dict[str, Any] = {

@@ -19,8 +19,6 @@ RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling
 class ImageLimits:
     max_bytes: int
     max_pixels: int
-    max_video_bytes: int = 64 * 1024 * 1024
-    max_video_frames: int = 3000
 
 
 @dataclass(frozen=True, kw_only=True)

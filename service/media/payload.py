@@ -68,14 +68,22 @@ def b64decode(text: str, max_bytes: int, what: str = "image") -> bytes:
         raise InvalidInput(f"{what} is not valid base64: {exc}", code=ErrorCode.INVALID_BASE64) from exc
 
 
-def decode_frames(item: MediaItem, preprocess: ImagePreprocess, limits: ImageLimits) -> np.ndarray:
+@dataclass(frozen=True)
+class MediaLimits:
+    """The limits of one request's media: images (and clip frames, tensors) and videos."""
+
+    image: ImageLimits
+    video: VideoLimits
+
+
+def decode_frames(item: MediaItem, preprocess: ImagePreprocess, limits: MediaLimits) -> np.ndarray:
     """One item -> float32 (k, 3, H, W): its frames, decoded and preprocessed (k = 1 for an image)."""
     if isinstance(item, RawVideo):
-        return decode_video(item.data, item.sampling, item.sampling.num_frames or 1, preprocess, video_limits(limits))[0]
+        return decode_video(item.data, item.sampling, item.sampling.num_frames or 1, preprocess, limits.video)[0]
     if isinstance(item, RawImage):
-        return preprocess.apply(decode_image(item.data, limits))[None]
+        return preprocess.apply(decode_image(item.data, limits.image))[None]
     if isinstance(item, RawClip):
-        return np.stack([preprocess.apply(decode_image(frame, limits)) for frame in item.frames])
+        return np.stack([preprocess.apply(decode_image(frame, limits.image)) for frame in item.frames])
     frame = (3, preprocess.height, preprocess.width)
     shape = tuple(item.shape)
     if shape != frame and not (len(shape) == 4 and shape[1:] == frame and shape[0] >= 1):
@@ -97,18 +105,14 @@ def decode_frames(item: MediaItem, preprocess: ImagePreprocess, limits: ImageLim
     return array.reshape(-1, *frame)
 
 
-def video_limits(limits: ImageLimits) -> VideoLimits:
-    return VideoLimits(max_bytes=limits.max_video_bytes, max_pixels=limits.max_pixels, max_frames=limits.max_video_frames)
-
-
 def prepare_input(
-    item: MediaItem, preprocess: ImagePreprocess, limits: ImageLimits, clip: ClipSpec | None = None
+    item: MediaItem, preprocess: ImagePreprocess, limits: MediaLimits, clip: ClipSpec | None = None
 ) -> ModelInput:
     """One item -> the encoder's per-item input ((3, H, W), a clip for clip models) + the video sampling echo."""
     clip = clip or ClipSpec()
     if isinstance(item, RawVideo):
         wanted = item.sampling.num_frames or (clip.frames_per_clip if clip.is_clip else 1)
-        frames, sampled = decode_video(item.data, item.sampling, wanted, preprocess, video_limits(limits))
+        frames, sampled = decode_video(item.data, item.sampling, wanted, preprocess, limits.video)
         return ModelInput(to_item(frames, clip), sampled)
     return ModelInput(to_item(decode_frames(item, preprocess, limits), clip))
 

@@ -5,7 +5,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from service.world.planner import CEMConfig, plan_sequences, rollout_batch, trajectory_cost
+from service.world.planner import CEMConfig, default_elites, plan_sequences, rollout_batch, trajectory_cost
 
 LOW, HIGH = np.array([-1.0, -1.0], np.float32), np.array([1.0, 1.0], np.float32)
 
@@ -100,3 +100,8 @@ def test_bad_config_is_refused():
         CEMConfig(samples=1)
     with pytest.raises(ValueError):
         CEMConfig(samples=8, elites=9)
+
+
+def test_elites_default_to_an_eighth_of_the_samples():
+    assert CEMConfig().elites == default_elites(CEMConfig().samples) == 32
+    assert CEMConfig(samples=12).elites == 1 and CEMConfig(samples=64, elites=5).elites == 5
