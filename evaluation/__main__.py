@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(2)
-    from export.demo import ExportOptions, export_demo
+    from export.demo import export_demo
+    from export.pipeline import ExportOptions
 
     started = time.perf_counter()
     report_load = {"start": [round(x, 2) for x in os.getloadavg()]}

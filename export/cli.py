@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from models.demo import DEFAULT_WEIGHTS
-from export.demo import FP16_GATE, FP32_GATE, ExportOptions, ParityError, export_demo
+from export.demo import export_demo
 from export.family_cli import FAMILY_SOURCES, add_family_parsers, run_family
+from export.pipeline import FP16_GATE, FP32_GATE, ExportOptions, ParityError
 from export.vit import RandomViTOptions, export_random_vit
+from models.demo import DEFAULT_WEIGHTS
 from models.vit import ViTConfig
 
 
@@ -49,7 +50,6 @@ def main(argv: list[str] | None = None) -> int:
         options = ExportOptions(
             name=args.name,
             out=args.out,
-            weights=args.weights,
             fp32_gate=args.fp32_gate,
             fp16_gate=args.fp16_gate,
             fp16=not args.no_fp16,
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                                heads=args.heads)
             export_random_vit(RandomViTOptions(config=config, export=options, seed=args.seed))
         else:
-            export_demo(options)
+            export_demo(options, weights=args.weights)
     except (ParityError, FileExistsError, ValueError) as exc:
         print(f"jepa-export: {exc}", file=sys.stderr)
         return 1

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from service.repository import Manifest
+
 SCHEMA_VERSION = 1
 
 
@@ -70,9 +72,10 @@ def staged_entry(out: Path, name: str, force: bool) -> Iterator[Path]:
         folder.mkdir()  # TemporaryDirectory cleanup must not fail on the moved folder
 
 
-def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> Path:
+def write_manifest(folder: Path, manifest: Manifest) -> Path:
+    """The fields the exporter set (defaults stay implicit, as the reader fills them in)."""
     path = folder / "manifest.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"schema_version": SCHEMA_VERSION, **manifest}, indent=2, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(manifest.model_dump(mode="json", exclude_unset=True), indent=2) + "\n")
     tmp.replace(path)
     return path

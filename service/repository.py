@@ -1,8 +1,9 @@
 """Reading model-repository entries: `<repo>/<name>/manifest.json` + ONNX files.
 
-The manifest is the whole contract between export/ and the service; it is
-validated here so that a bad entry fails at start-up with a clear message,
-not on the first request.
+The manifest is the whole contract between export/ and the service, and these
+models are its one definition: export/pipeline.py writes manifests through
+them (extra fields forbidden), and the service validates them here so that a
+bad entry fails at start-up with a clear message, not on the first request.
 """
 
 from __future__ import annotations
@@ -41,12 +42,15 @@ class InputSpec(_Strict):
     tubelet: int = 1
     patch_size: int
     clip_padding: Literal["repeat_first"] = "repeat_first"
+    image: str = ""  # how an image becomes an item (video models: repeated along T), for people reading it
 
 
 class OutputSpec(_Strict):
     dim: int = Field(gt=0)
     token_grid: tuple[int, ...]
     pooling: str
+    token_dim: int | None = None  # when tokens are narrower than the pooled vector (the demo's linear head)
+    frames: str = ""  # what the per-time-step output is, for video encoders
 
 
 class ComponentSpec(_Strict):
@@ -54,6 +58,7 @@ class ComponentSpec(_Strict):
     inputs: dict[str, list[int]]
     outputs: list[str]
     parity: dict[str, object] = {}
+    external_data: dict[Literal["fp32", "fp16"], str] = {}  # weight files beside graphs over 2 GiB
 
 
 class PredictorSpec(_Strict):
@@ -70,6 +75,8 @@ class PredictorSpec(_Strict):
     tokens_per_frame: int = 1
     proprio_dim: int = 0
     step: str = ""
+    normalize_tokens: str = ""  # token-level predictors: how tokens are normalised around each step
+    shorter_history: str = ""  # token-level predictors: how a history shorter than context_frames is fed
 
 
 class FutureSpec(_Strict):
@@ -79,6 +86,8 @@ class FutureSpec(_Strict):
     context_frames: int = Field(ge=1)
     future_steps: int = Field(ge=1)
     tokens_per_step: int = Field(ge=1)
+    future_frames: int | None = None
+    step: str = ""
 
 
 class PlanningSpec(_Strict):
@@ -100,6 +109,7 @@ class Manifest(_Strict):
     name: str
     family: str
     checkpoint_sha256: str
+    source: str = ""  # the weights it was exported from
     space_id: str
     input: InputSpec
     output: OutputSpec
@@ -109,6 +119,7 @@ class Manifest(_Strict):
     planning: PlanningSpec | None = None
     tools: dict[str, str] = {}
     created_at: str = ""
+    architecture: dict[str, int] = {}  # depth, heads, ... of checkpoint families, for people reading it
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.demo import FP16_GATE, FP32_GATE, ExportOptions, ParityError, export_demo
+from export.demo import export_demo
 from export.parity import compare_outputs, row_cosines
+from export.pipeline import FP16_GATE, FP32_GATE, ExportOptions, ParityError
 from models.demo import build_demo_model, load_demo_model, save_demo_model
 
 quiet = {"log": lambda _: None}
@@ -85,7 +86,7 @@ def test_existing_entry_needs_force(tmp_path: Path):
 def test_space_id_follows_the_weights(tmp_path: Path, demo_repository: Path):
     same = export_demo(ExportOptions(out=tmp_path / "a", fp16=False), **quiet)
     untrained = save_demo_model(build_demo_model(1), tmp_path / "init.safetensors")
-    other = export_demo(ExportOptions(out=tmp_path / "b", weights=untrained, fp16=False), **quiet)
+    other = export_demo(ExportOptions(out=tmp_path / "b", fp16=False), weights=untrained, **quiet)
     ids = [json.loads((p / "manifest.json").read_text())["space_id"] for p in (demo_repository / "demo", same, other)]
     assert ids[0] == ids[1] != ids[2]
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from export.cli import main
-from export.demo import FP16_GATE, FP32_GATE
+from export.pipeline import FP16_GATE, FP32_GATE
 from tests.jepa_checkpoints import cosine_rows, original_vjepa2_file, tiny_ijepa_folder, tiny_vjepa2_folder
 
 
