@@ -19,7 +19,7 @@ import torch
 
 from export.manifest import SCHEMA_VERSION, staged_entry, tool_versions, write_manifest
 from export.onnx_graph import convert_fp16, export_onnx, external_data_file
-from export.parity import ParityReport, check_parity
+from export.parity import check_parity
 from service.repository import ComponentSpec, Manifest
 
 FP32_GATE = 0.99999
@@ -41,6 +41,8 @@ class ExportOptions:
     fp32_gate: float = FP32_GATE
     fp16_gate: float = FP16_GATE
     fp16: bool = True
+    # ONNX Runtime's transformer fusions (export/fusion.py) in place of the traced graphs, behind a parity gate
+    fuse: bool = False
     force: bool = False
 
 
@@ -92,18 +94,40 @@ def export_component(
     files = {"fp32": fp32_path.name}
     parity: dict[str, Any] = {"fp32": fp32.as_dict(), "fp32_gate": options.fp32_gate, "fp16_gate": options.fp16_gate}
     if options.fp16:
-        fp16_path = folder / f"{stem}.fp16.onnx"
-        convert_fp16(fp32_path, fp16_path)
-        fp16: ParityReport = check_parity(fp16_path, feeds, reference)
-        parity["fp16"] = fp16.as_dict()
-        if fp16.min_cosine >= options.fp16_gate:
-            files["fp16"] = fp16_path.name
-            log(f"[{stem}] fp16 parity: min cosine {fp16.min_cosine:.7f} >= {options.fp16_gate}: kept")
-        else:
-            fp16_path.unlink()
-            log(f"[{stem}] fp16 parity: min cosine {fp16.min_cosine:.7f} < {options.fp16_gate}: REJECTED, not written")
+        parity["fp16"] = fp16_copy(fp32_path, feeds, reference, options.fp16_gate, stem, log)
+        if parity["fp16"].get("kept"):
+            files["fp16"] = f"{stem}.fp16.onnx"
     inputs = {name: [-1, *value.shape[1:]] for name, value in feeds.items()}
     return ComponentSpec(files=files, inputs=inputs, outputs=list(output_names), parity=parity)
+
+
+def fp16_copy(
+    fp32_path: Path,
+    feeds: dict[str, np.ndarray],
+    reference: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]],
+    gate: float,
+    stem: str,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Write `<stem>.fp16.onnx` beside the fp32 graph if it converts, runs and passes its gate; the parity
+    record says which (a conversion that fails or writes an invalid graph is a failed gate, not a failed export)."""
+    fp16_path = fp32_path.with_name(f"{stem}.fp16.onnx")
+    try:
+        convert_fp16(fp32_path, fp16_path)
+        report = check_parity(fp16_path, feeds, reference)
+    except Exception as exc:
+        for leftover in (fp16_path, external_data_file(fp16_path)):
+            leftover.unlink(missing_ok=True)
+        reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:300]
+        log(f"[{stem}] fp16 conversion failed ({reason}): REJECTED, not written")
+        return {"error": reason, "kept": False}
+    kept = report.min_cosine >= gate
+    if kept:
+        log(f"[{stem}] fp16 parity: min cosine {report.min_cosine:.7f} >= {gate}: kept")
+    else:
+        fp16_path.unlink()
+        log(f"[{stem}] fp16 parity: min cosine {report.min_cosine:.7f} < {gate}: REJECTED, not written")
+    return {**report.as_dict(), "kept": kept}
 
 
 def with_external_data(folder: Path, component: ComponentSpec) -> ComponentSpec:
@@ -120,11 +144,18 @@ def with_external_data(folder: Path, component: ComponentSpec) -> ComponentSpec:
     return component.model_copy(update={"external_data": kept}) if kept else component
 
 
-def write_entry(options: ExportOptions, build: Callable[[Path], dict[str, Any]], log: Callable[[str], None]) -> Path:
+def write_entry(
+    options: ExportOptions,
+    build: Callable[[Path], dict[str, Any]],
+    log: Callable[[str], None],
+    finish: Callable[[Path], dict[str, Any]] | None = None,
+) -> Path:
     """Build `<out>/<name>/` in a hidden temp folder, then rename it into place.
 
     `build(folder)` writes the graphs and returns the manifest's fields (components as ComponentSpec); name,
     creation time and tool versions are added here, and every component's external-data files recorded.
+    `finish(folder)`, if given, runs on the written entry (ONNX Runtime's fusions read its manifest) and returns
+    fields to add to the manifest.
     """
     with staged_entry(options.out, options.name, options.force) as folder:
         fields = build(folder)
@@ -137,6 +168,10 @@ def write_entry(options: ExportOptions, build: Callable[[Path], dict[str, Any]],
             **fields,
         }, extra="forbid")
         write_manifest(folder, manifest)
+        if finish is not None:
+            added = finish(folder)
+            manifest = Manifest.model_validate({**manifest.model_dump(exclude_unset=True), **added}, extra="forbid")
+            write_manifest(folder, manifest)
     target = options.out / options.name
     log(f"wrote {target}")
     return target

@@ -56,4 +56,9 @@ def export_random_vit(options: RandomViTOptions, log: Callable[[str], None] = pr
             "components": {"encoder": encoder_entry},
         }
 
-    return write_entry(opts, build, log)
+    def fuse(folder: Path) -> dict[str, Any]:
+        from export.fusion import fuse_entry  # onnxruntime.transformers: only when asked for
+
+        return {"fusion": fuse_entry(folder, replace=True, log=log)}
+
+    return write_entry(opts, build, log, finish=fuse if opts.fuse else None)

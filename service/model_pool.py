@@ -20,6 +20,8 @@ from service.world import FuturePredictor, LatentRollout, TokenRollout
 
 log = logging.getLogger(__name__)
 
+GPU_ENGINE_INSTANCES = 2  # the auto default on a GPU (JEPA_ENGINE_INSTANCES=0), chosen by docs/bench/gpu.md
+
 
 @dataclass
 class ServedModel:
@@ -46,19 +48,25 @@ class ServedModel:
         return int(np.prod(self.manifest.output.token_grid))
 
     async def encode(
-        self, pixels: list[np.ndarray], deadline: float | None = None, announced: bool = False
+        self,
+        pixels: list[np.ndarray],
+        deadline: float | None = None,
+        announced: bool = False,
+        outputs: tuple[str, ...] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Preprocessed items ((3, H, W), or a clip for clip models) -> every encoder output stacked:
-        pooled (N, D), tokens (N, T, D) and, for video encoders, frames (N, steps, D)."""
+        """Preprocessed items ((3, H, W), or a clip for clip models) -> the encoder outputs asked for (None =
+        all), stacked: pooled (N, D), tokens (N, T, D) and, for video encoders, frames (N, steps, D)."""
         items = [{"pixel_values": p} for p in pixels]
-        outputs = await self.encoder.infer(items, deadline=deadline, cost=self.tokens_per_item, announced=announced)
-        return {name: np.stack([o[name] for o in outputs]) for name in outputs[0]}
+        results = await self.encoder.infer(
+            items, deadline=deadline, cost=self.tokens_per_item, announced=announced, outputs=outputs
+        )
+        return {name: np.stack([o[name] for o in results]) for name in results[0]}
 
     async def embed(
         self, pixels: list[np.ndarray], deadline: float | None = None, announced: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
         """-> pooled (N, D) and tokens (N, T, D)."""
-        outputs = await self.encode(pixels, deadline, announced)
+        outputs = await self.encode(pixels, deadline, announced, outputs=("pooled", "tokens"))
         return outputs["pooled"], outputs["tokens"]
 
 
@@ -138,6 +146,14 @@ class ModelPool:
                 await batcher.stop()
 
 
+def engine_instances(settings: Settings, device: str) -> int:
+    """Sessions per component. On a GPU two batches in flight let one's copies overlap the other's compute
+    (measured: docs/bench/gpu.md); on a CPU a second session only fights the first for the same cores."""
+    if settings.engine_instances:
+        return settings.engine_instances
+    return GPU_ENGINE_INSTANCES if device != "CPUExecutionProvider" else 1
+
+
 def build_engine(
     entry: RepositoryEntry, component: str, providers: list[str], policy: BatchPolicy, settings: Settings
 ) -> Engine:
@@ -172,8 +188,12 @@ def build_served_model(
             size = settings.predictor_max_batch_size
             component_policy = replace(policy, max_batch_size=size, max_queue_size=max(policy.max_queue_size, 2 * size))
         engine = build_engine(entry, component, providers, component_policy, settings)
+        instances = [engine] + [
+            build_engine(entry, component, providers, component_policy, settings)
+            for _ in range(engine_instances(settings, engine.device) - 1)
+        ]
         precision = engine.precision
-        batchers[component] = DynamicBatcher(engine, component_policy, metrics, model=entry.name, component=component)
+        batchers[component] = DynamicBatcher(instances, component_policy, metrics, model=entry.name, component=component)
         parity = spec.parity.get(precision)
         if isinstance(parity, dict) and "min_cosine" in parity:
             metrics.parity.labels(model=entry.name, component=component, precision=precision).set(parity["min_cosine"])

@@ -39,7 +39,7 @@ def media_limits(settings: Settings) -> MediaLimits:
 @dataclass
 class Embedded:
     pooled: np.ndarray  # (N, D) raw, not normalised
-    tokens: np.ndarray  # (N, T, D)
+    tokens: np.ndarray  # (N, T, D); (N, 0, D) when tokens were not asked for
     decode_ms: float
     inference_ms: float
     cached: list[bool] | None = None  # per item: from the embedding cache
@@ -59,12 +59,14 @@ async def embed_items(
     items: Sequence[MediaItem],
     deadline: float | None = None,
     use_cache: bool = True,
+    output: str = "pooled",
 ) -> Embedded:
-    """Pooled embeddings (and tokens); with the cache, only the inputs it does not hold are computed (tokens then empty)."""
+    """Pooled embeddings, plus the `output` asked for ("tokens" or "frames"): only those leave the engine.
+    With the cache, only the inputs it does not hold are computed."""
     cache = services.embed_cache if use_cache else None
     if cache is None or any(isinstance(item, RawVideo) for item in items):
         # videos bypass the cache: their response carries the sampling echo, which the cache does not keep
-        result = await _compute(services, model, items, deadline)
+        result = await _compute(services, model, items, deadline, output)
         result.cached = [False] * len(items)
         return result
     keys = [cache_key(item, model.manifest.space_id) for item in items]
@@ -87,7 +89,8 @@ async def embed_items(
 
 
 async def _compute(
-    services: Services, model: ServedModel, items: Sequence[MediaItem], deadline: float | None = None
+    services: Services, model: ServedModel, items: Sequence[MediaItem], deadline: float | None = None,
+    output: str = "pooled",
 ) -> Embedded:
     limits = media_limits(services.settings)
     started = time.perf_counter()
@@ -104,8 +107,10 @@ async def _compute(
     per_item = (decoded - started) / max(len(items), 1)
     for _ in items:
         services.metrics.decode_seconds.observe(per_item)
-    outputs = await model.encode([p.pixels for p in prepared], deadline, announced=True)
-    return Embedded(outputs["pooled"], outputs["tokens"], (decoded - started) * 1000,
+    wanted = ("pooled",) if output == "pooled" else ("pooled", output)
+    outputs = await model.encode([p.pixels for p in prepared], deadline, announced=True, outputs=wanted)
+    tokens = outputs.get("tokens", np.zeros((len(items), 0, outputs["pooled"].shape[1]), np.float32))
+    return Embedded(outputs["pooled"], tokens, (decoded - started) * 1000,
                     (time.perf_counter() - decoded) * 1000, frames=outputs.get("frames"),
                     sampled=[p.sampled for p in prepared])
 

@@ -120,6 +120,7 @@ class Manifest(_Strict):
     tools: dict[str, str] = {}
     created_at: str = ""
     architecture: dict[str, int] = {}  # depth, heads, ... of checkpoint families, for people reading it
+    fusion: str = ""  # ONNX Runtime's transformer fusions applied at export (export/fusion.py), if any
 
 
 @dataclass(frozen=True)

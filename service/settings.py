@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     )
     precision: Literal["auto", "fp32", "fp16"] = Field("auto", description="auto = fp16 on GPU when the entry has a gated fp16 file, fp32 on CPU")
     intra_op_threads: int = Field(0, ge=0, description="ORT threads inside one op; 0 = one per core")
+    engine_instances: int = Field(
+        0, ge=0, le=8,
+        description="engine sessions per model component, each with its own batch in flight (copies of one overlap "
+        "compute of another on a GPU); 0 = auto: 2 on a GPU, 1 on CPU",
+    )
 
     # Dynamic batching: bigger batches raise throughput, the delay adds latency at low load.
     max_batch_size: int = Field(16, ge=1, le=4096, description="items per engine call")

@@ -104,7 +104,9 @@ async def embed(request: Request, services: ReadyServicesDep, deadline: Deadline
             f"content type {content_type!r} is not accepted", {"accepted": ["application/json", "multipart/form-data"]}
         )
     model = services.models.resolve_model(options.model, services.settings.default_model)
-    result = await embed_items(services, model, items, deadline.at(options.timeout_ms), use_cache=options.output == "pooled")
+    result = await embed_items(
+        services, model, items, deadline.at(options.timeout_ms), use_cache=options.output == "pooled", output=options.output
+    )
     pooled = l2_normalize(result.pooled) if options.normalize else result.pooled
     tokens = result.tokens if options.output == "tokens" else None
     frames = None

@@ -25,7 +25,10 @@ class DoublingEngine:
         self.gate.set()
         self.entered = threading.Event()  # set once a batch reaches the engine
 
-    def run(self, inputs):
+    def input_buffers(self, batch):
+        return {}
+
+    def run(self, inputs, outputs=None):
         self.entered.set()
         self.gate.wait(5)
         self.batches.append(len(inputs["x"]))
@@ -237,7 +240,7 @@ def test_tuned_warm_up_caps_batches_where_cost_per_item_stops_falling():
     class KneeEngine(DoublingEngine):
         """Per-item cost falls until 4 items, then rises: batches of 8 and 16 are slower per item."""
 
-        def run(self, inputs):
+        def run(self, inputs, outputs=None):
             n = len(inputs["x"])
             clock.sleep(0.002 * n * (1.0 if n <= 4 else 2.0) + 0.004)
             return {"y": inputs["x"] * 2}
@@ -258,3 +261,80 @@ async def test_batches_respect_the_tuned_limit():
     await asyncio.gather(*(batcher.infer([item(i)]) for i in range(9)))
     await batcher.stop()
     assert max(engine.batches) == 3 and sum(engine.batches) == 9
+
+
+class BufferedEngine(DoublingEngine):
+    """Owns one input buffer per batch size (as OrtEngine does) and records what run() was given."""
+
+    output_names = ("y", "z")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffers: dict[int, dict] = {}
+        self.given: list[tuple[bool, tuple | None]] = []  # (inputs were our buffer, outputs asked for)
+
+    def input_buffers(self, batch):
+        return self.buffers.setdefault(batch, {"x": np.zeros((batch, 3), np.float32)})
+
+    def run(self, inputs, outputs=None):
+        self.given.append((inputs["x"] is self.buffers.get(len(inputs["x"]), {}).get("x"), outputs))
+        names = self.output_names if outputs is None else outputs
+        every = {"y": inputs["x"] * 2, "z": inputs["x"] * 3}
+        return {name: every[name] for name in names}
+
+
+async def test_batches_are_assembled_in_the_engines_buffer_and_ask_only_for_wanted_outputs():
+    engine = BufferedEngine()
+    batcher = make(engine, max_batch_size=8, max_queue_delay_ms=50, preferred_batch_sizes=(4, 8))
+    batcher.start()
+    only_y = await asyncio.gather(*(batcher.infer([item(i)], outputs=["y"]) for i in range(3)))
+    both = await batcher.infer([item(10)])
+    await batcher.stop()
+    assert all(in_buffer for in_buffer, _ in engine.given)  # no stacked copy: the engine's own buffer
+    assert engine.given[0][1] == ("y",) and engine.given[-1][1] is None
+    for i, (out,) in enumerate(only_y):
+        assert set(out) == {"y"}
+        np.testing.assert_array_equal(out["y"], np.full(3, 2 * i, np.float32))
+    assert set(both[0]) == {"y", "z"} and both[0]["z"][0] == 30
+
+
+async def test_two_instances_keep_two_batches_in_flight():
+    """Each instance runs in its own worker: a second batch starts while the first is still running."""
+    started = threading.Barrier(2, timeout=5)
+
+    class MeetingEngine(DoublingEngine):
+        def run(self, inputs, outputs=None):
+            started.wait()  # raises BrokenBarrierError unless another batch runs at the same time
+            return super().run(inputs, outputs)
+
+    engines = [MeetingEngine(), MeetingEngine()]
+    batcher = DynamicBatcher(engines, BatchPolicy(max_batch_size=2), Metrics(), model="fake", component="encoder")
+    batcher.start()
+    results = await asyncio.gather(*(batcher.infer([item(i)]) for i in range(4)))
+    await batcher.stop()
+    assert [out["y"][0] for (out,) in results] == [0, 2, 4, 6]
+    assert all(engine.batches for engine in engines)  # both instances took work
+    assert not started.broken
+
+
+async def test_one_instance_runs_one_batch_at_a_time():
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    class CountingEngine(DoublingEngine):
+        def run(self, inputs, outputs=None):
+            nonlocal running, most
+            with lock:
+                running += 1
+                most = max(most, running)
+            try:
+                return super().run(inputs, outputs)
+            finally:
+                with lock:
+                    running -= 1
+
+    batcher = make(CountingEngine(), max_batch_size=1)
+    batcher.start()
+    await asyncio.gather(*(batcher.infer([item(i)]) for i in range(6)))
+    await batcher.stop()
+    assert most == 1
