@@ -20,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the demo JEPA (encoder + action-conditioned predictor)")
     demo.add_argument("--name", default="demo", help="entry name in the repository (default: demo)")
     demo.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository folder")
-    demo.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="demo safetensors (default: the shipped trained weights)")
+    demo.add_argument(
+        "--weights", type=Path, default=DEFAULT_WEIGHTS, help="demo safetensors (default: the shipped trained weights)"
+    )
     demo.add_argument("--fp32-gate", type=float, default=FP32_GATE, help="min cosine of fp32 ONNX vs PyTorch")
     demo.add_argument("--fp16-gate", type=float, default=FP16_GATE, help="min cosine for the fp16 copy to be kept")
     demo.add_argument("--no-fp16", action="store_true", help="skip the fp16 copy")

@@ -37,17 +37,23 @@ def export_demo(options: ExportOptions, log: Callable[[str], None] = print, weig
 
     def build(folder: Path) -> dict[str, Any]:
         pixels = clip_probes(PROBES, model.mean, model.std)
-        encoder = export_component(model.encoder, {"pixel_values": pixels}, ("pooled", "tokens"), folder, "encoder", options, log)
+        encoder = export_component(
+            model.encoder, {"pixel_values": pixels}, ("pooled", "tokens"), folder, "encoder", options, log
+        )
         with torch.inference_mode():
             states = model.encoder(torch.from_numpy(pixels))[0].numpy()
-        actions = np.random.default_rng(99).uniform(-model.action_bound, model.action_bound, (PROBES, 2)).astype(np.float32)
+        actions = (
+            np.random.default_rng(99).uniform(-model.action_bound, model.action_bound, (PROBES, 2)).astype(np.float32)
+        )
         predictor = export_component(
             model.predictor, {"state": states, "action": actions}, ("next_state",), folder, "predictor", options, log
         )
         # world states for the controllable subspace: encoded clips of random-policy trajectories
         data = world.generate_trajectories(2024, 64, steps=8)
         frames = data.frames().astype(np.float32) / 255.0  # (64, 9, 64, 64, 3)
-        frames = ((frames - np.asarray(model.mean, np.float32)) / np.asarray(model.std, np.float32)).transpose(0, 1, 4, 2, 3)
+        frames = ((frames - np.asarray(model.mean, np.float32)) / np.asarray(model.std, np.float32)).transpose(
+            0, 1, 4, 2, 3
+        )
         clips = np.stack([frames[:, :-1], frames[:, 1:]], axis=2).reshape(-1, 2, 3, 64, 64)  # (512, 2, 3, 64, 64)
         with torch.inference_mode():
             world_states = model.encoder(torch.from_numpy(np.ascontiguousarray(clips)))[0].numpy()

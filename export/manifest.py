@@ -35,7 +35,9 @@ def state_dict_sha256(modules: Iterable[torch.nn.Module]) -> str:
     return digest.hexdigest()
 
 
-def embedding_space_id(family: str, checkpoint_sha256: str, preprocessing: Mapping[str, Any], pooling: str, dim: int) -> str:
+def embedding_space_id(
+    family: str, checkpoint_sha256: str, preprocessing: Mapping[str, Any], pooling: str, dim: int
+) -> str:
     """Vectors are comparable only if weights, preprocessing, pooling and dim all agree."""
     canonical = json.dumps(
         {"checkpoint": checkpoint_sha256, "preprocessing": preprocessing, "pooling": pooling, "dim": dim},

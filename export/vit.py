@@ -38,8 +38,9 @@ def export_random_vit(options: RandomViTOptions, log: Callable[[str], None] = pr
     log(f"random ViT: {params / 1e6:.1f}M parameters, {cfg.num_patches} patches of {cfg.patch_size}px, dim {cfg.dim}")
     def build(folder: Path) -> dict[str, Any]:
         pixels = image_probes(8, cfg.image_size, IMAGENET_MEAN, IMAGENET_STD)
-        encoder_entry = export_component(encoder, {"pixel_values": pixels}, ("pooled", "tokens"), folder, "encoder", opts,
-                                         log)
+        encoder_entry = export_component(
+            encoder, {"pixel_values": pixels}, ("pooled", "tokens"), folder, "encoder", opts, log
+        )
         checkpoint = state_dict_sha256([encoder])
         preprocessing = {
             "image_size": [cfg.image_size, cfg.image_size], "resize": "bilinear", "mean": list(IMAGENET_MEAN),

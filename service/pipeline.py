@@ -49,7 +49,9 @@ class Embedded:
 
 def require_rollout(model: ServedModel) -> LatentRollout | TokenRollout:
     if model.rollout is None:
-        raise UnprocessableInput(f"model {model.name!r} has no action-conditioned predictor", code=ErrorCode.NO_PREDICTOR)
+        raise UnprocessableInput(
+            f"model {model.name!r} has no action-conditioned predictor", code=ErrorCode.NO_PREDICTOR
+        )
     return model.rollout
 
 
@@ -178,7 +180,8 @@ async def observe_clip(services: Services, model: ServedModel, items: Sequence[M
 
 
 async def _decode_frames(services: Services, model: ServedModel, items: Sequence[MediaItem]) -> np.ndarray:
-    """Every item's frames, decoded in the decode executor and preprocessed for the model, oldest first: (k, 3, H, W)."""
+    """Every item's frames, decoded in the decode executor and preprocessed for the model, oldest first:
+    (k, 3, H, W)."""
     limits = media_limits(services.settings)
     decoded = await asyncio.gather(*(services.decode(decode_frames, i, model.preprocess, limits) for i in items))
     return np.concatenate(decoded)

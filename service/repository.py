@@ -151,12 +151,23 @@ def read_entry(folder: Path) -> RepositoryEntry:
         raise ManifestError(f"{folder.name}: no manifest.json") from exc
     except (json.JSONDecodeError, ValidationError) as exc:
         raise ManifestError(f"{folder.name}: invalid manifest.json: {exc}") from exc
+    _check_contracts(folder.name, manifest)
+    _check_files(folder, manifest)
+    return RepositoryEntry(name=folder.name, folder=folder, manifest=manifest)
+
+
+def _check_contracts(name: str, manifest: Manifest) -> None:
+    """Every component the service would run has the contract that says how to run it."""
     if "encoder" not in manifest.components:
-        raise ManifestError(f"{folder.name}: manifest has no encoder component")
+        raise ManifestError(f"{name}: manifest has no encoder component")
     if "predictor" in manifest.components and manifest.predictor is None:
-        raise ManifestError(f"{folder.name}: predictor component without a predictor contract")
+        raise ManifestError(f"{name}: predictor component without a predictor contract")
     if "future" in manifest.components and manifest.future is None:
-        raise ManifestError(f"{folder.name}: future component without a future contract")
+        raise ManifestError(f"{name}: future component without a future contract")
+
+
+def _check_files(folder: Path, manifest: Manifest) -> None:
+    """Every file the manifest lists is there (and every component has its fp32 graph)."""
     if manifest.planning is not None:
         for aid in (manifest.planning.controllable_projection, manifest.planning.action_readout):
             if aid is not None and not (folder / aid).is_file():
@@ -167,7 +178,6 @@ def read_entry(folder: Path) -> RepositoryEntry:
         for file in component.files.values():
             if not (folder / file).is_file():
                 raise ManifestError(f"{folder.name}: {file} is listed in the manifest but missing")
-    return RepositoryEntry(name=folder.name, folder=folder, manifest=manifest)
 
 
 def scan_repository(root: Path) -> tuple[list[RepositoryEntry], list[EntryFailure]]:

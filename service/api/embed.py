@@ -32,7 +32,10 @@ def form_fields(options: type[BaseModel]) -> dict[str, dict]:
     fields = {}
     for name, schema in options.model_json_schema()["properties"].items():
         variants = [v for v in schema.get("anyOf", [schema]) if v.get("type") != "null"]
-        fields[name] = {**variants[0], **{k: schema[k] for k in ("description", "default") if schema.get(k) is not None}}
+        fields[name] = {
+            **variants[0],
+            **{k: schema[k] for k in ("description", "default") if schema.get(k) is not None},
+        }
     return fields
 
 
@@ -105,7 +108,12 @@ async def embed(request: Request, services: ReadyServicesDep, deadline: Deadline
         )
     model = services.models.resolve_model(options.model, services.settings.default_model)
     result = await embed_items(
-        services, model, items, deadline.at(options.timeout_ms), use_cache=options.output == "pooled", output=options.output
+        services,
+        model,
+        items,
+        deadline.at(options.timeout_ms),
+        use_cache=options.output == "pooled",
+        output=options.output,
     )
     pooled = l2_normalize(result.pooled) if options.normalize else result.pooled
     tokens = result.tokens if options.output == "tokens" else None

@@ -70,7 +70,9 @@ class MediaInput(Body):
 class VideoSamplingOptions(Body):
     """How frames are taken from video inputs (ignored for images); echoed per video in the response."""
 
-    num_frames: int | None = Field(None, ge=1, le=1024, description="frames per clip; default: the model's frames_per_clip")
+    num_frames: int | None = Field(
+        None, ge=1, le=1024, description="frames per clip; default: the model's frames_per_clip"
+    )
     stride: int | None = Field(None, ge=1, le=10_000, description="take every stride-th frame")
     fps: float | None = Field(None, gt=0, le=1000, description="take frames at this rate (frames per second)")
     start_s: float = Field(0.0, ge=0, le=86_400, description="first instant sampled (seconds)")
@@ -87,7 +89,9 @@ class EmbedOptions(ArrayOutput, VideoSamplingOptions):
 
     model: str | None = Field(None, description="model name; default: the server's default model")
     output: Literal["pooled", "tokens", "frames"] = Field(
-        "pooled", description="'tokens' adds the patch-token grid; 'frames' adds one vector per time step (video models)")
+        "pooled",
+        description="'tokens' adds the patch-token grid; 'frames' adds one vector per time step (video models)",
+    )
     normalize: bool = Field(True, description="L2-normalise the pooled embeddings")
 
 
@@ -122,7 +126,9 @@ class EmbedResponse(BaseModel):
     frames: list[list[Vector]] | EncodedArray | None = Field(
         None, description="(N, time steps, dim) with output='frames': per tubelet step, the mean of its tokens")
     timings_ms: dict[str, float]
-    cached: list[bool] | None = Field(None, description="per input: answered from the content-addressed embedding cache")
+    cached: list[bool] | None = Field(
+        None, description="per input: answered from the content-addressed embedding cache"
+    )
     sampling: list[SampledFrames | None] | None = Field(
         None, description="per input: the frames taken from a video input (null for other inputs)")
 
@@ -139,10 +145,14 @@ class IndexParams(Body):
     pq_m: int | None = Field(None, ge=1, le=1024, description="PQ sub-quantisers (must divide dim)")
     pq_bits: int | None = Field(None, ge=4, le=8, description="bits per PQ code")
     rerank: int | None = Field(None, ge=1, le=64, description="candidates per result re-scored exactly")
-    pca: int | None = Field(None, ge=1, le=65536, description="project to this many dimensions before the ANN index; re-ranked exactly")
+    pca: int | None = Field(
+        None, ge=1, le=65536, description="project to this many dimensions before the ANN index; re-ranked exactly"
+    )
     min_train_points: int | None = Field(None, ge=1, description="IVF kinds search exactly until this many points")
     auto_hnsw_from: int | None = Field(None, ge=1, description="`auto` switches from flat to hnsw at this size")
-    rebuild_dead_ratio: float | None = Field(None, gt=0, le=1, description="rebuild when tombstones / indexed exceeds this")
+    rebuild_dead_ratio: float | None = Field(
+        None, gt=0, le=1, description="rebuild when tombstones / indexed exceeds this"
+    )
 
 
 class SearchParams(Body):
@@ -150,7 +160,9 @@ class SearchParams(Body):
 
     ef: int | None = Field(None, ge=1, le=4096, description="HNSW search beam width")
     nprobe: int | None = Field(None, ge=1, le=262144, description="IVF lists scanned")
-    rerank: int | None = Field(None, ge=1, le=64, description="candidates per result re-scored exactly (approximate kinds)")
+    rerank: int | None = Field(
+        None, ge=1, le=64, description="candidates per result re-scored exactly (approximate kinds)"
+    )
 
 
 class CreateCollection(Body):
@@ -160,7 +172,9 @@ class CreateCollection(Body):
         "flat", description="flat = exact; hnsw / ivf_flat / ivf_pq = approximate; auto = flat while small, then hnsw"
     )
     model: str | None = Field(None, description="served model whose embedding space this collection holds")
-    space_id: str | None = Field(None, max_length=128, description="embedding space id; taken from `model` when omitted")
+    space_id: str | None = Field(
+        None, max_length=128, description="embedding space id; taken from `model` when omitted"
+    )
     params: IndexParams | None = Field(None, description="index build parameters; defaults suit most collections")
 
 
@@ -173,7 +187,9 @@ class CollectionInfo(BaseModel):
     model: str | None
     count: int
     memory_bytes: int
-    index_in_use: str | None = Field(None, description="kind serving now (auto and untrained IVF serve exactly while small)")
+    index_in_use: str | None = Field(
+        None, description="kind serving now (auto and untrained IVF serve exactly while small)"
+    )
     tombstones: int = Field(0, description="deleted points still hidden inside the index until the next rebuild")
     params: dict[str, Any] = Field(default_factory=dict, description="index parameters given at creation")
 
@@ -183,7 +199,9 @@ class UpsertPoints(Body):
     vectors: list[Vector] | None = None
     inputs: list[MediaInput] | None = None
     metadata: list[dict[str, Any]] | None = None
-    space_id: str | None = Field(None, description="space of `vectors`; refused (409) if it differs from the collection's")
+    space_id: str | None = Field(
+        None, description="space of `vectors`; refused (409) if it differs from the collection's"
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> UpsertPoints:
@@ -228,7 +246,8 @@ class SearchRequest(Body):
     timeout_ms: TimeoutMs = None
     filter: dict[str, Any] | None = Field(
         None,
-        description='metadata conditions, all must hold: {"label": "cat", "tag": {"in": ["a", "b"]}, "year": {"gte": 2020}}',
+        description='metadata conditions, all must hold: '
+        '{"label": "cat", "tag": {"in": ["a", "b"]}, "year": {"gte": 2020}}',
     )
     params: SearchParams | None = None
 
@@ -311,7 +330,9 @@ class PlanRequest(Body):
     """Plan actions from the current observation toward a goal, by CEM on the model's latent predictor."""
 
     model: str | None = None
-    observation: list[MediaInput] = Field(min_length=1, description="current frames, oldest first (up to the model's context)")
+    observation: list[MediaInput] = Field(
+        min_length=1, description="current frames, oldest first (up to the model's context)"
+    )
     goal: MediaInput | None = Field(None, description="goal image (or clip)")
     goal_state: Vector | None = Field(None, description="a goal state embedding instead of a goal image")
     proprio: list[Vector] | None = Field(
@@ -325,7 +346,9 @@ class PlanRequest(Body):
                                    "(V-JEPA 2-AC: 10)")
     elites: int | None = Field(None, ge=1, description="samples refit per iteration; default samples // 8 or the "
                                "model's (V-JEPA 2-AC: 10)")
-    cost: Literal["final", "all_steps"] = Field("final", description="distance at the last step, or mean over all steps")
+    cost: Literal["final", "all_steps"] = Field(
+        "final", description="distance at the last step, or mean over all steps"
+    )
     distance: Literal["auto", "l2", "l1"] = Field(
         "auto", description="l2 = mean squared difference, l1 = mean absolute (V-JEPA 2-AC's energy on tokens); "
         "auto = what the model's manifest says (l2 when it says nothing)")
@@ -354,7 +377,9 @@ class PlanRequest(Body):
 class PlanResponse(BaseModel):
     model: str
     space_id: str
-    actions: list[Vector] = Field(description="the planned action sequence (horizon x action_dim), inside the action box")
+    actions: list[Vector] = Field(
+        description="the planned action sequence (horizon x action_dim), inside the action box"
+    )
     cost: float = Field(description="predicted cost of the plan (lower is closer to the goal)")
     zero_action_cost: float = Field(description="predicted cost of doing nothing, for comparison")
     predicted_states: list[Vector] = Field(description="predicted state embedding after each planned action")
@@ -362,5 +387,7 @@ class PlanResponse(BaseModel):
     subspace: Literal["full", "controllable", "action_readout", "readout_and_controllable"]
     distance: Literal["l2", "l1"]
     settings: dict[str, int] = Field(description="horizon, samples, elites and iterations used")
-    predicted_proprio: list[Vector] | None = Field(None, description="V-JEPA 2-AC: end-effector state after each action")
+    predicted_proprio: list[Vector] | None = Field(
+        None, description="V-JEPA 2-AC: end-effector state after each action"
+    )
     timings_ms: dict[str, float]

@@ -155,8 +155,10 @@ def decode_video(
     source = _describe(container)
     if source.width * source.height > limits.max_pixels:
         container.close()
-        raise PayloadTooLarge(f"video frames are {source.width}x{source.height}; the limit is {limits.max_pixels} pixels",
-                              {"width": source.width, "height": source.height, "max_pixels": limits.max_pixels})
+        raise PayloadTooLarge(
+            f"video frames are {source.width}x{source.height}; the limit is {limits.max_pixels} pixels",
+            {"width": source.width, "height": source.height, "max_pixels": limits.max_pixels},
+        )
     total = 0
     if sampling.mode == "uniform":
         total = source.frames

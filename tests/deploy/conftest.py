@@ -47,7 +47,9 @@ def render_nginx(conf: str, upstreams: dict[str, int], listen: int, workdir: Pat
         assert n == 1, f"{name} is not an upstream of deploy/nginx/nginx.conf"
     conf, n = re.subn(r"listen 80;", f"listen 127.0.0.1:{listen};", conf)
     assert n == 1
-    temp = "".join(f"    {kind}_temp_path {workdir}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp = "".join(
+        f"    {kind}_temp_path {workdir}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     conf = conf.replace("http {\n", "http {\n" + temp, 1)
     main = f"pid {workdir}/nginx.pid;\n" + ("user root;\n" if os.geteuid() == 0 else "")
     return main + conf
@@ -67,7 +69,7 @@ def cluster(demo_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         processes["redis"] = subprocess.Popen(
             [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--appendonly", "yes",
              "--appendfsync", "always", "--save", "", "--dir", str(workdir)],
-            stdout=open(workdir / "redis.log", "w"), stderr=subprocess.STDOUT)
+            stdout=open(workdir / "redis.log", "w"), stderr=subprocess.STDOUT)  # noqa: SIM115 - the child writes to it for its whole life
         wait_port(redis_port, processes["redis"], "redis-server")
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
         env = {
@@ -86,7 +88,7 @@ def cluster(demo_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         processes["lb"] = subprocess.Popen(
             [nginx, "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-e", str(workdir / "nginx-error.log"),
              "-g", "daemon off;"],
-            stdout=open(workdir / "nginx-access.log", "w"), stderr=subprocess.STDOUT)
+            stdout=open(workdir / "nginx-access.log", "w"), stderr=subprocess.STDOUT)  # noqa: SIM115 - the child writes to it for its whole life
         wait_port(lb_port, processes["lb"], "nginx")
         yield Cluster(lb=f"http://127.0.0.1:{lb_port}", replicas=replicas, processes=processes,
                       redis_url=redis_url, workdir=workdir)

@@ -52,7 +52,7 @@ def start_server(repository: Path, workdir: Path, env: dict[str, str], name: str
     data.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, "JEPA_MODEL_REPOSITORY": str(repository), "JEPA_DATA_DIR": str(data),
                 "JEPA_MAX_QUEUE_DELAY_MS": "1", "JEPA_INTRA_OP_THREADS": "1", "JEPA_DECODE_THREADS": "1", **env}
-    log = open(workdir / f"{name}.log", "w")
+    log = open(workdir / f"{name}.log", "w")  # noqa: SIM115 - the child writes to it for its whole life
     process = subprocess.Popen([str(VENV_BIN / "jepa-serve"), "--host", "127.0.0.1", "--port", str(port)],
                                env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     url = f"http://127.0.0.1:{port}"

@@ -30,23 +30,41 @@ def test_kinds_filters_and_params_over_http(client, kind):
     body = {"dim": 16, "index": kind, "params": {"min_train_points": 300, "auto_hnsw_from": 300, "pq_m": 4}}
     created = client.put(f"/collections/{kind}", json=body)
     assert created.status_code == 201, created.text
-    assert created.json()["index"] == kind and created.json()["params"]["min_train_points"] == 300
+    assert created.json()["index"] == kind
+    assert created.json()["params"]["min_train_points"] == 300
     for lo in range(0, 600, 50):
         meta = [{"n": i, "even": i % 2 == 0, "colour": ["red", "green", "blue"][i % 3]} for i in range(lo, lo + 50)]
-        r = client.post(f"/collections/{kind}/points",
-                        json={"ids": [str(i) for i in range(lo, lo + 50)], "vectors": stored[lo:lo + 50].tolist(), "metadata": meta})
+        r = client.post(
+            f"/collections/{kind}/points",
+            json={
+                "ids": [str(i) for i in range(lo, lo + 50)],
+                "vectors": stored[lo : lo + 50].tolist(),
+                "metadata": meta,
+            },
+        )
         assert r.status_code == 200, r.text
     info = client.get(f"/collections/{kind}").json()
-    assert info["count"] == 600 and info["memory_bytes"] > 600 * 16 * 4
+    assert info["count"] == 600
+    assert info["memory_bytes"] > 600 * 16 * 4
     query = stored[5].tolist()
-    r = client.post("/search", json={"collection": kind, "vector": query, "k": 5,
-                                      "filter": {"colour": {"in": ["red", "blue"]}, "n": {"gte": 100}}, "params": {"ef": 64, "nprobe": 64}})
+    r = client.post(
+        "/search",
+        json={
+            "collection": kind,
+            "vector": query,
+            "k": 5,
+            "filter": {"colour": {"in": ["red", "blue"]}, "n": {"gte": 100}},
+            "params": {"ef": 64, "nprobe": 64},
+        },
+    )
     assert r.status_code == 200, r.text
     hits = r.json()["hits"]
     assert len(hits) == 5
     assert all(h["metadata"]["colour"] in ("red", "blue") and h["metadata"]["n"] >= 100 for h in hits)
     # Unfiltered, with a generous knob, a stored vector finds itself first.
-    top = client.post("/search", json={"collection": kind, "vector": query, "k": 1, "params": {"ef": 256, "nprobe": 1000}}).json()
+    top = client.post(
+        "/search", json={"collection": kind, "vector": query, "k": 1, "params": {"ef": 256, "nprobe": 1000}}
+    ).json()
     assert top["hits"][0]["id"] == "5"
     # Delete then search: gone (tombstoned or removed in place).
     client.request("DELETE", f"/collections/{kind}/points", json={"ids": ["5"]})
@@ -57,15 +75,32 @@ def test_kinds_filters_and_params_over_http(client, kind):
 def test_bad_filters_params_and_kinds_are_4xx(client):
     assert client.put("/collections/c", json={"dim": 4}).status_code == 201
     client.post("/collections/c/points", json={"ids": ["a"], "vectors": [[1, 0, 0, 0]], "metadata": [{"x": 1}]})
-    assert error_code(client.post("/search", json={"collection": "c", "vector": [1, 0, 0, 0], "filter": {"x": {"near": 1}}}), 422) == "invalid_filter"
-    assert error_code(client.post("/search", json={"collection": "c", "vector": [1, 0, 0, 0], "filter": {"x": {"gt": "a"}}}), 422) == "invalid_filter"
-    assert client.post("/search", json={"collection": "c", "vector": [1, 0, 0, 0], "params": {"ef": 0}}).status_code == 422
+    assert (
+        error_code(
+            client.post("/search", json={"collection": "c", "vector": [1, 0, 0, 0], "filter": {"x": {"near": 1}}}), 422
+        )
+        == "invalid_filter"
+    )
+    assert (
+        error_code(
+            client.post("/search", json={"collection": "c", "vector": [1, 0, 0, 0], "filter": {"x": {"gt": "a"}}}), 422
+        )
+        == "invalid_filter"
+    )
+    assert (
+        client.post("/search", json={"collection": "c", "vector": [1, 0, 0, 0], "params": {"ef": 0}}).status_code == 422
+    )
     assert client.put("/collections/d", json={"dim": 4, "index": "lsh"}).status_code == 422
-    assert error_code(client.put("/collections/e", json={"dim": 6, "index": "ivf_pq", "params": {"pq_m": 4}}), 422) == "invalid_index"
+    assert (
+        error_code(client.put("/collections/e", json={"dim": 6, "index": "ivf_pq", "params": {"pq_m": 4}}), 422)
+        == "invalid_index"
+    )
     assert client.get("/collections/e").status_code == 404
     # The old request shape still works, and the old response fields are all there.
     r = client.post("/search", json={"collection": "c", "vector": [1, 0, 0, 0], "k": 1}).json()
-    assert r["hits"][0]["id"] == "a" and r["results"] == [r["hits"]] and r["metric"] == "cosine"
+    assert r["hits"][0]["id"] == "a"
+    assert r["results"] == [r["hits"]]
+    assert r["metric"] == "cosine"
 
 
 def test_projected_hnsw_is_a_create_option_and_returns_exact_scores(client):
@@ -80,9 +115,12 @@ def test_projected_hnsw_is_a_create_option_and_returns_exact_scores(client):
     deadline = time.monotonic() + 60
     while (info := client.get("/collections/proj").json())["index_in_use"] != "hnsw" and time.monotonic() < deadline:
         time.sleep(0.05)  # the projection is trained by a background rebuild once min_train_points are in
-    assert info["index_in_use"] == "hnsw" and info["params"]["pca"] == 8
+    assert info["index_in_use"] == "hnsw"
+    assert info["params"]["pca"] == 8
     query = stored[7] + 0.01
-    r = client.post("/search", json={"collection": "proj", "vector": query.tolist(), "k": 5, "params": {"ef": 64, "rerank": 4}})
+    r = client.post(
+        "/search", json={"collection": "proj", "vector": query.tolist(), "k": 5, "params": {"ef": 64, "rerank": 4}}
+    )
     assert r.status_code == 200, r.text
     unit = stored / np.linalg.norm(stored, axis=1, keepdims=True)
     exact = unit @ (query / np.linalg.norm(query))
@@ -145,8 +183,10 @@ def test_a_bad_item_in_a_batch_stores_nothing(client, photos):
     client.put("/collections/atomic", json={"model": "fake"})
     good = b64(photos["coffee"])
     truncated = b64(photos["rocket"][: len(photos["rocket"]) // 3])
-    r = client.post("/collections/atomic/points", json={"ids": ["a", "b", "c"],
-                                                        "inputs": [{"image": good}, {"image": good}, {"image": truncated}]})
+    r = client.post(
+        "/collections/atomic/points",
+        json={"ids": ["a", "b", "c"], "inputs": [{"image": good}, {"image": good}, {"image": truncated}]},
+    )
     assert_error(r, 400, "invalid_image")
     vectors = json.dumps([[0.1] * DIM, [0.1] * (DIM - 1) + [float("nan")]])  # json.dumps writes NaN
     mixed = client.post("/collections/atomic/points", content=f'{{"ids": ["a", "b"], "vectors": {vectors}}}',
@@ -157,7 +197,9 @@ def test_a_bad_item_in_a_batch_stores_nothing(client, photos):
 def test_oversized_metadata_is_413_and_stores_nothing(client):
     client.put("/collections/meta", json={"dim": 2})
     huge = {"blob": "x" * 20_000}
-    r = client.post("/collections/meta/points", json={"ids": ["a", "b"], "vectors": [[1, 0], [0, 1]], "metadata": [{}, huge]})
+    r = client.post(
+        "/collections/meta/points", json={"ids": ["a", "b"], "vectors": [[1, 0], [0, 1]], "metadata": [{}, huge]}
+    )
     assert_error(r, 413, "metadata_too_large")
     assert r.json()["error"]["detail"]["point"] == 1
     assert client.get("/collections/meta").json()["count"] == 0

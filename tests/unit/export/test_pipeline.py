@@ -42,7 +42,8 @@ def test_an_entry_is_written_typed_and_read_back_by_the_service(tmp_path):
 
     entry = read_entry(write_entry(options, build, log=lambda _: None))
     assert entry.manifest.components["encoder"].files == {"fp32": "encoder.onnx"}
-    assert entry.manifest.tools and entry.manifest.created_at
+    assert entry.manifest.tools
+    assert entry.manifest.created_at
     written = json.loads((tmp_path / "toy" / "manifest.json").read_text())
     assert "predictor" not in written  # only what the exporter set: the reader fills in the defaults
 
