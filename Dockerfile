@@ -69,7 +69,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir ".[cpu,otel]"
+ && /opt/venv/bin/pip install --no-cache-dir ".[cpu,otel,milvus]"
 
 FROM ${PYTHON_IMAGE} AS runtime-cpu
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \

