@@ -22,6 +22,7 @@ from service.api.errors import install_error_handlers
 from service.api.openapi import install_docs, operation_id
 from service.embed_cache import open_cache
 from service.index.backend import open_store
+from service.index.dirlock import DataDirLock
 from service.logs import RequestLogMiddleware
 from service.metrics import Metrics
 from service.middleware import BodyLimitMiddleware, ConcurrencyLimitMiddleware, MetricsMiddleware
@@ -81,7 +82,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     services = Services(
         settings=settings, metrics=app.state.metrics, models=ModelPool(),
-        store=open_store(settings),
+        store=open_store(settings, app.state.data_dir_lock),
         executors=Executors.from_settings(settings),
     )
     services.embed_cache = open_cache(settings)
@@ -107,7 +108,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("shutdown complete: batch queues drained, %d collection(s) snapshotted and closed", collections)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, data_dir_lock: DataDirLock | None = None) -> FastAPI:
+    """`data_dir_lock`: the local data directory's lock when the caller (the CLI) already holds it;
+    without one the lifespan takes it (service/index/dirlock.py)."""
     settings = settings or Settings()
     app = FastAPI(
         title="jepa-serve",
@@ -119,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
+    app.state.data_dir_lock = data_dir_lock
     app.state.metrics = Metrics()
     app.state.guard = Guard.from_settings(settings, app.state.metrics)
     install_error_handlers(app)

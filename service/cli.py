@@ -11,6 +11,8 @@ import sys
 import uvicorn
 
 from service.app import create_app
+from service.connections import ConnectionLimits, guarded_protocol
+from service.index.dirlock import DataDirLock, DataDirLocked
 from service.logs import configure_logging
 from service.settings import SettingsError, load_settings, unknown_variables
 
@@ -34,8 +36,22 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("service.settings").warning(
             "%s is not a jepa-serve setting: ignored (see service/settings.py)", name
         )
+    lock = None
+    if settings.storage == "local":
+        # Taken before anything starts and held until the process ends, so a second server on the same
+        # directory stops here with one line instead of silently sharing (and truncating) the logs.
+        try:
+            lock = DataDirLock.acquire(settings.data_dir)
+        except DataDirLocked as exc:
+            print(f"jepa-serve: {exc}", file=sys.stderr)
+            return 1
     # SIGTERM: uvicorn stops accepting, waits up to shutdown_timeout_s for in-flight requests, then the
     # lifespan drains the batch queues and snapshots the logs (service/app.py).
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-                log_config=None, timeout_graceful_shutdown=settings.shutdown_timeout_s)
+    # Connections: read timeouts and a connection cap (service/connections.py), on uvicorn's httptools protocol.
+    limits = ConnectionLimits(header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
+                              max_connections=settings.max_connections,
+                              discard_body_bytes=settings.discard_body_bytes)
+    uvicorn.run(create_app(settings, lock), host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+                log_config=None, timeout_graceful_shutdown=settings.shutdown_timeout_s,
+                http=guarded_protocol(limits), timeout_keep_alive=settings.keep_alive_timeout_s)
     return 0

@@ -17,23 +17,20 @@ import numpy as np
 from service.embed_cache import cache_key
 from service.errors import Conflict, ErrorCode, PayloadTooLarge, UnprocessableInput, at_item
 from service.index import Collection
-from service.media.clips import ClipSpec, to_item
+from service.media.clips import ClipSpec, check_frame_count, to_item
 from service.media.images import ImageLimits
-from service.media.payload import MediaItem, MediaLimits, RawVideo, decode_frames, prepare_input
-from service.media.video import SampledVideo, VideoLimits
+from service.media.payload import MediaItem, RawVideo, check_videos, decode_frames, frames_given, prepare_input
+from service.media.video import SampledVideo
 from service.model_pool import ServedModel
 from service.settings import Settings
 from service.state import Services
 from service.world import LatentRollout, TokenRollout
 
 
-def media_limits(settings: Settings) -> MediaLimits:
-    """Frames of a video obey the same pixel bound as an image: a decoded frame costs the same memory."""
-    return MediaLimits(
-        image=ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels),
-        video=VideoLimits(max_bytes=settings.max_video_bytes, max_pixels=settings.max_image_pixels,
-                          max_frames=settings.max_video_frames),
-    )
+def media_limits(settings: Settings) -> ImageLimits:
+    return ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
+                       max_video_bytes=settings.max_video_bytes, max_video_frames=settings.max_video_frames,
+                       max_video_decode_bytes=settings.max_video_decode_bytes)
 
 
 @dataclass
@@ -100,9 +97,10 @@ async def _compute(
 
     async def prepare(item: MediaItem, index: int):
         with at_item(index):
-            return await services.decode(prepare_input, item, model.preprocess, limits, model.clip)
+            return await services.decode_item(item, prepare_input, item, model.preprocess, limits, model.clip)
 
     started = time.perf_counter()
+    check_videos(items, model.preprocess, limits, model.clip)  # clip lengths and the decode budget, before decoding
     # Tell the batcher these items are coming, so it holds a batch open for them while they decode.
     model.encoder.announce(len(items))
     try:
@@ -178,8 +176,10 @@ async def observe_clip(services: Services, model: ServedModel, items: Sequence[M
     started = time.perf_counter()
     if len(items) == 1 and isinstance(items[0], RawVideo):
         limits = media_limits(services.settings)
-        prepared = await services.decode(prepare_input, items[0], model.preprocess, limits, spec)
+        check_videos(items, model.preprocess, limits, spec)
+        prepared = await services.decode_item(items[0], prepare_input, items[0], model.preprocess, limits, spec)
         return ObservedClip(prepared.pixels, prepared.sampled, (time.perf_counter() - started) * 1000)
+    check_frame_count(sum(frames_given(item) for item in items), spec)  # before decoding, not after
     clip = to_item(await _decode_frames(services, model, items), spec)
     return ObservedClip(clip, None, (time.perf_counter() - started) * 1000)
 
@@ -188,10 +188,11 @@ async def _decode_frames(services: Services, model: ServedModel, items: Sequence
     """Every item's frames, decoded in the decode executor and preprocessed for the model, oldest first:
     (k, 3, H, W)."""
     limits = media_limits(services.settings)
+    check_videos(items, model.preprocess, limits)
 
     async def decode(item: MediaItem, index: int) -> np.ndarray:
         with at_item(index):
-            return await services.decode(decode_frames, item, model.preprocess, limits)
+            return await services.decode_item(item, decode_frames, item, model.preprocess, limits)
 
     decoded = await asyncio.gather(*(decode(item, index) for index, item in enumerate(items)))
     return np.concatenate(decoded)

@@ -6,8 +6,7 @@ from PIL import Image
 
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from service.media.images import ImageLimits, ImagePreprocess, decode_image
-from service.media.payload import MediaLimits, RawTensor, b64decode, prepare_input
-from service.media.video import VideoLimits
+from service.media.payload import RawTensor, b64decode, prepare_input
 from tests.conftest import photo, png_bytes
 
 LIMITS = ImageLimits(max_bytes=1_000_000, max_pixels=1_000_000)
@@ -34,9 +33,8 @@ def test_other_modes_become_rgb(mode):
     assert decode_image(encoded(image, "PNG"), LIMITS).mode == "RGB"
 
 
-def pixels(item, preprocess, limits):
-    video = VideoLimits(max_bytes=limits.max_bytes, max_pixels=limits.max_pixels, max_frames=10)
-    return prepare_input(item, preprocess, MediaLimits(limits, video)).pixels
+def pixels(*args):
+    return prepare_input(*args).pixels
 
 
 def test_preprocess_normalises_to_chw():
