@@ -41,6 +41,13 @@ serve: $(STAMP) $(DEMO)
 test: $(STAMP) deploy-tools
 	$(PY) -m pytest
 
+# ruff with the rules and limits in pyproject.toml ([tool.ruff]); installed into the venv if missing (it is in the
+# dev extra, so `make install` brings it; a venv made before it was added gets it here).
+.PHONY: lint
+lint: $(STAMP)
+	@$(VENV)/bin/ruff --version >/dev/null 2>&1 || $(PY) -m pip install --quiet 'ruff>=0.17,<0.18'
+	$(VENV)/bin/ruff check .
+
 clean:
 	rm -rf $(VENV) $(REPO) data .pytest_cache
 

@@ -72,8 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--horizon", type=int, default=PLAN_ARGS["horizon"])
     parser.add_argument("--action-repeat", type=int, default=PLAN_ARGS["action_repeat"])
     parser.add_argument("--cost", choices=("final", "all_steps"), default=PLAN_ARGS["cost"])
-    parser.add_argument("--subspace", choices=("auto", "full", "controllable", "action_readout", "readout_and_controllable"),
-                        default=PLAN_ARGS["subspace"])
+    parser.add_argument(
+        "--subspace",
+        choices=("auto", "full", "controllable", "action_readout", "readout_and_controllable"),
+        default=PLAN_ARGS["subspace"],
+    )
     parser.add_argument("--execute", type=int, default=EXECUTE, help="actions executed per /plan call (then replan)")
     parser.add_argument("--markdown-only", action="store_true", help="rewrite the .md from an existing demo_world.json")
     parser.add_argument("--only", choices=sorted(SECTIONS), help="measure only this section and update it in the "
@@ -91,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(2)
-    from export.demo import ExportOptions, export_demo
+    from export.demo import export_demo
+    from export.pipeline import ExportOptions
 
     started = time.perf_counter()
     report_load = {"start": [round(x, 2) for x in os.getloadavg()]}
@@ -117,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         print("probe R2", report["probe"], flush=True)
         actions = data.actions[:, 1:]  # action after clip t (frame t+1 -> t+2): (N, 31, 2)
         predict = predictor_fn(onnx_path=entry / "predictor.onnx")
-        one = predict(z[:, :-1].reshape(-1, z.shape[-1]), actions.reshape(-1, actions.shape[-1])).reshape(z[:, 1:].shape)
+        one = predict(z[:, :-1].reshape(-1, z.shape[-1]), actions.reshape(-1, actions.shape[-1])).reshape(
+            z[:, 1:].shape
+        )
         report["one_step_mse"] = {"model": float(((one - z[:, 1:]) ** 2).mean()),
                                   "copy_last": float(((z[:, :-1] - z[:, 1:]) ** 2).mean()),
                                   "embedding_variance": float(z.var(axis=(0, 1)).mean())}
@@ -143,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             raw = enc(c, raw=True)
             m = zz.shape[0] // t_len
             tr = np.repeat(np.arange(m) < int(m * 0.7), t_len)
-            rr = rollout_retrieval(zz.reshape(m, t_len, -1), actions[sub], predictor_fn(weights=path or DEFAULT_WEIGHTS),
-                                   horizons=(1, 8))
+            rr = rollout_retrieval(
+                zz.reshape(m, t_len, -1), actions[sub], predictor_fn(weights=path or DEFAULT_WEIGHTS), horizons=(1, 8)
+            )
             log = json.loads((path or DEFAULT_WEIGHTS).with_suffix(".json").read_text())
             rows.append({
                 "label": label, "steps": log["steps"], "minutes": round(log["wall_seconds"] / 60, 1),
@@ -192,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         with TestClient(create_app(settings)) as client:
             wait_until_ready(client)
             for kind, steps in (("same_room", 24), ("through_door", 40)):
-                ok, rnd, dists, times, example, subspace_used = plan_episodes(client, args.episodes, kind, steps, plan_args, args.execute, seed=99)
+                ok, rnd, dists, times, example, subspace_used = plan_episodes(
+                    client, args.episodes, kind, steps, plan_args, args.execute, seed=99
+                )
                 report["planning"][kind] = {
                     "episodes": args.episodes, "steps": steps, "success": ok / args.episodes,
                     "random_success": rnd / args.episodes, "median_final_px": float(np.median(dists)),
@@ -206,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["load_average"] = {**report_load, "end": [round(x, 2) for x in os.getloadavg()]}
     report["date"] = dt.date.today().isoformat()
-    report["machine"] = f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    report["machine"] = (
+        f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    )
     (args.docs / "demo_world.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     write_markdown(args.docs / "demo_world.md", report)
     print(f"wrote {args.docs / 'demo_world.md'} in {report['seconds']} s")
@@ -232,7 +243,8 @@ def update_section(name: str, args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(2)
-    from export.demo import ExportOptions, export_demo
+    from export.demo import export_demo
+    from export.pipeline import ExportOptions
 
     report = json.loads((args.docs / "demo_world.json").read_text())
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from models.demo import world
+from models.demo import DEMO_MEAN, DEMO_STD, world
 
 
 def clip_array(frames: np.ndarray) -> np.ndarray:
     """uint8 (N, F, 64, 64, 3) -> normalised float32 clips (N, F-1, 2, 3, 64, 64), clip t = (f_{t-1}, f_t)."""
-    x = (frames.astype(np.float32) / 255.0 - 0.5) / 0.25
+    x = (frames.astype(np.float32) / 255.0 - np.asarray(DEMO_MEAN, np.float32)) / np.asarray(DEMO_STD, np.float32)
     x = x.transpose(0, 1, 4, 2, 3)
     return np.ascontiguousarray(np.stack([x[:, :-1], x[:, 1:]], axis=2))
 
@@ -52,7 +52,9 @@ def predictor_fn(onnx_path: Path | None = None, weights: Path | None = None):
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        return lambda s, a: session.run(["next_state"], {"state": s.astype(np.float32), "action": a.astype(np.float32)})[0]
+        return lambda s, a: session.run(
+            ["next_state"], {"state": s.astype(np.float32), "action": a.astype(np.float32)}
+        )[0]
     import torch
 
     from models.demo import load_demo_model
@@ -61,7 +63,9 @@ def predictor_fn(onnx_path: Path | None = None, weights: Path | None = None):
 
     def run(s: np.ndarray, a: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return model.predictor(torch.from_numpy(s.astype(np.float32)), torch.from_numpy(a.astype(np.float32))).numpy()
+            return model.predictor(
+                torch.from_numpy(s.astype(np.float32)), torch.from_numpy(a.astype(np.float32))
+            ).numpy()
 
     return run
 
@@ -85,7 +89,8 @@ def effective_rank(z: np.ndarray) -> float:
 
 
 def retrieval(pred: np.ndarray, bank: np.ndarray, target: np.ndarray, pools: list[np.ndarray]) -> tuple[float, float]:
-    """pred (Q, D), bank (M, D), target (Q,) bank rows, pools: per query candidate rows (incl. target) -> top-1, top-5."""
+    """pred (Q, D), bank (M, D), target (Q,) bank rows, pools: per query candidate rows (incl. target)
+    -> top-1, top-5."""
     top1 = top5 = 0
     for q, pool in enumerate(pools):
         d = ((bank[pool] - pred[q]) ** 2).sum(1)

@@ -59,8 +59,11 @@ def training_summary(train_log: dict) -> dict:
     return {
         "steps": train_log.get("steps_total", train_log["steps"]),
         "minutes": round(train_log.get("wall_seconds_total", train_log["wall_seconds"]) / 60, 1),
-        "load": train_log.get("load_average"), "date": train_log.get("date", "?"), "machine": train_log.get("machine", "?"),
-        "crossing": crossing, "config": cfg,
+        "load": train_log.get("load_average"),
+        "date": train_log.get("date", "?"),
+        "machine": train_log.get("machine", "?"),
+        "crossing": crossing,
+        "config": cfg,
     }
 
 
@@ -242,8 +245,10 @@ def write_markdown(path: Path, r: dict) -> None:
         "|---|---|---|---|---|---|",
     ]
     for h, v in ret.items():
-        lines.append(f"| {h} | {v['model'][0]:.2f} | {v['model'][1]:.2f} | {v['copy_last'][0]:.2f} / {v['copy_last'][1]:.2f} | "
-                     f"{v['model_hard'][0]:.2f} / {v['model_hard'][1]:.2f} | {v['copy_last_hard'][1]:.2f} |")
+        lines.append(
+            f"| {h} | {v['model'][0]:.2f} | {v['model'][1]:.2f} | {v['copy_last'][0]:.2f} / {v['copy_last'][1]:.2f} | "
+            f"{v['model_hard'][0]:.2f} / {v['model_hard'][1]:.2f} | {v['copy_last_hard'][1]:.2f} |"
+        )
     lines += [
         "",
         "Goal: top-5 ≥ 0.9 at h = 4 and ≥ 0.8 at h = 8. The hard pool holds every other state of the same "
@@ -263,8 +268,10 @@ def write_markdown(path: Path, r: dict) -> None:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for a in r["ablation"]:
-        lines.append(f"| {a['label']} | {a['steps']} | {a['minutes']} | {a['raw_std']:.4f} | {a['std']:.3f} | {a['erank']:.1f} | "
-                     f"{a['agent_r2']:.3f} | {a['ball_r2']:.3f} | {a['top5_h1']:.2f} | {a['top5_h8']:.2f} |")
+        lines.append(
+            f"| {a['label']} | {a['steps']} | {a['minutes']} | {a['raw_std']:.4f} | {a['std']:.3f} | {a['erank']:.1f} | "
+            f"{a['agent_r2']:.3f} | {a['ball_r2']:.3f} | {a['top5_h1']:.2f} | {a['top5_h8']:.2f} |"
+        )
     lines += [
         "",
         "raw std = mean per-dimension std of the head output before the final BatchNorm; std = of the served embedding. "

@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from models.demo import DEFAULT_WEIGHTS
-from export.demo import FP16_GATE, FP32_GATE, ExportOptions, ParityError, export_demo
+from export.demo import export_demo
 from export.family_cli import FAMILY_SOURCES, add_family_parsers, run_family
+from export.pipeline import FP16_GATE, FP32_GATE, ExportOptions, ParityError
 from export.vit import RandomViTOptions, export_random_vit
+from models.demo import DEFAULT_WEIGHTS
 from models.vit import ViTConfig
 
 
@@ -19,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the demo JEPA (encoder + action-conditioned predictor)")
     demo.add_argument("--name", default="demo", help="entry name in the repository (default: demo)")
     demo.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository folder")
-    demo.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="demo safetensors (default: the shipped trained weights)")
+    demo.add_argument(
+        "--weights", type=Path, default=DEFAULT_WEIGHTS, help="demo safetensors (default: the shipped trained weights)"
+    )
     demo.add_argument("--fp32-gate", type=float, default=FP32_GATE, help="min cosine of fp32 ONNX vs PyTorch")
     demo.add_argument("--fp16-gate", type=float, default=FP16_GATE, help="min cosine for the fp16 copy to be kept")
     demo.add_argument("--no-fp16", action="store_true", help="skip the fp16 copy")
@@ -63,7 +66,6 @@ def main(argv: list[str] | None = None) -> int:
         options = ExportOptions(
             name=args.name,
             out=args.out,
-            weights=args.weights,
             fp32_gate=args.fp32_gate,
             fp16_gate=args.fp16_gate,
             fp16=not args.no_fp16,
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                                heads=args.heads)
             export_random_vit(RandomViTOptions(config=config, export=options, seed=args.seed))
         else:
-            export_demo(options)
+            export_demo(options, weights=args.weights)
     except (ParityError, FileExistsError, ValueError) as exc:
         print(f"jepa-export: {exc}", file=sys.stderr)
         return 1

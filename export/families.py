@@ -2,7 +2,7 @@
 
 `jepa-export ijepa PATH --name N` and `jepa-export vjepa2 PATH --name N --frames T`:
 PATH is anything models/checkpoints.py recognises (a Hugging Face folder or an
-original .pth.tar / .pt). Each component goes through export/demo.py's
+original .pth.tar / .pt). Each component goes through export/pipeline.py's
 `export_component`: fp32 ONNX with a dynamic batch that must pass its parity
 gate against our PyTorch module, then an fp16 copy kept only if it passes its own.
 
@@ -24,7 +24,6 @@ Contracts written to manifest.json:
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,18 +32,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.demo import PROBES, ExportOptions, export_component, image_probes
-from export.manifest import embedding_space_id, staged_entry, state_dict_sha256, tool_versions, write_manifest
-from export.onnx_graph import external_data_file
+from export.manifest import embedding_space_id, state_dict_sha256
+from export.pipeline import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PROBES,
+    ExportOptions,
+    export_component,
+    image_probes,
+    write_entry,
+)
 from export.surprise import calibrate_future, video_clips
 from models.ac_predictor import VJepa2ACPredictor
 from models.checkpoints import LoadedModel, LoadOptions, load_checkpoint
 from models.ijepa import IJepaEncoder
 from models.vjepa2 import VJepa2Encoder
 from models.vjepa2_predictor import FuturePrediction, VJepa2MaskPredictor
+from service.repository import ComponentSpec
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 POOLING = "mean_final_patch_tokens"
 VIDEO_PROBES = 8
 # Where the released CEM planner samples (notebooks/utils/mpc_utils.py): xyz clipped to +-maxnorm (0.05),
@@ -76,38 +81,6 @@ def video_probes(n: int, frames: int, size: int) -> np.ndarray:
     base = image_probes(n, size, IMAGENET_MEAN, IMAGENET_STD)  # (n, 3, S, S)
     clips = [np.roll(base, shift=2 * t, axis=-1) for t in range(frames)]
     return np.ascontiguousarray(np.stack(clips, axis=2))
-
-
-def write_entry(opts: ExportOptions, build: Callable[[Path], dict[str, Any]], log: Callable[[str], None]) -> Path:
-    """Build `<out>/<name>/` in a hidden temp folder (manifest from `build`), then rename it into place."""
-    with staged_entry(opts.out, opts.name, opts.force) as folder:
-        manifest = build(folder)
-        for component in manifest["components"].values():
-            record_external_data(folder, component)
-        write_manifest(folder, {
-            "name": opts.name,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "tools": tool_versions(),
-            **manifest,
-        })
-    target = opts.out / opts.name
-    log(f"wrote {target}")
-    return target
-
-
-def record_external_data(folder: Path, component: dict[str, Any]) -> None:
-    """List each graph's weight file (models over 2 GiB) in the manifest; drop those of graphs not kept."""
-    kept = {}
-    for precision, name in component["files"].items():
-        data = external_data_file(folder / name)
-        if data.is_file():
-            data.chmod(0o644)  # onnx.save writes it owner-only; the server may run as another user
-            kept[precision] = data.name
-    for data in folder.glob("*.onnx.data"):
-        if data.name not in kept.values():
-            data.unlink()  # e.g. the weights of an fp16 copy that failed its gate
-    if kept:
-        component["external_data"] = kept
 
 
 def _load(options: CheckpointExportOptions, family: str, log: Callable[[str], None]) -> LoadedModel:
@@ -212,7 +185,7 @@ def _future_steps(options: CheckpointExportOptions, steps: int) -> int:
 def _export_future(
     encoder: VJepa2Encoder, predictor: VJepa2MaskPredictor, steps: int, future: int,
     options: CheckpointExportOptions, folder: Path, log: Callable[[str], None],
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[ComponentSpec, dict[str, Any]]:
     """One graph: the first steps - future tubelet steps of a clip -> the predicted tokens of the next `future`."""
     cfg = encoder.config
     context_frames = (steps - future) * cfg.tubelet
@@ -233,7 +206,7 @@ def _export_future(
 def _export_ac_predictor(
     encoder: VJepa2Encoder, predictor: VJepa2ACPredictor, options: CheckpointExportOptions, folder: Path,
     log: Callable[[str], None],
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[ComponentSpec, dict[str, Any]]:
     """Probe contexts are real encoder outputs of probe frames, layer-normed as the authors' world model feeds them."""
     pcfg, history, tubelet = predictor.config, options.history, encoder.config.tubelet
     rng = np.random.default_rng(7)

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from export.demo import FP16_GATE, FP32_GATE, ExportOptions, ParityError
 from export.families import CheckpointExportOptions, export_ijepa, export_vjepa2
+from export.pipeline import FP16_GATE, FP32_GATE, ExportOptions, ParityError
 from models.checkpoints import LoadOptions
 
 FAMILY_SOURCES = {"ijepa": export_ijepa, "vjepa2": export_vjepa2}

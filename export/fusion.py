@@ -62,7 +62,9 @@ def fuse_entry(
             report = compare_outputs(run_onnx(path, feeds, providers), run_onnx(target, feeds, providers))
         except Exception as exc:  # an optimiser that fails leaves the unfused graph in place
             target.unlink(missing_ok=True)
-            summaries.append(f"{precision}: fusion failed ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]})")
+            summaries.append(
+                f"{precision}: fusion failed ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]})"
+            )
             continue
         gate = FP16_GATE if precision == "fp16" else FP32_GATE
         if report.min_cosine < gate:

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from service.repository import Manifest
+
 SCHEMA_VERSION = 1
 
 
@@ -33,7 +35,9 @@ def state_dict_sha256(modules: Iterable[torch.nn.Module]) -> str:
     return digest.hexdigest()
 
 
-def embedding_space_id(family: str, checkpoint_sha256: str, preprocessing: Mapping[str, Any], pooling: str, dim: int) -> str:
+def embedding_space_id(
+    family: str, checkpoint_sha256: str, preprocessing: Mapping[str, Any], pooling: str, dim: int
+) -> str:
     """Vectors are comparable only if weights, preprocessing, pooling and dim all agree."""
     canonical = json.dumps(
         {"checkpoint": checkpoint_sha256, "preprocessing": preprocessing, "pooling": pooling, "dim": dim},
@@ -70,9 +74,10 @@ def staged_entry(out: Path, name: str, force: bool) -> Iterator[Path]:
         folder.mkdir()  # TemporaryDirectory cleanup must not fail on the moved folder
 
 
-def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> Path:
+def write_manifest(folder: Path, manifest: Manifest) -> Path:
+    """The fields the exporter set (defaults stay implicit, as the reader fills them in)."""
     path = folder / "manifest.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"schema_version": SCHEMA_VERSION, **manifest}, indent=2, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(manifest.model_dump(mode="json", exclude_unset=True), indent=2) + "\n")
     tmp.replace(path)
     return path

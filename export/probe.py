@@ -25,6 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from export.manifest import write_manifest
+from service.repository import Manifest
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
@@ -162,6 +163,6 @@ def train_probe(options: ProbeOptions, samples: Sequence[tuple[Path, str]], sour
         "files": {"fp32": relative}, "inputs": {"features": [-1, int(x.shape[1])]}, "outputs": ["probabilities"],
         "parity": {}}
     manifest.setdefault("heads", {})[options.name] = record
-    manifest.pop("schema_version", None)
-    write_manifest(options.entry, manifest)
+    # checked with the model the service reads: a head the service would refuse is never written
+    write_manifest(options.entry, Manifest.model_validate(manifest))
     return record

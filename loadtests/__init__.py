@@ -1,1 +1,2 @@
-"""Load tests (Locust scenarios in locustfile.py, the reporting runner run.py) and serving benchmarks (bench_serving.py)."""
+"""Load tests (Locust scenarios in locustfile.py, the reporting runner run.py) and serving benchmarks
+(bench_serving.py)."""

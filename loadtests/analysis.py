@@ -84,17 +84,29 @@ def window_stats(samples: Samples, seconds: float) -> WindowStats:
     n_fail = int((samples.outcome == "fail").sum())
     seconds = max(seconds, 1e-9)
     return WindowStats(
-        seconds=seconds, requests=n, ok=len(ok), overload=n_over, failures=n_fail,
+        seconds=seconds,
+        requests=n,
+        ok=len(ok),
+        overload=n_over,
+        failures=n_fail,
         server_errors=int((samples.status >= 500).sum()),
-        rps=n / seconds, ok_rps=len(ok) / seconds,
-        mean_ms=float(ok.mean()) if len(ok) else math.nan, p50_ms=_pct(ok, 50), p95_ms=_pct(ok, 95), p99_ms=_pct(ok, 99),
-        failure_ratio=n_fail / n if n else math.nan, overload_ratio=n_over / n if n else math.nan,
-        users=int(np.median(samples.users)) if n else 0, users_max=int(samples.users.max()) if n else 0,
+        rps=n / seconds,
+        ok_rps=len(ok) / seconds,
+        mean_ms=float(ok.mean()) if len(ok) else math.nan,
+        p50_ms=_pct(ok, 50),
+        p95_ms=_pct(ok, 95),
+        p99_ms=_pct(ok, 99),
+        failure_ratio=n_fail / n if n else math.nan,
+        overload_ratio=n_over / n if n else math.nan,
+        users=int(np.median(samples.users)) if n else 0,
+        users_max=int(samples.users.max()) if n else 0,
     )
 
 
 def per_name(samples: Samples, seconds: float) -> dict[str, WindowStats]:
-    return {str(name): window_stats(_mask(samples, samples.name == name), seconds) for name in sorted(set(samples.name))}
+    return {
+        str(name): window_stats(_mask(samples, samples.name == name), seconds) for name in sorted(set(samples.name))
+    }
 
 
 def _mask(samples: Samples, keep: np.ndarray) -> Samples:
@@ -104,8 +116,21 @@ def _mask(samples: Samples, keep: np.ndarray) -> Samples:
 def time_series(samples: Samples, t0: float, t1: float, bin_s: float) -> dict[str, np.ndarray]:
     """Per bin: users, rps by outcome, p50/p95/p99 of successes, failure and overload ratios."""
     edges = np.arange(t0, t1 + bin_s, bin_s)
-    out: dict[str, list[float]] = {k: [] for k in ("t", "users", "ok_rps", "overload_rps", "fail_rps", "p50_ms", "p95_ms",
-                                                    "p99_ms", "failure_ratio", "overload_ratio")}
+    out: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "t",
+            "users",
+            "ok_rps",
+            "overload_rps",
+            "fail_rps",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "failure_ratio",
+            "overload_ratio",
+        )
+    }
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         w = window_stats(samples.between(lo, hi), hi - lo)
         out["t"].append(lo - t0)
@@ -161,7 +186,9 @@ def find_knee(steps: list[dict], min_gain: float = KNEE_MIN_GAIN) -> dict:
 def spike_recovery(samples: Samples, t0: float, phases: list[dict]) -> dict:
     """How the service came through the spike: 429s and 5xx in it, and seconds until latency was back to normal."""
     before, during, after = phases
-    base = samples.between(t0 + before["start_s"] + settle_time(before["end_s"] - before["start_s"]), t0 + before["end_s"])
+    base = samples.between(
+        t0 + before["start_s"] + settle_time(before["end_s"] - before["start_s"]), t0 + before["end_s"]
+    )
     base_p95 = _pct(base.ms[base.outcome == "ok"], 95)
     target = RECOVERY_P95_FACTOR * base_p95
     spike_end = t0 + during["end_s"]
@@ -192,7 +219,12 @@ def fd_trend(t: np.ndarray, fds: np.ndarray, warmup_fraction: float = 0.2) -> di
         return {}
     keep = t >= t[0] + warmup_fraction * (t[-1] - t[0])
     kept = fds[keep]
-    return {"fd_start": int(kept[0]), "fd_end": int(kept[-1]), "fd_max": int(kept.max()), "fd_growth": int(kept[-1] - kept[0])}
+    return {
+        "fd_start": int(kept[0]),
+        "fd_end": int(kept[-1]),
+        "fd_max": int(kept.max()),
+        "fd_growth": int(kept[-1] - kept[0]),
+    }
 
 
 def memory_trend(t: np.ndarray, rss: np.ndarray, warmup_fraction: float = 0.2) -> dict:

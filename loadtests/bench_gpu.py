@@ -125,9 +125,10 @@ def measure_eager(name: str, device: str, batches: list[int], seconds: float, fi
     import torch
     import torch.nn.functional as F
 
-    from models.vit import Attention, ViTEncoder
+    from models.jepa_blocks import Attention
+    from models.vit import ViTEncoder
 
-    def sdpa_forward(self, x):
+    def sdpa_forward(self, x, rope=None, mask=None):  # the ViT's blocks pass neither
         b, n, d = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, h, N, hs)
@@ -147,7 +148,7 @@ def measure_eager(name: str, device: str, batches: list[int], seconds: float, fi
         x = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
         with torch.inference_mode():
             try:
-                figures.eager[batch] = timed_rate(lambda x=x: model(x), batch, seconds, sync)
+                figures.eager[batch] = timed_rate(lambda x=x, model=model: model(x), batch, seconds, sync)
             except torch.OutOfMemoryError:
                 figures.notes.append(f"eager batch {batch}: out of memory")
                 break
@@ -187,10 +188,10 @@ def measure_engine(folder: Path, device: str, batches: list[int], seconds: float
                 for output in session.get_outputs():
                     binding.bind_output(output.name, "cuda", 0)
 
-                def step(binding=binding):
+                def step(binding=binding, session=session):
                     session.run_with_iobinding(binding)
             else:
-                def step(x=x):
+                def step(x=x, session=session):
                     session.run(None, {"pixel_values": x})
             results[batch] = timed_rate(step, batch, seconds)
             log(f"  engine ({graph}, {path.name}) batch {batch}: {results[batch]:,.0f} img/s")
@@ -233,7 +234,7 @@ def measure_served(folder: Path, device: str, instances: list[int], max_batches:
         for max_batch in max_batches:
             policy = BatchPolicy(max_batch_size=max_batch, max_queue_delay_ms=2.0, max_queue_size=1 << 16)
 
-            async def run() -> float:
+            async def run(engines=engines, policy=policy) -> float:
                 batcher = DynamicBatcher(engines, policy, metrics, model=folder.name, component="encoder")
                 batcher.warm_up({"pixel_values": image})
                 batcher.start()
@@ -256,7 +257,9 @@ def encoded_images(size: int, fmt: str) -> list[bytes]:
     for name in ("astronaut", "coffee", "chelsea", "rocket"):
         image = getattr(data, name)()[..., :3]
         buffer = io.BytesIO()
-        Image.fromarray(image).resize((size, size)).save(buffer, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+        Image.fromarray(image).resize((size, size)).save(
+            buffer, format=fmt, **({"quality": 90} if fmt == "JPEG" else {})
+        )
         out.append(buffer.getvalue())
     return out
 
@@ -272,7 +275,9 @@ def multipart(images: list[bytes], fmt: str) -> tuple[bytes, str]:
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
-def load_process(url: str, body: bytes, content_type: str, concurrency: int, warmup: float, seconds: float, queue) -> None:
+def load_process(
+    url: str, body: bytes, content_type: str, concurrency: int, warmup: float, seconds: float, queue
+) -> None:
     """One load-generator process: `concurrency` closed-loop clients; puts (ok, errors) counted in the window."""
     import httpx
 
@@ -288,7 +293,9 @@ def load_process(url: str, body: bytes, content_type: str, concurrency: int, war
                 while time.perf_counter() < window[1]:
                     sent = time.perf_counter()
                     try:
-                        status = (await client.post("/embed", content=body, headers={"content-type": content_type})).status_code
+                        status = (
+                            await client.post("/embed", content=body, headers={"content-type": content_type})
+                        ).status_code
                     except httpx.TransportError:
                         status = -1
                     if window[0] <= sent and time.perf_counter() <= window[1]:
@@ -300,7 +307,9 @@ def load_process(url: str, body: bytes, content_type: str, concurrency: int, war
     queue.put(asyncio.run(main()))
 
 
-def start_server(folder: Path, device: str, max_batch: int, workdir: Path, decode_threads: int) -> tuple[subprocess.Popen, str]:
+def start_server(
+    folder: Path, device: str, max_batch: int, workdir: Path, decode_threads: int
+) -> tuple[subprocess.Popen, str]:
     from loadtests.server import free_port, wait_ready
 
     port = free_port()
@@ -310,16 +319,31 @@ def start_server(folder: Path, device: str, max_batch: int, workdir: Path, decod
            "JEPA_PROVIDERS": device, "JEPA_MAX_BATCH_SIZE": str(max_batch), "JEPA_DECODE_THREADS": str(decode_threads),
            "JEPA_MAX_QUEUE_SIZE": "65536", "JEPA_BATCH_TUNE": "false", "JEPA_LOG_FORMAT": "text"}
     log_path = workdir / f"server-{folder.name}.log"
-    process = subprocess.Popen([sys.executable, "-m", "service", "--port", str(port), "--log-level", "warning"],
-                               cwd=workdir, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", "--port", str(port), "--log-level", "warning"],
+        cwd=workdir,
+        env=env,
+        stdout=open(log_path, "w"),  # noqa: SIM115 - the child writes to it for its whole life; closed with it
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     wait_ready(url, process, log_path, 600)
     return process, url
 
 
-def measure_http(folder: Path, device: str, levels: list[int], per_request: int, processes: int, max_batch: int,
-                 seconds: float, workdir: Path, figures: ModelFigures, formats: tuple[str, ...] = ("JPEG", "PNG")) -> None:
+def measure_http(
+    folder: Path,
+    device: str,
+    levels: list[int],
+    per_request: int,
+    processes: int,
+    max_batch: int,
+    seconds: float,
+    workdir: Path,
+    figures: ModelFigures,
+    formats: tuple[str, ...] = ("JPEG", "PNG"),
+) -> None:
     size = json.loads((folder / "manifest.json").read_text())["input"]["image_size"][0]
     decode_threads = max(2, (os.cpu_count() or 4) - processes - 1)
     process, url = start_server(folder, device, max_batch, workdir, decode_threads)
@@ -409,9 +433,14 @@ def report(results: list[ModelFigures], args: argparse.Namespace, started: str, 
         lines.append(f"| 3. served in process | {fig.served_best:,.0f} | "
                      + ", ".join(f"{k}: {v:,.0f}" for k, v in fig.served.items()) + " |")
         if fig.http:
-            lines.append(f"| 4. HTTP | {fig.http_best:,.0f} | "
-                         + ", ".join(f"{k}: {v:,.0f}" + (f" ({fig.http_errors[k]} err)" if fig.http_errors.get(k) else "")
-                                     for k, v in fig.http.items()) + " |")
+            lines.append(
+                f"| 4. HTTP | {fig.http_best:,.0f} | "
+                + ", ".join(
+                    f"{k}: {v:,.0f}" + (f" ({fig.http_errors[k]} err)" if fig.http_errors.get(k) else "")
+                    for k, v in fig.http.items()
+                )
+                + " |"
+            )
         engine, eager = fig.engine_best, fig.eager_best
         lines += ["", "| goal | measured | |", "|---|---|---|",
                   f"| engine ≥ PyTorch eager | {ratio(engine, eager)} | "
@@ -463,8 +492,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-eager", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
-    parser.add_argument("--merge", action="store_true",
-                        help="keep the other models' figures already in OUT/gpu.json (one model per run, runs in a row)")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other models' figures already in OUT/gpu.json (one model per run, runs in a row)",
+    )
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

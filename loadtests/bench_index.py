@@ -77,8 +77,11 @@ def demo_set(n: int, n_queries: int, repository: Path, log) -> tuple[np.ndarray,
     std = np.asarray(spec["std"], np.float32)[None, None, :, None, None]
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
-    session = ort.InferenceSession(str(repository / "demo" / manifest["components"]["encoder"]["files"]["fp32"]), options,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(repository / "demo" / manifest["components"]["encoder"]["files"]["fp32"]),
+        options,
+        providers=["CPUExecutionProvider"],
+    )
     steps = 32
 
     def embed(m: int, seed: int) -> tuple[np.ndarray, float]:
@@ -229,7 +232,7 @@ def run_size(name: str, data: np.ndarray, queries: np.ndarray, truth: Truth, arg
                 store = CollectionStore(work, fsync=False, snapshot_every_bytes=1 << 62)
                 store.recover()
                 collection, _ = store.create(config)
-                fill(collection, data, lambda i, v, m: store.upsert("bench", i, v, m))
+                fill(collection, data, lambda i, v, m, store=store: store.upsert("bench", i, v, m))
             else:
                 store, collection = None, Collection(config, background=False)
                 fill(collection, data, collection.upsert)
@@ -238,7 +241,9 @@ def run_size(name: str, data: np.ndarray, queries: np.ndarray, truth: Truth, arg
             for params in sweep:
                 singles = args.singles if kind != "flat" or n <= 100_000 else 30
                 r, qb, qs = measure(collection, queries, truth, params, singles, 1 if kind == "flat" else 3)
-                rows.append(Row(name, n, kind, json.dumps(build), json.dumps(params), r, qb, qs, extra={"build_s": built}))
+                rows.append(
+                    Row(name, n, kind, json.dumps(build), json.dumps(params), r, qb, qs, extra={"build_s": built})
+                )
                 log(f"    {params}: recall@10 {r:.3f}  batched {qb:,.0f} q/s  single {qs:,.0f} q/s")
             del collection
             if store is not None:
@@ -265,8 +270,12 @@ def over_http(name: str, n: int, data_dir: Path, kind: str, build: dict, choices
     env = {**os.environ, "JEPA_DATA_DIR": str(data_dir), "JEPA_MODEL_REPOSITORY": str(ROOT / "model_repository"),
            "JEPA_MAX_REQUEST_ITEMS": "1000"}
     started = time.perf_counter()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "jepa-serve"), "--port", str(port), "--log-level", "warning"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "jepa-serve"), "--port", str(port), "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
             deadline = time.monotonic() + 1800
@@ -313,7 +322,10 @@ def plot(rows: list[Row], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    for ax, attr, title in ((axes[0], "qps_batched", "batched (1000 queries in one call)"), (axes[1], "qps_single", "one query per call")):
+    for ax, attr, title in (
+        (axes[0], "qps_batched", "batched (1000 queries in one call)"),
+        (axes[1], "qps_single", "one query per call"),
+    ):
         groups: dict[str, list[Row]] = {}
         for row in rows:
             if row.where == "in process" and row.kind != "flat":
@@ -342,7 +354,13 @@ def goal_lines(rows: list[Row]) -> list[str]:
     out = []
     for label, where, size, attr, target in (
         ("recall@10 >= 0.95 at >= 5,000 batched q/s in process at 1M", "in process", 1_000_000, "qps_batched", 5000),
-        ("recall@10 >= 0.95 at >= 1,500 single-query q/s in process at 1M", "in process", 1_000_000, "qps_single", 1500),
+        (
+            "recall@10 >= 0.95 at >= 1,500 single-query q/s in process at 1M",
+            "in process",
+            1_000_000,
+            "qps_single",
+            1500,
+        ),
     ):
         if not any(r.size == size for r in rows):
             out.append(f"- {label}: **not measured** (no {size:,}-point run)")
@@ -354,7 +372,9 @@ def goal_lines(rows: list[Row]) -> list[str]:
             verdict = "met" if getattr(top, attr) >= target else "not met"
             out.append(f"- {label}: **{verdict}**: best at recall >= 0.95 is {top.kind} `{top.build}` `{top.search}`, "
                        f"recall {top.recall:.3f} at {getattr(top, attr):,.0f} q/s")
-    http = [r for r in rows if r.data == "hard" and r.where == "POST /search" and r.size == 100_000 and r.recall >= 0.95]
+    http = [
+        r for r in rows if r.data == "hard" and r.where == "POST /search" and r.size == 100_000 and r.recall >= 0.95
+    ]
     if http:
         top = min(http, key=lambda r: r.extra["p50_ms"])
         verdict = "met" if top.extra["p50_ms"] <= 5 else "not met"
@@ -365,7 +385,9 @@ def goal_lines(rows: list[Row]) -> list[str]:
     return out
 
 
-def write_report(rows: list[Row], hard: dict, notes: list[str], args, out: Path, started: float, load_start: tuple) -> None:
+def write_report(
+    rows: list[Row], hard: dict, notes: list[str], args, out: Path, started: float, load_start: tuple
+) -> None:
     load_end = os.getloadavg()
     lines = [
         "# Index benchmark",
@@ -391,7 +413,9 @@ def write_report(rows: list[Row], hard: dict, notes: list[str], args, out: Path,
         "",
     ]
     for (name, n), (nlist, r) in hard.items():
-        lines.append(f"- {name}, {n:,} points, IVF{nlist}: nprobe 1 **{r[1]:.3f}** (nprobe 16: {r[16]:.3f}, nprobe 64: {r[64]:.3f})")
+        lines.append(
+            f"- {name}, {n:,} points, IVF{nlist}: nprobe 1 **{r[1]:.3f}** (nprobe 16: {r[16]:.3f}, nprobe 64: {r[64]:.3f})"
+        )
     lines += [
         "",
         "## Goals (hard set)",
@@ -453,7 +477,9 @@ def main() -> None:
         hard[(name, n)] = hardness(data, queries, truth)
         log(f"  hardness: IVF{hard[(name, n)][0]} recall by nprobe {hard[(name, n)][1]}")
         rows += run_size(name, data, queries, truth, args, log)
-        write_report(rows, hard, notes, args, args.out / "index.md", started, load_start)  # partial results survive a crash
+        write_report(
+            rows, hard, notes, args, args.out / "index.md", started, load_start
+        )  # partial results survive a crash
         plot(rows, args.out / "index.png")
         del data, truth
     log(f"wrote {args.out / 'index.md'}")

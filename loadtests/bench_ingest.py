@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from jepa_serve_client import Client
+
 from loadtests.server import LocalServer, model_repository
 
 

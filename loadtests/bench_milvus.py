@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtests.bench_index import K, ROOT, Truth, hard_set
-from service.index.collection import CollectionConfig
+from loadtests.bench_index import ROOT, K, Truth, hard_set
 from loadtests.milvus_lite_probe import indexed_rows
+from service.index.collection import CollectionConfig
 from service.index.milvus_store import MilvusCollectionStore, milvus_name
 
 BEGIN, END = "<!-- milvus rows: begin -->", "<!-- milvus rows: end -->"
@@ -38,7 +38,9 @@ CONFIGS: list[tuple[str, dict, list[dict]]] = [
 ]
 
 
-def measure(store: MilvusCollectionStore, queries: np.ndarray, truth: Truth, params: dict, singles: int) -> tuple[float, float, float]:
+def measure(
+    store: MilvusCollectionStore, queries: np.ndarray, truth: Truth, params: dict, singles: int
+) -> tuple[float, float, float]:
     collection = store.get("bench")
     for q in range(50):  # warm (and let the engine finish its post-flush compaction)
         collection.search(queries[q : q + 1], K, params=params)
@@ -122,7 +124,8 @@ def section(rows: list[dict], n: int, n_queries: int, singles: int, seconds: flo
         "(`milvus_lite/search/executor_indexed.py`: a dict of the newest version of each primary key across segments, "
         "then a per-row loop for the valid-row mask, then an `IDSelectorBatch` over the valid rows for FAISS). That is "
         "work proportional to the collection on every call, whatever the index: it caps single-query throughput"
-        + (f" (flat: {flat['single']:,.0f} q/s here)" if flat else "") + " and is why single-query rows here are one to two "
+        + (f" (flat: {flat['single']:,.0f} q/s here)" if flat else "")
+        + " and is why single-query rows here are one to two "
         "orders of magnitude below the in-process FAISS ones, while batched rows, where one call amortises it over 1000 "
         "queries, come within a few times of them (the FAISS rows were measured on another day at a lower load). Ingest is bounded the same way (Python row conversion on both sides of gRPC, a WAL write, "
         "and an inline seal of the buffer when it fills). None of this is Milvus's server design (C++ segments and "

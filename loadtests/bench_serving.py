@@ -166,7 +166,9 @@ def server(target: str, repository: Path, model: str, workdir: Path) -> Iterator
         log.close()
 
 
-async def drive(url: str, bodies: list[bytes], concurrency: int, seconds: float, warmup: float) -> tuple[list[float], int, float]:
+async def drive(
+    url: str, bodies: list[bytes], concurrency: int, seconds: float, warmup: float
+) -> tuple[list[float], int, float]:
     """`concurrency` closed-loop clients posting /embed; latencies of requests that finished in the window."""
     latencies: list[float] = []
     errors = 0
@@ -217,7 +219,9 @@ def sweep(target: str, url: str, bodies: list[bytes], levels: list[int], seconds
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    return f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
 
 
 def plot(results: dict, out: Path) -> Path:
@@ -281,7 +285,9 @@ def report(results: dict, args: argparse.Namespace, out: Path, started: str, loa
         ]
         for target, points in result["http"].items():
             for p in points:
-                lines.append(f"| {target} | {p.concurrency} | {p.rps:.1f} | {p.p50_ms:.1f} | {p.p95_ms:.1f} | {p.p99_ms:.1f} | {p.errors} |")
+                lines.append(
+                    f"| {target} | {p.concurrency} | {p.rps:.1f} | {p.p50_ms:.1f} | {p.p95_ms:.1f} | {p.p99_ms:.1f} | {p.errors} |"
+                )
         best = {t: max(p.rps for p in pts) for t, pts in result["http"].items()}
         lines += ["", "Best throughput over the sweep, and ratios:", ""]
         ours = best.get("jepa-serve", float("nan"))
@@ -292,9 +298,11 @@ def report(results: dict, args: argparse.Namespace, out: Path, started: str, loa
                 lines.append(f"- {peer} {best[peer]:.1f} req/s; jepa-serve / {peer} = {ours / best[peer]:.2f}x")
         c1 = next((p for p in result["http"].get("jepa-serve", []) if p.concurrency == 1), None)
         if c1 is not None:
-            lines.append(f"- at concurrency 1, jepa-serve p50 {c1.p50_ms:.1f} ms vs raw single-image {raw.single_p50_ms:.1f} ms "
-                         f"+ decode {raw.decode_ms:.1f} ms = {raw.single_p50_ms + raw.decode_ms:.1f} ms "
-                         f"(overhead {c1.p50_ms - raw.single_p50_ms - raw.decode_ms:.1f} ms)")
+            lines.append(
+                f"- at concurrency 1, jepa-serve p50 {c1.p50_ms:.1f} ms vs raw single-image {raw.single_p50_ms:.1f} ms "
+                f"+ decode {raw.decode_ms:.1f} ms = {raw.single_p50_ms + raw.decode_ms:.1f} ms "
+                f"(overhead {c1.p50_ms - raw.single_p50_ms - raw.decode_ms:.1f} ms)"
+            )
         lines.append("")
     path = out / "serving.md"
     path.write_text("\n".join(lines) + "\n")
@@ -328,7 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     for model in models:
         print(f"[{model}] raw engine", flush=True)
         raw = measure_raw(args.repository / model, pngs, args.raw_seconds)
-        print(f"  best {raw.best_img_s:.1f} img/s at batch {raw.best_batch}; with decode {raw.with_decode_img_s:.1f}", flush=True)
+        print(
+            f"  best {raw.best_img_s:.1f} img/s at batch {raw.best_batch}; with decode {raw.with_decode_img_s:.1f}",
+            flush=True,
+        )
         results[model] = {"raw": raw, "http": {}}
         for target in targets:
             print(f"[{model}] {target}", flush=True)

@@ -64,7 +64,9 @@ def _photo_pool() -> list[tuple[EncodedImage, int]]:
         source = Image.fromarray(array[..., :3])
         for width, height, fmt, weight in SIZES:
             buffer = io.BytesIO()
-            source.resize((width, height), Image.BILINEAR).save(buffer, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+            source.resize((width, height), Image.BILINEAR).save(
+                buffer, format=fmt, **({"quality": 90} if fmt == "JPEG" else {})
+            )
             out.append((_encoded(f"{name}-{width}x{height}", fmt, buffer.getvalue()), weight))
     return out
 
@@ -81,7 +83,12 @@ def png_rgb(width: int, height: int, pixel) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(rows), 6)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(bytes(rows), 6))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _procedural_pool() -> list[tuple[EncodedImage, int]]:
@@ -111,8 +118,10 @@ def multipart_body(images: list[EncodedImage], fields: dict[str, str]) -> tuple[
         parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
     for index, image in enumerate(images):
         ext = "png" if image.content_type == "image/png" else "jpg"
-        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{index}-{image.label}.{ext}"\r\n'
-                f"Content-Type: {image.content_type}\r\n\r\n")
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{index}-{image.label}.{ext}"\r\n'
+            f"Content-Type: {image.content_type}\r\n\r\n"
+        )
         parts.append(head.encode() + image.data + b"\r\n")
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"

@@ -89,7 +89,9 @@ _target: Target | None = None
 _shape_started_at: float | None = None
 
 
-def _call(host: str, method: str, path: str, headers: dict[str, str], body: Any = None, timeout: float = 60) -> tuple[int, Any]:
+def _call(
+    host: str, method: str, path: str, headers: dict[str, str], body: Any = None, timeout: float = 60
+) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(host.rstrip("/") + path, data=data, method=method,
                                      headers={**headers, **({"Content-Type": "application/json"} if data else {})})
@@ -167,7 +169,7 @@ def _setup_collection(target: Target, name: str, size: int) -> None:
     target.stored = points
 
 
-def discover(environment) -> Target:
+def discover(environment) -> Target:  # noqa: C901 - one start-up sequence; each branch a capability the server may lack
     """Find the model, its predictor and /plan, prepare the collection; once per process."""
     global _target
     if _target is not None:
@@ -361,8 +363,17 @@ class SearchUser(JepaUser):
     def by_vector(self) -> None:
         _, vector = self.rng.choice(self.target.stored)
         query = [v + self.rng.gauss(0.0, 0.02) for v in vector]
-        self.send("/search", "/search vector", check=_has_hits,
-                  json_body={"collection": self.target.collection, "vector": query, "k": 10, "space_id": self.target.space_id})
+        self.send(
+            "/search",
+            "/search vector",
+            check=_has_hits,
+            json_body={
+                "collection": self.target.collection,
+                "vector": query,
+                "k": 10,
+                "space_id": self.target.space_id,
+            },
+        )
 
     @task(2)
     def by_image(self) -> None:
@@ -537,7 +548,13 @@ def _on_test_stop(environment, **_kwargs) -> None:
     if _writer is not None:
         _writer.flush()
     is_worker = isinstance(environment.runner, WorkerRunner)
-    if target is not None and target.collection and options is not None and not options.jepa_keep_collection and not is_worker:
+    if (
+        target is not None
+        and target.collection
+        and options is not None
+        and not options.jepa_keep_collection
+        and not is_worker
+    ):
         _call(target.host, "DELETE", f"/collections/{target.collection}", target.headers)
         _target = None  # a next run (web UI) creates it again
 

@@ -112,7 +112,9 @@ def steps(rows: list[dict], knee: dict, path: Path) -> str:
     lat.set_ylabel("p95 (ms)")
     if knee:
         ax.axvline(knee["users"], color="black", linestyle="--", linewidth=1)
-        ax.annotate(f"knee: {knee['users']} users", (knee["users"], knee["ok_rps"]), textcoords="offset points", xytext=(5, -15))
+        ax.annotate(
+            f"knee: {knee['users']} users", (knee["users"], knee["ok_rps"]), textcoords="offset points", xytext=(5, -15)
+        )
     ax.set_title("Step test: throughput and p95 per step")
     fig.legend(loc="upper left", bbox_to_anchor=(0.1, 0.9))
     return _save(fig, path)

@@ -75,26 +75,30 @@ def render(lines: list[dict], returncode: int) -> str:
         rows.append(f"| {scenario} | 1 run | {shown} | {figures.get('lost', 0)} |")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     status = "all passed" if returncode == 0 else f"pytest exited {returncode}: SOME TESTS FAILED, see its output"
-    return "\n".join([
-        "# Reliability: bad days, tried on purpose",
-        "",
-        f"Made by `python -m loadtests.reliability` on {stamp}, on a {os.cpu_count()}-core CPU machine without a GPU "
-        f"(the tests below: {status}).",
-        "Every row is a test in `make test`; the figures are what that test measured in this run.",
-        "",
-        "| what was tried | cases | what happened | acknowledged writes lost |",
-        "|---|---:|---|---:|",
-        *rows,
-        "",
-        "Statuses: 400 undecodable, 404 unknown name, 405 wrong method, 408 headers not received in time,",
-        "409 space conflict, 413 too large, 415 wrong type, 422 invalid, 429 queue full (with Retry-After),",
-        "503 not ready, Redis down or too many connections (with Retry-After), 504 deadline, 507 disk full. Tests: " + ", ".join(f"`{t}`" for t in TESTS) + ".",
-        "",
-        "The soak (minutes of steady mixed load; server RSS and open file descriptors sampled from /proc, the run fails",
-        "if either keeps growing) is not part of `make test`: `make soak` (also run by `make bench`). The report of the",
-        "last run kept in the tree, with its command, machine and date, is [docs/soak/report.md](soak/report.md).",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# Reliability: bad days, tried on purpose",
+            "",
+            f"Made by `python -m loadtests.reliability` on {stamp}, on a {os.cpu_count()}-core CPU machine without a GPU "
+            f"(the tests below: {status}).",
+            "Every row is a test in `make test`; the figures are what that test measured in this run.",
+            "",
+            "| what was tried | cases | what happened | acknowledged writes lost |",
+            "|---|---:|---|---:|",
+            *rows,
+            "",
+            "Statuses: 400 undecodable, 404 unknown name, 405 wrong method, 408 headers not received in time,",
+            "409 space conflict, 413 too large, 415 wrong type, 422 invalid, 429 queue full (with Retry-After),",
+            "503 not ready, Redis down or too many connections (with Retry-After), 504 deadline, 507 disk full. Tests: "
+            + ", ".join(f"`{t}`" for t in TESTS)
+            + ".",
+            "",
+            "The soak (minutes of steady mixed load; server RSS and open file descriptors sampled from /proc, the run fails",
+            "if either keeps growing) is not part of `make test`: `make soak` (also run by `make bench`). The report of the",
+            "last run kept in the tree, with its command, machine and date, is [docs/soak/report.md](soak/report.md).",
+            "",
+        ]
+    )
 
 
 def main() -> int:

@@ -13,12 +13,20 @@ def locust_stats(path: Path) -> dict[str, Any]:
     rows = []
     with open(path, newline="") as f:
         for r in csv.DictReader(f):
-            rows.append({
-                "type": r["Type"], "name": r["Name"], "requests": int(r["Request Count"]), "failures": int(r["Failure Count"]),
-                "median_ms": _num(r["Median Response Time"]), "avg_ms": _num(r["Average Response Time"]),
-                "p95_ms": _num(r["95%"]), "p99_ms": _num(r["99%"]), "max_ms": _num(r["Max Response Time"]),
-                "rps": _num(r["Requests/s"]),
-            })
+            rows.append(
+                {
+                    "type": r["Type"],
+                    "name": r["Name"],
+                    "requests": int(r["Request Count"]),
+                    "failures": int(r["Failure Count"]),
+                    "median_ms": _num(r["Median Response Time"]),
+                    "avg_ms": _num(r["Average Response Time"]),
+                    "p95_ms": _num(r["95%"]),
+                    "p99_ms": _num(r["99%"]),
+                    "max_ms": _num(r["Max Response Time"]),
+                    "rps": _num(r["Requests/s"]),
+                }
+            )
     aggregated = next((r for r in rows if r["name"] == "Aggregated"), None)
     return {"rows": [r for r in rows if r["name"] != "Aggregated"], "aggregated": aggregated}
 
@@ -57,14 +65,25 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _window_row(label: str, w: dict[str, Any]) -> list[str]:
-    return [label, _f(w["users"], 0), _f(w["requests"], 0), _f(w["ok_rps"]), _f(w["mean_ms"]), _f(w["p50_ms"]), _f(w["p95_ms"]),
-            _f(w["p99_ms"]), _pct(w["overload_ratio"]), _pct(w["failure_ratio"]), _f(w["server_errors"], 0)]
+    return [
+        label,
+        _f(w["users"], 0),
+        _f(w["requests"], 0),
+        _f(w["ok_rps"]),
+        _f(w["mean_ms"]),
+        _f(w["p50_ms"]),
+        _f(w["p95_ms"]),
+        _f(w["p99_ms"]),
+        _pct(w["overload_ratio"]),
+        _pct(w["failure_ratio"]),
+        _f(w["server_errors"], 0),
+    ]
 
 
 WINDOW_HEADER = ["", "users", "requests", "2xx/s", "mean ms", "p50 ms", "p95 ms", "p99 ms", "429", "failed", "5xx"]
 
 
-def render(summary: dict[str, Any]) -> str:
+def render(summary: dict[str, Any]) -> str:  # noqa: C901 - the report top to bottom, one branch per optional section
     run, totals = summary["run"], summary["totals"]
     lines = [f"# Load test report: {run['shape']}", ""]
     lines += [
@@ -80,17 +99,24 @@ def render(summary: dict[str, Any]) -> str:
         lines.append("- server settings: " + ", ".join(f"`{k}={v}`" for k, v in run["server_env"].items()))
     meta = summary.get("locust", {})
     if meta:
-        lines.append(f"- user classes (weights): {meta.get('user_classes')}; think time {meta.get('wait_ms')} ms; "
-                     f"API key: {'sent' if meta.get('api_key') else 'none'}; "
-                     f"images: {meta.get('images', {}).get('source')} at {', '.join(f'{w}x{h} {f}' for w, h, f, _ in meta.get('images', {}).get('sizes', []))}")
+        lines.append(
+            f"- user classes (weights): {meta.get('user_classes')}; think time {meta.get('wait_ms')} ms; "
+            f"API key: {'sent' if meta.get('api_key') else 'none'}; "
+            f"images: {meta.get('images', {}).get('source')} at {', '.join(f'{w}x{h} {f}' for w, h, f, _ in meta.get('images', {}).get('sizes', []))}"
+        )
         for cls, why in (meta.get("disabled") or {}).items():
             lines.append(f"- not run: {cls}: {why}")
     lines += ["", "## Result", ""]
     verdict = "PASSED" if summary["passed"] else "FAILED"
     lines.append(f"**{verdict}**" + ("" if summary["thresholds"] else " (no thresholds given)"))
     if summary["thresholds"]:
-        lines += [""] + _table(["threshold", "limit", "measured", "result"], [
-            [t["name"], _f(t["limit"], 4), _f(t["value"], 4), "pass" if t["passed"] else "BROKEN"] for t in summary["thresholds"]])
+        lines += [""] + _table(
+            ["threshold", "limit", "measured", "result"],
+            [
+                [t["name"], _f(t["limit"], 4), _f(t["value"], 4), "pass" if t["passed"] else "BROKEN"]
+                for t in summary["thresholds"]
+            ],
+        )
     for problem in summary.get("problems", []):
         lines.append(f"- problem: {problem}")
 
@@ -103,16 +129,44 @@ def render(summary: dict[str, Any]) -> str:
 
     agg = summary["locust_csv"]["aggregated"]
     if agg:
-        lines += ["", "### Locust's own statistics (`locust_stats.csv`; times rounded by Locust, 429 rows listed apart)", ""]
-        rows = [[r["type"], r["name"], _f(r["requests"], 0), _f(r["failures"], 0), _f(r["median_ms"], 0), _f(r["p95_ms"], 0),
-                 _f(r["p99_ms"], 0), _f(r["rps"])] for r in summary["locust_csv"]["rows"]]
-        rows.append(["", "Aggregated", _f(agg["requests"], 0), _f(agg["failures"], 0), _f(agg["median_ms"], 0), _f(agg["p95_ms"], 0),
-                     _f(agg["p99_ms"], 0), _f(agg["rps"])])
+        lines += [
+            "",
+            "### Locust's own statistics (`locust_stats.csv`; times rounded by Locust, 429 rows listed apart)",
+            "",
+        ]
+        rows = [
+            [
+                r["type"],
+                r["name"],
+                _f(r["requests"], 0),
+                _f(r["failures"], 0),
+                _f(r["median_ms"], 0),
+                _f(r["p95_ms"], 0),
+                _f(r["p99_ms"], 0),
+                _f(r["rps"]),
+            ]
+            for r in summary["locust_csv"]["rows"]
+        ]
+        rows.append(
+            [
+                "",
+                "Aggregated",
+                _f(agg["requests"], 0),
+                _f(agg["failures"], 0),
+                _f(agg["median_ms"], 0),
+                _f(agg["p95_ms"], 0),
+                _f(agg["p99_ms"], 0),
+                _f(agg["rps"]),
+            ]
+        )
         lines += _table(["type", "name", "requests", "failures", "median ms", "p95 ms", "p99 ms", "req/s"], rows)
         final = summary.get("locust_final") or {}
         if final:
-            lines += ["", f"Locust's final count (`locust_stats.json`, after the users stopped; the CSV is rewritten each "
-                          f"second and may miss the last one): {final['requests']} requests, {final['failures']} failures."]
+            lines += [
+                "",
+                f"Locust's final count (`locust_stats.json`, after the users stopped; the CSV is rewritten each "
+                f"second and may miss the last one): {final['requests']} requests, {final['failures']} failures.",
+            ]
 
     phases = summary.get("phases") or []
     if summary.get("knee"):
@@ -155,19 +209,38 @@ def render(summary: dict[str, Any]) -> str:
     memory = summary.get("memory") or {}
     if memory.get("available"):
         lines += ["", "## Server memory (RSS)", ""]
-        lines.append(f"Source: {memory['source']}. {memory['samples']} readings after a {_f(memory['warmup_s'], 0)} s warm-up.")
-        lines += [""] + _table(["before load MiB", "after warm-up MiB", "end MiB", "max MiB", "growth MiB", "slope MiB/min"], [[
-            _f(memory["rss_before_load_mb"]), _f(memory["rss_start_mb"]), _f(memory["rss_end_mb"]), _f(memory["rss_max_mb"]),
-            _f(memory["rss_growth_mb"]), _f(memory["rss_slope_mb_per_min"], 2)]])
+        lines.append(
+            f"Source: {memory['source']}. {memory['samples']} readings after a {_f(memory['warmup_s'], 0)} s warm-up."
+        )
+        lines += [""] + _table(
+            ["before load MiB", "after warm-up MiB", "end MiB", "max MiB", "growth MiB", "slope MiB/min"],
+            [
+                [
+                    _f(memory["rss_before_load_mb"]),
+                    _f(memory["rss_start_mb"]),
+                    _f(memory["rss_end_mb"]),
+                    _f(memory["rss_max_mb"]),
+                    _f(memory["rss_growth_mb"]),
+                    _f(memory["rss_slope_mb_per_min"], 2),
+                ]
+            ],
+        )
         if "fd_start" in memory:
-            lines.append(f"\nOpen file descriptors after warm-up: {memory['fd_start']} at the start, {memory['fd_end']} at the end, "
-                         f"{memory['fd_max']} at most (growth {memory['fd_growth']}).")
+            lines.append(
+                f"\nOpen file descriptors after warm-up: {memory['fd_start']} at the start, {memory['fd_end']} at the end, "
+                f"{memory['fd_max']} at most (growth {memory['fd_growth']})."
+            )
     elif memory:
         lines += ["", "## Server memory", "", f"Not measured: {memory.get('why', 'no readings')}."]
 
     server = summary.get("server") or {}
     if server.get("unavailable"):
-        lines += ["", "## Server side", "", f"Not measured: no /metrics from {server.get('metrics_url') or '(skipped)'}."]
+        lines += [
+            "",
+            "## Server side",
+            "",
+            f"Not measured: no /metrics from {server.get('metrics_url') or '(skipped)'}.",
+        ]
     if server.get("batchers"):
         lines += ["", f"## Server side (/metrics of {server.get('metrics_url')}, after minus before)", ""]
         lines += _table(["model/component", "batches", "items", "mean batch", "mean fill", "queue wait mean ms",
@@ -177,20 +250,34 @@ def render(summary: dict[str, Any]) -> str:
             for k, v in server["batchers"].items()])
         lines += ["", "Queue wait p95 is estimated from the histogram buckets (linear inside a bucket)."]
     if server.get("route_latency"):
-        lines += ["", "Time inside the server per route (`jepa_request_duration_seconds`; p95 estimated from its buckets). "
-                      "The client's latency minus this is time spent outside the server's handlers: connection queueing, "
-                      "and a load generator short of CPU.", ""]
-        lines += _table(["route", "requests", "mean ms", "p95 ms"], [
-            [route, _f(v["requests"], 0), _f(v["mean_ms"]), _f(v["p95_ms"])] for route, v in server["route_latency"].items()])
+        lines += [
+            "",
+            "Time inside the server per route (`jepa_request_duration_seconds`; p95 estimated from its buckets). "
+            "The client's latency minus this is time spent outside the server's handlers: connection queueing, "
+            "and a load generator short of CPU.",
+            "",
+        ]
+        lines += _table(
+            ["route", "requests", "mean ms", "p95 ms"],
+            [
+                [route, _f(v["requests"], 0), _f(v["mean_ms"]), _f(v["p95_ms"])]
+                for route, v in server["route_latency"].items()
+            ],
+        )
     if server.get("requests"):
         lines += ["", "Requests seen by the server:", ""]
         lines += _table(["method", "route", "status", "count"],
                         [[r["method"], r["route"], r["status"], _f(r["count"], 0)] for r in server["requests"]])
     if server.get("rejected"):
-        lines += ["", "Items refused by the batchers: " + ", ".join(f"{k}: {v:.0f}" for k, v in server["rejected"].items())]
+        lines += [
+            "",
+            "Items refused by the batchers: " + ", ".join(f"{k}: {v:.0f}" for k, v in server["rejected"].items()),
+        ]
 
     lines += ["", "## Files", ""]
     for label, name in summary["files"].items():
         if name:
-            lines.append(f"- {label}: [{name}]({name})" + (f"\n\n  ![{label}]({name})" if name.endswith(".png") else ""))
+            lines.append(
+                f"- {label}: [{name}]({name})" + (f"\n\n  ![{label}]({name})" if name.endswith(".png") else "")
+            )
     return "\n".join(lines) + "\n"

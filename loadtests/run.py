@@ -65,8 +65,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                          "replica's URL, since each scrape may reach another replica); 'none' to skip")
     p.add_argument("--bin-seconds", type=float, default=0.0, help="time-series bin for plots (0 = by run length)")
     # Only when the runner starts the server.
-    p.add_argument("--model-repository", type=Path,
-                   help="models for the local server (default: ./model_repository, else the demo exported to a temp dir)")
+    p.add_argument(
+        "--model-repository",
+        type=Path,
+        help="models for the local server (default: ./model_repository, else the demo exported to a temp dir)",
+    )
     p.add_argument("--server-env", action="append", default=[], metavar="JEPA_KEY=VALUE",
                    help="setting for the local server (repeatable), e.g. JEPA_MAX_QUEUE_SIZE=64")
     # Thresholds: any broken one makes the exit code 1.
@@ -74,8 +77,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-failure-ratio", type=float, help="share of requests that failed (5xx, other 4xx, errors)")
     p.add_argument("--max-429-ratio", type=float, help="share of requests shed with 429")
     p.add_argument("--max-rss-growth-mb", type=float, help="server RSS growth after warm-up (soak)")
-    p.add_argument("--max-fd-growth", type=int, help="growth of the server's open file descriptors after warm-up (soak)")
-    p.add_argument("--require-recovery", action="store_true", help="spike: fail unless latency recovers after the spike")
+    p.add_argument(
+        "--max-fd-growth", type=int, help="growth of the server's open file descriptors after warm-up (soak)"
+    )
+    p.add_argument(
+        "--require-recovery", action="store_true", help="spike: fail unless latency recovers after the spike"
+    )
     args = p.parse_args(argv)
     for item in args.server_env:
         if "=" not in item or not item.startswith("JEPA_"):
@@ -94,11 +101,27 @@ def locust_command(args: argparse.Namespace, host: str, out: Path) -> list[str]:
            "--jepa-mix", args.mix, "--jepa-wait-ms", args.wait_ms, "--jepa-collection", args.collection,
            "--jepa-collection-size", str(args.collection_size)]
     if args.shape in ("constant", "soak"):
-        cmd += ["--jepa-shape", "constant", "-u", str(args.users), "-r", str(args.spawn_rate), "-t", f"{math.ceil(args.run_time)}s"]
+        cmd += [
+            "--jepa-shape",
+            "constant",
+            "-u",
+            str(args.users),
+            "-r",
+            str(args.spawn_rate),
+            "-t",
+            f"{math.ceil(args.run_time)}s",
+        ]
     elif args.shape == "step":
         cmd += ["--jepa-shape", "step", "--jepa-steps", args.steps, "--jepa-step-seconds", str(args.step_seconds)]
     else:
-        cmd += ["--jepa-shape", "spike", "--jepa-spike-users", args.spike_users, "--jepa-spike-seconds", args.spike_seconds]
+        cmd += [
+            "--jepa-shape",
+            "spike",
+            "--jepa-spike-users",
+            args.spike_users,
+            "--jepa-spike-seconds",
+            args.spike_seconds,
+        ]
     return cmd
 
 
@@ -164,7 +187,9 @@ class Sampler:
             snap = None
         if snap is not None:
             self.snapshots.append((now, snap))
-        value = rss_bytes(self.pid) if self.pid is not None else (server_metrics.rss_from_metrics(snap) if snap else None)
+        value = (
+            rss_bytes(self.pid) if self.pid is not None else (server_metrics.rss_from_metrics(snap) if snap else None)
+        )
         if value is not None:
             self.rss.append((now, value))
         fds = open_fds(self.pid) if self.pid is not None else None
@@ -177,7 +202,9 @@ class Sampler:
             f"the server's {server_metrics.RSS_METRIC} metric"
 
 
-def thresholds(args: argparse.Namespace, totals: dict[str, Any], memory: dict[str, Any], spike: dict | None) -> list[dict]:
+def thresholds(
+    args: argparse.Namespace, totals: dict[str, Any], memory: dict[str, Any], spike: dict | None
+) -> list[dict]:
     checks = []
 
     def check(name: str, limit: float | None, value: float | None) -> None:
@@ -271,7 +298,9 @@ def run_load(args: argparse.Namespace, out: Path, scratch: Path, log) -> dict[st
     return result
 
 
-def analyse(args: argparse.Namespace, out: Path, ran: dict[str, Any], argv: list[str]) -> dict[str, Any]:
+def analyse(  # noqa: C901 - the run's checks in order, each adds one problem line to the report
+    args: argparse.Namespace, out: Path, ran: dict[str, Any], argv: list[str]
+) -> dict[str, Any]:
     problems: list[str] = []
     if ran.get("locust_rc") != 0:
         problems.append(f"Locust exited with {ran.get('locust_rc')} (see locust.log)")
@@ -313,7 +342,9 @@ def analyse(args: argparse.Namespace, out: Path, ran: dict[str, Any], argv: list
         rss_v = np.array([v for _, v in sampler.rss])
         memory = analysis.memory_trend(rss_t, rss_v) | {"source": sampler.rss_source}
         if sampler.fds:
-            memory |= analysis.fd_trend(np.array([t for t, _ in sampler.fds]) - t0, np.array([n for _, n in sampler.fds]))
+            memory |= analysis.fd_trend(
+                np.array([t for t, _ in sampler.fds]) - t0, np.array([n for _, n in sampler.fds])
+            )
     else:
         rss_t, rss_v = np.array([]), np.array([])
         memory = {"available": False, "why": "the server was not started here and exposes no "
@@ -358,14 +389,20 @@ def analyse(args: argparse.Namespace, out: Path, ran: dict[str, Any], argv: list
             "host": ran["host"],
             "server_started": ran["server_started"],
             "server_env": ran["server_env"],
-            "machine": {"cpus": os.cpu_count(), "cpu_model": cpu_model(), "loadavg_before": ran.get("loadavg_before"),
-                        "loadavg_after": ran.get("loadavg_after")},
+            "machine": {
+                "cpus": os.cpu_count(),
+                "cpu_model": cpu_model(),
+                "loadavg_before": ran.get("loadavg_before"),
+                "loadavg_after": ran.get("loadavg_after"),
+            },
             "locust_version": version("locust"),
             "locust_rc": ran.get("locust_rc"),
             "duration_s": seconds,
             "bin_s": bin_s,
         },
-        "locust": {k: meta.get(k) for k in ("user_classes", "disabled", "images", "wait_ms", "model", "collection", "api_key")},
+        "locust": {
+            k: meta.get(k) for k in ("user_classes", "disabled", "images", "wait_ms", "model", "collection", "api_key")
+        },
         "totals": totals,
         "by_name": by_name,
         "locust_csv": report.locust_stats(out / "locust_stats.csv"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -89,16 +90,30 @@ def open_fds(pid: int) -> int | None:
 
 
 class LocalServer:
-    """`jepa-serve` on a free port with its own data folder; `url` once ready, `stop()` returns its log."""
+    """`jepa-serve` on a free port with its own data folder; `url` once ready, `stop()` returns its log.
 
-    def __init__(self, repository: Path, workdir: Path, env: dict[str, str], api_key: str | None = None) -> None:
+    The one launcher of a served process: load tests, benchmarks and the end-to-end tests (tests/support/servers.py).
+    """
+
+    def __init__(
+        self,
+        repository: Path,
+        workdir: Path,
+        env: dict[str, str],
+        api_key: str | None = None,
+        *,
+        log_level: str = "warning",
+        port: int | None = None,
+        log_name: str = "server.log",  # may name the port: "server-{port}.log"
+    ) -> None:
         self.repository = repository
         self.workdir = workdir
         self.env = env
         self.api_key = api_key
-        self.port = free_port()
+        self.log_level = log_level
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / "server.log"
+        self.log_path = workdir / log_name.format(port=self.port)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -106,13 +121,13 @@ class LocalServer:
         assert self.process is not None
         return self.process.pid
 
-    def start(self, timeout_s: float = 120.0) -> None:
+    def start(self, timeout_s: float = 120.0) -> LocalServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "JEPA_MODEL_REPOSITORY": str(self.repository.resolve()),
                "JEPA_DATA_DIR": str((self.workdir / "data").resolve()), **self.env}
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [venv_script("jepa-serve"), "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+            [venv_script("jepa-serve"), "--host", "127.0.0.1", "--port", str(self.port), "--log-level", self.log_level],
             cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT,
         )
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -121,10 +136,14 @@ class LocalServer:
         except RuntimeError:
             self.stop()
             raise
+        return self
 
-    def stop(self) -> str:
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> str:
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(sig)
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -132,4 +151,4 @@ class LocalServer:
                 self.process.wait()
         if hasattr(self, "_log"):
             self._log.close()
-        return self.log_path.read_text() if self.log_path.exists() else ""
+        return self.log()

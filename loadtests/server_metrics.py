@@ -131,7 +131,9 @@ def requests_by_route(before: Snapshot, after: Snapshot) -> list[dict[str, objec
     rows = []
     for lab, value in sorted(counter_delta(before, after, "jepa_requests_total").items()):
         d = dict(lab)
-        rows.append({"method": d.get("method", ""), "route": d.get("route", ""), "status": d.get("status", ""), "count": value})
+        rows.append(
+            {"method": d.get("method", ""), "route": d.get("route", ""), "status": d.get("status", ""), "count": value}
+        )
     return rows
 
 
@@ -152,7 +154,9 @@ def interval_series(snapshots: list[tuple[float, Snapshot]], t0: float) -> dict[
         return out
     for model, component in components(snapshots[-1][1]):
         lab = {"model": model, "component": component}
-        rows: dict[str, list[float]] = {k: [] for k in ("t", "batch_mean", "fill_mean", "wait_mean_ms", "wait_p95_ms", "queue_depth")}
+        rows: dict[str, list[float]] = {
+            k: [] for k in ("t", "batch_mean", "fill_mean", "wait_mean_ms", "wait_p95_ms", "queue_depth")
+        }
         for (_, before), (t, after) in zip(snapshots[:-1], snapshots[1:], strict=True):
             size = histogram_delta(before, after, "jepa_batch_size", **lab)
             wait = histogram_delta(before, after, "jepa_queue_wait_seconds", **lab)

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.jepa_blocks import Block, RotaryTables
+from models.jepa_blocks import Block, RotaryTables, TransformerConfig
 from models.vjepa2 import rope_segment, rope_segment_channels, video_rope
 
 CONDITION_TOKENS = 2  # action, state
 
 
 @dataclass(frozen=True, kw_only=True)
-class ACPredictorConfig:
+class ACPredictorConfig(TransformerConfig):
     image_size: int = 256
     patch_size: int = 16
     embed_dim: int = 1408  # encoder width
@@ -35,16 +35,6 @@ class ACPredictorConfig:
     heads: int = 16
     mlp_hidden: int = 4096
     action_dim: int = 7
-    qkv_bias: bool = True
-    norm_eps: float = 1e-6
-
-    def __post_init__(self) -> None:
-        if self.dim % self.heads:
-            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
-
-    @property
-    def grid(self) -> int:
-        return self.image_size // self.patch_size
 
     @property
     def tokens_per_step(self) -> int:

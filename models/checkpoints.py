@@ -33,9 +33,9 @@ import torch
 from torch import nn
 
 from models.ac_predictor import ACPredictorConfig, VJepa2ACPredictor
-from models.vjepa2_predictor import MaskPredictorConfig, VJepa2MaskPredictor
 from models.ijepa import IJepaConfig, IJepaEncoder
 from models.vjepa2 import VJepa2Config, VJepa2Encoder
+from models.vjepa2_predictor import MaskPredictorConfig, VJepa2MaskPredictor
 
 # Original checkpoints do not record the head count; these are the published architectures'.
 IJEPA_HEADS = {1280: 16, 1408: 16}  # vit_huge, vit_giant (facebookresearch/ijepa vision_transformer.py)

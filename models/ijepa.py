@@ -13,30 +13,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.jepa_blocks import Block
+from models.jepa_blocks import Block, TransformerConfig
 
 
 @dataclass(frozen=True, kw_only=True)
-class IJepaConfig:
+class IJepaConfig(TransformerConfig):
     image_size: int = 224
     patch_size: int = 14
-    in_chans: int = 3
     dim: int = 1280
     depth: int = 32
     heads: int = 16
     mlp_hidden: int = 5120
-    qkv_bias: bool = True
-    norm_eps: float = 1e-6
-
-    def __post_init__(self) -> None:
-        if self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
-        if self.dim % self.heads:
-            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
-
-    @property
-    def grid(self) -> int:
-        return self.image_size // self.patch_size
 
 
 def ijepa_sincos_positions(grid: int, dim: int) -> torch.Tensor:

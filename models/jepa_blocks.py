@@ -1,4 +1,5 @@
-"""Transformer pieces shared by our I-JEPA, V-JEPA 2 and V-JEPA 2-AC modules.
+"""Transformer pieces shared by our ViT, I-JEPA, V-JEPA 2 and V-JEPA 2-AC modules: the config fields they have in
+common, the attention block, rotary tables.
 
 Parameter names follow Meta's original code (`blocks.N.attn.qkv`, `mlp.fc1`,
 ...), so an original checkpoint maps onto these modules by name once its
@@ -12,9 +13,39 @@ LayerNormalization nodes that the fp16 converter leaves in fp32.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransformerConfig:
+    """What every patch transformer here has; each model's config adds its own fields and defaults."""
+
+    image_size: int
+    patch_size: int
+    in_chans: int = 3
+    dim: int
+    depth: int
+    heads: int
+    qkv_bias: bool = True
+    norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
+
+    @property
+    def grid(self) -> int:
+        """Patches per side."""
+        return self.image_size // self.patch_size
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
 
 
 class Mlp(nn.Module):

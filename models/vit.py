@@ -2,39 +2,28 @@
 
 The pooled embedding is the mean of the final, normed patch tokens (no CLS
 token), which is how I-JEPA and V-JEPA 2 are probed. Attention is written out
-(matmul + softmax) rather than fused, so the exported ONNX graph has explicit
+(matmul + softmax) rather than fused (models/jepa_blocks.py), so the exported ONNX graph has explicit
 Softmax / LayerNormalization nodes that the fp16 converter can keep in fp32.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from models.jepa_blocks import Block, TransformerConfig
+
 
 @dataclass(frozen=True, kw_only=True)
-class ViTConfig:
+class ViTConfig(TransformerConfig):
     image_size: int = 64
     patch_size: int = 8
-    in_chans: int = 3
     dim: int = 128
     depth: int = 4
     heads: int = 4
     mlp_ratio: float = 4.0
-    norm_eps: float = 1e-6
-
-    def __post_init__(self) -> None:
-        if self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
-        if self.dim % self.heads:
-            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
-
-    @property
-    def grid(self) -> int:
-        return self.image_size // self.patch_size
 
     @property
     def num_patches(self) -> int:
@@ -57,38 +46,6 @@ def sincos_position_embedding(grid: int, dim: int) -> torch.Tensor:
     return torch.cat([encode(rows), encode(cols)], dim=1).float()  # (N, dim)
 
 
-class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        hs = d // self.heads
-        qkv = self.qkv(x).reshape(b, n, 3, self.heads, hs).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hs)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))  # (B, h, N, N)
-        attn = attn.softmax(dim=-1)
-        out = (attn @ v).transpose(1, 2).reshape(b, n, d)  # (B, N, D)
-        return self.proj(out)
-
-
-class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, eps: float) -> None:
-        super().__init__()
-        hidden = int(dim * mlp_ratio)
-        self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
 class ViTEncoder(nn.Module):
     """Images (B, C, H, W) -> pooled (B, D) and patch tokens (B, N, D)."""
 
@@ -98,7 +55,8 @@ class ViTEncoder(nn.Module):
         self.patch_embed = nn.Conv2d(config.in_chans, config.dim, config.patch_size, stride=config.patch_size)
         self.register_buffer("pos_embed", sincos_position_embedding(config.grid, config.dim).unsqueeze(0))
         self.blocks = nn.ModuleList(
-            Block(config.dim, config.heads, config.mlp_ratio, config.norm_eps) for _ in range(config.depth)
+            Block(config.dim, config.heads, int(config.dim * config.mlp_ratio), config.norm_eps, config.qkv_bias)
+            for _ in range(config.depth)
         )
         self.norm = nn.LayerNorm(config.dim, eps=config.norm_eps)
 

@@ -20,37 +20,23 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.jepa_blocks import Block, RotaryTables
+from models.jepa_blocks import Block, RotaryTables, TransformerConfig
 
 
 @dataclass(frozen=True, kw_only=True)
-class VJepa2Config:
+class VJepa2Config(TransformerConfig):
     image_size: int = 256
     patch_size: int = 16
     tubelet: int = 2
-    in_chans: int = 3
     dim: int = 1024
     depth: int = 24
     heads: int = 16
     mlp_hidden: int = 4096
-    qkv_bias: bool = True
-    norm_eps: float = 1e-6
 
     def __post_init__(self) -> None:
-        if self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
-        if self.dim % self.heads:
-            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        super().__post_init__()
         if self.head_dim // 3 < 2:
             raise ValueError(f"head_dim {self.head_dim} is too small for 3-D rotary positions")
-
-    @property
-    def grid(self) -> int:
-        return self.image_size // self.patch_size
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.heads
 
 
 def rope_segment(positions: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_format, args.log_level)
     for name in unknown_variables(os.environ):
-        logging.getLogger("service.settings").warning("%s is not a jepa-serve setting: ignored (see service/settings.py)", name)
+        logging.getLogger("service.settings").warning(
+            "%s is not a jepa-serve setting: ignored (see service/settings.py)", name
+        )
     lock = None
     if settings.storage == "local":
         # Taken before anything starts and held until the process ends, so a second server on the same

@@ -36,8 +36,11 @@ class ErrorCode(StrEnum):
     INVALID_VIDEO = "invalid_video", 400, "the bytes are not a video this service can decode"
     INVALID_TENSOR_BYTES = "invalid_tensor_bytes", 400, "a raw tensor's byte count does not match its shape and dtype"
     INVALID_TIMEOUT = "invalid_timeout", 400, "X-Request-Timeout-Ms is not a number of milliseconds in (0, 3600000)"
-    INVALID_COLLECTION_NAME = ("invalid_collection_name", 400,
-                               "collection names are 1-64 letters, digits, '_', '-', '.', starting with a letter or digit")
+    INVALID_COLLECTION_NAME = (
+        "invalid_collection_name",
+        400,
+        "collection names are 1-64 letters, digits, '_', '-', '.', starting with a letter or digit",
+    )
     # 401 / 403: who is asking
     UNAUTHORIZED = "unauthorized", 401, "no API key, or one that matches no configured key"
     FORBIDDEN = "forbidden", 403, "the API key lacks the scope the route needs"
@@ -63,8 +66,11 @@ class ErrorCode(StrEnum):
     TOO_MANY_STEPS = "too_many_steps", 413, "more actions in one rollout than max_rollout_steps"
     METADATA_TOO_LARGE = "metadata_too_large", 413, "a point's metadata is larger than max_metadata_bytes of JSON"
     VIDEO_TOO_LONG = "video_too_long", 413, "the video needs more decoded frames than max_video_frames"
-    VIDEO_TOO_LARGE = ("video_too_large", 413,
-                       "decoding the request's videos would hold more than max_video_decode_bytes (refused before decoding)")
+    VIDEO_TOO_LARGE = (
+        "video_too_large",
+        413,
+        "decoding the request's videos would hold more than max_video_decode_bytes (refused before decoding)",
+    )
     # 415: a format this service does not take
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type", 415, "the request's content type is not accepted"
     UNSUPPORTED_IMAGE_FORMAT = "unsupported_image_format", 415, "the image format is not one of the supported formats"
@@ -97,7 +103,11 @@ class ErrorCode(StrEnum):
     CLIENT_CLOSED_REQUEST = "client_closed_request", 499, "the client closed the connection before sending its request"
     # 5xx: the server's side
     INTERNAL_ERROR = "internal_error", 500, "an unexpected error (the log has the traceback)"
-    INFERENCE_FAILED = "inference_failed", 500, "the engine failed on the batch holding this request (details in the log)"
+    INFERENCE_FAILED = (
+        "inference_failed",
+        500,
+        "the engine failed on the batch holding this request (details in the log)",
+    )
     NOT_READY = "not_ready", 503, "not ready (loading, warming) or shutting down"
     # A shared store that cannot be reached is a temporary outage elsewhere: retry (Retry-After), the write is safe
     # to repeat. That is not a local disk that refused a write (storage_error, 507): retrying does not help until

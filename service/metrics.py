@@ -20,9 +20,15 @@ class Metrics:
             "jepa_batch_size", "items per engine call", ["model", "component"], buckets=BATCH_BUCKETS, registry=r
         )
         self.batch_fill = Histogram(
-            "jepa_batch_fill_ratio", "batch size / max batch size", ["model", "component"], buckets=FILL_BUCKETS, registry=r
+            "jepa_batch_fill_ratio",
+            "batch size / max batch size",
+            ["model", "component"],
+            buckets=FILL_BUCKETS,
+            registry=r,
         )
-        self.batch_limit = Gauge("jepa_batch_limit", "largest batch the batcher forms (tuned at warm-up)", ["model", "component"], registry=r)
+        self.batch_limit = Gauge(
+            "jepa_batch_limit", "largest batch the batcher forms (tuned at warm-up)", ["model", "component"], registry=r
+        )
         self.open_streams = Gauge("jepa_open_streams", "open /stream/surprise WebSocket connections", registry=r)
         self.queue_depth = Gauge("jepa_queue_depth", "items waiting for a batch", ["model", "component"], registry=r)
         self.queue_wait = Histogram(
@@ -30,27 +36,47 @@ class Metrics:
             buckets=LATENCY_BUCKETS, registry=r,
         )
         self.inference_seconds = Histogram(
-            "jepa_inference_seconds", "engine time per batch", ["model", "component"], buckets=LATENCY_BUCKETS, registry=r
+            "jepa_inference_seconds",
+            "engine time per batch",
+            ["model", "component"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
-        self.decode_seconds = Histogram("jepa_decode_seconds", "decode + preprocess per item", buckets=LATENCY_BUCKETS, registry=r)
-        self.rejected = Counter("jepa_rejected", "items refused or failed", ["model", "component", "reason"], registry=r)
+        self.decode_seconds = Histogram(
+            "jepa_decode_seconds", "decode + preprocess per item", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.rejected = Counter(
+            "jepa_rejected", "items refused or failed", ["model", "component", "reason"], registry=r
+        )
         self.index_points = Gauge("jepa_index_points", "points per collection", ["collection"], registry=r)
         self.parity = Gauge(
-            "jepa_model_parity_min_cosine", "export parity of the served artifact vs PyTorch", ["model", "component", "precision"],
+            "jepa_model_parity_min_cosine",
+            "export parity of the served artifact vs PyTorch",
+            ["model", "component", "precision"],
             registry=r,
         )
         self.models_loaded = Gauge("jepa_models_loaded", "models serving", registry=r)
         self.models_failed = Gauge("jepa_models_failed", "models that failed to load", registry=r)
         # Security and queue capacity: alert rules divide queue depth by capacity.
         self.auth_denied = Counter("jepa_auth_denied", "requests refused by auth", ["reason"], registry=r)
-        self.rate_limited = Counter("jepa_rate_limited", "requests refused by the per-key rate limit", ["key"], registry=r)
+        self.rate_limited = Counter(
+            "jepa_rate_limited", "requests refused by the per-key rate limit", ["key"], registry=r
+        )
         self.rate_limiter_errors = Counter(
             "jepa_rate_limiter_errors", "rate-limit checks that could not reach Redis (let through)", registry=r
         )
-        self.queue_capacity = Gauge("jepa_queue_capacity", "max queued items before 429", ["model", "component"], registry=r)
-        self.in_flight = Gauge("jepa_requests_in_flight", "requests being handled (counted by the concurrency limit)", registry=r)
+        self.queue_capacity = Gauge(
+            "jepa_queue_capacity", "max queued items before 429", ["model", "component"], registry=r
+        )
+        self.in_flight = Gauge(
+            "jepa_requests_in_flight", "requests being handled (counted by the concurrency limit)", registry=r
+        )
         self.concurrency_refused = Counter(
             "jepa_requests_refused", "requests refused with 429 at max_concurrent_requests", registry=r
         )
-        self.embed_cache_hits = Counter("jepa_embed_cache_hits", "inputs answered from the embedding cache", ["backend"], registry=r)
-        self.embed_cache_misses = Counter("jepa_embed_cache_misses", "inputs the embedding cache did not hold", ["backend"], registry=r)
+        self.embed_cache_hits = Counter(
+            "jepa_embed_cache_hits", "inputs answered from the embedding cache", ["backend"], registry=r
+        )
+        self.embed_cache_misses = Counter(
+            "jepa_embed_cache_misses", "inputs the embedding cache did not hold", ["backend"], registry=r
+        )

@@ -33,7 +33,8 @@ class ServedModel:
     clip: ClipSpec = field(default_factory=ClipSpec)
     controllable: np.ndarray | None = None  # (k, D) projection onto the action-controllable subspace, if shipped
     future: FuturePredictor | None = None  # V-JEPA 2's mask predictor: future tokens from a past clip
-    action_readout: np.ndarray | None = None  # (A, D) linear inverse model (planning cost with a global slope), if shipped
+    # (A, D) linear inverse model (planning cost with a global slope), if shipped
+    action_readout: np.ndarray | None = None
     # predicted-vs-observed scores, when the manifest has a calibration: pooled states after actions (the demo), or
     # the future tubelet steps of a clip (V-JEPA 2's mask predictor)
     surprise: SurpriseScorer | FutureSurprise | None = None
@@ -91,7 +92,9 @@ class ModelPool:
     def get(self, name: str) -> ServedModel:
         model = self._models.get(name)
         if model is None:
-            raise NotFound(f"model {name!r} is not served", {"models": sorted(self._models)}, code=ErrorCode.MODEL_NOT_FOUND)
+            raise NotFound(
+                f"model {name!r} is not served", {"models": sorted(self._models)}, code=ErrorCode.MODEL_NOT_FOUND
+            )
         return model
 
     def resolve_model(self, name: str | None, default: str | None = None) -> ServedModel:
@@ -107,7 +110,9 @@ class ModelPool:
     def by_space(self, space_id: str) -> ServedModel | None:
         return next((m for m in self._models.values() if m.manifest.space_id == space_id), None)
 
-    def load(self, entries: list[RepositoryEntry], failures: list[EntryFailure], settings: Settings, metrics: Metrics) -> None:
+    def load(
+        self, entries: list[RepositoryEntry], failures: list[EntryFailure], settings: Settings, metrics: Metrics
+    ) -> None:
         for failure in failures:
             self.failures[failure.name] = failure.reason
         native_trt = settings.providers == "tensorrt_native"
@@ -197,7 +202,9 @@ def build_served_model(
             for _ in range(engine_instances(settings, engine.device) - 1)
         ]
         precision = engine.precision
-        batchers[component] = DynamicBatcher(instances, component_policy, metrics, model=entry.name, component=component)
+        batchers[component] = DynamicBatcher(
+            instances, component_policy, metrics, model=entry.name, component=component
+        )
         parity = spec.parity.get(precision)
         if isinstance(parity, dict) and "min_cosine" in parity:
             metrics.parity.labels(model=entry.name, component=component, precision=precision).set(parity["min_cosine"])
@@ -211,7 +218,11 @@ def build_served_model(
         entry=entry,
         encoder=batchers["encoder"],
         preprocess=ImagePreprocess(
-            height=spec_in.image_size[0], width=spec_in.image_size[1], resize=spec_in.resize, mean=spec_in.mean, std=spec_in.std
+            height=spec_in.image_size[0],
+            width=spec_in.image_size[1],
+            resize=spec_in.resize,
+            mean=spec_in.mean,
+            std=spec_in.std,
         ),
         rollout=rollout,
         batchers=list(batchers.values()),

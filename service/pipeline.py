@@ -46,7 +46,9 @@ class Embedded:
 
 def require_rollout(model: ServedModel) -> LatentRollout | TokenRollout:
     if model.rollout is None:
-        raise UnprocessableInput(f"model {model.name!r} has no action-conditioned predictor", code=ErrorCode.NO_PREDICTOR)
+        raise UnprocessableInput(
+            f"model {model.name!r} has no action-conditioned predictor", code=ErrorCode.NO_PREDICTOR
+        )
     return model.rollout
 
 
@@ -102,7 +104,7 @@ async def _compute(
     # Tell the batcher these items are coming, so it holds a batch open for them while they decode.
     model.encoder.announce(len(items))
     try:
-        prepared = await asyncio.gather(*(prepare(item, index) for item, index in zip(items, positions)))
+        prepared = await asyncio.gather(*(prepare(item, index) for item, index in zip(items, positions, strict=False)))
     except BaseException:
         model.encoder.withdraw(len(items))
         raise
@@ -238,7 +240,8 @@ async def observe_clip(services: Services, model: ServedModel, items: Sequence[M
 
 
 async def _decode_frames(services: Services, model: ServedModel, items: Sequence[MediaItem]) -> np.ndarray:
-    """Every item's frames, decoded in the decode executor and preprocessed for the model, oldest first: (k, 3, H, W)."""
+    """Every item's frames, decoded in the decode executor and preprocessed for the model, oldest first:
+    (k, 3, H, W)."""
     limits = media_limits(services.settings)
     check_videos(items, model.preprocess, limits)
 

@@ -1,8 +1,9 @@
 """Reading model-repository entries: `<repo>/<name>/manifest.json` + ONNX files.
 
-The manifest is the whole contract between export/ and the service; it is
-validated here so that a bad entry fails at start-up with a clear message,
-not on the first request.
+The manifest is the whole contract between export/ and the service, and these
+models are its one definition: export/pipeline.py writes manifests through
+them (extra fields forbidden), and the service validates them here so that a
+bad entry fails at start-up with a clear message, not on the first request.
 """
 
 from __future__ import annotations
@@ -41,12 +42,15 @@ class InputSpec(_Strict):
     tubelet: int = 1
     patch_size: int
     clip_padding: Literal["repeat_first"] = "repeat_first"
+    image: str = ""  # how an image becomes an item (video models: repeated along T), for people reading it
 
 
 class OutputSpec(_Strict):
     dim: int = Field(gt=0)
     token_grid: tuple[int, ...]
     pooling: str
+    token_dim: int | None = None  # when tokens are narrower than the pooled vector (the demo's linear head)
+    frames: str = ""  # what the per-time-step output is, for video encoders
 
 
 class ComponentSpec(_Strict):
@@ -54,6 +58,7 @@ class ComponentSpec(_Strict):
     inputs: dict[str, list[int]]
     outputs: list[str]
     parity: dict[str, object] = {}
+    external_data: dict[Literal["fp32", "fp16"], str] = {}  # weight files beside graphs over 2 GiB
 
 
 class PredictorSpec(_Strict):
@@ -70,6 +75,8 @@ class PredictorSpec(_Strict):
     tokens_per_frame: int = 1
     proprio_dim: int = 0
     step: str = ""
+    normalize_tokens: str = ""  # token-level predictors: how tokens are normalised around each step
+    shorter_history: str = ""  # token-level predictors: how a history shorter than context_frames is fed
 
 
 class FutureSpec(_Strict):
@@ -79,6 +86,8 @@ class FutureSpec(_Strict):
     context_frames: int = Field(ge=1)
     future_steps: int = Field(ge=1)
     tokens_per_step: int = Field(ge=1)
+    future_frames: int | None = None
+    step: str = ""
 
 
 class SurpriseSpec(_Strict):
@@ -127,6 +136,7 @@ class Manifest(_Strict):
     name: str
     family: str
     checkpoint_sha256: str
+    source: str = ""  # the weights it was exported from
     space_id: str
     input: InputSpec
     output: OutputSpec
@@ -138,6 +148,8 @@ class Manifest(_Strict):
     heads: dict[str, HeadSpec] = {}
     tools: dict[str, str] = {}
     created_at: str = ""
+    architecture: dict[str, int] = {}  # depth, heads, ... of checkpoint families, for people reading it
+    fusion: str = ""  # ONNX Runtime's transformer fusions applied at export (export/fusion.py), if any
 
 
 @dataclass(frozen=True)
@@ -168,21 +180,32 @@ def read_entry(folder: Path) -> RepositoryEntry:
         raise ManifestError(f"{folder.name}: no manifest.json") from exc
     except (json.JSONDecodeError, ValidationError) as exc:
         raise ManifestError(f"{folder.name}: invalid manifest.json: {exc}") from exc
+    _check_contracts(folder.name, manifest)
+    _check_files(folder, manifest)
+    return RepositoryEntry(name=folder.name, folder=folder, manifest=manifest)
+
+
+def _check_contracts(name: str, manifest: Manifest) -> None:
+    """Every component the service would run has the contract that says how to run it."""
     if "encoder" not in manifest.components:
-        raise ManifestError(f"{folder.name}: manifest has no encoder component")
+        raise ManifestError(f"{name}: manifest has no encoder component")
     if "predictor" in manifest.components and manifest.predictor is None:
-        raise ManifestError(f"{folder.name}: predictor component without a predictor contract")
+        raise ManifestError(f"{name}: predictor component without a predictor contract")
     if "future" in manifest.components and manifest.future is None:
-        raise ManifestError(f"{folder.name}: future component without a future contract")
+        raise ManifestError(f"{name}: future component without a future contract")
     if manifest.surprise is not None:
         if manifest.surprise.metric == "l1_tokens" and manifest.future is None:
-            raise ManifestError(f"{folder.name}: an l1_tokens surprise calibration needs the future component")
+            raise ManifestError(f"{name}: an l1_tokens surprise calibration needs the future component")
         pooled = manifest.predictor is not None and manifest.predictor.kind == "pooled"
         if manifest.surprise.metric != "l1_tokens" and not pooled:
-            raise ManifestError(f"{folder.name}: a surprise calibration needs a pooled action-conditioned predictor")
+            raise ManifestError(f"{name}: a surprise calibration needs a pooled action-conditioned predictor")
     for head, spec in manifest.heads.items():
         if not NAME_PATTERN.match(head) or spec.component not in manifest.components:
-            raise ManifestError(f"{folder.name}: head {head!r} has a bad name or no component {spec.component!r}")
+            raise ManifestError(f"{name}: head {head!r} has a bad name or no component {spec.component!r}")
+
+
+def _check_files(folder: Path, manifest: Manifest) -> None:
+    """Every file the manifest lists is there (and every component has its fp32 graph)."""
     if manifest.planning is not None:
         for aid in (manifest.planning.controllable_projection, manifest.planning.action_readout):
             if aid is not None and not (folder / aid).is_file():
@@ -193,7 +216,6 @@ def read_entry(folder: Path) -> RepositoryEntry:
         for file in component.files.values():
             if not (folder / file).is_file():
                 raise ManifestError(f"{folder.name}: {file} is listed in the manifest but missing")
-    return RepositoryEntry(name=folder.name, folder=folder, manifest=manifest)
 
 
 def scan_repository(root: Path) -> tuple[list[RepositoryEntry], list[EntryFailure]]:

@@ -20,16 +20,26 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JEPA_", extra="ignore", frozen=True)
 
     # Where models and data live.
-    model_repository: Path = Field(Path("model_repository"), description="folder of model entries (one sub-folder each)")
+    model_repository: Path = Field(
+        Path("model_repository"), description="folder of model entries (one sub-folder each)"
+    )
     data_dir: Path = Field(Path("data"), description="collections: snapshots and write-ahead logs (local backend)")
     default_model: str = Field("demo", description="model used when a request names none")
-    fsync: bool = Field(True, description="fsync the write-ahead log before acknowledging a write; off = faster, may lose the last writes on power loss")
+    fsync: bool = Field(
+        True,
+        description="fsync the write-ahead log before acknowledging a write; off = faster, may lose the last writes "
+        "on power loss",
+    )
 
     # Runtime.
     providers: Literal["auto", "cpu", "cuda", "tensorrt", "tensorrt_native"] = Field(
-        "auto", description="auto = CUDA if present else CPU; tensorrt = ORT's TensorRT EP; tensorrt_native = TensorRT plans (gpu extra)"
+        "auto",
+        description="auto = CUDA if present else CPU; tensorrt = ORT's TensorRT EP; tensorrt_native = TensorRT plans "
+        "(gpu extra)",
     )
-    precision: Literal["auto", "fp32", "fp16"] = Field("auto", description="auto = fp16 on GPU when the entry has a gated fp16 file, fp32 on CPU")
+    precision: Literal["auto", "fp32", "fp16"] = Field(
+        "auto", description="auto = fp16 on GPU when the entry has a gated fp16 file, fp32 on CPU"
+    )
     intra_op_threads: int = Field(0, ge=0, description="ORT threads inside one op; 0 = one per core")
     engine_instances: int = Field(
         0, ge=0, le=8,
@@ -39,17 +49,23 @@ class Settings(BaseSettings):
 
     # Dynamic batching: bigger batches raise throughput, the delay adds latency at low load.
     max_batch_size: int = Field(16, ge=1, le=4096, description="items per engine call")
-    max_queue_delay_ms: float = Field(2.0, ge=0, le=10_000, description="longest wait of the oldest queued item for a fuller batch")
+    max_queue_delay_ms: float = Field(
+        2.0, ge=0, le=10_000, description="longest wait of the oldest queued item for a fuller batch"
+    )
     max_queue_size: int = Field(1024, ge=1, description="queued items per (model, component) before 429")
     batch_wait: Literal["announced", "always"] = Field(
         "announced",
-        description="announced = wait for a fuller batch only while more items are decoding (a lone request pays no timer); "
-        "always = every non-full batch waits max_queue_delay_ms",
+        description="announced = wait for a fuller batch only while more items are decoding (a lone request pays no "
+        "timer); always = every non-full batch waits max_queue_delay_ms",
     )
     max_batch_tokens: int = Field(0, ge=0, description="patch-token budget per encoder batch (0 = count items only)")
     preferred_batch_sizes: Annotated[tuple[int, ...], NoDecode] = Field(
         (), description="pad batches up to these sizes (TensorRT profiles), as 4,8,16 or [4,8,16]; empty = no padding")
-    request_timeout_ms: float = Field(30_000, ge=0, description="default deadline of a request (0 = none); X-Request-Timeout-Ms or timeout_ms override it")
+    request_timeout_ms: float = Field(
+        30_000,
+        ge=0,
+        description="default deadline of a request (0 = none); X-Request-Timeout-Ms or timeout_ms override it",
+    )
     warmup: bool = Field(True, description="run every batch size once before /readyz turns ready")
     batch_tune: bool = Field(
         True, description="time each batch size at warm-up and cap batches where the cost per item stops falling"
@@ -63,11 +79,19 @@ class Settings(BaseSettings):
     max_upsert_vectors: int = Field(10_000, ge=1, description="precomputed vectors in one upsert")
     max_upsert_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="raw float32 size (points x dim x 4) of the vectors in one upsert")
-    max_metadata_bytes: int = Field(16 * 1024, ge=64, description="JSON size of one point's metadata (413 above): it is stored, logged and replicated")
+    max_metadata_bytes: int = Field(
+        16 * 1024,
+        ge=64,
+        description="JSON size of one point's metadata (413 above): it is stored, logged and replicated",
+    )
     max_image_bytes: int = Field(16 * 1024 * 1024, ge=1, description="encoded size of one image")
-    max_image_pixels: int = Field(40_000_000, ge=1, description="width x height of one decoded image (decompression bombs)")
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="width x height of one decoded image (decompression bombs)"
+    )
     max_video_bytes: int = Field(64 * 1024 * 1024, ge=1, description="encoded size of one video (MP4, WebM, ...)")
-    max_video_frames: int = Field(3000, ge=1, description="frames decoded from one video to reach its last sampled frame")
+    max_video_frames: int = Field(
+        3000, ge=1, description="frames decoded from one video to reach its last sampled frame"
+    )
     max_video_decode_bytes: int = Field(
         512 * 1024 * 1024, ge=1024 * 1024,
         description="memory a request's video decoding may hold: the decoder's frames (estimated from each stream "
@@ -104,12 +128,21 @@ class Settings(BaseSettings):
     api_keys: SecretStr = Field(
         SecretStr(""),
         description="API keys as 'name:sha256hex:scopes' entries separated by ';' or newlines; scopes read, write, ops "
-        "(comma-separated). Only the sha256 of each key is configured, never the key (`python -m service.security new-key`)",
+        "(comma-separated). Only the sha256 of each key is configured, never the key "
+        "(`python -m service.security new-key`)",
     )
-    api_keys_file: Path | None = Field(None, description="file of 'name:sha256hex:scopes' lines (# comments), merged with api_keys")
-    health_open: bool = Field(True, description="/healthz and /readyz answer without a key; false = they need the 'ops' scope")
-    metrics_open: bool = Field(True, description="/metrics answers without a key; false = it needs the 'ops' scope (give Prometheus a key)")
-    rate_limit_requests: int = Field(0, ge=0, description="requests per key (per client address when auth is off) per window; 0 = no limit")
+    api_keys_file: Path | None = Field(
+        None, description="file of 'name:sha256hex:scopes' lines (# comments), merged with api_keys"
+    )
+    health_open: bool = Field(
+        True, description="/healthz and /readyz answer without a key; false = they need the 'ops' scope"
+    )
+    metrics_open: bool = Field(
+        True, description="/metrics answers without a key; false = it needs the 'ops' scope (give Prometheus a key)"
+    )
+    rate_limit_requests: int = Field(
+        0, ge=0, description="requests per key (per client address when auth is off) per window; 0 = no limit"
+    )
     rate_limit_window_s: float = Field(1.0, gt=0, le=3600, description="length of the fixed rate-limit window")
     rate_limit_redis_url: SecretStr | None = Field(
         None,
@@ -118,18 +151,32 @@ class Settings(BaseSettings):
     )
 
     # Operations.
-    log_format: Literal["json", "text"] = Field("json", description="json = one JSON object per line (for log shippers); text for humans")
-    access_log: bool = Field(True, description="one log line per request: method, route, status, duration, request id, key name")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json = one JSON object per line (for log shippers); text for humans"
+    )
+    access_log: bool = Field(
+        True, description="one log line per request: method, route, status, duration, request id, key name"
+    )
     # Connections (service/connections.py): what a directly exposed replica needs; nginx in front adds its own.
     header_timeout_s: float = Field(
-        10.0, gt=0, le=3600, description="a request's headers must all arrive within this; else 408 and the connection is closed"
+        10.0,
+        gt=0,
+        le=3600,
+        description="a request's headers must all arrive within this; else 408 and the connection is closed",
     )
     body_timeout_s: float = Field(
-        30.0, gt=0, le=3600, description="longest silence while a request body is being received before the connection is closed"
+        30.0,
+        gt=0,
+        le=3600,
+        description="longest silence while a request body is being received before the connection is closed",
     )
-    keep_alive_timeout_s: float = Field(5.0, gt=0, le=3600, description="an idle kept-alive connection is closed after this")
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, le=3600, description="an idle kept-alive connection is closed after this"
+    )
     max_connections: int = Field(
-        512, ge=1, description="open connections per process; past it a new one is answered 503 and closed (bounds descriptors)"
+        512,
+        ge=1,
+        description="open connections per process; past it a new one is answered 503 and closed (bounds descriptors)",
     )
     discard_body_bytes: int = Field(
         256 * 1024 * 1024, ge=0,
@@ -137,7 +184,9 @@ class Settings(BaseSettings):
         "before closing, so clients that send the whole body before reading (urllib) see the answer, not a broken pipe",
     )
     shutdown_timeout_s: float = Field(
-        30.0, gt=0, description="on SIGTERM, how long in-flight requests may take before they are cut (queues are drained first)"
+        30.0,
+        gt=0,
+        description="on SIGTERM, how long in-flight requests may take before they are cut (queues are drained first)",
     )
 
     # Collections storage: local files, Redis shared by every replica, or Milvus (collections past one machine).
@@ -146,18 +195,28 @@ class Settings(BaseSettings):
         description="local = snapshot + fsynced WAL under data_dir; redis = Redis is the source of truth, each replica "
         "tails it; milvus = a Milvus engine holds and searches the points (the `milvus` extra)",
     )
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for storage=redis and for the embedding cache")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis for storage=redis and for the embedding cache"
+    )
     redis_prefix: str = Field("jepa", description="prefix of every Redis key this service writes")
     redis_stream_maxlen: int = Field(
-        1_000_000, ge=1000, description="approximate length cap of each collection's update stream (ids only, no vectors)"
+        1_000_000,
+        ge=1000,
+        description="approximate length cap of each collection's update stream (ids only, no vectors)",
     )
     embed_cache: Literal["auto", "memory", "redis", "off"] = Field(
-        "auto", description="content-addressed cache of pooled embeddings; auto = redis when storage=redis, else in-process LRU"
+        "auto",
+        description="content-addressed cache of pooled embeddings; auto = redis when storage=redis, else in-process "
+        "LRU",
     )
-    embed_cache_entries: int = Field(10_000, ge=1, description="in-process cache size (entries; one pooled vector each)")
+    embed_cache_entries: int = Field(
+        10_000, ge=1, description="in-process cache size (entries; one pooled vector each)"
+    )
     embed_cache_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="lifetime of a Redis cache entry")
     redis_ack_wait_s: float = Field(
-        5.0, ge=0, description="how long a write waits for this replica to apply it (read-your-writes) after Redis stored it"
+        5.0,
+        ge=0,
+        description="how long a write waits for this replica to apply it (read-your-writes) after Redis stored it",
     )
 
     # storage=milvus: an embedded milvus-lite file, or a Milvus server / cluster shared by every replica.
@@ -168,15 +227,25 @@ class Settings(BaseSettings):
     )
     milvus_token: SecretStr = Field(SecretStr(""), description="Milvus credentials: 'user:password' or an API key")
     milvus_db_name: str = Field("", description="Milvus database; empty = the server's default")
-    milvus_prefix: str = Field("jepa", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,31}$", description="prefix of every Milvus collection this service owns")
-    milvus_timeout_s: float = Field(10.0, gt=0, description="deadline of one Milvus call; past it the request answers 503")
+    milvus_prefix: str = Field(
+        "jepa",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,31}$",
+        description="prefix of every Milvus collection this service owns",
+    )
+    milvus_timeout_s: float = Field(
+        10.0, gt=0, description="deadline of one Milvus call; past it the request answers 503"
+    )
     milvus_refresh_s: float = Field(
         1.0, gt=0, description="how often a replica re-reads the list of collections (creates and drops made elsewhere)"
     )
 
     # Planning (/plan): each CEM rollout step sends all samples as one predictor batch.
-    predictor_max_batch_size: int = Field(1024, ge=1, le=4096, description="items per predictor call (CEM samples go in one batch)")
-    max_plan_samples: int = Field(1024, ge=2, description="largest /plan samples; keep <= predictor_max_batch_size for one batch per step")
+    predictor_max_batch_size: int = Field(
+        1024, ge=1, le=4096, description="items per predictor call (CEM samples go in one batch)"
+    )
+    max_plan_samples: int = Field(
+        1024, ge=2, description="largest /plan samples; keep <= predictor_max_batch_size for one batch per step"
+    )
     max_plan_iterations: int = Field(32, ge=1, description="largest /plan iterations")
     max_plan_horizon: int = Field(64, ge=1, description="largest /plan horizon")
 

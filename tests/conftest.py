@@ -20,7 +20,8 @@ from PIL import Image
 @pytest.fixture(scope="session")
 def demo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`jepa-export demo` into a fresh repository (in process; a few seconds)."""
-    from export.demo import ExportOptions, export_demo
+    from export.demo import export_demo
+    from export.pipeline import ExportOptions
 
     root = tmp_path_factory.mktemp("model_repository")
     export_demo(ExportOptions(name="demo", out=root), log=lambda _: None)

@@ -33,7 +33,9 @@ def load_entry() -> tuple[ort.InferenceSession, ImagePreprocess, int]:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(folder / "encoder.onnx"), sess_options=options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(folder / "encoder.onnx"), sess_options=options, providers=["CPUExecutionProvider"]
+    )
     spec = manifest["input"]
     preprocess = ImagePreprocess(height=spec["image_size"][0], width=spec["image_size"][1], resize=spec["resize"],
                                  mean=tuple(spec["mean"]), std=tuple(spec["std"]))

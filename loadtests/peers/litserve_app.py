@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import litserve as ls
+import numpy as np
 
 from loadtests.peers.common import decode_one, load_entry, normalise
 

@@ -29,10 +29,8 @@ import numpy as np
 import torch
 
 from models.demo import world
-from models.demo.model import DEFAULT_WEIGHTS, DemoModel, build_demo_model, save_demo_model
+from models.demo.model import DEFAULT_WEIGHTS, DEMO_MEAN, DEMO_STD, DemoModel, build_demo_model, save_demo_model
 from models.demo.regularizers import sigreg, vicreg
-
-MEAN, STD = 0.5, 0.25
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,7 +51,8 @@ class TrainConfig:
     target: str = "stopgrad"  # "stopgrad": targets are the online embeddings, detached; "ema": a momentum encoder
     ema: float = 0.996
     one_step_weight: float = 1.0
-    max_steps: int = 3000  # training length is a step count (= DEMO_TRAIN_STEPS of make demo-train), so the weights do not depend on machine load
+    # training length is a step count (= DEMO_TRAIN_STEPS of make demo-train): the weights do not depend on machine load
+    max_steps: int = 3000
     minutes: float | None = None  # optional wall-clock safety stop (None: run all max_steps)
     log_every: int = 50
     threads: int = 1  # on a busy 2-core machine, 2 torch threads ran 10x slower than 1 (barrier waits)
@@ -61,7 +60,7 @@ class TrainConfig:
 
 def frames_to_input(frames: np.ndarray) -> torch.Tensor:
     """uint8 (..., H, W, 3) -> normalised float (..., 3, H, W) as the service preprocesses images."""
-    x = torch.from_numpy(frames).float().div_(255.0).sub_(MEAN).div_(STD)
+    x = torch.from_numpy(frames).float().div_(255.0).sub_(torch.tensor(DEMO_MEAN)).div_(torch.tensor(DEMO_STD))
     return x.movedim(-1, -3)
 
 
@@ -92,7 +91,11 @@ class SegmentSampler:
 
 
 def jepa_losses(
-    model: DemoModel, clips: torch.Tensor, actions: torch.Tensor, cfg: TrainConfig, target_encoder: torch.nn.Module | None = None
+    model: DemoModel,
+    clips: torch.Tensor,
+    actions: torch.Tensor,
+    cfg: TrainConfig,
+    target_encoder: torch.nn.Module | None = None,
 ) -> dict[str, torch.Tensor]:
     b, k1 = clips.shape[:2]
     raw, _ = model.encoder.raw(clips.flatten(0, 1))  # (B*(H+1), D)
@@ -109,7 +112,9 @@ def jepa_losses(
         rollout.append(current)
     predicted = torch.stack(rollout, dim=1)  # (B, H, D)
     multi = (predicted - target[:, 1:]).pow(2).mean()
-    one_step = (model.predictor(z[:, :-1].flatten(0, 1), actions.flatten(0, 1)) - target[:, 1:].flatten(0, 1)).pow(2).mean()
+    one_step = (
+        (model.predictor(z[:, :-1].flatten(0, 1), actions.flatten(0, 1)) - target[:, 1:].flatten(0, 1)).pow(2).mean()
+    )
     losses = {"rollout": multi, "one_step": cfg.one_step_weight * one_step}
     if cfg.reg == "sigreg":
         losses["sigreg"] = cfg.reg_weight * sigreg(z_flat, cfg.directions)
@@ -175,17 +180,27 @@ def train(cfg: TrainConfig, out: Path, log=print, init: Path | None = None) -> d
                         t.copy_(o)
         step += 1
         if step % cfg.log_every == 0 or step == 1 or step == cfg.max_steps:
-            row = {"step": step, "seconds": round(time.perf_counter() - started, 1), "lr": round(learning_rate(cfg, step - 1), 6)}
+            row = {
+                "step": step,
+                "seconds": round(time.perf_counter() - started, 1),
+                "lr": round(learning_rate(cfg, step - 1), 6),
+            }
             row |= {k: round(float(v.detach()), 5) for k, v in losses.items()}
             history.append(row)
             log(json.dumps(row))
     wall = time.perf_counter() - started
     model.encoder.eval()
     model.predictor.eval()
-    summary = {"config": cfg.__dict__, "steps": step, "wall_seconds": round(wall, 1),
-               "load_average": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in os.getloadavg()]},
-               "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
-               "date": dt.date.today().isoformat(), "crosses_door": round(crossing, 3), "history": history}
+    summary = {
+        "config": cfg.__dict__,
+        "steps": step,
+        "wall_seconds": round(wall, 1),
+        "load_average": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "date": dt.date.today().isoformat(),
+        "crosses_door": round(crossing, 3),
+        "history": history,
+    }
     if init is not None and init.with_suffix(".json").exists():
         earlier = json.loads(init.with_suffix(".json").read_text())
         keep = ("config", "steps", "wall_seconds", "history")
@@ -202,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m models.demo.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     d = TrainConfig()
-    p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="safetensors file to write (+ a .json log beside it)")
+    p.add_argument(
+        "--out", type=Path, default=DEFAULT_WEIGHTS, help="safetensors file to write (+ a .json log beside it)"
+    )
     p.add_argument("--reg", choices=("sigreg", "vicreg", "none"), default=d.reg, help="anti-collapse regulariser")
     p.add_argument("--reg-weight", type=float, default=d.reg_weight, help="SIGReg weight")
     p.add_argument("--max-steps", type=int, default=d.max_steps, help="training steps (the LR schedule ends here)")
@@ -230,7 +247,17 @@ def main(argv: list[str] | None = None) -> int:
         warmup_steps=args.warmup_steps, final_lr_fraction=args.final_lr_fraction, log_every=args.log_every,
     )
     if args.smoke:
-        cfg = TrainConfig(**{**cfg.__dict__, "trajectories": 8, "batch": 4, "horizon": 3, "max_steps": 3, "warmup_steps": 1, "log_every": 1})
+        cfg = TrainConfig(
+            **{
+                **cfg.__dict__,
+                "trajectories": 8,
+                "batch": 4,
+                "horizon": 3,
+                "max_steps": 3,
+                "warmup_steps": 1,
+                "log_every": 1,
+            }
+        )
     train(cfg, args.out, init=args.init)
     return 0
 

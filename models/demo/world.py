@@ -204,9 +204,8 @@ def generate_trajectories(seed: int, n: int, steps: int = 32, door_fraction: flo
         agent[i, 0], ball[i, 0] = state.agent, state.ball
         for t in range(steps):
             smooth = np.clip(0.8 * smooth + 0.6 * rng.standard_normal(2), -1, 1)
-            if waypoints:
-                if np.abs(waypoints[0] - state.agent).max() < 2.0:
-                    waypoints.pop(0)
+            if waypoints and np.abs(waypoints[0] - state.agent).max() < 2.0:
+                waypoints.pop(0)
             if waypoints:
                 action = np.clip((waypoints[0] - state.agent) / AGENT_SPEED + 0.35 * rng.standard_normal(2), -1, 1)
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
@@ -29,7 +30,9 @@ from service.pipeline import check_metadata_size, check_space, embed_items, mode
 # Checked at the edge (422, documented in the schema) and again by the store, which owns the rule.
 CollectionName = Annotated[str, Path(pattern=COLLECTION_NAME.pattern, max_length=64)]
 
-router = APIRouter(prefix="/collections", tags=["collections"], responses=error_responses(*COMMON_ERRORS, 404, 409, 507))
+router = APIRouter(
+    prefix="/collections", tags=["collections"], responses=error_responses(*COMMON_ERRORS, 404, 409, 507)
+)
 
 
 def collection_info(collection: Collection) -> CollectionInfo:
@@ -49,16 +52,22 @@ async def list_collections(services: ReadyServicesDep) -> list[CollectionInfo]:
 
 @router.put("/{name}", response_model=CollectionInfo, status_code=status.HTTP_201_CREATED,
             responses={200: {"model": CollectionInfo, "description": "already exists with the same configuration"}})
-async def create_collection(name: CollectionName, body: CreateCollection, services: ReadyServicesDep, response: Response) -> CollectionInfo:
+async def create_collection(
+    name: CollectionName, body: CreateCollection, services: ReadyServicesDep, response: Response
+) -> CollectionInfo:
     check_collection_name(name)
     dim, space_id = body.dim, body.space_id
     if body.model is not None:
         model = services.models.get(body.model)
         model_dim, model_space = model.manifest.output.dim, model.manifest.space_id
         if dim is not None and dim != model_dim:
-            raise UnprocessableInput(f"dim {dim} differs from model {body.model!r} dim {model_dim}", code=ErrorCode.DIMENSION_MISMATCH)
+            raise UnprocessableInput(
+                f"dim {dim} differs from model {body.model!r} dim {model_dim}", code=ErrorCode.DIMENSION_MISMATCH
+            )
         if space_id is not None and space_id != model_space:
-            raise Conflict(f"space_id differs from model {body.model!r} space {model_space!r}", code=ErrorCode.SPACE_MISMATCH)
+            raise Conflict(
+                f"space_id differs from model {body.model!r} space {model_space!r}", code=ErrorCode.SPACE_MISMATCH
+            )
         dim, space_id = model_dim, model_space
     if dim is None:
         raise UnprocessableInput("give 'dim' or a 'model' to take it from", code=ErrorCode.VALIDATION_ERROR)
@@ -81,10 +90,8 @@ async def get_collection(name: CollectionName, services: ReadyServicesDep) -> Co
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
 async def drop_collection(name: CollectionName, services: ReadyServicesDep) -> Response:
     await services.storage(services.store.drop, name)
-    try:
+    with contextlib.suppress(KeyError):  # never written to: no series to drop
         services.metrics.index_points.remove(name)
-    except KeyError:  # never written to: no series to drop
-        pass
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

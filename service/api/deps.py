@@ -8,10 +8,9 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from service.api.schemas import MAX_TIMEOUT_MS
 from service.errors import ErrorCode, InvalidInput, NotReady
 from service.state import Services
-
-MAX_TIMEOUT_MS = 3_600_000  # an hour: the bound of both the header and the body's timeout_ms
 
 
 def get_services(request: Request) -> Services:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from service.api.deps import DeadlineDep, ReadyServicesDep
@@ -26,6 +26,19 @@ from service.state import Services
 
 router = APIRouter(tags=["embed"], responses=error_responses(*COMMON_ERRORS, 404))
 
+def form_fields(options: type[BaseModel]) -> dict[str, dict]:
+    """The options model's fields as form fields: a form cannot send null, so an optional field is its
+    non-null schema (an absent field is the default)."""
+    fields = {}
+    for name, schema in options.model_json_schema()["properties"].items():
+        variants = [v for v in schema.get("anyOf", [schema]) if v.get("type") != "null"]
+        fields[name] = {
+            **variants[0],
+            **{k: schema[k] for k in ("description", "default") if schema.get(k) is not None},
+        }
+    return fields
+
+
 MULTIPART_DOC = {
     "requestBody": {
         "content": {
@@ -40,15 +53,7 @@ MULTIPART_DOC = {
                     "properties": {
                         "files": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1,
                                   "description": "images or videos, one input each (at least one)"},
-                        "model": {"type": "string"},
-                        "output": {"type": "string", "enum": ["pooled", "tokens", "frames"]},
-                        "num_frames": {"type": "integer", "minimum": 1, "maximum": 1024},
-                        "stride": {"type": "integer", "minimum": 1, "maximum": 10000},
-                        "fps": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
-                        "start_s": {"type": "number", "minimum": 0, "maximum": 86400},
-                        "normalize": {"type": "boolean"},
-                        "encoding": {"type": "string", "enum": ["float", "base64"]},
-                        "dtype": {"type": "string", "enum": ["float32", "float16"]},
+                        **form_fields(EmbedOptions),  # the same fields, parsed by EmbedOptions in _parse_multipart
                     },
                     "required": ["files"],
                 }
@@ -106,7 +111,12 @@ async def embed(request: Request, services: ReadyServicesDep, deadline: Deadline
         )
     model = services.models.resolve_model(options.model, services.settings.default_model)
     result = await embed_items(
-        services, model, items, deadline.at(options.timeout_ms), use_cache=options.output == "pooled", output=options.output
+        services,
+        model,
+        items,
+        deadline.at(options.timeout_ms),
+        use_cache=options.output == "pooled",
+        output=options.output,
     )
     pooled = l2_normalize(result.pooled) if options.normalize else result.pooled
     tokens = result.tokens if options.output == "tokens" else None

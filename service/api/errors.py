@@ -1,4 +1,4 @@
-"""Errors to HTTP responses, `{"error": {"code", "message", "detail"}}`, with statuses from service/errors.py's table."""
+"""Errors to HTTP responses, `{"error": {"code", "message", "detail"}}`, statuses from service/errors.py's table."""
 
 from __future__ import annotations
 
@@ -25,7 +25,10 @@ def error_response(code: ErrorCode, message: str, detail: dict[str, Any] | None 
 
 def _clean_validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Location and message only: echoing the input back could leak or bloat (a 10 MB base64 string)."""
-    return [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors[:20]]
+    return [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in errors[:20]
+    ]
 
 
 async def handle_service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -64,7 +67,9 @@ def allowed_methods(request: Request) -> str:
     """Every documented method on this path (Starlette names only the first matching route's)."""
     methods: set[str] = set()
     for template, operations in request.app.openapi()["paths"].items():
-        pattern = "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in re.split(r"(\{[^/]+\})", template))
+        pattern = "".join(
+            "[^/]+" if part.startswith("{") else re.escape(part) for part in re.split(r"(\{[^/]+\})", template)
+        )
         if re.fullmatch(pattern, request.url.path):
             methods |= {m.upper() for m in operations}
     return ", ".join(sorted(methods))
@@ -84,7 +89,9 @@ async def handle_client_disconnect(request: Request, _: ClientDisconnect) -> JSO
     # The client went away while sending its body (a timeout, a stopped load test): nobody reads this
     # reply and nothing broke here, so no traceback and no 500 in the metrics; 499 as nginx logs it.
     log.info("client disconnected before sending its whole request: %s %s", request.method, request.url.path)
-    return error_response(ErrorCode.CLIENT_CLOSED_REQUEST, "client closed the connection before the request was complete")
+    return error_response(
+        ErrorCode.CLIENT_CLOSED_REQUEST, "client closed the connection before the request was complete"
+    )
 
 
 async def handle_unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -60,20 +60,32 @@ def request_examples(model: ServedModel | None) -> dict[str, dict[str, dict[str,
         "embed": {
             "image": {"summary": "one image (base64 PNG)", "value": {"inputs": [image]}},
             "frames": {"summary": "a clip of frames, oldest first", "value": {"inputs": [{"frames": [now, goal]}]}},
-            "video": {"summary": "a video sampled on the server at 2 fps",
-                      "value": {"inputs": [{"video": _mp4()}], "fps": 2, "output": "pooled"}},
+            "video": {
+                "summary": "a video sampled on the server at 2 fps",
+                "value": {"inputs": [{"video": _mp4()}], "fps": 2, "output": "pooled"},
+            },
         },
         "create_collection": {
-            "from_model": {"summary": "dimension and embedding space taken from a served model",
-                           "value": {"model": model.name if model else "demo", "metric": "cosine"}},
+            "from_model": {
+                "summary": "dimension and embedding space taken from a served model",
+                "value": {"model": model.name if model else "demo", "metric": "cosine"},
+            },
         },
         "upsert_points": {
-            "media": {"summary": "images, embedded by the collection's model",
-                      "value": {"ids": ["cat"], "inputs": [image], "metadata": [{"kind": "cat"}]}},
+            "media": {
+                "summary": "images, embedded by the collection's model",
+                "value": {"ids": ["cat"], "inputs": [image], "metadata": [{"kind": "cat"}]},
+            },
         },
         "search": {
-            "media": {"summary": "query by an image", "value": {"collection": EXAMPLE_COLLECTION, "input": image, "k": 3}},
-            "by_id": {"summary": "query by a stored point", "value": {"collection": EXAMPLE_COLLECTION, "id": "cat", "k": 3}},
+            "media": {
+                "summary": "query by an image",
+                "value": {"collection": EXAMPLE_COLLECTION, "input": image, "k": 3},
+            },
+            "by_id": {
+                "summary": "query by a stored point",
+                "value": {"collection": EXAMPLE_COLLECTION, "id": "cat", "k": 3},
+            },
         },
         "delete_points": {"ids": {"summary": "points by id", "value": {"ids": ["cat"]}}},
         "classify": {
@@ -106,7 +118,10 @@ def request_examples(model: ServedModel | None) -> dict[str, dict[str, dict[str,
     }
     predictor = manifest.predictor
     if model.rollout is not None and predictor is not None and predictor.kind == "pooled":
-        step = [round((lo + hi) / 2 + (hi - lo) / 4, 3) for lo, hi in zip(predictor.action_low, predictor.action_high)]
+        step = [
+            round((lo + hi) / 2 + (hi - lo) / 4, 3)
+            for lo, hi in zip(predictor.action_low, predictor.action_high, strict=False)
+        ]
         examples["predict_future"] = {
             "rollout": {"summary": "two actions from one observed frame",
                         "value": {"context": [image], "actions": [step, step]}},

@@ -26,7 +26,8 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     body: dict[str, Any] = {
         "status": "ready" if services.ready else "not_ready",
         "phase": services.phase,
-        "models": {m.name: "ready" for m in services.models} | {n: f"failed: {r}" for n, r in services.models.failures.items()},
+        "models": {m.name: "ready" for m in services.models}
+        | {n: f"failed: {r}" for n, r in services.models.failures.items()},
         "collections_recovered": services.store.recovered,
         "collections_failed": services.store.failures,
     }
@@ -38,23 +39,29 @@ async def list_models(services: ServicesDep) -> dict[str, Any]:
     models = []
     for model in services.models:
         m = model.manifest
-        models.append({
-            "name": model.name,
-            "family": m.family,
-            "space_id": m.space_id,
-            "dim": m.output.dim,
-            "token_grid": list(m.output.token_grid),
-            "pooling": m.output.pooling,
-            "input": m.input.model_dump(),
-            "predictor": m.predictor.model_dump() if m.predictor else None,
-            "surprise": m.surprise.model_dump() if model.surprise is not None else None,
-            "heads": {name: spec.model_dump() for name, spec in m.heads.items()},
-            "components": {
-                b.component: {"device": b.engine.device, "precision": b.engine.precision, "parity": m.components[b.component].parity}
-                for b in model.batchers
-            },
-            "checkpoint_sha256": m.checkpoint_sha256,
-        })
+        models.append(
+            {
+                "name": model.name,
+                "family": m.family,
+                "space_id": m.space_id,
+                "dim": m.output.dim,
+                "token_grid": list(m.output.token_grid),
+                "pooling": m.output.pooling,
+                "input": m.input.model_dump(),
+                "predictor": m.predictor.model_dump() if m.predictor else None,
+                "surprise": m.surprise.model_dump() if model.surprise is not None else None,
+                "heads": {name: spec.model_dump() for name, spec in m.heads.items()},
+                "components": {
+                    b.component: {
+                        "device": b.engine.device,
+                        "precision": b.engine.precision,
+                        "parity": m.components[b.component].parity,
+                    }
+                    for b in model.batchers
+                },
+                "checkpoint_sha256": m.checkpoint_sha256,
+            }
+        )
     return {"models": models, "failed": services.models.failures}
 
 

@@ -164,7 +164,9 @@ def build_openapi(app: FastAPI, settings: Settings, model) -> dict[str, Any]:
     components = document.setdefault("components", {})
     components.setdefault("schemas", {})["ErrorResponse"] = ErrorResponse.model_json_schema(
         ref_template="#/components/schemas/{model}")
-    components["schemas"].update(ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs", {}))
+    components["schemas"].update(
+        ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs", {})
+    )
     if auth:
         components["securitySchemes"] = {"bearer": {
             "type": "http", "scheme": "bearer",
@@ -177,7 +179,8 @@ def build_openapi(app: FastAPI, settings: Settings, model) -> dict[str, Any]:
     return document
 
 
-def _describe(operation: dict[str, Any], settings: Settings, auth: bool, rate_limited: bool,
+def _describe(  # noqa: C901 - one pass over an operation, a branch per thing the schema adds to it
+    operation: dict[str, Any], settings: Settings, auth: bool, rate_limited: bool,
               examples: dict[str, dict[str, dict[str, Any]]], meanings: dict[int, str]) -> None:
     op = operation["operationId"]
     operation["description"] = DESCRIPTIONS.get(op, operation.get("description", ""))
@@ -203,7 +206,10 @@ def _describe(operation: dict[str, Any], settings: Settings, auth: bool, rate_li
             parameter["example"] = "cat"
     parameters = operation.get("parameters", [])
     if op in DEADLINE_OPS and not any(p["name"] == TIMEOUT_HEADER["name"] for p in parameters):
-        operation["parameters"] = [*parameters, dict(TIMEOUT_HEADER)]  # read by the deadline dependency, so FastAPI may not list it
+        operation["parameters"] = [
+            *parameters,
+            dict(TIMEOUT_HEADER),
+        ]  # read by the deadline dependency, so FastAPI may not list it
     body = operation.get("requestBody", {}).get("content", {}).get("application/json")
     if body is not None and op in examples:
         body["examples"] = examples[op]

@@ -24,12 +24,12 @@ from service.model_pool import ServedModel
 from service.pipeline import embed_observation, observe_tokens, require_rollout
 from service.state import Services
 from service.world import LatentRollout, TokenRollout
-from service.world.planner import CEMConfig, plan_sequences, trajectory_cost
+from service.world.planner import CEMConfig, default_elites, plan_sequences, trajectory_cost
 from service.world.pose import apply_action
 
 router = APIRouter(tags=["world"], responses=error_responses(*COMMON_ERRORS, 404))
 
-DEFAULTS = {"horizon": 8, "samples": 256, "iterations": 4}
+CEM_DEFAULTS = CEMConfig()
 
 
 @dataclass
@@ -52,15 +52,20 @@ def _sizes(body: PlanRequest, model: ServedModel, services: Services) -> dict[st
     """The request's CEM sizes, else the model's (the paper's for V-JEPA 2-AC), else ours; all bounded."""
     planning = model.manifest.planning
     model_defaults = dict(planning.defaults) if planning is not None else {}
-    sizes = {name: getattr(body, name) or model_defaults.get(name, default) for name, default in DEFAULTS.items()}
+    sizes = {name: getattr(body, name) or model_defaults.get(name, getattr(CEM_DEFAULTS, name))
+             for name in ("horizon", "samples", "iterations")}
     # a model's default top-k never exceeds the samples asked for; an explicit `elites` is checked by the schema
-    sizes["elites"] = body.elites or min(model_defaults.get("elites") or max(sizes["samples"] // 8, 1), sizes["samples"])
+    sizes["elites"] = body.elites or min(
+        model_defaults.get("elites") or default_elites(sizes["samples"]), sizes["samples"]
+    )
     settings = services.settings
     _bounded("horizon", sizes["horizon"], settings.max_plan_horizon)
     _bounded("samples", sizes["samples"], settings.max_plan_samples)
     _bounded("iterations", sizes["iterations"], settings.max_plan_iterations)
     if sizes["elites"] > sizes["samples"]:
-        raise UnprocessableInput("elites must not exceed samples", code=ErrorCode.INVALID_PLAN)  # elites given, samples not
+        raise UnprocessableInput(
+            "elites must not exceed samples", code=ErrorCode.INVALID_PLAN
+        )  # elites given, samples not
     return sizes
 
 
@@ -75,13 +80,19 @@ def cost_space(model: ServedModel, requested: str) -> tuple[str, np.ndarray | No
     if model.action_readout is not None and model.controllable is not None:
         scale = np.sqrt(model.controllable.shape[0] / model.action_readout.shape[0])
         both = np.concatenate([model.action_readout * scale, model.controllable]).astype(np.float32)
-    shipped = {"readout_and_controllable": both, "action_readout": model.action_readout, "controllable": model.controllable}
+    shipped = {
+        "readout_and_controllable": both,
+        "action_readout": model.action_readout,
+        "controllable": model.controllable,
+    }
     if requested == "auto":
         requested = next((name for name, matrix in shipped.items() if matrix is not None), "full")
     if requested == "full":
         return "full", None
     if shipped[requested] is None:
-        raise UnprocessableInput(f"model {model.name!r} ships no {requested.replace('_', ' ')}", code=ErrorCode.INVALID_PLAN)
+        raise UnprocessableInput(
+            f"model {model.name!r} ships no {requested.replace('_', ' ')}", code=ErrorCode.INVALID_PLAN
+        )
     return requested, shipped[requested]
 
 
@@ -144,7 +155,9 @@ async def _pooled_problem(
         goal = rollout.check_state(np.asarray(body.goal_state, np.float32))
     else:
         assert body.goal is not None
-        goal = (await embed_observation(services, model, to_media_items([body.goal], services.settings), deadline)).state
+        goal = (
+            await embed_observation(services, model, to_media_items([body.goal], services.settings), deadline)
+        ).state
     # Every CEM step carries the request's deadline: past it, queued samples are dropped and the answer is 504.
     simulate = functools.partial(rollout.simulate, observed.state, deadline=deadline)
     return Problem(simulate=simulate, goal=goal, summarize=lambda states: states)
@@ -154,7 +167,9 @@ async def _token_problem(
     services: Services, model: ServedModel, rollout: TokenRollout, body: PlanRequest, deadline: float | None
 ) -> Problem:
     if body.goal is None:
-        raise UnprocessableInput(f"model {model.name!r} plans toward a goal image, not a goal_state", code=ErrorCode.INVALID_PLAN)
+        raise UnprocessableInput(
+            f"model {model.name!r} plans toward a goal image, not a goal_state", code=ErrorCode.INVALID_PLAN
+        )
     if body.proprio is None:
         raise UnprocessableInput(f"model {model.name!r} needs 'proprio': one end-effector state per observation frame",
                                  {"proprio_dim": rollout.spec.proprio_dim}, code=ErrorCode.INVALID_PROPRIO)

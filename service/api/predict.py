@@ -21,7 +21,9 @@ router = APIRouter(tags=["world"], responses=error_responses(*COMMON_ERRORS, 404
 
 
 @router.post("/predict_future", response_model=PredictResponse)
-async def predict_future(body: PredictRequest, services: ReadyServicesDep, request_deadline: DeadlineDep) -> PredictResponse:
+async def predict_future(
+    body: PredictRequest, services: ReadyServicesDep, request_deadline: DeadlineDep
+) -> PredictResponse:
     settings = services.settings
     deadline = request_deadline.at(body.timeout_ms)
     model = services.models.resolve_model(body.model, settings.default_model)
@@ -29,7 +31,9 @@ async def predict_future(body: PredictRequest, services: ReadyServicesDep, reque
         return await _predict_future_tokens(services, model, model.future, body, deadline)
     rollout = require_rollout(model)
     if body.actions is None:
-        raise UnprocessableInput(f"model {model.name!r} is action-conditioned: give 'actions'", code=ErrorCode.INVALID_ACTION)
+        raise UnprocessableInput(
+            f"model {model.name!r} is action-conditioned: give 'actions'", code=ErrorCode.INVALID_ACTION
+        )
     if len(body.actions) > settings.max_rollout_steps:
         raise PayloadTooLarge(
             f"{len(body.actions)} actions; the limit is {settings.max_rollout_steps}", code=ErrorCode.TOO_MANY_STEPS

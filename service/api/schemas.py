@@ -8,18 +8,43 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.errors import ErrorCode, meanings_by_status
 from service.index.collection import Metric
+from service.index.kinds import IndexKind
+from service.world.planner import CEMConfig
+
+CEM = CEMConfig()  # the defaults the descriptions below name
+
+MAX_TIMEOUT_MS = 3_600_000  # an hour: the bound of every timeout_ms and of the X-Request-Timeout-Ms header
 
 PointId = Annotated[str, Field(min_length=1, max_length=256)]
 Vector = list[float]
+Dtype = Literal["float32", "float16"]
+TimeoutMs = Annotated[float | None, Field(gt=0, lt=MAX_TIMEOUT_MS, description="deadline; past it the answer is 504")]
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def exactly_one(body: BaseModel, *fields: str) -> None:
+    """The one rule of alternatives: exactly one of `fields` is given (not None)."""
+    if sum(getattr(body, f) is not None for f in fields) != 1:
+        names = [f"'{f}'" for f in fields]
+        raise ValueError(f"give exactly one of {', '.join(names[:-1])} or {names[-1]}")
+
+
+class ArrayOutput(Body):
+    """How arrays come back, and by when: the options shared by /embed and /predict_future."""
+
+    timeout_ms: TimeoutMs = None
+    encoding: Literal["float", "base64"] = Field(
+        "float", description="'base64': arrays as base64 of raw little-endian bytes (smaller, faster to parse)"
+    )
+    dtype: Dtype = Field("float32", description="element type of base64 arrays")
+
+
 class TensorInput(Body):
     data: str = Field(description="base64 of the raw little-endian array bytes")
-    dtype: Literal["float32", "float16"] = "float32"
+    dtype: Dtype = "float32"
     shape: list[int] = Field(description="one frame [3, H, W] or a clip [T, 3, H, W]; already normalised")
 
 
@@ -38,15 +63,16 @@ class MediaInput(Body):
 
     @model_validator(mode="after")
     def _one(self) -> MediaInput:
-        if sum(x is not None for x in (self.image, self.tensor, self.frames, self.video)) != 1:
-            raise ValueError("give exactly one of 'image', 'frames', 'video' or 'tensor'")
+        exactly_one(self, "image", "frames", "video", "tensor")
         return self
 
 
 class VideoSamplingOptions(Body):
     """How frames are taken from video inputs (ignored for images); echoed per video in the response."""
 
-    num_frames: int | None = Field(None, ge=1, le=1024, description="frames per clip; default: the model's frames_per_clip")
+    num_frames: int | None = Field(
+        None, ge=1, le=1024, description="frames per clip; default: the model's frames_per_clip"
+    )
     stride: int | None = Field(None, ge=1, le=10_000, description="take every stride-th frame")
     fps: float | None = Field(None, gt=0, le=1000, description="take frames at this rate (frames per second)")
     start_s: float = Field(0.0, ge=0, le=86_400, description="first instant sampled (seconds)")
@@ -58,18 +84,15 @@ class VideoSamplingOptions(Body):
         return self
 
 
-class EmbedOptions(VideoSamplingOptions):
+class EmbedOptions(ArrayOutput, VideoSamplingOptions):
     """The form fields of a multipart /embed, and the options of a JSON one."""
 
     model: str | None = Field(None, description="model name; default: the server's default model")
     output: Literal["pooled", "tokens", "frames"] = Field(
-        "pooled", description="'tokens' adds the patch-token grid; 'frames' adds one vector per time step (video models)")
-    normalize: bool = Field(True, description="L2-normalise the pooled embeddings")
-    timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
-    encoding: Literal["float", "base64"] = Field(
-        "float", description="'base64': arrays as base64 of raw little-endian bytes (smaller, faster to parse)"
+        "pooled",
+        description="'tokens' adds the patch-token grid; 'frames' adds one vector per time step (video models)",
     )
-    dtype: Literal["float32", "float16"] = Field("float32", description="element type of base64 arrays")
+    normalize: bool = Field(True, description="L2-normalise the pooled embeddings")
 
 
 class EmbedRequest(EmbedOptions):
@@ -78,7 +101,7 @@ class EmbedRequest(EmbedOptions):
 
 class EncodedArray(BaseModel):
     data: str = Field(description="base64 of the raw little-endian array bytes, C order")
-    dtype: Literal["float32", "float16"]
+    dtype: Dtype
     shape: list[int]
 
 
@@ -103,7 +126,9 @@ class EmbedResponse(BaseModel):
     frames: list[list[Vector]] | EncodedArray | None = Field(
         None, description="(N, time steps, dim) with output='frames': per tubelet step, the mean of its tokens")
     timings_ms: dict[str, float]
-    cached: list[bool] | None = Field(None, description="per input: answered from the content-addressed embedding cache")
+    cached: list[bool] | None = Field(
+        None, description="per input: answered from the content-addressed embedding cache"
+    )
     sampling: list[SampledFrames | None] | None = Field(
         None, description="per input: the frames taken from a video input (null for other inputs)")
 
@@ -113,7 +138,7 @@ class VectorArray(Body):
     """Many vectors as one base64 array: compact and fast to parse (what the Python client sends)."""
 
     data: str = Field(description="base64 of the raw little-endian array bytes, C order")
-    dtype: Literal["float32", "float16"] = "float32"
+    dtype: Dtype = "float32"
     shape: list[Annotated[int, Field(ge=0)]] = Field(min_length=2, max_length=2, description="[points, dim]")
 
 
@@ -150,10 +175,14 @@ class IndexParams(Body):
     pq_m: int | None = Field(None, ge=1, le=1024, description="PQ sub-quantisers (must divide dim)")
     pq_bits: int | None = Field(None, ge=4, le=8, description="bits per PQ code")
     rerank: int | None = Field(None, ge=1, le=64, description="candidates per result re-scored exactly")
-    pca: int | None = Field(None, ge=1, le=65536, description="project to this many dimensions before the ANN index; re-ranked exactly")
+    pca: int | None = Field(
+        None, ge=1, le=65536, description="project to this many dimensions before the ANN index; re-ranked exactly"
+    )
     min_train_points: int | None = Field(None, ge=1, description="IVF kinds search exactly until this many points")
     auto_hnsw_from: int | None = Field(None, ge=1, description="`auto` switches from flat to hnsw at this size")
-    rebuild_dead_ratio: float | None = Field(None, gt=0, le=1, description="rebuild when tombstones / indexed exceeds this")
+    rebuild_dead_ratio: float | None = Field(
+        None, gt=0, le=1, description="rebuild when tombstones / indexed exceeds this"
+    )
 
 
 class SearchParams(Body):
@@ -161,17 +190,21 @@ class SearchParams(Body):
 
     ef: int | None = Field(None, ge=1, le=4096, description="HNSW search beam width")
     nprobe: int | None = Field(None, ge=1, le=262144, description="IVF lists scanned")
-    rerank: int | None = Field(None, ge=1, le=64, description="candidates per result re-scored exactly (approximate kinds)")
+    rerank: int | None = Field(
+        None, ge=1, le=64, description="candidates per result re-scored exactly (approximate kinds)"
+    )
 
 
 class CreateCollection(Body):
     dim: int | None = Field(None, gt=0, le=65536, description="vector dimension; taken from `model` when omitted")
     metric: Metric = "cosine"
-    index: Literal["flat", "hnsw", "ivf_flat", "ivf_pq", "auto"] = Field(
+    index: IndexKind = Field(
         "flat", description="flat = exact; hnsw / ivf_flat / ivf_pq = approximate; auto = flat while small, then hnsw"
     )
     model: str | None = Field(None, description="served model whose embedding space this collection holds")
-    space_id: str | None = Field(None, max_length=128, description="embedding space id; taken from `model` when omitted")
+    space_id: str | None = Field(
+        None, max_length=128, description="embedding space id; taken from `model` when omitted"
+    )
     params: IndexParams | None = Field(None, description="index build parameters; defaults suit most collections")
 
 
@@ -184,7 +217,9 @@ class CollectionInfo(BaseModel):
     model: str | None
     count: int
     memory_bytes: int
-    index_in_use: str | None = Field(None, description="kind serving now (auto and untrained IVF serve exactly while small)")
+    index_in_use: str | None = Field(
+        None, description="kind serving now (auto and untrained IVF serve exactly while small)"
+    )
     tombstones: int = Field(0, description="deleted points still hidden inside the index until the next rebuild")
     params: dict[str, Any] = Field(default_factory=dict, description="index parameters given at creation")
 
@@ -197,12 +232,13 @@ class UpsertPoints(Body):
     inputs: list[MediaInput] | None = Field(
         None, description="media to embed with the collection's model; up to max_request_items per request")
     metadata: list[dict[str, Any]] | None = None
-    space_id: str | None = Field(None, description="space of `vectors`; refused (409) if it differs from the collection's")
+    space_id: str | None = Field(
+        None, description="space of `vectors`; refused (409) if it differs from the collection's"
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> UpsertPoints:
-        if (self.vectors is None) == (self.inputs is None):
-            raise ValueError("give exactly one of 'vectors' or 'inputs'")
+        exactly_one(self, "vectors", "inputs")
         if isinstance(self.vectors, VectorArray):
             n = self.vectors.shape[0]
         else:
@@ -238,24 +274,28 @@ class Point(BaseModel):
 class SearchRequest(Body):
     collection: str
     vector: Vector | None = None
-    vectors: list[Vector] | VectorArray | None = Field(None, description="many queries: lists of floats or one base64 array")
+    vectors: list[Vector] | VectorArray | None = Field(
+        None, description="many queries: lists of floats or one base64 array"
+    )
     input: MediaInput | None = None
     id: PointId | None = Field(None, description="search with a stored point's vector (the point itself is left out)")
     k: int = Field(10, ge=1)
     space_id: str | None = Field(None, description="space of the query vectors; refused (409) if it differs")
-    timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline for embedding a media query")
+    timeout_ms: TimeoutMs = None
     filter: dict[str, Any] | None = Field(
         None,
-        description='metadata conditions, all must hold: {"label": "cat", "tag": {"in": ["a", "b"]}, "year": {"gte": 2020}}',
+        description='metadata conditions, all must hold: '
+        '{"label": "cat", "tag": {"in": ["a", "b"]}, "year": {"gte": 2020}}',
     )
     params: SearchParams | None = None
 
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:
-        given = [f for f in ("vector", "vectors", "input", "id") if getattr(self, f) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of 'vector', 'vectors', 'input' or 'id'")
-        if self.vectors is not None and (self.vectors.shape[0] if isinstance(self.vectors, VectorArray) else len(self.vectors)) == 0:
+        exactly_one(self, "vector", "vectors", "input", "id")
+        if (
+            self.vectors is not None
+            and (self.vectors.shape[0] if isinstance(self.vectors, VectorArray) else len(self.vectors)) == 0
+        ):
             raise ValueError("'vectors' is empty")
         return self
 
@@ -272,7 +312,7 @@ class SearchResponse(BaseModel):
     metric: Metric
 
 
-class PredictRequest(VideoSamplingOptions):
+class PredictRequest(ArrayOutput, VideoSamplingOptions):
     """Action-conditioned models roll `actions` out from the context (or a state); V-JEPA 2 with its mask
     predictor takes no actions and predicts the tokens of the next tubelet steps from a past clip (images,
     frames or a video: the sampling fields apply to it)."""
@@ -286,16 +326,10 @@ class PredictRequest(VideoSamplingOptions):
         "observation frame, oldest first")
     output: Literal["pooled", "tokens"] = Field(
         "pooled", description="'tokens' adds the predicted token grids (token-level predictors: V-JEPA 2-AC)")
-    timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
-    encoding: Literal["float", "base64"] = Field(
-        "float", description="'base64': arrays as base64 of raw little-endian bytes (smaller, faster to parse)"
-    )
-    dtype: Literal["float32", "float16"] = Field("float32", description="element type of base64 arrays")
 
     @model_validator(mode="after")
     def _start(self) -> PredictRequest:
-        if (self.context is None) == (self.state is None):
-            raise ValueError("give exactly one of 'context' or 'state'")
+        exactly_one(self, "context", "state")
         if self.context is not None and not self.context:
             raise ValueError("'context' is empty")
         return self
@@ -428,20 +462,25 @@ class PlanRequest(Body):
     """Plan actions from the current observation toward a goal, by CEM on the model's latent predictor."""
 
     model: str | None = None
-    observation: list[MediaInput] = Field(min_length=1, description="current frames, oldest first (up to the model's context)")
+    observation: list[MediaInput] = Field(
+        min_length=1, description="current frames, oldest first (up to the model's context)"
+    )
     goal: MediaInput | None = Field(None, description="goal image (or clip)")
     goal_state: Vector | None = Field(None, description="a goal state embedding instead of a goal image")
     proprio: list[Vector] | None = Field(
         None, description="V-JEPA 2-AC: the end-effector state (x, y, z, roll, pitch, yaw, gripper) at each "
         "observation frame, oldest first")
-    horizon: int | None = Field(None, ge=1, description="actions in the plan; default 8 or the model's "
+    horizon: int | None = Field(None, ge=1, description=f"actions in the plan; default {CEM.horizon} or the model's "
                                 "(V-JEPA 2-AC: 2); bounded by the server's max_plan_horizon")
     samples: int | None = Field(None, ge=2, description="action sequences per CEM iteration: one predictor batch per "
-                                "step; default 256 or the model's (V-JEPA 2-AC: 400)")
-    iterations: int | None = Field(None, ge=1, description="CEM iterations; default 4 or the model's (V-JEPA 2-AC: 10)")
+                                f"step; default {CEM.samples} or the model's (V-JEPA 2-AC: 400)")
+    iterations: int | None = Field(None, ge=1, description=f"CEM iterations; default {CEM.iterations} or the model's "
+                                   "(V-JEPA 2-AC: 10)")
     elites: int | None = Field(None, ge=1, description="samples refit per iteration; default samples // 8 or the "
                                "model's (V-JEPA 2-AC: 10)")
-    cost: Literal["final", "all_steps"] = Field("final", description="distance at the last step, or mean over all steps")
+    cost: Literal["final", "all_steps"] = Field(
+        "final", description="distance at the last step, or mean over all steps"
+    )
     distance: Literal["auto", "l2", "l1"] = Field(
         "auto", description="l2 = mean squared difference, l1 = mean absolute (V-JEPA 2-AC's energy on tokens); "
         "auto = what the model's manifest says (l2 when it says nothing)")
@@ -457,12 +496,11 @@ class PlanRequest(Body):
         "afar, precision near the goal); auto: the first of readout_and_controllable, action_readout, controllable "
         "that the model ships, else full")
     seed: int = Field(0, description="sampling seed: the same request gives the same plan")
-    timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
+    timeout_ms: TimeoutMs = None
 
     @model_validator(mode="after")
     def _goal(self) -> PlanRequest:
-        if (self.goal is None) == (self.goal_state is None):
-            raise ValueError("give exactly one of 'goal' or 'goal_state'")
+        exactly_one(self, "goal", "goal_state")
         if self.elites is not None and self.samples is not None and self.elites > self.samples:
             raise ValueError("elites must not exceed samples")
         return self
@@ -471,7 +509,9 @@ class PlanRequest(Body):
 class PlanResponse(BaseModel):
     model: str
     space_id: str
-    actions: list[Vector] = Field(description="the planned action sequence (horizon x action_dim), inside the action box")
+    actions: list[Vector] = Field(
+        description="the planned action sequence (horizon x action_dim), inside the action box"
+    )
     cost: float = Field(description="predicted cost of the plan (lower is closer to the goal)")
     zero_action_cost: float = Field(description="predicted cost of doing nothing, for comparison")
     predicted_states: list[Vector] = Field(description="predicted state embedding after each planned action")
@@ -479,5 +519,7 @@ class PlanResponse(BaseModel):
     subspace: Literal["full", "controllable", "action_readout", "readout_and_controllable"]
     distance: Literal["l2", "l1"]
     settings: dict[str, int] = Field(description="horizon, samples, elites and iterations used")
-    predicted_proprio: list[Vector] | None = Field(None, description="V-JEPA 2-AC: end-effector state after each action")
+    predicted_proprio: list[Vector] | None = Field(
+        None, description="V-JEPA 2-AC: end-effector state after each action"
+    )
     timings_ms: dict[str, float]

@@ -39,4 +39,6 @@ async def search(body: SearchRequest, services: ReadyServicesDep, deadline: Dead
     params = body.params.model_dump(exclude_none=True) if body.params else None
     found = await services.storage(collection.search, prepared, body.k, exclude, body.filter, params)
     results = [[Hit(id=h.id, score=h.score, metadata=h.metadata) for h in hits] for hits in found]
-    return SearchResponse(hits=results[0] if len(results) == 1 else None, results=results, metric=collection.config.metric)
+    return SearchResponse(
+        hits=results[0] if len(results) == 1 else None, results=results, metric=collection.config.metric
+    )

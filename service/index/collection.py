@@ -46,7 +46,7 @@ class CollectionConfig:
     name: str
     dim: int
     metric: Metric = "cosine"
-    index: str = "flat"
+    index: kinds.IndexKind = "flat"
     space_id: str | None = None
     model: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
@@ -114,7 +114,9 @@ def prepare_vectors(vectors: np.ndarray, config: CollectionConfig) -> np.ndarray
 class Collection:
     def __init__(self, config: CollectionConfig, *, background: bool = True) -> None:
         if config.index not in kinds.KINDS:
-            raise UnprocessableInput(f"unknown index kind {config.index!r}; known: {list(kinds.KINDS)}", code=ErrorCode.INVALID_INDEX)
+            raise UnprocessableInput(
+                f"unknown index kind {config.index!r}; known: {list(kinds.KINDS)}", code=ErrorCode.INVALID_INDEX
+            )
         try:
             self.params = kinds.resolve_params(config.params)
             if config.index == "ivf_pq":
@@ -224,7 +226,9 @@ class Collection:
         with self._lock.read():
             key = self._key_of.get(point_id)
             if key is None:
-                raise NotFound(f"point {point_id!r} not found in collection {self.config.name!r}", code=ErrorCode.POINT_NOT_FOUND)
+                raise NotFound(
+                    f"point {point_id!r} not found in collection {self.config.name!r}", code=ErrorCode.POINT_NOT_FOUND
+                )
             return self._vectors[key].copy(), self._meta_of[key]
 
     # -- search -----------------------------------------------------------------------
@@ -242,14 +246,7 @@ class Collection:
         `params` may set `ef` (HNSW), `nprobe` (IVF) and `rerank` for this search only.
         """
         predicate = compile_filter(filter)
-        search_params = dict(self.params)
-        if params:
-            if params.get("ef") is not None:
-                search_params["ef_search"] = int(params["ef"])
-            if params.get("nprobe") is not None:
-                search_params["nprobe"] = int(params["nprobe"])
-            if params.get("rerank") is not None:
-                search_params["rerank"] = int(params["rerank"])
+        search_params = self._search_params(params or {})
         skips = [exclude[i] if i < len(exclude) else None for i in range(len(queries))]
         extra = 1 if any(skips) else 0
         with self._lock.read():
@@ -278,6 +275,11 @@ class Collection:
                     hits = self._exact_subset(queries[q : q + 1], allowed, k, [skips[q]])[0]  # too few passed
                 results.append(hits)
             return results
+
+    def _search_params(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The collection's parameters with this search's `ef`, `nprobe` and `rerank` in their place."""
+        renamed = {"ef": "ef_search", "nprobe": "nprobe", "rerank": "rerank"}
+        return {**self.params, **{renamed[k]: int(v) for k, v in given.items() if k in renamed and v is not None}}
 
     def _index_search(self, queries: np.ndarray, fetch: int, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """(Q, fetch) keys (-1 = none) and scores, best first, exact scores when re-ranked (read lock held)."""
@@ -311,7 +313,9 @@ class Collection:
             order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(exact, order, 1), np.take_along_axis(keys, order, 1)
 
-    def _exact_subset(self, queries: np.ndarray, allowed: np.ndarray, k: int, skips: Sequence[str | None]) -> list[list[Hit]]:
+    def _exact_subset(
+        self, queries: np.ndarray, allowed: np.ndarray, k: int, skips: Sequence[str | None]
+    ) -> list[list[Hit]]:
         scores = exact_scores(queries, self._vectors[allowed], self.config.metric)
         take = min(k + 1, len(allowed))
         signed = scores if self.config.metric == "l2" else -scores
@@ -363,7 +367,9 @@ class Collection:
         with self._rebuild_lock:
             if self._rebuild_thread is not None and self._rebuild_thread.is_alive():
                 return
-            self._rebuild_thread = threading.Thread(target=self._rebuild_quietly, name=f"rebuild-{self.config.name}", daemon=True)
+            self._rebuild_thread = threading.Thread(
+                target=self._rebuild_quietly, name=f"rebuild-{self.config.name}", daemon=True
+            )
             self._rebuild_thread.start()
 
     def _rebuild_quietly(self) -> None:
@@ -445,7 +451,9 @@ class Collection:
         except RuntimeError as exc:  # written by another faiss version, truncated, ...
             raise ValueError(f"stored index not readable: {exc}") from exc
         if built.index.ntotal != len(keys) + len(tombstones):
-            raise ValueError(f"stored index holds {built.index.ntotal} vectors, snapshot {len(keys)} + {len(tombstones)} dead")
+            raise ValueError(
+                f"stored index holds {built.index.ntotal} vectors, snapshot {len(keys)} + {len(tombstones)} dead"
+            )
         if len(set(state.ids)) != len(keys):
             raise ValueError("snapshot ids are not unique")
         with self._lock.write():

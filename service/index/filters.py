@@ -55,16 +55,7 @@ def _field_predicate(field: str, cond: Any) -> Predicate:
         value = cond["eq"]
         checks.append(lambda meta: _same(meta[field], value))
     if "in" in cond:
-        options = cond["in"]
-        if not isinstance(options, list) or not options:
-            raise _invalid(f"'in' for {field!r} needs a non-empty list", field)
-        for option in options:
-            _check_scalar(option, field)
-        hashable = {(type(o) if isinstance(o, bool) or not _is_number(o) else float, o) for o in options}
-        checks.append(
-            lambda meta: (type(v) if isinstance(v := meta[field], bool) or not _is_number(v) else float, v) in hashable
-            if isinstance(meta[field], Scalar) else False
-        )
+        checks.append(_membership(field, cond["in"]))
     for op in RANGE_OPS:
         if op in cond:
             bound = cond[op]
@@ -72,6 +63,19 @@ def _field_predicate(field: str, cond: Any) -> Predicate:
                 raise _invalid(f"{op!r} for {field!r} needs a number", field)
             checks.append(_range(field, op, bound))
     return lambda meta: field in meta and all(check(meta) for check in checks)
+
+
+def _membership(field: str, options: Any) -> Predicate:
+    """`in`: the value equals one of the options (numbers by value, so 1 matches 1.0; booleans only booleans)."""
+    if not isinstance(options, list) or not options:
+        raise _invalid(f"'in' for {field!r} needs a non-empty list", field)
+    for option in options:
+        _check_scalar(option, field)
+    hashable = {(type(o) if isinstance(o, bool) or not _is_number(o) else float, o) for o in options}
+    return lambda meta: (
+        (type(v) if isinstance(v := meta[field], bool) or not _is_number(v) else float, v) in hashable
+        if isinstance(meta[field], Scalar) else False
+    )
 
 
 def _range(field: str, op: str, bound: float) -> Predicate:

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import faiss
 import numpy as np
 
-KINDS = ("flat", "hnsw", "ivf_flat", "ivf_pq", "auto")
+# flat = exact; hnsw / ivf_flat / ivf_pq = approximate; auto = flat while small, then hnsw
+IndexKind = Literal["flat", "hnsw", "ivf_flat", "ivf_pq", "auto"]
+KINDS: tuple[str, ...] = get_args(IndexKind)
 
 # Defaults for `CollectionConfig.params`; a request may override ef / nprobe per search.
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -147,14 +149,18 @@ def projection(sample: np.ndarray, out_dim: int) -> faiss.LinearTransform:
     return transform
 
 
-def build_index(kind: str, dim: int, metric: str, params: dict[str, Any], sample: np.ndarray | None = None) -> BuiltIndex:
+def build_index(
+    kind: str, dim: int, metric: str, params: dict[str, Any], sample: np.ndarray | None = None
+) -> BuiltIndex:
     """An empty index of `kind`, trained on `sample` where the kind needs training."""
     if kind != "flat" and params["pca"]:
         out_dim = int(params["pca"])
         if sample is None or len(sample) == 0:
             raise ValueError(f"{kind} with pca needs a training sample")
         transform = projection(sample, out_dim)
-        inner = build_index(kind, out_dim, metric, {**params, "pca": None}, transform.apply(np.ascontiguousarray(sample, np.float32)))
+        inner = build_index(
+            kind, out_dim, metric, {**params, "pca": None}, transform.apply(np.ascontiguousarray(sample, np.float32))
+        )
         base = inner.index.index if isinstance(inner.index, faiss.IndexIDMap) else inner.index
         pre = faiss.IndexPreTransform(transform, base)
         pre.referenced_objects.append(inner.index)  # owns `base`: it must live as long as `pre`

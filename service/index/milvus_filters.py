@@ -109,7 +109,8 @@ def _range(key: str, op: str, bound: float) -> str:
 
 
 def to_expression(spec: Mapping[str, Any] | None) -> str | None:
-    """The Milvus expression for a filter, or None for no filter; a malformed filter raises the same 422 as filters.py."""
+    """The Milvus expression for a filter, or None for no filter; a malformed filter raises the same 422 as
+    filters.py."""
     if compile_filter(spec) is None:  # validates; the predicate itself is not needed
         return None
     assert spec is not None

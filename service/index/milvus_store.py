@@ -79,7 +79,9 @@ def milvus_name(prefix: str, name: str) -> str:
 def check_milvus_config(config: CollectionConfig, *, lite: bool) -> dict[str, Any]:
     """The resolved params of a config Milvus can serve; 422 otherwise (before anything is created)."""
     if config.index not in INDEX_TYPES:
-        raise UnprocessableInput(f"unknown index kind {config.index!r}; known: {list(INDEX_TYPES)}", code=ErrorCode.INVALID_INDEX)
+        raise UnprocessableInput(
+            f"unknown index kind {config.index!r}; known: {list(INDEX_TYPES)}", code=ErrorCode.INVALID_INDEX
+        )
     try:
         params = kinds.resolve_params(config.params)
         if config.index == "ivf_pq":
@@ -150,7 +152,9 @@ class MilvusCollection:
             self.milvus_name, ids=[point_id], output_fields=["vector", "metadata"], consistency_level=CONSISTENCY,
             timeout=self._store.timeout))
         if not rows:
-            raise NotFound(f"point {point_id!r} not found in collection {self.config.name!r}", code=ErrorCode.POINT_NOT_FOUND)
+            raise NotFound(
+                f"point {point_id!r} not found in collection {self.config.name!r}", code=ErrorCode.POINT_NOT_FOUND
+            )
         return np.asarray(rows[0]["vector"], np.float32), rows[0]["metadata"]
 
     # -- search -------------------------------------------------------------------------
@@ -196,12 +200,24 @@ class MilvusCollection:
         return {"metric_type": METRICS[self.config.metric], "params": knobs}
 
     def _ann(self, queries: np.ndarray, fetch: int, expression: str | None, params: dict[str, Any]) -> list[list[Hit]]:
-        factor = kinds.rerank_factor(self.config.index, dict(self.params, rerank=params.get("rerank", self.params["rerank"])))
+        factor = kinds.rerank_factor(
+            self.config.index, dict(self.params, rerank=params.get("rerank", self.params["rerank"]))
+        )
         limit = fetch * factor if self.config.index != "flat" else fetch
         output = ["metadata", "vector"] if factor > 1 and self.config.index != "flat" else ["metadata"]
-        found = self._store.call(self.config.name, lambda c: c.search(
-            self.milvus_name, data=queries.tolist(), limit=limit, filter=expression or "", output_fields=output,
-            search_params=self._search_params(params, limit), consistency_level=CONSISTENCY, timeout=self._store.timeout))
+        found = self._store.call(
+            self.config.name,
+            lambda c: c.search(
+                self.milvus_name,
+                data=queries.tolist(),
+                limit=limit,
+                filter=expression or "",
+                output_fields=output,
+                search_params=self._search_params(params, limit),
+                consistency_level=CONSISTENCY,
+                timeout=self._store.timeout,
+            ),
+        )
         results = []
         for q, rows in enumerate(found):
             if "vector" in output and rows:  # re-score the candidates exactly (quantised scores are approximate)
@@ -210,7 +226,9 @@ class MilvusCollection:
                 order = np.argsort(scores if self.config.metric == "l2" else -scores, kind="stable")[:fetch]
                 results.append([Hit(rows[i]["id"], float(scores[i]), rows[i]["entity"]["metadata"]) for i in order])
             else:
-                results.append([Hit(row["id"], float(row["distance"]), row["entity"]["metadata"]) for row in rows[:fetch]])
+                results.append(
+                    [Hit(row["id"], float(row["distance"]), row["entity"]["metadata"]) for row in rows[:fetch]]
+                )
         return results
 
     @staticmethod
@@ -288,11 +306,14 @@ class MilvusCollectionStore:
     # -- lifecycle ------------------------------------------------------------------
 
     def recover(self) -> None:
-        """Connect (retrying for connect_wait_s while Milvus is unreachable), read every collection, start refreshing."""
+        """Connect (retrying for connect_wait_s while Milvus is unreachable), read every collection, start
+        refreshing."""
         deadline = time.monotonic() + self._connect_wait
         while True:
             try:
-                self._client = MilvusClient(uri=self.uri, token=self._token, db_name=self._db_name, timeout=self.timeout)
+                self._client = MilvusClient(
+                    uri=self.uri, token=self._token, db_name=self._db_name, timeout=self.timeout
+                )
                 self.lite = "lite" in str(self._client.get_server_version()).lower()
                 self.refresh()
                 break

@@ -72,7 +72,9 @@ class _Replica:
 
 
 class RedisCollectionStore:
-    def __init__(self, url: str, *, prefix: str = "jepa", stream_maxlen: int = 1_000_000, ack_wait_s: float = 5.0) -> None:
+    def __init__(
+        self, url: str, *, prefix: str = "jepa", stream_maxlen: int = 1_000_000, ack_wait_s: float = 5.0
+    ) -> None:
         self._redis = redis.Redis.from_url(url, socket_timeout=10, health_check_interval=30)
         self._tail_redis = redis.Redis.from_url(url, socket_timeout=BLOCK_MS / 1000 + 10)
         self._prefix = prefix
@@ -202,8 +204,11 @@ class RedisCollectionStore:
         touched = list(dict.fromkeys(i for _, fields in entries for i in json.loads(fields[b"ids"])))
         blobs = self._redis.hmget(replica.points_key, touched) if touched else []
         gone = [i for i, blob in zip(touched, blobs, strict=True) if blob is None]
-        present = [(i, unpack_point(blob, replica.collection.config.dim)) for i, blob in zip(touched, blobs, strict=True)
-                   if blob is not None]
+        present = [
+            (i, unpack_point(blob, replica.collection.config.dim))
+            for i, blob in zip(touched, blobs, strict=True)
+            if blob is not None
+        ]
         if gone:
             replica.collection.delete(gone)
         if present:
@@ -268,7 +273,9 @@ class RedisCollectionStore:
             with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hdel(self._registry, name)
                 pipe.delete(replica.points_key, replica.log_key)
-                pipe.xadd(self._control, {"op": "drop", "name": name, "epoch": replica.epoch}, maxlen=10_000, approximate=True)
+                pipe.xadd(
+                    self._control, {"op": "drop", "name": name, "epoch": replica.epoch}, maxlen=10_000, approximate=True
+                )
                 pipe.execute()
         except redis.RedisError as exc:
             raise self._unavailable(exc) from exc
@@ -283,7 +290,9 @@ class RedisCollectionStore:
         prepared = replica.collection.prepare_vectors(vectors)
         last = {point_id: row for row, point_id in enumerate(ids)}  # a repeated id: the last one wins
         mapping = {point_id: pack_point(prepared[row], metadata[row]) for point_id, row in last.items()}
-        entry_id = self._write(replica, "upsert", list(last), lambda pipe: pipe.hset(replica.points_key, mapping=mapping))[1]
+        entry_id = self._write(
+            replica, "upsert", list(last), lambda pipe: pipe.hset(replica.points_key, mapping=mapping)
+        )[1]
         self._wait_applied(replica, entry_id)
         return len(last)
 
@@ -308,7 +317,8 @@ class RedisCollectionStore:
     @staticmethod
     def _unavailable(exc: Exception) -> StorageUnavailable:
         # When the connection drops mid-transaction Redis may have applied it without our seeing the reply:
-        # the outcome is unknown, never partial (one MULTI/EXEC), and a retry is safe (upserts and deletes are idempotent).
+        # the outcome is unknown, never partial (one MULTI/EXEC), and a retry is safe (upserts and deletes are
+        # idempotent).
         return StorageUnavailable(
             f"redis is unavailable ({type(exc).__name__}); the write was not acknowledged and may or may not have "
             "been applied as a whole; retrying it is safe"

@@ -139,7 +139,9 @@ class CollectionStore:
         for record in WriteAheadLog.replay(folder / "wal.log"):
             self._apply(collection, record)
             replayed += 1
-        log.info("collection %s recovered: %d points (%d log records replayed)", config.name, collection.count, replayed)
+        log.info(
+            "collection %s recovered: %d points (%d log records replayed)", config.name, collection.count, replayed
+        )
         return _Durable(collection=collection, folder=folder, wal=WriteAheadLog(folder / "wal.log", self._fsync),
                         snapshot_bytes=snapshot.stat().st_size if snapshot.exists() else 0)
 
@@ -154,8 +156,10 @@ class CollectionStore:
 
     def _snapshot(self, durable: _Durable) -> None:
         state = durable.collection.export_state()
-        meta = np.frombuffer(json.dumps({"ids": state.ids, "metadata": state.metadata, "index_kind": state.index_kind}).encode(),
-                             dtype=np.uint8)
+        meta = np.frombuffer(
+            json.dumps({"ids": state.ids, "metadata": state.metadata, "index_kind": state.index_kind}).encode(),
+            dtype=np.uint8,
+        )
         arrays = {"vectors": state.vectors, "meta": meta}
         if state.index is not None:  # the FAISS index too, so recovery does not rebuild it
             arrays |= {"keys": state.keys, "tombstones": state.tombstones, "index": state.index}

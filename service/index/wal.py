@@ -22,7 +22,10 @@ class WalCorrupted(RuntimeError):
 
 
 def encode_vectors(vectors: np.ndarray) -> dict[str, Any]:
-    return {"shape": list(vectors.shape), "data": base64.b64encode(np.ascontiguousarray(vectors, np.float32).tobytes()).decode()}
+    return {
+        "shape": list(vectors.shape),
+        "data": base64.b64encode(np.ascontiguousarray(vectors, np.float32).tobytes()).decode(),
+    }
 
 
 def decode_vectors(blob: dict[str, Any]) -> np.ndarray:

@@ -79,7 +79,9 @@ def b64decode(text: str, max_bytes: int, what: str = "image") -> bytes:
 def decode_frames(item: MediaItem, preprocess: ImagePreprocess, limits: ImageLimits) -> np.ndarray:
     """One item -> float32 (k, 3, H, W): its frames, decoded and preprocessed (k = 1 for an image)."""
     if isinstance(item, RawVideo):
-        return decode_video(item.data, item.sampling, video_frames_wanted(item, None), preprocess, video_limits(limits))[0]
+        return decode_video(
+            item.data, item.sampling, video_frames_wanted(item, None), preprocess, video_limits(limits)
+        )[0]
     if isinstance(item, RawImage):
         return preprocess.apply(decode_image(item.data, limits))[None]
     if isinstance(item, RawClip):
@@ -106,8 +108,12 @@ def decode_frames(item: MediaItem, preprocess: ImagePreprocess, limits: ImageLim
 
 
 def video_limits(limits: ImageLimits) -> VideoLimits:
-    return VideoLimits(max_bytes=limits.max_video_bytes, max_pixels=limits.max_pixels, max_frames=limits.max_video_frames,
-                       max_decoded_bytes=limits.max_video_decode_bytes)
+    return VideoLimits(
+        max_bytes=limits.max_video_bytes,
+        max_pixels=limits.max_pixels,
+        max_frames=limits.max_video_frames,
+        max_decoded_bytes=limits.max_video_decode_bytes,
+    )
 
 
 def video_frames_wanted(item: RawVideo, clip: ClipSpec | None) -> int:

@@ -55,7 +55,12 @@ def profile_shapes(inputs: Mapping[str, Sequence[int]], batch: int) -> str:
 
 
 def tensorrt_options(
-    inputs: Mapping[str, Sequence[int]], cache_root: Path, precision: str, max_batch: int, opt_batch: int, trt_version: str
+    inputs: Mapping[str, Sequence[int]],
+    cache_root: Path,
+    precision: str,
+    max_batch: int,
+    opt_batch: int,
+    trt_version: str,
 ) -> dict[str, Any]:
     cache = cache_root / engine_cache_key(trt_version)
     cache.mkdir(parents=True, exist_ok=True)
@@ -153,7 +158,9 @@ class OrtEngine:
     def run(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         names = self.output_names if outputs is None else tuple(n for n in self.output_names if n in set(outputs))
         if not names:
-            raise ValueError(f"{self.name}: none of the outputs {list(outputs or [])} exists (have {list(self.output_names)})")
+            raise ValueError(
+                f"{self.name}: none of the outputs {list(outputs or [])} exists (have {list(self.output_names)})"
+            )
         with self._guard:
             if self._bind_device is None:
                 # an fp16 graph takes fp16 pixels: a no-op for arrays already of the input's type
@@ -207,7 +214,9 @@ class OrtEngine:
                 binding.bind_output(name, "cpu")
                 allocated.append(name)
             elif shape is not None:  # not asked for: written to device memory and never copied
-                value = ort.OrtValue.ortvalue_from_shape_and_type([batch, *shape], dtype, self._bind_device, self._device_id)
+                value = ort.OrtValue.ortvalue_from_shape_and_type(
+                    [batch, *shape], dtype, self._bind_device, self._device_id
+                )
                 binding.bind_ortvalue_output(name, value)
                 bound.device_outputs.append(value)
             else:

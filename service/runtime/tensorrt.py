@@ -3,7 +3,7 @@
 Needs the `gpu` extra (tensorrt-cu12, cuda-python) and an NVIDIA GPU; imported only when
 JEPA_PROVIDERS=tensorrt_native. fp16 plans are built from the parity-gated fp16 ONNX as a
 strongly typed network, so LayerNorm/softmax stay fp32 exactly as the gate measured them
-(a plain FP16 builder flag lets TensorRT choose, which breaks ViTs: REFERENCE.md §2).
+(a plain FP16 builder flag lets TensorRT choose, and LayerNorm in fp16 overflows in ViTs).
 """
 
 from __future__ import annotations

@@ -5,6 +5,17 @@ from service.security.policy import OPS, READ, SCOPES, WRITE, required_scope
 from service.security.ratelimit import InProcessLimiter, RateDecision, RateLimiter, RedisLimiter
 
 __all__ = [
-    "OPS", "READ", "SCOPES", "WRITE", "ApiKey", "InProcessLimiter", "KeyRing", "RateDecision", "RateLimiter", "RedisLimiter",
-    "hash_key", "new_key", "required_scope",
+    "OPS",
+    "READ",
+    "SCOPES",
+    "WRITE",
+    "ApiKey",
+    "InProcessLimiter",
+    "KeyRing",
+    "RateDecision",
+    "RateLimiter",
+    "RedisLimiter",
+    "hash_key",
+    "new_key",
+    "required_scope",
 ]

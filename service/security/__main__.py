@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         # Only the digest is written; 0644 so that a non-root server in another container can read it.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         with os.fdopen(fd, "w") as handle:
-            handle.write("# name:sha256(key):scopes, one per line. Add keys with `python -m service.security new-key`.\n")
+            handle.write(
+                "# name:sha256(key):scopes, one per line. Add keys with `python -m service.security new-key`.\n"
+            )
             handle.write(_entry(args.name, key, args.scopes) + "\n")
         print(f"created {path} with key {args.name!r} ({args.scopes}).")
         print(f"API key (shown once, store it now): {key}")

@@ -38,7 +38,9 @@ class Guard:
         keys = KeyRing.from_config(settings.api_keys.get_secret_value(), settings.api_keys_file)
         if settings.api_keys_file is not None and not keys.enabled:
             # Someone meant auth to be on: an empty file must not silently open every route.
-            raise ValueError(f"JEPA_API_KEYS_FILE={settings.api_keys_file} holds no API key; refusing to start with auth off")
+            raise ValueError(
+                f"JEPA_API_KEYS_FILE={settings.api_keys_file} holds no API key; refusing to start with auth off"
+            )
         if not keys.enabled:
             log.warning("auth is off: no API key is configured, every route is open (see docs/deploy.md)")
         limiter: RateLimiter | None = None

@@ -50,7 +50,9 @@ class ApiKey:
         if not KEY_NAME.match(name):
             raise ValueError(f"API key name {name[:64]!r}: 1-64 letters, digits, '_', '-', '.'")
         if not HEX_DIGEST.match(digest.lower()):
-            raise ValueError(f"API key {name!r}: the second field must be the 64-hex-digit sha256 of the key, not the key")
+            raise ValueError(
+                f"API key {name!r}: the second field must be the 64-hex-digit sha256 of the key, not the key"
+            )
         wanted = frozenset(s.strip() for s in scopes.split(",") if s.strip())
         unknown = wanted - SCOPES
         if not wanted or unknown:

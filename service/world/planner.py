@@ -35,12 +35,19 @@ CostMode = Literal["final", "all_steps"]
 Distance = Literal["l2", "l1"]
 
 
+def default_elites(samples: int) -> int:
+    """Samples refit per iteration when nobody says: the best eighth."""
+    return max(samples // 8, 1)
+
+
 @dataclass(frozen=True, kw_only=True)
 class CEMConfig:
+    """The one source of the CEM defaults (/plan uses them when neither the request nor the model says)."""
+
     horizon: int = 8
     samples: int = 256
     iterations: int = 4
-    elites: int = 16
+    elites: int | None = None  # None = default_elites(samples)
     init_std: float = 1.0  # as a fraction of the half-width of the action box
     min_std: float = 0.05
     momentum: float = 0.1  # weight of the previous mean/std in each refit
@@ -50,6 +57,8 @@ class CEMConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.elites is None:
+            object.__setattr__(self, "elites", default_elites(self.samples))
         if self.horizon < 1 or self.samples < 2 or self.iterations < 1 or self.action_repeat < 1:
             raise ValueError("horizon >= 1, samples >= 2, iterations >= 1 and action_repeat >= 1 are required")
         if not 1 <= self.elites <= self.samples:

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from service.security import hash_key, new_key
-from tests.deploy.tools import ROOT, free_port, start_server, stop, tool, wait_port
+from tests.deploy.tools import ROOT, start_server, stop, tool, wait_port
+from tests.support.toolkit import free_port
 
 KEYS = {name: new_key() for name in ("admin", "reader", "writer", "limited")}
 SCOPES = {"admin": "read,write,ops", "reader": "read", "writer": "write", "limited": "read"}
@@ -47,7 +48,9 @@ def render_nginx(conf: str, upstreams: dict[str, int], listen: int, workdir: Pat
         assert n == 1, f"{name} is not an upstream of deploy/nginx/nginx.conf"
     conf, n = re.subn(r"listen 80;", f"listen 127.0.0.1:{listen};", conf)
     assert n == 1
-    temp = "".join(f"    {kind}_temp_path {workdir}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp = "".join(
+        f"    {kind}_temp_path {workdir}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     conf = conf.replace("http {\n", "http {\n" + temp, 1)
     main = f"pid {workdir}/nginx.pid;\n" + ("user root;\n" if os.geteuid() == 0 else "")
     return main + conf
@@ -65,9 +68,24 @@ def cluster(demo_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         redis_port = free_port()
         # as in docker-compose.yml: AOF, fsync on every write
         processes["redis"] = subprocess.Popen(
-            [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--appendonly", "yes",
-             "--appendfsync", "always", "--save", "", "--dir", str(workdir)],
-            stdout=open(workdir / "redis.log", "w"), stderr=subprocess.STDOUT)
+            [
+                redis_server,
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--dir",
+                str(workdir),
+            ],
+            stdout=open(workdir / "redis.log", "w"),  # noqa: SIM115 - the child writes to it for its whole life
+            stderr=subprocess.STDOUT,
+        )
         wait_port(redis_port, processes["redis"], "redis-server")
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
         env = {
@@ -84,9 +102,20 @@ def cluster(demo_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
                             {n: int(u.rsplit(":", 1)[1]) for n, u in replicas.items()}, lb_port, workdir)
         (workdir / "nginx.conf").write_text(conf)
         processes["lb"] = subprocess.Popen(
-            [nginx, "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-e", str(workdir / "nginx-error.log"),
-             "-g", "daemon off;"],
-            stdout=open(workdir / "nginx-access.log", "w"), stderr=subprocess.STDOUT)
+            [
+                nginx,
+                "-p",
+                str(workdir),
+                "-c",
+                str(workdir / "nginx.conf"),
+                "-e",
+                str(workdir / "nginx-error.log"),
+                "-g",
+                "daemon off;",
+            ],
+            stdout=open(workdir / "nginx-access.log", "w"),  # noqa: SIM115 - the child writes to it for its whole life
+            stderr=subprocess.STDOUT,
+        )
         wait_port(lb_port, processes["lb"], "nginx")
         yield Cluster(lb=f"http://127.0.0.1:{lb_port}", replicas=replicas, processes=processes,
                       redis_url=redis_url, workdir=workdir)

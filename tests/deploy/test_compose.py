@@ -78,7 +78,8 @@ def test_balancer_waits_for_healthy_replicas_and_routes_to_each(base):
 def test_redis_keeps_an_append_only_file_on_a_volume(base):
     redis = base["services"]["redis"]
     command = " ".join(redis["command"])
-    assert "--appendonly yes" in command and "--appendfsync always" in command
+    assert "--appendonly yes" in command
+    assert "--appendfsync always" in command
     assert any(v.startswith("redis-data:/data") for v in redis["volumes"])
     assert "redis-data" in base["volumes"]
     assert redis["healthcheck"]["test"][-1] == "ping"
@@ -99,7 +100,8 @@ def test_grafana_is_provisioned_and_locust_is_behind_a_profile(base):
     assert {"/etc/grafana/provisioning", "/etc/grafana/dashboards"} <= mounts
     assert grafana["depends_on"]["prometheus"]["condition"] == "service_healthy"
     locust = base["services"]["locust"]
-    assert locust["profiles"] == ["load"] and "http://lb" in locust["command"]
+    assert locust["profiles"] == ["load"]
+    assert "http://lb" in locust["command"]
     # only the balancer is published on all interfaces; dashboards stay on loopback
     for name, service in base["services"].items():
         for port in service.get("ports", []):
@@ -121,12 +123,15 @@ def test_milvus_profile_runs_standalone_milvus_and_points_replicas_at_it(base):
     for name in ("api-milvus-1", "api-milvus-2"):
         api = services[name]
         env = api["environment"]
-        assert env["JEPA_STORAGE"] == "milvus" and env["JEPA_MILVUS_URI"] == "http://milvus:19530"
+        assert env["JEPA_STORAGE"] == "milvus"
+        assert env["JEPA_MILVUS_URI"] == "http://milvus:19530"
         assert not {k for k in env if k.startswith("JEPA_")} - fields
         assert api["depends_on"]["milvus"]["condition"] == "service_healthy"
         assert api["build"]["target"] == "runtime-cpu"
         Settings(**{k[5:].lower(): v for k, v in env.items() if k.startswith("JEPA_") and v != ""})  # values parse
-    assert {services["lb-milvus"]["depends_on"][n]["condition"] for n in ("api-milvus-1", "api-milvus-2")} == {"service_healthy"}
+    assert {services["lb-milvus"]["depends_on"][n]["condition"] for n in ("api-milvus-1", "api-milvus-2")} == {
+        "service_healthy"
+    }
     nginx = (ROOT / "deploy/nginx/nginx-milvus.conf").read_text()
     upstream = re.search(r"upstream jepa_api \{(.*?)\}", nginx, re.S).group(1)
     assert sorted(re.findall(r"server (api-milvus-\d+):8000", upstream)) == ["api-milvus-1", "api-milvus-2"]
@@ -140,7 +145,8 @@ def test_gpu_override_reserves_gpus_and_caches_engines(gpu):
     for name, service in apis.items():
         assert service["build"]["target"] == "runtime-gpu"
         devices = service["deploy"]["resources"]["reservations"]["devices"]
-        assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+        assert devices[0]["driver"] == "nvidia"
+        assert "gpu" in devices[0]["capabilities"]
         assert any(v.startswith("engine-cache:/var/cache/jepa/engines") for v in service["volumes"]), name
         assert service["environment"]["ORT_TENSORRT_CACHE_PATH"] == "/var/cache/jepa/engines"
         # the base settings survive the merge
@@ -155,4 +161,5 @@ def test_compose_rejects_a_broken_file(tmp_path):
     broken = tmp_path / "docker-compose.yml"
     broken.write_text("services:\n  api:\n    image: x\n    replicaz: 2\n")
     done = subprocess.run([exe, "-f", str(broken), "config", "-q"], capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode != 0 and "replicaz" in done.stderr
+    assert done.returncode != 0
+    assert "replicaz" in done.stderr

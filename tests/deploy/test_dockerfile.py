@@ -25,13 +25,16 @@ def test_hadolint_passes():
 def test_stages_and_what_each_installs():
     s = stages()
     assert {"export", "runtime-cpu", "runtime-gpu"} <= set(s)
-    assert "torch==" in s["export"] and "jepa-export demo" in s["export"]
+    assert "torch==" in s["export"]
+    assert "jepa-export demo" in s["export"]
     # runtimes and the venvs they copy carry no torch
     for name in ("venv-cpu", "venv-gpu", "runtime-cpu", "runtime-gpu"):
         assert "torch" not in s[name].replace("tensorrt", ""), name
         assert "export]" not in s[name], name
-    assert '".[cpu,otel,milvus]"' in s["venv-cpu"] and '".[gpu,otel]"' in s["venv-gpu"]
-    assert "COPY --from=export /models /models" in s["runtime-cpu"] and "COPY --from=export /models /models" in s["runtime-gpu"]
+    assert '".[cpu,otel,milvus]"' in s["venv-cpu"]
+    assert '".[gpu,otel]"' in s["venv-gpu"]
+    assert "COPY --from=export /models /models" in s["runtime-cpu"]
+    assert "COPY --from=export /models /models" in s["runtime-gpu"]
     assert list(s)[-1] == "runtime-cpu", "a plain `docker build .` must give the CPU runtime"
 
 
@@ -39,7 +42,8 @@ def test_runtimes_are_non_root_and_health_checked():
     for name in ("runtime-cpu", "runtime-gpu"):
         body = stages()[name]
         user = re.findall(r"^USER\s+(\S+)", body, re.M)
-        assert user and not user[-1].startswith(("0", "root")), name
+        assert user, name
+        assert not user[-1].startswith(("0", "root")), name
         assert re.search(r"^HEALTHCHECK .*\n.*/healthz", body, re.M), name
         assert 'CMD ["jepa-serve", "--host", "0.0.0.0"' in body
 

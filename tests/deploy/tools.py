@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.server import free_port, wait_ready
+from loadtests.server import LocalServer
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -46,22 +46,18 @@ def wait_port(port: int, process: subprocess.Popen, what: str, timeout: float = 
 
 
 def start_server(repository: Path, workdir: Path, env: dict[str, str], name: str) -> tuple[subprocess.Popen, str]:
-    """One jepa-serve replica on a free port, ready when this returns; its log is workdir/<name>.log."""
-    port = free_port()
+    """One jepa-serve replica (loadtests/server.py's LocalServer) on a free port, ready when this returns; its log is
+    workdir/<name>.log, its data workdir/<name>-data."""
     data = workdir / f"{name}-data"
     data.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, "JEPA_MODEL_REPOSITORY": str(repository), "JEPA_DATA_DIR": str(data),
-                "JEPA_MAX_QUEUE_DELAY_MS": "1", "JEPA_INTRA_OP_THREADS": "1", "JEPA_DECODE_THREADS": "1", **env}
-    log = open(workdir / f"{name}.log", "w")
-    process = subprocess.Popen([str(VENV_BIN / "jepa-serve"), "--host", "127.0.0.1", "--port", str(port)],
-                               env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-    url = f"http://127.0.0.1:{port}"
+    settings = {"JEPA_DATA_DIR": str(data), "JEPA_MAX_QUEUE_DELAY_MS": "1", "JEPA_INTRA_OP_THREADS": "1",
+                "JEPA_DECODE_THREADS": "1", **env}
+    server = LocalServer(repository, workdir, settings, log_level="info", log_name=f"{name}.log")
     try:
-        wait_ready(url, process, workdir / f"{name}.log", 60)
+        server.start(timeout_s=60)
     except RuntimeError as exc:
-        process.kill()
         pytest.fail(f"{name}: {exc}")
-    return process, url
+    return server.process, server.url
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from jepa_serve_client import AsyncClient, Client, Frames, Video, errors
 from PIL import Image
 
-from jepa_serve_client import AsyncClient, Client, Frames, Video, errors
 from tests.conftest import photo
 from tests.support.servers import running_server
 from tests.video_files import counting_video
@@ -70,11 +70,14 @@ def test_embed_takes_paths_bytes_arrays_videos_and_clips(server: str, tmp_path: 
         video = client.embed([Video(tmp_path / "clip.mp4"), str(tmp_path / "clip.mp4")], num_frames=2)
         clip = client.embed([Frames([cat, cat])])
         tokens = client.embed([tensor], output="tokens", normalize=False)
-    assert by_path.dtype == np.float32 and by_path.shape == (model["dim"],)
+    assert by_path.dtype == np.float32
+    assert by_path.shape == (model["dim"],)
     assert abs(np.linalg.norm(by_path) - 1) < 1e-5
     np.testing.assert_allclose(video[0], video[1], rtol=1e-5, atol=1e-6)  # a path ending .mp4 is sent as a video
     np.testing.assert_allclose(clip[0], by_path, rtol=1e-4, atol=1e-5)  # one image is repeated to a clip
-    assert tokens.ndim == 3 and tokens.shape[0] == 1 and tokens.shape[1] > 1  # (N, tokens, token dim)
+    assert tokens.ndim == 3
+    assert tokens.shape[0] == 1
+    assert tokens.shape[1] > 1
 
 
 def test_uploads_are_split_by_the_servers_advertised_limits(small_server: str):
@@ -93,7 +96,8 @@ def test_uploads_are_split_by_the_servers_advertised_limits(small_server: str):
         results = client.search("chunked", vectors=vectors[:10], k=1)  # 10 queries, 4 per request
         assert [hits[0].id for hits in results] == ids[:10]
         pooled = client.embed([png(np.full((32, 32, 3), 20 * i, np.uint8)) for i in range(9)])  # 4 + 4 + 1
-        assert pooled.shape[0] == 9 and len({row.tobytes() for row in pooled}) == 9
+        assert pooled.shape[0] == 9
+        assert len({row.tobytes() for row in pooled}) == 9
         assert client.delete("chunked", ids[:9]) == 9
         assert client.get_collection("chunked")["count"] == 241
         client.drop_collection("chunked")
@@ -104,7 +108,9 @@ def test_errors_are_one_type_per_code_and_name_the_item_across_chunks(small_serv
     with Client(small_server) as client:
         with pytest.raises(errors.InvalidImage) as caught:
             client.embed([good] * 5 + [b"not an image"] + [good])  # the second request's item 1
-        assert caught.value.index == 5 and caught.value.status == 400 and "decode" in caught.value.message
+        assert caught.value.index == 5
+        assert caught.value.status == 400
+        assert "decode" in caught.value.message
         with pytest.raises(errors.CollectionNotFound):
             client.get_collection("nothing-here")
         client.create_collection("errs", dim=4)
@@ -112,7 +118,8 @@ def test_errors_are_one_type_per_code_and_name_the_item_across_chunks(small_serv
         bad[21, 2] = np.nan
         with pytest.raises(errors.InvalidVector) as caught:
             client.upsert("errs", [str(i) for i in range(30)], bad)
-        assert caught.value.index == 21 and isinstance(caught.value, errors.UnprocessableEntity)
+        assert caught.value.index == 21
+        assert isinstance(caught.value, errors.UnprocessableEntity)
         with pytest.raises(errors.DimensionMismatch):
             client.search("errs", np.ones(5, np.float32))
         client.drop_collection("errs")
@@ -139,8 +146,10 @@ def test_predict_and_plan_return_arrays(server: str):
         image = png(photo("chelsea")[::4, ::4])
         prediction = client.predict_future([image], steps)
         plan = client.plan([image], image, horizon=2, samples=16, iterations=1)
-    assert prediction.states.shape == (3, model["dim"]) and prediction.initial_state.shape == (model["dim"],)
-    assert plan.actions.shape == (2, model["predictor"]["action_dim"]) and np.isfinite(plan.cost)
+    assert prediction.states.shape == (3, model["dim"])
+    assert prediction.initial_state.shape == (model["dim"],)
+    assert plan.actions.shape == (2, model["predictor"]["action_dim"])
+    assert np.isfinite(plan.cost)
 
 
 def test_surprise_and_knn_classify(server: str):

@@ -91,7 +91,8 @@ def test_stalled_connections_are_closed_after_the_timeouts_and_capped(server):
     extra = [open_stalled(port, b"") for _ in range(MAX_CONNECTIONS - len(socks) + 1)]
     refused = wait_closed({s: "extra" for s in extra}, bound_s=5)
     over_cap = [data for _, data in refused.values() if data.startswith(b"HTTP/1.1 503")]
-    assert over_cap and b"too_many_connections" in over_cap[0], refused
+    assert over_cap, refused
+    assert b"too_many_connections" in over_cap[0], refused
 
     closed = wait_closed(socks, bound_s=HEADER_TIMEOUT_S + BODY_TIMEOUT_S + 15, since=opened_at)
     elapsed = time.monotonic() - opened_at
@@ -130,7 +131,8 @@ def post_with_urllib(url: str, size: int) -> tuple[int | str, bytes]:
 
 def test_a_client_that_sends_its_whole_oversized_body_first_reads_the_413(server):
     status, body = post_with_urllib(server.url, 6 * MAX_BODY)  # answered 413 at the headers; the rest is drained
-    assert status == 413 and json.loads(body)["error"]["code"] == "payload_too_large", (status, body[:200])
+    assert status == 413, (status, body[:200])
+    assert json.loads(body)["error"]["code"] == "payload_too_large", (status, body[:200])
     # draining is bounded: past discard_body_bytes the connection is closed under the sender
     status, _ = post_with_urllib(server.url, 4 * DISCARD)
     assert status in ("ConnectionResetError", "BrokenPipeError"), status

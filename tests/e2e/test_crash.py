@@ -10,8 +10,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support.record import record
 from tests.e2e.processes import Server
+from tests.support.record import record
 
 pytestmark = pytest.mark.e2e
 DIM = 16
@@ -25,8 +25,14 @@ def stream_upserts(url: str, collection: str, acked: list[str], stop: threading.
         while not stop.is_set():
             ids = [f"{prefix}{batch}-{i}" for i in range(4)]
             try:
-                r = http.post(f"/collections/{collection}/points",
-                              json={"ids": ids, "vectors": rng.standard_normal((4, DIM)).tolist(), "metadata": [{"b": batch}] * 4})
+                r = http.post(
+                    f"/collections/{collection}/points",
+                    json={
+                        "ids": ids,
+                        "vectors": rng.standard_normal((4, DIM)).tolist(),
+                        "metadata": [{"b": batch}] * 4,
+                    },
+                )
             except httpx.TransportError:
                 return  # the server died mid-request: this batch was never acknowledged
             if r.status_code == 200:
@@ -57,8 +63,13 @@ def crash_and_check(server: Server, collection: str, create: dict, rounds: int =
         assert before > 0, "the client acknowledged nothing before the kill"
         server.start()
         assert_all_present(server.url, collection, acked)
-        record(f"kill -9 while a client streams upserts ({server.env.get('JEPA_STORAGE', 'local')} backend, {create.get('index', 'flat')})",
-               acknowledged=len(acked), kills=round_ + 1, lost=0)
+        record(
+            f"kill -9 while a client streams upserts ({server.env.get('JEPA_STORAGE', 'local')} backend, "
+            f"{create.get('index', 'flat')})",
+            acknowledged=len(acked),
+            kills=round_ + 1,
+            lost=0,
+        )
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])

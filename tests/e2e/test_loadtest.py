@@ -22,15 +22,32 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("locust") is None, reason="locust is not installed (the load/dev extra)"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("locust") is None, reason="locust is not installed (the load/dev extra)"
+    ),
 ]
 
-REPORT_FILES = ("report.md", "summary.json", "locust.html", "locust_stats.csv", "locust_stats.json", "locust_stats_history.csv", "requests.csv",
-                "metrics_before.prom", "metrics_after.prom", "throughput.png", "latency.png", "failures.png", "server.png")
+REPORT_FILES = (
+    "report.md",
+    "summary.json",
+    "locust.html",
+    "locust_stats.csv",
+    "locust_stats.json",
+    "locust_stats_history.csv",
+    "requests.csv",
+    "metrics_before.prom",
+    "metrics_after.prom",
+    "throughput.png",
+    "latency.png",
+    "failures.png",
+    "server.png",
+)
 
 
 def run_loadtest(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "loadtests.run", *args], cwd=ROOT, capture_output=True, text=True, timeout=150)
+    return subprocess.run(
+        [sys.executable, "-m", "loadtests.run", *args], cwd=ROOT, capture_output=True, text=True, timeout=150
+    )
 
 
 def locust_aggregated(path: Path) -> dict[str, str]:
@@ -48,8 +65,28 @@ def uncached_server(demo_repository: Path, tmp_path_factory: pytest.TempPathFact
 def test_short_run_writes_a_report_whose_numbers_agree(uncached_server: str, tmp_path: Path):
     server = uncached_server
     out = tmp_path / "report"
-    done = run_loadtest("--host", server, "-u", "10", "-r", "10", "-t", "6", "--wait-ms", "10,60", "--collection-size", "200",
-                        "--metrics-interval", "1", "--out", str(out), "--max-failure-ratio", "0", "--max-p95-ms", "60000")
+    done = run_loadtest(
+        "--host",
+        server,
+        "-u",
+        "10",
+        "-r",
+        "10",
+        "-t",
+        "6",
+        "--wait-ms",
+        "10,60",
+        "--collection-size",
+        "200",
+        "--metrics-interval",
+        "1",
+        "--out",
+        str(out),
+        "--max-failure-ratio",
+        "0",
+        "--max-p95-ms",
+        "60000",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     for name in REPORT_FILES:
         assert (out / name).stat().st_size > 0, name
@@ -57,7 +94,8 @@ def test_short_run_writes_a_report_whose_numbers_agree(uncached_server: str, tmp
     summary = json.loads((out / "summary.json").read_text())
     totals = summary["totals"]
     assert totals["requests"] >= 20
-    assert totals["failures"] == 0 and totals["server_errors"] == 0
+    assert totals["failures"] == 0
+    assert totals["server_errors"] == 0
     assert totals["ok"] + totals["overload"] == totals["requests"]
     assert 0 < totals["p50_ms"] <= totals["p95_ms"] <= totals["p99_ms"] < 60_000
     assert 0 < totals["ok_rps"] < 10_000
@@ -72,12 +110,15 @@ def test_short_run_writes_a_report_whose_numbers_agree(uncached_server: str, tmp
     assert summary["locust_final"] == {"requests": totals["requests"], "failures": 0}
     assert 0 < int(locust_aggregated(out / "locust_stats.csv")["Request Count"]) <= totals["requests"]
     # The server saw at least what the client recorded (Locust drops requests in flight when it stops).
-    server_embeds = sum(r["count"] for r in summary["server"]["requests"] if r["route"] == "/embed" and r["status"] == "200")
+    server_embeds = sum(
+        r["count"] for r in summary["server"]["requests"] if r["route"] == "/embed" and r["status"] == "200"
+    )
     client_embeds = sum(w["ok"] for n, w in summary["by_name"].items() if n.startswith("/embed"))
     assert server_embeds >= client_embeds > 0
     assert summary["server"]["route_latency"]["/embed"]["requests"] >= client_embeds
     encoder = summary["server"]["batchers"]["demo/encoder"]
-    assert encoder["items"] >= client_embeds and encoder["mean_batch_size"] >= 1
+    assert encoder["items"] >= client_embeds
+    assert encoder["mean_batch_size"] >= 1
     assert 0 < encoder["mean_fill_ratio"] <= 1
     assert encoder["queue_wait_mean_ms"] >= 0
 
@@ -97,7 +138,9 @@ def test_impossible_threshold_makes_the_runner_fail(demo_repository: Path, tmp_p
     assert summary["run"]["server_started"] is True
     assert summary["passed"] is False
     [check] = summary["thresholds"]
-    assert check["passed"] is False and check["value"] > 0.001
-    assert summary["memory"]["available"] and summary["memory"]["rss_end_mb"] > 10
+    assert check["passed"] is False
+    assert check["value"] > 0.001
+    assert summary["memory"]["available"]
+    assert summary["memory"]["rss_end_mb"] > 10
     assert "BROKEN" in (out / "report.md").read_text()
     assert "threshold p95 latency" in done.stdout

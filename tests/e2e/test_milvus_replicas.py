@@ -41,8 +41,11 @@ class MilvusLiteServer:
 
     def start(self, timeout: float = 30) -> MilvusLiteServer:
         exe = shutil.which("milvus-lite", path=str(Path(sys.executable).parent)) or "milvus-lite"
-        self.process = subprocess.Popen([exe, "server", "--data-dir", str(self.folder), "--host", "127.0.0.1",
-                                         "--port", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [exe, "server", "--data-dir", str(self.folder), "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -75,8 +78,17 @@ def milvus_server(tmp_path: Path) -> Iterator[MilvusLiteServer]:
 
 
 def replica(demo_repository: Path, tmp_path: Path, uri: str, **env: str) -> Server:
-    return Server(env={"JEPA_MODEL_REPOSITORY": str(demo_repository), "JEPA_STORAGE": "milvus", "JEPA_MILVUS_URI": uri,
-                       "JEPA_DATA_DIR": str(tmp_path / "unused"), "JEPA_MILVUS_REFRESH_S": "0.2", **env}, workdir=tmp_path)
+    return Server(
+        env={
+            "JEPA_MODEL_REPOSITORY": str(demo_repository),
+            "JEPA_STORAGE": "milvus",
+            "JEPA_MILVUS_URI": uri,
+            "JEPA_DATA_DIR": str(tmp_path / "unused"),
+            "JEPA_MILVUS_REFRESH_S": "0.2",
+            **env,
+        },
+        workdir=tmp_path,
+    )
 
 
 def top_id(url: str, vector: list[float]) -> str | None:
@@ -86,7 +98,9 @@ def top_id(url: str, vector: list[float]) -> str | None:
     return hits[0]["id"] if hits else None
 
 
-def test_an_acknowledged_write_through_one_replica_is_seen_at_once_through_the_other(demo_repository, tmp_path, milvus_server):
+def test_an_acknowledged_write_through_one_replica_is_seen_at_once_through_the_other(
+    demo_repository, tmp_path, milvus_server
+):
     a = replica(demo_repository, tmp_path, milvus_server.uri).start()
     b = replica(demo_repository, tmp_path, milvus_server.uri).start()
     try:
@@ -102,14 +116,17 @@ def test_an_acknowledged_write_through_one_replica_is_seen_at_once_through_the_o
             vector = rng.standard_normal(DIM).tolist()
             r = httpx.post(f"{writer.url}/collections/shared/points",
                            json={"ids": [f"p{n}"], "vectors": [vector], "metadata": [{"n": n}]}, timeout=10)
-            assert r.status_code == 200 and r.json()["count"] == n + 1, r.text
+            assert r.status_code == 200, r.text
+            assert r.json()["count"] == n + 1, r.text
             # No waiting: Strong reads see every acknowledged write, whichever replica took it.
             assert top_id(reader.url, vector) == f"p{n}"
             assert httpx.get(f"{reader.url}/collections/shared").json()["count"] == n + 1
         filtered = httpx.post(f"{b.url}/search", json={"collection": "shared", "vector": [1.0] * DIM, "k": 20,
                                                        "filter": {"n": {"gte": 15}}}).json()["hits"]
         assert sorted(h["metadata"]["n"] for h in filtered) == [15, 16, 17, 18, 19]
-        assert httpx.request("DELETE", f"{b.url}/collections/shared/points", json={"ids": ["p4"]}).json()["deleted"] == 1
+        assert (
+            httpx.request("DELETE", f"{b.url}/collections/shared/points", json={"ids": ["p4"]}).json()["deleted"] == 1
+        )
         assert httpx.get(f"{a.url}/collections/shared/points/p4").status_code == 404
         # Dropping through one replica drops it for the other.
         assert httpx.delete(f"{b.url}/collections/shared").status_code == 204
@@ -124,17 +141,28 @@ def test_milvus_down_is_503_with_retry_after_and_writes_resume(demo_repository, 
     api = replica(demo_repository, tmp_path, milvus_server.uri, JEPA_MILVUS_TIMEOUT_S="2").start()
     try:
         assert httpx.put(f"{api.url}/collections/shared", json={"dim": DIM}).status_code == 201
-        assert httpx.post(f"{api.url}/collections/shared/points", json={"ids": ["a"], "vectors": [[1.0] * DIM]}).status_code == 200
+        assert (
+            httpx.post(
+                f"{api.url}/collections/shared/points", json={"ids": ["a"], "vectors": [[1.0] * DIM]}
+            ).status_code
+            == 200
+        )
         milvus_server.kill9()
-        for r in (httpx.post(f"{api.url}/collections/shared/points", json={"ids": ["b"], "vectors": [[2.0] * DIM]}, timeout=30),
-                  httpx.post(f"{api.url}/search", json={"collection": "shared", "vector": [1.0] * DIM}, timeout=30)):
+        for r in (
+            httpx.post(
+                f"{api.url}/collections/shared/points", json={"ids": ["b"], "vectors": [[2.0] * DIM]}, timeout=30
+            ),
+            httpx.post(f"{api.url}/search", json={"collection": "shared", "vector": [1.0] * DIM}, timeout=30),
+        ):
             assert r.status_code == 503, r.text
-            assert r.json()["error"]["code"] == "storage_unavailable" and int(r.headers["retry-after"]) >= 1
+            assert r.json()["error"]["code"] == "storage_unavailable"
+            assert int(r.headers["retry-after"]) >= 1
         milvus_server.start()  # same folder: the engine recovers from its own WAL
         deadline = time.monotonic() + 30
         while (r := httpx.post(f"{api.url}/collections/shared/points", json={"ids": ["c"], "vectors": [[3.0] * DIM]},
                                timeout=30)).status_code != 200:
-            assert r.status_code == 503 and time.monotonic() < deadline, r.text
+            assert r.status_code == 503, r.text
+            assert time.monotonic() < deadline, r.text
             time.sleep(0.2)
         assert httpx.get(f"{api.url}/collections/shared/points/a").status_code == 200
     finally:
@@ -142,7 +170,8 @@ def test_milvus_down_is_503_with_retry_after_and_writes_resume(demo_repository, 
 
 
 def test_kill9_during_upserts_loses_no_acknowledged_write_milvus_embedded(demo_repository, tmp_path):
-    """The embedded engine lives in the API process: kill -9 kills both; its WAL brings every acknowledged write back."""
+    """The embedded engine lives in the API process: kill -9 kills both; its WAL brings every acknowledged write
+    back."""
     server = replica(demo_repository, tmp_path, str(tmp_path / "milvus.db"))
     server.start()
     try:

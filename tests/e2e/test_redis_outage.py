@@ -24,7 +24,9 @@ def writer(url: str, outcomes: dict[str, int], stop: threading.Event) -> None:
         while not stop.is_set():
             point = f"w{i}"
             try:
-                r = http.post("/collections/outage/points", json={"ids": [point], "vectors": [[float(i % 7 + 1)] * DIM]})
+                r = http.post(
+                    "/collections/outage/points", json={"ids": [point], "vectors": [[float(i % 7 + 1)] * DIM]}
+                )
                 outcomes[point] = r.status_code
                 if r.status_code == 503:
                     assert r.json()["error"]["code"] == "storage_unavailable"
@@ -39,10 +41,20 @@ def test_redis_restart_mid_run(demo_repository: Path, tmp_path: Path):
     folder = tmp_path / "redis"
     folder.mkdir()
     store = RedisServer(folder).start()
-    api = Server(env={"JEPA_MODEL_REPOSITORY": str(demo_repository), "JEPA_STORAGE": "redis", "JEPA_REDIS_URL": store.url,
-                      "JEPA_DATA_DIR": str(tmp_path / "unused"), "JEPA_EMBED_CACHE": "memory"}, workdir=tmp_path).start()
+    api = Server(
+        env={
+            "JEPA_MODEL_REPOSITORY": str(demo_repository),
+            "JEPA_STORAGE": "redis",
+            "JEPA_REDIS_URL": store.url,
+            "JEPA_DATA_DIR": str(tmp_path / "unused"),
+            "JEPA_EMBED_CACHE": "memory",
+        },
+        workdir=tmp_path,
+    ).start()
     try:
-        assert httpx.put(f"{api.url}/collections/outage", json={"dim": DIM, "metric": "l2"}, timeout=10).status_code == 201
+        assert (
+            httpx.put(f"{api.url}/collections/outage", json={"dim": DIM, "metric": "l2"}, timeout=10).status_code == 201
+        )
         outcomes: dict[str, int] = {}
         stop = threading.Event()
         thread = threading.Thread(target=writer, args=(api.url, outcomes, stop))
@@ -53,8 +65,11 @@ def test_redis_restart_mid_run(demo_repository: Path, tmp_path: Path):
         deadline = time.monotonic() + 30
         while 503 not in outcomes.values() and time.monotonic() < deadline:
             time.sleep(0.1)
-        during = httpx.post(f"{api.url}/search", json={"collection": "outage", "vector": [1.0] * DIM, "k": 3}, timeout=10)
-        assert during.status_code == 200 and during.json()["hits"], during.text  # reads: the replica's own FAISS copy
+        during = httpx.post(
+            f"{api.url}/search", json={"collection": "outage", "vector": [1.0] * DIM, "k": 3}, timeout=10
+        )
+        assert during.status_code == 200, during.text  # reads: the replica's own FAISS copy
+        assert during.json()["hits"], during.text
         assert httpx.get(f"{api.url}/healthz", timeout=5).status_code == 200
         store = RedisServer(folder, port=store.port).start()  # same port, same AOF
         time.sleep(2.0)

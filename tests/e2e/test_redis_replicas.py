@@ -55,7 +55,10 @@ def test_a_write_through_one_replica_is_searchable_through_the_other(demo_reposi
         rng = np.random.default_rng(1)
         for n in range(5):
             vector = rng.standard_normal(DIM).tolist()
-            r = httpx.post(f"{a.url}/collections/shared/points", json={"ids": [f"p{n}"], "vectors": [vector], "metadata": [{"n": n}]})
+            r = httpx.post(
+                f"{a.url}/collections/shared/points",
+                json={"ids": [f"p{n}"], "vectors": [vector], "metadata": [{"n": n}]},
+            )
             assert r.status_code == 200, r.text
             assert searchable(a.url, "shared", vector, f"p{n}")  # read-your-writes on the replica that took it
             wait_for(lambda v=vector, i=f"p{n}": searchable(b.url, "shared", v, i), 1.0)
@@ -70,7 +73,9 @@ def test_a_write_through_one_replica_is_searchable_through_the_other(demo_reposi
         b.start()
         assert httpx.get(f"{b.url}/collections/shared").json()["count"] == 24
         assert searchable(b.url, "shared", more[7].tolist(), "q7")
-        httpx.post(f"{a.url}/collections/shared/points", json={"ids": ["late"], "vectors": [more[0].tolist()]}).raise_for_status()
+        httpx.post(
+            f"{a.url}/collections/shared/points", json={"ids": ["late"], "vectors": [more[0].tolist()]}
+        ).raise_for_status()
         wait_for(lambda: httpx.get(f"{b.url}/collections/shared/points/late").status_code == 200, 1.0)
         # Dropping through one replica drops it everywhere.
         assert httpx.delete(f"{b.url}/collections/shared").status_code == 204

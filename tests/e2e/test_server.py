@@ -51,7 +51,8 @@ def test_embed_store_search_predict_with_real_pngs(server: str, photos: dict[str
             "context": [{"image": base64.b64encode(files["rocket"].read_bytes()).decode()}],
             "actions": [[0.2, 0.1]] * 4,
         })
-        assert predicted.status_code == 200 and len(predicted.json()["states"]) == 4
+        assert predicted.status_code == 200
+        assert len(predicted.json()["states"]) == 4
         assert "jepa_batch_size_bucket" in http.get("/metrics").text
 
 

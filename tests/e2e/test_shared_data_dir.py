@@ -12,8 +12,10 @@ import subprocess
 import httpx
 import pytest
 
+from loadtests.server import venv_script
 from tests.support.record import record
-from tests.support.servers import BIN, free_port, running_server
+from tests.support.servers import running_server
+from tests.support.toolkit import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -29,15 +31,17 @@ def test_second_server_on_the_same_data_directory_refuses_to_start(demo_reposito
 
         env = {**os.environ, "JEPA_MODEL_REPOSITORY": str(demo_repository), "JEPA_DATA_DIR": str(data)}
         second = subprocess.run(
-            [str(BIN / "jepa-serve"), "--host", "127.0.0.1", "--port", str(free_port())],
+            [venv_script("jepa-serve"), "--host", "127.0.0.1", "--port", str(free_port())],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
         )
         assert second.returncode == 1, (second.returncode, second.stdout[-2000:], second.stderr[-2000:])
         # one line says why (other lines may be log warnings, e.g. an unknown JEPA_* variable), no traceback
         refusals = [line for line in second.stderr.splitlines() if line.startswith("jepa-serve:")]
-        assert len(refusals) == 1 and "Traceback" not in second.stderr, second.stderr[-2000:]
+        assert len(refusals) == 1, second.stderr[-2000:]
+        assert "Traceback" not in second.stderr, second.stderr[-2000:]
         message = refusals[0]
-        assert str(data.resolve()) in message and f"pid {first.pid}" in message, message
+        assert str(data.resolve()) in message, message
+        assert f"pid {first.pid}" in message, message
 
         # the first server neither noticed nor lost anything
         got = httpx.get(f"{first.url}/collections/shared", timeout=10).json()

@@ -13,11 +13,13 @@ def test_bench_gpu_dry_run_on_cpu_writes_every_row(tmp_path):
     assert code == 0
     (figures,) = json.loads((out / "gpu.json").read_text())
     assert figures["model"] == "tiny"
-    assert set(figures["eager"]) == {"1", "4"} and min(figures["eager"].values()) > 0
+    assert set(figures["eager"]) == {"1", "4"}
+    assert min(figures["eager"].values()) > 0
     assert set(figures["engine"]) == {"exported", "fused"}  # the fused graph passed its gate on the CPU
     assert set(figures["served"]) == {"instances=1 max_batch=4", "instances=2 max_batch=4"}
     assert min(figures["served"].values()) > 0
-    assert set(figures["http"]) == {"jpeg x2 c=2", "png x2 c=2"} and min(figures["http"].values()) > 0
+    assert set(figures["http"]) == {"jpeg x2 c=2", "png x2 c=2"}
+    assert min(figures["http"].values()) > 0
     assert not any(figures["http_errors"].values())
     report = (out / "gpu.md").read_text()
     for row in ("1. PyTorch eager", "2. raw engine (exported graph)", "2. raw engine (fused graph)",
@@ -31,4 +33,5 @@ def test_preprocess_bench_runs_and_checks_the_two_forms_agree(capsys):
 
     assert bench_preprocess.main(["--size", "32", "--repeats", "2"]) == 0
     printed = capsys.readouterr().out
-    assert "ImagePreprocess.apply" in printed and "float32 -> float16" in printed
+    assert "ImagePreprocess.apply" in printed
+    assert "float32 -> float16" in printed

@@ -55,7 +55,11 @@ def backend(request) -> str:
 def store_settings(backend: str, settings_factory, tmp_path: Path, request):
     """settings_factory, storing collections in `backend` (a fresh store per test)."""
     if backend == "redis":
-        store = {"storage": "redis", "redis_url": request.getfixturevalue("redis_url"), "redis_prefix": f"t{uuid.uuid4().hex[:8]}"}
+        store = {
+            "storage": "redis",
+            "redis_url": request.getfixturevalue("redis_url"),
+            "redis_prefix": f"t{uuid.uuid4().hex[:8]}",
+        }
     elif backend == "milvus":
         store = {"storage": "milvus", "milvus_uri": str(tmp_path / "milvus.db")}
     else:

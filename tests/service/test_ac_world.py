@@ -128,9 +128,11 @@ def test_plan_returns_actions_in_the_box_no_worse_than_doing_nothing(ac):
     actions = np.asarray(out["actions"])
     assert actions.shape == (2, 7)
     low = np.array([-0.05, -0.05, -0.05, 0, 0, 0, -0.75])
-    assert (actions >= low - 1e-6).all() and (actions <= -low + 1e-6).all()
+    assert (actions >= low - 1e-6).all()
+    assert (actions <= -low + 1e-6).all()
     assert out["cost"] <= out["zero_action_cost"]
-    assert np.asarray(out["predicted_states"]).shape == (2, 64) and len(out["predicted_proprio"]) == 2
+    assert np.asarray(out["predicted_states"]).shape == (2, 64)
+    assert len(out["predicted_proprio"]) == 2
 
     # the reported cost is the L1 energy of those actions under the reference rollout
     start, goal = frame_tokens(loaded, frame_png(0)), frame_tokens(loaded, frame_png(12))
@@ -138,7 +140,7 @@ def test_plan_returns_actions_in_the_box_no_worse_than_doing_nothing(ac):
     assert out["cost"] == pytest.approx(float(np.abs(predicted[-1] - goal.numpy()).mean()), rel=1e-3)
 
 
-@pytest.mark.parametrize("change, code", [
+@pytest.mark.parametrize(("change", "code"), [
     ({"proprio": None}, "invalid_proprio"),
     ({"proprio": [[0.0] * 6]}, "invalid_proprio"),
     ({"goal": None, "goal_state": [0.0] * 64}, "invalid_plan"),

@@ -112,7 +112,8 @@ def test_right_key_works_end_to_end_and_metrics_count_refusals(secured, photos):
                              json={"ids": ["cat"], "inputs": [{"image": image}]})
         assert stored.status_code == 200, stored.text
         hits = client.post("/search", headers=bearer("reader"), json={"collection": "pets", "input": {"image": image}})
-        assert hits.status_code == 200 and hits.json()["hits"][0]["id"] == "cat"
+        assert hits.status_code == 200
+        assert hits.json()["hits"][0]["id"] == "cat"
         assert client.post("/embed", headers=bearer("reader"), json={"inputs": [{"image": image}]}).status_code == 200
         metrics = client.get("/metrics").text
         assert 'jepa_auth_denied_total{reason="missing"} 1.0' in metrics
@@ -123,7 +124,8 @@ def test_body_over_the_limit_is_413_for_an_authorised_key(secured):
     with secured(max_body_bytes=1000) as client:
         big = {"collection": "c", "vector": [0.5] * 1000}
         response = client.post("/search", json=big, headers=bearer("reader"))
-        assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "payload_too_large"
         # without a key the body is never read: 401 comes first
         assert client.post("/search", json=big).status_code == 401
 
@@ -178,10 +180,14 @@ def test_request_id_is_echoed_or_made_and_the_access_log_is_one_json_line(secure
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     by_id = {line["request_id"]: line for line in lines}
     first = by_id["trace-42"]
-    assert first["method"] == "GET" and first["route"] == "/collections" and first["status"] == 200
-    assert first["key"] == "reader" and first["duration_ms"] >= 0
+    assert first["method"] == "GET"
+    assert first["route"] == "/collections"
+    assert first["status"] == 200
+    assert first["key"] == "reader"
+    assert first["duration_ms"] >= 0
     second = by_id[made.headers["x-request-id"]]
-    assert second["route"] == "/collections/{name}" and second["status"] == 404
+    assert second["route"] == "/collections/{name}"
+    assert second["status"] == 404
     text = stream.getvalue()
     assert not any(key in text or hash_key(key) in text for key in KEYS.values()), "a key or its hash was logged"
 

@@ -58,7 +58,8 @@ def test_vector_upserts_are_bounded_by_count_and_bytes_not_by_media_items(settin
         vectors = rng.standard_normal((500, 32)).astype(np.float32)
         ids = [f"v{i}" for i in range(500)]
         done = client.post("/collections/bulk/points", json={"ids": ids, "vectors": b64_array(vectors)})
-        assert done.status_code == 200 and done.json()["count"] == 500
+        assert done.status_code == 200
+        assert done.json()["count"] == 500
         hits = client.post("/search", json={"collection": "bulk", "vectors": b64_array(vectors[7:9]), "k": 1}).json()
         assert [r[0]["id"] for r in hits["results"]] == ["v7", "v8"]
         more = {"ids": ids + ["x"], "vectors": b64_array(np.vstack([vectors, vectors[:1]]))}

@@ -36,10 +36,16 @@ def asgi_post(client, path: str, content_type: bytes, first_chunk: bytes) -> lis
     return sent
 
 
-@pytest.mark.parametrize(("content_type", "first_chunk"), [
-    (b"application/json", b'{"inputs": [{"image": "iVBOR'),
-    (b"multipart/form-data; boundary=x", b'--x\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n\r\n\x89PNG'),
-])
+@pytest.mark.parametrize(
+    ("content_type", "first_chunk"),
+    [
+        (b"application/json", b'{"inputs": [{"image": "iVBOR'),
+        (
+            b"multipart/form-data; boundary=x",
+            b'--x\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n\r\n\x89PNG',
+        ),
+    ],
+)
 def test_disconnect_mid_body_is_499_without_traceback(client, content_type: bytes, first_chunk: bytes,
                                                       caplog: pytest.LogCaptureFixture):
     sent = asgi_post(client, "/embed", content_type, first_chunk)

@@ -42,8 +42,14 @@ def test_filtered_search_equals_brute_force_at_every_selectivity(store_settings,
     with serving(store_settings(max_request_items=1000)) as client:
         assert client.put("/collections/f", json={"dim": DIM, "index": index}).status_code == 201
         for lo in range(0, N, 1000):
-            r = client.post("/collections/f/points", json={"ids": [str(i) for i in range(lo, lo + 1000)],
-                                                           "vectors": stored[lo:lo + 1000].tolist(), "metadata": meta[lo:lo + 1000]})
+            r = client.post(
+                "/collections/f/points",
+                json={
+                    "ids": [str(i) for i in range(lo, lo + 1000)],
+                    "vectors": stored[lo : lo + 1000].tolist(),
+                    "metadata": meta[lo : lo + 1000],
+                },
+            )
             assert r.status_code == 200, r.text
             if backend == "milvus" and lo == 0:  # the first half in a sealed, indexed segment, the rest buffered
                 store = client.app.state.services.store

@@ -29,29 +29,52 @@ def test_kinds_filters_and_params_over_http(store_client, backend, kind):
     client = store_client
     rng = np.random.default_rng(11)
     stored = rng.standard_normal((600, 16)).astype(np.float32)
-    body = {"dim": 16, "index": kind, "params": {"min_train_points": 300, "auto_hnsw_from": 300, "pq_m": 4, "nlist": 16}}
+    body = {
+        "dim": 16,
+        "index": kind,
+        "params": {"min_train_points": 300, "auto_hnsw_from": 300, "pq_m": 4, "nlist": 16},
+    }
     created = client.put(f"/collections/{kind}", json=body)
     if backend == "milvus" and kind == "ivf_pq":  # milvus-lite never builds IVF_PQ: refused, not silently exhaustive
-        assert error_code(created, 422) == "invalid_index" and "IVF_PQ" in created.json()["error"]["message"]
+        assert error_code(created, 422) == "invalid_index"
+        assert "IVF_PQ" in created.json()["error"]["message"]
         return
     assert created.status_code == 201, created.text
-    assert created.json()["index"] == kind and created.json()["params"]["min_train_points"] == 300
+    assert created.json()["index"] == kind
+    assert created.json()["params"]["min_train_points"] == 300
     for lo in range(0, 600, 50):
         meta = [{"n": i, "even": i % 2 == 0, "colour": ["red", "green", "blue"][i % 3]} for i in range(lo, lo + 50)]
-        r = client.post(f"/collections/{kind}/points",
-                        json={"ids": [str(i) for i in range(lo, lo + 50)], "vectors": stored[lo:lo + 50].tolist(), "metadata": meta})
+        r = client.post(
+            f"/collections/{kind}/points",
+            json={
+                "ids": [str(i) for i in range(lo, lo + 50)],
+                "vectors": stored[lo : lo + 50].tolist(),
+                "metadata": meta,
+            },
+        )
         assert r.status_code == 200, r.text
     info = client.get(f"/collections/{kind}").json()
-    assert info["count"] == 600 and info["memory_bytes"] > 600 * 16 * 4
+    assert info["count"] == 600
+    assert info["memory_bytes"] > 600 * 16 * 4
     query = stored[5].tolist()
-    r = client.post("/search", json={"collection": kind, "vector": query, "k": 5,
-                                      "filter": {"colour": {"in": ["red", "blue"]}, "n": {"gte": 100}}, "params": {"ef": 64, "nprobe": 64}})
+    r = client.post(
+        "/search",
+        json={
+            "collection": kind,
+            "vector": query,
+            "k": 5,
+            "filter": {"colour": {"in": ["red", "blue"]}, "n": {"gte": 100}},
+            "params": {"ef": 64, "nprobe": 64},
+        },
+    )
     assert r.status_code == 200, r.text
     hits = r.json()["hits"]
     assert len(hits) == 5
     assert all(h["metadata"]["colour"] in ("red", "blue") and h["metadata"]["n"] >= 100 for h in hits)
     # Unfiltered, with a generous knob, a stored vector finds itself first.
-    top = client.post("/search", json={"collection": kind, "vector": query, "k": 1, "params": {"ef": 256, "nprobe": 1000}}).json()
+    top = client.post(
+        "/search", json={"collection": kind, "vector": query, "k": 1, "params": {"ef": 256, "nprobe": 1000}}
+    ).json()
     assert top["hits"][0]["id"] == "5"
     # Delete then search: gone (tombstoned or removed in place).
     client.request("DELETE", f"/collections/{kind}/points", json={"ids": ["5"]})
@@ -63,22 +86,40 @@ def test_bad_filters_params_and_kinds_are_4xx(store_client):
     client = store_client
     assert client.put("/collections/c", json={"dim": 4}).status_code == 201
     client.post("/collections/c/points", json={"ids": ["a"], "vectors": [[1, 0, 0, 0]], "metadata": [{"x": 1}]})
-    assert error_code(client.post("/search", json={"collection": "c", "vector": [1, 0, 0, 0], "filter": {"x": {"near": 1}}}), 422) == "invalid_filter"
-    assert error_code(client.post("/search", json={"collection": "c", "vector": [1, 0, 0, 0], "filter": {"x": {"gt": "a"}}}), 422) == "invalid_filter"
-    assert client.post("/search", json={"collection": "c", "vector": [1, 0, 0, 0], "params": {"ef": 0}}).status_code == 422
+    assert (
+        error_code(
+            client.post("/search", json={"collection": "c", "vector": [1, 0, 0, 0], "filter": {"x": {"near": 1}}}), 422
+        )
+        == "invalid_filter"
+    )
+    assert (
+        error_code(
+            client.post("/search", json={"collection": "c", "vector": [1, 0, 0, 0], "filter": {"x": {"gt": "a"}}}), 422
+        )
+        == "invalid_filter"
+    )
+    assert (
+        client.post("/search", json={"collection": "c", "vector": [1, 0, 0, 0], "params": {"ef": 0}}).status_code == 422
+    )
     assert client.put("/collections/d", json={"dim": 4, "index": "lsh"}).status_code == 422
-    assert error_code(client.put("/collections/e", json={"dim": 6, "index": "ivf_pq", "params": {"pq_m": 4}}), 422) == "invalid_index"
+    assert (
+        error_code(client.put("/collections/e", json={"dim": 6, "index": "ivf_pq", "params": {"pq_m": 4}}), 422)
+        == "invalid_index"
+    )
     assert client.get("/collections/e").status_code == 404
     # The old request shape still works, and the old response fields are all there.
     r = client.post("/search", json={"collection": "c", "vector": [1, 0, 0, 0], "k": 1}).json()
-    assert r["hits"][0]["id"] == "a" and r["results"] == [r["hits"]] and r["metric"] == "cosine"
+    assert r["hits"][0]["id"] == "a"
+    assert r["results"] == [r["hits"]]
+    assert r["metric"] == "cosine"
 
 
 def test_projected_hnsw_is_a_create_option_and_returns_exact_scores(store_client, backend):
     client = store_client
     if backend == "milvus":  # a FAISS-side projection: the milvus backend refuses it rather than ignore it
         bad = client.put("/collections/proj", json={"dim": 32, "index": "hnsw", "params": {"pca": 8}})
-        assert error_code(bad, 422) == "invalid_index" and "pca" in bad.json()["error"]["message"]
+        assert error_code(bad, 422) == "invalid_index"
+        assert "pca" in bad.json()["error"]["message"]
         return
     rng = np.random.default_rng(12)
     stored = (np.tanh(rng.standard_normal((600, 6)) @ rng.standard_normal((6, 32)))).astype(np.float32)
@@ -91,9 +132,12 @@ def test_projected_hnsw_is_a_create_option_and_returns_exact_scores(store_client
     deadline = time.monotonic() + 60
     while (info := client.get("/collections/proj").json())["index_in_use"] != "hnsw" and time.monotonic() < deadline:
         time.sleep(0.05)  # the projection is trained by a background rebuild once min_train_points are in
-    assert info["index_in_use"] == "hnsw" and info["params"]["pca"] == 8
+    assert info["index_in_use"] == "hnsw"
+    assert info["params"]["pca"] == 8
     query = stored[7] + 0.01
-    r = client.post("/search", json={"collection": "proj", "vector": query.tolist(), "k": 5, "params": {"ef": 64, "rerank": 4}})
+    r = client.post(
+        "/search", json={"collection": "proj", "vector": query.tolist(), "k": 5, "params": {"ef": 64, "rerank": 4}}
+    )
     assert r.status_code == 200, r.text
     unit = stored / np.linalg.norm(stored, axis=1, keepdims=True)
     exact = unit @ (query / np.linalg.norm(query))
@@ -130,13 +174,17 @@ def test_projected_hnsw_is_a_create_option_and_returns_exact_scores(store_client
 def test_collection_bad_input_is_a_clear_4xx_and_stores_nothing(store_client, method, path, payload, status):
     store_client.put("/collections/c", json={"dim": 3})
     store_client.post("/collections/c/points", json={"ids": ["keep"], "vectors": [[1.0, 0.0, 0.0]]})
-    assert_error(getattr(store_client, method)(path, json=payload) if method != "get" else store_client.get(path), status)
+    assert_error(
+        getattr(store_client, method)(path, json=payload) if method != "get" else store_client.get(path), status
+    )
     assert store_client.get("/collections/c").json()["count"] == 1
 
 def test_nan_in_vectors_is_422(store_client):
     store_client.put("/collections/n", json={"dim": 2})
     body = '{"ids": ["a"], "vectors": [[NaN, 1.0]]}'
-    assert_error(store_client.post("/collections/n/points", content=body, headers={"content-type": "application/json"}), 422)
+    assert_error(
+        store_client.post("/collections/n/points", content=body, headers={"content-type": "application/json"}), 422
+    )
     assert store_client.get("/collections/n").json()["count"] == 0
 
 def test_collection_lifecycle_and_persistence(store_settings):
@@ -156,8 +204,10 @@ def test_a_bad_item_in_a_batch_stores_nothing(store_client, photos):
     store_client.put("/collections/atomic", json={"model": "fake"})
     good = b64(photos["coffee"])
     truncated = b64(photos["rocket"][: len(photos["rocket"]) // 3])
-    r = store_client.post("/collections/atomic/points", json={"ids": ["a", "b", "c"],
-                                                        "inputs": [{"image": good}, {"image": good}, {"image": truncated}]})
+    r = store_client.post(
+        "/collections/atomic/points",
+        json={"ids": ["a", "b", "c"], "inputs": [{"image": good}, {"image": good}, {"image": truncated}]},
+    )
     assert_error(r, 400, "invalid_image")
     vectors = json.dumps([[0.1] * DIM, [0.1] * (DIM - 1) + [float("nan")]])  # json.dumps writes NaN
     mixed = store_client.post("/collections/atomic/points", content=f'{{"ids": ["a", "b"], "vectors": {vectors}}}',
@@ -168,7 +218,9 @@ def test_a_bad_item_in_a_batch_stores_nothing(store_client, photos):
 def test_oversized_metadata_is_413_and_stores_nothing(store_client):
     store_client.put("/collections/meta", json={"dim": 2})
     huge = {"blob": "x" * 20_000}
-    r = store_client.post("/collections/meta/points", json={"ids": ["a", "b"], "vectors": [[1, 0], [0, 1]], "metadata": [{}, huge]})
+    r = store_client.post(
+        "/collections/meta/points", json={"ids": ["a", "b"], "vectors": [[1, 0], [0, 1]], "metadata": [{}, huge]}
+    )
     assert_error(r, 413, "metadata_too_large")
     assert r.json()["error"]["detail"]["index"] == 1  # the offending point, as in every batch error
     assert store_client.get("/collections/meta").json()["count"] == 0

@@ -33,7 +33,8 @@ def test_multipart_without_files_is_refused_as_the_schema_says(client):
     """The documented multipart schema requires at least one file (minItems 1), and the route agrees."""
     schema = client.get("/openapi.json").json()["paths"]["/embed"]["post"]["requestBody"]["content"]
     files = schema["multipart/form-data"]["schema"]["properties"]["files"]
-    assert "files" in schema["multipart/form-data"]["schema"]["required"] and files["minItems"] == 1
+    assert "files" in schema["multipart/form-data"]["schema"]["required"]
+    assert files["minItems"] == 1
     response = client.post("/embed", data={"model": "demo"}, files=[("other", ("a.txt", b"x", "text/plain"))])
     assert_error(response, 422, "validation_error")
     assert "at least one file" in response.json()["error"]["message"]
@@ -59,7 +60,9 @@ def test_embed_wrong_content_type_is_415(client):
     assert_error(client.post("/embed", content=b"hello", headers={"content-type": "text/plain"}), 415)
 
 def test_embed_invalid_json_is_400(client):
-    assert_error(client.post("/embed", content=b"{nope", headers={"content-type": "application/json"}), 400, "invalid_json")
+    assert_error(
+        client.post("/embed", content=b"{nope", headers={"content-type": "application/json"}), 400, "invalid_json"
+    )
 
 def test_embed_too_many_inputs_is_413(settings_factory, photos):
     with serving(settings_factory(max_request_items=2)) as small:
@@ -89,8 +92,10 @@ def test_binary_encodings_carry_the_same_numbers(client, photos):
     tokens = np.asarray(floats["tokens"], np.float32)
 
     packed = client.post("/embed", json={**body, "encoding": "base64"}).json()
-    assert packed["embeddings"]["shape"] == list(pooled.shape) and packed["tokens"]["shape"] == list(tokens.shape)
-    assert pooled.shape[0] == tokens.shape[0] == 2 and tokens.ndim == 3
+    assert packed["embeddings"]["shape"] == list(pooled.shape)
+    assert packed["tokens"]["shape"] == list(tokens.shape)
+    assert pooled.shape[0] == tokens.shape[0] == 2
+    assert tokens.ndim == 3
     decoded = np.frombuffer(base64.b64decode(packed["embeddings"]["data"]), "<f4").reshape(2, DIM)
     np.testing.assert_array_equal(decoded, pooled)
 
@@ -100,7 +105,8 @@ def test_binary_encodings_carry_the_same_numbers(client, photos):
     np.testing.assert_allclose(tokens16, tokens, atol=2e-3, rtol=2e-3)
 
     npy = client.post("/embed", json=body, headers={"Accept": "application/x-npy"})
-    assert npy.headers["content-type"] == "application/x-npy" and npy.headers["x-model"] == "fake"
+    assert npy.headers["content-type"] == "application/x-npy"
+    assert npy.headers["x-model"] == "fake"
     np.testing.assert_array_equal(np.load(io.BytesIO(npy.content)), tokens)
     form = client.post("/embed", files=[("files", ("a.png", photos["chelsea"], "image/png"))],
                        data={"encoding": "base64"}, headers={"Accept": "application/x-npy"})

@@ -24,7 +24,9 @@ def metric(client, name: str) -> float:
 
 
 def test_repeated_inputs_are_cached_and_equal(client, photos):
-    first = client.post("/embed", json={"inputs": [{"image": b64(photos["coffee"])}, {"image": b64(photos["rocket"])}]}).json()
+    first = client.post(
+        "/embed", json={"inputs": [{"image": b64(photos["coffee"])}, {"image": b64(photos["rocket"])}]}
+    ).json()
     assert first["cached"] == [False, False]
     again = client.post("/embed", json={"inputs": [{"image": b64(photos["rocket"])}, {"image": b64(photos["chelsea"])},
                                                    {"image": b64(photos["coffee"])}]}).json()
@@ -41,7 +43,8 @@ def test_repeated_inputs_are_cached_and_equal(client, photos):
                                first["embeddings"][0], rtol=1e-5, atol=1e-6)
     # Token output needs the full forward pass: never served from the cache.
     tokens = client.post("/embed", json={"inputs": [{"image": b64(photos["coffee"])}], "output": "tokens"}).json()
-    assert tokens["cached"] == [False] and tokens["tokens"]
+    assert tokens["cached"] == [False]
+    assert tokens["tokens"]
 
 
 def test_cache_off_reports_nothing_cached(settings_factory, photos):
@@ -58,7 +61,9 @@ def test_keys_separate_spaces_kinds_and_bytes():
     assert cache_key(image, "space-a") == cache_key(RawImage(b"\x89PNG..."), "space-a")
     assert cache_key(image, "space-a") != cache_key(image, "space-b")
     assert cache_key(image, "space-a") != cache_key(RawImage(b"\x89PNG..!"), "space-a")
-    assert cache_key(RawTensor(b"\0" * 8, "float32", (2,)), "s") != cache_key(RawTensor(b"\0" * 8, "float16", (4,)), "s")
+    assert cache_key(RawTensor(b"\0" * 8, "float32", (2,)), "s") != cache_key(
+        RawTensor(b"\0" * 8, "float16", (4,)), "s"
+    )
 
 
 def test_memory_cache_evicts_least_recently_used():

@@ -11,9 +11,11 @@ from tests.support.toolkit import assert_error, b64
 def test_health_readiness_models_and_metrics(client, photos):
     assert client.get("/healthz").json() == {"status": "alive"}
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["models"] == {"demo": "ready"}
+    assert ready.status_code == 200
+    assert ready.json()["models"] == {"demo": "ready"}
     models = client.get("/models").json()["models"]
-    assert models[0]["name"] == "demo" and models[0]["components"]["encoder"]["precision"] == "fp32"
+    assert models[0]["name"] == "demo"
+    assert models[0]["components"]["encoder"]["precision"] == "fp32"
     assert models[0]["components"]["encoder"]["device"] == "CPUExecutionProvider"
     client.post("/embed", json={"inputs": [{"image": b64(photos["coffee"])}]})
     text = client.get("/metrics").text
@@ -52,12 +54,16 @@ def test_a_broken_model_entry_does_not_stop_the_others(demo_repository, tmp_path
         assert ready["models"]["demo"] == "ready"
         assert ready["models"]["broken"].startswith("failed")
         assert ready["models"]["nomanifest"].startswith("failed")
-        assert c.post("/predict_future", json={"model": "demo", "state": [0.0] * 128, "actions": [[0, 0]]}).status_code == 200
+        assert (
+            c.post("/predict_future", json={"model": "demo", "state": [0.0] * 128, "actions": [[0, 0]]}).status_code
+            == 200
+        )
         assert manifest["name"] == "demo"
 
 def test_readyz_reports_the_phase_and_warmed_sizes(client):
     ready = client.get("/readyz").json()
-    assert ready["phase"] == "ready" and ready["status"] == "ready"
+    assert ready["phase"] == "ready"
+    assert ready["status"] == "ready"
     text = client.get("/metrics").text
     # warm-up runs the engine directly (not through the batcher), so no batch was counted yet
     assert 'jepa_batch_size_count{component="encoder",model="demo"}' not in text
@@ -84,7 +90,8 @@ def test_serving_waits_while_warming(settings_factory, monkeypatch):
                 break
             time.sleep(0.01)
         warming = c.get("/readyz")
-        assert warming.status_code == 503 and warming.json()["phase"] == "warming"
+        assert warming.status_code == 503
+        assert warming.json()["phase"] == "warming"
         assert c.get("/healthz").status_code == 200
         assert_error(c.post("/embed", json={"inputs": [{"image": "aGk="}]}), 503, "not_ready")
         release.set()

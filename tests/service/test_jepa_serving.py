@@ -37,7 +37,9 @@ def test_served_ijepa_equals_transformers(tmp_path: Path, settings_factory, phot
         response = client.post("/embed", json=body)
         assert response.status_code == 200, response.text
         out = response.json()
-        assert out["model"] == "ijepa-tiny" and out["dim"] == 32 and out["space_id"].startswith("ijepa-")
+        assert out["model"] == "ijepa-tiny"
+        assert out["dim"] == 32
+        assert out["space_id"].startswith("ijepa-")
         assert cosine_rows(np.asarray(out["embeddings"]), ref.mean(axis=1)) >= 0.9999
         assert cosine_rows(np.asarray(out["tokens"]), ref) >= 0.9999
         listed = client.get("/models").json()

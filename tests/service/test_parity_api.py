@@ -38,7 +38,9 @@ def test_embed_matches_pytorch_for_real_photos(client, photos):
                                            "output": "tokens"})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["model"] == "demo" and body["dim"] == 128 and body["space_id"].startswith("demo-")
+    assert body["model"] == "demo"
+    assert body["dim"] == 128
+    assert body["space_id"].startswith("demo-")
     for i, png in enumerate(photos.values()):
         ref_pooled, ref_tokens = torch_reference(png)
         assert cosine(body["embeddings"][i], ref_pooled) >= 0.9999
@@ -48,15 +50,19 @@ def test_embed_matches_pytorch_for_real_photos(client, photos):
 def test_embed_tensor_fast_path_equals_image_path(client, photos):
     png = photos["rocket"]
     tensor = preprocessed(png).numpy()
-    by_tensor = client.post("/embed", json={"inputs": [{"tensor": {"data": b64(tensor.tobytes()), "shape": [3, 64, 64]}}]})
+    by_tensor = client.post(
+        "/embed", json={"inputs": [{"tensor": {"data": b64(tensor.tobytes()), "shape": [3, 64, 64]}}]}
+    )
     by_image = client.post("/embed", json={"inputs": [{"image": b64(png)}]})
     assert cosine(by_tensor.json()["embeddings"][0], by_image.json()["embeddings"][0]) > 0.99999
 
 def test_embed_two_frame_clip_and_one_image_follow_the_clip_rule(client, photos):
     """The manifest says 2 frames per clip: a 'frames' input is one clip; one image is repeated to fill it."""
     a, b = photos["coffee"], photos["rocket"]
-    clip = client.post("/embed", json={"inputs": [{"frames": [b64(a), b64(b)]}, {"frames": [b64(b)]}, {"image": b64(b)}],
-                                       "normalize": False})
+    clip = client.post(
+        "/embed",
+        json={"inputs": [{"frames": [b64(a), b64(b)]}, {"frames": [b64(b)]}, {"image": b64(b)}], "normalize": False},
+    )
     assert clip.status_code == 200, clip.text
     got = clip.json()["embeddings"]
     assert cosine(got[0], torch_reference(a, b)[0]) >= 0.9999
@@ -64,25 +70,35 @@ def test_embed_two_frame_clip_and_one_image_follow_the_clip_rule(client, photos)
     np.testing.assert_allclose(got[1], got[2], atol=1e-5)
     assert cosine(got[0], got[2]) < 0.9999  # the older frame matters
     stacked = np.stack([preprocessed(a).numpy(), preprocessed(b).numpy()])
-    by_tensor = client.post("/embed", json={"inputs": [{"tensor": {"data": b64(stacked.tobytes()), "shape": [2, 3, 64, 64]}}],
-                                            "normalize": False})
+    by_tensor = client.post(
+        "/embed",
+        json={"inputs": [{"tensor": {"data": b64(stacked.tobytes()), "shape": [2, 3, 64, 64]}}], "normalize": False},
+    )
     assert cosine(by_tensor.json()["embeddings"][0], got[0]) > 0.99999
     assert_error(client.post("/embed", json={"inputs": [{"frames": [b64(a)] * 3}]}), 422, "invalid_clip")
 
 def test_predict_future_matches_a_pytorch_rollout(client, photos):
     actions = [[0.5, 0.0], [0.0, -0.25], [1.0, 1.0]]
-    response = client.post("/predict_future", json={"context": [{"image": b64(photos["astronaut"])}], "actions": actions})
+    response = client.post(
+        "/predict_future", json={"context": [{"image": b64(photos["astronaut"])}], "actions": actions}
+    )
     assert response.status_code == 200, response.text
     body = response.json()
-    assert len(body["states"]) == 3 and all(len(s) == 128 for s in body["states"])
+    assert len(body["states"]) == 3
+    assert all(len(s) == 128 for s in body["states"])
     model = load_demo_model()
     state = torch.from_numpy(torch_reference(photos["astronaut"])[0])[None]
     with torch.inference_mode():
         for step, action in enumerate(actions):
             state = model.predictor(state, torch.tensor([action]))
             assert cosine(body["states"][step], state[0].numpy()) >= 0.9999
-    two = client.post("/predict_future", json={"context": [{"image": b64(photos["coffee"])}, {"image": b64(photos["astronaut"])}],
-                                               "actions": actions[:1]}).json()
+    two = client.post(
+        "/predict_future",
+        json={
+            "context": [{"image": b64(photos["coffee"])}, {"image": b64(photos["astronaut"])}],
+            "actions": actions[:1],
+        },
+    ).json()
     assert cosine(two["initial_state"], torch_reference(photos["coffee"], photos["astronaut"])[0]) >= 0.9999
     from_state = client.post("/predict_future", json={"state": body["initial_state"], "actions": actions}).json()
     np.testing.assert_allclose(from_state["states"], body["states"], atol=1e-5)

@@ -28,17 +28,23 @@ def test_plan_returns_bounded_actions_no_worse_than_doing_nothing(client):
     assert response.status_code == 200, response.text
     plan = response.json()
     actions = np.asarray(plan["actions"])
-    assert actions.shape == (6, 2) and np.abs(actions).max() <= 1.0
+    assert actions.shape == (6, 2)
+    assert np.abs(actions).max() <= 1.0
     assert np.asarray(plan["predicted_states"]).shape == (6, 128)
-    assert len(plan["iteration_costs"]) == 3 and plan["subspace"] == "full"
+    assert len(plan["iteration_costs"]) == 3
+    assert plan["subspace"] == "full"
     # the cost of doing nothing, computed independently through /predict_future and /embed
-    stay = client.post("/predict_future", json={"context": [{"image": o} for o in OBS], "actions": [[0.0, 0.0]] * 6}).json()
+    stay = client.post(
+        "/predict_future", json={"context": [{"image": o} for o in OBS], "actions": [[0.0, 0.0]] * 6}
+    ).json()
     goal = client.post("/embed", json={"inputs": [{"image": GOAL}], "normalize": False}).json()["embeddings"][0]
     stay_cost = float(np.mean((np.asarray(stay["states"][-1]) - np.asarray(goal)) ** 2))
     assert plan["zero_action_cost"] == pytest.approx(stay_cost, rel=1e-3)
     assert plan["cost"] <= stay_cost + 1e-6
     # the predicted states are the predictor's rollout of the returned actions
-    replay = client.post("/predict_future", json={"context": [{"image": o} for o in OBS], "actions": plan["actions"]}).json()
+    replay = client.post(
+        "/predict_future", json={"context": [{"image": o} for o in OBS], "actions": plan["actions"]}
+    ).json()
     np.testing.assert_allclose(replay["states"], plan["predicted_states"], atol=1e-4)
     again = client.post("/plan", json=body).json()
     assert again["actions"] == plan["actions"]  # seeded
@@ -54,7 +60,8 @@ def test_plan_in_the_controllable_subspace_and_from_a_goal_state(client):
     for space in ("controllable", "action_readout", "readout_and_controllable", "full"):
         plan = client.post("/plan", json={**body, "subspace": space})
         assert plan.status_code == 200, plan.text
-        assert plan.json()["subspace"] == space and plan.json()["cost"] <= plan.json()["zero_action_cost"] + 1e-6
+        assert plan.json()["subspace"] == space
+        assert plan.json()["cost"] <= plan.json()["zero_action_cost"] + 1e-6
 
 
 def test_action_readout_distance_grows_with_the_distance_to_the_goal(client, demo_repository):
@@ -67,7 +74,8 @@ def test_action_readout_distance_grows_with_the_distance_to_the_goal(client, dem
 
     goal = embed((12, 32))
     distances = [float(np.linalg.norm(readout @ (embed((12 + dx, 32)) - goal))) for dx in (0, 6, 12, 24)]
-    assert distances == sorted(distances) and distances[-1] > 2 * distances[1]
+    assert distances == sorted(distances)
+    assert distances[-1] > 2 * distances[1]
 
 
 @pytest.mark.parametrize(
@@ -114,4 +122,5 @@ def test_plan_past_its_deadline_is_504(client):
     body = {"observation": [{"image": now}], "goal": {"image": goal}, "horizon": 8, "samples": 64, "iterations": 2}
     assert client.post("/plan", json=body, headers={"X-Request-Timeout-Ms": "60000"}).status_code == 200
     late = client.post("/plan", json={**body, "timeout_ms": 0.001})
-    assert late.status_code == 504 and late.json()["error"]["code"] == "deadline_exceeded"
+    assert late.status_code == 504
+    assert late.json()["error"]["code"] == "deadline_exceeded"

@@ -45,7 +45,8 @@ def test_server_span_has_request_id_and_key_and_logs_have_its_trace_id(spans, se
     server = [s for s in spans.get_finished_spans() if s.attributes.get("http.route") == "/collections"]
     assert len(server) == 1, [s.name for s in spans.get_finished_spans()]
     attributes = server[0].attributes
-    assert attributes["jepa.request_id"] == "span-1" and attributes["jepa.key"] == "tracer"
+    assert attributes["jepa.request_id"] == "span-1"
+    assert attributes["jepa.key"] == "tracer"
     assert attributes["http.response.status_code"] == 200
     line = next(json.loads(x) for x in stream.getvalue().splitlines() if '"span-1"' in x)
     assert line["trace_id"] == f"{server[0].context.trace_id:032x}"

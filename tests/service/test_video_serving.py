@@ -74,10 +74,16 @@ def test_an_mp4_is_sampled_as_asked_and_embedded_like_transformers(vjepa2, mp4):
     assert response.status_code == 200, response.text
     out = response.json()
     echo = out["sampling"][0]
-    assert echo["frame_indices"] == wanted and echo["mode"] == "stride" and echo["stride"] == 3
-    assert echo["num_frames"] == FRAMES and echo["padded"] == 0 and echo["resolution"] == [32, 32]
+    assert echo["frame_indices"] == wanted
+    assert echo["mode"] == "stride"
+    assert echo["stride"] == 3
+    assert echo["num_frames"] == FRAMES
+    assert echo["padded"] == 0
+    assert echo["resolution"] == [32, 32]
     assert echo["timestamps_s"] == pytest.approx([i / 12 for i in wanted], abs=1e-3)
-    assert echo["source"]["frames"] == 12 and echo["source"]["width"] == 64 and echo["source"]["height"] == 48
+    assert echo["source"]["frames"] == 12
+    assert echo["source"]["width"] == 64
+    assert echo["source"]["height"] == 48
     assert cosine_rows(np.asarray(out["tokens"]), ref) >= 0.9999
     assert cosine_rows(np.asarray(out["embeddings"]), ref.mean(axis=1)) >= 0.9999
 
@@ -88,7 +94,8 @@ def test_an_mp4_is_sampled_as_asked_and_embedded_like_transformers(vjepa2, mp4):
     assert response.status_code == 200, response.text
     out = response.json()
     by_time = [0, 3, 6, 9]  # every 0.25 s at 12 fps
-    assert out["sampling"][0]["frame_indices"] == by_time and out["sampling"][0]["mode"] == "fps"
+    assert out["sampling"][0]["frame_indices"] == by_time
+    assert out["sampling"][0]["mode"] == "fps"
     ref = reference_tokens(hf, np.stack([model_pixels(frames[i]) for i in by_time])[None])
     assert np.asarray(out["frames"]).shape == (1, 2, 64)
     assert cosine_rows(np.asarray(out["frames"])[0], ref.reshape(2, 16, 64).mean(axis=1)) >= 0.9999
@@ -133,7 +140,8 @@ def test_predict_future_from_a_video_equals_the_transformers_mask_predictor(vjep
     response = client.post("/predict_future", json=body)
     assert response.status_code == 200, response.text
     out = response.json()
-    assert out["sampling"]["frame_indices"] == wanted and out["sampling"]["num_frames"] == 2
+    assert out["sampling"]["frame_indices"] == wanted
+    assert out["sampling"]["num_frames"] == 2
     clip = np.stack([model_pixels(frames[i]) for i in wanted])[None]
     with torch.inference_mode():
         context = hf(pixel_values_videos=torch.from_numpy(clip), skip_predictor=True).last_hidden_state
@@ -148,7 +156,8 @@ def test_predict_future_from_a_video_equals_the_transformers_mask_predictor(vjep
     # actions make no sense for this model: a clear 422, not a silent ignore
     body = {"context": [{"video": base64.b64encode(mp4).decode()}], "actions": [[0.0]]}
     response = client.post("/predict_future", json=body)
-    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_context"
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_context"
 
 
 def test_the_per_request_decode_budget_answers_413_before_decoding(settings_factory):
@@ -161,8 +170,10 @@ def test_the_per_request_decode_budget_answers_413_before_decoding(settings_fact
         assert one.status_code == 200, one.text
         frames = one.json()["sampling"][0]["num_frames"]
         many = client.post("/embed", json={"inputs": [{"video": small}] * 64, "num_frames": frames})
-        assert many.status_code == 413 and many.json()["error"]["code"] == "video_too_large", many.text
+        assert many.status_code == 413, many.text
+        assert many.json()["error"]["code"] == "video_too_large", many.text
         assert many.json()["error"]["detail"]["max_decoded_bytes"] == 1024 * 1024
         wide = client.post("/embed", json={"inputs": [{"video": large}]})  # 768x768: ~21 MB of decoder frames
-        assert wide.status_code == 413 and wide.json()["error"]["code"] == "video_too_large", wide.text
+        assert wide.status_code == 413, wide.text
+        assert wide.json()["error"]["code"] == "video_too_large", wide.text
         assert client.get("/readyz").status_code == 200

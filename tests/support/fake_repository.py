@@ -71,12 +71,27 @@ def write_fake_entry(root: Path, name: str = "fake", seed: int = 0) -> Path:
     onnx.save(encoder_graph(weights), folder / "encoder.onnx")
     digest = hashlib.sha256(weights.tobytes()).hexdigest()
     manifest = Manifest(
-        schema_version=1, name=name, family="fake", checkpoint_sha256=digest, space_id=f"fake-{digest[:16]}",
-        input=InputSpec(kind="image", layout="NCHW", image_size=(SIZE, SIZE), mean=(0.5, 0.5, 0.5),
-                        std=(0.25, 0.25, 0.25), patch_size=PATCH),
+        schema_version=1,
+        name=name,
+        family="fake",
+        checkpoint_sha256=digest,
+        space_id=f"fake-{digest[:16]}",
+        input=InputSpec(
+            kind="image",
+            layout="NCHW",
+            image_size=(SIZE, SIZE),
+            mean=(0.5, 0.5, 0.5),
+            std=(0.25, 0.25, 0.25),
+            patch_size=PATCH,
+        ),
         output=OutputSpec(dim=DIM, token_grid=(GRID, GRID), pooling="mean"),
-        components={"encoder": ComponentSpec(files={"fp32": "encoder.onnx"}, inputs={"pixel_values": [-1, 3, SIZE, SIZE]},
-                                             outputs=["pooled", "tokens"])},
+        components={
+            "encoder": ComponentSpec(
+                files={"fp32": "encoder.onnx"},
+                inputs={"pixel_values": [-1, 3, SIZE, SIZE]},
+                outputs=["pooled", "tokens"],
+            )
+        },
     )
     (folder / "manifest.json").write_text(manifest.model_dump_json(indent=2))
     return folder

@@ -31,7 +31,8 @@ def assert_error(response, status: int, code: str | None = None) -> dict:
            expected=status)
     assert response.status_code == status, response.text
     body = response.json()
-    assert set(body) == {"error"} and {"code", "message", "detail"} <= set(body["error"])
+    assert set(body) == {"error"}
+    assert {"code", "message", "detail"} <= set(body["error"])
     assert body["error"]["message"]
     if code is not None:
         assert body["error"]["code"] == code

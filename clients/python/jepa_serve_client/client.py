@@ -143,14 +143,14 @@ class _Operations:
                 raise ValueError(f"{len(ids)} ids but {len(matrix)} vectors")
             row_bytes = matrix.shape[1] * 4
             max_rows = max(1, min(limits["max_upsert_vectors"], limits["max_upsert_bytes"] // max(row_bytes, 1)))
-            sizes = [row_bytes * 4 // 3 + len(i) + 4 + m for i, m in zip(ids, meta_sizes)]
+            sizes = [row_bytes * 4 // 3 + len(i) + 4 + m for i, m in zip(ids, meta_sizes, strict=True)]
             runs = _chunks(sizes, max_rows, budget)
             payload = lambda a, b: {"vectors": encode_array(matrix[a:b])}  # noqa: E731
         else:
             items = [media_input(item) for item in inputs or ()]
             if len(items) != len(ids):
                 raise ValueError(f"{len(ids)} ids but {len(items)} inputs")
-            sizes = [len(json.dumps(item)) + len(i) + 4 + m for item, i, m in zip(items, ids, meta_sizes)]
+            sizes = [len(json.dumps(item)) + len(i) + 4 + m for item, i, m in zip(items, ids, meta_sizes, strict=True)]
             runs = _chunks(sizes, limits["max_request_items"], budget)
             payload = lambda a, b: {"inputs": items[a:b]}  # noqa: E731
         upserted, count = 0, 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
 from jepa_serve_client import Client, RetryPolicy, errors
 
 
@@ -22,7 +21,11 @@ def scripted(*answers: tuple[int, dict, dict]) -> tuple[httpx.MockTransport, lis
 
 def overloaded(code: str = "overloaded", retry_after: str | None = "3") -> tuple[int, dict, dict]:
     status = 503 if code in ("not_ready", "storage_unavailable") else 429
-    return status, {"error": {"code": code, "message": "busy", "detail": {}}}, {"retry-after": retry_after} if retry_after else {}
+    return (
+        status,
+        {"error": {"code": code, "message": "busy", "detail": {}}},
+        {"retry-after": retry_after} if retry_after else {},
+    )
 
 
 def test_429_and_503_are_retried_after_retry_after_then_succeed():
@@ -38,19 +41,24 @@ def test_retries_stop_at_the_cap_with_the_servers_error():
     transport, seen = scripted(*[overloaded("rate_limited", "100")] * 3)
     waits: list[float] = []
     policy = RetryPolicy(max_retries=2, max_backoff_s=5)
-    with Client("http://jepa", transport=transport, sleep=waits.append, retry=policy) as client:
-        with pytest.raises(errors.RateLimited) as caught:
-            client.models()
-    assert waits == [5.0, 5.0] and len(seen) == 3  # Retry-After capped at max_backoff_s, then given up
-    assert caught.value.status == 429 and caught.value.message == "busy" and caught.value.retry_after == 100
+    with Client("http://jepa", transport=transport, sleep=waits.append, retry=policy) as client, \
+            pytest.raises(errors.RateLimited) as caught:
+        client.models()
+    assert waits == [5.0, 5.0]
+    assert len(seen) == 3
+    assert caught.value.status == 429
+    assert caught.value.message == "busy"
+    assert caught.value.retry_after == 100
 
 
 def test_other_errors_are_not_retried_and_unknown_codes_fall_back_to_their_status():
     transport, seen = scripted((404, {"error": {"code": "brand_new_code", "message": "m", "detail": {"x": 1}}}, {}))
-    with Client("http://jepa", transport=transport, sleep=lambda s: None) as client:
-        with pytest.raises(errors.NotFound) as caught:
-            client.get_collection("c")
-    assert len(seen) == 1 and caught.value.code == "brand_new_code" and caught.value.detail == {"x": 1}
+    with Client("http://jepa", transport=transport, sleep=lambda s: None) as client, \
+            pytest.raises(errors.NotFound) as caught:
+        client.get_collection("c")
+    assert len(seen) == 1
+    assert caught.value.code == "brand_new_code"
+    assert caught.value.detail == {"x": 1}
 
 
 def test_every_error_code_of_the_service_has_a_client_type_of_the_same_status():
@@ -75,4 +83,5 @@ def test_the_client_imports_without_the_server_torch_or_onnxruntime():
     probe = ("import sys, jepa_serve_client; heavy = {'torch', 'fastapi', 'service', 'onnxruntime', 'PIL', 'faiss'}; "
              "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
     done = subprocess.run([sys.executable, "-c", probe], cwd=client_dir, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -9,4 +9,6 @@ from tests.support.paths import DOCS
 def test_the_demo_world_report_is_generated_from_its_json(tmp_path):
     written = tmp_path / "demo_world.md"
     write_markdown(written, json.loads((DOCS / "demo_world.json").read_text()))
-    assert written.read_text() == (DOCS / "demo_world.md").read_text(), "regenerate: python -m evaluation --markdown-only"
+    assert written.read_text() == (DOCS / "demo_world.md").read_text(), (
+        "regenerate: python -m evaluation --markdown-only"
+    )

@@ -6,8 +6,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.demo import FP16_GATE, FP32_GATE, ExportOptions, ParityError, export_demo
+from export.demo import export_demo
 from export.parity import compare_outputs, row_cosines, run_onnx
+from export.pipeline import FP16_GATE, FP32_GATE, ExportOptions, ParityError
 from models.demo import build_demo_model, load_demo_model, save_demo_model
 
 quiet = {"log": lambda _: None}
@@ -15,15 +16,27 @@ quiet = {"log": lambda _: None}
 
 def test_manifest_has_the_contract_fields(demo_repository: Path):
     manifest = json.loads((demo_repository / "demo" / "manifest.json").read_text())
-    for key in ("name", "family", "checkpoint_sha256", "tools", "space_id", "input", "output", "components", "predictor"):
+    for key in (
+        "name",
+        "family",
+        "checkpoint_sha256",
+        "tools",
+        "space_id",
+        "input",
+        "output",
+        "components",
+        "predictor",
+    ):
         assert key in manifest, key
     assert manifest["input"]["image_size"] == [64, 64]
-    assert manifest["input"]["layout"] == "NTCHW" and manifest["input"]["frames_per_clip"] == 2
+    assert manifest["input"]["layout"] == "NTCHW"
+    assert manifest["input"]["frames_per_clip"] == 2
     assert manifest["predictor"]["context_frames"] == 2
     assert manifest["output"] == {"dim": 128, "token_grid": [8, 8], "token_dim": 64,
                                   "pooling": "linear_head_over_token_grid_batchnorm"}
     assert len(manifest["checkpoint_sha256"]) == 64
-    assert "torch" in manifest["tools"] and "onnxruntime" in manifest["tools"]
+    assert "torch" in manifest["tools"]
+    assert "onnxruntime" in manifest["tools"]
     encoder = manifest["components"]["encoder"]
     assert encoder["parity"]["fp32"]["min_cosine"] >= FP32_GATE
     assert encoder["parity"]["fp16"]["min_cosine"] >= FP16_GATE
@@ -40,7 +53,8 @@ def test_onnx_has_dynamic_batch_and_matches_torch(demo_repository: Path):
         pooled, tokens = session.run(["pooled", "tokens"], {"pixel_values": x})
         with torch.inference_mode():
             ref_pooled, ref_tokens = encoder(torch.from_numpy(x))
-        assert pooled.shape == (batch, 128) and tokens.shape == (batch, 64, 64)
+        assert pooled.shape == (batch, 128)
+        assert tokens.shape == (batch, 64, 64)
         assert row_cosines(ref_pooled.numpy(), pooled).min() > 0.99999
         np.testing.assert_allclose(tokens, ref_tokens.numpy(), atol=1e-4)
 
@@ -57,7 +71,8 @@ def test_fp16_copy_keeps_layernorm_in_fp32(demo_repository: Path):
     for node in kept:
         data = producer[node.input[0]]
         # every blocked op reads its data through a Cast to float32 (TensorProto.FLOAT == 1)
-        assert data.op_type == "Cast" and data.attribute[0].i == onnx.TensorProto.FLOAT, node.name
+        assert data.op_type == "Cast", node.name
+        assert data.attribute[0].i == onnx.TensorProto.FLOAT, node.name
 
 
 def test_fp16_not_written_when_it_fails_its_gate(tmp_path: Path):
@@ -85,7 +100,7 @@ def test_existing_entry_needs_force(tmp_path: Path):
 def test_space_id_follows_the_weights(tmp_path: Path, demo_repository: Path):
     same = export_demo(ExportOptions(out=tmp_path / "a", fp16=False), **quiet)
     untrained = save_demo_model(build_demo_model(1), tmp_path / "init.safetensors")
-    other = export_demo(ExportOptions(out=tmp_path / "b", weights=untrained, fp16=False), **quiet)
+    other = export_demo(ExportOptions(out=tmp_path / "b", fp16=False), weights=untrained, **quiet)
     ids = [json.loads((p / "manifest.json").read_text())["space_id"] for p in (demo_repository / "demo", same, other)]
     assert ids[0] == ids[1] != ids[2]
 
@@ -105,7 +120,15 @@ def test_random_vit_export_for_benchmarks(tmp_path: Path):
                  "--dim", "32", "--depth", "1", "--heads", "2", "--no-fp16"])
     assert code == 0
     manifest = json.loads((tmp_path / "tiny" / "manifest.json").read_text())
-    assert manifest["family"] == "vit" and manifest["output"]["dim"] == 32 and manifest["output"]["token_grid"] == [4, 4]
+    assert (
+        manifest["family"] == "vit"
+    )
+    assert (
+        manifest["output"]["dim"] == 32
+    )
+    assert (
+        manifest["output"]["token_grid"] == [4, 4]
+    )
     assert manifest["components"]["encoder"]["parity"]["fp32"]["min_cosine"] >= FP32_GATE
     assert main(["vit", "--name", "bad", "--out", str(tmp_path), "--image-size", "30", "--patch-size", "8"]) == 1
 
@@ -153,13 +176,13 @@ def test_fp16_conversion_of_an_initializer_shared_by_two_blocked_ops(tmp_path: P
 
 
 def test_a_failing_fp16_conversion_is_a_failed_gate_not_a_failed_export(tmp_path: Path, monkeypatch):
-    import export.demo
+    import export.pipeline
 
     def broken(src, dst):
         dst.write_bytes(b"half-written")
         raise ValueError("This is an invalid model. Error: two nodes with same node name (x_cast_to_fp32_node)")
 
-    monkeypatch.setattr(export.demo, "convert_fp16", broken)
+    monkeypatch.setattr(export.pipeline, "convert_fp16", broken)
     target = export_demo(ExportOptions(out=tmp_path), **quiet)
     manifest = json.loads((target / "manifest.json").read_text())
     encoder = manifest["components"]["encoder"]
@@ -178,7 +201,9 @@ def test_blocked_ops_get_their_own_copy_of_a_shared_initializer(tmp_path: Path):
     shared_layernorm_graph(tmp_path / "shared.onnx")
     model = onnx.load(str(tmp_path / "shared.onnx"))
     assert unshare_blocked_initializers(model) == 3  # ln1 and ln2 share weight and bias; Mul keeps the original
-    blocked_inputs = [name for node in model.graph.node if node.op_type == "LayerNormalization" for name in node.input[1:]]
+    blocked_inputs = [
+        name for node in model.graph.node if node.op_type == "LayerNormalization" for name in node.input[1:]
+    ]
     assert len(blocked_inputs) == len(set(blocked_inputs))
     onnx.checker.check_model(model)
     x = np.random.default_rng(2).standard_normal((2, 8)).astype(np.float32)
@@ -198,9 +223,11 @@ def test_vit_export_with_fusions_keeps_its_outputs(tmp_path: Path):
                  "--depth", "2", "--heads", "2", "--fuse"]) == 0
     folder = tmp_path / "v"
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert "fp32: fused" in manifest["fusion"] and "fp16: fused" in manifest["fusion"]
+    assert "fp32: fused" in manifest["fusion"]
+    assert "fp16: fused" in manifest["fusion"]
     ops = {node.op_type for node in onnx.load(str(folder / "encoder.onnx")).graph.node}
-    assert "SkipLayerNormalization" in ops and "LayerNormalization" in ops  # the final norm has no residual
+    assert "SkipLayerNormalization" in ops
+    assert "LayerNormalization" in ops
     assert not list(folder.glob("*.fused.onnx"))
 
     from models.vit import ViTConfig, ViTEncoder

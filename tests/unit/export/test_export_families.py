@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from export.cli import main
-from export.demo import FP16_GATE, FP32_GATE
+from export.pipeline import FP16_GATE, FP32_GATE
 from tests.jepa_checkpoints import cosine_rows, original_vjepa2_file, tiny_ijepa_folder, tiny_vjepa2_folder
 
 
@@ -22,7 +22,8 @@ def test_ijepa_hf_export_equals_transformers(tmp_path: Path):
     assert main(["ijepa", str(tmp_path / "hf"), "--name", "ijepa-tiny", "--out", str(tmp_path / "repo")]) == 0
     entry = tmp_path / "repo" / "ijepa-tiny"
     manifest = json.loads((entry / "manifest.json").read_text())
-    assert manifest["family"] == "ijepa" and manifest["space_id"].startswith("ijepa-")
+    assert manifest["family"] == "ijepa"
+    assert manifest["space_id"].startswith("ijepa-")
     assert manifest["input"] == {
         "kind": "image", "layout": "NCHW", "channels": 3, "image_size": [32, 32], "resize": "bicubic",
         "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "frames_per_clip": 1, "tubelet": 1,
@@ -41,7 +42,8 @@ def test_ijepa_hf_export_equals_transformers(tmp_path: Path):
             pooled, tokens = onnx.run(["pooled", "tokens"], {"pixel_values": x})
             with torch.inference_mode():
                 ref = hf(pixel_values=torch.from_numpy(x)).last_hidden_state.numpy()
-            assert tokens.shape == (batch, 16, 32) and pooled.shape == (batch, 32)
+            assert tokens.shape == (batch, 16, 32)
+            assert pooled.shape == (batch, 32)
             gate = 0.9999 if precision == "encoder.onnx" else 0.999
             assert cosine_rows(tokens, ref) >= gate, precision
             assert cosine_rows(pooled, ref.mean(axis=1)) >= gate, precision
@@ -58,8 +60,10 @@ def test_vjepa2_hf_export_equals_transformers(tmp_path: Path):
     spec = manifest["input"]
     assert (spec["kind"], spec["layout"], spec["frames_per_clip"], spec["tubelet"], spec["patch_size"]) == (
         "video", "NCTHW", 4, 2, 8)
-    assert spec["image_size"] == [32, 32] and spec["mean"] == [0.485, 0.456, 0.406]
-    assert manifest["output"]["dim"] == 64 and manifest["output"]["token_grid"] == [2, 4, 4]
+    assert spec["image_size"] == [32, 32]
+    assert spec["mean"] == [0.485, 0.456, 0.406]
+    assert manifest["output"]["dim"] == 64
+    assert manifest["output"]["token_grid"] == [2, 4, 4]
     assert manifest["components"]["encoder"]["inputs"] == {"pixel_values": [-1, 3, 4, 32, 32]}
     assert manifest["components"]["encoder"]["outputs"] == ["pooled", "frames", "tokens"]
     onnx = session(entry / "encoder.onnx")
@@ -69,7 +73,8 @@ def test_vjepa2_hf_export_equals_transformers(tmp_path: Path):
         with torch.inference_mode():
             ref = hf(pixel_values_videos=torch.from_numpy(video).permute(0, 2, 1, 3, 4),
                      skip_predictor=True).last_hidden_state.numpy()
-        assert tokens.shape == (batch, 32, 64) and frames.shape == (batch, 2, 64)
+        assert tokens.shape == (batch, 32, 64)
+        assert frames.shape == (batch, 2, 64)
         assert cosine_rows(tokens, ref) >= 0.9999
         assert cosine_rows(pooled, ref.mean(axis=1)) >= 0.9999
         assert cosine_rows(frames, ref.reshape(batch, 2, 16, 64).mean(axis=2)) >= 0.9999
@@ -126,7 +131,8 @@ def test_models_over_the_protobuf_limit_keep_weights_beside_the_graph(tmp_path: 
 
     graph = onnx.load(str(entry / "encoder.onnx"), load_external_data=False).graph
     weights = [t for t in graph.initializer if len(t.dims) >= 2 and np.prod(t.dims) >= 1024]  # the matrices
-    assert weights and all(t.data_location == onnx.TensorProto.EXTERNAL for t in weights)
+    assert weights
+    assert all(t.data_location == onnx.TensorProto.EXTERNAL for t in weights)
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
     with torch.inference_mode():
         ref = hf(pixel_values=torch.from_numpy(x)).last_hidden_state.numpy()
@@ -143,7 +149,8 @@ def test_vjepa2_future_prediction_export_equals_the_transformers_predictor(tmp_p
     assert code == 0
     entry = tmp_path / "repo" / "v"
     manifest = json.loads((entry / "manifest.json").read_text())
-    assert manifest["future"]["context_frames"] == 2 and manifest["future"]["future_steps"] == 2
+    assert manifest["future"]["context_frames"] == 2
+    assert manifest["future"]["future_steps"] == 2
     assert manifest["components"]["future"]["inputs"] == {"pixel_values": [-1, 3, 2, 32, 32]}
     clips = np.random.default_rng(4).standard_normal((3, 3, 2, 32, 32)).astype(np.float32)
     predicted, pooled = session(entry / "future.onnx").run(["predicted", "context_pooled"], {"pixel_values": clips})

@@ -24,7 +24,8 @@ def states(n: int = 256) -> np.ndarray:
 
 def test_action_readout_reads_the_action_off_a_state_change_and_ignores_the_drift():
     readout, r2 = action_readout(ToyPredictor(), states(), LOW, HIGH, ridge=1e-6)
-    assert readout.shape == (2, 6) and r2 > 0.99
+    assert readout.shape == (2, 6)
+    assert r2 > 0.99
     np.testing.assert_allclose(readout[:, :2], 2.0 * np.eye(2), atol=1e-2)  # 0.5 a per step -> a = 2 delta
     assert np.abs(readout[:, 2:]).max() < 1e-2  # the ball and the unused dimensions do not count
     # distances through the readout count action steps: 3 full steps along x read as 3
@@ -33,6 +34,7 @@ def test_action_readout_reads_the_action_off_a_state_change_and_ignores_the_drif
 
 def test_controllable_subspace_spans_what_the_actions_move():
     projection, kept = controllable_subspace(ToyPredictor(), states(), LOW, HIGH, energy=0.99)
-    assert projection.shape == (2, 6) and kept > 0.99
+    assert projection.shape == (2, 6)
+    assert kept > 0.99
     np.testing.assert_allclose(projection @ projection.T, np.eye(2), atol=1e-5)
     assert np.abs(projection[:, 2:]).max() < 1e-5

@@ -78,7 +78,8 @@ def test_a_folder_with_a_wrong_tensor_is_refused_naming_it(intact, tmp_path, fam
     # transformers may report a key under its own current name (e.g. 'encoder.layer.0.' -> 'layers.0.'): the
     # distinctive end of the name must be there, and nothing else may be listed
     listed = getattr(refused.value, listed_as)
-    assert len(listed) == 1 and listed[0].endswith(key.split(".", 3)[-1]), str(refused.value)
+    assert len(listed) == 1, str(refused.value)
+    assert listed[0].endswith(key.split(".", 3)[-1]), str(refused.value)
     assert listed[0] in str(refused.value)
     record("broken Hugging Face folder refused at export", case=f"{family} {part}: {wrong} key",
            refused="CheckpointMismatch")
@@ -94,7 +95,9 @@ def test_an_unreadable_weight_file_is_one_named_line(intact, tmp_path, family, d
     with pytest.raises(CheckpointUnreadable) as refused:
         load_checkpoint(folder, family=family)
     message = str(refused.value)
-    assert "\n" not in message and str(folder) in message and "model.safetensors" in message, message
+    assert "\n" not in message, message
+    assert str(folder) in message, message
+    assert "model.safetensors" in message, message
     record("broken Hugging Face folder refused at export", case=f"{family}: {damage} model.safetensors",
            refused="CheckpointUnreadable")
 
@@ -118,5 +121,6 @@ def test_export_of_a_broken_folder_exits_1_and_writes_nothing(intact, tmp_path, 
     out = tmp_path / "repository"
     assert main(["ijepa", str(folder), "--name", "broken", "--out", str(out), "--no-fp16"]) == 1
     error = capsys.readouterr().err.strip()
-    assert error.startswith("jepa-export:") and "embeddings.patch_embeddings.projection.weight" in error, error
+    assert error.startswith("jepa-export:"), error
+    assert "embeddings.patch_embeddings.projection.weight" in error, error
     assert not out.exists() or not any(out.iterdir())

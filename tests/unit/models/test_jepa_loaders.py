@@ -58,7 +58,8 @@ def test_original_ijepa_reproduces_the_original_code_and_uses_target_encoder(tmp
     ref = original_ijepa_file(tmp_path / "IN1K-tiny.pth.tar")
     loaded = load_checkpoint(tmp_path / "IN1K-tiny.pth.tar", LoadOptions(heads=ref.config["heads"]))
     assert (loaded.family, loaded.source_format) == ("ijepa", "ijepa-original")
-    assert loaded.encoder.config.image_size == 32 and loaded.encoder.config.depth == 2
+    assert loaded.encoder.config.image_size == 32
+    assert loaded.encoder.config.depth == 2
     with torch.inference_mode():
         pooled, tokens = loaded.encoder(ref.inputs["pixels"])
     assert cosine_rows(tokens, ref.outputs["tokens"]) >= 0.9999
@@ -86,7 +87,8 @@ def test_original_vjepa2_ac_reproduces_the_original_code(tmp_path: Path):
 def test_original_vjepa2_without_ac_predictor_is_plain_vjepa2(tmp_path: Path):
     enc, _ = original_vjepa2_file(tmp_path / "vitl-tiny.pt", with_predictor=False)
     loaded = load_checkpoint(tmp_path / "vitl-tiny.pt", TINY)
-    assert loaded.family == "vjepa2" and loaded.predictor is None
+    assert loaded.family == "vjepa2"
+    assert loaded.predictor is None
 
 
 def test_the_ac_predictor_is_block_causal(tmp_path: Path):
@@ -107,7 +109,9 @@ def test_the_ac_predictor_is_block_causal(tmp_path: Path):
     torch.testing.assert_close(shorter, before[:, :-per_step], atol=1e-5, rtol=1e-4)
     assert not torch.allclose(before[:, -per_step:], after[:, -per_step:])
     mask = block_causal_mask(3, 2)
-    assert mask[0, :2].all() and not mask[0, 2:].any() and mask[-1].all()
+    assert mask[0, :2].all()
+    assert not mask[0, 2:].any()
+    assert mask[-1].all()
 
 
 def test_missing_and_unexpected_keys_are_named(tmp_path: Path):
@@ -119,9 +123,12 @@ def test_missing_and_unexpected_keys_are_named(tmp_path: Path):
     with pytest.raises(CheckpointMismatch) as err:
         load_checkpoint(tmp_path / "broken.pth.tar", LoadOptions(heads=2))
     message = str(err.value)
-    assert "missing" in message and "blocks.1.mlp.fc2.bias" in message
-    assert "unexpected" in message and "blocks.0.attn.rel_pos" in message
-    assert err.value.missing == ["blocks.1.mlp.fc2.bias"] and err.value.unexpected == ["blocks.0.attn.rel_pos"]
+    assert "missing" in message
+    assert "blocks.1.mlp.fc2.bias" in message
+    assert "unexpected" in message
+    assert "blocks.0.attn.rel_pos" in message
+    assert err.value.missing == ["blocks.1.mlp.fc2.bias"]
+    assert err.value.unexpected == ["blocks.0.attn.rel_pos"]
 
 
 def test_wrong_shape_is_named(tmp_path: Path):

@@ -52,7 +52,8 @@ def test_framework_statuses_get_their_generic_code():
 
 def test_openapi_meanings_list_every_code_of_the_status():
     meanings = meanings_by_status()
-    assert "`storage_unavailable`" in meanings[503] and "`not_ready`" in meanings[503]
+    assert "`storage_unavailable`" in meanings[503]
+    assert "`not_ready`" in meanings[503]
     assert set(meanings) == {code.status for code in ErrorCode}
 
 

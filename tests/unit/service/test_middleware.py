@@ -45,14 +45,17 @@ def test_requests_past_the_limit_are_refused_and_health_still_answers():
         held = [asyncio.create_task(_call(app, "/embed")) for _ in range(2)]
         await asyncio.wait_for(both_inside.wait(), 5)
         status, headers, body = await _call(app, "/embed")
-        assert status == 429 and headers[b"retry-after"] == b"1"
+        assert status == 429
+        assert headers[b"retry-after"] == b"1"
         error = json.loads(body)["error"]
-        assert error["code"] == "overloaded" and error["detail"] == {"max_concurrent_requests": 2}
+        assert error["code"] == "overloaded"
+        assert error["detail"] == {"max_concurrent_requests": 2}
         health = asyncio.create_task(_call(app, "/healthz"))  # not counted: answers once released like the others
         assert metrics.in_flight._value.get() == 2
         release.set()
         assert [r[0] for r in await asyncio.gather(*held, health)] == [200, 200, 200]
-        assert app.in_flight == 0 and metrics.concurrency_refused._value.get() == 1
+        assert app.in_flight == 0
+        assert metrics.concurrency_refused._value.get() == 1
         assert (await _call(app, "/embed"))[0] == 200  # a slot is free again
 
     asyncio.run(scenario())
@@ -87,4 +90,5 @@ def test_decode_and_storage_work_run_on_their_own_named_threads():
         decode, storage = asyncio.run(scenario())
     finally:
         services.executors.shutdown()
-    assert decode.startswith("decode") and storage.startswith("storage")
+    assert decode.startswith("decode")
+    assert storage.startswith("storage")

@@ -6,7 +6,9 @@ from tests.support.paths import SERVICE
 
 
 def test_service_sources_never_import_torch():
-    pattern = re.compile(r"^\s*(import torch|from torch\b|import models\b|from models\b|from export\b|import export\b)", re.M)
+    pattern = re.compile(
+        r"^\s*(import torch|from torch\b|import models\b|from models\b|from export\b|import export\b)", re.M
+    )
     offenders = [str(p) for p in SERVICE.rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == []
 

@@ -24,7 +24,9 @@ def test_a_bad_value_is_one_line_naming_variable_value_and_what_is_accepted(monk
     with pytest.raises(SettingsError) as caught:
         load_settings({name: value})
     line = str(caught.value)
-    assert "\n" not in line and line.startswith(f"{name}={value!r} is invalid: ") and line.endswith(accepted)
+    assert "\n" not in line
+    assert line.startswith(f"{name}={value!r} is invalid: ")
+    assert line.endswith(accepted)
 
 
 def test_jepa_serve_exits_with_that_line_and_no_traceback(tmp_path: Path):

@@ -27,7 +27,8 @@ def test_sigreg_and_vicreg_push_a_collapsed_batch_apart():
         (grad,) = torch.autograd.grad(loss, z)
         # one gradient step away from the mean increases the spread
         spread_after = (z - 0.5 * grad).std(0).mean()
-        assert math.isfinite(float(loss.detach())) and spread_after > z.std(0).mean()
+        assert math.isfinite(float(loss.detach()))
+        assert spread_after > z.std(0).mean()
 
 
 def test_clip_encoder_sees_both_frames():
@@ -38,7 +39,8 @@ def test_clip_encoder_sees_both_frames():
         moved = model.encoder(torch.stack([b, a], dim=1))[0]
         pooled, tokens = model.encoder(torch.stack([a, a], dim=1))
     assert not torch.allclose(same, moved)
-    assert pooled.shape == (1, 128) and tokens.shape == (1, 64, 64)
+    assert pooled.shape == (1, 128)
+    assert tokens.shape == (1, 64, 64)
 
 
 def test_weights_round_trip_through_safetensors(tmp_path):
@@ -57,7 +59,8 @@ def test_smoke_training_writes_loadable_weights_and_a_log(tmp_path, reg):
     out = tmp_path / "demo.safetensors"
     assert train_main(["--smoke", "--reg", reg, "--out", str(out), "--threads", "1"]) == 0
     log = json.loads(out.with_suffix(".json").read_text())
-    assert log["steps"] == 3 and len(log["history"]) == 3
+    assert log["steps"] == 3
+    assert len(log["history"]) == 3
     assert all(math.isfinite(row["loss"]) for row in log["history"])
     assert (reg in log["history"][0]) == (reg != "none")
     before = build_demo_model(0)
@@ -70,5 +73,6 @@ def test_second_stage_continues_from_weights_and_logs_both_stages(tmp_path):
     assert train_main(["--smoke", "--out", str(first), "--threads", "1"]) == 0
     assert train_main(["--smoke", "--init", str(first), "--out", str(second), "--threads", "1"]) == 0
     log = json.loads(second.with_suffix(".json").read_text())
-    assert log["steps_total"] == 6 and [s["steps"] for s in log["stages"]] == [3, 3]
+    assert log["steps_total"] == 6
+    assert [s["steps"] for s in log["stages"]] == [3, 3]
     assert not torch.equal(load_demo_model(first).encoder.head.weight, load_demo_model(second).encoder.head.weight)

@@ -16,9 +16,11 @@ def test_same_seed_same_dataset_other_seed_differs():
 def test_dataset_shapes_and_action_bounds():
     data = world.generate_trajectories(0, 5, steps=12)
     assert data.agent.shape == data.ball.shape == (5, 13, 2)
-    assert data.actions.shape == (5, 12, 2) and data.actions.dtype == np.float32
+    assert data.actions.shape == (5, 12, 2)
+    assert data.actions.dtype == np.float32
     assert np.abs(data.actions).max() <= 1.0
-    assert data.frames().shape == (5, 13, 64, 64, 3) and data.frames().dtype == np.uint8
+    assert data.frames().shape == (5, 13, 64, 64, 3)
+    assert data.frames().dtype == np.uint8
     steps = np.abs(np.diff(data.agent, axis=1))
     assert steps.max() <= world.AGENT_SPEED + 1e-9
 
@@ -38,7 +40,8 @@ def test_the_wall_blocks_except_at_the_door():
 def test_agent_never_enters_walls_along_random_trajectories():
     data = world.generate_trajectories(1, 40, steps=32)
     assert not world.blocked(data.agent).any()
-    assert data.agent.min() >= world.AGENT_LO and data.agent.max() <= world.AGENT_HI
+    assert data.agent.min() >= world.AGENT_LO
+    assert data.agent.max() <= world.AGENT_HI
 
 
 def test_biased_policy_crosses_the_door_often():
@@ -51,7 +54,8 @@ def test_biased_policy_crosses_the_door_often():
 def test_ball_bounces_and_keeps_its_speed():
     pos, vel = np.array([[5.0, 30.0]]), np.array([[-2.5, 0.0]])
     pos, vel = world.move_ball(pos, vel)
-    assert vel[0, 0] == 2.5 and pos[0, 0] >= world.BALL_LO
+    assert vel[0, 0] == 2.5
+    assert pos[0, 0] >= world.BALL_LO
     speeds = np.linalg.norm(np.diff(world.generate_trajectories(5, 10).ball, axis=1), axis=-1)
     assert np.all(speeds <= world.BALL_SPEED + 1e-9)
 

@@ -181,13 +181,13 @@ async def test_expired_items_are_dropped_before_compute():
     await batcher.stop()
     assert engine.batches == [1, 1]  # item 1 expired in the queue and never ran
     np.testing.assert_array_equal(ok["y"], np.full(3, 4, np.float32))
-    with pytest.raises(DeadlineExceeded):
-        batcher2 = make(DoublingEngine())
-        batcher2.start()
-        try:
+    batcher2 = make(DoublingEngine())
+    batcher2.start()
+    try:
+        with pytest.raises(DeadlineExceeded):  # already past: refused before it is queued
             await batcher2.infer([item(1)], deadline=time.perf_counter() - 1)
-        finally:
-            await batcher2.stop()
+    finally:
+        await batcher2.stop()
 
 
 async def test_cost_budget_limits_a_batch():
@@ -218,7 +218,7 @@ def test_policy_sizes():
     policy = BatchPolicy(max_batch_size=16, preferred_batch_sizes=(8, 4, 16))
     assert policy.warmup_sizes() == [4, 8, 16]
     assert [policy.padded_size(n) for n in (1, 4, 5, 9, 16)] == [4, 4, 8, 16, 16]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="preferred batch sizes"):
         BatchPolicy(max_batch_size=4, preferred_batch_sizes=(8,))
 
 
@@ -260,7 +260,8 @@ async def test_batches_respect_the_tuned_limit():
     batcher.start()
     await asyncio.gather(*(batcher.infer([item(i)]) for i in range(9)))
     await batcher.stop()
-    assert max(engine.batches) == 3 and sum(engine.batches) == 9
+    assert max(engine.batches) == 3
+    assert sum(engine.batches) == 9
 
 
 class BufferedEngine(DoublingEngine):
@@ -291,11 +292,13 @@ async def test_batches_are_assembled_in_the_engines_buffer_and_ask_only_for_want
     both = await batcher.infer([item(10)])
     await batcher.stop()
     assert all(in_buffer for in_buffer, _ in engine.given)  # no stacked copy: the engine's own buffer
-    assert engine.given[0][1] == ("y",) and engine.given[-1][1] is None
+    assert engine.given[0][1] == ("y",)
+    assert engine.given[-1][1] is None
     for i, (out,) in enumerate(only_y):
         assert set(out) == {"y"}
         np.testing.assert_array_equal(out["y"], np.full(3, 2 * i, np.float32))
-    assert set(both[0]) == {"y", "z"} and both[0]["z"][0] == 30
+    assert set(both[0]) == {"y", "z"}
+    assert both[0]["z"][0] == 30
 
 
 async def test_two_instances_keep_two_batches_in_flight():

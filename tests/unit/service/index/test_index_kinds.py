@@ -30,7 +30,9 @@ def recall_at_10(collection: Collection, stored: np.ndarray, queries: np.ndarray
 
 
 def filled(kind: str, stored: np.ndarray, **params) -> Collection:
-    collection = Collection(CollectionConfig(name="c", dim=stored.shape[1], index=kind, params=params), background=False)
+    collection = Collection(
+        CollectionConfig(name="c", dim=stored.shape[1], index=kind, params=params), background=False
+    )
     ids = [str(i) for i in range(len(stored))]
     collection.upsert(ids, collection.prepare_vectors(stored), [{"i": i} for i in range(len(stored))])
     return collection
@@ -119,7 +121,9 @@ def low_rank(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((8, dim)).astype(np.float32)
     def draw(m: int) -> np.ndarray:
-        return np.tanh(rng.standard_normal((m, 8)).astype(np.float32) @ w) + 0.05 * rng.standard_normal((m, dim)).astype(np.float32)
+        return np.tanh(rng.standard_normal((m, 8)).astype(np.float32) @ w) + 0.05 * rng.standard_normal(
+            (m, dim)
+        ).astype(np.float32)
     return draw(n), draw(50)
 
 
@@ -127,7 +131,8 @@ def low_rank(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_projected_index_with_exact_rerank_reaches_recall_095(kind):
     stored, queries = low_rank(6000, 48, seed=7)
     collection = filled(kind, stored, min_train_points=2000, pca=16)
-    assert collection.index_in_use == kind and collection.params["pca"] == 16
+    assert collection.index_in_use == kind
+    assert collection.params["pca"] == 16
     assert recall_at_10(collection, stored, queries) >= 0.95
     # Scores are exact after re-ranking, not the projected approximations.
     top = collection.search(collection.prepare_vectors(queries[:1]), 1)[0][0]
@@ -162,7 +167,9 @@ def clustered_low_rank(n: int, dim: int, rank: int, seed: int) -> tuple[np.ndarr
 def test_projected_hnsw_on_a_clustered_set_reaches_recall_095_with_exact_scores(metric):
     stored, queries = clustered_low_rank(8000, 64, rank=12, seed=8)
     params = {"M": 16, "ef_construction": 100, "pca": 16, "min_train_points": 2000}
-    collection = Collection(CollectionConfig(name="c", dim=64, metric=metric, index="hnsw", params=params), background=False)
+    collection = Collection(
+        CollectionConfig(name="c", dim=64, metric=metric, index="hnsw", params=params), background=False
+    )
     collection.upsert([str(i) for i in range(len(stored))], collection.prepare_vectors(stored), [{}] * len(stored))
     assert collection.index_in_use == "hnsw"
     prepared = collection.prepare_vectors(queries)

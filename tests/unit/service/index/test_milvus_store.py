@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from loadtests.milvus_lite_probe import indexed_rows
 from service.errors import Conflict, NotFound, UnprocessableInput
 from service.index.collection import CollectionConfig
 from service.index.milvus_filters import match_keys, to_expression
-from loadtests.milvus_lite_probe import indexed_rows
 from service.index.milvus_store import MilvusCollectionStore, milvus_name
 
 
@@ -54,13 +54,17 @@ def test_hnsw_recall_at_10_on_a_clustered_set(store):
     rng = np.random.default_rng(7)
     centres = rng.standard_normal((40, 32)).astype(np.float32) * 4
     stored = (centres[rng.integers(0, 40, 20_000)] + rng.standard_normal((20_000, 32))).astype(np.float32)
-    store.create(CollectionConfig(name="hnsw", dim=32, metric="cosine", index="hnsw", params={"M": 16, "ef_construction": 100}))
+    store.create(
+        CollectionConfig(name="hnsw", dim=32, metric="cosine", index="hnsw", params={"M": 16, "ef_construction": 100})
+    )
     store.upsert("hnsw", [str(i) for i in range(20_000)], stored, [{} for _ in range(20_000)])
     store.flush("hnsw")
     # every point under the HNSW graph (not scanned): the search below walks it
     assert indexed_rows(store.uri, milvus_name(store.prefix, "hnsw")) == {"FaissHnswIndex": 20_000}
     collection = store.get("hnsw")
-    queries = collection.prepare_vectors(stored[rng.choice(20_000, 200, replace=False)] + 0.5 * rng.standard_normal((200, 32)))
+    queries = collection.prepare_vectors(
+        stored[rng.choice(20_000, 200, replace=False)] + 0.5 * rng.standard_normal((200, 32))
+    )
     unit = stored / np.linalg.norm(stored, axis=1, keepdims=True)
     truth, _ = brute_force(unit, queries, "cosine", 10)
     found = collection.search(queries, 10, params={"ef": 64})
@@ -91,7 +95,8 @@ def test_configs_names_conflicts_and_refusals(store, tmp_path):
     again = MilvusCollectionStore(str(tmp_path / "milvus.db"))
     again.recover()  # the service's config lives in Milvus: a new process finds the same collections
     try:
-        assert again.get("a-b.c_d").config == config and again.names() == ["a-b.c_d", "a_hb"]
+        assert again.get("a-b.c_d").config == config
+        assert again.names() == ["a-b.c_d", "a_hb"]
         again.drop("a_hb")
         with pytest.raises(NotFound):
             again.get("a_hb")
@@ -102,7 +107,8 @@ def test_configs_names_conflicts_and_refusals(store, tmp_path):
 def test_filter_expressions_carry_no_client_text():
     spec = {'x") or (1 == 1': 'v" or id != "', "y": {"in": ["a", 2, True, None]}, "z": {"gte": 1, "lt": float("inf")}}
     expression = to_expression(spec)
-    assert '"' + 'x")' not in expression and "or id !=" not in expression
+    assert '"' + 'x")' not in expression
+    assert "or id !=" not in expression
     assert expression.count(" or ") == 3  # the four options of `in`, nothing else
     assert match_keys({"s": "text", "n": 2, "b": False, "z": None, "l": [1]}).__len__() == 4
 
@@ -112,9 +118,12 @@ def test_pymilvus_is_imported_only_when_selected(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from service.index.backend import open_store; from service.settings import Settings; "
-            f"open_store(Settings(data_dir={str(tmp_path)!r})); print('pymilvus' in sys.modules, 'milvus_lite' in sys.modules); "
-            f"open_store(Settings(storage='milvus', data_dir={str(tmp_path)!r})); print('pymilvus' in sys.modules)")
+    code = (
+        "import sys; from service.index.backend import open_store; from service.settings import Settings; "
+        f"open_store(Settings(data_dir={str(tmp_path)!r})); "
+        "print('pymilvus' in sys.modules, 'milvus_lite' in sys.modules); "
+        f"open_store(Settings(storage='milvus', data_dir={str(tmp_path)!r})); print('pymilvus' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False", "True"]
 
@@ -144,14 +153,17 @@ def test_a_grpc_failure_that_pymilvus_lets_through_is_503(store):
         def details(self):
             return "Deadline Exceeded"
 
-        initial_metadata = trailing_metadata = time_remaining = is_active = cancel = add_callback = lambda self, *a: None
+        initial_metadata = trailing_metadata = time_remaining = is_active = cancel = add_callback = lambda self, *a: (
+            None
+        )
 
     def stalled(client):
         raise Deadline()
 
     with pytest.raises(StorageUnavailable, match="DEADLINE_EXCEEDED") as caught:
         store.call("any", stalled)
-    assert caught.value.status == 503 and caught.value.retry_after_s >= 1
+    assert caught.value.status == 503
+    assert caught.value.retry_after_s >= 1
 
 
 def test_the_embedded_engine_is_one_process_only(store):

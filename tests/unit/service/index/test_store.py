@@ -133,7 +133,8 @@ def test_create_over_a_folder_that_failed_recovery_is_409_not_507(tmp_path):
     assert "things" in again.failures
     with pytest.raises(Conflict) as refused:
         again.create(CONFIG)
-    assert refused.value.code == "collection_exists" and "recovery failed" in refused.value.message
+    assert refused.value.code == "collection_exists"
+    assert "recovery failed" in refused.value.message
     assert (tmp_path / "collections" / "things" / "config.json").exists()  # nothing overwritten
 
 
@@ -170,7 +171,9 @@ def low_rank_points(n: int, seed: int = 0) -> np.ndarray:
     return np.tanh(np.random.default_rng(seed).standard_normal((n, 4)) @ mix).astype(np.float32)
 
 
-HNSW = CollectionConfig(name="graph", dim=16, index="hnsw", params={"pca": 8, "min_train_points": 500, "rebuild_dead_ratio": 0.9})
+HNSW = CollectionConfig(
+    name="graph", dim=16, index="hnsw", params={"pca": 8, "min_train_points": 500, "rebuild_dead_ratio": 0.9}
+)
 
 
 def test_snapshot_keeps_the_faiss_index_so_recovery_does_not_rebuild(tmp_path):
@@ -181,7 +184,8 @@ def test_snapshot_keeps_the_faiss_index_so_recovery_does_not_rebuild(tmp_path):
     store.get("graph").wait_for_rebuild(60)
     store.delete("graph", [str(i) for i in range(0, 2000, 7)])  # tombstones inside the graph
     before = store.get("graph")
-    assert before.index_in_use == "hnsw" and before.tombstones > 0
+    assert before.index_in_use == "hnsw"
+    assert before.tombstones > 0
     queries = before.prepare_vectors(low_rank_points(20, seed=1))
     expected = [[(h.id, h.score) for h in hits] for hits in before.search(queries, 10)]
     tombstones = before.tombstones
@@ -189,8 +193,11 @@ def test_snapshot_keeps_the_faiss_index_so_recovery_does_not_rebuild(tmp_path):
 
     again = open_store(tmp_path).get("graph")
     # Loaded, not rebuilt: a rebuild would start from an untrained (flat) index in the background.
-    assert again.index_in_use == "hnsw" and again.rebuilds == 0 and again._rebuild_thread is None
-    assert again.tombstones == tombstones and again.count == before.count
+    assert again.index_in_use == "hnsw"
+    assert again.rebuilds == 0
+    assert again._rebuild_thread is None
+    assert again.tombstones == tombstones
+    assert again.count == before.count
     assert [[(h.id, h.score) for h in hits] for hits in again.search(queries, 10)] == expected
     assert again.get("1")[1] == {"i": 1}
 
@@ -207,10 +214,12 @@ def test_log_after_a_snapshot_with_an_index_replays_over_it(tmp_path):
     store.delete("graph", ["1"])
     # no close: the log holds the last two writes
     again = open_store(tmp_path).get("graph")
-    assert again.count == 999 and again.get("0")[1] == {"moved": True}
+    assert again.count == 999
+    assert again.get("0")[1] == {"moved": True}
     np.testing.assert_allclose(again.get("0")[0], again.prepare_vectors(low_rank_points(1, seed=5))[0])
     found = again.search(again.get("0")[0][None], 1)[0]
-    assert found[0].id == "0" and found[0].score == pytest.approx(1.0, abs=1e-5)
+    assert found[0].id == "0"
+    assert found[0].score == pytest.approx(1.0, abs=1e-5)
 
 
 def test_unreadable_stored_index_is_rebuilt_from_the_points(tmp_path):
@@ -227,7 +236,8 @@ def test_unreadable_stored_index_is_rebuilt_from_the_points(tmp_path):
     again = open_store(tmp_path).get("graph")
     assert again.count == 1000
     again.wait_for_rebuild(60)
-    assert again.index_in_use == "hnsw" and again.rebuilds >= 1
+    assert again.index_in_use == "hnsw"
+    assert again.rebuilds >= 1
     assert again.search(again.get("5")[0][None], 1)[0][0].id == "5"
 
 
@@ -248,7 +258,7 @@ def test_a_log_write_refused_for_a_full_disk_never_reaches_the_log(tmp_path, mon
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(wal, "_file", _WriteThrough(wal._file, full_after_some_bytes))
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="No space left"):
         wal.append({"op": "delete", "ids": ["refused"]})
     monkeypatch.undo()
     wal.append({"op": "delete", "ids": ["after"]})
@@ -284,4 +294,5 @@ def test_bulk_loading_snapshots_in_proportion_to_what_is_logged(tmp_path, monkey
 
     fixed = load(tmp_path / "fixed", snapshot_log_ratio=0)
     proportional = load(tmp_path / "proportional")
-    assert fixed >= 30 and 2 <= proportional <= 8, (fixed, proportional)
+    assert fixed >= 30, (fixed, proportional)
+    assert 2 <= proportional <= 8, (fixed, proportional)

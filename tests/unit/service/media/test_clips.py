@@ -13,7 +13,8 @@ def frames(k: int) -> np.ndarray:
 
 def test_one_image_is_repeated_to_fill_the_clip():
     item = to_item(frames(1), ClipSpec(frames_per_clip=2, layout="NTCHW"))
-    assert item.shape == (2, 3, 4, 4) and (item == 0).all()
+    assert item.shape == (2, 3, 4, 4)
+    assert (item == 0).all()
 
 
 def test_short_clip_is_padded_at_the_front_so_the_newest_frame_stays_last():

@@ -23,7 +23,8 @@ def encoded(image: Image.Image, fmt: str) -> bytes:
 def test_formats_decode_to_rgb(fmt):
     image = Image.fromarray(photo("coffee")).resize((90, 60))
     rgb = decode_image(encoded(image, fmt), LIMITS)
-    assert rgb.mode == "RGB" and rgb.size == (90, 60)
+    assert rgb.mode == "RGB"
+    assert rgb.size == (90, 60)
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16"])
@@ -39,7 +40,8 @@ def pixels(*args):
 def test_preprocess_normalises_to_chw():
     rgb = Image.new("RGB", (100, 30), (255, 128, 0))
     x = PRE.apply(rgb)
-    assert x.shape == (3, 64, 64) and x.dtype == np.float32
+    assert x.shape == (3, 64, 64)
+    assert x.dtype == np.float32
     np.testing.assert_allclose(x[:, 10, 10], [(1 - 0.5) / 0.25, (128 / 255 - 0.5) / 0.25, -2.0], atol=1e-5)
 
 

@@ -117,7 +117,8 @@ def test_input_buffers_are_allocated_once_per_batch_size(demo_repository):
     engine = OrtEngine("demo/encoder", demo_repository / "demo" / "encoder.onnx", ["CPUExecutionProvider"], "fp32")
     a, b, c = engine.input_buffers(4), engine.input_buffers(4), engine.input_buffers(8)
     assert a["pixel_values"] is b["pixel_values"]
-    assert c["pixel_values"].shape[0] == 8 and a["pixel_values"].shape[0] == 4
+    assert c["pixel_values"].shape[0] == 8
+    assert a["pixel_values"].shape[0] == 4
 
 
 def test_unknown_outputs_are_refused(demo_repository):
@@ -135,6 +136,7 @@ def test_cuda_pooled_only_copies_pooled_and_agrees_with_cpu(demo_repository):
     buffers = gpu.input_buffers(16)
     buffers["pixel_values"][:] = x["pixel_values"]
     out = gpu.run(buffers, ["pooled"])
-    assert set(out) == {"pooled"} and gpu.host_bytes == out["pooled"].nbytes
+    assert set(out) == {"pooled"}
+    assert gpu.host_bytes == out["pooled"].nbytes
     a, b = cpu.run(x)["pooled"], out["pooled"]  # fp32 on the GPU uses TF32 matrix products: cosine, not allclose
     assert ((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min() > 0.9999

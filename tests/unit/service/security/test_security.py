@@ -19,8 +19,12 @@ def test_keyring_verifies_by_hash_and_ignores_near_misses():
     key = new_key()
     ring = KeyRing([ApiKey.parse(f"ci:{hash_key(key)}:read,write")])
     found = ring.verify(key)
-    assert found is not None and found.name == "ci" and found.scopes == {"read", "write"}
-    assert ring.verify(key[:-1]) is None and ring.verify(key + "x") is None and ring.verify("") is None
+    assert found is not None
+    assert found.name == "ci"
+    assert found.scopes == {"read", "write"}
+    assert ring.verify(key[:-1]) is None
+    assert ring.verify(key + "x") is None
+    assert ring.verify("") is None
     assert ring.verify(hash_key(key)) is None, "the configured hash itself must not work as a key"
 
 
@@ -29,11 +33,13 @@ def test_keyring_from_inline_and_file(tmp_path):
     keys_file = tmp_path / "keys"
     keys_file.write_text(f"# comment\nb:{hash_key(b)}:read  # trailing comment\n\n")
     ring = KeyRing.from_config(f"a:{hash_key(a)}:write", keys_file)
-    assert len(ring) == 2 and ring.verify(a).name == "a" and ring.verify(b).name == "b"
+    assert len(ring) == 2
+    assert ring.verify(a).name == "a"
+    assert ring.verify(b).name == "b"
     assert not KeyRing.from_config("", None).enabled
 
 
-@pytest.mark.parametrize("entry, message", [
+@pytest.mark.parametrize(("entry", "message"), [
     ("ci:jepa_plainkey:read", "sha256"),
     ("ci:" + "0" * 64 + ":read,root", "scopes"),
     ("ci:" + "0" * 64, "name:sha256hex:scopes"),
@@ -56,16 +62,28 @@ def test_secrets_are_redacted_in_settings_and_key_repr():
     digest = hash_key("secret-key")
     settings = Settings(api_keys=f"ci:{digest}:read", rate_limit_redis_url="redis://:hunter2@redis:6379/0")
     text = repr(settings) + str(settings)
-    assert digest not in text and "hunter2" not in text
+    assert digest not in text
+    assert "hunter2" not in text
     assert digest not in repr(ApiKey.parse(f"ci:{digest}:read"))
 
 
-@pytest.mark.parametrize("path, method, scope", [
-    ("/embed", "POST", "read"), ("/search", "POST", "read"), ("/predict_future", "POST", "read"),
-    ("/collections", "GET", "read"), ("/collections/c/points/p", "GET", "read"), ("/models", "GET", "read"),
-    ("/collections/c", "PUT", "write"), ("/collections/c", "DELETE", "write"), ("/collections/c/points", "POST", "write"),
-    ("/collections/c/points", "DELETE", "write"), ("/something-new", "POST", "write"), ("/search/", "POST", "write"),
-])
+@pytest.mark.parametrize(
+    ("path", "method", "scope"),
+    [
+        ("/embed", "POST", "read"),
+        ("/search", "POST", "read"),
+        ("/predict_future", "POST", "read"),
+        ("/collections", "GET", "read"),
+        ("/collections/c/points/p", "GET", "read"),
+        ("/models", "GET", "read"),
+        ("/collections/c", "PUT", "write"),
+        ("/collections/c", "DELETE", "write"),
+        ("/collections/c/points", "POST", "write"),
+        ("/collections/c/points", "DELETE", "write"),
+        ("/something-new", "POST", "write"),
+        ("/search/", "POST", "write"),
+    ],
+)
 def test_policy(path, method, scope):
     assert required_scope(path, method, health_open=True, metrics_open=True) == scope
 
@@ -123,7 +141,8 @@ def test_redis_limiter_is_shared_by_replicas(redis_url):
 
     results, other = asyncio.run(scenario())
     assert [r.allowed for r in results] == [True, True, True, False, False]
-    assert 0 < results[-1].retry_after_s <= 60 and other.allowed
+    assert 0 < results[-1].retry_after_s <= 60
+    assert other.allowed
 
 
 def test_redis_limiter_fails_open_when_redis_is_down():

@@ -5,7 +5,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from service.world.planner import CEMConfig, plan_sequences, rollout_batch, trajectory_cost
+from service.world.planner import CEMConfig, default_elites, plan_sequences, rollout_batch, trajectory_cost
 
 LOW, HIGH = np.array([-1.0, -1.0], np.float32), np.array([1.0, 1.0], np.float32)
 
@@ -40,10 +40,13 @@ def test_cem_reaches_a_reachable_goal_and_batches_all_samples():
     projection = np.eye(4, dtype=np.float32)[:2]  # only x, y are controllable
     cfg = CEMConfig(horizon=4, samples=128, iterations=5, elites=16)
     plan = run(plan_cem(toy_world(calls), start, goal, LOW, HIGH, cfg, projection))
-    assert plan.actions.shape == (4, 2) and plan.states.shape == (4, 4)
-    assert (plan.actions >= LOW).all() and (plan.actions <= HIGH).all()
+    assert plan.actions.shape == (4, 2)
+    assert plan.states.shape == (4, 4)
+    assert (plan.actions >= LOW).all()
+    assert (plan.actions <= HIGH).all()
     assert np.abs(plan.states[-1, :2] - goal[:2]).max() < 0.15
-    assert plan.cost < 0.01 and plan.iteration_costs == sorted(plan.iteration_costs, reverse=True)
+    assert plan.cost < 0.01
+    assert plan.iteration_costs == sorted(plan.iteration_costs, reverse=True)
     assert calls == [128] * (4 * 5)  # one world-model batch of all samples per step
 
 
@@ -75,7 +78,8 @@ def test_all_steps_cost_prefers_getting_there_early():
     goal = np.zeros(1, np.float32)
     final = trajectory_cost(states, goal, None, "final")
     every = trajectory_cost(states, goal, None, "all_steps")
-    assert final[0] == final[1] == 0.0 and every[0] > every[1]
+    assert final[0] == final[1] == 0.0
+    assert every[0] > every[1]
 
 
 def test_action_repeat_holds_each_searched_action_and_still_reaches_the_goal():
@@ -85,7 +89,8 @@ def test_action_repeat_holds_each_searched_action_and_still_reaches_the_goal():
     cfg = CEMConfig(horizon=7, samples=64, iterations=4, elites=8, action_repeat=3)
     assert cfg.decisions == 3
     plan = run(plan_cem(toy_world(calls), start, goal, LOW, HIGH, cfg, np.eye(4, dtype=np.float32)[:2]))
-    assert plan.actions.shape == (7, 2) and plan.states.shape == (7, 4)
+    assert plan.actions.shape == (7, 2)
+    assert plan.states.shape == (7, 4)
     # piecewise constant over blocks of 3 (the last block is cut to the horizon)
     for block in (plan.actions[0:3], plan.actions[3:6], plan.actions[6:7]):
         assert (block == block[0]).all()
@@ -94,9 +99,15 @@ def test_action_repeat_holds_each_searched_action_and_still_reaches_the_goal():
 
 
 def test_bad_config_is_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="action_repeat >= 1"):
         CEMConfig(action_repeat=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="samples >= 2"):
         CEMConfig(samples=1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="elites must be between"):
         CEMConfig(samples=8, elites=9)
+
+
+def test_elites_default_to_an_eighth_of_the_samples():
+    assert CEMConfig().elites == default_elites(CEMConfig().samples) == 32
+    assert CEMConfig(samples=12).elites == 1
+    assert CEMConfig(samples=64, elites=5).elites == 5
