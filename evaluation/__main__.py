@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
                         "existing demo_world.json / .md (the other sections are kept as they are)")
     parser.add_argument("--probe-train", type=int, default=2000, help="labelled frames the probe heads are trained on")
     parser.add_argument("--probe-test", type=int, default=500, help="fresh frames classified through POST /classify")
-    parser.add_argument("--surprise-trajectories", type=int, default=200, help="held-out trajectory pairs per violation kind")
+    parser.add_argument(
+        "--surprise-trajectories", type=int, default=200, help="held-out trajectory pairs per violation kind"
+    )
     args = parser.parse_args(argv)
     if args.markdown_only:
         write_markdown(args.docs / "demo_world.md", json.loads((args.docs / "demo_world.json").read_text()))
@@ -231,7 +233,8 @@ def run_section(name: str, entry: Path, args: argparse.Namespace) -> dict:
     result = SECTIONS[name](entry, args)
     result["run"] = {
         "command": f"python -m evaluation --only {name}", "date": dt.date.today().isoformat(),
-        "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}",
         "load_average": {"start": load, "end": [round(x, 2) for x in os.getloadavg()]},
         "seconds": round(time.perf_counter() - started, 1),
     }

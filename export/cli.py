@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "each kept only if it matches the unfused graph")
     vit.add_argument("--force", action="store_true", help="replace an existing entry")
     probe = sub.add_parser("probe", help="a linear probe head on a served model's frozen features (into its entry)")
-    probe.add_argument("--entry", type=Path, required=True, help="the model's repository entry, e.g. model_repository/demo")
+    probe.add_argument(
+        "--entry", type=Path, required=True, help="the model's repository entry, e.g. model_repository/demo"
+    )
     probe.add_argument("--name", required=True, help="head name (requests say {\"head\": name})")
     data = probe.add_mutually_exclusive_group(required=True)
     data.add_argument("--data", type=Path, help="a folder with one sub-folder of images per label")

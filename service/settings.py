@@ -105,11 +105,17 @@ class Settings(BaseSettings):
     max_surprise_steps: int = Field(256, ge=1, description="scored steps in one /surprise request")
     stream_max_connections: int = Field(64, ge=1, description="open /stream/surprise connections; one more is closed "
                                         "at once with 1013 (try again later)")
-    stream_max_steps: int = Field(100_000, ge=1, description="frames one /stream/surprise connection may send before it is closed (1008)")
+    stream_max_steps: int = Field(
+        100_000, ge=1, description="frames one /stream/surprise connection may send before it is closed (1008)"
+    )
     stream_buffer_frames: int = Field(8, ge=1, le=1024, description="frames received but not yet scored per stream; "
                                       "when full the server stops reading, so TCP pushes back on the client")
-    stream_max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="size of one stream message (closed with 1009 above)")
-    stream_idle_timeout_s: float = Field(60.0, gt=0, description="a stream with no message for this long is closed (1001)")
+    stream_max_message_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="size of one stream message (closed with 1009 above)"
+    )
+    stream_idle_timeout_s: float = Field(
+        60.0, gt=0, description="a stream with no message for this long is closed (1001)"
+    )
     max_search_k: int = Field(1000, ge=1, description="largest k of /search")
 
     # Executors by job: a slow disk or an unreachable Redis never stalls decoding, and the reverse.

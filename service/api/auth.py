@@ -46,7 +46,8 @@ class AuthMiddleware:
             if scope["type"] == "websocket":
                 await receive()  # websocket.connect
                 code = 1013 if exc.status == 429 else 1008
-                await send({"type": "websocket.close", "code": code, "reason": f"{exc.code.value}: {exc.message}"[:120]})
+                reason = f"{exc.code.value}: {exc.message}"[:120]  # a close reason is at most 123 bytes
+                await send({"type": "websocket.close", "code": code, "reason": reason})
                 return
             response = await handle_service_error(Request(scope), exc)
             await response(scope, receive, send)

@@ -132,7 +132,7 @@ def request_examples(model: ServedModel | None) -> dict[str, dict[str, dict[str,
                                      "iterations": 2}},
         }
     if model.surprise is not None and predictor is not None:
-        still = [round((lo + hi) / 2, 3) for lo, hi in zip(predictor.action_low, predictor.action_high)]
+        still = [round((lo + hi) / 2, 3) for lo, hi in zip(predictor.action_low, predictor.action_high, strict=False)]
         frames = [{"image": _png(shift)} for shift in (0, 8, 16, 24)]
         examples["surprise"] = {
             "frames": {"summary": "four frames and the three actions between them: a score per scored step",

@@ -158,7 +158,9 @@ class Limits(BaseModel):
     max_rollout_steps: int
     max_surprise_steps: int = Field(description="steps scored in one /surprise request")
     stream_max_message_bytes: int = Field(description="one /stream/surprise message")
-    stream_buffer_frames: int = Field(description="frames waiting per /stream/surprise connection before it stops reading")
+    stream_buffer_frames: int = Field(
+        description="frames waiting per /stream/surprise connection before it stops reading"
+    )
     max_plan_samples: int
     max_plan_iterations: int
     max_plan_horizon: int
@@ -406,7 +408,9 @@ class ClassifyRequest(Body):
     vectors: list[Vector] | None = Field(None, min_length=1, description="kNN: query vectors instead of media")
     top_k: int = Field(5, ge=1, le=1000, description="labels returned per input, best first")
     k: int = Field(10, ge=1, description="kNN: neighbours that vote (at most the server's max_search_k)")
-    label_field: str = Field("label", min_length=1, max_length=256, description="kNN: the metadata field with the label")
+    label_field: str = Field(
+        "label", min_length=1, max_length=256, description="kNN: the metadata field with the label"
+    )
     vote: Literal["majority", "weighted"] = Field(
         "majority", description="kNN: one vote per neighbour, or weighted by similarity (see docs)")
     filter: dict[str, Any] | None = Field(None, description="kNN: only points matching this metadata filter vote")

@@ -32,8 +32,16 @@ import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from service.api.schemas import SurpriseCalibration
-from service.errors import (ErrorCode, InvalidInput, NotReady, Overloaded, PayloadTooLarge, ServiceError,
-                            UnprocessableInput, error_body)
+from service.errors import (
+    ErrorCode,
+    InvalidInput,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    ServiceError,
+    UnprocessableInput,
+    error_body,
+)
 from service.media.clips import to_item
 from service.media.payload import RawImage, b64decode, decode_frames
 from service.model_pool import ServedModel

@@ -5,5 +5,7 @@ from service.world.rollout import LatentRollout
 from service.world.surprise import FutureSurprise, StreamStep, Surprise, SurpriseScorer, SurpriseStream
 from service.world.token_rollout import TokenRollout
 
-__all__ = ["CEMConfig", "FuturePredictor", "FutureSurprise", "LatentRollout", "Plan", "ProbeHead", "Ranked", "StreamStep", "Surprise",
-           "SurpriseScorer", "SurpriseStream", "TokenRollout"]
+__all__ = [
+    "CEMConfig", "FuturePredictor", "FutureSurprise", "LatentRollout", "Plan", "ProbeHead", "Ranked", "StreamStep",
+    "Surprise", "SurpriseScorer", "SurpriseStream", "TokenRollout",
+]

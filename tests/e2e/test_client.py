@@ -164,5 +164,6 @@ def test_surprise_and_knn_classify(server: str):
         client.upsert("client-knn", ["a", "b", "c"], pooled, metadata=[{"kind": k} for k in ("x", "y", "y")])
         labels = client.classify(vectors=pooled[:1], collection="client-knn", k=1, label_field="kind")
         client.drop_collection("client-knn")
-    assert scored["steps"] == list(range(2, 9)) and scored["surprising"][0] == 5
+    assert scored["steps"] == list(range(2, 9))
+    assert scored["surprising"][0] == 5
     assert labels == [[{"label": "x", "score": 1.0, "votes": 1}]]

@@ -198,9 +198,10 @@ def test_the_surprise_stream_needs_a_read_key(secured):
 
     with secured() as client:
         for headers in ({}, {"Authorization": "Bearer jepa_not-a-key"}, bearer("writer"), bearer("operator")):
-            with pytest.raises(WebSocketDisconnect) as refused:
-                with client.websocket_connect("/stream/surprise", headers=headers):
-                    pass
+            with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect(
+                "/stream/surprise", headers=headers
+            ):
+                pass
             assert refused.value.code == 1008
             assert refused.value.reason.split(":")[0] in ("unauthorized", "forbidden")
         with client.websocket_connect("/stream/surprise", headers=bearer("reader")) as ws:

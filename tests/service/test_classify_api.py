@@ -129,7 +129,8 @@ def probed_repository(demo_repository: Path, tmp_path_factory: pytest.TempPathFa
 def test_the_probe_is_in_the_manifest_with_its_labels_and_accuracy(probed_repository):
     manifest = json.loads((probed_repository / "demo" / "manifest.json").read_text())
     head = manifest["heads"]["room"]
-    assert head["labels"] == ["left", "right"] and 0 <= head["held_out_accuracy"] <= 1
+    assert head["labels"] == ["left", "right"]
+    assert 0 <= head["held_out_accuracy"] <= 1
     assert (probed_repository / "demo" / manifest["components"][head["component"]]["files"]["fp32"]).is_file()
 
 
@@ -152,7 +153,8 @@ def test_classify_equals_the_onnx_head_run_by_hand(probed_repository, settings_f
         order = np.argsort(-row)
         assert [g["label"] for g in got] == [labels[j] for j in order]
         np.testing.assert_allclose([g["score"] for g in got], row[order], rtol=1e-4, atol=1e-6)
-    assert body["head"] == "room" and body["held_out_accuracy"] is not None
+    assert body["head"] == "room"
+    assert body["held_out_accuracy"] is not None
 
 
 def test_probe_cli_refuses_bad_data(tmp_path, demo_repository):

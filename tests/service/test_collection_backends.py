@@ -87,7 +87,8 @@ def test_knn_classify_equals_a_brute_force_vote_on_every_backend(store_settings,
     with serving(store_settings()) as client:
         assert client.put("/collections/knn", json={"dim": DIM, "metric": "cosine"}).status_code == 201
         stored = client.post("/collections/knn/points", json={
-            "ids": [str(i) for i in range(300)], "vectors": vectors.tolist(), "metadata": [{"label": x} for x in labels]})
+            "ids": [str(i) for i in range(300)], "vectors": vectors.tolist(),
+            "metadata": [{"label": x} for x in labels]})
         assert stored.status_code == 200, stored.text
         response = client.post("/classify", json={"collection": "knn", "vectors": queries.tolist(), "k": 7,
                                                   "vote": vote, "top_k": 4})

@@ -52,7 +52,8 @@ def test_surprise_equals_the_onnx_reference_computed_by_hand(client, demo_reposi
     np.testing.assert_allclose(body["distances"], distance, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(body["scores"], scores, rtol=1e-4, atol=1e-4)
     assert body["surprising"] == [s for s, z in zip(body["steps"], scores, strict=True) if z > body["threshold"]]
-    assert body["calibration"]["metric"] == "mse" and body["calibration"]["std"] > 0
+    assert body["calibration"]["metric"] == "mse"
+    assert body["calibration"]["std"] > 0
 
 
 def test_precomputed_states_give_the_same_scores(client, demo_repository):
@@ -77,7 +78,8 @@ def test_a_teleport_is_the_surprising_step(client):
     # the threshold is the caller's to move: above every score, nothing is listed
     again = client.post("/surprise", json={"observations": frames_payload(frames), "actions": actions.tolist(),
                                           "threshold": max(scores.values()) + 1}).json()
-    assert again["surprising"] == [] and again["scores"] == body["scores"]
+    assert again["surprising"] == []
+    assert again["scores"] == body["scores"]
 
 
 STATE = [0.0] * 128
@@ -124,7 +126,8 @@ def test_states_at_the_float32_limit_give_a_finite_answer(client):
     huge = [3e38] * 128
     response = client.post("/surprise", json={"states": [huge, [-v for v in huge]], "actions": [[0.0, 0.0]]})
     assert response.status_code == 200, response.text
-    assert np.isfinite(response.json()["scores"]).all() and response.json()["surprising"] == [1]
+    assert np.isfinite(response.json()["scores"]).all()
+    assert response.json()["surprising"] == [1]
 
 
 def predictor_batches(client) -> tuple[float, float]:

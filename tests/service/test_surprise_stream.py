@@ -41,15 +41,19 @@ def test_the_score_jumps_at_the_teleport_and_equals_post_surprise(client):
     frames, actions, onset = teleport_trajectory()
     with client.websocket_connect("/stream/surprise?model=demo") as ws:
         hello = ws.receive_json()
-        assert hello["type"] == "ready" and hello["frames_per_clip"] == 2 and hello["action_dim"] == 2
+        assert hello["type"] == "ready"
+        assert hello["frames_per_clip"] == 2
+        assert hello["action_dim"] == 2
         replies = stream(ws, frames, actions)
     assert [r["step"] for r in replies] == list(range(len(frames)))
-    assert replies[0]["score"] is None and replies[1]["score"] is None  # no state yet, then nothing to compare
+    assert replies[0]["score"] is None
+    assert replies[1]["score"] is None
     scores = {r["step"]: r["score"] for r in replies if r["score"] is not None}
     # the jump: the first surprising frame is the teleport, far above every frame before it (the frame after it
     # scores high too: its state is predicted from the clip that saw the jump)
     assert [r["step"] for r in replies if r["surprising"]][0] == onset
-    assert scores[onset] > 3 * max(abs(scores[s]) for s in scores if s < onset) and scores[onset] > hello["threshold"]
+    assert scores[onset] > 3 * max(abs(scores[s]) for s in scores if s < onset)
+    assert scores[onset] > hello["threshold"]
     http = client.post("/surprise", json={"observations": [{"image": b64(png_bytes(f))} for f in frames],
                                           "actions": actions.tolist()}).json()
     np.testing.assert_allclose([scores[s] for s in http["steps"]], http["scores"], rtol=1e-4, atol=1e-4)
@@ -81,21 +85,22 @@ FRAME = world.render(np.array([[20.0, 20.0]]), np.array([[40.0, 40.0]]))[0]
     ],
 )
 def test_bad_input_closes_with_a_clear_code(settings_factory, messages, code, error):
-    with serving(settings_factory(stream_max_message_bytes=4096)) as client:
-        with client.websocket_connect("/stream/surprise") as ws:
-            assert ws.receive_json()["type"] == "ready"
-            for message in messages:
-                if isinstance(message, np.ndarray):
-                    ws.send_bytes(png_bytes(message))
-                elif isinstance(message, bytes):
-                    ws.send_bytes(message)
-                else:
-                    ws.send_text(message if isinstance(message, str) else json.dumps(message))
-            replies = []
-            while (reply := ws.receive_json())["type"] == "score":
-                replies.append(reply)
-            with pytest.raises(WebSocketDisconnect) as closing:
-                ws.receive_json()
+    with serving(settings_factory(stream_max_message_bytes=4096)) as client, client.websocket_connect(
+        "/stream/surprise"
+    ) as ws:
+        assert ws.receive_json()["type"] == "ready"
+        for message in messages:
+            if isinstance(message, np.ndarray):
+                ws.send_bytes(png_bytes(message))
+            elif isinstance(message, bytes):
+                ws.send_bytes(message)
+            else:
+                ws.send_text(message if isinstance(message, str) else json.dumps(message))
+        replies = []
+        while (reply := ws.receive_json())["type"] == "score":
+            replies.append(reply)
+        with pytest.raises(WebSocketDisconnect) as closing:
+            ws.receive_json()
     assert reply["error"]["code"] == error, reply
     assert closing.value.code == code
 
@@ -111,7 +116,8 @@ def test_limits_and_unknown_models_close_with_policy(settings_factory):
                 ws.send_bytes(png_bytes(FRAME))
             assert [ws.receive_json()["step"] for _ in range(2)] == [0, 1]
             message, code = closed(ws)
-            assert code == 1008 and "stream_max_steps" in message["error"]["message"]
+            assert code == 1008
+            assert "stream_max_steps" in message["error"]["message"]
 
 
 def test_a_full_buffer_stops_reading_the_socket():
@@ -161,7 +167,8 @@ def test_an_idle_stream_is_closed_as_going_away():
         return inbox.get_nowait()
 
     refusal = asyncio.run(scenario())
-    assert isinstance(refusal, Refusal) and refusal.code == 1001
+    assert isinstance(refusal, Refusal)
+    assert refusal.code == 1001
 
 
 def test_streams_past_the_connection_limit_are_told_to_try_later(settings_factory):

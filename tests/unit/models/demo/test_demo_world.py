@@ -95,7 +95,8 @@ def test_each_violation_breaks_its_own_rule():
     frames = vanish.violated.frames()
     blue = (frames == world.BALL_U8).all(-1).any((-1, -2))  # (N, T + 1): is any ball pixel drawn
     for i, o in enumerate(vanish.onset):
-        assert blue[i, :o].all() and not blue[i, o:].any()
+        assert blue[i, :o].all()
+        assert not blue[i, o:].any()
 
 
 def test_violations_are_off_by_default():
