@@ -22,8 +22,22 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in {"model_repository": args.model_repository, "data_dir": args.data_dir}.items() if v}
     settings = Settings(**overrides)
     configure_logging(settings.log_format, args.log_level)
+    app = create_app(settings)
     # SIGTERM: uvicorn stops accepting, waits up to shutdown_timeout_s for in-flight requests, then the
     # lifespan drains the batch queues and snapshots the logs (service/app.py).
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-                log_config=None, timeout_graceful_shutdown=settings.shutdown_timeout_s)
-    return 0
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                                           access_log=False, log_config=None,
+                                           timeout_graceful_shutdown=settings.shutdown_timeout_s))
+    exit_code = 0
+
+    def stop_process(code: int) -> None:
+        """Start-up gave up (service/app.py): shut down as on SIGTERM, then exit with `code`."""
+        nonlocal exit_code
+        exit_code = code
+        server.should_exit = True
+
+    app.state.stop_process = stop_process
+    server.run()
+    if not server.started and exit_code == 0:
+        return 3  # uvicorn could not start (port in use, ...): its own start-up failure status
+    return exit_code

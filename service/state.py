@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,7 +22,12 @@ class Services:
     store: CollectionBackend
     decode_pool: ThreadPoolExecutor
     # loading -> building_engine (TensorRT) -> warming -> ready; "failed" when nothing can serve.
-    phase: Literal["loading", "building_engine", "warming", "ready", "failed", "stopping"] = "loading"
+    # waiting_for_backend: Redis (or another backend) cannot be reached yet; start-up retries (see `retrying`).
+    phase: Literal["loading", "building_engine", "waiting_for_backend", "warming", "ready", "failed", "stopping"] = "loading"
+    # why start-up is retrying (reason, attempts, next attempt, give-up time); None when it is not
+    retrying: dict[str, Any] | None = None
+    # stops the process with an exit status when start-up gives up (set by `jepa-serve`; None in process)
+    stop_process: Callable[[int], None] | None = None
 
     @property
     def ready(self) -> bool:
