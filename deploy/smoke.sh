@@ -40,7 +40,8 @@ HTTP_PID=""
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 LB_PORT=${SMOKE_LB_PORT:-$(free_port)}
 PROM_PORT=${SMOKE_PROMETHEUS_PORT:-$(free_port)}
-export JEPA_PORT="127.0.0.1:$LB_PORT" PROMETHEUS_PORT=$PROM_PORT
+# short give-up time, so the start-up probe sees a replica exit 75 and come back within the run
+export JEPA_PORT="127.0.0.1:$LB_PORT" PROMETHEUS_PORT=$PROM_PORT JEPA_STARTUP_GIVE_UP_S=${JEPA_STARTUP_GIVE_UP_S:-20}
 COMPOSE=(docker-compose -p "$PROJECT" -f docker-compose.yml)
 # the stack without Grafana (no Debian package, no image offline) and without the load-test profile
 SERVICES=(keygen redis api-1 api-2 lb prometheus)

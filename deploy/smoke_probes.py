@@ -7,6 +7,8 @@ Each probe prints one line and adds a row to the report; the first failure stops
   4. Prometheus: every target up
   5. `docker-compose stop api-2` while requests keep going through nginx: none fails; then it starts again
   6. `docker-compose restart redis` while a writer keeps writing: every acknowledged write is there afterwards
+  7. a replica restarted while Redis is stopped: waits (/readyz says why), exits 75, is restarted by Docker, and
+     is healthy once Redis is back
 """
 
 from __future__ import annotations
@@ -201,11 +203,14 @@ def probe_replica_stop(stack: Stack) -> str:
         for worker in workers:
             worker.join()
     failed = [s for s in outcomes if s != 200]
+    container = stack.compose_run("ps", "-q", "api-2").strip()
+    exit_code = subprocess.run([stack.docker, "inspect", "-f", "{{.State.ExitCode}}", container],
+                               capture_output=True, text=True).stdout.strip()
     stack.compose_run("start", "api-2")
     back = wait_for(lambda: stack.healthy("api-2"), 180, "api-2 healthy again")
     assert outcomes and not failed, f"{len(failed)} of {len(outcomes)} failed: {sorted(set(failed))}"
     return (f"{len(outcomes)} searches through nginx, {len(outcomes) - during_stop} after the stop, 0 failed; "
-            f"stop took {stopped_s:.1f} s; api-2 healthy again {back:.0f} s after start")
+            f"stop took {stopped_s:.1f} s, api-2 exit code {exit_code}; api-2 healthy again {back:.0f} s after start")
 
 
 def probe_redis_restart(stack: Stack) -> str:
@@ -247,6 +252,43 @@ def probe_redis_restart(stack: Stack) -> str:
             f"and on api-2 (counts {counts}): 0 lost")
 
 
+def probe_startup_without_redis(stack: Stack) -> str:
+    """A replica (re)started while Redis is down: /readyz says why, the process exits 75 after the give-up time
+    (JEPA_STARTUP_GIVE_UP_S, set short by smoke.sh) and Docker restarts it; once Redis is back it becomes ready."""
+    container = stack.compose_run("ps", "-q", "api-2").strip()
+
+    def inspect(template: str) -> str:
+        return subprocess.run([stack.docker, "inspect", "-f", template, container], capture_output=True, text=True).stdout.strip()
+
+    restarts_before = int(inspect("{{.RestartCount}}"))
+    stack.compose_run("stop", "redis")
+    try:
+        stack.compose_run("restart", "api-2")
+
+        def waiting() -> bool:
+            try:
+                status, body = stack.in_replica("api-2", "GET", "/readyz")
+            except RuntimeError:  # between two runs of the process
+                return False
+            waiting.body = body
+            return status == 503 and isinstance(body, dict) and body.get("phase") == "waiting_for_backend"
+
+        waiting.body = None
+        seen = wait_for(waiting, 120, "api-2 /readyz phase waiting_for_backend")
+        reason = waiting.body["retrying"]["reason"]
+        restarted = wait_for(lambda: int(inspect("{{.RestartCount}}")) > restarts_before, 180,
+                             "api-2 exited and was restarted by Docker")
+        logs = stack.compose_run("logs", "--no-color", "api-2")
+        assert "exiting with status 75" in logs, logs[-1500:]
+    finally:
+        stack.compose_run("start", "redis")
+    back = wait_for(lambda: stack.healthy("api-2"), 240, "api-2 healthy once Redis is back")
+    status, _ = call(f"{stack.lb}/readyz")
+    assert status == 200, status
+    return (f"Redis stopped, api-2 restarted: /readyz 503 waiting_for_backend after {seen:.0f} s ({reason[:80]}...); "
+            f"exit 75 and restart by Docker {restarted:.0f} s later; Redis started: api-2 healthy after {back:.0f} s")
+
+
 PROBES = [
     ("readyz through nginx", probe_ready),
     ("/embed with and without a key", probe_embed),
@@ -254,6 +296,7 @@ PROBES = [
     ("Prometheus targets", probe_prometheus),
     ("docker-compose stop api-2 under load", probe_replica_stop),
     ("Redis restart under writes", probe_redis_restart),
+    ("replica start while Redis is down", probe_startup_without_redis),
 ]
 
 
