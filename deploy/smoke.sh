@@ -48,7 +48,8 @@ SERVICES=(keygen redis api-1 api-2 lb prometheus)
 
 now() { date +%s; }
 say() { echo ">> smoke: $*" >&2; }
-record() { echo "$*" >>"$REPORT"; }
+record() { echo "$*" >>"$REPORT"; }          # a row of the steps table
+note() { echo "$*" >>"$WORK/notes.md"; }      # details, printed after the table
 timed() {  # timed NAME CMD...: runs CMD, records how long it took
     local name=$1 start rc=0; shift
     start=$(now)
@@ -59,6 +60,7 @@ timed() {  # timed NAME CMD...: runs CMD, records how long it took
 
 cleanup() {
     local rc=$?
+    set +e
     [ -n "$HTTP_PID" ] && kill "$HTTP_PID" 2>/dev/null && wait "$HTTP_PID" 2>/dev/null
     if [ -n "$STARTED_DOCKERD" ]; then
         say "stopping the dockerd this script started (pid $STARTED_DOCKERD)"
@@ -130,20 +132,45 @@ step_base_images() {
         'WORKDIR /data' 'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' 'CMD ["redis-server"]'
     base_image "$prometheus_image" prometheus,wget 'mkdir -p "$1"/prometheus' \
         'ENTRYPOINT ["/usr/bin/prometheus"]' 'WORKDIR /prometheus'
-    record ""
-    record "Base images (mmdebstrap, Debian bookworm, \`$(debian_sources)\`):"
-    record ""
+    note "Base images (mmdebstrap, Debian bookworm, \`$(debian_sources)\`):"
     for image in "$python_image" "$nginx_image" "$redis_image" "$prometheus_image"; do
-        record "- \`$image\`: $("$DOCKER" image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}')"
+        note "- \`$image\`: $("$DOCKER" image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}'), created $("$DOCKER" image inspect -f '{{.Created}}' "$image" | cut -c1-16)"
     done
-    record ""
+    note ""
+}
+
+pip_setting() {  # the host pip's value of one setting (environment first, then its configuration files)
+    "$PY" -m pip config list 2>/dev/null | sed -n "s/^\(:env:\|global\)\.$1='\(.*\)'\$/\2/p" | head -1
 }
 
 step_wheelhouse() {
     [ "$OFFLINE" = 1 ] || return 0
-    say "wheelhouse for the build: pip wheel '.[cpu,export,otel]' with the host's pip configuration"
-    "$PY" -m pip wheel --quiet --wheel-dir "$WORK/wheelhouse" ".[cpu,export,otel]" "setuptools>=68" wheel
-    rm -rf "$ROOT/build/lib" "$ROOT/build/bdist."*  # what `pip wheel .` leaves in the tree
+    # Resolved by the image's own Python (Debian's 3.11.2: environment markers such as python_full_version differ
+    # from the host's), with the host's pip settings: index, find-links, constraints and CA bundle, whose local
+    # paths are mounted read-only at the same place, on the host network.
+    local python_image setting value path envs=() mounts=()
+    python_image=$(sed -n 's/^ARG PYTHON_IMAGE=//p' Dockerfile)
+    rm -rf "$WORK/src"
+    mkdir -p "$WORK/src" "$WORK/wheelhouse" "$WORK/pip-cache"
+    cp -r pyproject.toml README.md service export models "$WORK/src/"
+    find "$WORK/src" -name __pycache__ -prune -exec rm -rf {} +
+    for setting in index-url extra-index-url find-links constraint cert; do
+        value=$(pip_setting "$setting")
+        [ -n "$value" ] || continue
+        envs+=(-e "PIP_$(echo "$setting" | tr 'a-z-' 'A-Z_')=$value")
+        for path in $value; do
+            path=${path#file://}
+            case $path in /*) ;; *) continue ;; esac
+            [[ $path == */simple ]] && path=${path%/simple}  # an index's pages link to ../../files/
+            [ -e "$path" ] && mounts+=(-v "$path:$path:ro")
+        done
+    done
+    say "wheelhouse: pip wheel '.[cpu,export,otel]' inside $python_image with the host's pip settings"
+    "$DOCKER" run --rm --network host "${envs[@]}" "${mounts[@]}" -e PIP_DISABLE_PIP_VERSION_CHECK=1 -e PIP_RETRIES=1 \
+        -v "$WORK/src:/src" -v "$WORK/wheelhouse:/wheelhouse" -v "$WORK/pip-cache:/root/.cache/pip" \
+        "$python_image" pip wheel --quiet --wheel-dir /wheelhouse "/src[cpu,export,otel]" "setuptools>=68" wheel \
+        >"$WORK/wheelhouse.log" 2>&1 || { tail -30 "$WORK/wheelhouse.log" >&2; return 1; }
+    note "Wheelhouse: $(ls "$WORK/wheelhouse" | wc -l) wheels, $(du -sh "$WORK/wheelhouse" | cut -f1)."
 }
 
 WHEEL_PORT=""
@@ -160,7 +187,7 @@ serve_wheelhouse() {
 
 step_build() {
     local args=(--network host --target runtime-cpu -t "$IMAGE")
-    local cert=${SMOKE_PIP_CERT:-$(pip config get global.cert 2>/dev/null || true)}
+    local cert=${SMOKE_PIP_CERT:-$(pip_setting cert)}
     [ -n "$cert" ] && [ -f "$cert" ] && args+=(--secret "id=pip_cert,src=$cert")
     if [ "$OFFLINE" = 1 ]; then
         serve_wheelhouse
@@ -169,11 +196,10 @@ step_build() {
     say "docker build ${args[*]} ."
     "$DOCKER" build --progress=plain "${args[@]}" . >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log" >&2; return 1; }
     [ -n "$HTTP_PID" ] && { kill "$HTTP_PID"; wait "$HTTP_PID" 2>/dev/null || true; HTTP_PID=""; }
-    record ""
-    record "Image \`$IMAGE\` (\`runtime-cpu\`): $("$DOCKER" image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}'),"
-    record "user $("$DOCKER" image inspect -f '{{.Config.User}}' "$IMAGE"),"
-    record "torch inside: $("$DOCKER" run --rm --entrypoint python "$IMAGE" -c 'import importlib.util as u; print(u.find_spec("torch") is not None)')."
-    record ""
+    note "Image \`$IMAGE\` (\`runtime-cpu\`): $("$DOCKER" image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}'),"\
+" user $("$DOCKER" image inspect -f '{{.Config.User}}' "$IMAGE"),"\
+" torch importable inside: $("$DOCKER" run --rm --entrypoint python "$IMAGE" -c 'import importlib.util as u; print(u.find_spec("torch") is not None)')."
+    note ""
 }
 
 step_up() {
@@ -204,6 +230,7 @@ main() {
     local steps=("$@") started rc=0
     [ ${#steps[@]} -gt 0 ] || steps=(install dockerd base-images wheelhouse build up probe down)
     started=$(now)
+    rm -f "$WORK/notes.md" "$WORK/probes.md"
     {
         echo "## Smoke run $(date -u '+%Y-%m-%d %H:%M UTC')"
         echo ""
@@ -221,11 +248,13 @@ main() {
             break
         fi
     done
+    record ""
     if "$DOCKER" info >/dev/null 2>&1; then
-        record ""
         record "Versions: Docker engine $("$DOCKER" version -f '{{.Server.Version}}' 2>/dev/null), docker-compose $(docker-compose version --short 2>/dev/null)."
+        record ""
     fi
-    [ -f "$WORK/probes.md" ] && { record ""; cat "$WORK/probes.md" >>"$REPORT"; }
+    [ -f "$WORK/notes.md" ] && cat "$WORK/notes.md" >>"$REPORT"
+    [ -f "$WORK/probes.md" ] && { cat "$WORK/probes.md" >>"$REPORT"; record ""; }
     record ""
     record "Total: $(( $(now) - started )) s, $( [ $rc = 0 ] && echo passed || echo FAILED)."
     cat "$REPORT"
