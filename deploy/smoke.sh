@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make docker-smoke`: build the image, bring the compose stack up on loopback ports, probe it, tear it down.
 #
-#   deploy/smoke.sh                run everything (about 15-25 minutes the first time on 2 cores)
+#   deploy/smoke.sh                run everything (about 15 minutes the first time on 2 shared cores)
 #   deploy/smoke.sh STEP...        only these steps, in this order: install dockerd base-images wheelhouse
 #                                  build up probe down (dockerd is always started when needed and stopped
 #                                  at exit if this script started it)
@@ -10,9 +10,10 @@
 #   - the base images named by the Dockerfile's and the compose file's FROM / image: lines are built from
 #     Debian packages with mmdebstrap (SMOKE_DEBIAN_SOURCES: a sources file or mirror URL; default the host's)
 #     and tagged with those names; images already present are kept (SMOKE_REBUILD_BASE=1 rebuilds them);
-#   - pip inside the build reads a wheelhouse made here with the host's own pip configuration
-#     (`pip wheel`, which reuses the pip cache), served on 127.0.0.1 by `python3 -m http.server` and passed as
-#     build arguments (PIP_NO_INDEX=1, PIP_FIND_LINKS=http://127.0.0.1:PORT/) to a build on the host network;
+#   - pip inside the build reads a wheelhouse resolved by the base image's own Python with the host's pip settings
+#     (`pip wheel` in a container; build/smoke/pip-cache keeps its downloads), served on 127.0.0.1 by
+#     `python3 -m http.server` and passed as build arguments (PIP_NO_INDEX=1, PIP_FIND_LINKS=http://127.0.0.1:PORT/)
+#     to a build on the host network;
 #   - the CA bundle (SMOKE_PIP_CERT, default the host's pip `cert`) goes in as the build secret `pip_cert`,
 #     for a pip index behind TLS with a private CA (unused by the loopback wheelhouse, harmless).
 # SMOKE_OFFLINE=0 pulls the real base images and lets pip use its default index.
@@ -20,6 +21,7 @@
 # Installs docker.io, docker-compose and mmdebstrap with apt-get when missing (root). Starts its own dockerd
 # (overlay2, no iptables) when none answers, and stops only what it started. Writes build/smoke/report.md.
 set -euo pipefail
+# Each step runs as `step || failed` (errexit is off inside it): a step returns 1 at its first failing command.
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -78,7 +80,7 @@ step_install() {
     if [ "$OFFLINE" = 1 ]; then command -v mmdebstrap >/dev/null || missing+=(mmdebstrap); fi
     [ ${#missing[@]} = 0 ] && { say "docker.io, docker-compose, mmdebstrap present"; return 0; }
     say "installing ${missing[*]}"
-    apt-get update -qq
+    apt-get update -qq || return 1
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
@@ -124,14 +126,14 @@ step_base_images() {
     prometheus_image=$(sed -n 's/^ *image: \(prom\/prometheus:.*\)/\1/p' docker-compose.yml)
     # Debian's python3 is 3.11, as in python:3.11-slim-bookworm; pip may install into it (as in that image).
     base_image "$python_image" python3,python3-venv,python3-pip,python-is-python3,ca-certificates \
-        'rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' 'ENV LANG=C.UTF-8' 'CMD ["python3"]'
-    base_image "$nginx_image" nginx,wget 'true' 'CMD ["nginx", "-g", "daemon off;"]' 'EXPOSE 80'
+        'rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' 'ENV LANG=C.UTF-8' 'CMD ["python3"]' || return 1
+    base_image "$nginx_image" nginx,wget 'true' 'CMD ["nginx", "-g", "daemon off;"]' 'EXPOSE 80' || return 1
     # As the official image: data in /data, protected mode off (other containers connect; the port is not published).
     base_image "$redis_image" redis-server \
         'mkdir -p "$1"/data && printf "%s\n" "#!/bin/sh" "[ \"\$1\" = redis-server ] && { shift; exec redis-server --protected-mode no \"\$@\"; }" "exec \"\$@\"" >"$1"/usr/local/bin/docker-entrypoint.sh && chmod 755 "$1"/usr/local/bin/docker-entrypoint.sh' \
-        'WORKDIR /data' 'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' 'CMD ["redis-server"]'
+        'WORKDIR /data' 'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' 'CMD ["redis-server"]' || return 1
     base_image "$prometheus_image" prometheus,wget 'mkdir -p "$1"/prometheus' \
-        'ENTRYPOINT ["/usr/bin/prometheus"]' 'WORKDIR /prometheus'
+        'ENTRYPOINT ["/usr/bin/prometheus"]' 'WORKDIR /prometheus' || return 1
     note "Base images (mmdebstrap, Debian bookworm, \`$(debian_sources)\`):"
     for image in "$python_image" "$nginx_image" "$redis_image" "$prometheus_image"; do
         note "- \`$image\`: $("$DOCKER" image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}'), created $("$DOCKER" image inspect -f '{{.Created}}' "$image" | cut -c1-16)"
@@ -152,7 +154,7 @@ step_wheelhouse() {
     python_image=$(sed -n 's/^ARG PYTHON_IMAGE=//p' Dockerfile)
     rm -rf "$WORK/src"
     mkdir -p "$WORK/src" "$WORK/wheelhouse" "$WORK/pip-cache"
-    cp -r pyproject.toml README.md service export models "$WORK/src/"
+    cp -r pyproject.toml README.md service export models "$WORK/src/" || return 1
     find "$WORK/src" -name __pycache__ -prune -exec rm -rf {} +
     for setting in index-url extra-index-url find-links constraint cert; do
         value=$(pip_setting "$setting")
@@ -190,7 +192,7 @@ step_build() {
     local cert=${SMOKE_PIP_CERT:-$(pip_setting cert)}
     [ -n "$cert" ] && [ -f "$cert" ] && args+=(--secret "id=pip_cert,src=$cert")
     if [ "$OFFLINE" = 1 ]; then
-        serve_wheelhouse
+        serve_wheelhouse || return 1
         args+=(--build-arg PIP_NO_INDEX=1 --build-arg "PIP_FIND_LINKS=http://127.0.0.1:$WHEEL_PORT/")
     fi
     say "docker build ${args[*]} ."
@@ -204,7 +206,7 @@ step_build() {
 
 step_up() {
     say "docker-compose up (${SERVICES[*]}) on 127.0.0.1:$LB_PORT (lb) and 127.0.0.1:$PROM_PORT (prometheus)"
-    "${COMPOSE[@]}" up -d --no-build "${SERVICES[@]}"
+    "${COMPOSE[@]}" up -d --no-build "${SERVICES[@]}" || return 1
     local deadline=$(( $(now) + 300 ))
     until [ "$("$DOCKER" inspect -f '{{.State.Health.Status}}' "$("${COMPOSE[@]}" ps -q lb)" 2>/dev/null)" = healthy ]; do
         [ "$(now)" -lt $deadline ] || { "${COMPOSE[@]}" ps >&2; "${COMPOSE[@]}" logs --tail 30 >&2; return 1; }
