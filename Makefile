@@ -3,7 +3,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# GPU=1: the CUDA build of ONNX Runtime (gpu extra) instead of the CPU one, and serving on CUDA (docs/gpu.md).
+GPU ?=
+RUNTIME_EXTRA := $(if $(GPU),gpu,cpu)
+ORT_GPU := onnxruntime-gpu>=1.31,<1.32
+STAMP := $(VENV)/.installed$(if $(GPU),-gpu)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 REPO ?= model_repository
@@ -14,10 +18,13 @@ DEMO := $(REPO)/demo/manifest.json
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@echo ">> creating $(VENV) and installing jepa-serve[cpu,export,dev] (first time: about a minute)"
+	@echo ">> creating $(VENV) and installing jepa-serve[$(RUNTIME_EXTRA),export,dev] (first time: about a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[cpu,export,dev]'
+	@# onnxruntime and onnxruntime-gpu install the same package: only one of them may be in the venv
+	$(PY) -m pip uninstall --quiet -y $(if $(GPU),onnxruntime,onnxruntime-gpu) 2>/dev/null || true
+	$(PY) -m pip install --quiet -e '.[$(RUNTIME_EXTRA),export,dev]'
+	$(if $(GPU),$(PY) -m pip install --quiet --force-reinstall --no-deps '$(ORT_GPU)')
 	@touch $(STAMP)
 
 $(DEMO): models/demo/weights/demo.safetensors | $(STAMP)
@@ -29,7 +36,7 @@ export: $(STAMP)
 
 serve: $(STAMP) $(DEMO)
 	@echo ">> serving on http://$(HOST):$(PORT) (docs: http://$(HOST):$(PORT)/docs)"
-	JEPA_MODEL_REPOSITORY=$(REPO) $(VENV)/bin/jepa-serve --host $(HOST) --port $(PORT)
+	JEPA_MODEL_REPOSITORY=$(REPO) $(if $(GPU),JEPA_PROVIDERS=cuda) $(VENV)/bin/jepa-serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP) deploy-tools
 	$(PY) -m pytest
@@ -45,6 +52,12 @@ $(BENCH_STAMP): $(STAMP)
 # Figures for docs/bench/serving.md (minutes; not part of make test).
 bench: $(BENCH_STAMP) soak
 	$(PY) -m loadtests.bench_serving $(BENCH_ARGS)
+
+# docs/bench/gpu.md on a GPU machine: PyTorch eager, the raw engine, the served path in process and HTTP, for ViT-S/16
+# and ViT-L/16 (minutes). Dry run on any machine: make bench-gpu BENCH_GPU_ARGS="--device cpu --models tiny --out /tmp/b"
+.PHONY: bench-gpu
+bench-gpu: $(STAMP)
+	$(PY) -m loadtests.bench_gpu $(BENCH_GPU_ARGS)
 
 # Load tests (Locust, run as a subprocess; report in reports/loadtest-<shape>-<time>/). Without LOAD_HOST the
 # runner starts its own server on a free port. Examples (all flags: .venv/bin/python -m loadtests.run --help):
@@ -76,7 +89,7 @@ deploy-tools: $(STAMP)
 reliability: $(STAMP) deploy-tools
 	$(PY) -m loadtests.reliability
 
-# Index benchmark (issue 8): recall@10 and QPS per index kind on the hard set (and on demo-encoder embeddings of
+# Index benchmark: recall@10 and QPS per index kind on the hard set (and on demo-encoder embeddings of
 # demo-world clips); writes docs/bench/index.md + .png. Not part of `make test`.
 # BENCH_INDEX_SIZES=100000,1000000 adds the 1M run (about 40-60 minutes on 2 shared cores).
 BENCH_INDEX_SIZES ?= 100000
@@ -102,9 +115,9 @@ demo-ablation: $(STAMP)
 
 demo-eval: $(STAMP)
 	@test -f reports/ablation/none.safetensors || $(MAKE) demo-ablation
-	nice -n 10 $(PY) -m models.demo.evaluate
+	nice -n 10 $(PY) -m evaluation
 
-# Soak (issue 5): steady mixed load for SOAK_SECONDS; fails if the server's RSS or open file descriptors keep growing.
+# Soak: steady mixed load for SOAK_SECONDS; fails if the server's RSS or open file descriptors keep growing.
 SOAK_SECONDS ?= 300
 .PHONY: soak
 soak: $(LOAD_STAMP) $(DEMO)

@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     vit.add_argument("--depth", type=int, default=12)
     vit.add_argument("--heads", type=int, default=6)
     vit.add_argument("--no-fp16", action="store_true", help="skip the fp16 copy")
+    vit.add_argument("--fuse", action="store_true",
+                     help="ONNX Runtime's transformer fusions (SkipLayerNorm, BiasGelu) in place of the traced graphs, "
+                          "each kept only if it matches the unfused graph")
     vit.add_argument("--force", action="store_true", help="replace an existing entry")
     add_family_parsers(sub)
     return parser
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.source in FAMILY_SOURCES:
         return run_family(args)
     if args.source == "vit":
-        options = ExportOptions(name=args.name, out=args.out, fp16=not args.no_fp16, force=args.force)
+        options = ExportOptions(name=args.name, out=args.out, fp16=not args.no_fp16, force=args.force, fuse=args.fuse)
     else:
         options = ExportOptions(
             name=args.name,

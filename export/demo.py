@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from export.manifest import embedding_space_id, staged_entry, state_dict_sha256, tool_versions, write_manifest
-from export.onnx_graph import convert_fp16, export_onnx
-from export.parity import ParityReport, check_parity
+from export.onnx_graph import convert_fp16, export_onnx, external_data_file
+from export.parity import check_parity
 from export.planning import action_readout, controllable_subspace
 from models.demo import DEFAULT_WEIGHTS, DemoModel, load_demo_model
 from models.demo import world
@@ -40,6 +40,8 @@ class ExportOptions:
     fp32_gate: float = FP32_GATE
     fp16_gate: float = FP16_GATE
     fp16: bool = True
+    # ONNX Runtime's transformer fusions (export/fusion.py) in place of the traced graphs, behind a parity gate
+    fuse: bool = False
     force: bool = False
 
 
@@ -99,18 +101,40 @@ def export_component(
     files = {"fp32": fp32_path.name}
     parity: dict[str, Any] = {"fp32": fp32.as_dict(), "fp32_gate": options.fp32_gate, "fp16_gate": options.fp16_gate}
     if options.fp16:
-        fp16_path = folder / f"{stem}.fp16.onnx"
-        convert_fp16(fp32_path, fp16_path)
-        fp16: ParityReport = check_parity(fp16_path, feeds, reference)
-        parity["fp16"] = fp16.as_dict()
-        if fp16.min_cosine >= options.fp16_gate:
-            files["fp16"] = fp16_path.name
-            log(f"[{stem}] fp16 parity: min cosine {fp16.min_cosine:.7f} >= {options.fp16_gate}: kept")
-        else:
-            fp16_path.unlink()
-            log(f"[{stem}] fp16 parity: min cosine {fp16.min_cosine:.7f} < {options.fp16_gate}: REJECTED, not written")
+        parity["fp16"] = fp16_copy(fp32_path, feeds, reference, options.fp16_gate, stem, log)
+        if parity["fp16"].get("kept"):
+            files["fp16"] = f"{stem}.fp16.onnx"
     inputs = {name: [-1, *value.shape[1:]] for name, value in feeds.items()}
     return {"files": files, "inputs": inputs, "outputs": list(output_names), "parity": parity}
+
+
+def fp16_copy(
+    fp32_path: Path,
+    feeds: dict[str, np.ndarray],
+    reference: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]],
+    gate: float,
+    stem: str,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Write `<stem>.fp16.onnx` beside the fp32 graph if it converts, runs and passes its gate; the parity
+    record says which (a conversion that fails or writes an invalid graph is a failed gate, not a failed export)."""
+    fp16_path = fp32_path.with_name(f"{stem}.fp16.onnx")
+    try:
+        convert_fp16(fp32_path, fp16_path)
+        report = check_parity(fp16_path, feeds, reference)
+    except Exception as exc:
+        for leftover in (fp16_path, external_data_file(fp16_path)):
+            leftover.unlink(missing_ok=True)
+        reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:300]
+        log(f"[{stem}] fp16 conversion failed ({reason}): REJECTED, not written")
+        return {"error": reason, "kept": False}
+    kept = report.min_cosine >= gate
+    if kept:
+        log(f"[{stem}] fp16 parity: min cosine {report.min_cosine:.7f} >= {gate}: kept")
+    else:
+        fp16_path.unlink()
+        log(f"[{stem}] fp16 parity: min cosine {report.min_cosine:.7f} < {gate}: REJECTED, not written")
+    return {**report.as_dict(), "kept": kept}
 
 
 def export_demo(options: ExportOptions, log: Callable[[str], None] = print) -> Path:

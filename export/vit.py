@@ -8,6 +8,7 @@ embeddings mean nothing; the cost per image is what is being measured.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,12 @@ def export_random_vit(options: RandomViTOptions, log: Callable[[str], None] = pr
             "output": {"dim": cfg.dim, "token_grid": [cfg.grid, cfg.grid], "pooling": pooling},
             "components": {"encoder": encoder_entry},
         })
+        if opts.fuse:
+            from export.fusion import fuse_entry  # onnxruntime.transformers: only when asked for
+
+            summary = fuse_entry(folder, replace=True, log=log)
+            manifest = json.loads((folder / "manifest.json").read_text())
+            write_manifest(folder, {**manifest, "fusion": summary})
     target = opts.out / opts.name
     log(f"wrote {target}")
     return target

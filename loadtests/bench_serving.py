@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from loadtests.server import wait_ready
+from loadtests.server import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -65,12 +64,6 @@ class RawFigures:
     single_p50_ms: float = 0.0
     decode_ms: float = 0.0
     with_decode_img_s: float = 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def photos_png(size: int = 224) -> list[bytes]:

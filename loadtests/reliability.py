@@ -20,7 +20,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = [
-    "tests/service/test_api.py",
+    "tests/service/test_embed_api.py",
+    "tests/service/test_search_api.py",
+    "tests/service/test_collections_api.py",
+    "tests/service/test_predict_api.py",
+    "tests/service/test_health_api.py",
     "tests/e2e/test_fuzz.py",
     "tests/e2e/test_overload.py",
     "tests/e2e/test_crash.py",

@@ -25,12 +25,12 @@ from service.errors import StorageUnavailable
 from service.index.backend import open_store
 from service.logs import RequestLogMiddleware
 from service.metrics import Metrics
-from service.middleware import BodyLimitMiddleware, MetricsMiddleware
+from service.middleware import BodyLimitMiddleware, ConcurrencyLimitMiddleware, MetricsMiddleware
 from service.model_pool import ModelPool
 from service.repository import scan_repository
 from service.security.guard import Guard
 from service.settings import Settings
-from service.state import Services
+from service.state import Executors, Services
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,12 @@ async def bring_up(services: Services) -> None:
     settings = services.settings
     if settings.providers in ("tensorrt", "tensorrt_native"):
         services.phase = "building_engine"  # plans are built (or read from the cache) while loading
+    # Start-up has its own thread: loading and warming take minutes and must not hold a storage or decode thread.
+    startup = ThreadPoolExecutor(1, thread_name_prefix="startup")
+    loop = asyncio.get_running_loop()
     try:
-        entries, failures = await services.run_blocking(scan_repository, settings.model_repository)
-        await services.run_blocking(services.models.load, entries, failures, settings, services.metrics)
+        entries, failures = await loop.run_in_executor(startup, scan_repository, settings.model_repository)
+        await loop.run_in_executor(startup, services.models.load, entries, failures, settings, services.metrics)
         if not await recover_with_retry(services):
             give_up(services, EXIT_BACKEND_UNAVAILABLE)
             return
@@ -69,11 +72,13 @@ async def bring_up(services: Services) -> None:
         services.models.start()
         if settings.warmup:
             services.phase = "warming"
-            await services.run_blocking(services.models.warm_up)
+            await loop.run_in_executor(startup, services.models.warm_up)
     except Exception:
         log.exception("start-up failed")
         give_up(services, EXIT_STARTUP_FAILED)
         return
+    finally:
+        startup.shutdown(wait=False)
     services.phase = "ready" if len(services.models) else "failed"
     log.info("%s: %d model(s) %s; failed: %s", services.phase, len(services.models),
              [m.name for m in services.models], services.models.failures or "none")
@@ -90,7 +95,7 @@ async def recover_with_retry(services: Services) -> bool:
     while True:
         attempt += 1
         try:
-            await services.run_blocking(services.store.recover)
+            await services.storage(services.store.recover)
         except StorageUnavailable as exc:
             left_s = deadline - time.monotonic()
             if left_s <= 0:
@@ -125,7 +130,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services = Services(
         settings=settings, metrics=app.state.metrics, models=ModelPool(),
         store=open_store(settings),
-        decode_pool=ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode"),
+        executors=Executors.from_settings(settings),
         stop_process=app.state.stop_process,
     )
     services.embed_cache = open_cache(settings)
@@ -146,7 +151,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services.store.close()
         if hasattr(services.embed_cache, "close"):
             services.embed_cache.close()
-        services.decode_pool.shutdown(wait=True)
+        services.executors.shutdown()
         await app.state.guard.aclose()
         log.info("shutdown complete: batch queues drained, %d collection(s) snapshotted and closed", collections)
 
@@ -169,6 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (embed.router, collections.router, search.router, predict.router, plan.router, health.router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrent_requests, metrics=app.state.metrics)
     app.add_middleware(AuthMiddleware, guard=app.state.guard)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestLogMiddleware, access_log=settings.access_log)

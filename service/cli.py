@@ -1,4 +1,5 @@
-"""`jepa-serve`: run the HTTP server. Every setting is also a JEPA_* environment variable."""
+"""`jepa-serve`: run the HTTP server. Every setting is a JEPA_* environment variable (service/settings.py); the
+flags below override two of them."""
 
 from __future__ import annotations
 

@@ -40,12 +40,16 @@ class Metrics:
         )
         self.models_loaded = Gauge("jepa_models_loaded", "models serving", registry=r)
         self.models_failed = Gauge("jepa_models_failed", "models that failed to load", registry=r)
-        # Security and queue capacity (issue 3): alert rules divide queue depth by capacity.
+        # Security and queue capacity: alert rules divide queue depth by capacity.
         self.auth_denied = Counter("jepa_auth_denied", "requests refused by auth", ["reason"], registry=r)
         self.rate_limited = Counter("jepa_rate_limited", "requests refused by the per-key rate limit", ["key"], registry=r)
         self.rate_limiter_errors = Counter(
             "jepa_rate_limiter_errors", "rate-limit checks that could not reach Redis (let through)", registry=r
         )
         self.queue_capacity = Gauge("jepa_queue_capacity", "max queued items before 429", ["model", "component"], registry=r)
+        self.in_flight = Gauge("jepa_requests_in_flight", "requests being handled (counted by the concurrency limit)", registry=r)
+        self.concurrency_refused = Counter(
+            "jepa_requests_refused", "requests refused with 429 at max_concurrent_requests", registry=r
+        )
         self.embed_cache_hits = Counter("jepa_embed_cache_hits", "inputs answered from the embedding cache", ["backend"], registry=r)
         self.embed_cache_misses = Counter("jepa_embed_cache_misses", "inputs the embedding cache did not hold", ["backend"], registry=r)

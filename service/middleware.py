@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request metrics and the body-size limit (no BaseHTTPMiddleware buffering)."""
+"""Pure ASGI middleware: request metrics, the concurrent-request limit and the body-size limit (no BaseHTTPMiddleware
+buffering)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.errors import ErrorCode, error_body
 from service.metrics import Metrics
-
-
-def _error_body(code: str, message: str) -> bytes:
-    return json.dumps({"error": {"code": code, "message": message, "detail": {}}}).encode()
 
 
 class BodyLimitMiddleware:
@@ -53,14 +51,56 @@ class BodyLimitMiddleware:
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        body = _error_body("payload_too_large", f"request body exceeds {self.max} bytes")
-        await send({"type": "http.response.start", "status": 413,
+        code = ErrorCode.PAYLOAD_TOO_LARGE
+        body = json.dumps(error_body(code, f"request body exceeds {self.max} bytes")).encode()
+        await send({"type": "http.response.start", "status": code.status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
 
 class _BodyTooLarge(Exception):
     pass
+
+
+# Health checks and scrapes must answer while the service is saturated: that is when they matter.
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class ConcurrencyLimitMiddleware:
+    """429 + Retry-After, before the body is read, when `limit` requests are already being handled.
+
+    Every queue behind the edge (decode and storage executors, batchers) is then bounded by what this many
+    requests can put in it, so a burst is refused at once instead of waiting in an executor queue until it
+    times out. One counter on the event loop: no lock needed. limit 0 = no limit.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, metrics: Metrics) -> None:
+        self.app = app
+        self.limit = limit
+        self.metrics = metrics
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.limit or scope["path"] in UNLIMITED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            self.metrics.concurrency_refused.inc()
+            code = ErrorCode.OVERLOADED
+            body = json.dumps(error_body(code, f"the server is handling {self.limit} requests; retry later",
+                                         {"max_concurrent_requests": self.limit})).encode()
+            await send({"type": "http.response.start", "status": code.status,
+                        "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        self.in_flight += 1
+        self.metrics.in_flight.set(self.in_flight)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+            self.metrics.in_flight.set(self.in_flight)
 
 
 class MetricsMiddleware:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from service.batching import BatchPolicy, DynamicBatcher
-from service.errors import NotFound
+from service.errors import ErrorCode, NotFound
 from service.media.clips import ClipSpec
 from service.media.images import ImagePreprocess
 from service.metrics import Metrics
@@ -19,6 +19,8 @@ from service.settings import Settings
 from service.world import FuturePredictor, LatentRollout, TokenRollout
 
 log = logging.getLogger(__name__)
+
+GPU_ENGINE_INSTANCES = 2  # the auto default on a GPU (JEPA_ENGINE_INSTANCES=0), chosen by docs/bench/gpu.md
 
 
 @dataclass
@@ -46,19 +48,25 @@ class ServedModel:
         return int(np.prod(self.manifest.output.token_grid))
 
     async def encode(
-        self, pixels: list[np.ndarray], deadline: float | None = None, announced: bool = False
+        self,
+        pixels: list[np.ndarray],
+        deadline: float | None = None,
+        announced: bool = False,
+        outputs: tuple[str, ...] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Preprocessed items ((3, H, W), or a clip for clip models) -> every encoder output stacked:
-        pooled (N, D), tokens (N, T, D) and, for video encoders, frames (N, steps, D)."""
+        """Preprocessed items ((3, H, W), or a clip for clip models) -> the encoder outputs asked for (None =
+        all), stacked: pooled (N, D), tokens (N, T, D) and, for video encoders, frames (N, steps, D)."""
         items = [{"pixel_values": p} for p in pixels]
-        outputs = await self.encoder.infer(items, deadline=deadline, cost=self.tokens_per_item, announced=announced)
-        return {name: np.stack([o[name] for o in outputs]) for name in outputs[0]}
+        results = await self.encoder.infer(
+            items, deadline=deadline, cost=self.tokens_per_item, announced=announced, outputs=outputs
+        )
+        return {name: np.stack([o[name] for o in results]) for name in results[0]}
 
     async def embed(
         self, pixels: list[np.ndarray], deadline: float | None = None, announced: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
         """-> pooled (N, D) and tokens (N, T, D)."""
-        outputs = await self.encode(pixels, deadline, announced)
+        outputs = await self.encode(pixels, deadline, announced, outputs=("pooled", "tokens"))
         return outputs["pooled"], outputs["tokens"]
 
 
@@ -79,8 +87,18 @@ class ModelPool:
     def get(self, name: str) -> ServedModel:
         model = self._models.get(name)
         if model is None:
-            raise NotFound(f"model {name!r} is not served", {"models": sorted(self._models)}, code="model_not_found")
+            raise NotFound(f"model {name!r} is not served", {"models": sorted(self._models)}, code=ErrorCode.MODEL_NOT_FOUND)
         return model
+
+    def resolve_model(self, name: str | None, default: str | None = None) -> ServedModel:
+        """The named model; with no name, the default model, else the only one served."""
+        if name is not None:
+            return self.get(name)
+        if default is not None and default in self._models:
+            return self._models[default]
+        if len(self._models) == 1:
+            return next(iter(self._models.values()))
+        raise NotFound("no model named in the request and no default model is served", code=ErrorCode.MODEL_NOT_FOUND)
 
     def by_space(self, space_id: str) -> ServedModel | None:
         return next((m for m in self._models.values() if m.manifest.space_id == space_id), None)
@@ -128,6 +146,14 @@ class ModelPool:
                 await batcher.stop()
 
 
+def engine_instances(settings: Settings, device: str) -> int:
+    """Sessions per component. On a GPU two batches in flight let one's copies overlap the other's compute
+    (measured: docs/bench/gpu.md); on a CPU a second session only fights the first for the same cores."""
+    if settings.engine_instances:
+        return settings.engine_instances
+    return GPU_ENGINE_INSTANCES if device != "CPUExecutionProvider" else 1
+
+
 def build_engine(
     entry: RepositoryEntry, component: str, providers: list[str], policy: BatchPolicy, settings: Settings
 ) -> Engine:
@@ -162,8 +188,12 @@ def build_served_model(
             size = settings.predictor_max_batch_size
             component_policy = replace(policy, max_batch_size=size, max_queue_size=max(policy.max_queue_size, 2 * size))
         engine = build_engine(entry, component, providers, component_policy, settings)
+        instances = [engine] + [
+            build_engine(entry, component, providers, component_policy, settings)
+            for _ in range(engine_instances(settings, engine.device) - 1)
+        ]
         precision = engine.precision
-        batchers[component] = DynamicBatcher(engine, component_policy, metrics, model=entry.name, component=component)
+        batchers[component] = DynamicBatcher(instances, component_policy, metrics, model=entry.name, component=component)
         parity = spec.parity.get(precision)
         if isinstance(parity, dict) and "min_cosine" in parity:
             metrics.parity.labels(model=entry.name, component=component, precision=precision).set(parity["min_cosine"])

@@ -1,4 +1,5 @@
-"""Every knob of the service, as `JEPA_*` environment variables (or CLI flags of `jepa-serve`).
+"""Every knob of the service, as a `JEPA_*` environment variable (two, the model repository and the data folder,
+are also `jepa-serve` flags: --model-repository, --data-dir).
 
 Each default serves the demo model on one machine with no other service.
 """
@@ -27,6 +28,11 @@ class Settings(BaseSettings):
     )
     precision: Literal["auto", "fp32", "fp16"] = Field("auto", description="auto = fp16 on GPU when the entry has a gated fp16 file, fp32 on CPU")
     intra_op_threads: int = Field(0, ge=0, description="ORT threads inside one op; 0 = one per core")
+    engine_instances: int = Field(
+        0, ge=0, le=8,
+        description="engine sessions per model component, each with its own batch in flight (copies of one overlap "
+        "compute of another on a GPU); 0 = auto: 2 on a GPU, 1 on CPU",
+    )
 
     # Dynamic batching: bigger batches raise throughput, the delay adds latency at low load.
     max_batch_size: int = Field(16, ge=1, le=4096, description="items per engine call")
@@ -56,7 +62,17 @@ class Settings(BaseSettings):
     max_rollout_steps: int = Field(256, ge=1, description="actions in one /predict_future request")
     max_search_k: int = Field(1000, ge=1, description="largest k of /search")
 
-    decode_threads: int = Field(2, ge=1, description="threads that decode and preprocess media")
+    # Executors by job: a slow disk or an unreachable Redis never stalls decoding, and the reverse.
+    decode_threads: int = Field(2, ge=1, description="threads that decode and preprocess media (CPU-bound)")
+    storage_threads: int = Field(
+        4, ge=1, description="threads for index search, write-ahead-log writes, Redis calls and embedding-cache I/O "
+        "(mostly waiting: fsync, network, read-your-writes waits of up to redis_ack_wait_s)"
+    )
+    max_concurrent_requests: int = Field(
+        512, ge=0, description="requests handled at once (health and metrics excluded); past it the answer is 429 "
+        "with Retry-After before the body is read, instead of work piling up in the executor queues. Higher = "
+        "fewer refusals in a burst, more memory and latency under it; 0 = no limit"
+    )
 
     # Security. Auth is off while no key is configured (so `make serve` needs none) and on as soon as one is.
     api_keys: SecretStr = Field(
@@ -88,7 +104,7 @@ class Settings(BaseSettings):
     )
     startup_retry_max_s: float = Field(5.0, gt=0, le=300, description="longest wait between two start-up attempts (backoff doubles from 0.25 s)")
 
-    # Collections storage (issue 8): local files, or Redis shared by every replica.
+    # Collections storage: local files, or Redis shared by every replica.
     storage: Literal["local", "redis"] = Field(
         "local", description="local = snapshot + fsynced WAL under data_dir; redis = Redis is the source of truth, each replica tails it"
     )

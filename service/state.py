@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from service.index.backend import CollectionBackend
 from service.metrics import Metrics
 from service.model_pool import ModelPool
 from service.settings import Settings
+
+T = TypeVar("T")
+
+
+@dataclass
+class Executors:
+    """Blocking work by job, each on its own named threads (the engine's executor belongs to the batchers)."""
+
+    decode: ThreadPoolExecutor  # image and video decoding, preprocessing: CPU-bound
+    storage: ThreadPoolExecutor  # index search, WAL writes, collection locks, Redis, embedding-cache I/O: waits
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Executors:
+        return cls(decode=ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode"),
+                   storage=ThreadPoolExecutor(settings.storage_threads, thread_name_prefix="storage"))
+
+    def shutdown(self) -> None:
+        self.decode.shutdown(wait=True)
+        self.storage.shutdown(wait=True)
 
 
 @dataclass
@@ -20,20 +39,24 @@ class Services:
     metrics: Metrics
     models: ModelPool
     store: CollectionBackend
-    decode_pool: ThreadPoolExecutor
+    executors: Executors
     # loading -> building_engine (TensorRT) -> warming -> ready; "failed" when nothing can serve.
     # waiting_for_backend: Redis (or another backend) cannot be reached yet; start-up retries (see `retrying`).
     phase: Literal["loading", "building_engine", "waiting_for_backend", "warming", "ready", "failed", "stopping"] = "loading"
     # why start-up is retrying (reason, attempts, next attempt, give-up time); None when it is not
     retrying: dict[str, Any] | None = None
+    embed_cache: Any = None  # service.embed_cache.EmbeddingCache, or None when off
     # stops the process with an exit status when start-up gives up (set by `jepa-serve`; None in process)
     stop_process: Callable[[int], None] | None = None
 
     @property
     def ready(self) -> bool:
         return self.phase == "ready"
-    embed_cache: Any = None  # service.embed_cache.EmbeddingCache, or None when off
 
-    async def run_blocking(self, fn, *args):
-        """Decoding and index work off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self.decode_pool, fn, *args)
+    async def decode(self, fn: Callable[..., T], *args: Any) -> T:
+        """Media decoding off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.executors.decode, fn, *args)
+
+    async def storage(self, fn: Callable[..., T], *args: Any) -> T:
+        """Index, store and cache work off the event loop (anything that takes a collection lock or does I/O)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executors.storage, fn, *args)

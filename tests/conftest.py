@@ -1,4 +1,8 @@
-"""Shared fixtures: one exported demo repository per session, real photographs as PNG bytes."""
+"""Shared fixtures: model repositories (the torch-free fake, the exported demo), real photographs as PNG bytes.
+
+HTTP tests serve `model_repository`: the demo export unless a module overrides the fixture with
+`fake_repository` (no PyTorch), as the edge tests do.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,22 @@ def demo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("model_repository")
     export_demo(ExportOptions(name="demo", out=root), log=lambda _: None)
     return root
+
+
+@pytest.fixture(scope="session")
+def fake_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository with one tiny linear encoder written without PyTorch (tests/support/fake_repository.py)."""
+    from tests.support.fake_repository import write_fake_entry
+
+    root = tmp_path_factory.mktemp("fake_repository")
+    write_fake_entry(root)
+    return root
+
+
+@pytest.fixture
+def model_repository(demo_repository: Path) -> Path:
+    """What `client` and `settings_factory` serve; override per module with `fake_repository`."""
+    return demo_repository
 
 
 def photo(name: str) -> np.ndarray:
@@ -49,11 +69,11 @@ def photos() -> dict[str, bytes]:
 
 
 @pytest.fixture
-def settings_factory(demo_repository: Path, tmp_path: Path):
+def settings_factory(model_repository: Path, tmp_path: Path):
     from service.settings import Settings
 
     def make(**overrides) -> Settings:
-        values = {"model_repository": demo_repository, "data_dir": tmp_path / "data", "max_queue_delay_ms": 1.0}
+        values = {"model_repository": model_repository, "data_dir": tmp_path / "data", "max_queue_delay_ms": 1.0}
         values.update(overrides)
         return Settings(**values)
 

@@ -6,11 +6,11 @@ and two more convolutions give an 8x8 grid of feature tokens; the pooled
 state embedding is a linear head over the whole grid (so it keeps *where*
 things are) followed by BatchNorm. The final normalisation matters: without
 it the initial embedding spread is ~1e-4 and SIGReg has no gradient to use
-(issue 9's study), and it puts the embedding on the unit-variance scale SIGReg
+(measured while choosing the architecture), and it puts the embedding on the unit-variance scale SIGReg
 tests against.
 
 A CNN rather than a ViT because it trains ~2.7x more clips per second on a
-2-core CPU (issue 9's study); models/vit.py stays for parity tests and real
+2-core CPU (measured while choosing the architecture); models/vit.py stays for parity tests and real
 checkpoints.
 
 Trained weights ship as safetensors (models/demo/weights/demo.safetensors);

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Path, Response, status
 
 from service.api.deps import ReadyServicesDep
-from service.api.media_inputs import check_count, embed_items, to_media_items
+from service.api.inputs import check_count, to_media_items
 from service.api.schemas import (
     COMMON_ERRORS,
     CollectionInfo,
@@ -21,10 +20,10 @@ from service.api.schemas import (
     UpsertResult,
     error_responses,
 )
-from service.errors import Conflict, PayloadTooLarge, UnprocessableInput
+from service.errors import Conflict, ErrorCode, UnprocessableInput
 from service.index import Collection, CollectionConfig
 from service.index.store import COLLECTION_NAME, check_collection_name
-from service.state import Services
+from service.pipeline import check_metadata_size, check_space, embed_items, model_for_collection
 
 # Checked at the edge (422, documented in the schema) and again by the store, which owns the rule.
 CollectionName = Annotated[str, Path(pattern=COLLECTION_NAME.pattern, max_length=64)]
@@ -41,44 +40,6 @@ def collection_info(collection: Collection) -> CollectionInfo:
     )
 
 
-def check_space(collection: Collection, space_id: str | None) -> None:
-    """Vectors from another embedding space are meaningless here: refuse them."""
-    expected = collection.config.space_id
-    if space_id is not None and expected is not None and space_id != expected:
-        raise Conflict(
-            f"vectors are from space {space_id!r}; collection {collection.config.name!r} holds {expected!r}",
-            {"collection_space_id": expected, "space_id": space_id},
-            code="space_mismatch",
-        )
-
-
-def check_metadata_size(metadata: list[dict], limit: int) -> None:
-    for row, entry in enumerate(metadata):
-        size = len(json.dumps(entry, separators=(",", ":")))
-        if size > limit:
-            raise PayloadTooLarge(
-                f"metadata of point {row} is {size} bytes of JSON; the limit is {limit}",
-                {"point": row, "bytes": size, "max_metadata_bytes": limit},
-                code="metadata_too_large",
-            )
-
-
-def model_for(services: Services, collection: Collection):
-    """The served model that embeds media for this collection."""
-    config = collection.config
-    if config.model is not None and config.model in services.models:
-        model = services.models.get(config.model)
-    elif config.space_id is not None and (by_space := services.models.by_space(config.space_id)) is not None:
-        model = by_space
-    else:
-        raise UnprocessableInput(
-            f"collection {config.name!r} is not tied to a served model; send vectors instead of media",
-            code="no_model_for_collection",
-        )
-    check_space(collection, model.manifest.space_id)
-    return model
-
-
 @router.get("", summary="List collections")
 async def list_collections(services: ReadyServicesDep) -> list[CollectionInfo]:
     return [collection_info(services.store.get(n)) for n in services.store.names()]
@@ -93,17 +54,17 @@ async def create_collection(name: CollectionName, body: CreateCollection, servic
         model = services.models.get(body.model)
         model_dim, model_space = model.manifest.output.dim, model.manifest.space_id
         if dim is not None and dim != model_dim:
-            raise UnprocessableInput(f"dim {dim} differs from model {body.model!r} dim {model_dim}", code="dimension_mismatch")
+            raise UnprocessableInput(f"dim {dim} differs from model {body.model!r} dim {model_dim}", code=ErrorCode.DIMENSION_MISMATCH)
         if space_id is not None and space_id != model_space:
-            raise Conflict(f"space_id differs from model {body.model!r} space {model_space!r}", code="space_mismatch")
+            raise Conflict(f"space_id differs from model {body.model!r} space {model_space!r}", code=ErrorCode.SPACE_MISMATCH)
         dim, space_id = model_dim, model_space
     if dim is None:
-        raise UnprocessableInput("give 'dim' or a 'model' to take it from", code="validation_error")
+        raise UnprocessableInput("give 'dim' or a 'model' to take it from", code=ErrorCode.VALIDATION_ERROR)
     params = body.params.model_dump(exclude_none=True) if body.params else {}
     config = CollectionConfig(
         name=name, dim=dim, metric=body.metric, index=body.index, space_id=space_id, model=body.model, params=params
     )
-    collection, created = await services.run_blocking(services.store.create, config)
+    collection, created = await services.storage(services.store.create, config)
     if not created:
         response.status_code = status.HTTP_200_OK
     return collection_info(collection)
@@ -116,7 +77,7 @@ async def get_collection(name: CollectionName, services: ReadyServicesDep) -> Co
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
 async def drop_collection(name: CollectionName, services: ReadyServicesDep) -> Response:
-    await services.run_blocking(services.store.drop, name)
+    await services.storage(services.store.drop, name)
     try:
         services.metrics.index_points.remove(name)
     except KeyError:  # never written to: no series to drop
@@ -134,13 +95,13 @@ async def upsert_points(name: CollectionName, body: UpsertPoints, services: Read
         try:
             vectors = np.asarray(body.vectors, dtype=np.float32)
         except ValueError as exc:
-            raise UnprocessableInput("vectors must all have the same length", code="dimension_mismatch") from exc
+            raise UnprocessableInput("vectors must all have the same length", code=ErrorCode.DIMENSION_MISMATCH) from exc
     else:
         assert body.inputs is not None
-        model = model_for(services, collection)
+        model = model_for_collection(services, collection)
         vectors = (await embed_items(services, model, to_media_items(body.inputs, services.settings))).pooled
     metadata = body.metadata or [{} for _ in body.ids]
-    upserted = await services.run_blocking(services.store.upsert, name, body.ids, vectors, metadata)
+    upserted = await services.storage(services.store.upsert, name, body.ids, vectors, metadata)
     services.metrics.index_points.labels(collection=name).set(collection.count)
     return UpsertResult(upserted=upserted, count=collection.count)
 
@@ -149,12 +110,12 @@ async def upsert_points(name: CollectionName, body: UpsertPoints, services: Read
 async def delete_points(name: CollectionName, body: DeletePoints, services: ReadyServicesDep) -> DeleteResult:
     collection = services.store.get(name)
     check_count(len(body.ids), services.settings, "ids")
-    deleted = await services.run_blocking(services.store.delete, name, body.ids)
+    deleted = await services.storage(services.store.delete, name, body.ids)
     services.metrics.index_points.labels(collection=name).set(collection.count)
     return DeleteResult(deleted=deleted, count=collection.count)
 
 
 @router.get("/{name}/points/{point_id}", response_model=Point)
 async def get_point(name: CollectionName, point_id: str, services: ReadyServicesDep) -> Point:
-    vector, metadata = services.store.get(name).get(point_id)
+    vector, metadata = await services.storage(services.store.get(name).get, point_id)  # takes the read lock
     return Point(id=point_id, vector=vector.tolist(), metadata=metadata)

@@ -1,13 +1,17 @@
-"""FastAPI dependencies: typed access to the lifespan-built Services."""
+"""FastAPI dependencies: typed access to the lifespan-built Services, and the request's deadline."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
-from service.errors import NotReady
+from service.errors import ErrorCode, InvalidInput, NotReady
 from service.state import Services
+
+MAX_TIMEOUT_MS = 3_600_000  # an hour: the bound of both the header and the body's timeout_ms
 
 
 def get_services(request: Request) -> Services:
@@ -26,3 +30,41 @@ def get_ready_services(request: Request) -> Services:
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 ReadyServicesDep = Annotated[Services, Depends(get_ready_services)]
+
+
+@dataclass(frozen=True)
+class RequestDeadline:
+    """When a request must be answered by: its body's `timeout_ms`, else the X-Request-Timeout-Ms header, else the
+    server's default, counted from when the request arrived. The header is read only when the body names no
+    timeout, so a bad header next to a body timeout is ignored."""
+
+    arrived: float  # time.perf_counter()
+    header: str | None
+    default_ms: float | None
+
+    def at(self, timeout_ms: float | None = None) -> float | None:
+        """The deadline as a perf_counter instant, or None for none."""
+        if timeout_ms is None and self.header is not None:
+            try:
+                timeout_ms = float(self.header)
+            except ValueError:
+                raise InvalidInput("X-Request-Timeout-Ms must be a number of milliseconds",
+                                   code=ErrorCode.INVALID_TIMEOUT) from None
+            if not 0 < timeout_ms < MAX_TIMEOUT_MS:
+                raise InvalidInput(f"X-Request-Timeout-Ms must be between 0 and {MAX_TIMEOUT_MS}",
+                                   code=ErrorCode.INVALID_TIMEOUT)
+        if timeout_ms is None:
+            timeout_ms = self.default_ms
+        return None if timeout_ms is None else self.arrived + timeout_ms / 1000.0
+
+
+def request_deadline(
+    services: ServicesDep,
+    x_request_timeout_ms: Annotated[str | None, Header(
+        description="deadline in milliseconds, (0, 3600000); past it the answer is 504 (a body `timeout_ms` wins)",
+    )] = None,
+) -> RequestDeadline:
+    return RequestDeadline(time.perf_counter(), x_request_timeout_ms, services.settings.request_timeout_ms or None)
+
+
+DeadlineDep = Annotated[RequestDeadline, Depends(request_deadline)]

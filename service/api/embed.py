@@ -7,17 +7,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from service.api.deps import ReadyServicesDep
+from service.api.deps import DeadlineDep, ReadyServicesDep
 from service.api.encoding import NPY, encode_array, npy_response
-from service.api.media_inputs import (
-    check_count,
-    embed_items,
-    frame_sampling,
-    l2_normalize,
-    request_deadline,
-    resolve_model,
-    to_media_items,
-)
+from service.api.inputs import check_count, frame_sampling, to_media_items
 from service.api.schemas import (
     COMMON_ERRORS,
     EmbedOptions,
@@ -26,9 +18,10 @@ from service.api.schemas import (
     SampledFrames,
     error_responses,
 )
-from service.errors import PayloadTooLarge, UnprocessableInput, UnsupportedMediaType
+from service.errors import ErrorCode, PayloadTooLarge, UnprocessableInput, UnsupportedMediaType
 from service.media.payload import MediaItem, RawImage, RawVideo
 from service.media.video import looks_like_video
+from service.pipeline import embed_items, l2_normalize
 from service.state import Services
 
 router = APIRouter(tags=["embed"], responses=error_responses(*COMMON_ERRORS, 404))
@@ -70,7 +63,7 @@ async def _parse_multipart(request: Request, services: Services) -> tuple[EmbedO
     form = await request.form(max_files=settings.max_request_items + 1, max_fields=16)
     files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
     if not files:
-        raise UnprocessableInput("multipart body has no 'files' part", code="validation_error")
+        raise UnprocessableInput("multipart body has no 'files' part", code=ErrorCode.VALIDATION_ERROR)
     check_count(len(files), settings)
     fields = {k: v for k, v in form.items() if k in EmbedOptions.model_fields and isinstance(v, str)}
     try:
@@ -93,7 +86,7 @@ async def _parse_multipart(request: Request, services: Services) -> tuple[EmbedO
 
 @router.post("/embed", response_model=EmbedResponse, openapi_extra=MULTIPART_DOC,
              summary="Embed images with a served context encoder")
-async def embed(request: Request, services: ReadyServicesDep) -> EmbedResponse | Response:
+async def embed(request: Request, services: ReadyServicesDep, deadline: DeadlineDep) -> EmbedResponse | Response:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         options, items = await _parse_multipart(request, services)
@@ -108,16 +101,17 @@ async def embed(request: Request, services: ReadyServicesDep) -> EmbedResponse |
         raise UnsupportedMediaType(
             f"content type {content_type!r} is not accepted", {"accepted": ["application/json", "multipart/form-data"]}
         )
-    model = resolve_model(services, options.model)
-    deadline = request_deadline(request.headers.get("x-request-timeout-ms"), options.timeout_ms, services.settings)
-    result = await embed_items(services, model, items, deadline, use_cache=options.output == "pooled")
+    model = services.models.resolve_model(options.model, services.settings.default_model)
+    result = await embed_items(
+        services, model, items, deadline.at(options.timeout_ms), use_cache=options.output == "pooled", output=options.output
+    )
     pooled = l2_normalize(result.pooled) if options.normalize else result.pooled
     tokens = result.tokens if options.output == "tokens" else None
     frames = None
     if options.output == "frames":
         if result.frames is None:
             raise UnprocessableInput(f"model {model.name!r} has no per-frame output; ask for 'pooled' or 'tokens'",
-                                     code="no_frames_output")
+                                     code=ErrorCode.NO_FRAMES_OUTPUT)
         frames = result.frames
     timings = {"decode": round(result.decode_ms, 3), "inference": round(result.inference_ms, 3)}
     if NPY in request.headers.get("accept", ""):

@@ -1,4 +1,4 @@
-"""The one table from errors to HTTP responses: `{"error": {"code", "message", "detail"}}`."""
+"""Errors to HTTP responses, `{"error": {"code", "message", "detail"}}`, with statuses from service/errors.py's table."""
 
 from __future__ import annotations
 
@@ -13,21 +13,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from service.errors import ServiceError, Unauthorized
+from service.errors import ErrorCode, ServiceError, Unauthorized, error_body
 
 log = logging.getLogger(__name__)
 
-HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-              413: "payload_too_large", 415: "unsupported_media_type", 429: "overloaded", 503: "not_ready"}
 
-
-def error_response(status: int, code: str, message: str, detail: dict[str, Any] | None = None,
+def error_response(code: ErrorCode, message: str, detail: dict[str, Any] | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(
-        status_code=status,
-        content={"error": {"code": code, "message": message, "detail": detail or {}}},
-        headers=headers,
-    )
+    return JSONResponse(status_code=code.status, content=error_body(code, message, detail), headers=headers)
 
 
 def _clean_validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -36,7 +29,7 @@ def _clean_validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any
 
 
 async def handle_service_error(_: Request, exc: ServiceError) -> JSONResponse:
-    if exc.status >= 500 and exc.status not in (503, 504, 507):
+    if exc.status >= 500 and exc.status not in (503, 504, 507):  # the expected ones are not the server's fault
         log.error("request failed: %s", exc.message)
     headers = None
     retry_after = getattr(exc, "retry_after_s", None)  # overload, or a shared store that is down
@@ -44,14 +37,14 @@ async def handle_service_error(_: Request, exc: ServiceError) -> JSONResponse:
         headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
     if isinstance(exc, Unauthorized):
         headers = {"WWW-Authenticate": 'Bearer realm="jepa-serve"'}
-    return error_response(exc.status, exc.code, exc.message, exc.detail, headers)
+    return error_response(exc.code, exc.message, exc.detail, headers)
 
 
 async def handle_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     errors = _clean_validation_errors(list(exc.errors()))
     if any(e["type"] == "json_invalid" for e in errors):
-        return error_response(400, "invalid_json", "request body is not valid JSON", {"errors": errors})
-    return error_response(422, "validation_error", "request does not match the schema", {"errors": errors})
+        return error_response(ErrorCode.INVALID_JSON, "request body is not valid JSON", {"errors": errors})
+    return error_response(ErrorCode.VALIDATION_ERROR, "request does not match the schema", {"errors": errors})
 
 
 def allowed_methods(request: Request) -> str:
@@ -65,24 +58,26 @@ def allowed_methods(request: Request) -> str:
 
 
 async def handle_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    code = HTTP_CODES.get(exc.status_code, "http_error")
+    # Starlette raises only statuses that have a generic code (404, 405, 400 for a broken multipart body);
+    # any other would be answered with the generic code of its class (400 or 500).
+    code = ErrorCode.for_http_status(exc.status_code)
     headers = dict(getattr(exc, "headers", None) or {})
     if exc.status_code == 405:
         headers["Allow"] = allowed_methods(request)
-    return error_response(exc.status_code, code, str(exc.detail), headers=headers or None)
+    return error_response(code, str(exc.detail), headers=headers or None)
 
 
 async def handle_client_disconnect(request: Request, _: ClientDisconnect) -> JSONResponse:
     # The client went away while sending its body (a timeout, a stopped load test): nobody reads this
     # reply and nothing broke here, so no traceback and no 500 in the metrics; 499 as nginx logs it.
     log.info("client disconnected before sending its whole request: %s %s", request.method, request.url.path)
-    return error_response(499, "client_closed_request", "client closed the connection before the request was complete")
+    return error_response(ErrorCode.CLIENT_CLOSED_REQUEST, "client closed the connection before the request was complete")
 
 
 async def handle_unexpected(_: Request, exc: Exception) -> JSONResponse:
     # Never leak exception text to clients; the log has the traceback.
     log.exception("unhandled error", exc_info=exc)
-    return error_response(500, "internal_error", "internal server error")
+    return error_response(ErrorCode.INTERNAL_ERROR, "internal server error")
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -14,13 +14,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
-from fastapi import APIRouter, Header
+from fastapi import APIRouter
 
-from service.api.deps import ReadyServicesDep
-from service.api.media_inputs import embed_observation, observe_tokens, request_deadline, resolve_world_model
+from service.api.deps import DeadlineDep, ReadyServicesDep
+from service.api.inputs import to_media_items
 from service.api.schemas import COMMON_ERRORS, PlanRequest, PlanResponse, error_responses
-from service.errors import UnprocessableInput
+from service.errors import ErrorCode, UnprocessableInput
 from service.model_pool import ServedModel
+from service.pipeline import embed_observation, observe_tokens, require_rollout
 from service.state import Services
 from service.world import LatentRollout, TokenRollout
 from service.world.planner import CEMConfig, plan_sequences, trajectory_cost
@@ -44,7 +45,7 @@ class Problem:
 def _bounded(name: str, value: int, limit: int) -> None:
     if value > limit:
         raise UnprocessableInput(f"{name} {value} is above the limit of {limit}", {f"max_plan_{name}": limit},
-                                 code="invalid_plan")
+                                 code=ErrorCode.INVALID_PLAN)
 
 
 def _sizes(body: PlanRequest, model: ServedModel, services: Services) -> dict[str, int]:
@@ -59,7 +60,7 @@ def _sizes(body: PlanRequest, model: ServedModel, services: Services) -> dict[st
     _bounded("samples", sizes["samples"], settings.max_plan_samples)
     _bounded("iterations", sizes["iterations"], settings.max_plan_iterations)
     if sizes["elites"] > sizes["samples"]:
-        raise UnprocessableInput("elites must not exceed samples", code="invalid_plan")  # elites given, samples not
+        raise UnprocessableInput("elites must not exceed samples", code=ErrorCode.INVALID_PLAN)  # elites given, samples not
     return sizes
 
 
@@ -80,21 +81,20 @@ def cost_space(model: ServedModel, requested: str) -> tuple[str, np.ndarray | No
     if requested == "full":
         return "full", None
     if shipped[requested] is None:
-        raise UnprocessableInput(f"model {model.name!r} ships no {requested.replace('_', ' ')}", code="invalid_plan")
+        raise UnprocessableInput(f"model {model.name!r} ships no {requested.replace('_', ' ')}", code=ErrorCode.INVALID_PLAN)
     return requested, shipped[requested]
 
 
 @router.post("/plan", response_model=PlanResponse, summary="Plan actions toward a goal image by CEM in latent space")
-async def plan(
-    body: PlanRequest, services: ReadyServicesDep, x_request_timeout_ms: str | None = Header(None)
-) -> PlanResponse:
-    deadline = request_deadline(x_request_timeout_ms, body.timeout_ms, services.settings)
-    model, rollout = resolve_world_model(services, body.model)
+async def plan(body: PlanRequest, services: ReadyServicesDep, request_deadline: DeadlineDep) -> PlanResponse:
+    deadline = request_deadline.at(body.timeout_ms)
+    model = services.models.resolve_model(body.model, services.settings.default_model)
+    rollout = require_rollout(model)
     sizes = _sizes(body, model, services)
     if len(body.observation) > rollout.spec.context_frames:
         raise UnprocessableInput(
             f"model {model.name!r} takes up to {rollout.spec.context_frames} observation frame(s)",
-            {"context_frames": rollout.spec.context_frames}, code="invalid_context",
+            {"context_frames": rollout.spec.context_frames}, code=ErrorCode.INVALID_CONTEXT,
         )
     subspace, projection = cost_space(model, body.subspace)
     planning = model.manifest.planning
@@ -139,12 +139,12 @@ async def plan(
 async def _pooled_problem(
     services: Services, model: ServedModel, rollout: LatentRollout, body: PlanRequest, deadline: float | None
 ) -> Problem:
-    observed = await embed_observation(services, model, body.observation, deadline)
+    observed = await embed_observation(services, model, to_media_items(body.observation, services.settings), deadline)
     if body.goal_state is not None:
         goal = rollout.check_state(np.asarray(body.goal_state, np.float32))
     else:
         assert body.goal is not None
-        goal = (await embed_observation(services, model, [body.goal], deadline)).state
+        goal = (await embed_observation(services, model, to_media_items([body.goal], services.settings), deadline)).state
     # Every CEM step carries the request's deadline: past it, queued samples are dropped and the answer is 504.
     simulate = functools.partial(rollout.simulate, observed.state, deadline=deadline)
     return Problem(simulate=simulate, goal=goal, summarize=lambda states: states)
@@ -154,13 +154,13 @@ async def _token_problem(
     services: Services, model: ServedModel, rollout: TokenRollout, body: PlanRequest, deadline: float | None
 ) -> Problem:
     if body.goal is None:
-        raise UnprocessableInput(f"model {model.name!r} plans toward a goal image, not a goal_state", code="invalid_plan")
+        raise UnprocessableInput(f"model {model.name!r} plans toward a goal image, not a goal_state", code=ErrorCode.INVALID_PLAN)
     if body.proprio is None:
         raise UnprocessableInput(f"model {model.name!r} needs 'proprio': one end-effector state per observation frame",
-                                 {"proprio_dim": rollout.spec.proprio_dim}, code="invalid_proprio")
-    tokens, _, _ = await observe_tokens(services, model, body.observation, deadline)
+                                 {"proprio_dim": rollout.spec.proprio_dim}, code=ErrorCode.INVALID_PROPRIO)
+    tokens, _, _ = await observe_tokens(services, model, to_media_items(body.observation, services.settings), deadline)
     start = rollout.start_state(tokens, np.asarray(body.proprio, np.float32))
-    goal_tokens, _, _ = await observe_tokens(services, model, [body.goal], deadline)
+    goal_tokens, _, _ = await observe_tokens(services, model, to_media_items([body.goal], services.settings), deadline)
     goal = rollout.frame_tokens(goal_tokens)[-1].reshape(-1)  # layer-normed, flattened
     dim = tokens.shape[-1]
     simulate = functools.partial(rollout.simulate, start, deadline=deadline)

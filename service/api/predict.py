@@ -5,22 +5,15 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from fastapi import APIRouter, Header
+from fastapi import APIRouter
 
-from service.api.deps import ReadyServicesDep
+from service.api.deps import DeadlineDep, ReadyServicesDep
 from service.api.encoding import encode_array
-from service.api.media_inputs import (
-    embed_observation,
-    frame_sampling,
-    observe_clip,
-    observe_tokens,
-    request_deadline,
-    require_rollout,
-    resolve_model,
-)
+from service.api.inputs import frame_sampling, to_media_items
 from service.api.schemas import COMMON_ERRORS, PredictRequest, PredictResponse, SampledFrames, error_responses
-from service.errors import PayloadTooLarge, UnprocessableInput
+from service.errors import ErrorCode, PayloadTooLarge, UnprocessableInput
 from service.model_pool import ServedModel
+from service.pipeline import embed_observation, observe_clip, observe_tokens, require_rollout
 from service.state import Services
 from service.world import FuturePredictor, LatentRollout, TokenRollout
 
@@ -28,35 +21,33 @@ router = APIRouter(tags=["world"], responses=error_responses(*COMMON_ERRORS, 404
 
 
 @router.post("/predict_future", response_model=PredictResponse)
-async def predict_future(
-    body: PredictRequest, services: ReadyServicesDep, x_request_timeout_ms: str | None = Header(None)
-) -> PredictResponse:
+async def predict_future(body: PredictRequest, services: ReadyServicesDep, request_deadline: DeadlineDep) -> PredictResponse:
     settings = services.settings
-    deadline = request_deadline(x_request_timeout_ms, body.timeout_ms, settings)
-    model = resolve_model(services, body.model)
+    deadline = request_deadline.at(body.timeout_ms)
+    model = services.models.resolve_model(body.model, settings.default_model)
     if model.rollout is None and model.future is not None:
         return await _predict_future_tokens(services, model, model.future, body, deadline)
     rollout = require_rollout(model)
     if body.actions is None:
-        raise UnprocessableInput(f"model {model.name!r} is action-conditioned: give 'actions'", code="invalid_action")
+        raise UnprocessableInput(f"model {model.name!r} is action-conditioned: give 'actions'", code=ErrorCode.INVALID_ACTION)
     if len(body.actions) > settings.max_rollout_steps:
         raise PayloadTooLarge(
-            f"{len(body.actions)} actions; the limit is {settings.max_rollout_steps}", code="too_many_steps"
+            f"{len(body.actions)} actions; the limit is {settings.max_rollout_steps}", code=ErrorCode.TOO_MANY_STEPS
         )
     try:
         actions = rollout.check_actions(np.asarray(body.actions, dtype=np.float32))
     except ValueError as exc:
-        raise UnprocessableInput("actions must all have the same length", code="invalid_action") from exc
+        raise UnprocessableInput("actions must all have the same length", code=ErrorCode.INVALID_ACTION) from exc
     if body.context is not None and len(body.context) > rollout.spec.context_frames:
         raise UnprocessableInput(
             f"model {model.name!r} takes up to {rollout.spec.context_frames} context frame(s); got {len(body.context)}",
             {"context_frames": rollout.spec.context_frames},
-            code="invalid_context",
+            code=ErrorCode.INVALID_CONTEXT,
         )
     if isinstance(rollout, TokenRollout):
         return await _predict_tokens(services, model, rollout, body, actions, deadline)
     if body.output == "tokens":
-        raise UnprocessableInput(f"model {model.name!r} predicts pooled states only", code="no_tokens_output")
+        raise UnprocessableInput(f"model {model.name!r} predicts pooled states only", code=ErrorCode.NO_TOKENS_OUTPUT)
     return await _predict_pooled(services, model, rollout, body, actions, deadline)
 
 
@@ -70,7 +61,7 @@ async def _predict_pooled(
         state = rollout.check_state(np.asarray(body.state, dtype=np.float32))
     else:
         assert body.context is not None
-        observed = await embed_observation(services, model, body.context, deadline)
+        observed = await embed_observation(services, model, to_media_items(body.context, services.settings), deadline)
         state = observed.state
         timings = {"decode": round(observed.decode_ms, 3), "encode": round(observed.inference_ms, 3)}
         started = time.perf_counter()
@@ -89,11 +80,12 @@ async def _predict_tokens(
     """V-JEPA 2-AC: frames + end-effector states + actions -> the next frames' tokens, autoregressively."""
     if body.context is None:
         raise UnprocessableInput(f"model {model.name!r} rolls out from context frames (and proprio), not a state",
-                                 code="invalid_context")
+                                 code=ErrorCode.INVALID_CONTEXT)
     if body.proprio is None:
         raise UnprocessableInput(f"model {model.name!r} needs 'proprio': one end-effector state per context frame",
-                                 {"proprio_dim": rollout.spec.proprio_dim}, code="invalid_proprio")
-    tokens, decode_ms, encode_ms = await observe_tokens(services, model, body.context, deadline)
+                                 {"proprio_dim": rollout.spec.proprio_dim}, code=ErrorCode.INVALID_PROPRIO)
+    items = to_media_items(body.context, services.settings)
+    tokens, decode_ms, encode_ms = await observe_tokens(services, model, items, deadline)
     start = rollout.start_state(tokens, np.asarray(body.proprio, np.float32))
     started = time.perf_counter()
     out = await rollout.trajectories(start, actions[None], deadline)
@@ -116,9 +108,10 @@ async def _predict_future_tokens(
     if body.actions is not None or body.state is not None or body.proprio is not None:
         raise UnprocessableInput(
             f"model {model.name!r} predicts from a past clip alone: give 'context' only (no actions, state, proprio)",
-            code="invalid_context")
+            code=ErrorCode.INVALID_CONTEXT)
     assert body.context is not None
-    observed = await observe_clip(services, model, body.context, spec.context_frames, frame_sampling(body))
+    items = to_media_items(body.context, services.settings, frame_sampling(body, default_frames=spec.context_frames))
+    observed = await observe_clip(services, model, items, spec.context_frames)
     started = time.perf_counter()
     predicted = await future.predict(observed.clip, deadline)
     return PredictResponse(

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.errors import ErrorCode, meanings_by_status
 from service.index.collection import Metric
 
 PointId = Annotated[str, Field(min_length=1, max_length=256)]
@@ -278,7 +279,7 @@ class PredictResponse(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    code: str
+    code: ErrorCode = Field(description="one of the codes in docs/errors.md; a code always has the same status")
     message: str
     detail: dict[str, Any] = {}
 
@@ -289,23 +290,10 @@ class ErrorResponse(BaseModel):
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error statuses a route can answer, all with the one error shape."""
-    return {status: {"model": ErrorResponse, "description": ERROR_MEANINGS[status]} for status in statuses}
+    meanings = meanings_by_status()
+    return {status: {"model": ErrorResponse, "description": meanings[status]} for status in statuses}
 
 
-ERROR_MEANINGS = {
-    400: "undecodable input (invalid JSON, base64 or image)",
-    401: "missing or invalid API key",
-    403: "the key lacks the scope",
-    404: "unknown model, collection or point",
-    409: "embedding space or configuration conflict",
-    413: "too large: body, image bytes or pixels, items per request",
-    415: "unsupported content type or image format",
-    422: "well-formed but invalid input",
-    429: "overloaded: retry after the Retry-After header",
-    503: "not ready (loading, warming) or shutting down",
-    504: "the request deadline passed",
-    507: "a write could not be made durable; nothing was stored",
-}
 COMMON_ERRORS = (400, 413, 415, 422, 429, 503, 504)
 
 

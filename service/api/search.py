@@ -3,34 +3,32 @@
 from __future__ import annotations
 
 import numpy as np
-from fastapi import APIRouter, Header
+from fastapi import APIRouter
 
-from service.api.collections import check_space, model_for
-from service.api.deps import ReadyServicesDep
-from service.api.media_inputs import check_count, embed_items, request_deadline, to_media_items
+from service.api.deps import DeadlineDep, ReadyServicesDep
+from service.api.inputs import check_count, to_media_items
 from service.api.schemas import COMMON_ERRORS, Hit, SearchRequest, SearchResponse, error_responses
-from service.errors import UnprocessableInput
+from service.errors import ErrorCode, UnprocessableInput
+from service.pipeline import check_space, embed_items, model_for_collection
 
 router = APIRouter(tags=["search"], responses=error_responses(*COMMON_ERRORS, 404, 409))
 
 
 @router.post("/search", response_model=SearchResponse)
-async def search(
-    body: SearchRequest, services: ReadyServicesDep, x_request_timeout_ms: str | None = Header(None)
-) -> SearchResponse:
+async def search(body: SearchRequest, services: ReadyServicesDep, deadline: DeadlineDep) -> SearchResponse:
     settings = services.settings
     if body.k > settings.max_search_k:
-        raise UnprocessableInput(f"k={body.k} exceeds the limit of {settings.max_search_k}", code="k_too_large")
+        raise UnprocessableInput(f"k={body.k} exceeds the limit of {settings.max_search_k}", code=ErrorCode.K_TOO_LARGE)
     collection = services.store.get(body.collection)
     exclude: list[str | None] = []
     if body.id is not None:
-        vector, _ = collection.get(body.id)
+        vector, _ = await services.storage(collection.get, body.id)  # takes the collection's read lock
         queries = vector[None, :]
         exclude = [body.id]
     elif body.input is not None:
-        model = model_for(services, collection)
-        deadline = request_deadline(x_request_timeout_ms, body.timeout_ms, settings)
-        queries = (await embed_items(services, model, to_media_items([body.input], settings), deadline)).pooled
+        model = model_for_collection(services, collection)
+        items = to_media_items([body.input], settings)
+        queries = (await embed_items(services, model, items, deadline.at(body.timeout_ms))).pooled
     else:
         check_space(collection, body.space_id)
         raw = [body.vector] if body.vector is not None else body.vectors or []
@@ -38,9 +36,9 @@ async def search(
         try:
             queries = np.asarray(raw, dtype=np.float32)
         except ValueError as exc:
-            raise UnprocessableInput("query vectors must all have the same length", code="dimension_mismatch") from exc
+            raise UnprocessableInput("query vectors must all have the same length", code=ErrorCode.DIMENSION_MISMATCH) from exc
     prepared = collection.prepare_vectors(queries)
     params = body.params.model_dump(exclude_none=True) if body.params else None
-    found = await services.run_blocking(collection.search, prepared, body.k, exclude, body.filter, params)
+    found = await services.storage(collection.search, prepared, body.k, exclude, body.filter, params)
     results = [[Hit(id=h.id, score=h.score, metadata=h.metadata) for h in hits] for hits in found]
     return SearchResponse(hits=results[0] if len(results) == 1 else None, results=results, metric=collection.config.metric)

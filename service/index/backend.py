@@ -33,8 +33,7 @@ class CollectionBackend(Protocol):
 
 def open_store(settings: Settings) -> Any:
     """The backend named by `settings.storage`, not yet recovered."""
-    storage = getattr(settings, "storage", "local")
-    if storage == "redis":
+    if settings.storage == "redis":
         from service.index.redis_store import RedisCollectionStore
 
         return RedisCollectionStore(

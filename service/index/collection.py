@@ -26,7 +26,7 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
-from service.errors import NotFound, UnprocessableInput
+from service.errors import ErrorCode, NotFound, UnprocessableInput
 from service.index import kinds
 from service.index.filters import compile_filter
 from service.index.rwlock import ReadWriteLock
@@ -91,7 +91,7 @@ def exact_scores(queries: np.ndarray, vectors: np.ndarray, metric: str) -> np.nd
 class Collection:
     def __init__(self, config: CollectionConfig, *, background: bool = True) -> None:
         if config.index not in kinds.KINDS:
-            raise UnprocessableInput(f"unknown index kind {config.index!r}; known: {list(kinds.KINDS)}", code="invalid_index")
+            raise UnprocessableInput(f"unknown index kind {config.index!r}; known: {list(kinds.KINDS)}", code=ErrorCode.INVALID_INDEX)
         try:
             self.params = kinds.resolve_params(config.params)
             if config.index == "ivf_pq":
@@ -99,7 +99,7 @@ class Collection:
             if self.params["pca"] is not None and not 1 <= int(self.params["pca"]) <= config.dim:
                 raise ValueError(f"pca={self.params['pca']} must be between 1 and dim={config.dim}")
         except ValueError as exc:
-            raise UnprocessableInput(str(exc), code="invalid_index") from exc
+            raise UnprocessableInput(str(exc), code=ErrorCode.INVALID_INDEX) from exc
         self.config = config
         self._background = background
         self._lock = ReadWriteLock()
@@ -126,13 +126,13 @@ class Collection:
             raise UnprocessableInput(
                 f"vectors must have dimension {self.config.dim}; got shape {list(vectors.shape)}",
                 {"expected_dim": self.config.dim},
-                code="dimension_mismatch",
+                code=ErrorCode.DIMENSION_MISMATCH,
             )
         if not np.isfinite(vectors).all():
-            raise UnprocessableInput("vectors contain NaN or Inf", code="invalid_vector")
+            raise UnprocessableInput("vectors contain NaN or Inf", code=ErrorCode.INVALID_VECTOR)
         if self.config.metric == "cosine":
             if (np.linalg.norm(vectors, axis=1) == 0).any():
-                raise UnprocessableInput("a zero vector has no direction for cosine similarity", code="invalid_vector")
+                raise UnprocessableInput("a zero vector has no direction for cosine similarity", code=ErrorCode.INVALID_VECTOR)
             vectors = normalize_rows(vectors)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
@@ -214,7 +214,7 @@ class Collection:
         with self._lock.read():
             key = self._key_of.get(point_id)
             if key is None:
-                raise NotFound(f"point {point_id!r} not found in collection {self.config.name!r}", code="point_not_found")
+                raise NotFound(f"point {point_id!r} not found in collection {self.config.name!r}", code=ErrorCode.POINT_NOT_FOUND)
             return self._vectors[key].copy(), self._meta_of[key]
 
     # -- search -----------------------------------------------------------------------

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from numbers import Real
 from typing import Any
 
-from service.errors import UnprocessableInput
+from service.errors import ErrorCode, UnprocessableInput
 
 RANGE_OPS = ("gt", "gte", "lt", "lte")
 OPS = ("eq", "in", *RANGE_OPS)
@@ -20,7 +20,7 @@ Predicate = Callable[[Mapping[str, Any]], bool]
 
 
 def _invalid(message: str, field: str) -> UnprocessableInput:
-    return UnprocessableInput(message, {"field": field}, code="invalid_filter")
+    return UnprocessableInput(message, {"field": field}, code=ErrorCode.INVALID_FILTER)
 
 
 def _is_number(value: Any) -> bool:

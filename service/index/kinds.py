@@ -23,7 +23,6 @@ import faiss
 import numpy as np
 
 KINDS = ("flat", "hnsw", "ivf_flat", "ivf_pq", "auto")
-APPROXIMATE = ("hnsw", "ivf_flat", "ivf_pq")
 
 # Defaults for `CollectionConfig.params`; a request may override ef / nprobe per search.
 DEFAULT_PARAMS: dict[str, Any] = {

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from service.errors import Conflict, NotFound, StorageError, StorageUnavailable
+from service.errors import Conflict, ErrorCode, NotFound, StorageUnavailable
 from service.index.collection import Collection, CollectionConfig, Metadata
 from service.index.store import check_collection_name
 
@@ -231,7 +231,7 @@ class RedisCollectionStore:
         with self._lock:
             replica = self._replicas.get(name)
         if replica is None:
-            raise NotFound(f"collection {name!r} does not exist", code="collection_not_found")
+            raise NotFound(f"collection {name!r} does not exist", code=ErrorCode.COLLECTION_NOT_FOUND)
         return replica
 
     def get(self, name: str) -> Collection:
@@ -253,7 +253,7 @@ class RedisCollectionStore:
         if entry["config"] != config.as_dict():
             raise Conflict(
                 f"collection {config.name!r} exists with another configuration",
-                {"existing": entry["config"]}, code="collection_exists",
+                {"existing": entry["config"]}, code=ErrorCode.COLLECTION_EXISTS,
             )
         return self._load(config.name, entry).collection, bool(created)
 

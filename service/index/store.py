@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.errors import Conflict, InvalidInput, NotFound, StorageError
+from service.errors import Conflict, ErrorCode, InvalidInput, NotFound, StorageError
 from service.index.collection import Collection, CollectionConfig, CollectionState, Metadata
 from service.index.wal import WalCorrupted, WriteAheadLog, decode_vectors, encode_vectors, fsync_dir
 
@@ -40,7 +40,7 @@ def check_collection_name(name: str) -> str:
         raise InvalidInput(
             "collection names are 1-64 characters: letters, digits, '_', '-', '.', starting with a letter or digit",
             {"name": name[:80]},
-            code="invalid_collection_name",
+            code=ErrorCode.INVALID_COLLECTION_NAME,
         )
     return name
 
@@ -167,7 +167,7 @@ class CollectionStore:
     def _durable(self, name: str) -> _Durable:
         durable = self._collections.get(name)
         if durable is None:
-            raise NotFound(f"collection {name!r} does not exist", code="collection_not_found")
+            raise NotFound(f"collection {name!r} does not exist", code=ErrorCode.COLLECTION_NOT_FOUND)
         return durable
 
     def create(self, config: CollectionConfig) -> tuple[Collection, bool]:
@@ -181,7 +181,7 @@ class CollectionStore:
                     raise Conflict(
                         f"collection {config.name!r} exists with another configuration",
                         {"existing": existing.collection.config.as_dict()},
-                        code="collection_exists",
+                        code=ErrorCode.COLLECTION_EXISTS,
                     )
                 return existing.collection, False
             folder = self.root / config.name
@@ -234,8 +234,7 @@ class CollectionStore:
             durable.wal.append(record)
         except OSError as exc:
             raise StorageError(
-                f"write not stored: the write-ahead log could not be written ({exc.strerror}); nothing was applied",
-                code="storage_unavailable",
+                f"write not stored: the write-ahead log could not be written ({exc.strerror}); nothing was applied"
             ) from exc
 
     def _maybe_snapshot(self, durable: _Durable) -> None:

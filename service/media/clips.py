@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import UnprocessableInput
+from service.errors import ErrorCode, UnprocessableInput
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,7 +36,7 @@ def to_item(frames: np.ndarray, spec: ClipSpec) -> np.ndarray:
         raise UnprocessableInput(
             f"{k} frames given; this model takes 1 to {limit} frame(s) per input",
             {"frames_per_clip": limit},
-            code="invalid_clip",
+            code=ErrorCode.INVALID_CLIP,
         )
     if not spec.is_clip:
         return frames[0]

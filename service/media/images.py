@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from service.errors import ErrorCode, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"})
 RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
@@ -44,7 +44,7 @@ class ImagePreprocess:
 def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
     """Open and fully decode one image as RGB; refuse oversized or broken input with a 4xx."""
     if not data:
-        raise InvalidInput("empty image", code="invalid_image")
+        raise InvalidInput("empty image", code=ErrorCode.INVALID_IMAGE)
     if len(data) > limits.max_bytes:
         raise PayloadTooLarge(
             f"image is {len(data)} bytes; the limit is {limits.max_bytes}",
@@ -58,7 +58,7 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
                 raise UnsupportedMediaType(
                     f"image format {image.format} is not supported",
                     {"supported": sorted(ALLOWED_FORMATS)},
-                    code="unsupported_image_format",
+                    code=ErrorCode.UNSUPPORTED_IMAGE_FORMAT,
                 )
             # The header gives the size before any pixel is decoded: refuse bombs here.
             width, height = image.size
@@ -71,9 +71,9 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
             # convert() copies even when the mode already matches: skip it for RGB.
             return image if image.mode == "RGB" else image.convert("RGB")
     except UnidentifiedImageError as exc:
-        raise InvalidInput("cannot decode image: not a recognised image format", code="invalid_image") from exc
+        raise InvalidInput("cannot decode image: not a recognised image format", code=ErrorCode.INVALID_IMAGE) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # Pillow's own guard, raised from the header for sizes far past any sane limit.
         raise PayloadTooLarge(f"image has too many pixels: {exc}", {"max_pixels": limits.max_pixels}) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidInput(f"cannot decode image: {exc}", code="invalid_image") from exc
+        raise InvalidInput(f"cannot decode image: {exc}", code=ErrorCode.INVALID_IMAGE) from exc

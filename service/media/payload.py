@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import InvalidInput, PayloadTooLarge, UnprocessableInput
+from service.errors import ErrorCode, InvalidInput, PayloadTooLarge, UnprocessableInput
 from service.media.clips import ClipSpec, to_item
 from service.media.images import ImageLimits, ImagePreprocess, decode_image
 from service.media.video import FrameSampling, SampledVideo, VideoLimits, decode_video
@@ -65,7 +65,7 @@ def b64decode(text: str, max_bytes: int, what: str = "image") -> bytes:
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise InvalidInput(f"{what} is not valid base64: {exc}", code="invalid_base64") from exc
+        raise InvalidInput(f"{what} is not valid base64: {exc}", code=ErrorCode.INVALID_BASE64) from exc
 
 
 def decode_frames(item: MediaItem, preprocess: ImagePreprocess, limits: ImageLimits) -> np.ndarray:
@@ -82,18 +82,18 @@ def decode_frames(item: MediaItem, preprocess: ImagePreprocess, limits: ImageLim
         raise UnprocessableInput(
             f"tensor shape {list(shape)} does not match the model input {list(frame)} (or [frames, *{list(frame)}])",
             {"expected_shape": list(frame)},
-            code="invalid_tensor",
+            code=ErrorCode.INVALID_TENSOR,
         )
     dtype = np.dtype(TENSOR_DTYPES[item.dtype])
     needed = dtype.itemsize * int(np.prod(shape))
     if len(item.data) != needed:
         raise InvalidInput(
             f"tensor has {len(item.data)} bytes; shape {list(shape)} of {item.dtype} needs {needed}",
-            code="invalid_tensor",
+            code=ErrorCode.INVALID_TENSOR_BYTES,
         )
     array = np.frombuffer(item.data, dtype=dtype).reshape(shape).astype(np.float32)
     if not np.isfinite(array).all():
-        raise UnprocessableInput("tensor contains NaN or Inf", code="invalid_tensor")
+        raise UnprocessableInput("tensor contains NaN or Inf", code=ErrorCode.INVALID_TENSOR)
     return array.reshape(-1, *frame)
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.errors import InvalidInput, PayloadTooLarge, UnprocessableInput
+from service.errors import ErrorCode, InvalidInput, PayloadTooLarge, UnprocessableInput
 from service.media.images import ImagePreprocess
 
 try:  # the service works without PyAV; video input then answers 415 with the reason
@@ -41,7 +41,7 @@ class FrameSampling:
 
     def __post_init__(self) -> None:
         if self.stride is not None and self.fps is not None:
-            raise UnprocessableInput("give 'stride' or 'fps', not both", code="invalid_sampling")
+            raise UnprocessableInput("give 'stride' or 'fps', not both", code=ErrorCode.INVALID_SAMPLING)
 
     @property
     def mode(self) -> str:
@@ -88,14 +88,14 @@ class _Source:
 
 def _open(data: bytes):
     if av is None:
-        raise UnprocessableInput("video input needs PyAV (pip install av)", code="video_unsupported")
+        raise UnprocessableInput("video input needs PyAV (pip install av)", code=ErrorCode.VIDEO_UNSUPPORTED)
     try:
         container = av.open(io.BytesIO(data), mode="r")
     except (av.FFmpegError, ValueError, OSError, EOFError) as exc:
-        raise InvalidInput(f"cannot open video: {exc}", code="invalid_video") from exc
+        raise InvalidInput(f"cannot open video: {exc}", code=ErrorCode.INVALID_VIDEO) from exc
     if not container.streams.video:
         container.close()
-        raise InvalidInput("the file has no video stream", code="invalid_video")
+        raise InvalidInput("the file has no video stream", code=ErrorCode.INVALID_VIDEO)
     return container
 
 
@@ -115,7 +115,7 @@ def _describe(container) -> _Source:
 
 def _too_long(limits: VideoLimits) -> PayloadTooLarge:
     return PayloadTooLarge(f"the video needs more than {limits.max_frames} decoded frames",
-                           {"max_video_frames": limits.max_frames}, code="video_too_long")
+                           {"max_video_frames": limits.max_frames}, code=ErrorCode.VIDEO_TOO_LONG)
 
 
 def _count_frames(data: bytes, limits: VideoLimits) -> int:
@@ -130,7 +130,7 @@ def _count_frames(data: bytes, limits: VideoLimits) -> int:
                     raise _too_long(limits)
         return count
     except av.FFmpegError as exc:
-        raise InvalidInput(f"cannot read video: {exc}", code="invalid_video") from exc
+        raise InvalidInput(f"cannot read video: {exc}", code=ErrorCode.INVALID_VIDEO) from exc
     finally:
         container.close()
 
@@ -173,7 +173,7 @@ def decode_video(
         container.close()
     if not picked:
         raise UnprocessableInput(f"the video has no frame at or after start_s={sampling.start_s}",
-                                 {"start_s": sampling.start_s}, code="invalid_sampling")
+                                 {"start_s": sampling.start_s}, code=ErrorCode.INVALID_SAMPLING)
     padded = num_frames - len(picked)
     picked += [picked[-1]] * padded
     indices += [indices[-1]] * padded
@@ -216,5 +216,5 @@ def _sample(container, sampling: FrameSampling, k: int, source: _Source, total: 
             if len(picked) == k:
                 break
     except av.FFmpegError as exc:
-        raise InvalidInput(f"cannot decode video: {exc}", code="invalid_video") from exc
+        raise InvalidInput(f"cannot decode video: {exc}", code=ErrorCode.INVALID_VIDEO) from exc
     return picked, times, indices

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from service.runtime.engine import HostBuffers
 from service.runtime.gpu import engine_cache_key
+from service.runtime.pinned import PageLocker
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,7 @@ def available_providers(requested: str = "auto") -> list[str]:
 
 
 def choose_precision(requested: str, providers: Sequence[str], has_fp16: bool) -> str:
-    """fp16 only pays on a GPU (measured: 20-40% slower on CPU, REFERENCE.md §7)."""
+    """fp16 only pays on a GPU (measured: 20-40% slower than fp32 on CPU)."""
     on_gpu = providers[0] != "CPUExecutionProvider"
     if requested == "fp16":
         return "fp16" if has_fp16 else "fp32"
@@ -61,14 +65,45 @@ def tensorrt_options(
         "trt_engine_cache_path": str(cache),
         "trt_timing_cache_enable": True,
         "trt_timing_cache_path": str(cache),
-        # Profiles must cover every dynamic input, or ORT rebuilds on a new shape (REFERENCE.md §2).
+        # Profiles must cover every dynamic input, or ORT rebuilds the engine on a new shape.
         "trt_profile_min_shapes": profile_shapes(inputs, 1),
         "trt_profile_opt_shapes": profile_shapes(inputs, opt_batch),
         "trt_profile_max_shapes": profile_shapes(inputs, max_batch),
     }
 
 
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+ORT_DTYPES = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+}
+
+
+def static_shape(shape: Sequence[Any]) -> tuple[int, ...] | None:
+    """The per-item shape (every axis but the batch) if every one is a fixed number, else None."""
+    rest = tuple(shape[1:])
+    return rest if all(isinstance(d, int) and d > 0 for d in rest) else None
+
+
+@dataclass
+class BoundBatch:
+    """One batch size's IO binding: inputs in preallocated device buffers, the requested outputs written
+    into host arrays (page-locked on a GPU), every other output left in device memory."""
+
+    binding: Any
+    inputs: dict[str, Any]  # name -> OrtValue on the device
+    host_outputs: dict[str, np.ndarray]  # requested outputs with a fixed shape: filled by the run
+    device_outputs: list[Any] = field(default_factory=list)  # kept alive while bound
+    allocated: tuple[str, ...] = ()  # requested outputs ONNX Runtime allocates per run (shape not fixed)
+
+
 class OrtEngine:
+    """One ONNX Runtime session. On a GPU every run is IO-bound: only the requested outputs cross to the host.
+
+    `bind_device` forces the bound path on another device type ("cpu" in tests); None = "cuda" on a GPU
+    provider, plain `session.run` on the CPU (where there is no device to keep outputs on).
+    """
+
     def __init__(
         self,
         name: str,
@@ -77,11 +112,13 @@ class OrtEngine:
         precision: str,
         intra_op_threads: int = 0,
         provider_options: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        bind_device: str | None = None,
     ) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads
-        # One engine call at a time per batcher; parallel ops inside a call only fight for cores.
+        # One engine call at a time per instance; parallel ops inside a call only fight for cores.
         options.inter_op_num_threads = 1
         extra = provider_options or {}
         self._session = ort.InferenceSession(
@@ -92,21 +129,88 @@ class OrtEngine:
         self.device = self._session.get_providers()[0]
         self.input_names = tuple(i.name for i in self._session.get_inputs())
         self.output_names = tuple(o.name for o in self._session.get_outputs())
-        # On a GPU, IO binding avoids ORT's extra staging copies of every input and output.
-        self._io_binding = self.device in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-        log.info("engine %s: %s on %s (%s)", name, path.name, self.device, precision)
+        self._in_shapes = {i.name: static_shape(i.shape) for i in self._session.get_inputs()}
+        self._in_dtypes = {i.name: np.dtype(ORT_DTYPES.get(i.type, np.float32)) for i in self._session.get_inputs()}
+        self._out_shapes = {o.name: static_shape(o.shape) for o in self._session.get_outputs()}
+        self._out_dtypes = {o.name: np.dtype(ORT_DTYPES.get(o.type, np.float32)) for o in self._session.get_outputs()}
+        on_gpu = self.device in GPU_PROVIDERS
+        self._bind_device = bind_device or ("cuda" if on_gpu else None)
+        self._device_id = int(dict(extra.get(self.device, {})).get("device_id", 0)) if on_gpu else 0
+        self._locker = PageLocker() if on_gpu else None
+        lock = self._locker.lock if self._locker is not None and self._locker.available else None
+        fixed = {n: s for n, s in self._in_shapes.items() if s is not None}
+        self._host = HostBuffers(fixed, {n: self._in_dtypes[n] for n in fixed}, lock)
+        self._lock_pages = lock
+        self._bound: dict[tuple[int, tuple[str, ...]], BoundBatch] = {}
+        self._guard = threading.Lock()  # one run at a time: the bound buffers belong to one batch
+        self.host_bytes = 0  # bytes handed to the host by the last run: only what was asked for
+        log.info("engine %s: %s on %s (%s, %s)", name, path.name, self.device, precision,
+                 f"bound to {self._bind_device}" if self._bind_device else "host arrays")
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self._io_binding:
-            return self._run_bound(inputs)
-        outputs = self._session.run(list(self.output_names), {k: inputs[k] for k in self.input_names})
-        return dict(zip(self.output_names, outputs, strict=True))
+    def input_buffers(self, batch: int) -> dict[str, np.ndarray]:
+        return self._host.get(batch)
 
-    def _run_bound(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        names = self.output_names if outputs is None else tuple(n for n in self.output_names if n in set(outputs))
+        if not names:
+            raise ValueError(f"{self.name}: none of the outputs {list(outputs or [])} exists (have {list(self.output_names)})")
+        with self._guard:
+            if self._bind_device is None:
+                # an fp16 graph takes fp16 pixels: a no-op for arrays already of the input's type
+                feeds = {k: np.asarray(inputs[k], self._in_dtypes[k]) for k in self.input_names}
+                values = self._session.run(list(names), feeds)
+                result = dict(zip(names, values, strict=True))
+            else:
+                result = self._run_bound(inputs, names)
+            self.host_bytes = sum(v.nbytes for v in result.values())
+            return result
+
+    def _run_bound(self, inputs: dict[str, np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        batch = int(next(iter(inputs.values())).shape[0])
+        bound = self._bound.get((batch, names))
+        if bound is None:
+            bound = self._bound[(batch, names)] = self._bind(batch, names)
+        for name, value in bound.inputs.items():
+            # one host -> device copy per input; a DMA transfer when the host array is page-locked
+            value.update_inplace(np.ascontiguousarray(inputs[name], self._in_dtypes[name]))
+        self._session.run_with_iobinding(bound.binding)
+        result = {name: array.copy() for name, array in bound.host_outputs.items()}  # buffers are reused
+        if bound.allocated:
+            produced = bound.binding.get_outputs()
+            for name in bound.allocated:
+                result[name] = produced[self.output_names.index(name)].numpy()
+        return result
+
+    def _bind(self, batch: int, names: tuple[str, ...]) -> BoundBatch:
         binding = self._session.io_binding()
+        device_inputs = {}
         for name in self.input_names:
-            binding.bind_cpu_input(name, np.ascontiguousarray(inputs[name]))
+            shape = self._in_shapes[name]
+            if shape is None:
+                raise ValueError(f"{self.name}: input {name} has no fixed item shape; IO binding needs one")
+            value = ort.OrtValue.ortvalue_from_shape_and_type(
+                [batch, *shape], self._in_dtypes[name], self._bind_device, self._device_id
+            )
+            binding.bind_ortvalue_input(name, value)
+            device_inputs[name] = value
+        bound = BoundBatch(binding=binding, inputs=device_inputs, host_outputs={})
+        allocated = []
         for name in self.output_names:
-            binding.bind_output(name, "cpu")
-        self._session.run_with_iobinding(binding)
-        return dict(zip(self.output_names, binding.copy_outputs_to_cpu(), strict=True))
+            shape, dtype = self._out_shapes[name], self._out_dtypes[name]
+            if name in names and shape is not None:
+                array = np.empty((batch, *shape), dtype)
+                if self._lock_pages is not None:
+                    self._lock_pages(array)
+                binding.bind_output(name, "cpu", 0, dtype, list(array.shape), array.ctypes.data)
+                bound.host_outputs[name] = array
+            elif name in names:
+                binding.bind_output(name, "cpu")
+                allocated.append(name)
+            elif shape is not None:  # not asked for: written to device memory and never copied
+                value = ort.OrtValue.ortvalue_from_shape_and_type([batch, *shape], dtype, self._bind_device, self._device_id)
+                binding.bind_ortvalue_output(name, value)
+                bound.device_outputs.append(value)
+            else:
+                binding.bind_output(name, self._bind_device, self._device_id)
+        bound.allocated = tuple(allocated)
+        return bound

@@ -93,8 +93,12 @@ class TensorRTEngine:
             self._buffers[name] = (pointer, nbytes)
         return pointer
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def input_buffers(self, batch: int) -> dict[str, np.ndarray]:
+        return {}  # the batcher stacks; inputs are copied from there with cudaMemcpyAsync
+
+    def run(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         cudart, trt = self._cudart, self._trt
+        wanted = set(self.output_names if outputs is None else outputs)
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         with self._lock:
             for name in self.input_names:
@@ -104,15 +108,17 @@ class TensorRTEngine:
                 pointer = self._device_buffer(name, array.nbytes)
                 _check(cudart.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes, h2d, self._stream))
                 self._context.set_tensor_address(name, pointer)
-            outputs = {}
+            results = {}
             for name in self.output_names:
                 dtype = trt.nptype(self._engine.get_tensor_dtype(name))
-                outputs[name] = np.empty(tuple(self._context.get_tensor_shape(name)), dtype=dtype)
-                self._context.set_tensor_address(name, self._device_buffer(name, outputs[name].nbytes))
+                array = np.empty(tuple(self._context.get_tensor_shape(name)), dtype=dtype)
+                self._context.set_tensor_address(name, self._device_buffer(name, array.nbytes))
+                if name in wanted:  # outputs nobody asked for stay in device memory
+                    results[name] = array
             if not self._context.execute_async_v3(self._stream):
                 raise RuntimeError(f"TensorRT execution failed for {self.name}")
-            for name, array in outputs.items():
+            for name, array in results.items():
                 pointer = self._buffers[name][0]
                 _check(cudart.cudaMemcpyAsync(array.ctypes.data, pointer, array.nbytes, d2h, self._stream))
             _check(cudart.cudaStreamSynchronize(self._stream))
-        return {name: array.astype(np.float32, copy=False) for name, array in outputs.items()}
+        return {name: array.astype(np.float32, copy=False) for name, array in results.items()}

@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RateDecision:
     allowed: bool
-    remaining: int
     retry_after_s: float
 
 
@@ -56,7 +55,7 @@ class InProcessLimiter:
             self._counts[identity] = (index, count)
             if len(self._counts) > 100_000:  # forget idle identities: bounded memory under many client addresses
                 self._counts = {k: v for k, v in self._counts.items() if v[0] == index}
-        return RateDecision(count <= self.limit, max(0, self.limit - count), left)
+        return RateDecision(count <= self.limit, left)
 
     async def aclose(self) -> None:
         return None
@@ -93,8 +92,8 @@ class RedisLimiter:
             if now - self._last_warning > 10:
                 self._last_warning = now
                 log.warning("rate limiter: Redis unavailable (%s); requests are not limited", type(exc).__name__)
-            return RateDecision(True, self.limit, left)
-        return RateDecision(int(count) <= self.limit, max(0, self.limit - int(count)), left)
+            return RateDecision(True, left)
+        return RateDecision(int(count) <= self.limit, left)
 
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -1,6 +1,6 @@
 from service.world.future import FuturePredictor
-from service.world.planner import CEMConfig, Plan, plan_cem
+from service.world.planner import CEMConfig, Plan
 from service.world.rollout import LatentRollout
 from service.world.token_rollout import TokenRollout
 
-__all__ = ["CEMConfig", "FuturePredictor", "LatentRollout", "Plan", "TokenRollout", "plan_cem"]
+__all__ = ["CEMConfig", "FuturePredictor", "LatentRollout", "Plan", "TokenRollout"]

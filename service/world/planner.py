@@ -3,7 +3,7 @@
 The loop is written against a callable simulator,
 `await simulate(actions (S, H, A)) -> predicted states (S, H, F)`, so the same
 code runs on a numpy toy in tests, on a pooled-state predictor (one step at a
-time: `plan_cem` wraps `world_model(states (S, D), actions (S, A))`) and on
+time: `rollout_batch` turns `world_model(states (S, D), actions (S, A))` into one) and on
 V-JEPA 2-AC's token predictor (F = tokens x dim). Each rollout step of one
 iteration sends all S samples together: one predictor batch.
 
@@ -88,23 +88,6 @@ async def rollout_batch(world_model: WorldModel, start: np.ndarray, actions: np.
         states = await world_model(states, actions[:, h])
         out.append(states)
     return np.stack(out, axis=1)
-
-
-async def plan_cem(
-    world_model: WorldModel,
-    start: np.ndarray,
-    goal: np.ndarray,
-    action_low: np.ndarray,
-    action_high: np.ndarray,
-    config: CEMConfig,
-    projection: np.ndarray | None = None,
-) -> Plan:
-    """CEM with a one-step world model from the state `start` (see plan_sequences)."""
-
-    async def simulate(actions: np.ndarray) -> np.ndarray:
-        return await rollout_batch(world_model, start, actions)
-
-    return await plan_sequences(simulate, goal, action_low, action_high, config, projection)
 
 
 async def plan_sequences(

@@ -11,7 +11,7 @@ import functools
 import numpy as np
 
 from service.batching import DynamicBatcher
-from service.errors import UnprocessableInput
+from service.errors import ErrorCode, UnprocessableInput
 from service.repository import PredictorSpec
 from service.world.planner import rollout_batch
 
@@ -32,15 +32,15 @@ class ActionConditioned:
             raise UnprocessableInput(
                 f"each action must have {self.spec.action_dim} values",
                 {"action_dim": self.spec.action_dim},
-                code="invalid_action",
+                code=ErrorCode.INVALID_ACTION,
             )
         if not np.isfinite(actions).all():
-            raise UnprocessableInput("actions contain NaN or Inf", code="invalid_action")
+            raise UnprocessableInput("actions contain NaN or Inf", code=ErrorCode.INVALID_ACTION)
         if (actions < self._low).any() or (actions > self._high).any():
             raise UnprocessableInput(
                 "actions outside the model's action range",
                 {"action_low": self.spec.action_low, "action_high": self.spec.action_high},
-                code="invalid_action",
+                code=ErrorCode.INVALID_ACTION,
             )
         return actions
 
@@ -54,10 +54,10 @@ class LatentRollout(ActionConditioned):
             raise UnprocessableInput(
                 f"state must have {self.spec.state_dim} values; got shape {list(state.shape)}",
                 {"state_dim": self.spec.state_dim},
-                code="dimension_mismatch",
+                code=ErrorCode.DIMENSION_MISMATCH,
             )
         if not np.isfinite(state).all():
-            raise UnprocessableInput("state contains NaN or Inf", code="invalid_vector")
+            raise UnprocessableInput("state contains NaN or Inf", code=ErrorCode.INVALID_VECTOR)
         return state
 
     async def rollout(self, state: np.ndarray, actions: np.ndarray, deadline: float | None = None) -> np.ndarray:

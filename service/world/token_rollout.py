@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import UnprocessableInput
+from service.errors import ErrorCode, UnprocessableInput
 from service.world.pose import apply_action, pose_delta
 from service.world.rollout import ActionConditioned
 
@@ -66,10 +66,10 @@ class TokenRollout(ActionConditioned):
             raise UnprocessableInput(
                 f"give one {self.spec.proprio_dim}-value end-effector state per observation frame ({n}); "
                 f"got shape {list(poses.shape)}",
-                {"proprio_dim": self.spec.proprio_dim, "frames": n}, code="invalid_proprio",
+                {"proprio_dim": self.spec.proprio_dim, "frames": n}, code=ErrorCode.INVALID_PROPRIO,
             )
         if not np.isfinite(poses).all():
-            raise UnprocessableInput("proprio contains NaN or Inf", code="invalid_proprio")
+            raise UnprocessableInput("proprio contains NaN or Inf", code=ErrorCode.INVALID_PROPRIO)
         return TokenState(self.frame_tokens(tokens), poses)
 
     async def trajectories(

@@ -19,8 +19,6 @@ from tests.deploy.tools import ROOT, need
 
 BASE = ROOT / "docker-compose.yml"
 GPU = ROOT / "docker-compose.gpu.yml"
-# Settings that compose sets before their code is on this branch: the redis storage backend (issue 8).
-PENDING_SETTINGS = {"JEPA_STORAGE", "JEPA_REDIS_URL"}
 
 
 def compose_config(*files) -> dict:
@@ -61,7 +59,7 @@ def test_two_or_more_api_replicas_built_from_the_cpu_runtime(base):
 def test_api_environment_names_real_settings(base):
     fields = {f"JEPA_{name.upper()}" for name in Settings.model_fields}
     for name, service in api_services(base).items():
-        unknown = {k for k in service["environment"] if k.startswith("JEPA_")} - fields - PENDING_SETTINGS
+        unknown = {k for k in service["environment"] if k.startswith("JEPA_")} - fields
         assert not unknown, f"{name} sets variables the service does not read: {unknown}"
         # rate-limit counters in the shared Redis: one budget per key across replicas
         assert service["environment"]["JEPA_RATE_LIMIT_REDIS_URL"].startswith("redis://redis:")

@@ -5,9 +5,8 @@ What this proves, and what it does not:
 - shared state in Redis: the per-key rate limit is one budget across both replicas;
 - auth and limits through the balancer: 401 / 403 / 200 / 413, request ids passed through;
 - failover: with one replica killed (SIGKILL) every request through the balancer still succeeds;
-- a write through the balancer searchable through the balancer and on every replica: only with the redis
-  storage backend (JEPA_STORAGE=redis, issue 8). Without it each replica keeps its own collections, and
-  the test says so by skipping.
+- a write through the balancer searchable through the balancer and on every replica (the replicas share
+  collections through the redis storage backend, JEPA_STORAGE=redis).
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import time
 import httpx
 import pytest
 
-from service.settings import Settings
 from tests.deploy.conftest import MAX_BODY_BYTES, RATE_LIMIT, RATE_WINDOW_S, Cluster
 
 pytestmark = pytest.mark.e2e
@@ -85,9 +83,6 @@ def test_rate_limit_is_one_budget_across_replicas_in_redis(cluster: Cluster):
     assert codes.count(200) == RATE_LIMIT and codes.count(429) == 10, codes
 
 
-@pytest.mark.skipif("storage" not in Settings.model_fields,
-                    reason="the redis storage backend (JEPA_STORAGE, issue 8) is not on this branch: replicas do not "
-                           "share collections yet, so a write is visible only on the replica that took it")
 def test_write_through_balancer_is_searchable_everywhere(cluster: Cluster):
     vector = [0.0, 1.0, 0.0, 0.0]
     with httpx.Client(base_url=cluster.lb, timeout=30) as http:

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -25,7 +26,9 @@ from tests.deploy.tools import ROOT, free_port, stop
 
 pytestmark = pytest.mark.slow
 
-SOURCES = ["pyproject.toml", "README.md", "service", "export", "models"]
+# what the wheel is built from: the metadata files and every package pyproject.toml includes
+PACKAGES = [p.rstrip("*") for p in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]]
+SOURCES = ["pyproject.toml", "README.md", *PACKAGES]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.server import wait_ready
+from loadtests.server import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -31,12 +31,6 @@ def need(name: str) -> str:
     if path is None:
         pytest.skip(f"{name} is not installed (`make deploy-tools` installs it where a registry has it)")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_port(port: int, process: subprocess.Popen, what: str, timeout: float = 20) -> None:

@@ -49,7 +49,7 @@ def test_full_disk_refuses_writes_keeps_reads_and_recovers(demo_repository: Path
             break
         assert refused is not None, "the disk never filled"
         assert refused.status_code == 507
-        assert refused.json()["error"]["code"] == "storage_unavailable"
+        assert refused.json()["error"]["code"] == "storage_error"  # the disk refused it: 507, not a 503 outage
         assert "nothing was applied" in refused.json()["error"]["message"]
         count = http.get("/collections/full").json()["count"]
         assert count == len(acknowledged) > 0

@@ -7,7 +7,6 @@ PyTorch on our modules, independently of the service's numpy + ONNX path.
 
 from __future__ import annotations
 
-import base64
 import io
 
 import numpy as np
@@ -19,6 +18,9 @@ from export.cli import main
 from models.checkpoints import LoadOptions, load_checkpoint
 from tests.conftest import photo, serving
 from tests.jepa_checkpoints import cosine_rows, original_vjepa2_file
+from tests.support.toolkit import b64
+
+pytestmark = pytest.mark.torch_parity  # served outputs against the PyTorch / transformers model
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -77,10 +79,6 @@ def reference_rollout(loaded, start: torch.Tensor, pose: np.ndarray, actions: np
         poses.append(new_pose)
         out.append(nxt.numpy())
     return np.stack(out), torch.stack(poses[1:]).numpy()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 POSE = np.array([0.4, -0.1, 0.3, 0.0, 0.0, 0.0, 0.5], np.float32)

@@ -7,18 +7,23 @@ key (401) and with a key of the wrong scope (403).
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import re
 
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from tests.conftest import serving
 from service.logs import JsonFormatter
 from service.security import hash_key, new_key
+from tests.conftest import serving
+from tests.support.toolkit import captured_log
+
+
+@pytest.fixture
+def model_repository(fake_repository):
+    """The torch-free fake model: these tests are about the HTTP edge, not what a real model computes."""
+    return fake_repository
 
 KEYS = {name: new_key() for name in ("reader", "writer", "operator", "admin")}
 SCOPES = {"reader": "read", "writer": "write", "operator": "ops", "admin": "read,write,ops"}
@@ -101,8 +106,8 @@ def test_right_key_works_end_to_end_and_metrics_count_refusals(secured, photos):
     image = base64.b64encode(photos["chelsea"]).decode()
     with secured() as client:
         assert client.post("/embed", json={"inputs": [{"image": image}]}).status_code == 401
-        assert client.put("/collections/pets", json={"model": "demo"}, headers=bearer("reader")).status_code == 403
-        assert client.put("/collections/pets", json={"model": "demo"}, headers=bearer("writer")).status_code == 201
+        assert client.put("/collections/pets", json={"model": "fake"}, headers=bearer("reader")).status_code == 403
+        assert client.put("/collections/pets", json={"model": "fake"}, headers=bearer("writer")).status_code == 201
         stored = client.post("/collections/pets/points", headers=bearer("writer"),
                              json={"ids": ["cat"], "inputs": [{"image": image}]})
         assert stored.status_code == 200, stored.text
@@ -163,19 +168,10 @@ def test_rate_limit_per_key_answers_429_with_retry_after(secured):
 
 
 def test_request_id_is_echoed_or_made_and_the_access_log_is_one_json_line(secured):
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    access = logging.getLogger("jepa.access")
-    access.addHandler(handler)
-    access.setLevel(logging.INFO)
-    try:
-        with secured() as client:
-            given = client.get("/collections", headers={"X-Request-ID": "trace-42", **bearer("reader")})
-            made = client.get("/collections/nope", headers=bearer("reader"))
-            hostile = client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"})
-    finally:
-        access.removeHandler(handler)
+    with captured_log("jepa.access", JsonFormatter()) as stream, secured() as client:
+        given = client.get("/collections", headers={"X-Request-ID": "trace-42", **bearer("reader")})
+        made = client.get("/collections/nope", headers=bearer("reader"))
+        hostile = client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"})
     assert given.headers["x-request-id"] == "trace-42"
     assert re.fullmatch(r"[0-9a-f]{32}", made.headers["x-request-id"])
     assert re.fullmatch(r"[0-9a-f]{32}", hostile.headers["x-request-id"])

@@ -9,6 +9,12 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture
+def model_repository(fake_repository):
+    """The torch-free fake model: these tests are about the HTTP edge, not what a real model computes."""
+    return fake_repository
+
+
 def asgi_post(client, path: str, content_type: bytes, first_chunk: bytes) -> list[dict]:
     """Run one POST through the app whose client sends part of the body and then disconnects."""
     messages = iter([{"type": "http.request", "body": first_chunk, "more_body": True}, {"type": "http.disconnect"}])

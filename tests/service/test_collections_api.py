@@ -1,9 +1,21 @@
-"""Index kinds, search parameters and metadata filters through the HTTP API."""
+"""Collections through the HTTP API: index kinds, search parameters, metadata filters, bad input that stores
+nothing, persistence across restarts (torch-free fake model)."""
 
+import json
 import time
 
 import numpy as np
 import pytest
+
+from tests.conftest import serving
+from tests.support.fake_repository import DIM
+from tests.support.toolkit import assert_error, b64
+
+
+@pytest.fixture
+def model_repository(fake_repository):
+    """The torch-free fake model: these tests are about the HTTP edge, not what a real model computes."""
+    return fake_repository
 
 
 def error_code(response, status: int) -> str:
@@ -79,3 +91,73 @@ def test_projected_hnsw_is_a_create_option_and_returns_exact_scores(client):
     np.testing.assert_allclose([h["score"] for h in hits], np.sort(exact)[::-1][:5], atol=1e-5)
     bad = client.put("/collections/proj2", json={"dim": 32, "index": "hnsw", "params": {"pca": 64}})
     assert error_code(bad, 422) == "invalid_index"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "payload", "status"),
+    [
+        ("post", "/collections/c/points", {"ids": ["a"], "vectors": [[1.0, 2.0]]}, 422),  # wrong dim
+        ("post", "/collections/c/points", {"ids": ["a", "b"], "vectors": [[1.0, 2.0, 3.0]]}, 422),  # count mismatch
+        ("post", "/collections/c/points", {"ids": ["a"], "vectors": [[1.0, 2.0, 3.0]], "metadata": [{}, {}]}, 422),
+        ("post", "/collections/c/points", {"ids": ["a"], "vectors": [[0.0, 0.0, 0.0]]}, 422),  # zero vector, cosine
+        ("post", "/collections/missing/points", {"ids": ["a"], "vectors": [[1.0, 2.0, 3.0]]}, 404),
+        ("post", "/search", {"collection": "c", "vector": [1.0, 2.0]}, 422),
+        ("post", "/search", {"collection": "c", "vector": [1.0, 2.0, 3.0], "k": 0}, 422),
+        ("post", "/search", {"collection": "c", "vector": [1.0, 2.0, 3.0], "k": 100000}, 422),
+        ("post", "/search", {"collection": "c"}, 422),
+        ("post", "/search", {"collection": "missing", "vector": [1.0, 2.0, 3.0]}, 404),
+        ("post", "/search", {"collection": "c", "id": "ghost"}, 404),
+        ("post", "/search", {"collection": "c", "input": {"image": "aGk="}}, 422),  # no model for this collection
+        ("put", "/collections/c", {"dim": 4}, 409),
+        ("put", "/collections/-leading-dash", {"dim": 4}, 422),
+        ("put", "/collections/..", {"dim": 4}, 404),
+        ("put", "/collections/x", {}, 422),
+        ("put", "/collections/x", {"model": "fake", "dim": 5}, 422),
+        ("put", "/collections/x", {"dim": 4, "metric": "hamming"}, 422),
+    ],
+)
+def test_collection_bad_input_is_a_clear_4xx_and_stores_nothing(client, method, path, payload, status):
+    client.put("/collections/c", json={"dim": 3})
+    client.post("/collections/c/points", json={"ids": ["keep"], "vectors": [[1.0, 0.0, 0.0]]})
+    assert_error(getattr(client, method)(path, json=payload) if method != "get" else client.get(path), status)
+    assert client.get("/collections/c").json()["count"] == 1
+
+def test_nan_in_vectors_is_422(client):
+    client.put("/collections/n", json={"dim": 2})
+    body = '{"ids": ["a"], "vectors": [[NaN, 1.0]]}'
+    assert_error(client.post("/collections/n/points", content=body, headers={"content-type": "application/json"}), 422)
+    assert client.get("/collections/n").json()["count"] == 0
+
+def test_collection_lifecycle_and_persistence(settings_factory):
+    settings = settings_factory()
+    with serving(settings) as first:
+        assert first.put("/collections/keep", json={"dim": 2, "metric": "l2"}).status_code == 201
+        assert first.put("/collections/keep", json={"dim": 2, "metric": "l2"}).status_code == 200
+        first.post("/collections/keep/points", json={"ids": ["a", "b"], "vectors": [[0, 0], [3, 4]]})
+    with serving(settings) as second:
+        hits = second.post("/search", json={"collection": "keep", "vector": [0, 0], "k": 2}).json()["hits"]
+        assert [(h["id"], h["score"]) for h in hits] == [("a", 0.0), ("b", 25.0)]
+        assert [c["name"] for c in second.get("/collections").json()] == ["keep"]
+        assert second.delete("/collections/keep").status_code == 204
+        assert_error(second.get("/collections/keep"), 404, "collection_not_found")
+
+def test_a_bad_item_in_a_batch_stores_nothing(client, photos):
+    client.put("/collections/atomic", json={"model": "fake"})
+    good = b64(photos["coffee"])
+    truncated = b64(photos["rocket"][: len(photos["rocket"]) // 3])
+    r = client.post("/collections/atomic/points", json={"ids": ["a", "b", "c"],
+                                                        "inputs": [{"image": good}, {"image": good}, {"image": truncated}]})
+    assert_error(r, 400, "invalid_image")
+    vectors = json.dumps([[0.1] * DIM, [0.1] * (DIM - 1) + [float("nan")]])  # json.dumps writes NaN
+    mixed = client.post("/collections/atomic/points", content=f'{{"ids": ["a", "b"], "vectors": {vectors}}}',
+                        headers={"content-type": "application/json"})
+    assert_error(mixed, 422, "invalid_vector")
+    assert client.get("/collections/atomic").json()["count"] == 0
+
+def test_oversized_metadata_is_413_and_stores_nothing(client):
+    client.put("/collections/meta", json={"dim": 2})
+    huge = {"blob": "x" * 20_000}
+    r = client.post("/collections/meta/points", json={"ids": ["a", "b"], "vectors": [[1, 0], [0, 1]], "metadata": [{}, huge]})
+    assert_error(r, 413, "metadata_too_large")
+    assert r.json()["error"]["detail"]["point"] == 1
+    assert client.get("/collections/meta").json()["count"] == 0

@@ -1,6 +1,5 @@
 """The content-addressed embedding cache: `cached` per input, equal vectors, hit/miss metrics, both backends."""
 
-import base64
 import uuid
 
 import numpy as np
@@ -8,10 +7,13 @@ import pytest
 
 from service.embed_cache import MemoryEmbeddingCache, RedisEmbeddingCache, cache_key
 from service.media.payload import RawImage, RawTensor
+from tests.support.toolkit import b64
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
+@pytest.fixture
+def model_repository(fake_repository):
+    """The torch-free fake model: these tests are about the HTTP edge, not what a real model computes."""
+    return fake_repository
 
 
 def metric(client, name: str) -> float:

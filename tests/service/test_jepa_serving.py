@@ -5,12 +5,15 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from export.cli import main
 from tests.conftest import serving
 from tests.jepa_checkpoints import cosine_rows, tiny_ijepa_folder
+
+pytestmark = pytest.mark.torch_parity  # served outputs against the PyTorch / transformers model
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)

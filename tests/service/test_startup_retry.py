@@ -4,11 +4,19 @@ the app asks its runner to stop with status 75 (the real process is tested in te
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from service.app import EXIT_BACKEND_UNAVAILABLE, create_app
 from tests.e2e.processes import free_port
+
+
+@pytest.fixture
+def model_repository(fake_repository: Path) -> Path:
+    """The torch-free fake model: start-up behaviour does not depend on the model."""
+    return fake_repository
 
 
 def test_gives_up_after_the_configured_time_and_asks_for_exit_75(settings_factory):

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 
 import pytest
 
-from tests.conftest import serving
 from service.logs import JsonFormatter
 from service.security import hash_key, new_key
+from tests.conftest import serving
+from tests.support.toolkit import captured_log
+
+
+@pytest.fixture
+def model_repository(fake_repository):
+    """The torch-free fake model: these tests are about the HTTP edge, not what a real model computes."""
+    return fake_repository
 
 sdk = pytest.importorskip("opentelemetry.sdk.trace", reason="opentelemetry-sdk is not installed (the `otel` extra)")
 
@@ -32,18 +37,10 @@ def spans():
 
 def test_server_span_has_request_id_and_key_and_logs_have_its_trace_id(spans, settings_factory):
     key = new_key()
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    access = logging.getLogger("jepa.access")
-    access.addHandler(handler)
-    access.setLevel(logging.INFO)
-    try:
-        with serving(settings_factory(api_keys=f"tracer:{hash_key(key)}:read")) as client:
-            spans.clear()
-            response = client.get("/collections", headers={"X-Request-ID": "span-1", "Authorization": f"Bearer {key}"})
-    finally:
-        access.removeHandler(handler)
+    with captured_log("jepa.access", JsonFormatter()) as stream, \
+            serving(settings_factory(api_keys=f"tracer:{hash_key(key)}:read")) as client:
+        spans.clear()
+        response = client.get("/collections", headers={"X-Request-ID": "span-1", "Authorization": f"Bearer {key}"})
     assert response.status_code == 200
     server = [s for s in spans.get_finished_spans() if s.attributes.get("http.route") == "/collections"]
     assert len(server) == 1, [s.name for s in spans.get_finished_spans()]

@@ -16,6 +16,8 @@ from tests.conftest import photo, serving
 from tests.jepa_checkpoints import cosine_rows, tiny_vjepa2_folder
 from tests.video_files import write_video
 
+pytestmark = pytest.mark.torch_parity  # served outputs against the PyTorch / transformers model
+
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 FRAMES = 4  # frames per clip of the export

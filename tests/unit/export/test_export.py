@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from export.demo import FP16_GATE, FP32_GATE, ExportOptions, ParityError, export_demo
-from export.parity import compare_outputs, row_cosines
+from export.parity import compare_outputs, row_cosines, run_onnx
 from models.demo import build_demo_model, load_demo_model, save_demo_model
 
 quiet = {"log": lambda _: None}
@@ -108,3 +108,109 @@ def test_random_vit_export_for_benchmarks(tmp_path: Path):
     assert manifest["family"] == "vit" and manifest["output"]["dim"] == 32 and manifest["output"]["token_grid"] == [4, 4]
     assert manifest["components"]["encoder"]["parity"]["fp32"]["min_cosine"] >= FP32_GATE
     assert main(["vit", "--name", "bad", "--out", str(tmp_path), "--image-size", "30", "--patch-size", "8"]) == 1
+
+
+def shared_layernorm_graph(path: Path) -> None:
+    """x -> LayerNorm(w, b) -> MatMul -> Mul(w) -> LayerNorm(w, b) -> y: one weight initializer feeds two blocked
+    ops and an fp16 one, as the exporter writes a random ViT whose equal constants it folded into one."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(np.ones(8, np.float32), "norm.weight"),
+        numpy_helper.from_array(np.zeros(8, np.float32), "norm.bias"),
+        numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "proj.weight"),
+    ]
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "norm.weight", "norm.bias"], ["h"], axis=-1, name="ln1"),
+        helper.make_node("MatMul", ["h", "proj.weight"], ["mm"], name="mm"),
+        helper.make_node("Mul", ["mm", "norm.weight"], ["m"], name="scale"),
+        helper.make_node("LayerNormalization", ["m", "norm.weight", "norm.bias"], ["y"], axis=-1, name="ln2"),
+    ]
+    graph = helper.make_graph(
+        nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])], initializer=inits,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+
+
+def test_fp16_conversion_of_an_initializer_shared_by_two_blocked_ops(tmp_path: Path):
+    import onnx
+
+    from export.onnx_graph import convert_fp16
+
+    src, dst = tmp_path / "shared.onnx", tmp_path / "shared.fp16.onnx"
+    shared_layernorm_graph(src)
+    convert_fp16(src, dst)  # used to write two nodes named norm.weight_cast_to_fp32_node
+    names = [node.name for node in onnx.load(str(dst)).graph.node]
+    assert len(names) == len(set(names))
+    x = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)
+    a = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    b = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert row_cosines(a, b).min() > 0.999
+    assert not (tmp_path / "shared.unshared.onnx").exists()
+
+
+def test_a_failing_fp16_conversion_is_a_failed_gate_not_a_failed_export(tmp_path: Path, monkeypatch):
+    import export.demo
+
+    def broken(src, dst):
+        dst.write_bytes(b"half-written")
+        raise ValueError("This is an invalid model. Error: two nodes with same node name (x_cast_to_fp32_node)")
+
+    monkeypatch.setattr(export.demo, "convert_fp16", broken)
+    target = export_demo(ExportOptions(out=tmp_path), **quiet)
+    manifest = json.loads((target / "manifest.json").read_text())
+    encoder = manifest["components"]["encoder"]
+    assert encoder["files"] == {"fp32": "encoder.onnx"}
+    assert "two nodes with same node name" in encoder["parity"]["fp16"]["error"]
+    assert not (target / "encoder.fp16.onnx").exists()
+    assert (target / "encoder.onnx").exists()
+
+
+def test_blocked_ops_get_their_own_copy_of_a_shared_initializer(tmp_path: Path):
+    """Whatever the converter version does with a shared initializer, each blocked use then casts its own."""
+    import onnx
+
+    from export.onnx_graph import unshare_blocked_initializers
+
+    shared_layernorm_graph(tmp_path / "shared.onnx")
+    model = onnx.load(str(tmp_path / "shared.onnx"))
+    assert unshare_blocked_initializers(model) == 3  # ln1 and ln2 share weight and bias; Mul keeps the original
+    blocked_inputs = [name for node in model.graph.node if node.op_type == "LayerNormalization" for name in node.input[1:]]
+    assert len(blocked_inputs) == len(set(blocked_inputs))
+    onnx.checker.check_model(model)
+    x = np.random.default_rng(2).standard_normal((2, 8)).astype(np.float32)
+    before = ort.InferenceSession(str(tmp_path / "shared.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_array_equal(before[0], after[0])
+
+
+def test_vit_export_with_fusions_keeps_its_outputs(tmp_path: Path):
+    """`jepa-export vit --fuse`: SkipLayerNormalization / BiasGelu kernels in place of the traced ops, and the
+    served graph still equals PyTorch."""
+    import onnx
+
+    from export.cli import main
+
+    assert main(["vit", "--name", "v", "--out", str(tmp_path), "--image-size", "32", "--patch-size", "8", "--dim", "32",
+                 "--depth", "2", "--heads", "2", "--fuse"]) == 0
+    folder = tmp_path / "v"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert "fp32: fused" in manifest["fusion"] and "fp16: fused" in manifest["fusion"]
+    ops = {node.op_type for node in onnx.load(str(folder / "encoder.onnx")).graph.node}
+    assert "SkipLayerNormalization" in ops and "LayerNormalization" in ops  # the final norm has no residual
+    assert not list(folder.glob("*.fused.onnx"))
+
+    from models.vit import ViTConfig, ViTEncoder
+
+    torch.manual_seed(0)
+    reference = ViTEncoder(ViTConfig(image_size=32, patch_size=8, dim=32, depth=2, heads=2)).eval()
+    x = np.random.default_rng(3).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    with torch.inference_mode():
+        expected = reference(torch.from_numpy(x))[1].numpy()
+    for file in manifest["components"]["encoder"]["files"].values():
+        got = run_onnx(folder / file, {"pixel_values": x})["tokens"]
+        assert row_cosines(expected, got).min() > 0.999
+

@@ -1,9 +1,8 @@
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-SERVICE = Path(__file__).resolve().parents[2] / "service"
+from tests.support.paths import SERVICE
 
 
 def test_service_sources_never_import_torch():

@@ -82,3 +82,59 @@ def test_native_tensorrt_engine_matches_onnx(demo_repository, tmp_path):
     cpu = OrtEngine("demo/encoder", folder / "encoder.onnx", ["CPUExecutionProvider"], "fp32")
     a, b = cpu.run(x)["pooled"], engine.run(x)["pooled"]
     assert ((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min() > 0.999
+
+
+def test_only_the_requested_outputs_reach_the_host(demo_repository):
+    """The IO-bound path (the one a GPU takes), forced onto CPU memory: tokens asked for by nobody stay bound
+    to 'device' buffers and are never handed over; the bytes handed to the host are the pooled vectors alone."""
+    path = demo_repository / "demo" / "encoder.onnx"
+    plain = OrtEngine("demo/encoder", path, ["CPUExecutionProvider"], "fp32")
+    bound = OrtEngine("demo/encoder", path, ["CPUExecutionProvider"], "fp32", bind_device="cpu")
+    x = demo_input(demo_repository, 4, 3)
+    everything = plain.run(x)
+    pooled_only = bound.run(x, ["pooled"])
+    assert set(pooled_only) == {"pooled"}
+    assert bound.host_bytes == everything["pooled"].nbytes
+    assert bound.host_bytes < everything["tokens"].nbytes / 10
+    np.testing.assert_allclose(pooled_only["pooled"], everything["pooled"], rtol=1e-5, atol=1e-6)
+    # the same engine, asked for tokens too, returns them equal to the plain run
+    both = bound.run(x, ["pooled", "tokens"])
+    np.testing.assert_allclose(both["tokens"], everything["tokens"], rtol=1e-5, atol=1e-6)
+    assert bound.host_bytes == everything["pooled"].nbytes + everything["tokens"].nbytes
+
+
+def test_bound_results_survive_the_next_batch(demo_repository):
+    """Host output buffers are reused per batch size: what a run returned must be a copy, not the buffer."""
+    bound = OrtEngine("demo/encoder", demo_repository / "demo" / "encoder.onnx", ["CPUExecutionProvider"], "fp32",
+                      bind_device="cpu")
+    first = bound.run(demo_input(demo_repository, 2, 4), ["pooled"])["pooled"]
+    kept = first.copy()
+    bound.run(demo_input(demo_repository, 2, 5), ["pooled"])
+    np.testing.assert_array_equal(first, kept)
+
+
+def test_input_buffers_are_allocated_once_per_batch_size(demo_repository):
+    engine = OrtEngine("demo/encoder", demo_repository / "demo" / "encoder.onnx", ["CPUExecutionProvider"], "fp32")
+    a, b, c = engine.input_buffers(4), engine.input_buffers(4), engine.input_buffers(8)
+    assert a["pixel_values"] is b["pixel_values"]
+    assert c["pixel_values"].shape[0] == 8 and a["pixel_values"].shape[0] == 4
+
+
+def test_unknown_outputs_are_refused(demo_repository):
+    engine = OrtEngine("demo/encoder", demo_repository / "demo" / "encoder.onnx", ["CPUExecutionProvider"], "fp32")
+    with pytest.raises(ValueError, match="none of the outputs"):
+        engine.run(demo_input(demo_repository, 1, 6), ["nope"])
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA execution provider (CPU-only onnxruntime or no GPU on this machine)")
+def test_cuda_pooled_only_copies_pooled_and_agrees_with_cpu(demo_repository):
+    folder = demo_repository / "demo"
+    gpu = OrtEngine("demo/encoder", folder / "encoder.onnx", ["CUDAExecutionProvider", "CPUExecutionProvider"], "fp32")
+    cpu = OrtEngine("demo/encoder", folder / "encoder.onnx", ["CPUExecutionProvider"], "fp32")
+    x = demo_input(demo_repository, 16, 7)
+    buffers = gpu.input_buffers(16)
+    buffers["pixel_values"][:] = x["pixel_values"]
+    out = gpu.run(buffers, ["pooled"])
+    assert set(out) == {"pooled"} and gpu.host_bytes == out["pooled"].nbytes
+    a, b = cpu.run(x)["pooled"], out["pooled"]  # fp32 on the GPU uses TF32 matrix products: cosine, not allclose
+    assert ((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min() > 0.9999

@@ -12,6 +12,7 @@ import pytest
 
 from service.security import ApiKey, InProcessLimiter, KeyRing, RedisLimiter, hash_key, new_key, required_scope
 from service.settings import Settings
+from tests.support.toolkit import free_port
 
 
 def test_keyring_verifies_by_hash_and_ignores_near_misses():
@@ -86,12 +87,6 @@ def test_in_process_limiter_fixed_window():
     assert asyncio.run(limiter.hit("other")).allowed
     now[0] += 10.0  # next window
     assert asyncio.run(limiter.hit("k")).allowed
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from service.batching import BatchPolicy, DynamicBatcher
-from service.batching.batcher import EngineFailure
-from service.errors import NotReady, Overloaded
+from service.errors import DeadlineExceeded, EngineFailure, NotReady, Overloaded
 from service.metrics import Metrics
 
 
@@ -24,8 +23,13 @@ class DoublingEngine:
         self.fail_next = False
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Event()  # set once a batch reaches the engine
 
-    def run(self, inputs):
+    def input_buffers(self, batch):
+        return {}
+
+    def run(self, inputs, outputs=None):
+        self.entered.set()
         self.gate.wait(5)
         self.batches.append(len(inputs["x"]))
         if self.fail_next:
@@ -40,6 +44,20 @@ def make(engine, **policy) -> DynamicBatcher:
 
 def item(value: float) -> dict:
     return {"x": np.full(3, value, np.float32)}
+
+
+async def engine_busy(engine: DoublingEngine) -> None:
+    """Until a batch has reached the (blocked) engine: its event, waited for off the loop."""
+    assert await asyncio.get_running_loop().run_in_executor(None, engine.entered.wait, 5), "no batch reached the engine"
+
+
+async def queued(batcher: DynamicBatcher, n: int) -> None:
+    """Until n items wait in the batcher's queue (polled, bounded)."""
+    for _ in range(5000):
+        if batcher.queue_depth == n:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"queue depth {batcher.queue_depth}, expected {n}")
 
 
 async def test_items_from_many_requests_coalesce_and_map_back():
@@ -57,47 +75,39 @@ async def test_items_from_many_requests_coalesce_and_map_back():
 
 async def test_lone_item_goes_at_once_when_nothing_else_is_announced():
     engine = DoublingEngine()
-    batcher = make(engine, max_batch_size=64, max_queue_delay_ms=500)
+    batcher = make(engine, max_batch_size=64, max_queue_delay_ms=600_000)
     batcher.start()
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    await batcher.infer([item(1)])
-    elapsed = loop.time() - started
+    # with a 10-minute delay, finishing at all shows the batch did not wait: nobody else was coming
+    await asyncio.wait_for(batcher.infer([item(1)]), 30)
     await batcher.stop()
     assert engine.batches == [1]
-    assert elapsed < 0.25  # far below the 500 ms delay: nobody else was coming
 
 
 async def test_batch_waits_for_announced_items_at_most_the_delay():
     engine = DoublingEngine()
     batcher = make(engine, max_batch_size=64, max_queue_delay_ms=60)
     batcher.start()
-    loop = asyncio.get_running_loop()
     batcher.announce(2)  # two items decoding; only one ever arrives
-    started = loop.time()
     first = asyncio.ensure_future(batcher.infer([item(1)], announced=True))
-    await asyncio.sleep(0.02)
+    await queued(batcher, 1)  # held open: another announced item is still decoding
     second = asyncio.ensure_future(batcher.infer([item(2)]))  # not announced, but joins the open batch
-    await asyncio.gather(first, second)
-    elapsed = loop.time() - started
+    await asyncio.wait_for(asyncio.gather(first, second), 30)  # the delay (60 ms) ends the wait for the third
     await batcher.stop()
     assert engine.batches == [2]
-    assert 0.05 <= elapsed < 1.0  # held open for the still-announced item, up to the delay
 
 
 async def test_withdrawn_announcement_stops_the_wait():
     engine = DoublingEngine()
-    batcher = make(engine, max_batch_size=64, max_queue_delay_ms=2000)
+    batcher = make(engine, max_batch_size=64, max_queue_delay_ms=600_000)
     batcher.start()
-    loop = asyncio.get_running_loop()
     batcher.announce(2)
-    started = loop.time()
     pending = asyncio.ensure_future(batcher.infer([item(1)], announced=True))
-    await asyncio.sleep(0.05)
+    await queued(batcher, 1)
+    assert not pending.done()  # waiting for the other announced item
     batcher.withdraw(1)  # the other item failed to decode
-    await pending
+    await asyncio.wait_for(pending, 30)  # long before the 10-minute delay: the withdrawal ended the wait
     await batcher.stop()
-    assert loop.time() - started < 1.0
+    assert engine.batches == [1]
 
 
 async def test_failed_batch_fails_its_callers_and_the_loop_survives():
@@ -118,14 +128,14 @@ async def test_full_queue_is_refused_with_overloaded():
     batcher = make(engine, max_batch_size=2, max_queue_delay_ms=0, max_queue_size=4)
     batcher.start()
     first = asyncio.ensure_future(batcher.infer([item(0), item(0)]))
-    await asyncio.sleep(0.05)  # first batch taken by the engine
-    queued = asyncio.ensure_future(batcher.infer([item(1)] * 4))
-    await asyncio.sleep(0.01)
+    await engine_busy(engine)  # first batch taken by the engine
+    waiting = asyncio.ensure_future(batcher.infer([item(1)] * 4))
+    await queued(batcher, 4)
     with pytest.raises(Overloaded) as refused:
         await batcher.infer([item(2)])
     assert refused.value.retry_after_s > 0
     engine.gate.set()
-    await asyncio.gather(first, queued)
+    await asyncio.gather(first, waiting)
     await batcher.stop()
 
 
@@ -135,9 +145,9 @@ async def test_cancelled_callers_cost_no_compute():
     batcher = make(engine, max_batch_size=1, max_queue_delay_ms=0)
     batcher.start()
     first = asyncio.ensure_future(batcher.infer([item(0)]))
-    await asyncio.sleep(0.05)
+    await engine_busy(engine)
     abandoned = asyncio.ensure_future(batcher.infer([item(1)]))
-    await asyncio.sleep(0.01)
+    await queued(batcher, 1)
     abandoned.cancel()
     engine.gate.set()
     await first
@@ -157,14 +167,12 @@ async def test_stopped_batcher_refuses_work():
 async def test_expired_items_are_dropped_before_compute():
     import time
 
-    from service.errors import DeadlineExceeded
-
     engine = DoublingEngine()
     engine.gate.clear()
     batcher = make(engine, max_batch_size=1, max_queue_delay_ms=0)
     batcher.start()
     first = asyncio.ensure_future(batcher.infer([item(0)]))
-    await asyncio.sleep(0.05)  # the engine is busy with item 0
+    await engine_busy(engine)  # the engine is busy with item 0
     with pytest.raises(DeadlineExceeded):
         await batcher.infer([item(1)], deadline=time.perf_counter() + 0.05)
     engine.gate.set()
@@ -214,16 +222,16 @@ def test_policy_sizes():
         BatchPolicy(max_batch_size=4, preferred_batch_sizes=(8,))
 
 
-async def test_always_mode_waits_out_the_delay_for_a_lone_item():
+async def test_always_mode_holds_a_lone_item_for_company():
     engine = DoublingEngine()
-    batcher = make(engine, max_batch_size=64, max_queue_delay_ms=80, wait="always")
+    batcher = make(engine, max_batch_size=2, max_queue_delay_ms=600_000, wait="always")
     batcher.start()
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    await batcher.infer([item(1)])
-    elapsed = loop.time() - started
+    lone = asyncio.ensure_future(batcher.infer([item(1)]))
+    await queued(batcher, 1)
+    assert not lone.done()  # nothing announced, yet it waits (announced mode would send it at once)
+    await asyncio.wait_for(asyncio.gather(lone, batcher.infer([item(2)])), 30)  # a full batch goes at once
     await batcher.stop()
-    assert 0.07 <= elapsed < 1.0
+    assert engine.batches == [2]
 
 
 def test_tuned_warm_up_caps_batches_where_cost_per_item_stops_falling():
@@ -232,7 +240,7 @@ def test_tuned_warm_up_caps_batches_where_cost_per_item_stops_falling():
     class KneeEngine(DoublingEngine):
         """Per-item cost falls until 4 items, then rises: batches of 8 and 16 are slower per item."""
 
-        def run(self, inputs):
+        def run(self, inputs, outputs=None):
             n = len(inputs["x"])
             clock.sleep(0.002 * n * (1.0 if n <= 4 else 2.0) + 0.004)
             return {"y": inputs["x"] * 2}
@@ -253,3 +261,80 @@ async def test_batches_respect_the_tuned_limit():
     await asyncio.gather(*(batcher.infer([item(i)]) for i in range(9)))
     await batcher.stop()
     assert max(engine.batches) == 3 and sum(engine.batches) == 9
+
+
+class BufferedEngine(DoublingEngine):
+    """Owns one input buffer per batch size (as OrtEngine does) and records what run() was given."""
+
+    output_names = ("y", "z")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffers: dict[int, dict] = {}
+        self.given: list[tuple[bool, tuple | None]] = []  # (inputs were our buffer, outputs asked for)
+
+    def input_buffers(self, batch):
+        return self.buffers.setdefault(batch, {"x": np.zeros((batch, 3), np.float32)})
+
+    def run(self, inputs, outputs=None):
+        self.given.append((inputs["x"] is self.buffers.get(len(inputs["x"]), {}).get("x"), outputs))
+        names = self.output_names if outputs is None else outputs
+        every = {"y": inputs["x"] * 2, "z": inputs["x"] * 3}
+        return {name: every[name] for name in names}
+
+
+async def test_batches_are_assembled_in_the_engines_buffer_and_ask_only_for_wanted_outputs():
+    engine = BufferedEngine()
+    batcher = make(engine, max_batch_size=8, max_queue_delay_ms=50, preferred_batch_sizes=(4, 8))
+    batcher.start()
+    only_y = await asyncio.gather(*(batcher.infer([item(i)], outputs=["y"]) for i in range(3)))
+    both = await batcher.infer([item(10)])
+    await batcher.stop()
+    assert all(in_buffer for in_buffer, _ in engine.given)  # no stacked copy: the engine's own buffer
+    assert engine.given[0][1] == ("y",) and engine.given[-1][1] is None
+    for i, (out,) in enumerate(only_y):
+        assert set(out) == {"y"}
+        np.testing.assert_array_equal(out["y"], np.full(3, 2 * i, np.float32))
+    assert set(both[0]) == {"y", "z"} and both[0]["z"][0] == 30
+
+
+async def test_two_instances_keep_two_batches_in_flight():
+    """Each instance runs in its own worker: a second batch starts while the first is still running."""
+    started = threading.Barrier(2, timeout=5)
+
+    class MeetingEngine(DoublingEngine):
+        def run(self, inputs, outputs=None):
+            started.wait()  # raises BrokenBarrierError unless another batch runs at the same time
+            return super().run(inputs, outputs)
+
+    engines = [MeetingEngine(), MeetingEngine()]
+    batcher = DynamicBatcher(engines, BatchPolicy(max_batch_size=2), Metrics(), model="fake", component="encoder")
+    batcher.start()
+    results = await asyncio.gather(*(batcher.infer([item(i)]) for i in range(4)))
+    await batcher.stop()
+    assert [out["y"][0] for (out,) in results] == [0, 2, 4, 6]
+    assert all(engine.batches for engine in engines)  # both instances took work
+    assert not started.broken
+
+
+async def test_one_instance_runs_one_batch_at_a_time():
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    class CountingEngine(DoublingEngine):
+        def run(self, inputs, outputs=None):
+            nonlocal running, most
+            with lock:
+                running += 1
+                most = max(most, running)
+            try:
+                return super().run(inputs, outputs)
+            finally:
+                with lock:
+                    running -= 1
+
+    batcher = make(CountingEngine(), max_batch_size=1)
+    batcher.start()
+    await asyncio.gather(*(batcher.infer([item(i)]) for i in range(6)))
+    await batcher.stop()
+    assert most == 1

@@ -5,9 +5,15 @@ import asyncio
 import numpy as np
 import pytest
 
-from service.world.planner import CEMConfig, plan_cem, rollout_batch, trajectory_cost
+from service.world.planner import CEMConfig, plan_sequences, rollout_batch, trajectory_cost
 
 LOW, HIGH = np.array([-1.0, -1.0], np.float32), np.array([1.0, 1.0], np.float32)
+
+
+async def plan_cem(world_model, start, goal, low, high, config, projection=None):
+    """CEM from the state `start` with a one-step world model, as the service's pooled rollout runs it."""
+    return await plan_sequences(lambda actions: rollout_batch(world_model, start, actions), goal, low, high, config,
+                                projection)
 
 
 def toy_world(calls: list[int]):

@@ -1,0 +1,520 @@
+"""GPU benchmark: PyTorch eager, the raw ONNX Runtime engine, the served path in process, and HTTP, on one device.
+
+    python -m loadtests.bench_gpu                          # on a GPU machine (make bench-gpu): docs/bench/gpu.md
+    python -m loadtests.bench_gpu --device cpu --models tiny --seconds 0.5 --out /tmp/b   # CPU dry run (tested)
+
+For each model (ViT-S/16 and ViT-L/16 at 224 px, random weights, exported by `jepa-export vit`):
+1. reference: PyTorch eager of the same architecture and weights (fp16, SDPA attention on a GPU);
+2. raw engine: the ONNX Runtime session alone, input already on the device, outputs left there, best batch;
+3. served in process: DynamicBatcher + OrtEngine instances, many concurrent callers of one image each,
+   numpy in, pooled out (the whole path below HTTP);
+4. HTTP: a jepa-serve process and a load generator (several processes) posting JPEG or PNG images as
+   multipart, a concurrency sweep.
+The bench may import torch as a reference; the service it measures never does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import io
+import json
+import math
+import multiprocessing
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+VIT_ARGS = {
+    "vits16": ["--image-size", "224", "--patch-size", "16", "--dim", "384", "--depth", "12", "--heads", "6"],
+    "vitl16": ["--image-size", "224", "--patch-size", "16", "--dim", "1024", "--depth", "24", "--heads", "16"],
+    "tiny": ["--image-size", "32", "--patch-size", "8", "--dim", "32", "--depth", "2", "--heads", "2"],
+}
+GOAL_SERVED = 0.85  # served path in process / raw engine
+GOAL_HTTP = 0.6  # HTTP / raw engine (ViT-L; decoding on the CPU bounds small models)
+
+
+@dataclass
+class ModelFigures:
+    model: str
+    params_m: float = 0.0
+    eager: dict[int, float] = field(default_factory=dict)  # batch -> img/s
+    engine: dict[str, dict[int, float]] = field(default_factory=dict)  # graph -> batch -> img/s
+    served: dict[str, float] = field(default_factory=dict)  # "instances=2 max_batch=64" -> img/s
+    http: dict[str, float] = field(default_factory=dict)  # "jpeg x8 c=32" -> img/s
+    http_errors: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def eager_best(self) -> float:
+        return max(self.eager.values(), default=0.0)
+
+    @property
+    def engine_best(self) -> float:
+        return max((v for graph in self.engine.values() for v in graph.values()), default=0.0)
+
+    @property
+    def served_best(self) -> float:
+        return max(self.served.values(), default=0.0)
+
+    @property
+    def http_best(self) -> float:
+        return max(self.http.values(), default=0.0)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def export_model(name: str, repository: Path) -> Path:
+    """`jepa-export vit` (fp32 + gated fp16) into a scratch repository; the ONNX files are not carried around."""
+    folder = repository / name
+    if not (folder / "manifest.json").exists():
+        log(f"exporting {name}")
+        command = [sys.executable, "-m", "export", "vit", "--name", name, *VIT_ARGS[name], "--out", str(repository)]
+        subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return folder
+
+
+def vit_config(name: str):
+    from models.vit import ViTConfig
+
+    a = dict(zip(VIT_ARGS[name][::2], VIT_ARGS[name][1::2], strict=True))
+    return ViTConfig(image_size=int(a["--image-size"]), patch_size=int(a["--patch-size"]), dim=int(a["--dim"]),
+                     depth=int(a["--depth"]), heads=int(a["--heads"]))
+
+
+def timed_rate(step, items: int, seconds: float, sync=lambda: None) -> float:
+    """items per second of `step` (after one warm call), timed for at least `seconds`."""
+    step()
+    sync()
+    runs, started = 0, time.perf_counter()
+    while True:
+        step()
+        runs += 1
+        if runs % 4 == 0 or runs < 4:
+            sync()
+            elapsed = time.perf_counter() - started
+            if elapsed >= seconds:
+                return runs * items / elapsed
+
+
+def measure_eager(name: str, device: str, batches: list[int], seconds: float, figures: ModelFigures) -> None:
+    """PyTorch eager: fp16 + SDPA attention on a GPU (what a user would run), fp32 on the CPU."""
+    import torch
+    import torch.nn.functional as F
+
+    from models.vit import Attention, ViTEncoder
+
+    def sdpa_forward(self, x):
+        b, n, d = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, h, N, hs)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+    torch.manual_seed(0)
+    model = ViTEncoder(vit_config(name)).eval()
+    figures.params_m = sum(p.numel() for p in model.parameters()) / 1e6
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    model = model.to(device=device, dtype=dtype)
+    if device == "cuda":
+        for module in model.modules():
+            if isinstance(module, Attention):
+                module.forward = sdpa_forward.__get__(module)
+    size = model.config.image_size
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    for batch in batches:
+        x = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
+        with torch.inference_mode():
+            try:
+                figures.eager[batch] = timed_rate(lambda x=x: model(x), batch, seconds, sync)
+            except torch.OutOfMemoryError:
+                figures.notes.append(f"eager batch {batch}: out of memory")
+                break
+        log(f"  eager batch {batch}: {figures.eager.get(batch, 0):,.0f} img/s")
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+
+def providers_for(device: str) -> list[str]:
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+
+
+def engine_file(folder: Path, device: str, graph: str) -> Path:
+    """fp16 on a GPU (if it passed its gate), fp32 on the CPU; `graph` = exported or fused."""
+    stem = "encoder.fp16" if device == "cuda" and (folder / "encoder.fp16.onnx").exists() else "encoder"
+    return folder / (f"{stem}.fused.onnx" if graph == "fused" else f"{stem}.onnx")
+
+
+def measure_engine(folder: Path, device: str, batches: list[int], seconds: float, figures: ModelFigures) -> None:
+    """The session alone: input resident on the device, every output written to device memory (no copies)."""
+    import onnxruntime as ort
+
+    for graph in ("exported", "fused"):
+        path = engine_file(folder, device, graph)
+        if not path.exists():
+            continue
+        session = ort.InferenceSession(str(path), providers=providers_for(device))
+        shape = [int(d) for d in session.get_inputs()[0].shape[1:]]
+        results: dict[int, float] = {}
+        for batch in batches:
+            dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
+            x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(dtype)
+            if device == "cuda":
+                binding = session.io_binding()
+                binding.bind_ortvalue_input("pixel_values", ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
+                for output in session.get_outputs():
+                    binding.bind_output(output.name, "cuda", 0)
+
+                def step(binding=binding):
+                    session.run_with_iobinding(binding)
+            else:
+                def step(x=x):
+                    session.run(None, {"pixel_values": x})
+            results[batch] = timed_rate(step, batch, seconds)
+            log(f"  engine ({graph}, {path.name}) batch {batch}: {results[batch]:,.0f} img/s")
+        figures.engine.setdefault(graph, {}).update(results)
+        del session
+
+
+async def drive_batcher(batcher, image: np.ndarray, callers: int, seconds: float) -> float:
+    done = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def caller() -> None:
+        nonlocal done
+        while time.perf_counter() < stop_at:
+            await batcher.infer([{"pixel_values": image}], outputs=["pooled"])
+            done += 1
+
+    await asyncio.gather(*(caller() for _ in range(min(callers, 8))))  # warm: first shapes, first binds
+    done, started = 0, time.perf_counter()
+    stop_at = started + seconds
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    return done / (time.perf_counter() - started)
+
+
+def measure_served(folder: Path, device: str, instances: list[int], max_batches: list[int], callers: int,
+                   seconds: float, figures: ModelFigures) -> None:
+    """DynamicBatcher + OrtEngine(s) exactly as the service builds them; callers each send one image at a time."""
+    from service.batching import BatchPolicy, DynamicBatcher
+    from service.metrics import Metrics
+    from service.runtime.onnx import OrtEngine
+
+    path = engine_file(folder, device, "exported")  # the fused graph once promote_fused put it in place
+    precision = "fp16" if ".fp16" in path.name else "fp32"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    shape = manifest["components"]["encoder"]["inputs"]["pixel_values"][1:]
+    image = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    metrics = Metrics()  # one registry: metrics register their names once
+    for count in instances:
+        engines = [OrtEngine(f"{folder.name}/encoder", path, providers_for(device), precision) for _ in range(count)]
+        for max_batch in max_batches:
+            policy = BatchPolicy(max_batch_size=max_batch, max_queue_delay_ms=2.0, max_queue_size=1 << 16)
+
+            async def run() -> float:
+                batcher = DynamicBatcher(engines, policy, metrics, model=folder.name, component="encoder")
+                batcher.warm_up({"pixel_values": image})
+                batcher.start()
+                try:
+                    return await drive_batcher(batcher, image, callers, seconds)
+                finally:
+                    await batcher.stop()
+
+            key = f"instances={count} max_batch={max_batch}"
+            figures.served[key] = asyncio.run(run())
+            log(f"  served {key} ({callers} callers): {figures.served[key]:,.0f} img/s")
+        del engines
+
+
+def encoded_images(size: int, fmt: str) -> list[bytes]:
+    from PIL import Image
+    from skimage import data
+
+    out = []
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        image = getattr(data, name)()[..., :3]
+        buffer = io.BytesIO()
+        Image.fromarray(image).resize((size, size)).save(buffer, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+        out.append(buffer.getvalue())
+    return out
+
+
+def multipart(images: list[bytes], fmt: str) -> tuple[bytes, str]:
+    boundary = "jepabenchboundary"
+    mime = "image/jpeg" if fmt == "JPEG" else "image/png"
+    parts = [b"--" + boundary.encode() + b'\r\nContent-Disposition: form-data; name="output"\r\n\r\npooled\r\n']
+    for i, data in enumerate(images):
+        parts.append(b"--" + boundary.encode() + f'\r\nContent-Disposition: form-data; name="files"; '
+                     f'filename="{i}.img"\r\nContent-Type: {mime}\r\n\r\n'.encode() + data + b"\r\n")
+    parts.append(b"--" + boundary.encode() + b"--\r\n")
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def load_process(url: str, body: bytes, content_type: str, concurrency: int, warmup: float, seconds: float, queue) -> None:
+    """One load-generator process: `concurrency` closed-loop clients; puts (ok, errors) counted in the window."""
+    import httpx
+
+    async def main() -> tuple[int, int]:
+        ok = errors = 0
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+            start = time.perf_counter()
+            window = (start + warmup, start + warmup + seconds)
+
+            async def worker() -> None:
+                nonlocal ok, errors
+                while time.perf_counter() < window[1]:
+                    sent = time.perf_counter()
+                    try:
+                        status = (await client.post("/embed", content=body, headers={"content-type": content_type})).status_code
+                    except httpx.TransportError:
+                        status = -1
+                    if window[0] <= sent and time.perf_counter() <= window[1]:
+                        ok, errors = (ok + 1, errors) if status == 200 else (ok, errors + 1)
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return ok, errors
+
+    queue.put(asyncio.run(main()))
+
+
+def start_server(folder: Path, device: str, max_batch: int, workdir: Path, decode_threads: int) -> tuple[subprocess.Popen, str]:
+    from loadtests.server import free_port, wait_ready
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "JEPA_MODEL_REPOSITORY": str(folder.parent), "JEPA_DEFAULT_MODEL": folder.name,
+           "JEPA_DATA_DIR": str(workdir / "data"), "JEPA_EMBED_CACHE": "off", "JEPA_ACCESS_LOG": "false",
+           "JEPA_PROVIDERS": device, "JEPA_MAX_BATCH_SIZE": str(max_batch), "JEPA_DECODE_THREADS": str(decode_threads),
+           "JEPA_MAX_QUEUE_SIZE": "65536", "JEPA_BATCH_TUNE": "false", "JEPA_LOG_FORMAT": "text"}
+    log_path = workdir / f"server-{folder.name}.log"
+    process = subprocess.Popen([sys.executable, "-m", "service", "--port", str(port), "--log-level", "warning"],
+                               cwd=workdir, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+                               start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, process, log_path, 600)
+    return process, url
+
+
+def measure_http(folder: Path, device: str, levels: list[int], per_request: int, processes: int, max_batch: int,
+                 seconds: float, workdir: Path, figures: ModelFigures, formats: tuple[str, ...] = ("JPEG", "PNG")) -> None:
+    size = json.loads((folder / "manifest.json").read_text())["input"]["image_size"][0]
+    decode_threads = max(2, (os.cpu_count() or 4) - processes - 1)
+    process, url = start_server(folder, device, max_batch, workdir, decode_threads)
+    context = multiprocessing.get_context("spawn")
+    try:
+        for fmt in formats:
+            body, content_type = multipart(encoded_images(size, fmt)[:1] * per_request, fmt)
+            for level in levels:
+                queue = context.Queue()
+                per_process = max(1, math.ceil(level / processes))
+                workers = [context.Process(target=load_process,
+                                           args=(url, body, content_type, per_process, 2.0, seconds, queue))
+                           for _ in range(processes)]
+                for worker in workers:
+                    worker.start()
+                counts = [queue.get(timeout=seconds + 300) for _ in workers]
+                for worker in workers:
+                    worker.join()
+                ok, errors = sum(c[0] for c in counts), sum(c[1] for c in counts)
+                key = f"{fmt.lower()} x{per_request} c={per_process * processes}"
+                figures.http[key] = ok * per_request / seconds
+                figures.http_errors[key] = errors
+                log(f"  http {key}: {figures.http[key]:,.0f} img/s ({errors} errors)")
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def gpu_description(device: str) -> str:
+    if device != "cuda":
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), platform.processor())
+        return f"CPU only: {os.cpu_count()} cores ({cpu})"
+    smi = shutil.which("nvidia-smi")
+    name = subprocess.run([smi, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                          capture_output=True, text=True).stdout.strip() if smi else "unknown GPU"
+    return f"{name}; {os.cpu_count()} CPU cores"
+
+
+def versions() -> str:
+    import onnxruntime as ort
+
+    parts = [f"Python {platform.python_version()}", f"onnxruntime {ort.__version__}"]
+    try:
+        import torch
+
+        parts.append(f"torch {torch.__version__}")
+    except ImportError:
+        pass
+    return ", ".join(parts)
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}×" if b else "n/a"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def report(results: list[ModelFigures], args: argparse.Namespace, started: str, out: Path) -> Path:
+    lines = [
+        "# GPU serving benchmark",
+        "",
+        f"Generated by `python -m loadtests.bench_gpu {' '.join(args.argv)}` (`make bench-gpu`) on {started}.",
+        f"Device: {gpu_description(args.device)}. {versions()}.",
+        "",
+        "Rows: (1) PyTorch eager of the same architecture and weights (fp16 + SDPA attention on a GPU);",
+        "(2) the raw ONNX Runtime session, input on the device and outputs left there, best batch;",
+        "(3) the served path in process: DynamicBatcher + OrtEngine instances, "
+        f"{args.callers} concurrent callers of one image each, numpy in, pooled out;",
+        f"(4) HTTP: jepa-serve and {args.load_processes} load-generator processes posting "
+        f"{args.per_request} images per multipart request. img/s throughout.",
+        "",
+    ]
+    for fig in results:
+        lines += [f"## {fig.model} ({fig.params_m:.1f}M parameters)", "",
+                  "| row | best img/s | detail |", "|---|---:|---|"]
+        lines.append(f"| 1. PyTorch eager | {fig.eager_best:,.0f} | "
+                     + ", ".join(f"b{b}: {v:,.0f}" for b, v in fig.eager.items()) + " |")
+        for graph, by_batch in fig.engine.items():
+            lines.append(f"| 2. raw engine ({graph} graph) | {max(by_batch.values()):,.0f} | "
+                         + ", ".join(f"b{b}: {v:,.0f}" for b, v in by_batch.items()) + " |")
+        lines.append(f"| 3. served in process | {fig.served_best:,.0f} | "
+                     + ", ".join(f"{k}: {v:,.0f}" for k, v in fig.served.items()) + " |")
+        if fig.http:
+            lines.append(f"| 4. HTTP | {fig.http_best:,.0f} | "
+                         + ", ".join(f"{k}: {v:,.0f}" + (f" ({fig.http_errors[k]} err)" if fig.http_errors.get(k) else "")
+                                     for k, v in fig.http.items()) + " |")
+        engine, eager = fig.engine_best, fig.eager_best
+        lines += ["", "| goal | measured | |", "|---|---|---|",
+                  f"| engine ≥ PyTorch eager | {ratio(engine, eager)} | "
+                  f"{verdict(engine >= eager) if eager else 'not measured'} |",
+                  f"| served in process ≥ {GOAL_SERVED}× raw engine | {ratio(fig.served_best, engine)} | "
+                  f"{verdict(fig.served_best >= GOAL_SERVED * engine)} |"]
+        if fig.http:
+            lines.append(f"| HTTP ≥ {GOAL_HTTP}× raw engine | {ratio(fig.http_best, engine)} | "
+                         f"{verdict(fig.http_best >= GOAL_HTTP * engine)} |")
+        lines += [""] + [f"- {note}" for note in fig.notes] + [""]
+    path = out / "gpu.md"
+    path.write_text("\n".join(lines))
+    (out / "gpu.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+    return path
+
+
+def load_previous(out: Path) -> list[ModelFigures]:
+    path = out / "gpu.json"
+    if not path.exists():
+        return []
+    previous = []
+    for raw in json.loads(path.read_text()):
+        raw["eager"] = {int(k): v for k, v in raw["eager"].items()}
+        raw["engine"] = {g: {int(k): v for k, v in b.items()} for g, b in raw["engine"].items()}
+        previous.append(ModelFigures(**raw))
+    return previous
+
+
+def parse_ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    parser.add_argument("--models", default="vits16,vitl16")
+    parser.add_argument("--repository", type=Path, help="exported models (default: a scratch folder)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="timing window per point")
+    parser.add_argument("--batches", default="1,8,32,64,128,256")
+    parser.add_argument("--instances", default="1,2,3")
+    parser.add_argument("--max-batches", default="64,128")
+    parser.add_argument("--callers", type=int, default=512)
+    parser.add_argument("--http-levels", default="16,64,128")
+    parser.add_argument("--http-seconds", type=float, default=10.0,
+                        help="timing window per HTTP point (long enough for many request latencies)")
+    parser.add_argument("--http-formats", default="jpeg,png", help="image formats posted over HTTP")
+    parser.add_argument("--per-request", type=int, default=8)
+    parser.add_argument("--load-processes", type=int, default=4)
+    parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--skip-eager", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other models' figures already in OUT/gpu.json (one model per run, runs in a row)")
+    args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
+    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    args.out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
+    repository = args.repository or scratch / "repository"
+    previous = {f.model: f for f in load_previous(args.out)} if args.merge else {}
+    names = args.models.split(",")
+    results = [f for model, f in previous.items() if model not in names]
+    try:
+        for name in names:
+            log(f"== {name} on {args.device}")
+            # --merge: rows this run skips keep their earlier figures; the points it measures replace theirs
+            figures = previous.get(name) or ModelFigures(name)
+            figures.notes = [n for n in figures.notes if n.startswith("run: ")] + [f"run: {' '.join(args.argv)}"]
+            folder = export_model(name, repository)
+            optimize_for_bench(folder, args.device, figures)
+            if not args.skip_eager:
+                measure_eager(name, args.device, parse_ints(args.batches), args.seconds, figures)
+            measure_engine(folder, args.device, parse_ints(args.batches), args.seconds, figures)
+            promote_fused(folder, figures)
+            measure_served(folder, args.device, parse_ints(args.instances), parse_ints(args.max_batches), args.callers,
+                           args.seconds, figures)
+            if not args.skip_http:
+                measure_http(folder, args.device, parse_ints(args.http_levels), args.per_request, args.load_processes,
+                             max(parse_ints(args.max_batches)), args.http_seconds, scratch, figures,
+                             tuple(f.upper() for f in args.http_formats.split(",")))
+            results.append(figures)
+            report(results, args, started, args.out)  # after every model: a partial report survives a time-out
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    path = report(results, args, started, args.out)
+    log(f"wrote {path}")
+    return 0
+
+
+def optimize_for_bench(folder: Path, device: str, figures: ModelFigures) -> None:
+    """Fused copies of the exported graphs (ONNX Runtime's transformer fusions, gated on this device), beside them."""
+    from export.fusion import fuse_entry
+
+    figures.notes.append(fuse_entry(folder, use_gpu=device == "cuda", log=log))
+
+
+def promote_fused(folder: Path, figures: ModelFigures) -> None:
+    """Serve the fused graphs (what `jepa-export vit --fuse` writes) where row 2 measured them faster:
+    each takes its unfused file's place."""
+    from export.fusion import fused_path
+
+    fused, exported = figures.engine.get("fused", {}), figures.engine.get("exported", {})
+    if not fused or max(fused.values()) <= max(exported.values(), default=0.0):
+        figures.notes.append("rows 3-4 serve the exported (unfused) graph: the fused one was not faster in row 2")
+        return
+    for path in sorted(folder.glob("encoder*.onnx")):
+        fused = fused_path(path)
+        if ".fused" not in path.name and fused.exists():
+            path.replace(path.with_name(path.name.removesuffix(".onnx") + ".exported.onnx"))
+            fused.replace(path)
+            figures.notes.append(f"rows 3-4 serve the fused {path.name}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

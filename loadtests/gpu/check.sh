@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# On a lent GPU machine (Python with PyTorch + CUDA, no package index), after the parts of
+# ../shared/tools/gpu-kit (onnxruntime-gpu + the service's dependencies) were copied to /tmp/gpu-kit:
+#   bash loadtests/gpu/check.sh tests            # unpack the kit, the CUDA tests of tests/unit/service/runtime/test_runtime.py
+#   bash loadtests/gpu/check.sh bench MODEL ...  # python -m loadtests.bench_gpu --models MODEL --merge ...
+# Results go to $OUT (the device tool's return folder) or ./gpu-out.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-gpu-out}; mkdir -p "$out"
+[ -f /tmp/gpu-kit/env.sh ] || bash /tmp/gpu-kit/unpack.sh >"$out/unpack.log" 2>&1 || { cat "$out/unpack.log"; exit 1; }
+. /tmp/gpu-kit/env.sh
+export PYTHONPATH=$PWD:$PYTHONPATH
+mkdir -p /tmp/bench-out
+case "${1:-tests}" in
+  tests)
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    python3 -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())"
+    python3 -m pytest -q -p no:cacheprovider -o addopts= tests/unit/service/runtime/test_runtime.py -rs 2>&1 | tee "$out/cuda-tests.log" | tail -15 ;;
+  bench)
+    shift
+    # the report is rewritten after each model, straight into $out: a run cut short still brings back what it measured
+    [ -f /tmp/bench-out/gpu.json ] && [ ! -f "$out/gpu.json" ] && cp /tmp/bench-out/gpu.json "$out/"
+    python3 -m loadtests.bench_gpu --merge --out "$out" "$@" 2>&1 | grep -v "^W1127\|Warning" | tee -a "$out/bench.log"
+    mkdir -p /tmp/bench-out && cp "$out"/gpu.json /tmp/bench-out/ 2>/dev/null ;;
+esac

@@ -1,0 +1,49 @@
+"""From request bodies to media items: count limits, base64 decoding and video sampling options."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from service.api.schemas import MediaInput, VideoSamplingOptions
+from service.errors import ErrorCode, PayloadTooLarge
+from service.media.payload import MediaItem, RawClip, RawImage, RawTensor, RawVideo, b64decode
+from service.media.video import FrameSampling
+from service.settings import Settings
+
+
+def frame_sampling(options: VideoSamplingOptions | None, default_frames: int | None = None) -> FrameSampling:
+    """The request's video sampling; `default_frames` when it names no frame count (a model's context length)."""
+    if options is None:
+        return FrameSampling(num_frames=default_frames)
+    num_frames = options.num_frames if options.num_frames is not None else default_frames
+    return FrameSampling(num_frames=num_frames, stride=options.stride, fps=options.fps, start_s=options.start_s)
+
+
+def check_count(n: int, settings: Settings, what: str = "inputs") -> None:
+    if n > settings.max_request_items:
+        raise PayloadTooLarge(
+            f"{n} {what} in one request; the limit is {settings.max_request_items}",
+            {"max_request_items": settings.max_request_items},
+            code=ErrorCode.TOO_MANY_ITEMS,
+        )
+
+
+def to_media_items(
+    inputs: Sequence[MediaInput], settings: Settings, sampling: FrameSampling | None = None
+) -> list[MediaItem]:
+    check_count(len(inputs), settings)
+    sampling = sampling or FrameSampling()
+    items: list[MediaItem] = []
+    for item in inputs:
+        if item.video is not None:
+            items.append(RawVideo(b64decode(item.video, settings.max_video_bytes, what="video"), sampling))
+        elif item.image is not None:
+            items.append(RawImage(b64decode(item.image, settings.max_image_bytes)))
+        elif item.frames is not None:
+            check_count(len(item.frames), settings, "frames")
+            items.append(RawClip(tuple(b64decode(f, settings.max_image_bytes) for f in item.frames)))
+        else:
+            assert item.tensor is not None
+            data = b64decode(item.tensor.data, settings.max_image_bytes, what="tensor")
+            items.append(RawTensor(data, item.tensor.dtype, tuple(item.tensor.shape)))
+    return items

@@ -1,0 +1,218 @@
+"""The request pipeline: from decoded request items to embeddings, observations and clips.
+
+Routers turn request bodies into media items (service/api/inputs.py) and call these; this module decodes in the
+decode executor, asks the embedding cache, runs the model's batchers and records the decode metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.embed_cache import cache_key
+from service.errors import Conflict, ErrorCode, PayloadTooLarge, UnprocessableInput
+from service.index import Collection
+from service.media.clips import ClipSpec, to_item
+from service.media.images import ImageLimits
+from service.media.payload import MediaItem, RawVideo, decode_frames, prepare_input
+from service.media.video import SampledVideo
+from service.model_pool import ServedModel
+from service.settings import Settings
+from service.state import Services
+from service.world import LatentRollout, TokenRollout
+
+
+def media_limits(settings: Settings) -> ImageLimits:
+    return ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
+                       max_video_bytes=settings.max_video_bytes, max_video_frames=settings.max_video_frames)
+
+
+@dataclass
+class Embedded:
+    pooled: np.ndarray  # (N, D) raw, not normalised
+    tokens: np.ndarray  # (N, T, D); (N, 0, D) when tokens were not asked for
+    decode_ms: float
+    inference_ms: float
+    cached: list[bool] | None = None  # per item: from the embedding cache
+    frames: np.ndarray | None = None  # (N, steps, D) for encoders with a per-time-step output
+    sampled: list[SampledVideo | None] | None = None  # per item: the frames taken from a video
+
+
+def require_rollout(model: ServedModel) -> LatentRollout | TokenRollout:
+    if model.rollout is None:
+        raise UnprocessableInput(f"model {model.name!r} has no action-conditioned predictor", code=ErrorCode.NO_PREDICTOR)
+    return model.rollout
+
+
+async def embed_items(
+    services: Services,
+    model: ServedModel,
+    items: Sequence[MediaItem],
+    deadline: float | None = None,
+    use_cache: bool = True,
+    output: str = "pooled",
+) -> Embedded:
+    """Pooled embeddings, plus the `output` asked for ("tokens" or "frames"): only those leave the engine.
+    With the cache, only the inputs it does not hold are computed."""
+    cache = services.embed_cache if use_cache else None
+    if cache is None or any(isinstance(item, RawVideo) for item in items):
+        # videos bypass the cache: their response carries the sampling echo, which the cache does not keep
+        result = await _compute(services, model, items, deadline, output)
+        result.cached = [False] * len(items)
+        return result
+    keys = [cache_key(item, model.manifest.space_id) for item in items]
+    found = await services.storage(cache.get_many, keys)
+    missing = [i for i, vector in enumerate(found) if vector is None]
+    hits = len(items) - len(missing)
+    services.metrics.embed_cache_hits.labels(backend=cache.backend).inc(hits)
+    services.metrics.embed_cache_misses.labels(backend=cache.backend).inc(len(missing))
+    decode_ms = inference_ms = 0.0
+    if missing:
+        computed = await _compute(services, model, [items[i] for i in missing], deadline)
+        decode_ms, inference_ms = computed.decode_ms, computed.inference_ms
+        await services.storage(cache.put_many, [keys[i] for i in missing], computed.pooled)
+        for row, i in enumerate(missing):
+            found[i] = computed.pooled[row]
+    pooled = np.stack([np.asarray(v, np.float32) for v in found])
+    tokens = np.zeros((len(items), 0, pooled.shape[1]), np.float32)
+    missed = set(missing)
+    return Embedded(pooled, tokens, decode_ms, inference_ms, cached=[i not in missed for i in range(len(items))])
+
+
+async def _compute(
+    services: Services, model: ServedModel, items: Sequence[MediaItem], deadline: float | None = None,
+    output: str = "pooled",
+) -> Embedded:
+    limits = media_limits(services.settings)
+    started = time.perf_counter()
+    # Tell the batcher these items are coming, so it holds a batch open for them while they decode.
+    model.encoder.announce(len(items))
+    try:
+        prepared = await asyncio.gather(
+            *(services.decode(prepare_input, item, model.preprocess, limits, model.clip) for item in items)
+        )
+    except BaseException:
+        model.encoder.withdraw(len(items))
+        raise
+    decoded = time.perf_counter()
+    per_item = (decoded - started) / max(len(items), 1)
+    for _ in items:
+        services.metrics.decode_seconds.observe(per_item)
+    wanted = ("pooled",) if output == "pooled" else ("pooled", output)
+    outputs = await model.encode([p.pixels for p in prepared], deadline, announced=True, outputs=wanted)
+    tokens = outputs.get("tokens", np.zeros((len(items), 0, outputs["pooled"].shape[1]), np.float32))
+    return Embedded(outputs["pooled"], tokens, (decoded - started) * 1000,
+                    (time.perf_counter() - decoded) * 1000, frames=outputs.get("frames"),
+                    sampled=[p.sampled for p in prepared])
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+
+
+@dataclass
+class Observed:
+    state: np.ndarray  # (D,) raw pooled embedding of the newest observation
+    decode_ms: float
+    inference_ms: float
+
+
+async def embed_observation(
+    services: Services, model: ServedModel, items: Sequence[MediaItem], deadline: float | None = None
+) -> Observed:
+    """Observation frames (oldest first) -> the state embedding of the newest one.
+
+    Each input is one frame (an image or a (3, H, W) tensor). A clip model sees
+    its last `frames_per_clip` frames as one clip (fewer are padded by the clip
+    rule); a single-frame model embeds the last frame.
+    """
+    started = time.perf_counter()
+    stacked = await _decode_frames(services, model, items)  # (k, 3, H, W)
+    window = model.clip.frames_per_clip if model.clip.is_clip else 1
+    item = to_item(stacked[-window:], model.clip)
+    decoded = time.perf_counter()
+    pooled, _ = await model.embed([item], deadline)
+    return Observed(pooled[0], (decoded - started) * 1000, (time.perf_counter() - decoded) * 1000)
+
+
+async def observe_tokens(
+    services: Services, model: ServedModel, items: Sequence[MediaItem], deadline: float | None = None
+) -> tuple[np.ndarray, float, float]:
+    """Observation frames (oldest first) -> each frame's token grid (n, tokens, D), every frame encoded on its
+    own as a clip of identical frames (how V-JEPA 2-AC's world model encodes observations); + decode/encode ms."""
+    started = time.perf_counter()
+    frames = await _decode_frames(services, model, items)  # (n, 3, H, W)
+    clips = [to_item(frame[None], model.clip) for frame in frames]
+    encoded = time.perf_counter()
+    _, tokens = await model.embed(clips, deadline)
+    return tokens, (encoded - started) * 1000, (time.perf_counter() - encoded) * 1000
+
+
+@dataclass
+class ObservedClip:
+    clip: np.ndarray  # the encoder-layout item, e.g. (3, T, H, W)
+    sampled: SampledVideo | None
+    decode_ms: float
+
+
+async def observe_clip(services: Services, model: ServedModel, items: Sequence[MediaItem], frames: int) -> ObservedClip:
+    """Context items (images, frames or one video, oldest first) -> one clip of `frames` frames in the model's
+    layout; fewer frames are padded at the front by the clip rule (a video is sampled by its FrameSampling)."""
+    spec = ClipSpec(frames_per_clip=frames, layout=model.clip.layout if model.clip.is_clip else "NTCHW")
+    started = time.perf_counter()
+    if len(items) == 1 and isinstance(items[0], RawVideo):
+        limits = media_limits(services.settings)
+        prepared = await services.decode(prepare_input, items[0], model.preprocess, limits, spec)
+        return ObservedClip(prepared.pixels, prepared.sampled, (time.perf_counter() - started) * 1000)
+    clip = to_item(await _decode_frames(services, model, items), spec)
+    return ObservedClip(clip, None, (time.perf_counter() - started) * 1000)
+
+
+async def _decode_frames(services: Services, model: ServedModel, items: Sequence[MediaItem]) -> np.ndarray:
+    """Every item's frames, decoded in the decode executor and preprocessed for the model, oldest first: (k, 3, H, W)."""
+    limits = media_limits(services.settings)
+    decoded = await asyncio.gather(*(services.decode(decode_frames, i, model.preprocess, limits) for i in items))
+    return np.concatenate(decoded)
+
+
+def check_space(collection: Collection, space_id: str | None) -> None:
+    """Vectors from another embedding space are meaningless in a collection: refuse them."""
+    expected = collection.config.space_id
+    if space_id is not None and expected is not None and space_id != expected:
+        raise Conflict(
+            f"vectors are from space {space_id!r}; collection {collection.config.name!r} holds {expected!r}",
+            {"collection_space_id": expected, "space_id": space_id},
+            code=ErrorCode.SPACE_MISMATCH,
+        )
+
+
+def model_for_collection(services: Services, collection: Collection) -> ServedModel:
+    """The served model that embeds media for this collection (its named model, else one of its space)."""
+    config = collection.config
+    if config.model is not None and config.model in services.models:
+        model = services.models.get(config.model)
+    elif config.space_id is not None and (by_space := services.models.by_space(config.space_id)) is not None:
+        model = by_space
+    else:
+        raise UnprocessableInput(
+            f"collection {config.name!r} is not tied to a served model; send vectors instead of media",
+            code=ErrorCode.NO_MODEL_FOR_COLLECTION,
+        )
+    check_space(collection, model.manifest.space_id)
+    return model
+
+
+def check_metadata_size(metadata: list[dict], limit: int) -> None:
+    for row, entry in enumerate(metadata):
+        size = len(json.dumps(entry, separators=(",", ":")))
+        if size > limit:
+            raise PayloadTooLarge(
+                f"metadata of point {row} is {size} bytes of JSON; the limit is {limit}",
+                {"point": row, "bytes": size, "max_metadata_bytes": limit},
+                code=ErrorCode.METADATA_TOO_LARGE,
+            )
