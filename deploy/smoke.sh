@@ -33,8 +33,10 @@ PROJECT=${SMOKE_PROJECT:-jepa-smoke}
 IMAGE=jepa-serve:cpu
 PY=${SMOKE_PYTHON:-$ROOT/.venv/bin/python}
 [ -x "$PY" ] || PY=python3
-# docker.io's client (20.10) speaks to docker.io's engine and builds with BuildKit without a buildx plugin.
-DOCKER=${SMOKE_DOCKER:-$( [ -x /usr/bin/docker ] && echo /usr/bin/docker || command -v docker || echo docker)}
+# docker.io's client (20.10) speaks to docker.io's engine and builds with BuildKit without a buildx plugin; a newer
+# client elsewhere on PATH (Docker 23+) wants the buildx plugin for that. Chosen again after the install step.
+pick_docker() { echo "${SMOKE_DOCKER:-$( [ -x /usr/bin/docker ] && echo /usr/bin/docker || command -v docker || echo docker)}"; }
+DOCKER=$(pick_docker)
 export DOCKER_BUILDKIT=1 COMPOSE_DOCKER_CLI_BUILD=1
 STARTED_DOCKERD=""
 HTTP_PID=""
@@ -81,7 +83,8 @@ step_install() {
     [ ${#missing[@]} = 0 ] && { say "docker.io, docker-compose, mmdebstrap present"; return 0; }
     say "installing ${missing[*]}"
     apt-get update -qq || return 1
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" || return 1
+    DOCKER=$(pick_docker)
 }
 
 step_dockerd() {
@@ -173,6 +176,7 @@ step_wheelhouse() {
         "$python_image" pip wheel --quiet --wheel-dir /wheelhouse "/src[cpu,export,otel]" "setuptools>=68" wheel \
         >"$WORK/wheelhouse.log" 2>&1 || { tail -30 "$WORK/wheelhouse.log" >&2; return 1; }
     note "Wheelhouse: $(ls "$WORK/wheelhouse" | wc -l) wheels, $(du -sh "$WORK/wheelhouse" | cut -f1)."
+    note ""
 }
 
 WHEEL_PORT=""
