@@ -228,7 +228,8 @@ step_probe() {
 }
 
 step_down() {
-    say "docker-compose down -v"
+    "${COMPOSE[@]}" logs --no-color --timestamps >"$WORK/compose.log" 2>&1 || true  # kept for a failed probe
+    say "docker-compose down -v (the stack's logs: $WORK/compose.log)"
     "${COMPOSE[@]}" down -v --remove-orphans
 }
 
