@@ -32,6 +32,7 @@ TESTS = [
     "tests/e2e/test_redis_outage.py",
     "tests/e2e/test_disk_full.py",
     "tests/e2e/test_graceful_shutdown.py",
+    "tests/e2e/test_startup_backend.py",
 ]
 
 

@@ -83,7 +83,8 @@ def test_startup_waits_for_redis_and_recovers(demo_repository: Path, tmp_path: P
         assert ready["phase"] == "ready" and "retrying" not in ready, ready
         created = httpx.put(f"{url}/collections/after", json={"dim": 4}, timeout=10)
         assert created.status_code == 201, created.text  # the store works: the write went to Redis
-        record("startup_redis_recovers", attempts_before_redis=body["retrying"]["attempts"], ready_after_redis_s=round(recovery_s, 2))
+        record("start-up with Redis away recovers", attempts_before_redis=body["retrying"]["attempts"],
+               ready_after_redis_s=round(recovery_s, 2))
     finally:
         stop(process)
         if redis is not None:
@@ -102,4 +103,5 @@ def test_startup_gives_up_and_exits_non_zero(demo_repository: Path, tmp_path: Pa
     output = log.read_text()
     assert code == EXIT_BACKEND_UNAVAILABLE == 75, (code, output[-2000:])
     assert "start-up gave up" in output and "redis unreachable" in output, output[-2000:]
-    record("startup_redis_gives_up", exit_code=code, exited_after_s=round(time.monotonic() - started, 1))
+    record("start-up with Redis away past the give-up time exits 75", exit_code=code,
+           exited_after_s=round(time.monotonic() - started, 1))
