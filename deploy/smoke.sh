@@ -124,9 +124,9 @@ step_base_images() {
     [ "$OFFLINE" = 1 ] || { say "online mode: base images are pulled by the build"; return 0; }
     local python_image nginx_image redis_image prometheus_image
     python_image=$(sed -n 's/^ARG PYTHON_IMAGE=//p' Dockerfile)
-    nginx_image=$(sed -n 's/^ *image: \(nginx:.*\)/\1/p' docker-compose.yml)
-    redis_image=$(sed -n 's/^ *image: \(redis:.*\)/\1/p' docker-compose.yml)
-    prometheus_image=$(sed -n 's/^ *image: \(prom\/prometheus:.*\)/\1/p' docker-compose.yml)
+    nginx_image=$(sed -n 's/^ *image: \(nginx:.*\)/\1/p' docker-compose.yml | sort -u)
+    redis_image=$(sed -n 's/^ *image: \(redis:.*\)/\1/p' docker-compose.yml | sort -u)
+    prometheus_image=$(sed -n 's/^ *image: \(prom\/prometheus:.*\)/\1/p' docker-compose.yml | sort -u)
     # Debian's python3 is 3.11, as in python:3.11-slim-bookworm; pip may install into it (as in that image).
     base_image "$python_image" python3,python3-venv,python3-pip,python-is-python3,ca-certificates \
         'rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' 'ENV LANG=C.UTF-8' 'CMD ["python3"]' || return 1
@@ -153,7 +153,7 @@ step_wheelhouse() {
     # Resolved by the image's own Python (Debian's 3.11.2: environment markers such as python_full_version differ
     # from the host's), with the host's pip settings: index, find-links, constraints and CA bundle, whose local
     # paths are mounted read-only at the same place, on the host network.
-    local python_image setting value path envs=() mounts=()
+    local python_image extras setting value path envs=() mounts=()
     python_image=$(sed -n 's/^ARG PYTHON_IMAGE=//p' Dockerfile)
     rm -rf "$WORK/src"
     mkdir -p "$WORK/src" "$WORK/wheelhouse" "$WORK/pip-cache"
@@ -170,10 +170,12 @@ step_wheelhouse() {
             [ -e "$path" ] && mounts+=(-v "$path:$path:ro")
         done
     done
-    say "wheelhouse: pip wheel '.[cpu,export,otel]' inside $python_image with the host's pip settings"
+    # the extras the Dockerfile's CPU stages install (export, venv-cpu)
+    extras=$(grep -o '"\.\[[a-z,]*\]"' Dockerfile | grep -v gpu | tr -d '".[]' | tr ',' '\n' | sort -u | paste -sd,)
+    say "wheelhouse: pip wheel '.[$extras]' inside $python_image with the host's pip settings"
     "$DOCKER" run --rm --network host "${envs[@]}" "${mounts[@]}" -e PIP_DISABLE_PIP_VERSION_CHECK=1 -e PIP_RETRIES=1 \
         -v "$WORK/src:/src" -v "$WORK/wheelhouse:/wheelhouse" -v "$WORK/pip-cache:/root/.cache/pip" \
-        "$python_image" pip wheel --quiet --wheel-dir /wheelhouse "/src[cpu,export,otel]" "setuptools>=68" wheel \
+        "$python_image" pip wheel --quiet --wheel-dir /wheelhouse "/src[$extras]" "setuptools>=68" wheel \
         >"$WORK/wheelhouse.log" 2>&1 || { tail -30 "$WORK/wheelhouse.log" >&2; return 1; }
     note "Wheelhouse: $(ls "$WORK/wheelhouse" | wc -l) wheels, $(du -sh "$WORK/wheelhouse" | cut -f1)."
     note ""

@@ -88,8 +88,8 @@ def convert_fp16(src: Path, dst: Path) -> None:
     """fp16 weights and kernels, float32 inputs/outputs, FP32_OPS kept in fp32.
 
     Inputs stay float32 although the first op casts them to fp16 on the device: fp16 pixels would halve the
-    bytes over PCIe, but numpy's float32 -> float16 conversion costs about 440 us per 224 x 224 image against
-    12 us for a float32 copy (measured on the CPU), and the batch is assembled on the host.
+    bytes over PCIe, but numpy's float32 -> float16 conversion costs about 50 times a float32 copy per image
+    (`python -m loadtests.bench_preprocess`), and the batch is assembled on the host.
 
     ONNX Runtime's converter is used because onnxconverter-common writes an
     invalid graph when a blocked op (the pooled ReduceMean) feeds a graph output.

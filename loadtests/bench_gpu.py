@@ -95,6 +95,16 @@ def vit_config(name: str):
                      depth=int(a["--depth"]), heads=int(a["--heads"]))
 
 
+def count_parameters(name: str) -> float:
+    """Millions of parameters of the bench's ViT (built on the meta device: no memory, no time)."""
+    import torch
+
+    from models.vit import ViTEncoder
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in ViTEncoder(vit_config(name)).parameters()) / 1e6
+
+
 def timed_rate(step, items: int, seconds: float, sync=lambda: None) -> float:
     """items per second of `step` (after one warm call), timed for at least `seconds`."""
     step()
@@ -125,7 +135,6 @@ def measure_eager(name: str, device: str, batches: list[int], seconds: float, fi
 
     torch.manual_seed(0)
     model = ViTEncoder(vit_config(name)).eval()
-    figures.params_m = sum(p.numel() for p in model.parameters()) / 1e6
     dtype = torch.float16 if device == "cuda" else torch.float32
     model = model.to(device=device, dtype=dtype)
     if device == "cuda":
@@ -472,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
             figures = previous.get(name) or ModelFigures(name)
             figures.notes = [n for n in figures.notes if n.startswith("run: ")] + [f"run: {' '.join(args.argv)}"]
             folder = export_model(name, repository)
+            figures.params_m = count_parameters(name)
             optimize_for_bench(folder, args.device, figures)
             if not args.skip_eager:
                 measure_eager(name, args.device, parse_ints(args.batches), args.seconds, figures)

@@ -17,9 +17,10 @@ from importlib import metadata
 
 from fastapi import FastAPI
 
-from service.api import collections, embed, health, plan, predict, search
+from service.api import collections, embed, health, limits, plan, predict, search
 from service.api.auth import AuthMiddleware
 from service.api.errors import install_error_handlers
+from service.api.openapi import install_docs, operation_id
 from service.embed_cache import open_cache
 from service.errors import StorageUnavailable
 from service.index.backend import open_store
@@ -63,7 +64,8 @@ async def bring_up(services: Services) -> None:
             give_up(services, EXIT_BACKEND_UNAVAILABLE)
             return
         for name in services.store.names():
-            services.metrics.index_points.labels(collection=name).set(services.store.get(name).count)
+            count = await services.storage(lambda n=name: services.store.get(n).count)  # milvus: a remote count
+            services.metrics.index_points.labels(collection=name).set(count)
         for model in services.models:
             for batcher in model.batchers:
                 services.metrics.queue_capacity.labels(model=model.name, component=batcher.component).set(
@@ -163,6 +165,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=_version(),
         summary="Embeddings, similarity search and latent prediction for JEPA models",
         lifespan=lifespan,
+        docs_url=None,  # served from local assets by install_docs
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     # Set by `jepa-serve` (service/cli.py): stops the server and sets the exit status when start-up gives up.
@@ -171,8 +176,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.guard = Guard.from_settings(settings, app.state.metrics)
     install_error_handlers(app)
-    for router in (embed.router, collections.router, search.router, predict.router, plan.router, health.router):
+    for router in (embed.router, collections.router, search.router, predict.router, plan.router, health.router,
+                   limits.router):
         app.include_router(router)
+    install_docs(app, settings)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrent_requests, metrics=app.state.metrics)
     app.add_middleware(AuthMiddleware, guard=app.state.guard)

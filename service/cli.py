@@ -4,12 +4,15 @@ flags below override two of them."""
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import sys
 
 import uvicorn
 
 from service.app import create_app
 from service.logs import configure_logging
-from service.settings import Settings
+from service.settings import SettingsError, load_settings, unknown_variables
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,8 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in {"model_repository": args.model_repository, "data_dir": args.data_dir}.items() if v}
-    settings = Settings(**overrides)
+    try:
+        settings = load_settings(os.environ, **overrides)
+    except SettingsError as exc:
+        print(f"jepa-serve: {exc}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_format, args.log_level)
+    for name in unknown_variables(os.environ):
+        logging.getLogger("service.settings").warning("%s is not a jepa-serve setting: ignored (see service/settings.py)", name)
     app = create_app(settings)
     # SIGTERM: uvicorn stops accepting, waits up to shutdown_timeout_s for in-flight requests, then the
     # lifespan drains the batch queues and snapshots the logs (service/app.py).

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.embed_cache import cache_key
-from service.errors import Conflict, ErrorCode, PayloadTooLarge, UnprocessableInput
+from service.errors import Conflict, ErrorCode, PayloadTooLarge, UnprocessableInput, at_item
 from service.index import Collection
 from service.media.clips import ClipSpec, to_item
 from service.media.images import ImageLimits
@@ -73,7 +73,7 @@ async def embed_items(
     services.metrics.embed_cache_misses.labels(backend=cache.backend).inc(len(missing))
     decode_ms = inference_ms = 0.0
     if missing:
-        computed = await _compute(services, model, [items[i] for i in missing], deadline)
+        computed = await _compute(services, model, [items[i] for i in missing], deadline, indices=missing)
         decode_ms, inference_ms = computed.decode_ms, computed.inference_ms
         await services.storage(cache.put_many, [keys[i] for i in missing], computed.pooled)
         for row, i in enumerate(missing):
@@ -86,16 +86,21 @@ async def embed_items(
 
 async def _compute(
     services: Services, model: ServedModel, items: Sequence[MediaItem], deadline: float | None = None,
-    output: str = "pooled",
+    output: str = "pooled", indices: Sequence[int] | None = None,
 ) -> Embedded:
+    """`indices`: each item's position in the request (when only some are computed), for detail.index."""
     limits = media_limits(services.settings)
+    positions = list(indices) if indices is not None else list(range(len(items)))
+
+    async def prepare(item: MediaItem, index: int):
+        with at_item(index):
+            return await services.decode(prepare_input, item, model.preprocess, limits, model.clip)
+
     started = time.perf_counter()
     # Tell the batcher these items are coming, so it holds a batch open for them while they decode.
     model.encoder.announce(len(items))
     try:
-        prepared = await asyncio.gather(
-            *(services.decode(prepare_input, item, model.preprocess, limits, model.clip) for item in items)
-        )
+        prepared = await asyncio.gather(*(prepare(item, index) for item, index in zip(items, positions)))
     except BaseException:
         model.encoder.withdraw(len(items))
         raise
@@ -176,7 +181,12 @@ async def observe_clip(services: Services, model: ServedModel, items: Sequence[M
 async def _decode_frames(services: Services, model: ServedModel, items: Sequence[MediaItem]) -> np.ndarray:
     """Every item's frames, decoded in the decode executor and preprocessed for the model, oldest first: (k, 3, H, W)."""
     limits = media_limits(services.settings)
-    decoded = await asyncio.gather(*(services.decode(decode_frames, i, model.preprocess, limits) for i in items))
+
+    async def decode(item: MediaItem, index: int) -> np.ndarray:
+        with at_item(index):
+            return await services.decode(decode_frames, item, model.preprocess, limits)
+
+    decoded = await asyncio.gather(*(decode(item, index) for index, item in enumerate(items)))
     return np.concatenate(decoded)
 
 
@@ -213,6 +223,6 @@ def check_metadata_size(metadata: list[dict], limit: int) -> None:
         if size > limit:
             raise PayloadTooLarge(
                 f"metadata of point {row} is {size} bytes of JSON; the limit is {limit}",
-                {"point": row, "bytes": size, "max_metadata_bytes": limit},
+                {"index": row, "bytes": size, "max_metadata_bytes": limit},
                 code=ErrorCode.METADATA_TOO_LARGE,
             )

@@ -6,11 +6,14 @@ Each default serves the demo model on one machine with no other service.
 
 from __future__ import annotations
 
+import json
+import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -44,7 +47,8 @@ class Settings(BaseSettings):
         "always = every non-full batch waits max_queue_delay_ms",
     )
     max_batch_tokens: int = Field(0, ge=0, description="patch-token budget per encoder batch (0 = count items only)")
-    preferred_batch_sizes: tuple[int, ...] = Field((), description="pad batches up to these sizes (TensorRT profiles); empty = no padding")
+    preferred_batch_sizes: Annotated[tuple[int, ...], NoDecode] = Field(
+        (), description="pad batches up to these sizes (TensorRT profiles), as 4,8,16 or [4,8,16]; empty = no padding")
     request_timeout_ms: float = Field(30_000, ge=0, description="default deadline of a request (0 = none); X-Request-Timeout-Ms or timeout_ms override it")
     warmup: bool = Field(True, description="run every batch size once before /readyz turns ready")
     batch_tune: bool = Field(
@@ -53,7 +57,12 @@ class Settings(BaseSettings):
 
     # Input limits: bad or huge input is refused before it costs memory.
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1, description="HTTP request body size (413 above)")
-    max_request_items: int = Field(64, ge=1, description="inputs, vectors or queries in one request")
+    max_request_items: int = Field(64, ge=1, description="media inputs, query vectors or ids in one request")
+    # Precomputed vectors cost no decoding: an upsert of vectors is bounded by their count and raw size instead
+    # (10,000 x 384-d float32 = 15.4 MB fits; as base64 JSON that is a 20 MB body, under max_body_bytes).
+    max_upsert_vectors: int = Field(10_000, ge=1, description="precomputed vectors in one upsert")
+    max_upsert_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="raw float32 size (points x dim x 4) of the vectors in one upsert")
     max_metadata_bytes: int = Field(16 * 1024, ge=64, description="JSON size of one point's metadata (413 above): it is stored, logged and replicated")
     max_image_bytes: int = Field(16 * 1024 * 1024, ge=1, description="encoded size of one image")
     max_image_pixels: int = Field(40_000_000, ge=1, description="width x height of one decoded image (decompression bombs)")
@@ -104,9 +113,11 @@ class Settings(BaseSettings):
     )
     startup_retry_max_s: float = Field(5.0, gt=0, le=300, description="longest wait between two start-up attempts (backoff doubles from 0.25 s)")
 
-    # Collections storage: local files, or Redis shared by every replica.
-    storage: Literal["local", "redis"] = Field(
-        "local", description="local = snapshot + fsynced WAL under data_dir; redis = Redis is the source of truth, each replica tails it"
+    # Collections storage: local files, Redis shared by every replica, or Milvus (collections past one machine).
+    storage: Literal["local", "redis", "milvus"] = Field(
+        "local",
+        description="local = snapshot + fsynced WAL under data_dir; redis = Redis is the source of truth, each replica "
+        "tails it; milvus = a Milvus engine holds and searches the points (the `milvus` extra)",
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for storage=redis and for the embedding cache")
     redis_prefix: str = Field("jepa", description="prefix of every Redis key this service writes")
@@ -122,14 +133,92 @@ class Settings(BaseSettings):
         5.0, ge=0, description="how long a write waits for this replica to apply it (read-your-writes) after Redis stored it"
     )
 
+    # storage=milvus: an embedded milvus-lite file, or a Milvus server / cluster shared by every replica.
+    milvus_uri: str | None = Field(
+        None,
+        description="a local path = the embedded engine (milvus-lite, one process only; unset = <data_dir>/milvus.db); "
+        "http://host:19530 = a Milvus server or cluster (or a `milvus-lite server`)",
+    )
+    milvus_token: SecretStr = Field(SecretStr(""), description="Milvus credentials: 'user:password' or an API key")
+    milvus_db_name: str = Field("", description="Milvus database; empty = the server's default")
+    milvus_prefix: str = Field("jepa", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,31}$", description="prefix of every Milvus collection this service owns")
+    milvus_timeout_s: float = Field(10.0, gt=0, description="deadline of one Milvus call; past it the request answers 503")
+    milvus_refresh_s: float = Field(
+        1.0, gt=0, description="how often a replica re-reads the list of collections (creates and drops made elsewhere)"
+    )
+
     # Planning (/plan): each CEM rollout step sends all samples as one predictor batch.
     predictor_max_batch_size: int = Field(1024, ge=1, le=4096, description="items per predictor call (CEM samples go in one batch)")
     max_plan_samples: int = Field(1024, ge=2, description="largest /plan samples; keep <= predictor_max_batch_size for one batch per step")
     max_plan_iterations: int = Field(32, ge=1, description="largest /plan iterations")
     max_plan_horizon: int = Field(64, ge=1, description="largest /plan horizon")
 
+    @field_validator("preferred_batch_sizes", mode="before")
+    @classmethod
+    def _int_list(cls, value: Any) -> Any:
+        """A list setting from the environment: '4,8,16' or JSON '[4, 8, 16]' (empty string = empty list)."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.model_repository == self.data_dir:
             raise ValueError("model_repository and data_dir must differ")
+        uri = self.milvus_uri
+        if uri is not None and "://" not in uri and not uri.endswith(".db"):
+            raise ValueError("milvus_uri is a local file ending in .db (milvus-lite) or an http(s):// address")
         return self
+
+
+class SettingsError(ValueError):
+    """A setting the service cannot start with, said in one line: the variable, its value, what is accepted."""
+
+
+def env_name(field: str) -> str:
+    return f"JEPA_{field.upper()}"
+
+
+def _accepted(field: str) -> str:
+    """What a field takes, from its annotation and constraints: 'one of cpu, cuda', 'an integer >= 1 and <= 4096'."""
+    info = Settings.model_fields[field]
+    annotation = info.annotation
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    bounds = []
+    for item in info.metadata:
+        for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if getattr(item, attr, None) is not None:
+                bounds.append(f"{sign} {getattr(item, attr)}")
+    kinds = {int: "an integer", float: "a number", bool: "true or false", str: "text", Path: "a path",
+             SecretStr: "text"}
+    if typing.get_origin(annotation) is tuple:
+        kind = "a list of integers: 4,8,16 or [4,8,16]"
+    else:
+        kind = next((kinds[a] for a in (annotation, *args) if a in kinds), str(annotation))
+    return kind + (" " + " and ".join(bounds) if bounds else "")
+
+
+def load_settings(environ: Mapping[str, str], **overrides: Any) -> Settings:
+    """Settings from the environment, or one SettingsError line per the first bad variable (no traceback)."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error.get("loc") else ""
+        if field in Settings.model_fields:
+            name = env_name(field)
+            value = overrides.get(field, environ.get(name, environ.get(name.lower(), "")))
+            shown = "<hidden>" if isinstance(Settings.model_fields[field].default, SecretStr) else repr(str(value))
+            raise SettingsError(f"{name}={shown} is invalid: {error['msg']}; accepted: {_accepted(field)}") from None
+        raise SettingsError(f"invalid settings: {error['msg']}") from None
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """JEPA_* variables that name no setting (a typo would otherwise be silently ignored)."""
+    known = {env_name(field) for field in Settings.model_fields}
+    return sorted(k for k in environ if k.upper().startswith("JEPA_") and k.upper() not in known)

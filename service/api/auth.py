@@ -19,6 +19,7 @@ from service.security.guard import Guard
 
 # FastAPI's own pages: the API's description is not a secret, and Swagger UI cannot send a key to fetch it.
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+DOCS_ASSETS = "/docs/assets/"  # Swagger UI's and ReDoc's scripts and styles, served locally
 
 
 class AuthMiddleware:
@@ -27,7 +28,7 @@ class AuthMiddleware:
         self.guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in DOCS_PATHS:
+        if scope["type"] != "http" or scope["path"] in DOCS_PATHS or scope["path"].startswith(DOCS_ASSETS):
             await self.app(scope, receive, send)
             return
         authorization = dict(scope.get("headers", ())).get(b"authorization")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Path, Response, status
 
 from service.api.deps import ReadyServicesDep
-from service.api.inputs import check_count, to_media_items
+from service.api.inputs import check_count, check_upsert_size, to_media_items
 from service.api.schemas import (
     COMMON_ERRORS,
     CollectionInfo,
@@ -20,8 +19,10 @@ from service.api.schemas import (
     UpsertResult,
     error_responses,
 )
+from service.api.vectors import to_matrix
 from service.errors import Conflict, ErrorCode, UnprocessableInput
-from service.index import Collection, CollectionConfig
+from service.index import CollectionConfig
+from service.index.backend import SearchableCollection as Collection
 from service.index.store import COLLECTION_NAME, check_collection_name
 from service.pipeline import check_metadata_size, check_space, embed_items, model_for_collection
 
@@ -42,7 +43,8 @@ def collection_info(collection: Collection) -> CollectionInfo:
 
 @router.get("", summary="List collections")
 async def list_collections(services: ReadyServicesDep) -> list[CollectionInfo]:
-    return [collection_info(services.store.get(n)) for n in services.store.names()]
+    collections = [services.store.get(n) for n in services.store.names()]
+    return await services.storage(lambda: [collection_info(c) for c in collections])
 
 
 @router.put("/{name}", response_model=CollectionInfo, status_code=status.HTTP_201_CREATED,
@@ -67,12 +69,13 @@ async def create_collection(name: CollectionName, body: CreateCollection, servic
     collection, created = await services.storage(services.store.create, config)
     if not created:
         response.status_code = status.HTTP_200_OK
-    return collection_info(collection)
+    return await services.storage(collection_info, collection)
 
 
 @router.get("/{name}", response_model=CollectionInfo)
 async def get_collection(name: CollectionName, services: ReadyServicesDep) -> CollectionInfo:
-    return collection_info(services.store.get(name))
+    # A remote store (milvus) counts on the engine: off the event loop.
+    return await services.storage(collection_info, services.store.get(name))
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
@@ -88,22 +91,23 @@ async def drop_collection(name: CollectionName, services: ReadyServicesDep) -> R
 @router.post("/{name}/points", response_model=UpsertResult)
 async def upsert_points(name: CollectionName, body: UpsertPoints, services: ReadyServicesDep) -> UpsertResult:
     collection = services.store.get(name)
-    check_count(len(body.ids), services.settings, "points")
-    check_metadata_size(body.metadata or [], services.settings.max_metadata_bytes)
+    settings = services.settings
+    check_metadata_size(body.metadata or [], settings.max_metadata_bytes)
     if body.vectors is not None:
+        # Precomputed vectors cost no decoding: bounded by count and raw bytes, not by max_request_items.
+        check_upsert_size(len(body.ids), collection.config.dim, settings)
         check_space(collection, body.space_id)
-        try:
-            vectors = np.asarray(body.vectors, dtype=np.float32)
-        except ValueError as exc:
-            raise UnprocessableInput("vectors must all have the same length", code=ErrorCode.DIMENSION_MISMATCH) from exc
+        vectors = to_matrix(body.vectors)
     else:
         assert body.inputs is not None
+        check_count(len(body.ids), settings, "points")
         model = model_for_collection(services, collection)
-        vectors = (await embed_items(services, model, to_media_items(body.inputs, services.settings))).pooled
+        vectors = (await embed_items(services, model, to_media_items(body.inputs, settings))).pooled
     metadata = body.metadata or [{} for _ in body.ids]
     upserted = await services.storage(services.store.upsert, name, body.ids, vectors, metadata)
-    services.metrics.index_points.labels(collection=name).set(collection.count)
-    return UpsertResult(upserted=upserted, count=collection.count)
+    count = await services.storage(lambda: collection.count)  # a remote store (milvus) counts on the engine
+    services.metrics.index_points.labels(collection=name).set(count)
+    return UpsertResult(upserted=upserted, count=count)
 
 
 @router.delete("/{name}/points", response_model=DeleteResult)
@@ -111,11 +115,12 @@ async def delete_points(name: CollectionName, body: DeletePoints, services: Read
     collection = services.store.get(name)
     check_count(len(body.ids), services.settings, "ids")
     deleted = await services.storage(services.store.delete, name, body.ids)
-    services.metrics.index_points.labels(collection=name).set(collection.count)
-    return DeleteResult(deleted=deleted, count=collection.count)
+    count = await services.storage(lambda: collection.count)
+    services.metrics.index_points.labels(collection=name).set(count)
+    return DeleteResult(deleted=deleted, count=count)
 
 
 @router.get("/{name}/points/{point_id}", response_model=Point)
 async def get_point(name: CollectionName, point_id: str, services: ReadyServicesDep) -> Point:
-    vector, metadata = await services.storage(services.store.get(name).get, point_id)  # takes the read lock
+    vector, metadata = await services.storage(services.store.get(name).get, point_id)  # a lock, or the engine
     return Point(id=point_id, vector=vector.tolist(), metadata=metadata)

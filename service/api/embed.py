@@ -73,13 +73,14 @@ async def _parse_multipart(request: Request, services: Services) -> tuple[EmbedO
     sampling = frame_sampling(options)
     limit = max(settings.max_image_bytes, settings.max_video_bytes)
     items: list[MediaItem] = []
-    for upload in files:
+    for index, upload in enumerate(files):
         data = await upload.read(limit + 1)
         # Videos are told from images by their container's magic number, not by the client's content type.
         video = looks_like_video(data)
         allowed = settings.max_video_bytes if video else settings.max_image_bytes
         if len(data) > allowed:
-            raise PayloadTooLarge(f"file {upload.filename!r} exceeds {allowed} bytes")
+            raise PayloadTooLarge(f"file {index} ({upload.filename!r}) exceeds {allowed} bytes",
+                                  {"index": index, "max_bytes": allowed})
         items.append(RawVideo(data, sampling) if video else RawImage(data))
     return options, items
 

@@ -44,7 +44,20 @@ async def handle_validation_error(_: Request, exc: RequestValidationError) -> JS
     errors = _clean_validation_errors(list(exc.errors()))
     if any(e["type"] == "json_invalid" for e in errors):
         return error_response(ErrorCode.INVALID_JSON, "request body is not valid JSON", {"errors": errors})
-    return error_response(ErrorCode.VALIDATION_ERROR, "request does not match the schema", {"errors": errors})
+    detail: dict[str, Any] = {"errors": errors}
+    index = _item_index(errors)
+    if index is not None:
+        detail["index"] = index
+    return error_response(ErrorCode.VALIDATION_ERROR, "request does not match the schema", detail)
+
+
+def _item_index(errors: list[dict[str, Any]]) -> int | None:
+    """The batch item the first error is about: loc ["body", "inputs", 3, "image"] -> 3 (None if not in a list)."""
+    if not errors:
+        return None
+    loc = [part for part in errors[0]["loc"] if part != "body"]
+    # loc[1] is the position in a list field; after a union member's tag (list[...]) it is loc[2]
+    return next((int(part) for part in loc[1:3] if part.isdigit()), None)
 
 
 def allowed_methods(request: Request) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from service.api.schemas import MediaInput, VideoSamplingOptions
-from service.errors import ErrorCode, PayloadTooLarge
+from service.errors import ErrorCode, PayloadTooLarge, at_item
 from service.media.payload import MediaItem, RawClip, RawImage, RawTensor, RawVideo, b64decode
 from service.media.video import FrameSampling
 from service.settings import Settings
@@ -28,22 +28,41 @@ def check_count(n: int, settings: Settings, what: str = "inputs") -> None:
         )
 
 
+def check_upsert_size(points: int, dim: int, settings: Settings) -> None:
+    """Precomputed vectors cost no decoding: an upsert of them is bounded by count and raw float32 bytes."""
+    if points > settings.max_upsert_vectors:
+        raise PayloadTooLarge(
+            f"{points} vectors in one upsert; the limit is {settings.max_upsert_vectors}",
+            {"max_upsert_vectors": settings.max_upsert_vectors}, code=ErrorCode.TOO_MANY_ITEMS,
+        )
+    size = points * dim * 4
+    if size > settings.max_upsert_bytes:
+        raise PayloadTooLarge(
+            f"{points} vectors of dim {dim} are {size} bytes of float32; the limit is {settings.max_upsert_bytes}",
+            {"bytes": size, "max_upsert_bytes": settings.max_upsert_bytes}, code=ErrorCode.TOO_MANY_ITEMS,
+        )
+
+
 def to_media_items(
     inputs: Sequence[MediaInput], settings: Settings, sampling: FrameSampling | None = None
 ) -> list[MediaItem]:
     check_count(len(inputs), settings)
     sampling = sampling or FrameSampling()
     items: list[MediaItem] = []
-    for item in inputs:
-        if item.video is not None:
-            items.append(RawVideo(b64decode(item.video, settings.max_video_bytes, what="video"), sampling))
-        elif item.image is not None:
-            items.append(RawImage(b64decode(item.image, settings.max_image_bytes)))
-        elif item.frames is not None:
-            check_count(len(item.frames), settings, "frames")
-            items.append(RawClip(tuple(b64decode(f, settings.max_image_bytes) for f in item.frames)))
-        else:
-            assert item.tensor is not None
-            data = b64decode(item.tensor.data, settings.max_image_bytes, what="tensor")
-            items.append(RawTensor(data, item.tensor.dtype, tuple(item.tensor.shape)))
+    for index, item in enumerate(inputs):
+        with at_item(index):
+            items.append(_to_media_item(item, settings, sampling))
     return items
+
+
+def _to_media_item(item: MediaInput, settings: Settings, sampling: FrameSampling) -> MediaItem:
+    if item.video is not None:
+        return RawVideo(b64decode(item.video, settings.max_video_bytes, what="video"), sampling)
+    if item.image is not None:
+        return RawImage(b64decode(item.image, settings.max_image_bytes))
+    if item.frames is not None:
+        check_count(len(item.frames), settings, "frames")
+        return RawClip(tuple(b64decode(f, settings.max_image_bytes) for f in item.frames))
+    assert item.tensor is not None
+    data = b64decode(item.tensor.data, settings.max_image_bytes, what="tensor")
+    return RawTensor(data, item.tensor.dtype, tuple(item.tensor.shape))

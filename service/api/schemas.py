@@ -109,6 +109,33 @@ class EmbedResponse(BaseModel):
 
 
 
+class VectorArray(Body):
+    """Many vectors as one base64 array: compact and fast to parse (what the Python client sends)."""
+
+    data: str = Field(description="base64 of the raw little-endian array bytes, C order")
+    dtype: Literal["float32", "float16"] = "float32"
+    shape: list[Annotated[int, Field(ge=0)]] = Field(min_length=2, max_length=2, description="[points, dim]")
+
+
+class Limits(BaseModel):
+    """The server's request limits, so a client can size its batches (the Python client chunks by them)."""
+
+    max_body_bytes: int = Field(description="HTTP request body size (413 above)")
+    max_request_items: int = Field(description="media inputs, query vectors or ids in one request")
+    max_upsert_vectors: int = Field(description="precomputed vectors in one upsert")
+    max_upsert_bytes: int = Field(description="raw float32 size (points x dim x 4) of the vectors in one upsert")
+    max_metadata_bytes: int = Field(description="JSON size of one point's metadata")
+    max_image_bytes: int
+    max_image_pixels: int
+    max_video_bytes: int
+    max_video_frames: int
+    max_search_k: int
+    max_rollout_steps: int
+    max_plan_samples: int
+    max_plan_iterations: int
+    max_plan_horizon: int
+
+
 class IndexParams(Body):
     """Build-time index parameters (all optional)."""
 
@@ -161,8 +188,11 @@ class CollectionInfo(BaseModel):
 
 class UpsertPoints(Body):
     ids: list[PointId] = Field(min_length=1)
-    vectors: list[Vector] | None = None
-    inputs: list[MediaInput] | None = None
+    vectors: list[Vector] | VectorArray | None = Field(
+        None, description="precomputed vectors: lists of floats, or one base64 array; up to max_upsert_vectors "
+        "and max_upsert_bytes (GET /limits) per request")
+    inputs: list[MediaInput] | None = Field(
+        None, description="media to embed with the collection's model; up to max_request_items per request")
     metadata: list[dict[str, Any]] | None = None
     space_id: str | None = Field(None, description="space of `vectors`; refused (409) if it differs from the collection's")
 
@@ -170,7 +200,10 @@ class UpsertPoints(Body):
     def _shape(self) -> UpsertPoints:
         if (self.vectors is None) == (self.inputs is None):
             raise ValueError("give exactly one of 'vectors' or 'inputs'")
-        n = len(self.vectors if self.vectors is not None else self.inputs or [])
+        if isinstance(self.vectors, VectorArray):
+            n = self.vectors.shape[0]
+        else:
+            n = len(self.vectors if self.vectors is not None else self.inputs or [])
         if n != len(self.ids):
             raise ValueError(f"{len(self.ids)} ids but {n} vectors/inputs")
         if self.metadata is not None and len(self.metadata) != len(self.ids):
@@ -202,7 +235,7 @@ class Point(BaseModel):
 class SearchRequest(Body):
     collection: str
     vector: Vector | None = None
-    vectors: list[Vector] | None = None
+    vectors: list[Vector] | VectorArray | None = Field(None, description="many queries: lists of floats or one base64 array")
     input: MediaInput | None = None
     id: PointId | None = Field(None, description="search with a stored point's vector (the point itself is left out)")
     k: int = Field(10, ge=1)
@@ -219,7 +252,7 @@ class SearchRequest(Body):
         given = [f for f in ("vector", "vectors", "input", "id") if getattr(self, f) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of 'vector', 'vectors', 'input' or 'id'")
-        if self.vectors is not None and not self.vectors:
+        if self.vectors is not None and (self.vectors.shape[0] if isinstance(self.vectors, VectorArray) else len(self.vectors)) == 0:
             raise ValueError("'vectors' is empty")
         return self
 

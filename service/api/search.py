@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 from fastapi import APIRouter
 
 from service.api.deps import DeadlineDep, ReadyServicesDep
 from service.api.inputs import check_count, to_media_items
-from service.api.schemas import COMMON_ERRORS, Hit, SearchRequest, SearchResponse, error_responses
+from service.api.schemas import COMMON_ERRORS, Hit, SearchRequest, SearchResponse, VectorArray, error_responses
+from service.api.vectors import to_matrix
 from service.errors import ErrorCode, UnprocessableInput
 from service.pipeline import check_space, embed_items, model_for_collection
 
@@ -22,7 +22,7 @@ async def search(body: SearchRequest, services: ReadyServicesDep, deadline: Dead
     collection = services.store.get(body.collection)
     exclude: list[str | None] = []
     if body.id is not None:
-        vector, _ = await services.storage(collection.get, body.id)  # takes the collection's read lock
+        vector, _ = await services.storage(collection.get, body.id)  # the collection's read lock, or the engine
         queries = vector[None, :]
         exclude = [body.id]
     elif body.input is not None:
@@ -31,12 +31,10 @@ async def search(body: SearchRequest, services: ReadyServicesDep, deadline: Dead
         queries = (await embed_items(services, model, items, deadline.at(body.timeout_ms))).pooled
     else:
         check_space(collection, body.space_id)
-        raw = [body.vector] if body.vector is not None else body.vectors or []
-        check_count(len(raw), settings, "query vectors")
-        try:
-            queries = np.asarray(raw, dtype=np.float32)
-        except ValueError as exc:
-            raise UnprocessableInput("query vectors must all have the same length", code=ErrorCode.DIMENSION_MISMATCH) from exc
+        raw = [body.vector] if body.vector is not None else body.vectors
+        assert raw is not None
+        check_count(raw.shape[0] if isinstance(raw, VectorArray) else len(raw), settings, "query vectors")
+        queries = to_matrix(raw, "query vectors")
     prepared = collection.prepare_vectors(queries)
     params = body.params.model_dump(exclude_none=True) if body.params else None
     found = await services.storage(collection.search, prepared, body.k, exclude, body.filter, params)

@@ -88,6 +88,29 @@ def exact_scores(queries: np.ndarray, vectors: np.ndarray, metric: str) -> np.nd
     return (queries * queries).sum(1)[:, None] - 2 * dots + (vectors * vectors).sum(1)[None, :]
 
 
+def prepare_vectors(vectors: np.ndarray, config: CollectionConfig) -> np.ndarray:
+    """(N, dim) float32, finite, unit-norm for cosine; raises 422 otherwise (every backend validates the same way)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != config.dim:
+        raise UnprocessableInput(
+            f"vectors must have dimension {config.dim}; got shape {list(vectors.shape)}",
+            {"expected_dim": config.dim},
+            code=ErrorCode.DIMENSION_MISMATCH,
+        )
+    finite = np.isfinite(vectors).all(axis=1)
+    if not finite.all():
+        row = int(np.argmin(finite))  # the first offending row: detail.index points the caller at it
+        raise UnprocessableInput(f"vector {row} contains NaN or Inf", {"index": row}, code=ErrorCode.INVALID_VECTOR)
+    if config.metric == "cosine":
+        zero = np.linalg.norm(vectors, axis=1) == 0
+        if zero.any():
+            row = int(np.argmax(zero))
+            raise UnprocessableInput(f"vector {row} is a zero vector: it has no direction for cosine similarity",
+                                     {"index": row}, code=ErrorCode.INVALID_VECTOR)
+        vectors = normalize_rows(vectors)
+    return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
 class Collection:
     def __init__(self, config: CollectionConfig, *, background: bool = True) -> None:
         if config.index not in kinds.KINDS:
@@ -121,20 +144,7 @@ class Collection:
 
     def prepare_vectors(self, vectors: np.ndarray) -> np.ndarray:
         """(N, dim) float32, finite, unit-norm for cosine; raises 422 otherwise."""
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.config.dim:
-            raise UnprocessableInput(
-                f"vectors must have dimension {self.config.dim}; got shape {list(vectors.shape)}",
-                {"expected_dim": self.config.dim},
-                code=ErrorCode.DIMENSION_MISMATCH,
-            )
-        if not np.isfinite(vectors).all():
-            raise UnprocessableInput("vectors contain NaN or Inf", code=ErrorCode.INVALID_VECTOR)
-        if self.config.metric == "cosine":
-            if (np.linalg.norm(vectors, axis=1) == 0).any():
-                raise UnprocessableInput("a zero vector has no direction for cosine similarity", code=ErrorCode.INVALID_VECTOR)
-            vectors = normalize_rows(vectors)
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        return prepare_vectors(vectors, self.config)
 
     # -- state ------------------------------------------------------------------------
 

@@ -34,11 +34,23 @@ class ImagePreprocess:
     std: tuple[float, float, float]
 
     def apply(self, rgb: Image.Image) -> np.ndarray:
+        """RGB -> (3, H, W) float32, (pixel / 255 - mean) / std as one multiply-add per value.
+
+        The uint8 pixels are transposed to channels-first as a view and written once into the float output:
+        7 to 14 times faster than float conversion, three passes and a float transpose
+        (`python -m loadtests.bench_preprocess`); on a GPU the host's work per image is what bounds HTTP.
+        Results differ from the three-pass form by less than 1e-6.
+        """
         if rgb.size != (self.width, self.height):
             rgb = rgb.resize((self.width, self.height), RESAMPLING[self.resize])
-        pixels = np.asarray(rgb, dtype=np.float32) * (1.0 / 255.0)  # (H, W, 3)
-        pixels = (pixels - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(pixels.transpose(2, 0, 1))  # (3, H, W)
+        channels_first = np.asarray(rgb).transpose(2, 0, 1)  # (3, H, W) uint8 view
+        std = np.asarray(self.std, np.float32)
+        scale = (1.0 / (255.0 * std))[:, None, None]
+        offset = (-np.asarray(self.mean, np.float32) / std)[:, None, None]
+        pixels = np.empty(channels_first.shape, np.float32)
+        np.multiply(channels_first, scale, out=pixels, casting="unsafe")
+        pixels += offset
+        return pixels
 
 
 def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:

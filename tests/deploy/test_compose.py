@@ -104,7 +104,34 @@ def test_grafana_is_provisioned_and_locust_is_behind_a_profile(base):
     for name, service in base["services"].items():
         for port in service.get("ports", []):
             published = port if isinstance(port, str) else f"{port.get('host_ip', '')}:{port['published']}"
-            assert name == "lb" or published.startswith("127.0.0.1:"), (name, port)
+            assert name in ("lb", "lb-milvus") or published.startswith("127.0.0.1:"), (name, port)
+
+
+def test_milvus_profile_runs_standalone_milvus_and_points_replicas_at_it(base):
+    services = base["services"]
+    profiled = {name for name, service in services.items() if service.get("profiles") == ["milvus"]}
+    assert {"milvus", "milvus-etcd", "milvus-minio", "api-milvus-1", "api-milvus-2", "lb-milvus"} <= profiled
+    milvus = services["milvus"]
+    assert milvus["command"] == ["milvus", "run", "standalone"]
+    assert milvus["environment"]["ETCD_ENDPOINTS"] == "milvus-etcd:2379"
+    assert milvus["environment"]["MINIO_ADDRESS"] == "milvus-minio:9000"
+    assert {milvus["depends_on"][n]["condition"] for n in ("milvus-etcd", "milvus-minio")} == {"service_healthy"}
+    assert any(v.startswith("milvus-data:/var/lib/milvus") for v in milvus["volumes"])
+    fields = {f"JEPA_{name.upper()}" for name in Settings.model_fields}
+    for name in ("api-milvus-1", "api-milvus-2"):
+        api = services[name]
+        env = api["environment"]
+        assert env["JEPA_STORAGE"] == "milvus" and env["JEPA_MILVUS_URI"] == "http://milvus:19530"
+        assert not {k for k in env if k.startswith("JEPA_")} - fields
+        assert api["depends_on"]["milvus"]["condition"] == "service_healthy"
+        assert api["build"]["target"] == "runtime-cpu"
+        Settings(**{k[5:].lower(): v for k, v in env.items() if k.startswith("JEPA_") and v != ""})  # values parse
+    assert {services["lb-milvus"]["depends_on"][n]["condition"] for n in ("api-milvus-1", "api-milvus-2")} == {"service_healthy"}
+    nginx = (ROOT / "deploy/nginx/nginx-milvus.conf").read_text()
+    upstream = re.search(r"upstream jepa_api \{(.*?)\}", nginx, re.S).group(1)
+    assert sorted(re.findall(r"server (api-milvus-\d+):8000", upstream)) == ["api-milvus-1", "api-milvus-2"]
+    # the image the replicas run has the client in it
+    assert '.[cpu,otel,milvus]' in (ROOT / "Dockerfile").read_text()
 
 
 def test_gpu_override_reserves_gpus_and_caches_engines(gpu):

@@ -30,7 +30,7 @@ def test_stages_and_what_each_installs():
     for name in ("venv-cpu", "venv-gpu", "runtime-cpu", "runtime-gpu"):
         assert "torch" not in s[name].replace("tensorrt", ""), name
         assert "export]" not in s[name], name
-    assert '".[cpu,otel]"' in s["venv-cpu"] and '".[gpu,otel]"' in s["venv-gpu"]
+    assert '".[cpu,otel,milvus]"' in s["venv-cpu"] and '".[gpu,otel]"' in s["venv-gpu"]
     assert "COPY --from=export /models /models" in s["runtime-cpu"] and "COPY --from=export /models /models" in s["runtime-gpu"]
     assert list(s)[-1] == "runtime-cpu", "a plain `docker build .` must give the CPU runtime"
 

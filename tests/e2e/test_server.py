@@ -74,6 +74,7 @@ def test_readme_curl_tour_works_as_written(server: str, tmp_path: Path):
         script.append(line.replace("curl -s ", "curl -sf ", 1))
     done = subprocess.run(["bash", "-c", "\n".join(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert not list(tmp_path.iterdir()), "the tour left files in the folder it was run from"
     assert '"hits":[{"id":"cat"' in done.stdout
     assert '"states":[[' in done.stdout
     assert "jepa_batch_size_count" in done.stdout

@@ -24,3 +24,11 @@ def test_bench_gpu_dry_run_on_cpu_writes_every_row(tmp_path):
                 "3. served in process", "4. HTTP", "served in process ≥ 0.85× raw engine"):
         assert row in report
     assert "CPU only" in report
+
+
+def test_preprocess_bench_runs_and_checks_the_two_forms_agree(capsys):
+    from loadtests import bench_preprocess
+
+    assert bench_preprocess.main(["--size", "32", "--repeats", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "ImagePreprocess.apply" in printed and "float32 -> float16" in printed

@@ -34,7 +34,7 @@ def test_writes_survive_a_crash_without_close(tmp_path):
 
 
 def test_snapshot_then_log_recovers_the_same_state(tmp_path):
-    store = open_store(tmp_path, snapshot_every_bytes=1)  # snapshot after every write
+    store = open_store(tmp_path, snapshot_every_bytes=1, snapshot_log_ratio=0)  # snapshot after every write
     store.create(CONFIG)
     store.upsert("things", [f"p{i}" for i in range(10)], vectors(10), [{"i": i} for i in range(10)])
     store.delete("things", ["p3"])
@@ -185,3 +185,24 @@ def test_unreadable_stored_index_is_rebuilt_from_the_points(tmp_path):
     again.wait_for_rebuild(60)
     assert again.index_in_use == "hnsw" and again.rebuilds >= 1
     assert again.search(again.get("5")[0][None], 1)[0][0].id == "5"
+
+
+def test_bulk_loading_snapshots_in_proportion_to_what_is_logged(tmp_path, monkeypatch):
+    """A snapshot rewrites the whole collection: taken every fixed number of logged bytes, loading N points would
+    write O(N^2) bytes. The log may grow as large as the last snapshot first, so snapshots stay few."""
+    taken = []
+    real = CollectionStore._snapshot
+    monkeypatch.setattr(CollectionStore, "_snapshot", lambda self, durable: (taken.append(1), real(self, durable)))
+
+    def load(folder, **kwargs) -> int:
+        taken.clear()
+        store = open_store(folder, snapshot_every_bytes=1024, **kwargs)
+        store.create(CONFIG)
+        for batch in range(60):
+            store.upsert("things", [f"p{batch}-{i}" for i in range(20)], vectors(20, seed=batch), [{}] * 20)
+        assert open_store(folder).get("things").count == 1200
+        return len(taken)
+
+    fixed = load(tmp_path / "fixed", snapshot_log_ratio=0)
+    proportional = load(tmp_path / "proportional")
+    assert fixed >= 30 and 2 <= proportional <= 8, (fixed, proportional)

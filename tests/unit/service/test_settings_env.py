@@ -1,0 +1,60 @@
+"""Settings from the environment: one line for a bad value, a warning for an unknown JEPA_* variable, lists as CSV."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.settings import Settings, SettingsError, load_settings, unknown_variables
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize(("name", "value", "accepted"), [
+    ("JEPA_MAX_BATCH_SIZE", "abc", "accepted: an integer >= 1 and <= 4096"),
+    ("JEPA_PROVIDERS", "gpu", "accepted: one of auto, cpu, cuda, tensorrt, tensorrt_native"),
+    ("JEPA_PREFERRED_BATCH_SIZES", "4,x", "accepted: a list of integers: 4,8,16 or [4,8,16]"),
+    ("JEPA_FSYNC", "maybe", "accepted: true or false"),
+])
+def test_a_bad_value_is_one_line_naming_variable_value_and_what_is_accepted(monkeypatch, name, value, accepted):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings({name: value})
+    line = str(caught.value)
+    assert "\n" not in line and line.startswith(f"{name}={value!r} is invalid: ") and line.endswith(accepted)
+
+
+def test_jepa_serve_exits_with_that_line_and_no_traceback(tmp_path: Path):
+    env = {"PATH": "/usr/bin:/bin", "JEPA_MAX_BATCH_SIZE": "abc"}
+    done = subprocess.run([str(BIN / "jepa-serve"), "--port", "1"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "jepa-serve: JEPA_MAX_BATCH_SIZE='abc' is invalid: Input should be a valid integer, unable to parse string "
+        "as an integer; accepted: an integer >= 1 and <= 4096"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [("4,8,16", (4, 8, 16)), ("[4, 8]", (4, 8)), (" 2 ", (2,)), ("", ())])
+def test_list_settings_take_commas_or_json(monkeypatch, value, expected):
+    monkeypatch.setenv("JEPA_PREFERRED_BATCH_SIZES", value)
+    assert Settings().preferred_batch_sizes == expected
+
+
+def test_unknown_jepa_variables_are_found():
+    environ = {"JEPA_MAX_BATCH_SIZ": "8", "JEPA_MAX_BATCH_SIZE": "8", "HOME": "/root", "jepa_fsynk": "0"}
+    assert unknown_variables(environ) == ["JEPA_MAX_BATCH_SIZ", "jepa_fsynk"]
+
+
+def test_jepa_serve_warns_about_unknown_variables_at_start(monkeypatch, capsys, tmp_path: Path):
+    import service.cli
+
+    started = []
+    monkeypatch.setattr(service.cli.uvicorn, "run", lambda app, **kwargs: started.append(kwargs["port"]))
+    monkeypatch.setenv("JEPA_MAX_BATCH_SIZ", "8")
+    monkeypatch.setenv("JEPA_LOG_FORMAT", "text")
+    assert service.cli.main(["--port", "8123", "--data-dir", str(tmp_path / "d")]) == 0
+    assert started == [8123]
+    assert "JEPA_MAX_BATCH_SIZ is not a jepa-serve setting: ignored" in capsys.readouterr().err
