@@ -104,7 +104,7 @@ bench-index: $(STAMP) $(DEMO)
 # result does not depend on the machine's load; DEMO_TRAIN_STEPS is also where the cosine LR schedule ends.
 DEMO_TRAIN_STEPS ?= 3000
 DEMO_ABLATION_STEPS ?= 600
-.PHONY: demo-train demo-ablation demo-eval
+.PHONY: demo-train demo-ablation demo-eval demo-eval-surprise demo-eval-probe
 demo-train: $(STAMP)
 	nice -n 10 $(PY) -m models.demo.train --max-steps $(DEMO_TRAIN_STEPS) --out models/demo/weights/demo.safetensors
 
@@ -118,6 +118,13 @@ demo-ablation: $(STAMP)
 demo-eval: $(STAMP)
 	@test -f reports/ablation/none.safetensors || $(MAKE) demo-ablation
 	nice -n 10 $(PY) -m evaluation
+
+# one section of docs/demo_world.md measured again (about a minute each), the others left as they are
+demo-eval-surprise: $(STAMP)
+	nice -n 10 $(PY) -m evaluation --only surprise
+
+demo-eval-probe: $(STAMP)
+	nice -n 10 $(PY) -m evaluation --only probe_heads
 
 # Soak: steady mixed load for SOAK_SECONDS; fails if the server's RSS or open file descriptors keep growing.
 SOAK_SECONDS ?= 300

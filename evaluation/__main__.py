@@ -13,6 +13,10 @@ never used in training):
   candidates at h = 1, 4, 8, 16 (served ONNX predictor rolled with the true
   actions), against copying the last state; on a random pool and on a hard
   pool that holds every other state of the same trajectory;
+- surprise: AUROC of the per-step surprise score (the served predictor's z-scored error) for steps that break
+  the world's physics (teleports, walking through the wall, a vanishing ball) against normal steps;
+- probe heads: a linear room classifier (and ball-in-the-same-room) trained by `jepa-export probe` on frozen
+  features, its held-out accuracy and its accuracy through POST /classify on fresh frames;
 - planning: success rate (agent within 4 px of the goal at the end) over
   episodes with the goal in the same room and through the door, model
   predictive control with POST /plan of the served app (in process), against
@@ -43,7 +47,9 @@ from evaluation.metrics import (
     probe_r2,
     rollout_retrieval,
 )
+from evaluation.probe import evaluate_probes
 from evaluation.report import path_figure, stack_rows, strip, write_markdown
+from evaluation.surprise import evaluate_surprise
 from models.demo import world
 
 HELD_OUT_SEED = 777
@@ -70,10 +76,17 @@ def main(argv: list[str] | None = None) -> int:
                         default=PLAN_ARGS["subspace"])
     parser.add_argument("--execute", type=int, default=EXECUTE, help="actions executed per /plan call (then replan)")
     parser.add_argument("--markdown-only", action="store_true", help="rewrite the .md from an existing demo_world.json")
+    parser.add_argument("--only", choices=sorted(SECTIONS), help="measure only this section and update it in the "
+                        "existing demo_world.json / .md (the other sections are kept as they are)")
+    parser.add_argument("--probe-train", type=int, default=2000, help="labelled frames the probe heads are trained on")
+    parser.add_argument("--probe-test", type=int, default=500, help="fresh frames classified through POST /classify")
+    parser.add_argument("--surprise-trajectories", type=int, default=200, help="held-out trajectory pairs per violation kind")
     args = parser.parse_args(argv)
     if args.markdown_only:
         write_markdown(args.docs / "demo_world.md", json.loads((args.docs / "demo_world.json").read_text()))
         return 0
+    if args.only:
+        return update_section(args.only, args)
 
     import torch
 
@@ -143,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
             print("ablation", rows[-1], flush=True)
         report["ablation"] = rows
 
+        report["surprise"] = run_section("surprise", entry, args)
+        report["probe_heads"] = run_section("probe_heads", entry, args)
+
         planning_aids = {name: np.load(entry / f"{name}.npy") for name in ("controllable", "action_readout")
                          if (entry / f"{name}.npy").exists()}
         report["cost_landscape"] = cost_landscape(served, planning_aids)
@@ -195,6 +211,48 @@ def main(argv: list[str] | None = None) -> int:
     write_markdown(args.docs / "demo_world.md", report)
     print(f"wrote {args.docs / 'demo_world.md'} in {report['seconds']} s")
     return 0
+
+
+def run_section(name: str, entry: Path, args: argparse.Namespace) -> dict:
+    """One section measured on its own, with when, where and under what load it ran."""
+    started = time.perf_counter()
+    load = [round(x, 2) for x in os.getloadavg()]
+    result = SECTIONS[name](entry, args)
+    result["run"] = {
+        "command": f"python -m evaluation --only {name}", "date": dt.date.today().isoformat(),
+        "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "load_average": {"start": load, "end": [round(x, 2) for x in os.getloadavg()]},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return result
+
+
+def update_section(name: str, args: argparse.Namespace) -> int:
+    """Measure one section and rewrite demo_world.json / .md with it; every other figure stays as it was."""
+    import torch
+
+    torch.set_num_threads(2)
+    from export.demo import ExportOptions, export_demo
+
+    report = json.loads((args.docs / "demo_world.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        entry = export_demo(ExportOptions(out=Path(tmp), fp16=False), log=lambda _: None)
+        report[name] = run_section(name, entry, args)
+    (args.docs / "demo_world.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    write_markdown(args.docs / "demo_world.md", report)
+    print(f"updated the {name} section of {args.docs / 'demo_world.md'} in {report[name]['run']['seconds']} s")
+    return 0
+
+
+def _surprise(entry: Path, args: argparse.Namespace) -> dict:
+    return evaluate_surprise(entry, args.surprise_trajectories, args.docs / "demo_world" / "surprise.png")
+
+
+def _probe(entry: Path, args: argparse.Namespace) -> dict:
+    return evaluate_probes(entry, args.probe_train, args.probe_test)
+
+
+SECTIONS = {"surprise": _surprise, "probe_heads": _probe}
 
 
 if __name__ == "__main__":

@@ -78,6 +78,95 @@ def landscape_lines(landscape: dict | None) -> list[str]:
     return lines
 
 
+def _run_line(run: dict) -> str:
+    load = run["load_average"]
+    return (f"Measured by `{run['command']}` on {run['date']}; machine: {run['machine']}, shared with other jobs, no GPU; "
+            f"load average (1/5/15 min) {load['start']} at the start and {load['end']} at the end; "
+            f"{run['seconds']:.0f} s.")
+
+
+def surprise_goal_rows(s: dict | None) -> list[str]:
+    if not s:
+        return []
+    return [f"| surprise AUROC ≥ {v['goal']} for {kind.replace('_', ' ')} | {v['auroc']:.3f} | {_met(v['auroc'], v['goal'])} |"
+            for kind, v in s["kinds"].items()]
+
+
+def surprise_lines(s: dict | None) -> list[str]:
+    if not s:
+        return []
+    cal = s["calibration"]
+    lines = [
+        "## Surprise (POST /surprise's score: served ONNX encoder and predictor, the manifest's calibration)",
+        "",
+        _run_line(s["run"]),
+        "",
+        f"Score of a frame = (mse(predictor(state before, action), observed state) − {cal['mean']:.4f}) / {cal['std']:.4f}: "
+        f"the z-score against the one-step error on normal data measured at export ({cal['calibration']}). "
+        f"{s['trajectories_per_kind']} held-out pairs of {s['steps']}-step trajectories per kind (seed {s['seed']}): the "
+        "same start and actions, one obeying the world's physics and one breaking it once. Positives: the frame where "
+        "the violation happens; negatives: every frame of the clean twins (the frames after a violation are in "
+        "neither set).",
+        "",
+        f"| violation | AUROC | goal | onsets over threshold {s['threshold']:g} | normal frames over it | "
+        "median score onset / normal | positives / negatives |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind, v in s["kinds"].items():
+        lines.append(f"| {kind.replace('_', ' ')} | {v['auroc']:.3f} | ≥ {v['goal']} | {v['onsets_over_threshold']:.0%} | "
+                     f"{v['normal_steps_over_threshold']:.1%} | {v['median_onset_score']:.1f} / "
+                     f"{v['median_normal_score']:.1f} | {v['positives']} / {v['negatives']} |")
+    lines += [
+        "",
+        "Kinds: the ball or the agent jumps ≥ 16 px; pass through = the agent walks into the inner wall away from the "
+        "door and goes through it (its clean twin is stopped by the wall: the negatives include pushing against it); "
+        "vanish = the ball is no longer drawn. The ball flies over the inner wall by design in this world, so the wall "
+        "violation is the agent's. AUROC ranks scores; the columns beside it say how many violations the default "
+        "threshold flags and how many normal frames it flags by mistake. A violation that changes few pixels at its "
+        "first frame (the agent's edge entering the wall) scores lower than a jump, and its later frames score too "
+        "(they are in neither set). One trajectory per kind, violated (red) and its clean twin (grey), the violation "
+        "frame dashed:",
+        "",
+        "![surprise](demo_world/surprise.png)",
+        "",
+    ]
+    return lines
+
+
+def probe_goal_rows(pr: dict | None) -> list[str]:
+    if not pr:
+        return []
+    room = pr["heads"]["room"]
+    worst = min(room["held_out_accuracy"], room["served_accuracy"])
+    return [f"| room probe accuracy ≥ {pr['goal']} (held out / served) | {room['held_out_accuracy']:.3f} / "
+            f"{room['served_accuracy']:.3f} | {_met(worst, pr['goal'])} |"]
+
+
+def probe_lines(pr: dict | None) -> list[str]:
+    if not pr:
+        return []
+    lines = [
+        "## Probe heads (`jepa-export probe`, POST /classify)",
+        "",
+        _run_line(pr["run"]),
+        "",
+        f"Linear heads on the frozen pooled features of the exported encoder, trained on {pr['train_frames']} frames "
+        "of random scenes (the agent anywhere it may stand, the ball anywhere; a still frame, so the encoder sees a "
+        "clip of two identical frames), 20 % of them held out for the manifest's accuracy; then "
+        f"{pr['test_frames']} fresh scenes (another seed) classified through POST /classify of the served app.",
+        "",
+        "| head | labels | held-out accuracy | served accuracy (fresh scenes) |",
+        "|---|---|---|---|",
+    ]
+    for head, v in pr["heads"].items():
+        lines.append(f"| {head} | {', '.join(v['labels'])} | {v['held_out_accuracy']:.3f} | {v['served_accuracy']:.3f} |")
+    lines += ["", f"Goal: ≥ {pr['goal']} for the room head (the agent's room). `ball_room` is the ball's room (4×4 px, "
+              "flying over the wall). `same_room` (is the ball in the agent's room) is the XOR of the two: a linear "
+              "head cannot draw it however well the features hold both rooms, and it sits at chance; that question "
+              "needs a non-linear (e.g. attentive or MLP) probe, which `jepa-export probe` does not train yet.", ""]
+    return lines
+
+
 def write_markdown(path: Path, r: dict) -> None:
     from models.demo import DEFAULT_WEIGHTS
 
@@ -133,6 +222,8 @@ def write_markdown(path: Path, r: dict) -> None:
         f"| the collapse ablation shows collapse by std, probe and retrieval | see below | "
         f"{'met' if none and sig and none['raw_std'] < 0.05 * sig['raw_std'] and none['top5_h1'] < sig['top5_h1'] else '**not met**'} |",
         f"| `make demo-train` ≤ 45 min on 2 cores | {t['minutes']} min (busy machine) | {_met(t['minutes'], 45, True)} |",
+        *surprise_goal_rows(r.get("surprise")),
+        *probe_goal_rows(r.get("probe_heads")),
         "",
         "Why a goal is missed is in the Reading at the end.",
         "",
@@ -203,6 +294,8 @@ def write_markdown(path: Path, r: dict) -> None:
         "",
         "![plans](demo_world/plan.png)",
         "",
+        *surprise_lines(r.get("surprise")),
+        *probe_lines(r.get("probe_heads")),
         "## Reading",
         "",
         f"- Probes: agent R² {p['agent']:.3f}, ball R² {p['ball']:.3f}. The ball (4×4 px, 2.5 px per step, flying over "

@@ -38,6 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ONNX Runtime's transformer fusions (SkipLayerNorm, BiasGelu) in place of the traced graphs, "
                           "each kept only if it matches the unfused graph")
     vit.add_argument("--force", action="store_true", help="replace an existing entry")
+    probe = sub.add_parser("probe", help="a linear probe head on a served model's frozen features (into its entry)")
+    probe.add_argument("--entry", type=Path, required=True, help="the model's repository entry, e.g. model_repository/demo")
+    probe.add_argument("--name", required=True, help="head name (requests say {\"head\": name})")
+    data = probe.add_mutually_exclusive_group(required=True)
+    data.add_argument("--data", type=Path, help="a folder with one sub-folder of images per label")
+    data.add_argument("--csv", type=Path, help="a CSV with the columns path,label")
+    probe.add_argument("--holdout", type=float, default=0.2, help="share of the files kept out to measure accuracy")
+    probe.add_argument("--seed", type=int, default=0)
+    probe.add_argument("--force", action="store_true", help="replace a head of the same name")
     add_family_parsers(sub)
     return parser
 
@@ -46,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.source in FAMILY_SOURCES:
         return run_family(args)
+    if args.source == "probe":
+        return run_probe(args)
     if args.source == "vit":
         options = ExportOptions(name=args.name, out=args.out, fp16=not args.no_fp16, force=args.force, fuse=args.fuse)
     else:
@@ -66,6 +77,21 @@ def main(argv: list[str] | None = None) -> int:
         else:
             export_demo(options)
     except (ParityError, FileExistsError, ValueError) as exc:
+        print(f"jepa-export: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    from export.probe import ProbeOptions, labelled_csv, labelled_folder, train_probe
+
+    options = ProbeOptions(entry=args.entry, name=args.name, holdout=args.holdout, seed=args.seed, force=args.force)
+    try:
+        if not 0 < args.holdout < 1:
+            raise ValueError("--holdout must be between 0 and 1")
+        samples = labelled_folder(args.data) if args.data is not None else labelled_csv(args.csv)
+        train_probe(options, samples, str(args.data or args.csv))
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"jepa-export: {exc}", file=sys.stderr)
         return 1
     return 0

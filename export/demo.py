@@ -20,6 +20,7 @@ from export.manifest import embedding_space_id, staged_entry, state_dict_sha256,
 from export.onnx_graph import convert_fp16, export_onnx, external_data_file
 from export.parity import check_parity
 from export.planning import action_readout, controllable_subspace
+from export.surprise import calibrate_demo
 from models.demo import DEFAULT_WEIGHTS, DemoModel, load_demo_model
 from models.demo import world
 
@@ -164,6 +165,8 @@ def export_demo(options: ExportOptions, log: Callable[[str], None] = print) -> P
         readout, readout_r2 = action_readout(model.predictor, world_states, -bound, bound)
         np.save(folder / "action_readout.npy", readout)
         log(f"[planning] action readout: ({readout.shape[0]}, {readout.shape[1]}), R^2 {readout_r2:.3f} of the action")
+        surprise = calibrate_demo(model)
+        log(f"[surprise] one-step mse on normal data: mean {surprise['mean']:.4f}, std {surprise['std']:.4f}")
         checkpoint = state_dict_sha256([model.encoder, model.predictor])
         preprocessing = {
             "image_size": [cfg.image_size, cfg.image_size],
@@ -199,6 +202,7 @@ def export_demo(options: ExportOptions, log: Callable[[str], None] = print) -> P
                     "action_readout_method": "ridge fit of W (predictor(z, a) - predictor(z, 0)) = a over the same states, "
                     f"R^2 {readout_r2:.3f}",
                 },
+                "surprise": surprise,
                 "predictor": {
                     "state_dim": cfg.dim,
                     "action_dim": model.predictor.config.action_dim,

@@ -36,6 +36,7 @@ import torch
 from export.demo import PROBES, ExportOptions, export_component, image_probes
 from export.manifest import embedding_space_id, staged_entry, state_dict_sha256, tool_versions, write_manifest
 from export.onnx_graph import external_data_file
+from export.surprise import calibrate_future, video_clips
 from models.ac_predictor import VJepa2ACPredictor
 from models.checkpoints import LoadedModel, LoadOptions, load_checkpoint
 from models.ijepa import IJepaEncoder
@@ -67,6 +68,7 @@ class CheckpointExportOptions:
     frames: int | None = None  # V-JEPA 2 frames per clip (default 16; 2 for a 2-AC encoder)
     history: int = 2  # V-JEPA 2-AC: time steps the predictor sees
     future_steps: int | None = None  # V-JEPA 2 mask predictor: steps predicted (None: half the clip; 0: skip)
+    surprise_videos: Path | None = None  # V-JEPA 2 mask predictor: normal videos to calibrate /surprise on
 
 
 def video_probes(n: int, frames: int, size: int) -> np.ndarray:
@@ -170,6 +172,13 @@ def export_vjepa2(options: CheckpointExportOptions, log: Callable[[str], None] =
             modules.append(loaded.mask_predictor)
             components["future"], manifest["future"] = _export_future(
                 encoder, loaded.mask_predictor, steps, future, options, folder, log)
+            if options.surprise_videos is not None:
+                clips = video_clips(options.surprise_videos, frames, cfg.image_size, IMAGENET_MEAN, IMAGENET_STD)
+                graph = FuturePrediction(encoder, loaded.mask_predictor, future).eval()
+                manifest["surprise"] = calibrate_future(graph, encoder, clips, (steps - future) * cfg.tubelet, future,
+                                                        str(options.surprise_videos))
+                log(f"[surprise] future-token L1 on normal clips: mean {manifest['surprise']['mean']:.4f}, "
+                    f"std {manifest['surprise']['std']:.4f}")
         elif loaded.mask_predictor is not None:
             log("mask predictor not exported (--future-steps 0, or a clip of one tubelet step)")
         checkpoint = state_dict_sha256(modules)

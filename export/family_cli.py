@@ -41,6 +41,9 @@ def add_family_parsers(sub: argparse._SubParsersAction) -> None:
     vjepa2.add_argument("--future-steps", type=int,
                         help="V-JEPA 2 with its mask predictor: tubelet steps /predict_future predicts from the clip's "
                              "first ones (default: half the clip; 0: do not export the predictor)")
+    vjepa2.add_argument("--surprise-videos", type=Path,
+                        help="V-JEPA 2 with its mask predictor: a folder of normal videos; the future-token error on "
+                             "them calibrates /surprise (without it the model serves no surprise score)")
 
 
 def run_family(args: argparse.Namespace) -> int:
@@ -50,7 +53,8 @@ def run_family(args: argparse.Namespace) -> int:
                        predictor_heads=getattr(args, "predictor_heads", None))
     options = CheckpointExportOptions(path=args.path, export=export, load=load, frames=getattr(args, "frames", None),
                                       history=getattr(args, "history", 2),
-                                      future_steps=getattr(args, "future_steps", None))
+                                      future_steps=getattr(args, "future_steps", None),
+                                      surprise_videos=getattr(args, "surprise_videos", None))
     try:
         FAMILY_SOURCES[args.source](options)
     except (ParityError, FileExistsError, FileNotFoundError, ValueError) as exc:

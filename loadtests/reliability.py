@@ -32,6 +32,10 @@ TESTS = [
     "tests/e2e/test_redis_outage.py",
     "tests/e2e/test_disk_full.py",
     "tests/e2e/test_graceful_shutdown.py",
+    "tests/e2e/test_shared_data_dir.py",
+    "tests/unit/models/test_hf_folder_integrity.py",
+    "tests/e2e/test_video_memory.py",
+    "tests/e2e/test_connections.py",
     "tests/e2e/test_startup_backend.py",
 ]
 
@@ -53,9 +57,19 @@ def render(lines: list[dict], returncode: int) -> str:
         # 503 (not ready) and 504 (deadline) are answers the tests asked for; a server error is anything else >= 500.
         errors = sum(n for s, n in statuses.items() if s >= 500 and s not in (503, 504, 507))
         rows.append(f"| bad input on `{route}` | {sum(statuses.values())} | {shown}; server errors: {errors} | 0 |")
+    # A scenario recorded once per case (a "case" field) is one row counting its cases and their outcomes.
+    cases: dict[str, list[dict]] = defaultdict(list)
+    for line in lines:
+        if "case" in line:
+            cases[line["scenario"]].append(line)
+    for scenario, records in cases.items():
+        outcomes = Counter(str(r.get("refused", "accepted")) for r in records)
+        shown = ", ".join(f"{n}x {outcome}" for outcome, n in sorted(outcomes.items()))
+        kinds = "; ".join(r["case"] for r in records)
+        rows.append(f"| {scenario} | {len(records)} | {shown} ({kinds}) | 0 |")
     others: dict[str, dict] = {}
     for line in lines:
-        if line["scenario"] != "hostile input":
+        if line["scenario"] != "hostile input" and "case" not in line:
             others[line["scenario"]] = line  # the last record of a scenario holds its totals
     for scenario, figures in others.items():
         shown = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in figures.items() if k != "scenario" and k != "lost")
@@ -73,9 +87,9 @@ def render(lines: list[dict], returncode: int) -> str:
         "|---|---:|---|---:|",
         *rows,
         "",
-        "Statuses: 400 undecodable, 404 unknown name, 405 wrong method, 409 space conflict, 413 too large,",
-        "415 wrong type, 422 invalid, 429 queue full (with Retry-After), 503 not ready or Redis down",
-        "(with Retry-After), 504 deadline, 507 disk full. Tests: " + ", ".join(f"`{t}`" for t in TESTS) + ".",
+        "Statuses: 400 undecodable, 404 unknown name, 405 wrong method, 408 headers not received in time,",
+        "409 space conflict, 413 too large, 415 wrong type, 422 invalid, 429 queue full (with Retry-After),",
+        "503 not ready, Redis down or too many connections (with Retry-After), 504 deadline, 507 disk full. Tests: " + ", ".join(f"`{t}`" for t in TESTS) + ".",
         "",
         "The soak (minutes of steady mixed load; server RSS and open file descriptors sampled from /proc, the run fails",
         "if either keeps growing) is not part of `make test`: `make soak` (also run by `make bench`). The report of the",

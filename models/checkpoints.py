@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -383,6 +383,66 @@ def _require_gelu(config: Mapping[str, Any], what: str) -> None:
         raise ValueError(f"{what}: hidden_act {act!r} is not supported (our modules use exact GELU)")
 
 
+class CheckpointUnreadable(ValueError):
+    """A weight file that cannot be read (truncated, not safetensors, damaged header): one line naming it."""
+
+
+def _from_pretrained(model_class: type, source: Source, what: str) -> tuple[nn.Module, dict[str, Any]]:
+    """`from_pretrained` with its loading report, which we judge ourselves instead of letting transformers
+    initialise missing weights at random (it only logs them). Mis-shaped tensors are reported, not raised
+    (`ignore_mismatched_sizes`), so that they are named together with the rest."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, progress = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # its own load report would precede ours, and disagree on what is fatal
+    hf_logging.disable_progress_bar()  # a tiny folder loads in milliseconds; the bar only buries the error
+    try:
+        return model_class.from_pretrained(source.path, local_files_only=True, output_loading_info=True,
+                                           ignore_mismatched_sizes=True)
+    except Exception as exc:  # safetensors' SafetensorError has no narrower base; OSError, RuntimeError, ...
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointUnreadable(
+            f"{what}: cannot read the weights in model.safetensors ({type(exc).__name__}: {first_line})"
+        ) from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if progress:
+            hf_logging.enable_progress_bar()
+
+
+def check_loading_report(
+    family: str, report: Mapping[str, Any], what: str, predictor_keys: Sequence[str] = ()
+) -> tuple[bool, list[str]]:
+    """Every key of the folder's model accounted for, or CheckpointMismatch naming the others.
+
+    Keys under an IGNORED_HF_PREFIXES prefix may be absent or extra, except the V-JEPA 2 predictor,
+    which is all there (loaded) or all absent (the folder is exported without it): a predictor with
+    some of its weights missing would be served half random. `predictor_keys`: the model's predictor
+    parameters. -> (predictor present, notes)."""
+    ignored = IGNORED_HF_PREFIXES[family]
+    missing = sorted(report.get("missing_keys") or ())
+    unexpected = sorted(report.get("unexpected_keys") or ())
+    mis_shaped = sorted(f"{key} {tuple(found)} != {tuple(expected)}"
+                        for key, found, expected in report.get("mismatched_keys") or ())
+    notes: list[str] = []
+    predictor = True
+    if family == "vjepa2":
+        predictor_missing = [k for k in missing if k.startswith("predictor.")]
+        if predictor_missing and len(predictor_missing) == len(predictor_keys):
+            predictor = False
+            missing = [k for k in missing if not k.startswith("predictor.")]
+            notes.append("the folder has no predictor weights: exported without the mask-token predictor")
+    else:
+        skipped = sorted({p for p in ignored for k in missing + unexpected if k.startswith(p)})
+        missing = [k for k in missing if not any(k.startswith(p) for p in ignored)]
+        unexpected = [k for k in unexpected if not any(k.startswith(p) for p in ignored)]
+        notes += [f"skipped HF keys '{p}*': {ignored[p]}" for p in skipped]
+    errors = [str(e) for e in report.get("error_msgs") or ()]
+    if missing or unexpected or mis_shaped or errors:
+        raise CheckpointMismatch(what, missing, unexpected, mis_shaped + errors)
+    return predictor, notes
+
+
 def load_hf_folder(source: Source, options: LoadOptions) -> LoadedModel:
     cfg = source.hf_config or {}
     model_type = cfg.get("model_type")
@@ -391,7 +451,7 @@ def load_hf_folder(source: Source, options: LoadOptions) -> LoadedModel:
     if model_type == "ijepa":
         from transformers import IJepaModel
 
-        hf = IJepaModel.from_pretrained(source.path, local_files_only=True)
+        hf, report = _from_pretrained(IJepaModel, source, what)
         c = hf.config
         image = c.image_size if isinstance(c.image_size, int) else c.image_size[0]
         patch = c.patch_size if isinstance(c.patch_size, int) else c.patch_size[0]
@@ -402,7 +462,7 @@ def load_hf_folder(source: Source, options: LoadOptions) -> LoadedModel:
     elif model_type == "vjepa2":
         from transformers import VJEPA2Model
 
-        hf = VJEPA2Model.from_pretrained(source.path, local_files_only=True)
+        hf, report = _from_pretrained(VJEPA2Model, source, what)
         c = hf.config
         config = VJepa2Config(image_size=c.crop_size, patch_size=c.patch_size, tubelet=c.tubelet_size,
                               in_chans=c.in_chans, dim=c.hidden_size, depth=c.num_hidden_layers,
@@ -412,10 +472,12 @@ def load_hf_folder(source: Source, options: LoadOptions) -> LoadedModel:
     else:
         raise UnknownCheckpoint(f"{what}: only model_type 'ijepa' and 'vjepa2' folders are supported")
     hf_state = hf.state_dict()
-    state, notes = map_hf_state(model_type, hf_state, what)
+    predictor_keys = [k for k in hf_state if k.startswith("predictor.")]
+    has_predictor, notes = check_loading_report(model_type, report, what, predictor_keys)
+    state, _ = map_hf_state(model_type, hf_state, what)  # its skipped prefixes were judged by the report above
     assign(module, state, what)
     loaded = LoadedModel(family=model_type, source_format="hf-folder", path=source.path, encoder=module, notes=notes)
-    if model_type == "vjepa2" and any(k.startswith("predictor.") for k in hf_state):
+    if model_type == "vjepa2" and has_predictor:
         c = hf.config
         predictor = VJepa2MaskPredictor(MaskPredictorConfig(
             embed_dim=c.hidden_size, dim=c.pred_hidden_size, depth=c.pred_num_hidden_layers,
@@ -424,7 +486,6 @@ def load_hf_folder(source: Source, options: LoadOptions) -> LoadedModel:
         predictor_state, _ = map_hf_state("vjepa2_predictor", hf_state, f"{what} [predictor]")
         assign(predictor, predictor_state, f"{what} [predictor]")
         loaded.mask_predictor = predictor
-        loaded.notes = [n for n in loaded.notes if "predictor." not in n]
     return loaded
 
 

@@ -17,13 +17,14 @@ from importlib import metadata
 
 from fastapi import FastAPI
 
-from service.api import collections, embed, health, limits, plan, predict, search
+from service.api import classify, collections, embed, health, limits, plan, predict, search, stream, surprise
 from service.api.auth import AuthMiddleware
 from service.api.errors import install_error_handlers
 from service.api.openapi import install_docs, operation_id
 from service.embed_cache import open_cache
 from service.errors import StorageUnavailable
 from service.index.backend import open_store
+from service.index.dirlock import DataDirLock
 from service.logs import RequestLogMiddleware
 from service.metrics import Metrics
 from service.middleware import BodyLimitMiddleware, ConcurrencyLimitMiddleware, MetricsMiddleware
@@ -131,7 +132,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     services = Services(
         settings=settings, metrics=app.state.metrics, models=ModelPool(),
-        store=open_store(settings),
+        store=open_store(settings, app.state.data_dir_lock),
         executors=Executors.from_settings(settings),
         stop_process=app.state.stop_process,
     )
@@ -158,7 +159,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("shutdown complete: batch queues drained, %d collection(s) snapshotted and closed", collections)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, data_dir_lock: DataDirLock | None = None) -> FastAPI:
+    """`data_dir_lock`: the local data directory's lock when the caller (the CLI) already holds it;
+    without one the lifespan takes it (service/index/dirlock.py)."""
     settings = settings or Settings()
     app = FastAPI(
         title="jepa-serve",
@@ -170,14 +173,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
+    app.state.data_dir_lock = data_dir_lock
     # Set by `jepa-serve` (service/cli.py): stops the server and sets the exit status when start-up gives up.
     # None in process (tests, other ASGI servers): the app then stays up with /readyz 503 "failed".
     app.state.stop_process = None
     app.state.metrics = Metrics()
     app.state.guard = Guard.from_settings(settings, app.state.metrics)
     install_error_handlers(app)
-    for router in (embed.router, collections.router, search.router, predict.router, plan.router, health.router,
-                   limits.router):
+    for router in (embed.router, collections.router, search.router, classify.router, predict.router, plan.router,
+                   surprise.router, stream.router, health.router, limits.router):
         app.include_router(router)
     install_docs(app, settings)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)

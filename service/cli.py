@@ -11,6 +11,8 @@ import sys
 import uvicorn
 
 from service.app import create_app
+from service.connections import ConnectionLimits, guarded_protocol
+from service.index.dirlock import DataDirLock, DataDirLocked
 from service.logs import configure_logging
 from service.settings import SettingsError, load_settings, unknown_variables
 
@@ -32,12 +34,26 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_format, args.log_level)
     for name in unknown_variables(os.environ):
         logging.getLogger("service.settings").warning("%s is not a jepa-serve setting: ignored (see service/settings.py)", name)
-    app = create_app(settings)
+    lock = None
+    if settings.storage == "local":
+        # Taken before anything starts and held until the process ends, so a second server on the same
+        # directory stops here with one line instead of silently sharing (and truncating) the logs.
+        try:
+            lock = DataDirLock.acquire(settings.data_dir)
+        except DataDirLocked as exc:
+            print(f"jepa-serve: {exc}", file=sys.stderr)
+            return 1
+    app = create_app(settings, lock)
     # SIGTERM: uvicorn stops accepting, waits up to shutdown_timeout_s for in-flight requests, then the
     # lifespan drains the batch queues and snapshots the logs (service/app.py).
+    # Connections: read timeouts and a connection cap (service/connections.py), on uvicorn's httptools protocol.
+    limits = ConnectionLimits(header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
+                              max_connections=settings.max_connections,
+                              discard_body_bytes=settings.discard_body_bytes)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                            access_log=False, log_config=None,
-                                           timeout_graceful_shutdown=settings.shutdown_timeout_s))
+                                           timeout_graceful_shutdown=settings.shutdown_timeout_s,
+                                           http=guarded_protocol(limits), timeout_keep_alive=settings.keep_alive_timeout_s))
     exit_code = 0
 
     def stop_process(code: int) -> None:

@@ -46,10 +46,15 @@ class ErrorCode(StrEnum):
     MODEL_NOT_FOUND = "model_not_found", 404, "the model is not served (or no model was named and there is no default)"
     COLLECTION_NOT_FOUND = "collection_not_found", 404, "the collection does not exist"
     POINT_NOT_FOUND = "point_not_found", 404, "the point is not in the collection"
+    HEAD_NOT_FOUND = "head_not_found", 404, "the model has no probe head of that name"
     METHOD_NOT_ALLOWED = "method_not_allowed", 405, "the route does not take this method (see the Allow header)"
+    # 408: too slow to ask
+    REQUEST_TIMEOUT = ("request_timeout", 408,
+                       "the request's headers did not all arrive within header_timeout_s (the connection is closed)")
     # 409: it clashes with what is stored
     CONFLICT = "conflict", 409, "the request conflicts with the stored state"
-    COLLECTION_EXISTS = "collection_exists", 409, "a collection of that name exists with another configuration"
+    COLLECTION_EXISTS = ("collection_exists", 409, "a collection of that name exists with another configuration, "
+                         "or its folder is on disk but could not be recovered")
     SPACE_MISMATCH = "space_mismatch", 409, "the vectors come from another embedding space than the collection's"
     # 413: too much
     PAYLOAD_TOO_LARGE = "payload_too_large", 413, "too large: body, image or video bytes, pixels"
@@ -58,6 +63,8 @@ class ErrorCode(StrEnum):
     TOO_MANY_STEPS = "too_many_steps", 413, "more actions in one rollout than max_rollout_steps"
     METADATA_TOO_LARGE = "metadata_too_large", 413, "a point's metadata is larger than max_metadata_bytes of JSON"
     VIDEO_TOO_LONG = "video_too_long", 413, "the video needs more decoded frames than max_video_frames"
+    VIDEO_TOO_LARGE = ("video_too_large", 413,
+                       "decoding the request's videos would hold more than max_video_decode_bytes (refused before decoding)")
     # 415: a format this service does not take
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type", 415, "the request's content type is not accepted"
     UNSUPPORTED_IMAGE_FORMAT = "unsupported_image_format", 415, "the image format is not one of the supported formats"
@@ -78,6 +85,8 @@ class ErrorCode(StrEnum):
     NO_MODEL_FOR_COLLECTION = ("no_model_for_collection", 422,
                                "the collection is not tied to a served model: send vectors, not media")
     NO_PREDICTOR = "no_predictor", 422, "the model has no action-conditioned predictor"
+    NO_SURPRISE = ("no_surprise", 422,
+                   "the model has no surprise calibration (a pooled action-conditioned predictor calibrated at export)")
     NO_FRAMES_OUTPUT = "no_frames_output", 422, "the model has no per-frame output"
     NO_TOKENS_OUTPUT = "no_tokens_output", 422, "the model predicts pooled states only"
     VIDEO_UNSUPPORTED = "video_unsupported", 422, "this server cannot decode video (PyAV is not installed)"
@@ -96,6 +105,8 @@ class ErrorCode(StrEnum):
     STORAGE_UNAVAILABLE = ("storage_unavailable", 503,
                            "the shared store (Redis, Milvus) cannot be reached or did not answer in time: retry after "
                            "Retry-After; a retry is safe")
+    TOO_MANY_CONNECTIONS = ("too_many_connections", 503,
+                            "the process holds max_connections open connections: retry after Retry-After")
     DEADLINE_EXCEEDED = "deadline_exceeded", 504, "the request deadline passed"
     STORAGE_ERROR = "storage_error", 507, "the disk refused the write (full or failing); nothing was stored"
 
@@ -213,6 +224,19 @@ class Forbidden(ServiceError):
     """A valid key without the scope the route needs."""
 
     default_code = ErrorCode.FORBIDDEN
+
+
+class RequestTimeout(ServiceError):
+    """The request's headers did not arrive within the header timeout (written by service/connections.py)."""
+
+    default_code = ErrorCode.REQUEST_TIMEOUT
+
+
+class TooManyConnections(ServiceError):
+    """The process holds its maximum of open connections; a new one is answered and closed (with `Retry-After`)."""
+
+    default_code = ErrorCode.TOO_MANY_CONNECTIONS
+    retry_after_s = 1.0
 
 
 class EngineFailure(ServiceError):

@@ -23,6 +23,7 @@ class Metrics:
             "jepa_batch_fill_ratio", "batch size / max batch size", ["model", "component"], buckets=FILL_BUCKETS, registry=r
         )
         self.batch_limit = Gauge("jepa_batch_limit", "largest batch the batcher forms (tuned at warm-up)", ["model", "component"], registry=r)
+        self.open_streams = Gauge("jepa_open_streams", "open /stream/surprise WebSocket connections", registry=r)
         self.queue_depth = Gauge("jepa_queue_depth", "items waiting for a batch", ["model", "component"], registry=r)
         self.queue_wait = Histogram(
             "jepa_queue_wait_seconds", "time from enqueue to engine call", ["model", "component"],

@@ -16,7 +16,7 @@ from service.repository import EntryFailure, Manifest, RepositoryEntry
 from service.runtime import Engine, OrtEngine, available_providers, choose_precision
 from service.runtime.onnx import tensorrt_options
 from service.settings import Settings
-from service.world import FuturePredictor, LatentRollout, TokenRollout
+from service.world import FuturePredictor, FutureSurprise, LatentRollout, ProbeHead, SurpriseScorer, TokenRollout
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,10 @@ class ServedModel:
     controllable: np.ndarray | None = None  # (k, D) projection onto the action-controllable subspace, if shipped
     future: FuturePredictor | None = None  # V-JEPA 2's mask predictor: future tokens from a past clip
     action_readout: np.ndarray | None = None  # (A, D) linear inverse model (planning cost with a global slope), if shipped
+    # predicted-vs-observed scores, when the manifest has a calibration: pooled states after actions (the demo), or
+    # the future tubelet steps of a clip (V-JEPA 2's mask predictor)
+    surprise: SurpriseScorer | FutureSurprise | None = None
+    heads: dict[str, ProbeHead] = field(default_factory=dict)  # probe classifiers on the pooled features
 
     @property
     def name(self) -> str:
@@ -202,6 +206,7 @@ def build_served_model(
     if "predictor" in batchers and manifest.predictor is not None:
         kind = TokenRollout if manifest.predictor.kind == "vjepa2_ac" else LatentRollout
         rollout = kind(batchers["predictor"], manifest.predictor)
+    future = FuturePredictor(batchers["future"], manifest.future) if manifest.future is not None else None
     return ServedModel(
         entry=entry,
         encoder=batchers["encoder"],
@@ -212,9 +217,21 @@ def build_served_model(
         batchers=list(batchers.values()),
         clip=ClipSpec(frames_per_clip=spec_in.frames_per_clip, layout=spec_in.layout),
         controllable=load_projection(entry),
-        future=FuturePredictor(batchers["future"], manifest.future) if manifest.future is not None else None,
+        future=future,
         action_readout=load_action_readout(entry),
+        surprise=surprise_scorer(manifest, rollout, future),
+        heads={name: ProbeHead(name, batchers[spec.component], spec) for name, spec in manifest.heads.items()},
     )
+
+
+def surprise_scorer(manifest: Manifest, rollout: LatentRollout | TokenRollout | None,
+                    future: FuturePredictor | None) -> SurpriseScorer | FutureSurprise | None:
+    spec = manifest.surprise
+    if spec is None:
+        return None
+    if spec.metric == "l1_tokens":
+        return FutureSurprise(future, spec) if future is not None else None
+    return SurpriseScorer(rollout, spec) if isinstance(rollout, LatentRollout) else None
 
 
 def _planning_matrix(entry: RepositoryEntry, file: str, what: str, rows: int | None = None) -> np.ndarray:

@@ -17,19 +17,20 @@ import numpy as np
 from service.embed_cache import cache_key
 from service.errors import Conflict, ErrorCode, PayloadTooLarge, UnprocessableInput, at_item
 from service.index import Collection
-from service.media.clips import ClipSpec, to_item
+from service.media.clips import ClipSpec, check_frame_count, to_item
 from service.media.images import ImageLimits
-from service.media.payload import MediaItem, RawVideo, decode_frames, prepare_input
+from service.media.payload import MediaItem, RawVideo, check_videos, decode_frames, frames_given, prepare_input
 from service.media.video import SampledVideo
 from service.model_pool import ServedModel
 from service.settings import Settings
 from service.state import Services
-from service.world import LatentRollout, TokenRollout
+from service.world import FutureSurprise, LatentRollout, SurpriseScorer, TokenRollout
 
 
 def media_limits(settings: Settings) -> ImageLimits:
     return ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
-                       max_video_bytes=settings.max_video_bytes, max_video_frames=settings.max_video_frames)
+                       max_video_bytes=settings.max_video_bytes, max_video_frames=settings.max_video_frames,
+                       max_video_decode_bytes=settings.max_video_decode_bytes)
 
 
 @dataclass
@@ -94,9 +95,10 @@ async def _compute(
 
     async def prepare(item: MediaItem, index: int):
         with at_item(index):
-            return await services.decode(prepare_input, item, model.preprocess, limits, model.clip)
+            return await services.decode_item(item, prepare_input, item, model.preprocess, limits, model.clip)
 
     started = time.perf_counter()
+    check_videos(items, model.preprocess, limits, model.clip)  # clip lengths and the decode budget, before decoding
     # Tell the batcher these items are coming, so it holds a batch open for them while they decode.
     model.encoder.announce(len(items))
     try:
@@ -159,6 +161,61 @@ async def observe_tokens(
 
 
 @dataclass
+class ObservedStates:
+    states: np.ndarray  # (k - window + 1, D): the state at every observation that has a full clip behind it
+    first: int  # the observation index of states[0] (window - 1)
+    frames: int  # k, the frames decoded
+    decode_ms: float
+    inference_ms: float
+
+
+async def observe_states(
+    services: Services, model: ServedModel, items: Sequence[MediaItem], deadline: float | None = None
+) -> ObservedStates:
+    """Observation frames (oldest first) -> the pooled state at each of them, all in one encoder request.
+
+    A clip model's state at frame t is the clip of frames t - frames_per_clip + 1 .. t (how its predictor was
+    trained: the clip shows the motion), so the first frames_per_clip - 1 frames have no state of their own."""
+    started = time.perf_counter()
+    frames = await _decode_frames(services, model, items)  # (k, 3, H, W)
+    window = model.clip.frames_per_clip if model.clip.is_clip else 1
+    clips = [to_item(frames[t - window + 1:t + 1], model.clip) for t in range(window - 1, len(frames))]
+    decoded = time.perf_counter()
+    if not clips:
+        return ObservedStates(np.zeros((0, model.manifest.output.dim), np.float32), window - 1, len(frames),
+                              (decoded - started) * 1000, 0.0)
+    outputs = await model.encode(clips, deadline, outputs=("pooled",))
+    return ObservedStates(outputs["pooled"], window - 1, len(frames), (decoded - started) * 1000,
+                          (time.perf_counter() - decoded) * 1000)
+
+
+async def observe_exact_clip(services: Services, model: ServedModel, items: Sequence[MediaItem],
+                             frames: int) -> ObservedClip:
+    """Observation items -> one clip of exactly `frames` frames in the model's layout: nothing padded, since a
+    padded frame would be scored as if it had been seen (a video must reach `frames` sampled frames)."""
+    if len(items) == 1 and isinstance(items[0], RawVideo):
+        seen = await observe_clip(services, model, items, frames)
+        if seen.sampled is not None and seen.sampled.padded:
+            raise UnprocessableInput(f"the video ended {seen.sampled.padded} frame(s) short of the {frames} the model "
+                                     "scores as one clip", {"frames_per_clip": frames}, code=ErrorCode.INVALID_CONTEXT)
+        return seen
+    started = time.perf_counter()
+    decoded = await _decode_frames(services, model, items)
+    if len(decoded) != frames:
+        raise UnprocessableInput(f"model {model.name!r} scores clips of exactly {frames} frames; got {len(decoded)}",
+                                 {"frames_per_clip": frames}, code=ErrorCode.INVALID_CONTEXT)
+    return ObservedClip(to_item(decoded, model.clip), None, (time.perf_counter() - started) * 1000)
+
+
+def require_surprise(model: ServedModel) -> SurpriseScorer | FutureSurprise:
+    if model.surprise is None:
+        raise UnprocessableInput(
+            f"model {model.name!r} has no surprise calibration: surprise needs a pooled action-conditioned "
+            "predictor, or V-JEPA 2's mask predictor, calibrated at export", code=ErrorCode.NO_SURPRISE)
+    return model.surprise
+
+
+@dataclass
 class ObservedClip:
     clip: np.ndarray  # the encoder-layout item, e.g. (3, T, H, W)
     sampled: SampledVideo | None
@@ -172,8 +229,10 @@ async def observe_clip(services: Services, model: ServedModel, items: Sequence[M
     started = time.perf_counter()
     if len(items) == 1 and isinstance(items[0], RawVideo):
         limits = media_limits(services.settings)
-        prepared = await services.decode(prepare_input, items[0], model.preprocess, limits, spec)
+        check_videos(items, model.preprocess, limits, spec)
+        prepared = await services.decode_item(items[0], prepare_input, items[0], model.preprocess, limits, spec)
         return ObservedClip(prepared.pixels, prepared.sampled, (time.perf_counter() - started) * 1000)
+    check_frame_count(sum(frames_given(item) for item in items), spec)  # before decoding, not after
     clip = to_item(await _decode_frames(services, model, items), spec)
     return ObservedClip(clip, None, (time.perf_counter() - started) * 1000)
 
@@ -181,10 +240,11 @@ async def observe_clip(services: Services, model: ServedModel, items: Sequence[M
 async def _decode_frames(services: Services, model: ServedModel, items: Sequence[MediaItem]) -> np.ndarray:
     """Every item's frames, decoded in the decode executor and preprocessed for the model, oldest first: (k, 3, H, W)."""
     limits = media_limits(services.settings)
+    check_videos(items, model.preprocess, limits)
 
     async def decode(item: MediaItem, index: int) -> np.ndarray:
         with at_item(index):
-            return await services.decode(decode_frames, item, model.preprocess, limits)
+            return await services.decode_item(item, decode_frames, item, model.preprocess, limits)
 
     decoded = await asyncio.gather(*(decode(item, index) for index, item in enumerate(items)))
     return np.concatenate(decoded)

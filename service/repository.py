@@ -81,6 +81,33 @@ class FutureSpec(_Strict):
     tokens_per_step: int = Field(ge=1)
 
 
+class SurpriseSpec(_Strict):
+    """How a surprise score is made from the distance between the predicted and the observed pooled state, and
+    what normal looks like: `mean` and `std` of that distance on held-out normal data, measured at export, turn a
+    distance into a z-score, so `threshold` (in standard deviations) means the same for every model."""
+
+    # mse = mean squared difference per dimension (pooled predictors); l1_tokens = mean |predicted -
+    # layer_norm(observed)| over a future tubelet step's tokens (V-JEPA 2's mask predictor, its training loss)
+    metric: Literal["mse", "l2", "cosine", "l1_tokens"] = "mse"
+    normalization: Literal["zscore"] = "zscore"
+    mean: float
+    std: float = Field(gt=0)
+    threshold: float = 3.0  # default: a step is surprising above this many standard deviations
+    calibration: str = ""  # what data the mean and std come from
+
+
+class HeadSpec(_Strict):
+    """A probe classifier trained on the model's frozen features (`jepa-export probe`): its ONNX graph is the
+    component `component` (input `features` (B, dim) -> output `probabilities` (B, len(labels)))."""
+
+    component: str
+    features: Literal["pooled"] = "pooled"  # the raw pooled embedding, not L2-normalised
+    labels: list[str] = Field(min_length=2)
+    kind: Literal["linear"] = "linear"
+    held_out_accuracy: float | None = None
+    trained_on: str = ""
+
+
 class PlanningSpec(_Strict):
     """Optional planning aids shipped with a model (see export/planning.py)."""
 
@@ -107,6 +134,8 @@ class Manifest(_Strict):
     predictor: PredictorSpec | None = None
     future: FutureSpec | None = None
     planning: PlanningSpec | None = None
+    surprise: SurpriseSpec | None = None
+    heads: dict[str, HeadSpec] = {}
     tools: dict[str, str] = {}
     created_at: str = ""
 
@@ -145,6 +174,15 @@ def read_entry(folder: Path) -> RepositoryEntry:
         raise ManifestError(f"{folder.name}: predictor component without a predictor contract")
     if "future" in manifest.components and manifest.future is None:
         raise ManifestError(f"{folder.name}: future component without a future contract")
+    if manifest.surprise is not None:
+        if manifest.surprise.metric == "l1_tokens" and manifest.future is None:
+            raise ManifestError(f"{folder.name}: an l1_tokens surprise calibration needs the future component")
+        pooled = manifest.predictor is not None and manifest.predictor.kind == "pooled"
+        if manifest.surprise.metric != "l1_tokens" and not pooled:
+            raise ManifestError(f"{folder.name}: a surprise calibration needs a pooled action-conditioned predictor")
+    for head, spec in manifest.heads.items():
+        if not NAME_PATTERN.match(head) or spec.component not in manifest.components:
+            raise ManifestError(f"{folder.name}: head {head!r} has a bad name or no component {spec.component!r}")
     if manifest.planning is not None:
         for aid in (manifest.planning.controllable_projection, manifest.planning.action_readout):
             if aid is not None and not (folder / aid).is_file():

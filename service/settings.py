@@ -68,7 +68,24 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1, description="width x height of one decoded image (decompression bombs)")
     max_video_bytes: int = Field(64 * 1024 * 1024, ge=1, description="encoded size of one video (MP4, WebM, ...)")
     max_video_frames: int = Field(3000, ge=1, description="frames decoded from one video to reach its last sampled frame")
+    max_video_decode_bytes: int = Field(
+        512 * 1024 * 1024, ge=1024 * 1024,
+        description="memory a request's video decoding may hold: the decoder's frames (estimated from each stream "
+        "header) plus the sampled frames at the model's input size; 413 above, answered before anything is decoded",
+    )
+    max_concurrent_video_decodes: int = Field(
+        2, ge=1, description="videos decoded at once by the whole process (the rest wait their turn): with "
+        "max_video_decode_bytes it bounds the memory video decoding can take",
+    )
     max_rollout_steps: int = Field(256, ge=1, description="actions in one /predict_future request")
+    max_surprise_steps: int = Field(256, ge=1, description="scored steps in one /surprise request")
+    stream_max_connections: int = Field(64, ge=1, description="open /stream/surprise connections; one more is closed "
+                                        "at once with 1013 (try again later)")
+    stream_max_steps: int = Field(100_000, ge=1, description="frames one /stream/surprise connection may send before it is closed (1008)")
+    stream_buffer_frames: int = Field(8, ge=1, le=1024, description="frames received but not yet scored per stream; "
+                                      "when full the server stops reading, so TCP pushes back on the client")
+    stream_max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="size of one stream message (closed with 1009 above)")
+    stream_idle_timeout_s: float = Field(60.0, gt=0, description="a stream with no message for this long is closed (1001)")
     max_search_k: int = Field(1000, ge=1, description="largest k of /search")
 
     # Executors by job: a slow disk or an unreachable Redis never stalls decoding, and the reverse.
@@ -103,6 +120,22 @@ class Settings(BaseSettings):
     # Operations.
     log_format: Literal["json", "text"] = Field("json", description="json = one JSON object per line (for log shippers); text for humans")
     access_log: bool = Field(True, description="one log line per request: method, route, status, duration, request id, key name")
+    # Connections (service/connections.py): what a directly exposed replica needs; nginx in front adds its own.
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=3600, description="a request's headers must all arrive within this; else 408 and the connection is closed"
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="longest silence while a request body is being received before the connection is closed"
+    )
+    keep_alive_timeout_s: float = Field(5.0, gt=0, le=3600, description="an idle kept-alive connection is closed after this")
+    max_connections: int = Field(
+        512, ge=1, description="open connections per process; past it a new one is answered 503 and closed (bounds descriptors)"
+    )
+    discard_body_bytes: int = Field(
+        256 * 1024 * 1024, ge=0,
+        description="after an early answer (413, 401, ...) read and throw away up to this much of the rest of the body "
+        "before closing, so clients that send the whole body before reading (urllib) see the answer, not a broken pipe",
+    )
     shutdown_timeout_s: float = Field(
         30.0, gt=0, description="on SIGTERM, how long in-flight requests may take before they are cut (queues are drained first)"
     )

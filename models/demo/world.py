@@ -102,17 +102,19 @@ def move_ball(ball: np.ndarray, velocity: np.ndarray) -> tuple[np.ndarray, np.nd
     return pos, vel
 
 
-def render(agent: np.ndarray, ball: np.ndarray) -> np.ndarray:
-    """(N, 2) agent and ball centres -> (N, 64, 64, 3) uint8 frames.
+def render(agent: np.ndarray, ball: np.ndarray, ball_visible: np.ndarray | None = None) -> np.ndarray:
+    """(N, 2) agent and ball centres -> (N, 64, 64, 3) uint8 frames; `ball_visible` (N,) hides the ball where False.
 
     A per-frame loop of two slice assignments is ~50x faster than boolean masks
     over the whole batch (training renders hundreds of frames per step).
     """
     agent = np.round(np.asarray(agent, np.float64)).astype(np.int64)
     ball = np.round(np.asarray(ball, np.float64)).astype(np.int64)
+    visible = np.ones(len(agent), bool) if ball_visible is None else np.asarray(ball_visible, bool)
     frames = np.broadcast_to(BACKGROUND_U8, (len(agent), SIZE, SIZE, 3)).copy()
-    for frame, (ax, ay), (bx, by) in zip(frames, agent.tolist(), ball.tolist(), strict=True):
-        frame[by - BALL_HALF:by + BALL_HALF, bx - BALL_HALF:bx + BALL_HALF] = BALL_U8
+    for frame, (ax, ay), (bx, by), shown in zip(frames, agent.tolist(), ball.tolist(), visible.tolist(), strict=True):
+        if shown:
+            frame[by - BALL_HALF:by + BALL_HALF, bx - BALL_HALF:bx + BALL_HALF] = BALL_U8
         frame[ay - AGENT_HALF:ay + AGENT_HALF + 1, ax - AGENT_HALF:ax + AGENT_HALF + 1] = AGENT_U8  # over the ball
     return frames
 
@@ -160,12 +162,14 @@ class Trajectories:
     agent: np.ndarray  # (N, T + 1, 2)
     ball: np.ndarray  # (N, T + 1, 2)
     actions: np.ndarray  # (N, T, 2) float32 in [-1, 1]
+    ball_visible: np.ndarray | None = None  # (N, T + 1) bool; None = always visible (only violations hide it)
 
     def frames(self, index: int | slice | np.ndarray = slice(None)) -> np.ndarray:
         """Rendered frames (n, T + 1, 64, 64, 3) uint8 of the selected trajectories."""
         agent, ball = self.agent[index], self.ball[index]
         shape = agent.shape[:-1]
-        return render(agent.reshape(-1, 2), ball.reshape(-1, 2)).reshape(*shape, SIZE, SIZE, 3)
+        visible = None if self.ball_visible is None else self.ball_visible[index].reshape(-1)
+        return render(agent.reshape(-1, 2), ball.reshape(-1, 2), visible).reshape(*shape, SIZE, SIZE, 3)
 
     def crosses_door(self) -> np.ndarray:
         rooms = room_of(self.agent[..., 0])
@@ -211,3 +215,113 @@ def generate_trajectories(seed: int, n: int, steps: int = 32, door_fraction: flo
             state = step(state, action)
             agent[i, t + 1], ball[i, t + 1] = state.agent, state.ball
     return Trajectories(agent=agent, ball=ball, actions=actions)
+
+
+# -- physics violations (off by default: only generate_violations makes them) ---------------------------------
+
+VIOLATIONS = ("ball_teleport", "agent_teleport", "pass_through", "vanish")
+TELEPORT_MIN_PX = 16.0  # a teleport lands at least this far from where the object would have been
+
+
+@dataclass(frozen=True)
+class ViolationSet:
+    """Pairs of trajectories from the same start under the same actions: `clean` obeys the world's physics,
+    `violated` breaks it once at frame `onset[i]` (and stays broken: a vanished ball stays away, a teleported
+    object carries on from where it landed). Frames before the onset are identical in both."""
+
+    kind: str
+    clean: Trajectories
+    violated: Trajectories
+    onset: np.ndarray  # (N,) index of the first violating frame
+
+
+def generate_violations(seed: int, n: int, kind: str, steps: int = 24,
+                        onset_range: tuple[int, int] = (6, 18)) -> ViolationSet:
+    """Seeded violation pairs of one kind.
+
+    - `ball_teleport` / `agent_teleport`: at the onset the object jumps to a random place at least
+      TELEPORT_MIN_PX away (the ball keeps its velocity).
+    - `pass_through`: the agent walks at a point of the inner wall away from the door; in `clean` the wall stops
+      it, in `violated` it walks through (the ball already flies over the inner wall in this world, so the wall
+      only constrains the agent). The onset is the first frame with the agent inside the wall.
+    - `vanish`: the ball is not drawn from the onset on.
+    Policies other than `pass_through` are the smooth random actions of generate_trajectories.
+    """
+    if kind not in VIOLATIONS:
+        raise ValueError(f"unknown violation {kind!r}; one of {VIOLATIONS}")
+    rng = np.random.default_rng([seed, VIOLATIONS.index(kind)])
+    shape = (n, steps + 1, 2)
+    clean_agent, clean_ball, bad_agent, bad_ball = (np.empty(shape) for _ in range(4))
+    actions = np.empty((n, steps, 2), np.float32)
+    visible = np.ones((n, steps + 1), bool)
+    onset = np.full(n, -1, np.int64)
+    for i in range(n):
+        state = random_state(rng)
+        if kind == "pass_through":
+            state = _facing_the_wall(state, rng)
+        push = 1.0 if room_of(state.agent[0]) == 0 else -1.0
+        clean, bad = state, state
+        planned = int(rng.integers(*onset_range))
+        smooth = rng.uniform(-1, 1, 2)
+        clean_agent[i, 0], clean_ball[i, 0], bad_agent[i, 0], bad_ball[i, 0] = (
+            state.agent, state.ball, state.agent, state.ball)
+        for t in range(steps):
+            if kind == "pass_through":
+                action = np.clip([push * rng.uniform(0.6, 1.0), 0.15 * rng.standard_normal()], -1, 1)
+            else:
+                smooth = np.clip(0.8 * smooth + 0.6 * rng.standard_normal(2), -1, 1)
+                action = smooth
+            actions[i, t] = action
+            clean = step(clean, action)
+            if kind == "pass_through":
+                bad = _walk_through(bad, action)
+                if onset[i] < 0 and blocked(bad.agent[None])[0]:
+                    onset[i] = t + 1
+            else:
+                bad = step(bad, action)
+                if t + 1 == planned:
+                    onset[i] = planned
+                    bad = _break(bad, kind, rng)
+            if kind == "vanish" and onset[i] >= 0:
+                visible[i, t + 1] = False
+            clean_agent[i, t + 1], clean_ball[i, t + 1] = clean.agent, clean.ball
+            bad_agent[i, t + 1], bad_ball[i, t + 1] = bad.agent, bad.ball
+    acts = actions.copy()
+    return ViolationSet(
+        kind=kind,
+        clean=Trajectories(agent=clean_agent, ball=clean_ball, actions=acts),
+        violated=Trajectories(agent=bad_agent, ball=bad_ball, actions=acts,
+                              ball_visible=visible if kind == "vanish" else None),
+        onset=onset,
+    )
+
+
+def _facing_the_wall(state: WorldState, rng: np.random.Generator) -> WorldState:
+    """The agent 8-20 px from the inner wall (a few steps of walking), at a height where the wall is solid."""
+    side = int(rng.integers(2))
+    y = rng.uniform(AGENT_LO + 1, DOOR_Y0 - AGENT_HALF - 3) if rng.random() < 0.5 else rng.uniform(
+        DOOR_Y1 + AGENT_HALF + 2, AGENT_HI - 1)
+    x = WALL_X0 - AGENT_HALF - rng.uniform(8, 20) if side == 0 else WALL_X1 + AGENT_HALF + rng.uniform(8, 20)
+    return WorldState(agent=np.array([x, y]), ball=state.ball, ball_velocity=state.ball_velocity)
+
+
+def _walk_through(state: WorldState, action: np.ndarray) -> WorldState:
+    """A step in which the inner wall does not stop the agent (the outer walls still do)."""
+    step_px = np.clip(np.asarray(action, np.float64), -ACTION_BOUND, ACTION_BOUND) * AGENT_SPEED
+    agent = np.clip(state.agent + step_px, AGENT_LO, AGENT_HI)
+    ball, vel = move_ball(state.ball[None], state.ball_velocity[None])
+    return WorldState(agent=agent, ball=ball[0], ball_velocity=vel[0])
+
+
+def _break(state: WorldState, kind: str, rng: np.random.Generator) -> WorldState:
+    if kind == "ball_teleport":
+        while True:
+            ball = rng.uniform(BALL_LO, BALL_HI, 2)
+            if np.linalg.norm(ball - state.ball) >= TELEPORT_MIN_PX:
+                return WorldState(agent=state.agent, ball=ball, ball_velocity=state.ball_velocity)
+    if kind == "agent_teleport":
+        while True:
+            agent = random_free_positions(rng, 1)[0]
+            if np.linalg.norm(agent - state.agent) >= TELEPORT_MIN_PX:
+                return WorldState(agent=agent, ball=state.ball, ball_velocity=state.ball_velocity)
+    return state  # vanish: the physics go on; only the drawing changes

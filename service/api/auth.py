@@ -5,6 +5,9 @@ max_body_bytes) and parsed the body, so an anonymous client could make a
 replica buffer 64 MB, or get a 400 instead of a 401. The scope is decided from
 the raw path and method (service/security/policy.py), before routing, so it
 fails closed: a path the policy does not know needs a key like any other.
+
+WebSocket handshakes are checked the same way (as a GET: the `read` scope); a refused one is closed before it is
+accepted with 1008 (policy violation), or 1013 (try again later) when rate limited, and the error as the reason.
 """
 
 from __future__ import annotations
@@ -28,17 +31,23 @@ class AuthMiddleware:
         self.guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in DOCS_PATHS or scope["path"].startswith(DOCS_ASSETS):
+        path = scope.get("path", "")
+        if scope["type"] not in ("http", "websocket") or path in DOCS_PATHS or path.startswith(DOCS_ASSETS):
             await self.app(scope, receive, send)
             return
         authorization = dict(scope.get("headers", ())).get(b"authorization")
         client = scope.get("client")
         try:
             principal = await self.guard.check(
-                scope["path"], scope["method"], authorization.decode("latin-1") if authorization else None,
+                scope["path"], scope.get("method", "GET"), authorization.decode("latin-1") if authorization else None,
                 client[0] if client else "unknown",
             )
         except ServiceError as exc:
+            if scope["type"] == "websocket":
+                await receive()  # websocket.connect
+                code = 1013 if exc.status == 429 else 1008
+                await send({"type": "websocket.close", "code": code, "reason": f"{exc.code.value}: {exc.message}"[:120]})
+                return
             response = await handle_service_error(Request(scope), exc)
             await response(scope, receive, send)
             return

@@ -38,7 +38,8 @@ MULTIPART_DOC = {
                 "schema": {
                     "type": "object",
                     "properties": {
-                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1,
+                                  "description": "images or videos, one input each (at least one)"},
                         "model": {"type": "string"},
                         "output": {"type": "string", "enum": ["pooled", "tokens", "frames"]},
                         "num_frames": {"type": "integer", "minimum": 1, "maximum": 1024},
@@ -63,7 +64,8 @@ async def _parse_multipart(request: Request, services: Services) -> tuple[EmbedO
     form = await request.form(max_files=settings.max_request_items + 1, max_fields=16)
     files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
     if not files:
-        raise UnprocessableInput("multipart body has no 'files' part", code=ErrorCode.VALIDATION_ERROR)
+        raise UnprocessableInput("multipart body has no 'files' part: send at least one file",
+                                 code=ErrorCode.VALIDATION_ERROR)
     check_count(len(files), settings)
     fields = {k: v for k, v in form.items() if k in EmbedOptions.model_fields and isinstance(v, str)}
     try:

@@ -76,6 +76,10 @@ def request_examples(model: ServedModel | None) -> dict[str, dict[str, dict[str,
             "by_id": {"summary": "query by a stored point", "value": {"collection": EXAMPLE_COLLECTION, "id": "cat", "k": 3}},
         },
         "delete_points": {"ids": {"summary": "points by id", "value": {"ids": ["cat"]}}},
+        "classify": {
+            "knn": {"summary": "kNN vote of the nearest stored points on their metadata field 'kind'",
+                    "value": {"collection": EXAMPLE_COLLECTION, "inputs": [image], "k": 3, "label_field": "kind"}},
+        },
     }
     if model is None:
         return examples
@@ -111,5 +115,12 @@ def request_examples(model: ServedModel | None) -> dict[str, dict[str, dict[str,
             "goal_image": {"summary": "a short CEM plan toward a goal image",
                            "value": {"observation": [image], "goal": {"image": goal}, "horizon": 4, "samples": 32,
                                      "iterations": 2}},
+        }
+    if model.surprise is not None and predictor is not None:
+        still = [round((lo + hi) / 2, 3) for lo, hi in zip(predictor.action_low, predictor.action_high)]
+        frames = [{"image": _png(shift)} for shift in (0, 8, 16, 24)]
+        examples["surprise"] = {
+            "frames": {"summary": "four frames and the three actions between them: a score per scored step",
+                       "value": {"observations": frames, "actions": [still, still, still]}},
         }
     return examples

@@ -55,6 +55,13 @@ DESCRIPTIONS = {
                       "the predicted state embedding after each step.",
     "plan": "Plan an action sequence from the `observation` toward a `goal` image (or `goal_state`) by the "
             "cross-entropy method on the model's latent predictor.",
+    "surprise": "How surprising each step of a sequence is to the model's predictor: `observations` (frames, or one "
+                "video) or precomputed `states`, plus the `actions` between them, → per step the distance between the "
+                "predicted and the observed state as a z-score against normal data (the manifest's calibration), "
+                "and the steps over `threshold`. The WebSocket /stream/surprise scores frames as they come.",
+    "classify": "Labels for media `inputs`: the top-k of a probe `head` trained by `jepa-export probe`, or a kNN vote "
+                "(`majority` or similarity-`weighted`) of the nearest points of a `collection` on their metadata "
+                "`label_field` (queries may also be `vectors`).",
     "healthz": "Liveness: 200 while the process runs and its batchers run; 503 if a batcher stopped.",
     "readyz": "Readiness: 200 once models are loaded and warm and collections recovered; 503 with the phase "
               "(loading, building_engine, warming, failed, stopping) before that.",
@@ -79,6 +86,8 @@ ROUTE_ERRORS: dict[str, tuple[int, ...]] = {
     "search": (400, 404, 409, 413, 415, 422, 429, 503, 504),
     "predict_future": (400, 404, 413, 415, 422, 429, 503, 504),
     "plan": (400, 404, 413, 415, 422, 429, 503, 504),
+    "surprise": (400, 404, 413, 415, 422, 429, 503, 504),
+    "classify": (400, 404, 409, 413, 415, 422, 429, 503, 504),
     "healthz": (503,),
     "readyz": (503,),
     "list_models": (),
@@ -95,7 +104,7 @@ TIMEOUT_HEADER = {
                    "queued work is dropped. A `timeout_ms` body field wins; default JEPA_REQUEST_TIMEOUT_MS.",
     "schema": {"type": "string", "pattern": r"^\d+(\.\d+)?$", "examples": ["5000"]},
 }
-DEADLINE_OPS = frozenset({"embed", "search", "predict_future", "plan"})
+DEADLINE_OPS = frozenset({"embed", "search", "predict_future", "plan", "surprise", "classify"})
 HEALTH_SCHEMA = {"type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"],
                  "additionalProperties": True}
 

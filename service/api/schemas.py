@@ -131,6 +131,9 @@ class Limits(BaseModel):
     max_video_frames: int
     max_search_k: int
     max_rollout_steps: int
+    max_surprise_steps: int = Field(description="steps scored in one /surprise request")
+    stream_max_message_bytes: int = Field(description="one /stream/surprise message")
+    stream_buffer_frames: int = Field(description="frames waiting per /stream/surprise connection before it stops reading")
     max_plan_samples: int
     max_plan_iterations: int
     max_plan_horizon: int
@@ -308,6 +311,97 @@ class PredictResponse(BaseModel):
         None, description="(steps, tokens, dim) predicted token grids, with output='tokens'")
     proprio: list[Vector] | None = Field(None, description="V-JEPA 2-AC: the end-effector state after each action")
     sampling: SampledFrames | None = Field(None, description="the frames taken from a video context")
+    timings_ms: dict[str, float]
+
+
+class SurpriseRequest(VideoSamplingOptions):
+    """A sequence of observations and the actions between them -> one surprise score per step.
+
+    Observations are frames, oldest first: images (or frames of a `frames` input, or one video sampled by the
+    sampling fields, 16 frames by default), or precomputed `states` (raw pooled embeddings). Action i is the
+    action taken between observation i and observation i + 1."""
+
+    model: str | None = None
+    observations: list[MediaInput] | None = Field(None, min_length=1, description="frames, oldest first, or one video")
+    states: list[Vector] | None = Field(None, min_length=2, description="raw state embeddings instead of frames")
+    actions: list[Vector] | None = Field(None, min_length=1, description="action-conditioned models: one per step, "
+                                         "action i leads from observation i to i + 1; none for V-JEPA 2's mask "
+                                         "predictor (it scores one clip of frames_per_clip frames)")
+    threshold: float | None = Field(None, ge=-1000, le=1000, description="steps whose score exceeds this are listed "
+                                    "in 'surprising'; default: the model's (its manifest's surprise.threshold)")
+    timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SurpriseRequest:
+        if (self.observations is None) == (self.states is None):
+            raise ValueError("give exactly one of 'observations' or 'states'")
+        return self
+
+
+class SurpriseCalibration(BaseModel):
+    metric: Literal["mse", "l2", "cosine", "l1_tokens"] = Field(
+        description="distance between predicted and observed state (l1_tokens: mean |predicted - layer_norm(observed)| "
+        "over a future tubelet step's tokens)")
+    normalization: Literal["zscore"] = Field(description="score = (distance - mean) / std")
+    mean: float = Field(description="mean distance on held-out normal data, measured at export")
+    std: float = Field(description="its standard deviation")
+    calibration: str = Field(description="the data the mean and std come from")
+
+
+class SurpriseResponse(BaseModel):
+    model: str
+    space_id: str
+    steps: list[int] = Field(description="the observation index of each score (the first observations only give "
+                             "the predictor its context: a clip model needs frames_per_clip frames for a state)")
+    scores: list[float] = Field(description="per step: the distance as a z-score against normal data")
+    distances: list[float] = Field(description="per step: the raw distance between predicted and observed state")
+    threshold: float
+    surprising: list[int] = Field(description="observation indices whose score exceeds the threshold")
+    calibration: SurpriseCalibration
+    timings_ms: dict[str, float]
+
+
+class ClassifyRequest(Body):
+    """Two ways to classify: a probe `head` of a model (trained by `jepa-export probe`) on media inputs, or a kNN
+    vote over a `collection` whose points carry their label in the metadata field `label_field`."""
+
+    model: str | None = Field(None, description="with 'head': the model the head belongs to")
+    head: str | None = Field(None, description="a probe head of the model (its manifest's 'heads')")
+    collection: str | None = Field(None, description="kNN: the collection whose points vote")
+    inputs: list[MediaInput] | None = Field(None, min_length=1, description="images, clips or tensors to classify")
+    vectors: list[Vector] | None = Field(None, min_length=1, description="kNN: query vectors instead of media")
+    top_k: int = Field(5, ge=1, le=1000, description="labels returned per input, best first")
+    k: int = Field(10, ge=1, description="kNN: neighbours that vote (at most the server's max_search_k)")
+    label_field: str = Field("label", min_length=1, max_length=256, description="kNN: the metadata field with the label")
+    vote: Literal["majority", "weighted"] = Field(
+        "majority", description="kNN: one vote per neighbour, or weighted by similarity (see docs)")
+    filter: dict[str, Any] | None = Field(None, description="kNN: only points matching this metadata filter vote")
+    space_id: str | None = Field(None, description="kNN: space of `vectors`; refused (409) if it differs")
+    timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> ClassifyRequest:
+        if (self.head is None) == (self.collection is None):
+            raise ValueError("give exactly one of 'head' or 'collection'")
+        if (self.inputs is None) == (self.vectors is None):
+            raise ValueError("give exactly one of 'inputs' or 'vectors'")
+        if self.head is not None and self.vectors is not None:
+            raise ValueError("a head classifies media 'inputs' (its model embeds them)")
+        return self
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float = Field(description="head: the probability; kNN: the label's share of the (weighted) votes")
+    votes: int | None = Field(None, description="kNN: neighbours with this label")
+
+
+class ClassifyResponse(BaseModel):
+    model: str | None = Field(description="the model that embedded the inputs (null for kNN on vectors)")
+    head: str | None
+    collection: str | None
+    labels: list[list[LabelScore]] = Field(description="per input: up to top_k labels, best first")
+    held_out_accuracy: float | None = Field(None, description="head: accuracy on held-out data, measured at training")
     timings_ms: dict[str, float]
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from service.index.collection import CollectionConfig, Hit, Metadata
+from service.index.dirlock import DataDirLock
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -56,8 +57,12 @@ class CollectionBackend(Protocol):
     def delete(self, name: str, ids: Sequence[str]) -> int: ...
 
 
-def open_store(settings: Settings) -> Any:
-    """The backend named by `settings.storage`, not yet recovered."""
+def open_store(settings: Settings, data_dir_lock: DataDirLock | None = None) -> Any:
+    """The backend named by `settings.storage`, not yet recovered.
+
+    The local backend owns its data directory exclusively: it takes `data_dir_lock` (the CLI takes it
+    before the server starts, so a refusal is one line) or acquires it here (raising `DataDirLocked`).
+    """
     if settings.storage == "redis":
         from service.index.redis_store import RedisCollectionStore
 
@@ -80,4 +85,5 @@ def open_store(settings: Settings) -> Any:
         )
     from service.index.store import CollectionStore
 
-    return CollectionStore(settings.data_dir, fsync=settings.fsync)
+    lock = data_dir_lock or DataDirLock.acquire(settings.data_dir)
+    return CollectionStore(settings.data_dir, fsync=settings.fsync, lock=lock)

@@ -12,6 +12,7 @@ what makes "snapshot, then truncate the log" safe without a sequence number.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ import numpy as np
 
 from service.errors import Conflict, ErrorCode, InvalidInput, NotFound, StorageError
 from service.index.collection import Collection, CollectionConfig, CollectionState, Metadata
+from service.index.dirlock import DataDirLock
 from service.index.wal import WalCorrupted, WriteAheadLog, decode_vectors, encode_vectors, fsync_dir
 
 log = logging.getLogger(__name__)
@@ -69,10 +71,15 @@ class _Durable:
 
 
 class CollectionStore:
-    def __init__(self, data_dir: Path, *, fsync: bool = True, snapshot_every_bytes: int = SNAPSHOT_EVERY_BYTES,
-                 snapshot_log_ratio: float = 1.0) -> None:
-        """A snapshot is taken when the log passes snapshot_every_bytes and snapshot_log_ratio x the last snapshot."""
+    def __init__(
+        self, data_dir: Path, *, fsync: bool = True, snapshot_every_bytes: int = SNAPSHOT_EVERY_BYTES,
+        snapshot_log_ratio: float = 1.0, lock: DataDirLock | None = None,
+    ) -> None:
+        """A snapshot is taken when the log passes snapshot_every_bytes and snapshot_log_ratio x the last snapshot.
+        `lock`: the data directory's exclusive lock (service/index/dirlock.py), released by `close()`; a server
+        always passes one, tests and benchmarks that own a temporary folder may not."""
         self.root = data_dir / "collections"
+        self._lock = lock
         self._fsync = fsync
         self._snapshot_every = snapshot_every_bytes
         self._snapshot_ratio = snapshot_log_ratio
@@ -108,6 +115,8 @@ class CollectionStore:
                             log.warning("snapshot of %s at shutdown failed: %s", durable.collection.config.name, exc)
                     durable.wal.close()
             self._collections.clear()
+            if self._lock is not None:
+                self._lock.release()  # after the last snapshot: the next server may start now
 
     def _load(self, folder: Path) -> _Durable:
         config = CollectionConfig(**json.loads((folder / "config.json").read_text()))
@@ -191,6 +200,8 @@ class CollectionStore:
                     )
                 return existing.collection, False
             folder = self.root / config.name
+            if folder.exists():
+                raise self._folder_taken(config.name)
             staging = self.root / f".new-{config.name}-{uuid.uuid4().hex}"
             try:
                 staging.mkdir(parents=True)
@@ -200,10 +211,21 @@ class CollectionStore:
                     fsync_dir(self.root)
             except OSError as exc:
                 shutil.rmtree(staging, ignore_errors=True)
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):  # the folder appeared since the check above
+                    raise self._folder_taken(config.name) from exc
                 raise StorageError(f"cannot create collection: {exc.strerror}") from exc
             durable = _Durable(collection=collection, folder=folder, wal=WriteAheadLog(folder / "wal.log", self._fsync))
             self._collections[config.name] = durable
             return durable.collection, True
+
+    def _folder_taken(self, name: str) -> Conflict:
+        """The name's folder is on disk but not served: its recovery failed (or someone put it there by hand).
+        Creating over it would mean deleting data, so the answer is 409 with the reason, never 507."""
+        why = self.failures.get(name)
+        message = f"collection {name!r} exists on disk but is not loaded"
+        message += f" (recovery failed: {why})" if why else ""
+        return Conflict(message + "; repair or remove its folder, then restart", {"name": name},
+                        code=ErrorCode.COLLECTION_EXISTS)
 
     def drop(self, name: str) -> None:
         with self._registry_lock:

@@ -41,7 +41,9 @@ class WriteAheadLog:
     def __init__(self, path: Path, fsync: bool = True) -> None:
         self.path = path
         self._fsync = fsync
-        self._file = open(path, "ab")  # noqa: SIM115 (held open for the collection's lifetime)
+        # Unbuffered: a record that failed to write (disk full) must not wait in a buffer, to be written
+        # ahead of the next record once space returns and so make a refused write durable after all.
+        self._file = open(path, "ab", buffering=0)  # noqa: SIM115 (held open for the collection's lifetime)
 
     @property
     def size_bytes(self) -> int:
@@ -53,13 +55,14 @@ class WriteAheadLog:
         line = b"%08x %s\n" % (zlib.crc32(body), body)
         start = self._file.tell()
         try:
-            self._file.write(line)
-            self._file.flush()
+            view = memoryview(line)
+            while view:  # a raw write may take part of the line
+                view = view[self._file.write(view):]
             if self._fsync:
                 os.fsync(self._file.fileno())
         except OSError:
-            # Leave no partial record behind for a later append to follow.
-            self._file.truncate(start)
+            # Leave no partial record behind for a later append to follow (the caller answers "nothing applied").
+            os.ftruncate(self._file.fileno(), start)
             self._file.seek(start)
             raise
 

@@ -27,10 +27,8 @@ class ClipSpec:
         return self.layout in ("NTCHW", "NCTHW")
 
 
-def to_item(frames: np.ndarray, spec: ClipSpec) -> np.ndarray:
-    """(k, C, H, W) preprocessed frames -> the model's item: (C, H, W) for NCHW, (T, C, H, W) for NTCHW,
-    (C, T, H, W) for NCTHW."""
-    k = frames.shape[0]
+def check_frame_count(k: int, spec: ClipSpec) -> None:
+    """1 to frames_per_clip frames per input; called before a video is decoded as well as after."""
     limit = spec.frames_per_clip if spec.is_clip else 1
     if not 1 <= k <= limit:
         raise UnprocessableInput(
@@ -38,6 +36,13 @@ def to_item(frames: np.ndarray, spec: ClipSpec) -> np.ndarray:
             {"frames_per_clip": limit},
             code=ErrorCode.INVALID_CLIP,
         )
+
+
+def to_item(frames: np.ndarray, spec: ClipSpec) -> np.ndarray:
+    """(k, C, H, W) preprocessed frames -> the model's item: (C, H, W) for NCHW, (T, C, H, W) for NTCHW,
+    (C, T, H, W) for NCTHW."""
+    k = frames.shape[0]
+    check_frame_count(k, spec)
     if not spec.is_clip:
         return frames[0]
     if k < spec.frames_per_clip:

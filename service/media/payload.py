@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from service.errors import ErrorCode, InvalidInput, PayloadTooLarge, UnprocessableInput
-from service.media.clips import ClipSpec, to_item
+from service.media.clips import ClipSpec, check_frame_count, to_item
 from service.media.images import ImageLimits, ImagePreprocess, decode_image
-from service.media.video import FrameSampling, SampledVideo, VideoLimits, decode_video
+from service.media.video import (
+    FrameSampling,
+    SampledVideo,
+    VideoLimits,
+    check_decode_budget,
+    decode_video,
+    output_bytes,
+)
 
 TENSOR_DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -71,7 +79,7 @@ def b64decode(text: str, max_bytes: int, what: str = "image") -> bytes:
 def decode_frames(item: MediaItem, preprocess: ImagePreprocess, limits: ImageLimits) -> np.ndarray:
     """One item -> float32 (k, 3, H, W): its frames, decoded and preprocessed (k = 1 for an image)."""
     if isinstance(item, RawVideo):
-        return decode_video(item.data, item.sampling, item.sampling.num_frames or 1, preprocess, video_limits(limits))[0]
+        return decode_video(item.data, item.sampling, video_frames_wanted(item, None), preprocess, video_limits(limits))[0]
     if isinstance(item, RawImage):
         return preprocess.apply(decode_image(item.data, limits))[None]
     if isinstance(item, RawClip):
@@ -98,7 +106,39 @@ def decode_frames(item: MediaItem, preprocess: ImagePreprocess, limits: ImageLim
 
 
 def video_limits(limits: ImageLimits) -> VideoLimits:
-    return VideoLimits(max_bytes=limits.max_video_bytes, max_pixels=limits.max_pixels, max_frames=limits.max_video_frames)
+    return VideoLimits(max_bytes=limits.max_video_bytes, max_pixels=limits.max_pixels, max_frames=limits.max_video_frames,
+                       max_decoded_bytes=limits.max_video_decode_bytes)
+
+
+def video_frames_wanted(item: RawVideo, clip: ClipSpec | None) -> int:
+    """Frames taken from a video: the request's num_frames, else one clip (or one frame without a clip rule)."""
+    if item.sampling.num_frames is not None:
+        return item.sampling.num_frames
+    return clip.frames_per_clip if clip is not None and clip.is_clip else 1
+
+
+def frames_given(item: MediaItem, clip: ClipSpec | None = None) -> int:
+    """Frames an item yields once decoded, known before decoding it."""
+    if isinstance(item, RawVideo):
+        return video_frames_wanted(item, clip)
+    if isinstance(item, RawClip):
+        return len(item.frames)
+    if isinstance(item, RawTensor) and len(item.shape) == 4:
+        return item.shape[0]
+    return 1
+
+
+def check_videos(items: Sequence[MediaItem], preprocess: ImagePreprocess, limits: ImageLimits,
+                 clip: ClipSpec | None = None) -> None:
+    """Before any video of a request is decoded: each one's frame count against the clip rule, and the frames
+    the request will hold at the model's input size against the per-request decoding budget (413). Each
+    video's decoder working set is added to its own share once its header is read (decode_video)."""
+    videos = [item for item in items if isinstance(item, RawVideo)]
+    wanted = [video_frames_wanted(video, clip) for video in videos]
+    if clip is not None:
+        for k in wanted:
+            check_frame_count(k, clip)
+    check_decode_budget(sum(output_bytes(k, preprocess) for k in wanted), video_limits(limits))
 
 
 def prepare_input(
@@ -107,7 +147,8 @@ def prepare_input(
     """One item -> the encoder's per-item input ((3, H, W), a clip for clip models) + the video sampling echo."""
     clip = clip or ClipSpec()
     if isinstance(item, RawVideo):
-        wanted = item.sampling.num_frames or (clip.frames_per_clip if clip.is_clip else 1)
+        wanted = video_frames_wanted(item, clip)
+        check_frame_count(wanted, clip)  # a clip too long is refused before decoding, not after
         frames, sampled = decode_video(item.data, item.sampling, wanted, preprocess, video_limits(limits))
         return ModelInput(to_item(frames, clip), sampled)
     return ModelInput(to_item(decode_frames(item, preprocess, limits), clip))

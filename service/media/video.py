@@ -9,9 +9,15 @@ rule, and what was taken is echoed back (`SampledVideo`):
   video from `start_s` (one frame = the middle one).
 A video that ends before the clip is full is padded by repeating its last
 sampled frame (counted in `padded`), as V-JEPA 2's loaders do for short clips.
+A header that claims more frames than the stream holds (a cut file) is found
+out while decoding, and uniform sampling is redone over the frames really there.
 
-Decoding is bounded before it costs memory: bytes, pixels per frame (from the
-stream header) and decoded frames; only the sampled frames are converted.
+Decoding is bounded before it costs memory: bytes, then from the stream header
+the pixels per frame, the frames to decode and an estimate of the bytes the
+decode will hold (decoder frames, one RGB frame, the output) against a budget;
+frames are decoded one at a time and only the sampled ones are converted,
+each resized to the model's input as it comes. (A 1,030-frame 768x768 video
+used to cost 2.3 GB: every sampled frame was kept at full resolution.)
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ class VideoLimits:
     max_bytes: int
     max_pixels: int  # width x height of one frame
     max_frames: int  # frames decoded to reach the last sampled one
+    max_decoded_bytes: int  # decoder frames + RGB copy + output, estimated from the header (413 above)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,6 +91,7 @@ class _Source:
     width: int
     height: int
     codec: str
+    pix_fmt: str | None = None  # the decoded frames' pixel format (their bytes per pixel)
 
 
 def _open(data: bytes):
@@ -110,7 +118,7 @@ def _describe(container) -> _Source:
         duration = container.duration / 1_000_000  # AV_TIME_BASE
     ctx = stream.codec_context
     return _Source(frames=int(stream.frames or 0), fps=fps, duration_s=duration, width=int(ctx.width or 0),
-                   height=int(ctx.height or 0), codec=str(ctx.name))
+                   height=int(ctx.height or 0), codec=str(ctx.name), pix_fmt=ctx.pix_fmt)
 
 
 def _too_long(limits: VideoLimits) -> PayloadTooLarge:
@@ -147,38 +155,57 @@ def _targets(sampling: FrameSampling, k: int, total: int) -> tuple[str, list[flo
 def decode_video(
     data: bytes, sampling: FrameSampling, num_frames: int, preprocess: ImagePreprocess, limits: VideoLimits
 ) -> tuple[np.ndarray, SampledVideo]:
-    """-> float32 (num_frames, 3, H, W) preprocessed frames, oldest first, and what was sampled."""
+    """-> float32 (num_frames, 3, H, W) preprocessed frames, oldest first, and what was sampled.
+
+    Every limit is checked before a frame is decoded: bytes, then (from the stream header) pixels per
+    frame, frames to decode and the decoded-bytes budget. Frames are decoded one at a time; a sampled
+    one is preprocessed (resized to the model's input) at once into its row of the output, so the
+    memory a request holds is its output plus one decoder's working set, whatever the video's length.
+    """
     if len(data) > limits.max_bytes:
         raise PayloadTooLarge(f"video is {len(data)} bytes; the limit is {limits.max_bytes}",
                               {"bytes": len(data), "max_bytes": limits.max_bytes})
     container = _open(data)
-    source = _describe(container)
-    if source.width * source.height > limits.max_pixels:
-        container.close()
-        raise PayloadTooLarge(f"video frames are {source.width}x{source.height}; the limit is {limits.max_pixels} pixels",
-                              {"width": source.width, "height": source.height, "max_pixels": limits.max_pixels})
-    total = 0
-    if sampling.mode == "uniform":
-        total = source.frames
-        if total > limits.max_frames:
-            container.close()
-            raise _too_long(limits)
-        if not total:  # the header does not say (WebM): count packets, then start again
-            container.close()
-            total = _count_frames(data, limits)
-            container = _open(data)
     try:
-        picked, times, indices = _sample(container, sampling, num_frames, source, total, limits)
+        source = _describe(container)
+        if source.width * source.height > limits.max_pixels:
+            raise PayloadTooLarge(
+                f"video frames are {source.width}x{source.height}; the limit is {limits.max_pixels} pixels",
+                {"width": source.width, "height": source.height, "max_pixels": limits.max_pixels})
+        check_decode_budget(decode_bytes(source, num_frames, preprocess), limits)
+        total = 0
+        if sampling.mode == "uniform":
+            total = source.frames
+            if not total:  # the header does not say (WebM): count packets, then start again
+                container.close()
+                total = _count_frames(data, limits)
+                container = _open(data)
+            if total > limits.max_frames:
+                raise _too_long(limits)
+        else:
+            _check_span(sampling, num_frames, source, limits)
+        out = np.empty((num_frames, 3, preprocess.height, preprocess.width), np.float32)
+        taken = _sample(container, sampling, out, source, total, preprocess, limits)
+        if sampling.mode == "uniform" and taken.count < num_frames and 0 < taken.decoded < total:
+            # The header claimed more frames than the stream holds (a cut or damaged file): the segment
+            # centres were placed past its end. Sample again over the frames that are really there.
+            container.close()
+            total = taken.decoded
+            container = _open(data)
+            taken = _sample(container, sampling, out, source, total, preprocess, limits)
     finally:
         container.close()
-    if not picked:
-        raise UnprocessableInput(f"the video has no frame at or after start_s={sampling.start_s}",
-                                 {"start_s": sampling.start_s}, code=ErrorCode.INVALID_SAMPLING)
-    padded = num_frames - len(picked)
-    picked += [picked[-1]] * padded
-    indices += [indices[-1]] * padded
-    times += [times[-1]] * padded
-    frames = np.stack([preprocess.apply(image) for image in picked])
+    if not taken.count:
+        if not taken.decoded:
+            raise InvalidInput("the video has no decodable frame", code=ErrorCode.INVALID_VIDEO)
+        raise UnprocessableInput(
+            f"the video has no frame at or after start_s={sampling.start_s} (it has {taken.decoded} frames, "
+            f"{taken.last_time_s:.3f} s)", {"start_s": sampling.start_s, "frames": taken.decoded},
+            code=ErrorCode.INVALID_SAMPLING)
+    padded = num_frames - taken.count
+    out[taken.count:] = out[taken.count - 1]
+    indices = taken.indices + [taken.indices[-1]] * padded
+    times = taken.times + [taken.times[-1]] * padded
     echo = SampledVideo(
         mode=sampling.mode, num_frames=num_frames, stride=sampling.stride, fps=sampling.fps, start_s=sampling.start_s,
         frame_indices=indices, timestamps_s=[round(t, 6) for t in times], padded=padded,
@@ -186,14 +213,74 @@ def decode_video(
         source={"frames": total or source.frames, "fps": round(source.fps, 6), "duration_s": source.duration_s,
                 "width": source.width, "height": source.height, "codec": source.codec},
     )
-    return frames, echo
+    return out, echo
 
 
-def _sample(container, sampling: FrameSampling, k: int, source: _Source, total: int, limits: VideoLimits):
+# What one decode holds besides its output: H.264 / HEVC keep up to 16 reference frames, frame threading
+# one more per thread, plus the frame being converted; then one full-size RGB copy for the resize.
+DECODER_THREADS = 2  # FFmpeg's AUTO would start one per core, each holding frames: bounded here
+REFERENCE_FRAMES = 16
+# Output: the (k, 3, H, W) float32 rows, and once more for the clip rule's layout copy (to_item).
+OUTPUT_COPIES = 2
+
+
+def output_bytes(num_frames: int, preprocess: ImagePreprocess) -> int:
+    """Bytes of the preprocessed frames a video yields (known before the file is opened)."""
+    return OUTPUT_COPIES * num_frames * 3 * preprocess.height * preprocess.width * 4
+
+
+def decode_bytes(source: _Source, num_frames: int, preprocess: ImagePreprocess) -> int:
+    """Estimated peak bytes of decoding one video: the decoder's frames, one RGB frame, the output."""
+    try:
+        bytes_per_pixel = av.VideoFormat(source.pix_fmt).padded_bits_per_pixel / 8 if source.pix_fmt else 3.0
+    except (ValueError, TypeError):
+        bytes_per_pixel = 3.0
+    pixels = source.width * source.height
+    decoder = int(pixels * bytes_per_pixel * (REFERENCE_FRAMES + DECODER_THREADS + 1))
+    return decoder + pixels * 3 + output_bytes(num_frames, preprocess)
+
+
+def check_decode_budget(needed: int, limits: VideoLimits) -> None:
+    if needed > limits.max_decoded_bytes:
+        raise PayloadTooLarge(
+            f"decoding this video would take about {needed / 2**20:.0f} MiB; the limit is "
+            f"{limits.max_decoded_bytes / 2**20:.0f} MiB per request (fewer or smaller frames, or a smaller video)",
+            {"decoded_bytes": needed, "max_decoded_bytes": limits.max_decoded_bytes}, code=ErrorCode.VIDEO_TOO_LARGE)
+
+
+def _check_span(sampling: FrameSampling, k: int, source: _Source, limits: VideoLimits) -> None:
+    """Stride and fps sampling: refuse before decoding if reaching the last sampled frame would decode more than
+    max_frames (a video shorter than the span ends sooner, padded, so the header's count caps it)."""
+    fps = source.fps or 25.0
+    first = int(sampling.start_s * fps)
+    if sampling.stride is not None:
+        needed = first + (k - 1) * sampling.stride + 1
+    else:
+        needed = int((sampling.start_s + (k - 1) / float(sampling.fps)) * fps) + 1  # type: ignore[arg-type]
+    if source.frames:
+        needed = min(needed, source.frames)
+    if needed > limits.max_frames:
+        raise _too_long(limits)
+
+
+@dataclass
+class _Taken:
+    count: int = 0  # output rows filled
+    decoded: int = 0  # frames decoded
+    last_time_s: float = 0.0
+    indices: list[int] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+
+
+def _sample(container, sampling: FrameSampling, out: np.ndarray, source: _Source, total: int,
+            preprocess: ImagePreprocess, limits: VideoLimits) -> _Taken:
+    """Decode in order, preprocessing each sampled frame into the next row of `out` (k = len(out))."""
+    k = len(out)
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = DECODER_THREADS
     fps = source.fps or 25.0
-    picked, times, indices = [], [], []
+    taken = _Taken()
     first = None  # index of the first frame at or after start_s
     axis = "time"
     wanted: list[float] = []
@@ -201,7 +288,9 @@ def _sample(container, sampling: FrameSampling, k: int, source: _Source, total: 
         for index, frame in enumerate(container.decode(stream)):
             if index >= limits.max_frames:
                 raise _too_long(limits)
+            taken.decoded = index + 1
             t = float(frame.time) if frame.time is not None else index / fps
+            taken.last_time_s = t
             if first is None:
                 if t + 0.5 / fps < sampling.start_s:
                     continue
@@ -209,12 +298,16 @@ def _sample(container, sampling: FrameSampling, k: int, source: _Source, total: 
                 axis, wanted = _targets(sampling, k, max(total - index, 1))
             position = t if axis == "time" else float(index - first)
             tolerance = 0.5 / fps if axis == "time" else 0.0
-            while len(picked) < k and wanted[len(picked)] <= position + tolerance:
-                picked.append(frame.to_image())
-                times.append(t)
-                indices.append(index)
-            if len(picked) == k:
+            row = None
+            while taken.count < k and wanted[taken.count] <= position + tolerance:
+                if row is None:  # a frame sampled twice (fps above the source's) is converted once
+                    row = preprocess.apply(frame.to_image())
+                out[taken.count] = row
+                taken.indices.append(index)
+                taken.times.append(t)
+                taken.count += 1
+            if taken.count == k:
                 break
     except av.FFmpegError as exc:
         raise InvalidInput(f"cannot decode video: {exc}", code=ErrorCode.INVALID_VIDEO) from exc
-    return picked, times, indices
+    return taken

@@ -1,6 +1,7 @@
 """Which scope a request needs, from its raw path and method: a new route cannot be left open by mistake.
 
-- `read`: everything that computes or reads (GET, /embed, /search, /predict_future, /plan).
+- `read`: everything that computes or reads (GET, /embed, /search, /predict_future, /plan, /surprise, /classify,
+  the /stream/surprise WebSocket).
 - `write`: everything that changes stored data (collection and point writes).
 - `ops`: /healthz, /readyz, /metrics when they are not open (settings health_open / metrics_open).
 
@@ -18,7 +19,7 @@ SCOPES = frozenset({READ, WRITE, OPS})
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 METRICS_PATHS = frozenset({"/metrics"})
 # POST routes that compute an answer and store nothing.
-READ_ONLY_POSTS = frozenset({"/embed", "/search", "/predict_future", "/plan"})
+READ_ONLY_POSTS = frozenset({"/embed", "/search", "/predict_future", "/plan", "/surprise", "/classify"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 

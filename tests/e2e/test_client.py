@@ -141,3 +141,19 @@ def test_predict_and_plan_return_arrays(server: str):
         plan = client.plan([image], image, horizon=2, samples=16, iterations=1)
     assert prediction.states.shape == (3, model["dim"]) and prediction.initial_state.shape == (model["dim"],)
     assert plan.actions.shape == (2, model["predictor"]["action_dim"]) and np.isfinite(plan.cost)
+
+
+def test_surprise_and_knn_classify(server: str):
+    from models.demo import world
+
+    pair = world.generate_violations(5, 1, "ball_teleport", steps=8, onset_range=(5, 6))
+    frames = [png(f) for f in pair.violated.frames()[0]]
+    with Client(server) as client:
+        scored = client.surprise(frames, pair.violated.actions[0])
+        pooled = client.embed(frames[:3])
+        client.create_collection("client-knn", dim=pooled.shape[1])
+        client.upsert("client-knn", ["a", "b", "c"], pooled, metadata=[{"kind": k} for k in ("x", "y", "y")])
+        labels = client.classify(vectors=pooled[:1], collection="client-knn", k=1, label_field="kind")
+        client.drop_collection("client-knn")
+    assert scored["steps"] == list(range(2, 9)) and scored["surprising"][0] == 5
+    assert labels == [[{"label": "x", "score": 1.0, "votes": 1}]]

@@ -9,7 +9,8 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 # Writes before the reads that need them, deletes last.
-ORDER = ["create_collection", "upsert_points", "embed", "search", "predict_future", "plan", "delete_points"]
+ORDER = ["create_collection", "upsert_points", "embed", "search", "classify", "predict_future", "plan", "surprise",
+         "delete_points"]
 
 
 def test_every_documented_example_is_accepted(server: str):

@@ -28,7 +28,7 @@ def model_repository(fake_repository):
 KEYS = {name: new_key() for name in ("reader", "writer", "operator", "admin")}
 SCOPES = {"reader": "read", "writer": "write", "operator": "ops", "admin": "read,write,ops"}
 ENTRIES = ";".join(f"{n}:{hash_key(k)}:{SCOPES[n]}" for n, k in KEYS.items())
-READ_ONLY_POSTS = {"/embed", "/search", "/predict_future", "/plan"}
+READ_ONLY_POSTS = {"/embed", "/search", "/predict_future", "/plan", "/surprise", "/classify"}
 OPS_PATHS = {"/healthz", "/readyz", "/metrics"}
 
 
@@ -184,3 +184,20 @@ def test_request_id_is_echoed_or_made_and_the_access_log_is_one_json_line(secure
     assert second["route"] == "/collections/{name}" and second["status"] == 404
     text = stream.getvalue()
     assert not any(key in text or hash_key(key) in text for key in KEYS.values()), "a key or its hash was logged"
+
+
+def test_the_surprise_stream_needs_a_read_key(secured):
+    """WebSocket routes are not in the OpenAPI paths above: the handshake is checked like a GET."""
+    from starlette.websockets import WebSocketDisconnect
+
+    with secured() as client:
+        for headers in ({}, {"Authorization": "Bearer jepa_not-a-key"}, bearer("writer"), bearer("operator")):
+            with pytest.raises(WebSocketDisconnect) as refused:
+                with client.websocket_connect("/stream/surprise", headers=headers):
+                    pass
+            assert refused.value.code == 1008
+            assert refused.value.reason.split(":")[0] in ("unauthorized", "forbidden")
+        with client.websocket_connect("/stream/surprise", headers=bearer("reader")) as ws:
+            # past auth: the fake model has no predictor, so the stream itself refuses, for that reason
+            message = ws.receive_json()
+            assert message["error"]["code"] == "no_surprise"

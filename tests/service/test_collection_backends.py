@@ -66,3 +66,27 @@ def test_filtered_search_equals_brute_force_at_every_selectivity(store_settings,
                 assert [h["id"] for h in hits] == [str(i) for i in expected], (label, row)
                 np.testing.assert_allclose([h["score"] for h in hits], np.sort(scores)[::-1][:K], atol=1e-5)
                 assert all(predicate(h["metadata"]) for h in hits), label
+
+
+@pytest.mark.parametrize("vote", ["majority", "weighted"])
+def test_knn_classify_equals_a_brute_force_vote_on_every_backend(store_settings, backend, vote):
+    from tests.service.test_classify_api import brute_force_vote
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(4, DIM))
+    classes = rng.integers(0, 4, 300)
+    vectors = (centres[classes] + rng.normal(size=(300, DIM))).astype(np.float32)
+    labels = [f"c{c}" for c in classes]
+    queries = rng.normal(size=(5, DIM)).astype(np.float32)
+    with serving(store_settings()) as client:
+        assert client.put("/collections/knn", json={"dim": DIM, "metric": "cosine"}).status_code == 201
+        stored = client.post("/collections/knn/points", json={
+            "ids": [str(i) for i in range(300)], "vectors": vectors.tolist(), "metadata": [{"label": x} for x in labels]})
+        assert stored.status_code == 200, stored.text
+        response = client.post("/classify", json={"collection": "knn", "vectors": queries.tolist(), "k": 7,
+                                                  "vote": vote, "top_k": 4})
+    assert response.status_code == 200, response.text
+    for query, got in zip(queries, response.json()["labels"], strict=True):
+        expected = brute_force_vote(vectors, labels, query, 7, vote)
+        assert [g["label"] for g in got] == [e[0] for e in expected], backend
+        np.testing.assert_allclose([g["score"] for g in got], [e[1] for e in expected], rtol=1e-4)

@@ -28,6 +28,16 @@ def test_embed_multipart_equals_json_and_normalises(client, photos):
     assert np.linalg.norm(a) == pytest.approx(1.0, abs=1e-5)
     assert form.json()["tokens"] is None
 
+
+def test_multipart_without_files_is_refused_as_the_schema_says(client):
+    """The documented multipart schema requires at least one file (minItems 1), and the route agrees."""
+    schema = client.get("/openapi.json").json()["paths"]["/embed"]["post"]["requestBody"]["content"]
+    files = schema["multipart/form-data"]["schema"]["properties"]["files"]
+    assert "files" in schema["multipart/form-data"]["schema"]["required"] and files["minItems"] == 1
+    response = client.post("/embed", data={"model": "demo"}, files=[("other", ("a.txt", b"x", "text/plain"))])
+    assert_error(response, 422, "validation_error")
+    assert "at least one file" in response.json()["error"]["message"]
+
 @pytest.mark.parametrize(
     ("payload", "status", "code"),
     [

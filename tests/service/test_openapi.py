@@ -19,7 +19,7 @@ def test_docs_pages_load_their_assets_from_this_server(client):
 def test_operations_are_named_described_and_list_only_their_own_errors(client):
     document = client.get("/openapi.json").json()
     operations = {op["operationId"]: op for item in document["paths"].values() for op in item.values()}
-    assert len(operations) == 16
+    assert len(operations) == 18
     for name, op in operations.items():
         assert "__" not in name and name.isidentifier()
         assert len(op["description"]) > 30, name
@@ -27,7 +27,7 @@ def test_operations_are_named_described_and_list_only_their_own_errors(client):
     assert set(operations["list_collections"]["responses"]) == {"200", "429", "503"}
     assert set(operations["readyz"]["responses"]) == set(operations["healthz"]["responses"]) == {"200", "503"}
     assert "507" in operations["upsert_points"]["responses"] and "507" not in operations["search"]["responses"]
-    for name in ("embed", "search", "predict_future", "plan"):
+    for name in ("embed", "search", "predict_future", "plan", "surprise", "classify"):
         headers = [p for p in operations[name].get("parameters", []) if p["in"] == "header"]
         assert [p["name"] for p in headers] == ["x-request-timeout-ms"] and headers[0]["description"], name
     assert "securitySchemes" not in document.get("components", {})  # no keys configured: nothing to authorize

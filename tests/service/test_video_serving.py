@@ -149,3 +149,20 @@ def test_predict_future_from_a_video_equals_the_transformers_mask_predictor(vjep
     body = {"context": [{"video": base64.b64encode(mp4).decode()}], "actions": [[0.0]]}
     response = client.post("/predict_future", json=body)
     assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_context"
+
+
+def test_the_per_request_decode_budget_answers_413_before_decoding(settings_factory):
+    """max_video_decode_bytes: the frames a request's videos will hold at the model's input size, and each
+    video's decoder working set (from its header), are refused before any frame is decoded."""
+    small = base64.b64encode(write_video([np.full((48, 64, 3), 8 * i, np.uint8) for i in range(4)])).decode()
+    large = base64.b64encode(write_video([np.full((768, 768, 3), 8 * i, np.uint8) for i in range(2)])).decode()
+    with serving(settings_factory(max_video_decode_bytes=1024 * 1024)) as client:
+        one = client.post("/embed", json={"inputs": [{"video": small}]})
+        assert one.status_code == 200, one.text
+        frames = one.json()["sampling"][0]["num_frames"]
+        many = client.post("/embed", json={"inputs": [{"video": small}] * 64, "num_frames": frames})
+        assert many.status_code == 413 and many.json()["error"]["code"] == "video_too_large", many.text
+        assert many.json()["error"]["detail"]["max_decoded_bytes"] == 1024 * 1024
+        wide = client.post("/embed", json={"inputs": [{"video": large}]})  # 768x768: ~21 MB of decoder frames
+        assert wide.status_code == 413 and wide.json()["error"]["code"] == "video_too_large", wide.text
+        assert client.get("/readyz").status_code == 200

@@ -230,6 +230,31 @@ class _Operations:
                     zero_action_cost=answer["zero_action_cost"],
                     predicted_states=decode_array(answer["predicted_states"]), response=answer)
 
+    def surprise(self, *, observations: Sequence[Media] | None, states: Any, actions: Any, model: str | None,
+                 options: dict[str, Any]) -> Operation[dict[str, Any]]:
+        body: dict[str, Any] = dict(options)
+        if model is not None:
+            body["model"] = model
+        if observations is not None:
+            body["observations"] = [media_input(item) for item in observations]
+        if states is not None:
+            body["states"] = np.asarray(states, dtype=np.float32).tolist()
+        if actions is not None:
+            body["actions"] = np.asarray(actions, dtype=np.float32).tolist()
+        return (yield Call("POST", "/surprise", body))
+
+    def classify(self, *, inputs: Sequence[Media] | None, vectors: Any, head: str | None, collection: str | None,
+                 model: str | None, options: dict[str, Any]) -> Operation[list[list[dict[str, Any]]]]:
+        body: dict[str, Any] = {key: value for key, value in
+                                {"head": head, "collection": collection, "model": model, **options}.items()
+                                if value is not None}
+        if inputs is not None:
+            body["inputs"] = [media_input(item) for item in inputs]
+        if vectors is not None:
+            body["vectors"] = as_matrix(vectors).tolist()
+        answer = yield Call("POST", "/classify", body)
+        return answer["labels"]
+
     def get_point(self, collection: str, point_id: str) -> Operation[tuple[np.ndarray, dict[str, Any]]]:
         answer = yield Call("GET", f"/collections/{collection}/points/{point_id}")
         return np.asarray(answer["vector"], dtype=np.float32), answer["metadata"]
@@ -300,6 +325,20 @@ class _Api:
         """Options: horizon, samples, iterations, elites, cost, subspace, action_repeat, seed, timeout_ms."""
         return self._run(self._ops.plan(observation=observation, goal=goal, goal_state=goal_state, model=model,
                                         options=options))
+
+    def surprise(self, observations: Sequence[Media] | None = None, actions: Any = None, *, states: Any = None,
+                 model: str | None = None, **options: Any) -> Any:
+        """The /surprise response: a score per step (`steps`, `scores`, `distances`, `surprising`). Options:
+        threshold, num_frames, stride, fps, start_s, timeout_ms."""
+        return self._run(self._ops.surprise(observations=observations, states=states, actions=actions, model=model,
+                                            options=options))
+
+    def classify(self, inputs: Sequence[Media] | None = None, *, vectors: Any = None, head: str | None = None,
+                 collection: str | None = None, model: str | None = None, **options: Any) -> Any:
+        """Per input, labels best first ({"label", "score", "votes"}): a probe `head`, or a kNN vote over a
+        `collection` (options: k, label_field, vote, filter, top_k, timeout_ms)."""
+        return self._run(self._ops.classify(inputs=inputs, vectors=vectors, head=head, collection=collection,
+                                            model=model, options=options))
 
     def models(self) -> Any:
         return self._run(self._ops.plain(Call("GET", "/models")))

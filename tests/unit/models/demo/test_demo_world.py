@@ -1,6 +1,7 @@
 """The procedural demo world: determinism, walls and door, ball physics, rendering, dataset."""
 
 import numpy as np
+import pytest
 
 from models.demo import world
 
@@ -62,3 +63,39 @@ def test_render_draws_agent_and_ball_where_they_are():
     assert tuple(frame[30, 20]) == tuple(world.BACKGROUND_U8[30, 20])
     assert tuple(frame[10, 31]) == tuple(world.BACKGROUND_U8[10, 31])  # wall
     assert (frame != world.BACKGROUND_U8).any(axis=-1).sum() == 25 + 16
+
+
+@pytest.mark.parametrize("kind", world.VIOLATIONS)
+def test_violations_are_seeded_and_break_physics_only_from_the_onset(kind):
+    a, b = world.generate_violations(7, 6, kind, steps=20), world.generate_violations(7, 6, kind, steps=20)
+    np.testing.assert_array_equal(a.violated.frames(), b.violated.frames())
+    clean, bad = a.clean.frames(), a.violated.frames()
+    assert (a.onset >= 1).all()
+    for i, onset in enumerate(a.onset):
+        np.testing.assert_array_equal(clean[i, :onset], bad[i, :onset])  # identical up to the onset
+        assert not np.array_equal(clean[i, onset], bad[i, onset])  # and different at it
+    np.testing.assert_array_equal(a.clean.actions, a.violated.actions)
+
+
+def test_each_violation_breaks_its_own_rule():
+    ball = world.generate_violations(1, 8, "ball_teleport")
+    jumps = [np.linalg.norm(ball.violated.ball[i, o] - ball.clean.ball[i, o]) for i, o in enumerate(ball.onset)]
+    assert min(jumps) >= world.TELEPORT_MIN_PX
+    agent = world.generate_violations(1, 8, "agent_teleport")
+    assert all(np.linalg.norm(agent.violated.agent[i, o] - agent.clean.agent[i, o]) >= world.TELEPORT_MIN_PX
+               for i, o in enumerate(agent.onset))
+    through = world.generate_violations(1, 8, "pass_through")
+    assert not world.blocked(through.clean.agent).any()  # the wall stops the clean agent
+    assert all(world.blocked(through.violated.agent[i, o][None])[0] for i, o in enumerate(through.onset))
+    vanish = world.generate_violations(1, 8, "vanish")
+    frames = vanish.violated.frames()
+    blue = (frames == world.BALL_U8).all(-1).any((-1, -2))  # (N, T + 1): is any ball pixel drawn
+    for i, o in enumerate(vanish.onset):
+        assert blue[i, :o].all() and not blue[i, o:].any()
+
+
+def test_violations_are_off_by_default():
+    data = world.generate_trajectories(3, 4, steps=8)
+    assert data.ball_visible is None
+    with pytest.raises(ValueError, match="unknown violation"):
+        world.generate_violations(0, 1, "levitation")

@@ -1,8 +1,11 @@
+import os
+
 import numpy as np
 import pytest
 
 from service.errors import Conflict, InvalidInput, NotFound, StorageError
 from service.index import CollectionConfig, CollectionStore
+from service.index.dirlock import DataDirLock, DataDirLocked
 
 CONFIG = CollectionConfig(name="things", dim=4, metric="l2")
 
@@ -120,6 +123,47 @@ def test_close_snapshots_and_reopens(tmp_path):
 
 
 
+def test_create_over_a_folder_that_failed_recovery_is_409_not_507(tmp_path):
+    store = open_store(tmp_path)
+    store.create(CONFIG)
+    store.upsert("things", ["a"], vectors(1), [{}])
+    store.close()
+    (tmp_path / "collections" / "things" / "wal.log").write_bytes(b"0badc0de not a record\nanother\n")
+    again = open_store(tmp_path)
+    assert "things" in again.failures
+    with pytest.raises(Conflict) as refused:
+        again.create(CONFIG)
+    assert refused.value.code == "collection_exists" and "recovery failed" in refused.value.message
+    assert (tmp_path / "collections" / "things" / "config.json").exists()  # nothing overwritten
+
+
+def test_data_directory_lock_refuses_a_second_holder_and_names_the_first(tmp_path):
+    first = DataDirLock.acquire(tmp_path / "data")
+    with pytest.raises(DataDirLocked) as refused:
+        DataDirLock.acquire(tmp_path / "data")
+    assert refused.value.holder_pid == str(os.getpid())
+    assert str((tmp_path / "data").resolve()) in str(refused.value)
+    store = CollectionStore(tmp_path / "data", lock=first)
+    store.recover()
+    store.close()  # releases: the next server may start
+    assert not first.held
+    DataDirLock.acquire(tmp_path / "data").release()
+
+
+def test_an_in_process_app_on_a_held_data_directory_fails_to_start(settings_factory):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    settings = settings_factory()
+    holder = DataDirLock.acquire(settings.data_dir)
+    try:
+        with pytest.raises(DataDirLocked), TestClient(create_app(settings)):
+            pass
+    finally:
+        holder.release()
+
+
 def low_rank_points(n: int, seed: int = 0) -> np.ndarray:
     """One fixed low-rank distribution (the projection is trained on it); `seed` draws other points."""
     mix = np.random.default_rng(0).standard_normal((4, 16))
@@ -185,6 +229,41 @@ def test_unreadable_stored_index_is_rebuilt_from_the_points(tmp_path):
     again.wait_for_rebuild(60)
     assert again.index_in_use == "hnsw" and again.rebuilds >= 1
     assert again.search(again.get("5")[0][None], 1)[0][0].id == "5"
+
+
+def test_a_log_write_refused_for_a_full_disk_never_reaches_the_log(tmp_path, monkeypatch):
+    """The refused record must not linger (in a write buffer) and be written ahead of the next one when space
+    returns: that made a write answered 507 'nothing was applied' durable after a restart."""
+    from service.index.wal import WriteAheadLog
+
+    wal = WriteAheadLog(tmp_path / "wal.log")
+    wal.append({"op": "delete", "ids": ["kept"]})
+    real_write = wal._file.write
+    calls = []
+
+    def full_after_some_bytes(data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(bytes(data[:10]))  # part of the record fits, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(wal, "_file", _WriteThrough(wal._file, full_after_some_bytes))
+    with pytest.raises(OSError):
+        wal.append({"op": "delete", "ids": ["refused"]})
+    monkeypatch.undo()
+    wal.append({"op": "delete", "ids": ["after"]})
+    wal.close()
+    assert [r["ids"] for r in WriteAheadLog.replay(tmp_path / "wal.log")] == [["kept"], ["after"]]
+
+
+class _WriteThrough:
+    """A file whose write is replaced; everything else goes to the real one."""
+
+    def __init__(self, real, write):
+        self._real, self.write = real, write
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
 
 
 def test_bulk_loading_snapshots_in_proportion_to_what_is_logged(tmp_path, monkeypatch):

@@ -1,0 +1,110 @@
+"""Calibrate a surprise score at export: what the predictor's one-step error looks like on normal data.
+
+The distance between the predicted and the observed state only means something
+against its normal spread, which differs by model; the mean and std measured
+here on held-out normal trajectories (seeds never used in training) go into the
+manifest, and the service reports (distance - mean) / std.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.demo import DemoModel, world
+
+CALIBRATION_SEED = 5150  # held out: training uses other seeds (models/demo/train.py)
+CALIBRATION_TRAJECTORIES = 64
+CALIBRATION_STEPS = 16
+DEFAULT_THRESHOLD = 3.0
+
+
+def demo_clips(trajectories: world.Trajectories, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """Frames -> normalised 2-frame clips (N, T, 2, 3, 64, 64); clip t = (frame t, frame t + 1)."""
+    frames = trajectories.frames().astype(np.float32) / 255.0
+    frames = ((frames - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(0, 1, 4, 2, 3)
+    return np.ascontiguousarray(np.stack([frames[:, :-1], frames[:, 1:]], axis=2))
+
+
+def one_step_mse(model: DemoModel, trajectories: world.Trajectories) -> np.ndarray:
+    """(N, T - 2): mean squared difference between predictor(state of clip t, action t + 1) and the state of clip
+    t + 1, on every step where both clips are real (the action after clip t moves frame t + 1 to t + 2)."""
+    clips = demo_clips(trajectories, model.mean, model.std)  # (N, T, 2, 3, 64, 64)
+    n, t = clips.shape[:2]
+    with torch.inference_mode():
+        states = model.encoder(torch.from_numpy(clips.reshape(n * t, *clips.shape[2:])))[0].reshape(n, t, -1)
+        actions = torch.from_numpy(trajectories.actions[:, 1:].astype(np.float32))  # (N, T - 1, 2)
+        predicted = model.predictor(states[:, :-1].reshape(-1, states.shape[-1]), actions.reshape(-1, 2))
+    return ((predicted.reshape(n, t - 1, -1) - states[:, 1:]) ** 2).mean(-1).numpy()
+
+
+def calibrate_demo(model: DemoModel) -> dict[str, Any]:
+    data = world.generate_trajectories(CALIBRATION_SEED, CALIBRATION_TRAJECTORIES, CALIBRATION_STEPS)
+    raw = one_step_mse(model, data).ravel()
+    return {
+        "metric": "mse",
+        "normalization": "zscore",
+        "mean": float(raw.mean()),
+        "std": float(raw.std()),
+        "threshold": DEFAULT_THRESHOLD,
+        "calibration": f"one-step predictor error on {raw.size} steps of {CALIBRATION_TRAJECTORIES} held-out "
+        f"random-policy trajectories (seed {CALIBRATION_SEED}); 99th percentile z = "
+        f"{float((np.percentile(raw, 99) - raw.mean()) / raw.std()):.2f}",
+    }
+
+
+# -- V-JEPA 2 with its mask predictor -----------------------------------------------------------------------------
+
+MAX_CALIBRATION_CLIPS = 256
+
+
+def video_clips(folder: Path, frames: int, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """Every video in `folder` cut into back-to-back clips of `frames` consecutive frames, resized (bicubic) to
+    size x size and normalised: (N, 3, frames, size, size), at most MAX_CALIBRATION_CLIPS."""
+    import av
+    from PIL import Image
+
+    m, s = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    clips: list[np.ndarray] = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        with av.open(str(path)) as container:
+            decoded = [((np.asarray(f.to_image().convert("RGB").resize((size, size), Image.Resampling.BICUBIC),
+                                    np.float32) / 255.0 - m) / s) for f in container.decode(video=0)]
+        for start in range(0, len(decoded) - frames + 1, frames):
+            clips.append(np.stack(decoded[start:start + frames]).transpose(3, 0, 1, 2))  # (3, T, S, S)
+            if len(clips) == MAX_CALIBRATION_CLIPS:
+                return np.ascontiguousarray(np.stack(clips)).astype(np.float32)
+    if not clips:
+        raise ValueError(f"{folder}: no video with {frames} frames to calibrate the surprise score on")
+    return np.ascontiguousarray(np.stack(clips)).astype(np.float32)
+
+
+def future_token_l1(predicted: np.ndarray, observed: np.ndarray, future_steps: int) -> np.ndarray:
+    """(N, m*P, D) predicted and observed tokens of the last m tubelet steps -> (N, m) mean |predicted -
+    layer_norm(observed)| per step: V-JEPA's training loss, whose targets are the layer-normed encoder tokens."""
+    centred = observed - observed.mean(-1, keepdims=True)
+    target = centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + 1e-6)
+    n, tokens, _ = predicted.shape
+    return np.abs(predicted - target).reshape(n, future_steps, tokens // future_steps, -1).mean(axis=(2, 3))
+
+
+def calibrate_future(future_graph: torch.nn.Module, encoder: torch.nn.Module, clips: np.ndarray, context_frames: int,
+                     future_steps: int, source: str) -> dict[str, Any]:
+    """The per-step L1 of predicted vs observed future tokens on normal clips -> the manifest's `surprise`."""
+    with torch.inference_mode():
+        x = torch.from_numpy(clips)
+        observed = encoder.tokens(x).numpy()  # (N, steps*P, D)
+        predicted = future_graph(x[:, :, :context_frames])[0].numpy()  # (N, m*P, D)
+    raw = future_token_l1(predicted, observed[:, -predicted.shape[1]:], future_steps).ravel()
+    return {
+        "metric": "l1_tokens",
+        "normalization": "zscore",
+        "mean": float(raw.mean()),
+        "std": float(max(raw.std(), 1e-6)),
+        "threshold": DEFAULT_THRESHOLD,
+        "calibration": f"L1 of predicted vs observed (layer-normed) future tokens on {raw.size} tubelet steps of "
+        f"{len(clips)} clips from {source}",
+    }

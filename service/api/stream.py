@@ -1,0 +1,240 @@
+"""WebSocket /stream/surprise: frames go in as they come, a surprise score per frame comes out.
+
+    GET /stream/surprise?model=demo&threshold=3     (Authorization: Bearer <key> with the `read` scope)
+
+The server first sends {"type": "ready", ...} (the model, its clip length, action size and calibration). Then
+the client sends, per frame, either a text message {"frame": "<base64 PNG/JPEG>", "action": [..]} or a binary
+message holding the encoded image, preceded by a text message {"action": [..]} when an action is due. The action
+is the one taken between the previous frame and this one; it is required once the model has a state (a clip
+model needs frames_per_clip frames first) and ignored before. Each frame is answered, in order, with
+{"type": "score", "step", "score", "distance", "surprising"} (score null while there is nothing to compare).
+
+Bounded: at most `stream_buffer_frames` frames wait per connection; when they are full the server stops
+reading, so the socket's TCP window pushes back on the client instead of memory growing. Bad input closes the
+connection after an {"type": "error", "error": {code, message, detail}} message, with a close code that says
+why: 1007 unreadable data (bad JSON, image, base64 or action), 1003 a message that is neither, 1009 a message
+above stream_max_message_bytes, 1008 policy (auth, unknown model, no surprise calibration, stream_max_steps
+reached), 1013 overloaded, not ready or stream_max_connections open (try again later), 1001 idle for
+stream_idle_timeout_s, 1011 a server error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from service.api.schemas import SurpriseCalibration
+from service.errors import (ErrorCode, InvalidInput, NotReady, Overloaded, PayloadTooLarge, ServiceError,
+                            UnprocessableInput, error_body)
+from service.media.clips import to_item
+from service.media.payload import RawImage, b64decode, decode_frames
+from service.model_pool import ServedModel
+from service.pipeline import media_limits, require_surprise
+from service.settings import Settings
+from service.state import Services
+from service.world import SurpriseScorer, SurpriseStream
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["world"])
+
+GOING_AWAY, UNSUPPORTED_DATA, INVALID_DATA, POLICY, TOO_BIG, SERVER_ERROR, TRY_LATER = (
+    1001, 1003, 1007, 1008, 1009, 1011, 1013)
+
+
+def close_code(error: ServiceError) -> int:
+    """The WebSocket close code for an error of the table (by its HTTP status)."""
+    status = error.status
+    if status == 413:
+        return TOO_BIG
+    if status in (415,):
+        return UNSUPPORTED_DATA
+    if status < 500 and status not in (401, 403, 404, 429):
+        return INVALID_DATA
+    if status in (429, 503):
+        return TRY_LATER
+    return POLICY if status < 500 else SERVER_ERROR
+
+
+@dataclass(frozen=True)
+class Frame:
+    data: bytes  # the encoded image
+    action: list[float] | None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Something the reader could not accept; the worker closes with it after the frames before it are scored."""
+
+    error: ServiceError
+    code: int
+
+
+async def read_messages(
+    receive: Callable[[], Awaitable[dict[str, Any]]], inbox: asyncio.Queue, settings: Settings
+) -> None:
+    """Client messages -> Frames in the inbox, in order; ends with None (client gone) or a Refusal.
+
+    `inbox.put` waits while the inbox is full, and while it waits nothing more is read: that is the backpressure."""
+    pending_action: list[float] | None = None
+    while True:
+        try:
+            message = await asyncio.wait_for(receive(), settings.stream_idle_timeout_s)
+        except TimeoutError:
+            await inbox.put(Refusal(InvalidInput(f"no message for {settings.stream_idle_timeout_s:g} s"), GOING_AWAY))
+            return
+        if message["type"] == "websocket.disconnect":
+            await inbox.put(None)
+            return
+        try:
+            frame, pending_action = parse_message(message, pending_action, settings)
+        except ServiceError as exc:
+            await inbox.put(Refusal(exc, close_code(exc)))
+            return
+        if frame is not None:
+            await inbox.put(frame)
+
+
+def parse_message(message: dict[str, Any], pending_action: list[float] | None,
+                  settings: Settings) -> tuple[Frame | None, list[float] | None]:
+    """One WebSocket message -> (a frame or None, the action waiting for the next binary frame)."""
+    limit = settings.stream_max_message_bytes
+    data, text = message.get("bytes"), message.get("text")
+    if data is not None:
+        if len(data) > limit:
+            raise _too_big(len(data), limit)
+        return Frame(data, pending_action), None
+    if text is None:
+        raise InvalidInput("empty message")
+    if len(text) > limit:
+        raise _too_big(len(text), limit)
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput("a text message must be JSON", code=ErrorCode.INVALID_JSON) from exc
+    if not isinstance(body, dict) or not set(body) <= {"frame", "action"} or not body:
+        raise InvalidInput('a text message is {"frame": "<base64>", "action": [...]} or {"action": [...]}')
+    action = body.get("action")
+    if action is not None and (not isinstance(action, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in action)):
+        raise UnprocessableInput("'action' must be a list of numbers", code=ErrorCode.INVALID_ACTION)
+    if "frame" not in body:
+        return None, action
+    if not isinstance(body["frame"], str):
+        raise InvalidInput("'frame' must be a base64 string", code=ErrorCode.INVALID_BASE64)
+    return Frame(b64decode(body["frame"], settings.max_image_bytes), action), None
+
+
+def _too_big(size: int, limit: int) -> ServiceError:
+    return PayloadTooLarge(f"message of {size} bytes; the limit is {limit}", {"stream_max_message_bytes": limit})
+
+
+async def refuse(websocket: WebSocket, error: ServiceError, code: int) -> None:
+    """The full error as a message, then the close code with a short reason (close reasons are <= 123 bytes)."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        await websocket.send_json({"type": "error", **error_body(error.code, error.message, error.detail)})
+        await websocket.close(code, f"{error.code.value}: {error.message}"[:120])
+
+
+def encoder_for(model: ServedModel) -> Callable[[np.ndarray], Awaitable[np.ndarray]]:
+    async def encode(frames: np.ndarray) -> np.ndarray:
+        outputs = await model.encode([to_item(frames, model.clip)], outputs=("pooled",))
+        return outputs["pooled"][0]
+
+    return encode
+
+
+async def score_frames(websocket: WebSocket, services: Services, model: ServedModel, scorer: SurpriseScorer,
+                       threshold: float, inbox: asyncio.Queue) -> None:
+    settings = services.settings
+    window = model.clip.frames_per_clip if model.clip.is_clip else 1
+    stream = SurpriseStream(scorer, encoder_for(model), window)
+    limits = media_limits(settings)
+    while True:
+        item = await inbox.get()
+        if item is None:
+            return
+        if isinstance(item, Refusal):
+            await refuse(websocket, item.error, item.code)
+            return
+        if stream.steps >= settings.stream_max_steps:
+            await refuse(websocket, InvalidInput(f"the stream reached stream_max_steps ({settings.stream_max_steps})"),
+                         POLICY)
+            return
+        try:
+            frame = (await services.decode(decode_frames, RawImage(item.data), model.preprocess, limits))[0]
+            action = None
+            if stream.needs_action():
+                if item.action is None:
+                    raise UnprocessableInput(f"frame {stream.steps} needs the action that led to it",
+                                             code=ErrorCode.INVALID_ACTION)
+                action = scorer.rollout.check_actions(np.asarray([item.action], np.float32))[0]
+            result = await stream.push(frame, action)
+        except ServiceError as exc:
+            await refuse(websocket, exc, close_code(exc))
+            return
+        await websocket.send_json({
+            "type": "score", "step": result.step, "score": result.score, "distance": result.distance,
+            "surprising": result.score is not None and result.score > threshold,
+        })
+
+
+@router.websocket("/stream/surprise")
+async def stream_surprise(websocket: WebSocket, model: str | None = None, threshold: float | None = None) -> None:
+    services: Services | None = getattr(websocket.app.state, "services", None)
+    await websocket.accept()
+    if services is None or not services.ready:
+        await refuse(websocket, NotReady("service is not ready"), TRY_LATER)
+        return
+    try:
+        served = services.models.resolve_model(model, services.settings.default_model)
+        scorer = require_surprise(served)
+        if not isinstance(scorer, SurpriseScorer):
+            raise UnprocessableInput(f"model {served.name!r} scores whole clips (V-JEPA 2's mask predictor): send "
+                                     "them to POST /surprise", code=ErrorCode.NO_SURPRISE)
+    except ServiceError as exc:
+        await refuse(websocket, exc, POLICY)
+        return
+    if services.open_streams >= services.settings.stream_max_connections:
+        await refuse(websocket, Overloaded(f"{services.open_streams} streams are open; the limit is "
+                                           f"{services.settings.stream_max_connections}"), TRY_LATER)
+        return
+    services.open_streams += 1
+    services.metrics.open_streams.set(services.open_streams)
+    try:
+        await _serve_stream(websocket, services, served, scorer, threshold)
+    finally:
+        services.open_streams -= 1
+        services.metrics.open_streams.set(services.open_streams)
+
+
+async def _serve_stream(websocket: WebSocket, services: Services, served: ServedModel, scorer: SurpriseScorer,
+                        threshold: float | None) -> None:
+    limit = scorer.spec.threshold if threshold is None else threshold
+    await websocket.send_json({
+        "type": "ready", "model": served.name, "space_id": served.manifest.space_id,
+        "frames_per_clip": served.clip.frames_per_clip if served.clip.is_clip else 1,
+        "action_dim": scorer.rollout.spec.action_dim, "threshold": limit,
+        "calibration": SurpriseCalibration.model_validate(scorer.spec, from_attributes=True).model_dump(),
+        "buffer_frames": services.settings.stream_buffer_frames,
+    })
+    inbox: asyncio.Queue = asyncio.Queue(maxsize=services.settings.stream_buffer_frames)
+    reader = asyncio.create_task(read_messages(websocket.receive, inbox, services.settings), name="stream-reader")
+    try:
+        await score_frames(websocket, services, served, scorer, limit, inbox)
+    except WebSocketDisconnect:
+        pass
+    except Exception:
+        log.exception("surprise stream failed")
+        await refuse(websocket, ServiceError("internal error"), SERVER_ERROR)
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+            await reader

@@ -1,0 +1,69 @@
+"""An exclusive lock on a local data directory, held for the life of the process that serves it.
+
+Two servers on one directory would each keep only their own writes in memory while both append to
+the same write-ahead logs, and the first snapshot (at 64 MiB of log, or at a graceful stop) truncates
+the other's acknowledged writes away. So the local backend takes `flock(LOCK_EX | LOCK_NB)` on
+`<data_dir>/jepa-serve.lock` before it reads anything, and a second server refuses to start.
+
+flock belongs to the open file, so the kernel releases it when the holder dies, kill -9 included: a
+crashed server never leaves a stale lock behind. The holder writes its pid into the file only so that
+the refusal can name it; the pid is not what is locked.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+LOCK_FILE = "jepa-serve.lock"
+
+
+class DataDirLocked(RuntimeError):
+    """Another process holds the data directory."""
+
+    def __init__(self, data_dir: Path, holder_pid: str) -> None:
+        self.data_dir = data_dir
+        self.holder_pid = holder_pid
+        super().__init__(
+            f"data directory {data_dir} is in use by another jepa-serve process (pid {holder_pid}); "
+            "two servers on one directory lose each other's writes: stop that one, or give this one "
+            "its own JEPA_DATA_DIR (or use JEPA_STORAGE=redis to share collections between replicas)"
+        )
+
+
+class DataDirLock:
+    """`DataDirLock.acquire(path)` or raise `DataDirLocked`; `release()` (or process exit) frees it."""
+
+    def __init__(self, data_dir: Path, fd: int) -> None:
+        self.data_dir = data_dir
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, data_dir: Path) -> DataDirLock:
+        data_dir = Path(data_dir).resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # O_CLOEXEC: a child process (a spawned tool) must not inherit, and so prolong, the lock.
+        fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DataDirLocked(data_dir, holder) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return cls(data_dir, fd)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        os.close(fd)  # closing the only descriptor of the open file drops the flock

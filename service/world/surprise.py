@@ -1,0 +1,148 @@
+"""Surprise: how far what happened is from what the predictor expected, one score per step.
+
+The action-conditioned predictor says what the next state should be; the
+distance between that prediction and the state actually observed is the
+violation-of-expectation signal (a ball that teleports is far from where it was
+predicted). The raw distance depends on the model, so the manifest carries the
+mean and std of the distance on held-out normal data, measured at export, and a
+score is the distance as a z-score against that: 3 means three standard
+deviations above a normal step, whatever the model.
+
+Every prediction goes through the predictor's DynamicBatcher: the steps of one
+request are one batch, and many requests or streams share batches.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.repository import SurpriseSpec
+from service.world.future import FuturePredictor
+from service.world.rollout import LatentRollout
+
+
+def distances(metric: str, predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """(S, D), (S, D) -> (S,) distance per step, in float64 (float32 states far apart would overflow)."""
+    predicted, observed = predicted.astype(np.float64), observed.astype(np.float64)
+    if metric == "mse":
+        return ((predicted - observed) ** 2).mean(axis=-1)
+    if metric == "l2":
+        return np.linalg.norm(predicted - observed, axis=-1)
+    if metric == "cosine":
+        norms = np.linalg.norm(predicted, axis=-1) * np.linalg.norm(observed, axis=-1)
+        return 1.0 - (predicted * observed).sum(axis=-1) / np.maximum(norms, 1e-12)
+    raise ValueError(f"unknown surprise metric {metric!r}")
+
+
+@dataclass(frozen=True)
+class Surprise:
+    distances: np.ndarray  # (S,) raw distance between predicted and observed state
+    scores: np.ndarray  # (S,) the distance normalised by the manifest's calibration
+
+    def over(self, threshold: float) -> np.ndarray:
+        """Indices (into the S steps) whose score exceeds the threshold."""
+        return np.flatnonzero(self.scores > threshold)
+
+
+class SurpriseScorer:
+    """Observed states + the actions between them -> a surprise score for every state after the first."""
+
+    def __init__(self, rollout: LatentRollout, spec: SurpriseSpec) -> None:
+        self.rollout = rollout
+        self.spec = spec
+
+    def normalise(self, raw: np.ndarray) -> np.ndarray:
+        return (raw - self.spec.mean) / self.spec.std
+
+    async def score(self, states: np.ndarray, actions: np.ndarray, deadline: float | None = None) -> Surprise:
+        """states (S + 1, D), actions (S, A): action i led from state i to state i + 1 -> S scores.
+
+        Each prediction starts from the observed state (one step ahead, not a free rollout), so a violation
+        raises the score at its own step and does not poison every later one. All S predictions are one batch.
+        """
+        if len(actions) != len(states) - 1:
+            raise ValueError(f"{len(states)} states need {len(states) - 1} actions; got {len(actions)}")
+        if len(actions) == 0:
+            return Surprise(np.zeros(0), np.zeros(0))
+        predicted = await self.rollout.step_batch(states[:-1], actions, deadline)  # (S, D)
+        raw = distances(self.spec.metric, predicted, states[1:])
+        return Surprise(raw, self.normalise(raw))
+
+
+@dataclass(frozen=True)
+class StreamStep:
+    step: int  # index of the frame in the stream, from 0
+    distance: float | None  # None until the predictor has a state and an action behind this frame
+    score: float | None
+
+
+class SurpriseStream:
+    """One stream's scoring state: frames arrive one at a time, each scored against the prediction made from the
+    state before it and the action between them. `encode` turns the last `window` frames into a state (the
+    model's clip); every encode and predict call goes through the model's batchers, shared with other streams."""
+
+    def __init__(
+        self, scorer: SurpriseScorer, encode: Callable[[np.ndarray], Awaitable[np.ndarray]], window: int
+    ) -> None:
+        self._scorer = scorer
+        self._encode = encode
+        self._frames: deque[np.ndarray] = deque(maxlen=window)
+        self._previous: np.ndarray | None = None  # the state at the last frame, once it has a full clip
+        self.steps = 0
+
+    def needs_action(self) -> bool:
+        """Whether the next frame is scored, and so needs the action that led to it."""
+        return self._previous is not None
+
+    async def push(self, frame: np.ndarray, action: np.ndarray | None, deadline: float | None = None) -> StreamStep:
+        """frame (3, H, W) preprocessed; action (A,) checked by the caller, required when needs_action()."""
+        if self.needs_action() and action is None:
+            raise ValueError("an action is required from the second state on")
+        step = self.steps
+        self.steps += 1
+        self._frames.append(frame)
+        if len(self._frames) < (self._frames.maxlen or 1):
+            return StreamStep(step, None, None)
+        state = await self._encode(np.stack(self._frames))
+        previous, self._previous = self._previous, state
+        if previous is None:
+            return StreamStep(step, None, None)
+        assert action is not None
+        result = await self._scorer.score(np.stack([previous, state]), action[None], deadline)
+        if not np.isfinite(result.scores).all():
+            raise ValueError("the predictor's output overflowed")
+        return StreamStep(step, float(result.distances[0]), float(result.scores[0]))
+
+
+def future_token_l1(predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """(m, P, D) predicted and observed tokens of m future tubelet steps -> (m,) mean |predicted -
+    layer_norm(observed)| per step: V-JEPA's training loss, whose targets are the layer-normed encoder tokens."""
+    observed = observed.astype(np.float64)
+    centred = observed - observed.mean(-1, keepdims=True)
+    target = centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + 1e-6)
+    return np.abs(predicted.astype(np.float64) - target).mean(axis=(1, 2))
+
+
+class FutureSurprise:
+    """V-JEPA 2 with its mask predictor: a clip of the encoder's frames_per_clip frames -> one score per future
+    tubelet step. The mask predictor sees the clip's first context_frames and predicts the tokens of the rest;
+    the encoder sees the whole clip, and the score is how far the prediction is from those observed tokens
+    (the manifest's `l1_tokens`), z-scored against normal video measured at export. Both calls go through their
+    components' batchers."""
+
+    def __init__(self, future: FuturePredictor, spec: SurpriseSpec) -> None:
+        self.future = future
+        self.spec = spec
+
+    async def score(
+        self, observed_tokens: np.ndarray, context_clip: np.ndarray, deadline: float | None = None
+    ) -> Surprise:
+        """observed_tokens (steps * P, D) of the whole clip, context_clip (3, context_frames, H, W) -> m scores."""
+        predicted = (await self.future.predict(context_clip, deadline)).tokens  # (m, P, D)
+        m, p, d = predicted.shape
+        raw = future_token_l1(predicted, observed_tokens[-m * p:].reshape(m, p, d))
+        return Surprise(raw, (raw - self.spec.mean) / self.spec.std)
