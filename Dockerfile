@@ -1,5 +1,4 @@
-# syntax=docker/dockerfile:1
-# jepa-serve images. Stages:
+# jepa-serve images (BuildKit: the default builder of Docker 23+; DOCKER_BUILDKIT=1 on 20.10). Stages:
 #   export       PyTorch: builds the model repository (ONNX + manifest) from the checkpoints in models/
 #   runtime-cpu  the server on ONNX Runtime CPU + faiss-cpu; no torch        (the last stage: `docker build .`)
 #   runtime-gpu  the server on CUDA 12: onnxruntime-gpu (CUDA + TensorRT EPs), TensorRT, faiss-gpu; no torch
@@ -12,15 +11,25 @@ FROM ${PYTHON_IMAGE} AS export
 # CPU wheels of torch: the export runs on CPU, and CUDA torch would add gigabytes to this build stage.
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+# Where pip finds packages: unset = PyPI. An internal index (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST) or an
+# air-gapped wheelhouse (PIP_NO_INDEX=1 PIP_FIND_LINKS=http://127.0.0.1:PORT/ with `docker build --network host`);
+# a private CA bundle comes in as the build secret `pip_cert` (docs/deploy.md, "Air-gapped build").
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_TRUSTED_HOST
+ARG PIP_FIND_LINKS
+ARG PIP_NO_INDEX
 WORKDIR /src
-RUN pip install --no-cache-dir --index-url "${TORCH_INDEX}" torch==2.13.0
+RUN --mount=type=secret,id=pip_cert if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+ && pip install --no-cache-dir --index-url "${TORCH_INDEX}" torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY models ./models
 COPY export ./export
 COPY service ./service
 # The project itself (its dependencies are bounded in pyproject.toml): DL3013 cannot see a local path's pins.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[cpu,export]" \
+RUN --mount=type=secret,id=pip_cert if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+ && pip install --no-cache-dir ".[cpu,export]" \
  && jepa-export demo --name demo --out /models
 
 # ---------------------------------------------------------------------------------------------------------
@@ -36,7 +45,16 @@ COPY pyproject.toml README.md ./
 COPY service ./service
 # onnxruntime-gpu < 1.27 is the CUDA 12 build; tensorrt-cu12 and faiss-gpu-cu12 match it (pyproject `gpu` extra).
 # ONNX Runtime's TensorRT EP links TensorRT 10 (libnvinfer.so.10): keep tensorrt-cu12 below 11.
-RUN python3 -m venv /opt/venv \
+# Where pip finds packages: unset = PyPI. An internal index (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST) or an
+# air-gapped wheelhouse (PIP_NO_INDEX=1 PIP_FIND_LINKS=http://127.0.0.1:PORT/ with `docker build --network host`);
+# a private CA bundle comes in as the build secret `pip_cert` (docs/deploy.md, "Air-gapped build").
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_TRUSTED_HOST
+ARG PIP_FIND_LINKS
+ARG PIP_NO_INDEX
+RUN --mount=type=secret,id=pip_cert if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+ && python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir ".[gpu,otel]" "tensorrt-cu12>=10,<11"
 
 FROM ${CUDA_IMAGE} AS runtime-gpu
@@ -68,7 +86,16 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
-RUN python -m venv /opt/venv \
+# Where pip finds packages: unset = PyPI. An internal index (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST) or an
+# air-gapped wheelhouse (PIP_NO_INDEX=1 PIP_FIND_LINKS=http://127.0.0.1:PORT/ with `docker build --network host`);
+# a private CA bundle comes in as the build secret `pip_cert` (docs/deploy.md, "Air-gapped build").
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_TRUSTED_HOST
+ARG PIP_FIND_LINKS
+ARG PIP_NO_INDEX
+RUN --mount=type=secret,id=pip_cert if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+ && python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir ".[cpu,otel,milvus]"
 
 FROM ${PYTHON_IMAGE} AS runtime-cpu

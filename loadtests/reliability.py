@@ -36,6 +36,7 @@ TESTS = [
     "tests/unit/models/test_hf_folder_integrity.py",
     "tests/e2e/test_video_memory.py",
     "tests/e2e/test_connections.py",
+    "tests/e2e/test_startup_backend.py",
 ]
 
 

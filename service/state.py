@@ -46,9 +46,14 @@ class Services:
     store: CollectionBackend
     executors: Executors
     # loading -> building_engine (TensorRT) -> warming -> ready; "failed" when nothing can serve.
-    phase: Literal["loading", "building_engine", "warming", "ready", "failed", "stopping"] = "loading"
+    # waiting_for_backend: Redis (or another backend) cannot be reached yet; start-up retries (see `retrying`).
+    phase: Literal["loading", "building_engine", "waiting_for_backend", "warming", "ready", "failed", "stopping"] = "loading"
+    # why start-up is retrying (reason, attempts, next attempt, give-up time); None when it is not
+    retrying: dict[str, Any] | None = None
     open_streams: int = 0  # /stream/surprise connections now open (bounded by settings.stream_max_connections)
     embed_cache: Any = None  # service.embed_cache.EmbeddingCache, or None when off
+    # stops the process with an exit status when start-up gives up (set by `jepa-serve`; None in process)
+    stop_process: Callable[[int], None] | None = None
 
     @property
     def ready(self) -> bool:

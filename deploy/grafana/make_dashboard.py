@@ -53,7 +53,9 @@ def panel(index: int, title: str, unit: str, targets: list[tuple[str, str]], wid
         "datasource": DS,
         "gridPos": {"h": 8, "w": width, "x": (index % 2) * 12, "y": (index // 2) * 8},
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "options": {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}},
+        # every field the timeseries panel schema requires (@grafana/schema: legend calcs + showLegend, tooltip sort)
+        "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True, "calcs": []},
+                    "tooltip": {"mode": "multi", "sort": "none"}},
         "targets": [{"refId": chr(65 + i), "datasource": DS, "expr": expr, "legendFormat": legend}
                     for i, (legend, expr) in enumerate(targets)],
     }

@@ -31,6 +31,8 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         "collections_recovered": services.store.recovered,
         "collections_failed": services.store.failures,
     }
+    if services.retrying is not None:
+        body["retrying"] = services.retrying  # why start-up waits: the backend's error, attempts, give-up time
     return JSONResponse(body, status_code=200 if services.ready else 503)
 
 

@@ -94,19 +94,14 @@ class RedisCollectionStore:
     # -- lifecycle ------------------------------------------------------------------
 
     def recover(self) -> None:
-        """Load every collection from Redis, then start tailing; retries for 30 s while Redis is unreachable."""
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self._control_applied = self._last_id(self._control)
-                for name, raw in self._redis.hgetall(self._registry).items():
-                    self._load(name.decode(), json.loads(raw))
-                break
-            except redis.RedisError as exc:
-                if time.monotonic() > deadline:
-                    raise StorageUnavailable(f"redis unreachable at start: {exc}") from exc
-                log.warning("redis not reachable while recovering collections (%s); retrying", exc)
-                time.sleep(1.0)
+        """Load every collection from Redis, then start tailing. One attempt: while Redis cannot be reached this raises
+        StorageUnavailable, and the start-up (service/app.py) retries it with backoff until its give-up time."""
+        try:
+            self._control_applied = self._last_id(self._control)
+            for name, raw in self._redis.hgetall(self._registry).items():
+                self._load(name.decode(), json.loads(raw))
+        except redis.RedisError as exc:
+            raise StorageUnavailable(f"redis unreachable at start: {exc}") from exc
         self.recovered = True
         self._tailer = threading.Thread(target=self._tail_forever, name="redis-tailer", daemon=True)
         self._tailer.start()

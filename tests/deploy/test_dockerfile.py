@@ -51,3 +51,21 @@ def test_runtimes_are_non_root_and_health_checked():
 def test_dockerignore_keeps_the_context_small():
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", "model_repository", "data", "tests"} <= ignored
+
+
+def test_no_frontend_fetched_from_a_registry():
+    """A `# syntax=` directive makes BuildKit pull that frontend image first: offline builds fail before step one."""
+    directives = re.findall(r"^#\s*syntax\s*=.*$", DOCKERFILE.read_text(), re.M | re.I)
+    assert not directives, directives
+
+
+def test_pip_stages_take_the_index_and_ca_from_the_build():
+    """Air-gapped builds: every stage that runs pip accepts the index settings and the CA bundle secret."""
+    for name, body in stages().items():
+        if "pip install" not in body:
+            continue
+        for arg in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "PIP_FIND_LINKS", "PIP_NO_INDEX"):
+            assert re.search(rf"^ARG {arg}$", body, re.M), (name, arg)
+        runs = re.findall(r"^RUN (.*(?:\\\n.*)*)", body, re.M)
+        for run in (r for r in runs if "pip install" in r):
+            assert run.startswith("--mount=type=secret,id=pip_cert") and "PIP_CERT=/run/secrets/pip_cert" in run, (name, run)
