@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import io
 import json
 import shlex
 import subprocess
@@ -33,8 +32,10 @@ DIM = 4
 
 def png(width: int = 64, height: int = 64) -> bytes:
     """A small RGB gradient PNG, written by hand (no Pillow on the host is assumed)."""
-    rows = b"".join(b"\x00" + bytes(v for x in range(width) for v in (x * 4 % 256, y * 4 % 256, (x + y) * 2 % 256))
-                    for y in range(height))
+    rows = b"".join(
+        b"\x00" + bytes(v for x in range(width) for v in (x * 4 % 256, y * 4 % 256, (x + y) * 2 % 256))
+        for y in range(height)
+    )
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
@@ -43,8 +44,9 @@ def png(width: int = 64, height: int = 64) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
-def call(url: str, method: str = "GET", body: dict | None = None, key: str | None = None,
-         timeout: float = 30) -> tuple[int, dict | str]:
+def call(
+    url: str, method: str = "GET", body: dict | None = None, key: str | None = None, timeout: float = 30
+) -> tuple[int, dict | str]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
     if data is not None:
@@ -80,13 +82,15 @@ class Stack:
 
     def in_replica(self, replica: str, method: str, path: str, body: dict | None = None) -> tuple[int, dict | str]:
         """One request made inside a replica's container to its own port (the replicas publish none)."""
-        code = ("import json, sys, urllib.request, urllib.error\n"
-                "method, path, body, key = json.loads(sys.argv[1])\n"
-                "req = urllib.request.Request('http://127.0.0.1:8000' + path, method=method,\n"
-                "    data=json.dumps(body).encode() if body is not None else None,\n"
-                "    headers={'Content-Type': 'application/json', 'Authorization': 'Bearer ' + key})\n"
-                "try:\n    r = urllib.request.urlopen(req, timeout=30); print(r.status); print(r.read().decode())\n"
-                "except urllib.error.HTTPError as e:\n    print(e.code); print(e.read().decode())\n")
+        code = (
+            "import json, sys, urllib.request, urllib.error\n"
+            "method, path, body, key = json.loads(sys.argv[1])\n"
+            "req = urllib.request.Request('http://127.0.0.1:8000' + path, method=method,\n"
+            "    data=json.dumps(body).encode() if body is not None else None,\n"
+            "    headers={'Content-Type': 'application/json', 'Authorization': 'Bearer ' + key})\n"
+            "try:\n    r = urllib.request.urlopen(req, timeout=30); print(r.status); print(r.read().decode())\n"
+            "except urllib.error.HTTPError as e:\n    print(e.code); print(e.read().decode())\n"
+        )
         out = self.compose_run("exec", "-T", replica, "python", "-c", code, json.dumps([method, path, body, self.key]))
         status, _, text = out.partition("\n")
         try:
@@ -96,15 +100,23 @@ class Stack:
 
     def statuses_in_replica(self, replica: str, paths: list[str]) -> list[int]:
         """The status of a GET of each path, made inside one replica's container (one `exec` for all)."""
-        code = ("import json, sys, urllib.request, urllib.error\n"
-                "paths, key = json.load(sys.stdin)\nout = []\n"
-                "for path in paths:\n"
-                "    req = urllib.request.Request('http://127.0.0.1:8000' + path, headers={'Authorization': 'Bearer ' + key})\n"
-                "    try:\n        out.append(urllib.request.urlopen(req, timeout=30).status)\n"
-                "    except urllib.error.HTTPError as e:\n        out.append(e.code)\n"
-                "print(json.dumps(out))\n")
-        done = subprocess.run([*self.compose, "exec", "-T", replica, "python", "-c", code],
-                              input=json.dumps([paths, self.key]), capture_output=True, text=True, timeout=300)
+        code = (
+            "import json, sys, urllib.request, urllib.error\n"
+            "paths, key = json.load(sys.stdin)\nout = []\n"
+            "for path in paths:\n"
+            "    req = urllib.request.Request(\n"
+            "        'http://127.0.0.1:8000' + path, headers={'Authorization': 'Bearer ' + key})\n"
+            "    try:\n        out.append(urllib.request.urlopen(req, timeout=30).status)\n"
+            "    except urllib.error.HTTPError as e:\n        out.append(e.code)\n"
+            "print(json.dumps(out))\n"
+        )
+        done = subprocess.run(
+            [*self.compose, "exec", "-T", replica, "python", "-c", code],
+            input=json.dumps([paths, self.key]),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"exec in {replica}: {done.stderr.strip()[-500:]}")
         return json.loads(done.stdout)
@@ -113,8 +125,9 @@ class Stack:
         container = self.compose_run("ps", "-q", service).strip()
         if not container:
             return False
-        done = subprocess.run([self.docker, "inspect", "-f", "{{.State.Health.Status}}", container],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [self.docker, "inspect", "-f", "{{.State.Health.Status}}", container], capture_output=True, text=True
+        )
         return done.stdout.strip() == "healthy"
 
 
@@ -146,8 +159,9 @@ def probe_shared_write(stack: Stack) -> str:
     status, body = stack.in_replica("api-1", "PUT", f"/collections/{COLLECTION}", {"dim": DIM})
     assert status in (200, 201), (status, body)
     vector = [0.0, 1.0, 0.0, 0.0]
-    status, body = stack.in_replica("api-1", "POST", f"/collections/{COLLECTION}/points",
-                                    {"ids": ["written-on-api-1"], "vectors": [vector]})
+    status, body = stack.in_replica(
+        "api-1", "POST", f"/collections/{COLLECTION}/points", {"ids": ["written-on-api-1"], "vectors": [vector]}
+    )
     assert status == 200, (status, body)
     read = {}
     for replica in ("api-2", "api-1"):
@@ -157,10 +171,12 @@ def probe_shared_write(stack: Stack) -> str:
             if status == 200 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        assert status == 200 and body["vector"] == vector, (replica, status, body)
+        assert status == 200, (replica, status, body)
+        assert body["vector"] == vector, (replica, body)
         read[replica] = status
     status, body = call(f"{stack.lb}/search", "POST", {"collection": COLLECTION, "vector": vector, "k": 1}, stack.key)
-    assert status == 200 and body["hits"][0]["id"] == "written-on-api-1", (status, body)
+    assert status == 200, (status, body)
+    assert body["hits"][0]["id"] == "written-on-api-1", body
     return f"PUT + upsert on api-1: 200; GET on api-2: {read['api-2']}; search through nginx: top hit found"
 
 
@@ -184,7 +200,9 @@ def keep_requesting(stack: Stack, stop: threading.Event, outcomes: list[tuple[in
     vector = [1.0, 0.0, 0.0, 0.0]
     next_at = time.monotonic()
     while not stop.is_set():
-        status, body = call(f"{stack.lb}/search", "POST", {"collection": COLLECTION, "vector": vector, "k": 1}, stack.key)
+        status, body = call(
+            f"{stack.lb}/search", "POST", {"collection": COLLECTION, "vector": vector, "k": 1}, stack.key
+        )
         outcomes.append((status, "" if status == 200 else str(body)[:200]))
         next_at += 1 / per_second
         stop.wait(max(0.0, next_at - time.monotonic()))  # pacing, not synchronisation
@@ -208,13 +226,17 @@ def probe_replica_stop(stack: Stack) -> str:
             worker.join()
     failed = [(s, why) for s, why in outcomes if s != 200]
     container = stack.compose_run("ps", "-q", "api-2").strip()
-    exit_code = subprocess.run([stack.docker, "inspect", "-f", "{{.State.ExitCode}}", container],
-                               capture_output=True, text=True).stdout.strip()
+    exit_code = subprocess.run(
+        [stack.docker, "inspect", "-f", "{{.State.ExitCode}}", container], capture_output=True, text=True
+    ).stdout.strip()
     stack.compose_run("start", "api-2")
     back = wait_for(lambda: stack.healthy("api-2"), 180, "api-2 healthy again")
-    assert outcomes and not failed, f"{len(failed)} of {len(outcomes)} failed: {sorted(set(failed))[:5]}"
-    return (f"{len(outcomes)} searches through nginx, {len(outcomes) - during_stop} after the stop, 0 failed; "
-            f"stop took {stopped_s:.1f} s, api-2 exit code {exit_code}; api-2 healthy again {back:.0f} s after start")
+    assert outcomes, "no search went through nginx"
+    assert not failed, f"{len(failed)} of {len(outcomes)} failed: {sorted(set(failed))[:5]}"
+    return (
+        f"{len(outcomes)} searches through nginx, {len(outcomes) - during_stop} after the stop, 0 failed; "
+        f"stop took {stopped_s:.1f} s, api-2 exit code {exit_code}; api-2 healthy again {back:.0f} s after start"
+    )
 
 
 def probe_redis_restart(stack: Stack) -> str:
@@ -227,8 +249,12 @@ def probe_redis_restart(stack: Stack) -> str:
         while not stop.is_set():
             point = f"r{n}"
             n += 1
-            status, _ = call(f"{stack.lb}/collections/{COLLECTION}/points", "POST",
-                             {"ids": [point], "vectors": [[float(n), 1.0, 0.0, 0.0]]}, stack.key)
+            status, _ = call(
+                f"{stack.lb}/collections/{COLLECTION}/points",
+                "POST",
+                {"ids": [point], "vectors": [[float(n), 1.0, 0.0, 0.0]]},
+                stack.key,
+            )
             (acknowledged.append(point) if status == 200 else refused.append(status))
             stop.wait(0.05)  # pacing: 20 writes a second at most, under the deployed rate limit
 
@@ -243,7 +269,8 @@ def probe_redis_restart(stack: Stack) -> str:
     finally:
         stop.set()
         thread.join()
-    assert before > 0 and len(acknowledged) > before, (before, len(acknowledged))
+    assert before > 0, (before, len(acknowledged))
+    assert len(acknowledged) > before, (before, len(acknowledged))
     # Durable = in Redis and, once each replica's tailer has caught up after the restart (it backs off up to 5 s
     # while Redis is away), readable on every replica. A write acknowledged while this replica's tailer was still
     # behind (its read-your-writes wait, JEPA_REDIS_ACK_WAIT_S, expired) is caught up here, not lost.
@@ -257,13 +284,19 @@ def probe_redis_restart(stack: Stack) -> str:
             break
         time.sleep(1)
     caught_up = time.monotonic() - stopped
-    assert not any(missing.values()), {r: f"{len(v)} missing 60 s after the last write, e.g. {v[:5]}" for r, v in missing.items()}
-    counts = {replica: stack.in_replica(replica, "GET", f"/collections/{COLLECTION}")[1]["count"] for replica in missing}
+    assert not any(missing.values()), {
+        r: f"{len(v)} missing 60 s after the last write, e.g. {v[:5]}" for r, v in missing.items()
+    }
+    counts = {
+        replica: stack.in_replica(replica, "GET", f"/collections/{COLLECTION}")[1]["count"] for replica in missing
+    }
     late = stack.compose_run("logs", "--no-color", "api-1", "api-2").count("durable in redis but not yet searchable")
-    return (f"{len(acknowledged)} writes acknowledged ({before} before the restart), {len(refused)} refused "
-            f"during it (statuses {sorted(set(refused))}); every acknowledged point readable on api-1 and on api-2 "
-            f"{caught_up:.0f} s after the last write (counts {counts}; {late} acknowledged before the answering "
-            f"replica had applied them): 0 lost")
+    return (
+        f"{len(acknowledged)} writes acknowledged ({before} before the restart), {len(refused)} refused "
+        f"during it (statuses {sorted(set(refused))}); every acknowledged point readable on api-1 and on api-2 "
+        f"{caught_up:.0f} s after the last write (counts {counts}; {late} acknowledged before the answering "
+        f"replica had applied them): 0 lost"
+    )
 
 
 def probe_startup_without_redis(stack: Stack) -> str:
@@ -272,7 +305,9 @@ def probe_startup_without_redis(stack: Stack) -> str:
     container = stack.compose_run("ps", "-q", "api-2").strip()
 
     def inspect(template: str) -> str:
-        return subprocess.run([stack.docker, "inspect", "-f", template, container], capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            [stack.docker, "inspect", "-f", template, container], capture_output=True, text=True
+        ).stdout.strip()
 
     restarts_before = int(inspect("{{.RestartCount}}"))
     stack.compose_run("stop", "redis")
@@ -290,8 +325,9 @@ def probe_startup_without_redis(stack: Stack) -> str:
         waiting.body = None
         seen = wait_for(waiting, 120, "api-2 /readyz phase waiting_for_backend")
         reason = waiting.body["retrying"]["reason"]
-        restarted = wait_for(lambda: int(inspect("{{.RestartCount}}")) > restarts_before, 180,
-                             "api-2 exited and was restarted by Docker")
+        restarted = wait_for(
+            lambda: int(inspect("{{.RestartCount}}")) > restarts_before, 180, "api-2 exited and was restarted by Docker"
+        )
         logs = stack.compose_run("logs", "--no-color", "api-2")
         assert "exiting with status 75" in logs, logs[-1500:]
     finally:
@@ -299,8 +335,10 @@ def probe_startup_without_redis(stack: Stack) -> str:
     back = wait_for(lambda: stack.healthy("api-2"), 240, "api-2 healthy once Redis is back")
     status, _ = call(f"{stack.lb}/readyz")
     assert status == 200, status
-    return (f"Redis stopped, api-2 restarted: /readyz 503 waiting_for_backend after {seen:.0f} s ({reason[:80]}...); "
-            f"exit 75 and restart by Docker {restarted:.0f} s later; Redis started: api-2 healthy after {back:.0f} s")
+    return (
+        f"Redis stopped, api-2 restarted: /readyz 503 waiting_for_backend after {seen:.0f} s ({reason[:80]}...); "
+        f"exit 75 and restart by Docker {restarted:.0f} s later; Redis started: api-2 healthy after {back:.0f} s"
+    )
 
 
 PROBES = [

@@ -102,12 +102,16 @@ async def recover_with_retry(services: Services) -> bool:
         except StorageUnavailable as exc:
             left_s = deadline - time.monotonic()
             if left_s <= 0:
-                log.error("start-up gave up after %d attempt(s) in %.0f s: %s", attempt, settings.startup_give_up_s, exc)
+                log.error(
+                    "start-up gave up after %d attempt(s) in %.0f s: %s", attempt, settings.startup_give_up_s, exc
+                )
                 services.retrying = {"reason": str(exc), "attempts": attempt, "gave_up": True}
                 return False
             services.phase = "waiting_for_backend"
-            services.retrying = {"reason": str(exc), "attempts": attempt, "next_attempt_in_s": round(min(wait_s, left_s), 2),
-                                 "give_up_in_s": round(left_s, 1)}
+            services.retrying = {
+                "reason": str(exc), "attempts": attempt, "next_attempt_in_s": round(min(wait_s, left_s), 2),
+                "give_up_in_s": round(left_s, 1),
+            }
             log.warning("start-up: %s; attempt %d, retrying in %.2f s (giving up in %.0f s)",
                         exc, attempt, min(wait_s, left_s), left_s)
             await asyncio.sleep(min(wait_s, left_s))

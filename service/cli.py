@@ -52,10 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     limits = ConnectionLimits(header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
                               max_connections=settings.max_connections,
                               discard_body_bytes=settings.discard_body_bytes)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                                           access_log=False, log_config=None,
-                                           timeout_graceful_shutdown=settings.shutdown_timeout_s,
-                                           http=guarded_protocol(limits), timeout_keep_alive=settings.keep_alive_timeout_s))
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, log_config=None,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s, http=guarded_protocol(limits),
+        timeout_keep_alive=settings.keep_alive_timeout_s,
+    )
+    server = uvicorn.Server(config)
     exit_code = 0
 
     def stop_process(code: int) -> None:

@@ -47,7 +47,9 @@ class Services:
     executors: Executors
     # loading -> building_engine (TensorRT) -> warming -> ready; "failed" when nothing can serve.
     # waiting_for_backend: Redis (or another backend) cannot be reached yet; start-up retries (see `retrying`).
-    phase: Literal["loading", "building_engine", "waiting_for_backend", "warming", "ready", "failed", "stopping"] = "loading"
+    phase: Literal[
+        "loading", "building_engine", "waiting_for_backend", "warming", "ready", "failed", "stopping"
+    ] = "loading"
     # why start-up is retrying (reason, attempts, next attempt, give-up time); None when it is not
     retrying: dict[str, Any] | None = None
     open_streams: int = 0  # /stream/surprise connections now open (bounded by settings.stream_max_connections)

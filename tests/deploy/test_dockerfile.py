@@ -68,4 +68,5 @@ def test_pip_stages_take_the_index_and_ca_from_the_build():
             assert re.search(rf"^ARG {arg}$", body, re.M), (name, arg)
         runs = re.findall(r"^RUN (.*(?:\\\n.*)*)", body, re.M)
         for run in (r for r in runs if "pip install" in r):
-            assert run.startswith("--mount=type=secret,id=pip_cert") and "PIP_CERT=/run/secrets/pip_cert" in run, (name, run)
+            assert run.startswith("--mount=type=secret,id=pip_cert"), (name, run)
+            assert "PIP_CERT=/run/secrets/pip_cert" in run, (name, run)

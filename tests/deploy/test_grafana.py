@@ -48,16 +48,35 @@ def type_check(dashboards: dict[str, dict], workdir: Path) -> dict[str, str]:
     if not tsc.exists() or not package.exists():
         pytest.skip("tsc and @grafana/schema are not installed (`make deploy-tools` installs them with npm)")
     installed = json.loads(package.read_text())["version"]
-    assert installed == grafana_version(), f"@grafana/schema {installed} installed, compose runs Grafana {grafana_version()}"
+    assert installed == grafana_version(), (
+        f"@grafana/schema {installed} installed, compose runs Grafana {grafana_version()}"
+    )
     (workdir / "node_modules").symlink_to(NODE_TOOLS / "node_modules")
     for name, dashboard in dashboards.items():
         (workdir / f"{name}.ts").write_text(CHECK.replace("DASHBOARD", json.dumps(dashboard, indent=1)))
-    (workdir / "tsconfig.json").write_text(json.dumps({
-        "compilerOptions": {"strict": True, "noEmit": True, "module": "nodenext", "moduleResolution": "nodenext",
-                            "target": "es2022", "skipLibCheck": True},
-        "files": [f"{name}.ts" for name in dashboards]}))
-    done = subprocess.run([str(tsc), "-p", str(workdir / "tsconfig.json")], capture_output=True, text=True, timeout=120,
-                          cwd=workdir, env={**os.environ, "NODE_OPTIONS": "--max-old-space-size=512"})
+    (workdir / "tsconfig.json").write_text(
+        json.dumps(
+            {
+                "compilerOptions": {
+                    "strict": True,
+                    "noEmit": True,
+                    "module": "nodenext",
+                    "moduleResolution": "nodenext",
+                    "target": "es2022",
+                    "skipLibCheck": True,
+                },
+                "files": [f"{name}.ts" for name in dashboards],
+            }
+        )
+    )
+    done = subprocess.run(
+        [str(tsc), "-p", str(workdir / "tsconfig.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=workdir,
+        env={**os.environ, "NODE_OPTIONS": "--max-old-space-size=512"},
+    )
     assert done.returncode in (0, 1, 2), done.stdout + done.stderr  # 1/2: errors reported; anything else: tsc broke
     lines = done.stdout.splitlines()
     return {name: "\n".join(line for line in lines if line.startswith(f"{name}.ts(")) for name in dashboards}

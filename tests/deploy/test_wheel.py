@@ -27,7 +27,10 @@ from tests.deploy.tools import ROOT, free_port, stop
 pytestmark = pytest.mark.slow
 
 # what the wheel is built from: the metadata files and every package pyproject.toml includes
-PACKAGES = [p.rstrip("*") for p in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]]
+PACKAGES = [
+    p.rstrip("*")
+    for p in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+]
 SOURCES = ["pyproject.toml", "README.md", *PACKAGES]
 
 
@@ -42,22 +45,55 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
             shutil.copy2(ROOT / name, source / name)
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "--quiet",
-         "--wheel-dir", str(work / "dist"), str(source)], work)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--quiet",
+            "--wheel-dir",
+            str(work / "dist"),
+            str(source),
+        ],
+        work,
+    )
     wheel = next((work / "dist").glob("jepa_serve-*.whl"))
     venv = work / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)], work)
     python = venv / "bin" / "python"
-    run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "--quiet", str(wheel)], work)
-    site = Path(subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                        text=True).strip())
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--quiet",
+            str(wheel),
+        ],
+        work,
+    )
+    site = Path(
+        subprocess.check_output(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
+    )
     (site / "zz_borrowed_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return venv / "bin"
 
 
 def run(argv: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> str:
     done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, (
+        f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    )
     return done.stdout
 
 
@@ -70,9 +106,16 @@ def test_wheel_ships_the_demo_weights(installed: Path):
 def test_export_and_serve_from_the_installed_wheel(installed: Path, tmp_path: Path):
     venv = installed.parent
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    where = run([str(installed / "python"), "-c",
-                 "import export, models.demo.model as m, service; print(export.__file__, m.DEFAULT_WEIGHTS, service.__file__)"],
-                tmp_path, env)
+    where = run(
+        [
+            str(installed / "python"),
+            "-c",
+            "import export, models.demo.model as m, service; "
+            "print(export.__file__, m.DEFAULT_WEIGHTS, service.__file__)",
+        ],
+        tmp_path,
+        env,
+    )
     assert all(path.startswith(str(venv)) for path in where.split()), f"imported from outside the wheel's venv: {where}"
 
     run([str(installed / "jepa-export"), "demo", "--name", "demo", "--out", str(tmp_path / "repo")], tmp_path, env)
@@ -80,14 +123,24 @@ def test_export_and_serve_from_the_installed_wheel(installed: Path, tmp_path: Pa
 
     port = free_port()
     log = tmp_path / "serve.log"
-    env |= {"JEPA_MODEL_REPOSITORY": str(tmp_path / "repo"), "JEPA_DATA_DIR": str(tmp_path / "data"),
-            "JEPA_INTRA_OP_THREADS": "1", "JEPA_DECODE_THREADS": "1"}
+    env |= {
+        "JEPA_MODEL_REPOSITORY": str(tmp_path / "repo"),
+        "JEPA_DATA_DIR": str(tmp_path / "data"),
+        "JEPA_INTRA_OP_THREADS": "1",
+        "JEPA_DECODE_THREADS": "1",
+    }
     with open(log, "wb") as out:
-        process = subprocess.Popen([str(installed / "jepa-serve"), "--host", "127.0.0.1", "--port", str(port)],
-                                   cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [str(installed / "jepa-serve"), "--host", "127.0.0.1", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_ready(f"http://127.0.0.1:{port}", process, log, 90)
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
-        assert ready.status_code == 200 and ready.json()["models"] == {"demo": "ready"}, ready.text
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["models"] == {"demo": "ready"}, ready.text
     finally:
         stop(process)
