@@ -197,7 +197,8 @@ class Settings(BaseSettings):
     startup_give_up_s: float = Field(
         300.0, ge=0,
         description="while a backend (Redis) cannot be reached at start-up, retry with backoff (/readyz says why) "
-        "for this long, then exit with status 75 so the orchestrator restarts the process; 0 = exit on the first failure",
+        "for this long, then exit with status 75 so the orchestrator restarts the process; "
+        "0 = exit on the first failure",
     )
     startup_retry_max_s: float = Field(
         5.0, gt=0, le=300, description="longest wait between two start-up attempts (backoff doubles from 0.25 s)"
