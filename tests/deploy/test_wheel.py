@@ -22,7 +22,8 @@ import httpx
 import pytest
 
 from loadtests.server import wait_ready
-from tests.deploy.tools import ROOT, free_port, stop
+from tests.deploy.tools import ROOT, stop
+from tests.support.toolkit import free_port
 
 pytestmark = pytest.mark.slow
 
