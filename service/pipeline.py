@@ -19,18 +19,28 @@ from service.errors import Conflict, ErrorCode, PayloadTooLarge, UnprocessableIn
 from service.index import Collection
 from service.media.clips import ClipSpec, check_frame_count, to_item
 from service.media.images import ImageLimits
-from service.media.payload import MediaItem, RawVideo, check_videos, decode_frames, frames_given, prepare_input
-from service.media.video import SampledVideo
+from service.media.payload import (
+    MediaItem,
+    MediaLimits,
+    RawVideo,
+    check_videos,
+    decode_frames,
+    frames_given,
+    prepare_input,
+)
+from service.media.video import SampledVideo, VideoLimits
 from service.model_pool import ServedModel
 from service.settings import Settings
 from service.state import Services
 from service.world import FutureSurprise, LatentRollout, SurpriseScorer, TokenRollout
 
 
-def media_limits(settings: Settings) -> ImageLimits:
-    return ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
-                       max_video_bytes=settings.max_video_bytes, max_video_frames=settings.max_video_frames,
-                       max_video_decode_bytes=settings.max_video_decode_bytes)
+def media_limits(settings: Settings) -> MediaLimits:
+    return MediaLimits(
+        image=ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels),
+        video=VideoLimits(max_bytes=settings.max_video_bytes, max_pixels=settings.max_image_pixels,
+                          max_frames=settings.max_video_frames, max_decoded_bytes=settings.max_video_decode_bytes),
+    )
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -15,20 +15,10 @@ ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"})
 RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
-def _default(name: str) -> int:
-    """A video limit's default is the setting's: one source per default."""
-    from service.settings import Settings
-
-    return Settings.model_fields[name].default
-
-
 @dataclass(frozen=True, kw_only=True)
 class ImageLimits:
-    max_bytes: int
-    max_pixels: int
-    max_video_bytes: int = field(default_factory=lambda: _default("max_video_bytes"))
-    max_video_frames: int = field(default_factory=lambda: _default("max_video_frames"))
-    max_video_decode_bytes: int = field(default_factory=lambda: _default("max_video_decode_bytes"))
+    max_bytes: int  # encoded size of one image
+    max_pixels: int  # width x height once decoded (decompression bombs)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,6 +25,14 @@ TENSOR_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
 @dataclass(frozen=True)
+class MediaLimits:
+    """What one request's media may cost: images and videos, each by their own limits."""
+
+    image: ImageLimits
+    video: VideoLimits
+
+
+@dataclass(frozen=True)
 class RawImage:
     data: bytes
 
@@ -76,16 +84,16 @@ def b64decode(text: str, max_bytes: int, what: str = "image") -> bytes:
         raise InvalidInput(f"{what} is not valid base64: {exc}", code=ErrorCode.INVALID_BASE64) from exc
 
 
-def decode_frames(item: MediaItem, preprocess: ImagePreprocess, limits: ImageLimits) -> np.ndarray:
+def decode_frames(item: MediaItem, preprocess: ImagePreprocess, limits: MediaLimits) -> np.ndarray:
     """One item -> float32 (k, 3, H, W): its frames, decoded and preprocessed (k = 1 for an image)."""
     if isinstance(item, RawVideo):
         return decode_video(
-            item.data, item.sampling, video_frames_wanted(item, None), preprocess, video_limits(limits)
+            item.data, item.sampling, video_frames_wanted(item, None), preprocess, limits.video
         )[0]
     if isinstance(item, RawImage):
-        return preprocess.apply(decode_image(item.data, limits))[None]
+        return preprocess.apply(decode_image(item.data, limits.image))[None]
     if isinstance(item, RawClip):
-        return np.stack([preprocess.apply(decode_image(frame, limits)) for frame in item.frames])
+        return np.stack([preprocess.apply(decode_image(frame, limits.image)) for frame in item.frames])
     frame = (3, preprocess.height, preprocess.width)
     shape = tuple(item.shape)
     if shape != frame and not (len(shape) == 4 and shape[1:] == frame and shape[0] >= 1):
@@ -107,15 +115,6 @@ def decode_frames(item: MediaItem, preprocess: ImagePreprocess, limits: ImageLim
     return array.reshape(-1, *frame)
 
 
-def video_limits(limits: ImageLimits) -> VideoLimits:
-    return VideoLimits(
-        max_bytes=limits.max_video_bytes,
-        max_pixels=limits.max_pixels,
-        max_frames=limits.max_video_frames,
-        max_decoded_bytes=limits.max_video_decode_bytes,
-    )
-
-
 def video_frames_wanted(item: RawVideo, clip: ClipSpec | None) -> int:
     """Frames taken from a video: the request's num_frames, else one clip (or one frame without a clip rule)."""
     if item.sampling.num_frames is not None:
@@ -134,7 +133,7 @@ def frames_given(item: MediaItem, clip: ClipSpec | None = None) -> int:
     return 1
 
 
-def check_videos(items: Sequence[MediaItem], preprocess: ImagePreprocess, limits: ImageLimits,
+def check_videos(items: Sequence[MediaItem], preprocess: ImagePreprocess, limits: MediaLimits,
                  clip: ClipSpec | None = None) -> None:
     """Before any video of a request is decoded: each one's frame count against the clip rule, and the frames
     the request will hold at the model's input size against the per-request decoding budget (413). Each
@@ -144,18 +143,18 @@ def check_videos(items: Sequence[MediaItem], preprocess: ImagePreprocess, limits
     if clip is not None:
         for k in wanted:
             check_frame_count(k, clip)
-    check_decode_budget(sum(output_bytes(k, preprocess) for k in wanted), video_limits(limits))
+    check_decode_budget(sum(output_bytes(k, preprocess) for k in wanted), limits.video)
 
 
 def prepare_input(
-    item: MediaItem, preprocess: ImagePreprocess, limits: ImageLimits, clip: ClipSpec | None = None
+    item: MediaItem, preprocess: ImagePreprocess, limits: MediaLimits, clip: ClipSpec | None = None
 ) -> ModelInput:
     """One item -> the encoder's per-item input ((3, H, W), a clip for clip models) + the video sampling echo."""
     clip = clip or ClipSpec()
     if isinstance(item, RawVideo):
         wanted = video_frames_wanted(item, clip)
         check_frame_count(wanted, clip)  # a clip too long is refused before decoding, not after
-        frames, sampled = decode_video(item.data, item.sampling, wanted, preprocess, video_limits(limits))
+        frames, sampled = decode_video(item.data, item.sampling, wanted, preprocess, limits.video)
         return ModelInput(to_item(frames, clip), sampled)
     return ModelInput(to_item(decode_frames(item, preprocess, limits), clip))
 
