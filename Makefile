@@ -27,9 +27,11 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(if $(GPU),$(PY) -m pip install --quiet --force-reinstall --no-deps '$(ORT_GPU)')
 	@touch $(STAMP)
 
-$(DEMO): models/demo/weights/demo.safetensors | $(STAMP)
+# Re-exported when the weights or the exporter change (a newer exporter writes manifest fields, e.g. the surprise
+# calibration, that an older entry lacks).
+$(DEMO): models/demo/weights/demo.safetensors $(wildcard export/*.py) | $(STAMP)
 	@echo ">> exporting the demo model into $(REPO)/demo"
-	$(VENV)/bin/jepa-export demo --name demo --out $(REPO)
+	$(VENV)/bin/jepa-export demo --name demo --out $(REPO) --force
 
 export: $(STAMP)
 	$(VENV)/bin/jepa-export demo --name demo --out $(REPO) --force
