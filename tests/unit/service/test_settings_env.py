@@ -54,7 +54,12 @@ def test_jepa_serve_warns_about_unknown_variables_at_start(monkeypatch, capsys, 
     import service.cli
 
     started = []
-    monkeypatch.setattr(service.cli.uvicorn, "run", lambda app, **kwargs: started.append(kwargs["port"]))
+
+    def run_instead(server) -> None:  # the server is built as jepa-serve builds it, but never listens
+        started.append(server.config.port)
+        server.started = True
+
+    monkeypatch.setattr(service.cli.uvicorn.Server, "run", run_instead)
     monkeypatch.setenv("JEPA_MAX_BATCH_SIZ", "8")
     monkeypatch.setenv("JEPA_LOG_FORMAT", "text")
     assert service.cli.main(["--port", "8123", "--data-dir", str(tmp_path / "d")]) == 0
