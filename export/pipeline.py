@@ -175,3 +175,11 @@ def write_entry(
     target = options.out / options.name
     log(f"wrote {target}")
     return target
+
+
+def rewrite_manifest(folder: Path, fields: Mapping[str, Any]) -> Manifest:
+    """An existing entry's manifest with `fields` changed (a probe head added, say), validated with the model the
+    service reads before it replaces the old one: a field the service would refuse is never written."""
+    manifest = Manifest.model_validate(dict(fields))
+    write_manifest(folder, manifest)
+    return manifest

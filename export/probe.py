@@ -24,8 +24,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from export.manifest import write_manifest
-from service.repository import Manifest
+from export.pipeline import rewrite_manifest
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
@@ -163,6 +162,5 @@ def train_probe(options: ProbeOptions, samples: Sequence[tuple[Path, str]], sour
         "files": {"fp32": relative}, "inputs": {"features": [-1, int(x.shape[1])]}, "outputs": ["probabilities"],
         "parity": {}}
     manifest.setdefault("heads", {})[options.name] = record
-    # checked with the model the service reads: a head the service would refuse is never written
-    write_manifest(options.entry, Manifest.model_validate(manifest))
+    rewrite_manifest(options.entry, manifest)
     return record
