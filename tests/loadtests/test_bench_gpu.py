@@ -35,3 +35,13 @@ def test_preprocess_bench_runs_and_checks_the_two_forms_agree(capsys):
     printed = capsys.readouterr().out
     assert "ImagePreprocess.apply" in printed
     assert "float32 -> float16" in printed
+
+
+def test_batcher_bench_runs(capsys):
+    from loadtests import bench_batcher
+
+    assert bench_batcher.main(["--callers", "4", "--seconds", "0.05"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rates = [float(line.rsplit(": ", 1)[1].split()[0].replace(",", "")) for line in lines]
+    assert len(rates) == 4
+    assert min(rates) > 0
