@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# On a lent GPU machine (Python with PyTorch + CUDA, no package index), after the parts of
-# ../shared/tools/gpu-kit (onnxruntime-gpu + the service's dependencies) were copied to /tmp/gpu-kit:
+# On a GPU machine with Python, PyTorch and CUDA but no package index. First copy to /tmp/gpu-kit a kit of
+# Python 3.12 wheels unpacked and xz-compressed into parts (kit.part.*): onnxruntime-gpu 1.31.1 (CUDA 13) and the
+# service's dependencies, with its unpack.sh, which joins the parts into /tmp/gpu-kit/site and writes env.sh
+# (PYTHONPATH to the site, LD_LIBRARY_PATH to the CUDA libraries of the machine's nvidia packages). Then:
 #   bash loadtests/gpu/check.sh tests            # unpack the kit, the CUDA tests of tests/unit/service/runtime/test_runtime.py
 #   bash loadtests/gpu/check.sh bench MODEL ...  # python -m loadtests.bench_gpu --models MODEL --merge ...
 # Results go to $OUT (the device tool's return folder) or ./gpu-out.
