@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from service.security import hash_key, new_key
-from tests.deploy.tools import ROOT, start_server, stop, tool, wait_port
-from tests.support.toolkit import free_port
+from tests.deploy.tools import ROOT, start_server, tool, wait_port
+from tests.support.toolkit import free_port, stop
 
 KEYS = {name: new_key() for name in ("admin", "reader", "writer", "limited")}
 SCOPES = {"admin": "read,write,ops", "reader": "read", "writer": "write", "limited": "read"}

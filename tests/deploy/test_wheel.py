@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from loadtests.server import wait_ready
-from tests.deploy.tools import ROOT, stop
-from tests.support.toolkit import free_port
+from tests.deploy.tools import ROOT
+from tests.support.toolkit import free_port, stop
 
 pytestmark = pytest.mark.slow
 

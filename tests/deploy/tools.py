@@ -60,11 +60,3 @@ def start_server(repository: Path, workdir: Path, env: dict[str, str], name: str
     return server.process, server.url
 
 
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)

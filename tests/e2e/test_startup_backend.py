@@ -15,6 +15,7 @@ import pytest
 from service.app import EXIT_BACKEND_UNAVAILABLE
 from tests.e2e.processes import BIN, RedisServer, free_port
 from tests.support.record import record
+from tests.support.toolkit import stop
 
 pytestmark = pytest.mark.e2e
 
@@ -67,16 +68,6 @@ def poll(condition, timeout: float, what: str, process: subprocess.Popen, log: P
         )
         time.sleep(0.1)
     raise AssertionError(f"not within {timeout} s: {what}\n{log.read_text()[-2000:]}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 def test_startup_waits_for_redis_and_recovers(demo_repository: Path, tmp_path: Path):

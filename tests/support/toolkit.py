@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,7 +14,18 @@ import numpy as np
 from loadtests.server import free_port  # the one copy, shared with the load-test launcher
 from tests.support.record import record
 
-__all__ = ["assert_error", "b64", "captured_log", "cosine", "free_port"]
+__all__ = ["assert_error", "b64", "captured_log", "cosine", "free_port", "stop"]
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM a server process and wait for it; SIGKILL if it is not gone in 20 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
 
 
 def b64(data: bytes) -> str:
