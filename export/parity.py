@@ -36,19 +36,10 @@ def compare_outputs(reference: Mapping[str, np.ndarray], candidate: Mapping[str,
     return ParityReport(min_cosine=float(min(cosines)), max_abs_diff=float(max(diffs)), probes=int(probes))
 
 
-ORT_FLOATS = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
-
-
-def as_session_inputs(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Feeds cast to each input's float type (an fp16 graph takes fp16 pixels)."""
-    types = {i.name: ORT_FLOATS.get(i.type) for i in session.get_inputs()}
-    return {name: value.astype(types[name]) if types.get(name) else value for name, value in feeds.items()}
-
-
 def run_onnx(path: Path, feeds: Mapping[str, np.ndarray], providers: list[str] | None = None) -> dict[str, np.ndarray]:
     session = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, as_session_inputs(session, feeds)), strict=True))
+    return dict(zip(names, session.run(names, dict(feeds)), strict=True))
 
 
 def check_parity(
