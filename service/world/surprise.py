@@ -23,6 +23,7 @@ import numpy as np
 from service.repository import SurpriseSpec
 from service.world.future import FuturePredictor
 from service.world.rollout import LatentRollout
+from service.world.token_rollout import TokenRollout, TokenState
 
 
 def distances(metric: str, predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:
@@ -145,4 +146,22 @@ class FutureSurprise:
         predicted = (await self.future.predict(context_clip, deadline)).tokens  # (m, P, D)
         m, p, d = predicted.shape
         raw = future_token_l1(predicted, observed_tokens[-m * p:].reshape(m, p, d))
+        return Surprise(raw, (raw - self.spec.mean) / self.spec.std)
+
+
+class TokenSurprise:
+    """V-JEPA 2-AC: observed frames (each frame's layer-normed tokens), the end-effector pose at each and the actions
+    between them -> one score per frame after the first: the mean |prediction - observed| over the frame's tokens
+    (`l1_tokens`, V-JEPA 2-AC's training loss; both sides layer-normed), the prediction teacher-forced from the
+    observed frames before it (TokenRollout.teacher_forced), z-scored against normal trajectories measured at
+    export. The predictor calls of one request are one batch of its batcher."""
+
+    def __init__(self, rollout: TokenRollout, spec: SurpriseSpec) -> None:
+        self.rollout = rollout
+        self.spec = spec
+
+    async def score(self, observed: TokenState, actions: np.ndarray, deadline: float | None = None) -> Surprise:
+        """observed n frames, actions (n - 1, A) -> n - 1 scores (frame t + 1 against its prediction from <= t)."""
+        predicted = await self.rollout.teacher_forced(observed, actions, deadline)  # (n - 1, P, D)
+        raw = np.abs(predicted.astype(np.float64) - observed.tokens[1:].astype(np.float64)).mean(axis=(1, 2))
         return Surprise(raw, (raw - self.spec.mean) / self.spec.std)

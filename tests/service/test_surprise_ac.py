@@ -1,0 +1,213 @@
+"""POST /surprise on V-JEPA 2-AC (the tiny checkpoint of tests/jepa_checkpoints.py, exported with a surprise
+calibration on normal .npz trajectories): frame t + 1 is scored by the mean L1 between the predictor's prediction
+from the observed frames up to t (their poses and the actions between them) and the observed frame's layer-normed
+tokens, z-scored by the manifest. The reference runs the exported encoder and predictor graphs by hand with ONNX
+Runtime, one window per step, independently of the service's batched windows."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import av
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from tests.conftest import photo, png_bytes, serving
+from tests.support.toolkit import assert_error, b64
+
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+STD = np.array([0.229, 0.224, 0.225], np.float32)
+P, D = 16, 64  # tokens per frame ((32 / 8)^2) and width of the tiny encoder
+HISTORY = 2
+POSE = np.array([0.4, -0.1, 0.3, 0.0, 0.1, -0.2, 0.5], np.float32)
+
+
+def scene(name: str, n: int, start: int = 0) -> np.ndarray:
+    """(n, 32, 32, 3) uint8: a real photo seen through a 32-pixel window that pans two pixels per frame."""
+    wide = np.asarray(Image.fromarray(photo(name)).resize((96, 32), Image.Resampling.BICUBIC))
+    return np.stack([wide[:, start + 2 * t:start + 2 * t + 32] for t in range(n)])
+
+
+def trajectory(name: str, n: int, start: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames, the end-effector pose at each (moving and turning its wrist) and the actions between them (pose
+    deltas, rotation included: outside the planner's box, which keeps rotation at 0)."""
+    step = np.array([0.01, 0.005, -0.01, 0.02, 0.0, -0.03, 0.05], np.float32)
+    poses = POSE + np.arange(n, dtype=np.float32)[:, None] * step
+    return scene(name, n, start), poses, np.diff(poses, axis=0)
+
+
+@pytest.fixture(scope="module")
+def ac_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from export.cli import main
+    from tests.jepa_checkpoints import original_vjepa2_file
+
+    root = tmp_path_factory.mktemp("ac_surprise")
+    original_vjepa2_file(root / "ac.pt")
+    normal = root / "normal"
+    normal.mkdir()
+    for index, name in enumerate(("coffee", "chelsea", "astronaut")):
+        frames, poses, actions = trajectory(name, 6, start=4 * index)
+        np.savez(normal / f"{name}.npz", frames=frames, poses=poses, actions=actions)
+    assert main(["vjepa2", str(root / "ac.pt"), "--name", "ac", "--out", str(root / "repo"), "--heads", "2",
+                 "--predictor-heads", "2", "--image-size", "32", "--history", str(HISTORY), "--no-fp16",
+                 "--surprise-trajectories", str(normal)]) == 0
+    return root / "repo"
+
+
+@pytest.fixture(scope="module")
+def client(ac_repository: Path, tmp_path_factory: pytest.TempPathFactory):
+    from service.settings import Settings
+
+    settings = Settings(model_repository=ac_repository, data_dir=tmp_path_factory.mktemp("data"), default_model="ac",
+                        max_queue_delay_ms=1.0, predictor_max_batch_size=64)
+    with serving(settings) as test_client:
+        yield test_client
+
+
+def layer_norm(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+
+
+def by_hand(entry: Path, frames: np.ndarray, poses: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each frame encoded alone as a 2-frame clip of itself; step t: the predictor on the window of frames
+    max(0, t - W + 1)..t (zeros after them), its block of frame t layer-normed, against frame t + 1's tokens."""
+    manifest = json.loads((entry / "manifest.json").read_text())
+    window = manifest["predictor"]["context_frames"]
+    x = ((frames.astype(np.float32) / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2)  # (T, 3, 32, 32)
+    clips = np.ascontiguousarray(np.repeat(x[:, :, None], 2, axis=2))  # (T, 3, 2, 32, 32)
+    (tokens,) = ort.InferenceSession(str(entry / "encoder.onnx")).run(["tokens"], {"pixel_values": clips})
+    tokens = layer_norm(tokens[:, -P:])  # (T, P, D)
+    predictor = ort.InferenceSession(str(entry / "predictor.onnx"))
+    distances = []
+    for t in range(len(actions)):
+        start = max(0, t - window + 1)
+        w = t + 1 - start
+        context = np.zeros((1, window * P, D), np.float32)
+        context[0, :w * P] = tokens[start:t + 1].reshape(-1, D)
+        acts, states = np.zeros((1, window, 7), np.float32), np.zeros((1, window, 7), np.float32)
+        acts[0, :w], states[0, :w] = actions[start:t + 1], poses[start:t + 1]
+        (predicted,) = predictor.run(["predicted"], {"context": context, "actions": acts, "states": states})
+        distances.append(np.abs(layer_norm(predicted[0, (w - 1) * P:w * P]) - tokens[t + 1]).mean())
+    distance = np.asarray(distances)
+    spec = manifest["surprise"]
+    return distance, (distance - spec["mean"]) / spec["std"]
+
+
+def request(frames: np.ndarray, poses: np.ndarray, actions: np.ndarray, **extra) -> dict:
+    return {"observations": [{"image": b64(png_bytes(f))} for f in frames], "proprio": poses.tolist(),
+            "actions": actions.tolist(), **extra}
+
+
+def test_scores_equal_the_onnx_graphs_run_by_hand(client, ac_repository):
+    frames, poses, actions = trajectory("rocket", 7)  # 6 steps: the window of 2 slides from step 2 on
+    response = client.post("/surprise", json=request(frames, poses, actions))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    distance, scores = by_hand(ac_repository / "ac", frames, poses, actions)
+    assert body["steps"] == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose(body["distances"], distance, rtol=1e-4)
+    np.testing.assert_allclose(body["scores"], scores, rtol=1e-4, atol=1e-4)
+    assert body["surprising"] == [s for s, z in zip(body["steps"], scores, strict=True) if z > body["threshold"]]
+    assert body["calibration"]["metric"] == "l1_tokens"
+    assert body["threshold"] == 3.0
+    # the threshold is the caller's to move
+    low = client.post("/surprise", json=request(frames, poses, actions, threshold=float(np.median(scores)))).json()
+    assert low["surprising"] == [s for s, z in zip(body["steps"], scores, strict=True) if z > np.median(scores)]
+
+
+def test_an_unrelated_frame_changes_only_the_steps_that_see_it(client, ac_repository):
+    """Teacher forcing with a sliding window: frame k swapped for another scene changes the score of step k (it is
+    observed there) and of steps k + 1..k + W (it is in their context), and no other (a free rollout would carry it
+    to every later step). With the random weights of the test model a swapped frame need not score higher, so the
+    changed scores are checked against the graphs run by hand instead."""
+    frames, poses, actions = trajectory("rocket", 8)
+    swapped = frames.copy()
+    swapped[4] = scene("astronaut", 1, start=30)[0]
+    normal = client.post("/surprise", json=request(frames, poses, actions)).json()["distances"]
+    response = client.post("/surprise", json=request(swapped, poses, actions))
+    assert response.status_code == 200, response.text
+    changed = response.json()["distances"]
+    np.testing.assert_allclose(changed, by_hand(ac_repository / "ac", swapped, poses, actions)[0], rtol=1e-4)
+    steps = range(1, 8)
+    differs = [s for s, a, b in zip(steps, normal, changed, strict=True) if abs(a - b) > 1e-4 * abs(a)]
+    assert differs == [4, 5, 6]  # k = 4, W = 2
+
+
+def test_the_calibration_is_the_same_distance_on_the_normal_trajectories(ac_repository):
+    """The manifest's mean and std are those of the served distance (computed by hand) over the normal files."""
+    entry = ac_repository / "ac"
+    normal = ac_repository.parent / "normal"
+    raw = np.concatenate([by_hand(entry, *(np.load(path)[k] for k in ("frames", "poses", "actions")))[0]
+                          for path in sorted(normal.glob("*.npz"))])
+    spec = json.loads((entry / "manifest.json").read_text())["surprise"]
+    assert raw.size == 15
+    assert spec["mean"] == pytest.approx(raw.mean(), rel=1e-4)
+    assert spec["std"] == pytest.approx(raw.std(), rel=1e-3)
+    assert "15 steps of 3 trajectories" in spec["calibration"]
+
+
+def test_a_video_is_sampled_and_each_frame_scored(client, ac_repository):
+    from tests.video_files import write_video
+
+    frames, poses, actions = trajectory("rocket", 5)
+    video = write_video(list(frames))
+    with av.open(io.BytesIO(video)) as container:  # what the service decodes (the codec is near-lossless, not exact)
+        decoded = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    body = {"observations": [{"video": b64(video)}], "proprio": poses.tolist(), "actions": actions.tolist(),
+            "num_frames": 5, "stride": 1}
+    response = client.post("/surprise", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["steps"] == [1, 2, 3, 4]
+    np.testing.assert_allclose(response.json()["distances"], by_hand(ac_repository / "ac", decoded, poses, actions)[0],
+                               rtol=1e-4)
+    del body["num_frames"]  # 16 frames by default: no longer one pose per frame
+    assert_error(client.post("/surprise", json=body), 422, "invalid_proprio")
+
+
+def predictor_batches(client) -> tuple[float, float]:
+    """(engine calls, items) of the AC predictor so far, from /metrics."""
+    text = client.get("/metrics").text
+    count = re.search(r'jepa_batch_size_count\{component="predictor",model="ac"\} ([0-9.e+]+)', text)
+    total = re.search(r'jepa_batch_size_sum\{component="predictor",model="ac"\} ([0-9.e+]+)', text)
+    return (float(count.group(1)), float(total.group(1))) if count and total else (0.0, 0.0)
+
+
+def test_one_window_predicts_the_first_steps_and_a_request_is_one_batch(client):
+    frames, poses, actions = trajectory("rocket", 7)
+    calls, items = predictor_batches(client)
+    assert client.post("/surprise", json=request(frames, poses, actions)).status_code == 200
+    after_calls, after_items = predictor_batches(client)
+    # 6 steps: the first window predicts steps 1 and 2, each later step has its own window
+    assert (after_calls - calls, after_items - items) == (1, 7 - HISTORY)
+
+
+FRAMES, POSES, ACTIONS = trajectory("rocket", 3)
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "code"),
+    [
+        ({"proprio": None}, 422, "invalid_proprio"),
+        ({"proprio": [p[:6] for p in POSES.tolist()]}, 422, "invalid_proprio"),
+        ({"proprio": [POSES[0].tolist(), POSES[1].tolist(), POSES[2, :6].tolist()]}, 422, "invalid_proprio"),
+        ({"proprio": [POSES[0].tolist(), [1e39] * 7, POSES[2].tolist()]}, 422, "invalid_proprio"),
+        ({"proprio": POSES[:2].tolist(), "actions": ACTIONS[:1].tolist()}, 422, "invalid_proprio"),  # 3 frames
+        ({"proprio": POSES[:1].tolist()}, 422, "validation_error"),
+        ({"actions": ACTIONS[:1].tolist()}, 422, "invalid_action"),
+        ({"actions": None}, 422, "invalid_action"),
+        ({"actions": [a[:6] for a in ACTIONS.tolist()]}, 422, "invalid_action"),
+        ({"actions": [ACTIONS[0].tolist(), ACTIONS[1, :6].tolist()]}, 422, "invalid_action"),
+        ({"actions": [[0.0] * 7] * 301, "proprio": [[0.0] * 7] * 302}, 413, "too_many_steps"),
+        ({"observations": None, "states": [[0.0] * D] * 3}, 422, "invalid_context"),
+        ({"observations": [{"image": "aGk="}] * 3}, 400, "invalid_image"),
+    ],
+)
+def test_bad_input_is_a_clear_4xx(client, change, status, code):
+    body = {k: v for k, v in {**request(FRAMES, POSES, ACTIONS), **change}.items() if v is not None}
+    assert_error(client.post("/surprise", json=body), status, code)
