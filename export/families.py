@@ -44,7 +44,7 @@ from export.pipeline import (
     image_probes,
     write_entry,
 )
-from export.surprise import calibrate_ac, calibrate_future, npz_trajectories, video_clips
+from export.surprise import Trajectory, calibrate_ac, calibrate_future, npz_trajectories, video_clips
 from models.ac_predictor import VJepa2ACPredictor
 from models.checkpoints import LoadedModel, LoadOptions, load_checkpoint
 from models.ijepa import IJepaEncoder
@@ -131,6 +131,7 @@ def export_vjepa2(options: CheckpointExportOptions, log: Callable[[str], None] =
     if frames % cfg.tubelet:
         raise ValueError(f"--frames {frames} is not a multiple of the tubelet ({cfg.tubelet})")
     steps = frames // cfg.tubelet
+    trajectories = _ac_trajectories(options, encoder, predictor)  # read (and checked) before anything is traced
 
     def build(folder: Path) -> dict[str, Any]:
         clips = video_probes(VIDEO_PROBES, frames, cfg.image_size)
@@ -143,11 +144,11 @@ def export_vjepa2(options: CheckpointExportOptions, log: Callable[[str], None] =
             components["predictor"], manifest["predictor"] = _export_ac_predictor(
                 encoder, predictor, options, folder, log)
             manifest["planning"] = AC_PLANNING
-            if options.surprise_trajectories is not None:
-                manifest["surprise"] = _calibrate_ac(encoder, predictor, options, log)
-        elif options.surprise_trajectories is not None:
-            raise ValueError("--surprise-trajectories calibrates V-JEPA 2-AC's action-conditioned predictor; "
-                             f"{options.path} has none")
+            if trajectories is not None:
+                manifest["surprise"] = calibrate_ac(encoder, predictor, trajectories, options.history, cfg.tubelet,
+                                                    str(options.surprise_trajectories))
+                log(f"[surprise] teacher-forced next-frame L1 on normal trajectories: mean "
+                    f"{manifest['surprise']['mean']:.4f}, std {manifest['surprise']['std']:.4f}")
         future = _future_steps(options, steps) if loaded.mask_predictor is not None else 0
         if future:
             modules.append(loaded.mask_predictor)
@@ -211,16 +212,19 @@ def _export_future(
     return component, contract
 
 
-def _calibrate_ac(encoder: VJepa2Encoder, predictor: VJepa2ACPredictor, options: CheckpointExportOptions,
-                  log: Callable[[str], None]) -> dict[str, Any]:
+def _ac_trajectories(options: CheckpointExportOptions, encoder: VJepa2Encoder,
+                     predictor: VJepa2ACPredictor | None) -> list[Trajectory] | None:
+    """The normal trajectories of --surprise-trajectories, or None without it."""
     folder = options.surprise_trajectories
-    assert folder is not None
-    trajectories = npz_trajectories(folder, encoder.config.image_size, IMAGENET_MEAN, IMAGENET_STD,
-                                    predictor.config.action_dim)
-    spec = calibrate_ac(encoder, predictor, trajectories, options.history, encoder.config.tubelet, str(folder))
-    log(f"[surprise] teacher-forced next-frame L1 on normal trajectories: mean {spec['mean']:.4f}, "
-        f"std {spec['std']:.4f}")
-    return spec
+    if folder is None:
+        return None
+    if predictor is None:
+        raise ValueError(f"--surprise-trajectories calibrates V-JEPA 2-AC's action-conditioned predictor; "
+                         f"{options.path} has none")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--surprise-trajectories {folder}: not a folder")
+    return npz_trajectories(folder, encoder.config.image_size, IMAGENET_MEAN, IMAGENET_STD,
+                            predictor.config.action_dim)
 
 
 def _export_ac_predictor(

@@ -2,12 +2,15 @@
 
 The distance between the predicted and the observed state only means something
 against its normal spread, which differs by model; the mean and std measured
-here on held-out normal trajectories (seeds never used in training) go into the
-manifest, and the service reports (distance - mean) / std.
+here on held-out normal data go into the manifest, and the service reports
+(distance - mean) / std. The normal data: demo trajectories of seeds never used
+in training (the demo), a folder of videos (V-JEPA 2's mask predictor), a
+folder of .npz trajectories with poses and actions (V-JEPA 2-AC).
 """
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,10 +138,14 @@ def npz_trajectories(folder: Path, size: int, mean: tuple[float, ...], std: tupl
     out: list[Trajectory] = []
     steps = 0
     for path in sorted(folder.glob("*.npz")):
-        with np.load(path, allow_pickle=False) as data:
-            if not {"frames", "poses", "actions"} <= set(data.files):
-                raise ValueError(f"{path}: expected {TRAJECTORY_FORMAT}; it holds {sorted(data.files)}")
-            frames, poses, actions = data["frames"], data["poses"], data["actions"]
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:  # not a zip, or pickled objects
+            raise ValueError(f"{path}: not a readable .npz ({exc})") from exc
+        if not {"frames", "poses", "actions"} <= set(arrays):
+            raise ValueError(f"{path}: expected {TRAJECTORY_FORMAT}; it holds {sorted(arrays)}")
+        frames, poses, actions = arrays["frames"], arrays["poses"], arrays["actions"]
         t = len(frames)
         if (frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or t < 2
                 or poses.shape != (t, pose_dim) or actions.shape != (t - 1, pose_dim)):

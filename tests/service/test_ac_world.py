@@ -154,3 +154,19 @@ def test_plan_errors_name_what_is_missing(ac, change, code):
     response = client.post("/plan", json=body)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == code
+
+
+def test_without_a_calibration_surprise_says_how_to_calibrate(ac):
+    """Exported without --surprise-trajectories: /surprise and its stream refuse, naming the flag."""
+    client, _ = ac
+    second = POSE + ACTIONS[0]
+    body = {"observations": [{"image": b64(frame_png(0))}, {"image": b64(frame_png(5))}],
+            "proprio": [POSE.tolist(), second.tolist()], "actions": ACTIONS[:1].tolist()}
+    response = client.post("/surprise", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "no_surprise"
+    assert "--surprise-trajectories" in response.json()["error"]["message"]
+    with client.websocket_connect("/stream/surprise") as ws:
+        message = ws.receive_json()
+        assert message["error"]["code"] == "no_surprise"
+        assert "--surprise-trajectories" in message["error"]["message"]

@@ -63,8 +63,9 @@ def ac_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def client(ac_repository: Path, tmp_path_factory: pytest.TempPathFactory):
     from service.settings import Settings
 
+    # batch_tune off: a batch limit tuned at warm-up (it varies with machine load) could split a request's items
     settings = Settings(model_repository=ac_repository, data_dir=tmp_path_factory.mktemp("data"), default_model="ac",
-                        max_queue_delay_ms=1.0, predictor_max_batch_size=64)
+                        max_queue_delay_ms=1.0, predictor_max_batch_size=64, batch_tune=False)
     with serving(settings) as test_client:
         yield test_client
 
@@ -211,3 +212,56 @@ FRAMES, POSES, ACTIONS = trajectory("rocket", 3)
 def test_bad_input_is_a_clear_4xx(client, change, status, code):
     body = {k: v for k, v in {**request(FRAMES, POSES, ACTIONS), **change}.items() if v is not None}
     assert_error(client.post("/surprise", json=body), status, code)
+
+
+def test_the_stream_scores_each_frame_as_post_surprise_does(client):
+    """Frames sent one by one with their pose (half binary after a JSON message with the action and pose, half as
+    JSON with the frame in base64) are scored like the whole sequence sent to POST /surprise."""
+    frames, poses, actions = trajectory("rocket", 7)
+    with client.websocket_connect("/stream/surprise?model=ac") as ws:
+        hello = ws.receive_json()
+        assert (hello["type"], hello["frames_per_clip"], hello["action_dim"], hello["proprio_dim"]) == (
+            "ready", 1, 7, 7)
+        replies = []
+        for t, frame in enumerate(frames):
+            conditions = {"proprio": poses[t].tolist(), **({"action": actions[t - 1].tolist()} if t else {})}
+            if t % 2:
+                ws.send_text(json.dumps({"frame": b64(png_bytes(frame)), **conditions}))
+            else:
+                ws.send_text(json.dumps(conditions))
+                ws.send_bytes(png_bytes(frame))
+            replies.append(ws.receive_json())
+    assert [r["step"] for r in replies] == list(range(7))
+    assert replies[0]["score"] is None
+    http = client.post("/surprise", json=request(frames, poses, actions)).json()
+    np.testing.assert_allclose([r["distance"] for r in replies[1:]], http["distances"], rtol=1e-4)
+    np.testing.assert_allclose([r["score"] for r in replies[1:]], http["scores"], rtol=1e-4, atol=1e-4)
+    assert [r["step"] for r in replies if r["surprising"]] == http["surprising"]
+
+
+@pytest.mark.parametrize(
+    ("messages", "error"),
+    [
+        ([{"frame": 0}], "invalid_proprio"),  # no proprio with the first frame
+        ([{"frame": 0, "proprio": [0.0] * 6}], "invalid_proprio"),
+        ([{"proprio": "up"}], "invalid_proprio"),
+        ([{"frame": 0, "proprio": [0.0] * 7}, {"frame": 1, "proprio": [0.0] * 7}], "invalid_action"),
+        ([{"frame": 0, "proprio": [0.0] * 7}, {"frame": 1, "proprio": [0.0] * 7, "action": [0.0] * 6}],
+         "invalid_action"),
+    ],
+)
+def test_bad_stream_input_closes_with_a_clear_code(client, messages, error):
+    from starlette.websockets import WebSocketDisconnect
+
+    with client.websocket_connect("/stream/surprise?model=ac") as ws:
+        assert ws.receive_json()["type"] == "ready"
+        for message in messages:
+            if "frame" in message:
+                message = {**message, "frame": b64(png_bytes(FRAMES[message["frame"]]))}
+            ws.send_text(json.dumps(message))
+        while (reply := ws.receive_json())["type"] == "score":
+            pass
+        with pytest.raises(WebSocketDisconnect) as closing:
+            ws.receive_json()
+    assert reply["error"]["code"] == error, reply
+    assert closing.value.code == 1007
