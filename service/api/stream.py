@@ -80,7 +80,7 @@ def close_code(error: ServiceError) -> int:
     return POLICY if status < 500 else SERVER_ERROR
 
 
-CONDITIONS = {"action": ErrorCode.INVALID_ACTION, "proprio": ErrorCode.INVALID_PROPRIO}  # numbers sent with a frame
+CONDITIONS = ("action", "proprio")  # the numbers a client sends with a frame (or in a message before it)
 
 
 @dataclass(frozen=True)
@@ -154,11 +154,14 @@ def parse_message(message: dict[str, Any], pending: dict[str, list[float]],
 
 def _conditions(body: dict[str, Any]) -> dict[str, list[float]]:
     """The action and proprio of a text message, each a list of numbers when present."""
-    for key, code in CONDITIONS.items():
-        value = body.get(key)
-        if value is not None and (not isinstance(value, list) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
-            raise UnprocessableInput(f"'{key}' must be a list of numbers", code=code)
+    def numbers(value: Any) -> bool:
+        return value is None or isinstance(value, list) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+    if not numbers(body.get("action")):
+        raise UnprocessableInput("'action' must be a list of numbers", code=ErrorCode.INVALID_ACTION)
+    if not numbers(body.get("proprio")):
+        raise UnprocessableInput("'proprio' must be a list of numbers", code=ErrorCode.INVALID_PROPRIO)
     return {key: body[key] for key in CONDITIONS if body.get(key) is not None}
 
 

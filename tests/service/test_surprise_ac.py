@@ -17,6 +17,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+from service.world.pose import pose_delta
 from tests.conftest import photo, png_bytes, serving
 from tests.support.toolkit import assert_error, b64
 
@@ -35,10 +36,11 @@ def scene(name: str, n: int, start: int = 0) -> np.ndarray:
 
 def trajectory(name: str, n: int, start: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Frames, the end-effector pose at each (moving and turning its wrist) and the actions between them (pose
-    deltas, rotation included: outside the planner's box, which keeps rotation at 0)."""
+    deltas as the authors' DROID loader makes them, rotation included: outside the planner's box, which keeps
+    rotation at 0)."""
     step = np.array([0.01, 0.005, -0.01, 0.02, 0.0, -0.03, 0.05], np.float32)
     poses = POSE + np.arange(n, dtype=np.float32)[:, None] * step
-    return scene(name, n, start), poses, np.diff(poses, axis=0)
+    return scene(name, n, start), poses, pose_delta(poses[:-1], poses[1:])
 
 
 @pytest.fixture(scope="module")
