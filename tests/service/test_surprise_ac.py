@@ -15,50 +15,19 @@ import av
 import numpy as np
 import onnxruntime as ort
 import pytest
-from PIL import Image
 
-from service.world.pose import pose_delta
-from tests.conftest import photo, png_bytes, serving
+from tests.conftest import png_bytes, serving
+from tests.support.ac_export import HISTORY, ACExport, scene, trajectory
 from tests.support.toolkit import assert_error, b64
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 P, D = 16, 64  # tokens per frame ((32 / 8)^2) and width of the tiny encoder
-HISTORY = 2
-POSE = np.array([0.4, -0.1, 0.3, 0.0, 0.1, -0.2, 0.5], np.float32)
-
-
-def scene(name: str, n: int, start: int = 0) -> np.ndarray:
-    """(n, 32, 32, 3) uint8: a real photo seen through a 32-pixel window that pans two pixels per frame."""
-    wide = np.asarray(Image.fromarray(photo(name)).resize((96, 32), Image.Resampling.BICUBIC))
-    return np.stack([wide[:, start + 2 * t:start + 2 * t + 32] for t in range(n)])
-
-
-def trajectory(name: str, n: int, start: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frames, the end-effector pose at each (moving and turning its wrist) and the actions between them (pose
-    deltas as the authors' DROID loader makes them, rotation included: outside the planner's box, which keeps
-    rotation at 0)."""
-    step = np.array([0.01, 0.005, -0.01, 0.02, 0.0, -0.03, 0.05], np.float32)
-    poses = POSE + np.arange(n, dtype=np.float32)[:, None] * step
-    return scene(name, n, start), poses, pose_delta(poses[:-1], poses[1:])
 
 
 @pytest.fixture(scope="module")
-def ac_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from export.cli import main
-    from tests.jepa_checkpoints import original_vjepa2_file
-
-    root = tmp_path_factory.mktemp("ac_surprise")
-    original_vjepa2_file(root / "ac.pt")
-    normal = root / "normal"
-    normal.mkdir()
-    for index, name in enumerate(("coffee", "chelsea", "astronaut")):
-        frames, poses, actions = trajectory(name, 6, start=4 * index)
-        np.savez(normal / f"{name}.npz", frames=frames, poses=poses, actions=actions)
-    assert main(["vjepa2", str(root / "ac.pt"), "--name", "ac", "--out", str(root / "repo"), "--heads", "2",
-                 "--predictor-heads", "2", "--image-size", "32", "--history", str(HISTORY), "--no-fp16",
-                 "--surprise-trajectories", str(normal)]) == 0
-    return root / "repo"
+def ac_repository(ac_export: ACExport) -> Path:
+    return ac_export.repository
 
 
 @pytest.fixture(scope="module")
@@ -142,12 +111,11 @@ def test_an_unrelated_frame_changes_only_the_steps_that_see_it(client, ac_reposi
     assert differs == [4, 5, 6]  # k = 4, W = 2
 
 
-def test_the_calibration_is_the_same_distance_on_the_normal_trajectories(ac_repository):
+def test_the_calibration_is_the_same_distance_on_the_normal_trajectories(ac_export):
     """The manifest's mean and std are those of the served distance (computed by hand) over the normal files."""
-    entry = ac_repository / "ac"
-    normal = ac_repository.parent / "normal"
+    entry = ac_export.repository / "ac"
     raw = np.concatenate([by_hand(entry, *(np.load(path)[k] for k in ("frames", "poses", "actions")))[0]
-                          for path in sorted(normal.glob("*.npz"))])
+                          for path in sorted(ac_export.normal.glob("*.npz"))])
     spec = json.loads((entry / "manifest.json").read_text())["surprise"]
     assert raw.size == 15
     assert spec["mean"] == pytest.approx(raw.mean(), rel=1e-4)
