@@ -117,6 +117,7 @@ def calibrate_future(future_graph: torch.nn.Module, encoder: torch.nn.Module, cl
 # -- V-JEPA 2-AC ---------------------------------------------------------------------------------------------------
 
 MAX_CALIBRATION_STEPS = 1024
+CALIBRATION_BATCH = 8  # frames per encoder call, windows per predictor call
 TRAJECTORY_FORMAT = ("an .npz of frames uint8 (T, H, W, 3), poses float (T, 7): the end-effector state at each "
                      "frame, actions float (T - 1, 7): action t taken between frame t and t + 1, T >= 2")
 
@@ -167,10 +168,12 @@ def teacher_forced_l1(encoder: torch.nn.Module, predictor: torch.nn.Module, traj
                       tubelet: int) -> np.ndarray:
     """(T - 1,): for every frame t + 1, mean |layer_norm(predictor(frames, poses and actions s..t)) - observed| over
     its tokens, s = max(0, t - history + 1); each frame encoded alone (repeated to one tubelet) and layer-normed, as
-    the authors' world model feeds and trains the predictor. Windows of equal length run as one batch."""
+    the authors' world model feeds and trains the predictor. Frames are encoded, and windows of equal length
+    predicted, CALIBRATION_BATCH at a time (a ViT-g over a whole trajectory at once would need tens of GB)."""
     with torch.inference_mode():
-        clips = torch.from_numpy(trajectory.frames)[:, :, None].repeat(1, 1, tubelet, 1, 1)  # (T, 3, tubelet, S, S)
-        tokens = encoder.tokens(clips)
+        frames = torch.from_numpy(trajectory.frames)
+        tokens = torch.cat([encoder.tokens(frames[i:i + CALIBRATION_BATCH, :, None].repeat(1, 1, tubelet, 1, 1))
+                            for i in range(0, len(frames), CALIBRATION_BATCH)])  # clips (b, 3, tubelet, S, S) in
         per_frame = predictor.config.tokens_per_step
         tokens = torch.nn.functional.layer_norm(tokens[:, -per_frame:], (tokens.shape[-1],))  # (T, P, D)
         poses, actions = torch.from_numpy(trajectory.poses), torch.from_numpy(trajectory.actions)
@@ -178,14 +181,16 @@ def teacher_forced_l1(encoder: torch.nn.Module, predictor: torch.nn.Module, traj
         by_length: dict[int, list[int]] = {}
         for t in range(len(actions)):
             by_length.setdefault(min(t + 1, history), []).append(t)
-        for w, steps in by_length.items():
-            context = torch.stack([tokens[t - w + 1:t + 1].flatten(0, 1) for t in steps])  # (B, w*P, D)
-            acts = torch.stack([actions[t - w + 1:t + 1] for t in steps])
-            states = torch.stack([poses[t - w + 1:t + 1] for t in steps])
-            predicted = predictor(context, acts, states)[:, -per_frame:]
-            predicted = torch.nn.functional.layer_norm(predicted, (predicted.shape[-1],))
-            observed = tokens[[t + 1 for t in steps]]
-            distances[steps] = (predicted.double() - observed.double()).abs().mean(dim=(1, 2)).numpy()
+        for w, same_length in by_length.items():
+            for i in range(0, len(same_length), CALIBRATION_BATCH):
+                steps = same_length[i:i + CALIBRATION_BATCH]
+                context = torch.stack([tokens[t - w + 1:t + 1].flatten(0, 1) for t in steps])  # (B, w*P, D)
+                acts = torch.stack([actions[t - w + 1:t + 1] for t in steps])
+                states = torch.stack([poses[t - w + 1:t + 1] for t in steps])
+                predicted = predictor(context, acts, states)[:, -per_frame:]
+                predicted = torch.nn.functional.layer_norm(predicted, (predicted.shape[-1],))
+                observed = tokens[[t + 1 for t in steps]]
+                distances[steps] = (predicted.double() - observed.double()).abs().mean(dim=(1, 2)).numpy()
     return distances
 
 

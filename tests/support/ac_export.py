@@ -49,8 +49,8 @@ def export_tiny_ac(root: Path) -> ACExport:
     original_vjepa2_file(root / "ac.pt")
     normal = root / "normal"
     normal.mkdir()
-    for index, name in enumerate(("coffee", "chelsea", "astronaut")):
-        frames, poses, actions = trajectory(name, 6, start=4 * index)
+    for index, (name, n) in enumerate((("coffee", 6), ("chelsea", 6), ("astronaut", 12))):  # 12: past one batch
+        frames, poses, actions = trajectory(name, n, start=4 * index)
         np.savez(normal / f"{name}.npz", frames=frames, poses=poses, actions=actions)
     repository = root / "repo"
     assert main(["vjepa2", str(root / "ac.pt"), "--name", "ac", "--out", str(repository), "--heads", "2",
