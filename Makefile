@@ -110,18 +110,20 @@ bench-index: $(STAMP) $(DEMO)
 	nice -n 10 $(PY) -m loadtests.bench_milvus --size 100000
 
 # The demo world model: train the shipped weights for a fixed number of steps (1 torch thread), so the
-# result does not depend on the machine's load; DEMO_TRAIN_STEPS is also where the cosine LR schedule ends.
+# result does not depend on the machine's load: DEMO_TRAIN_STEPS of encoder + predictor (where the cosine LR schedule
+# ends), then DEMO_PREDICTOR_STEPS of the predictor alone on the frozen encoder's states.
 DEMO_TRAIN_STEPS ?= 3000
+DEMO_PREDICTOR_STEPS ?= 2000
 DEMO_ABLATION_STEPS ?= 600
 .PHONY: demo-train demo-ablation demo-eval demo-eval-surprise demo-eval-probe
 demo-train: $(STAMP)
-	nice -n 10 $(PY) -m models.demo.train --max-steps $(DEMO_TRAIN_STEPS) --out models/demo/weights/demo.safetensors
+	nice -n 10 $(PY) -m models.demo.train --max-steps $(DEMO_TRAIN_STEPS) --predictor-steps $(DEMO_PREDICTOR_STEPS) --out models/demo/weights/demo.safetensors
 
 # short runs of the three objectives for the collapse ablation (reports/ablation/, git-ignored): the same
 # number of steps, data and schedule for each row
 demo-ablation: $(STAMP)
 	for reg in none vicreg sigreg; do \
-		nice -n 10 $(PY) -m models.demo.train --reg $$reg --max-steps $(DEMO_ABLATION_STEPS) --trajectories 2000 --out reports/ablation/$$reg.safetensors || exit 1; \
+		nice -n 10 $(PY) -m models.demo.train --reg $$reg --max-steps $(DEMO_ABLATION_STEPS) --predictor-steps 0 --trajectories 2000 --out reports/ablation/$$reg.safetensors || exit 1; \
 	done
 
 demo-eval: $(STAMP)

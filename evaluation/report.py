@@ -58,6 +58,9 @@ def training_summary(train_log: dict) -> dict:
         crossing = float(data.crosses_door().mean())
     return {
         "steps": train_log.get("steps_total", train_log["steps"]),
+        "predictor_steps": train_log.get("predictor_steps_total", train_log.get("predictor_steps", 0)),
+        "stages": [(stage.get("date") or "?", stage["steps"], stage.get("predictor_steps") or 0)
+                   for stage in train_log.get("stages", [])],
         "minutes": round(train_log.get("wall_seconds_total", train_log["wall_seconds"]) / 60, 1),
         "load": train_log.get("load_average"),
         "date": train_log.get("date", "?"),
@@ -65,6 +68,23 @@ def training_summary(train_log: dict) -> dict:
         "crossing": crossing,
         "config": cfg,
     }
+
+
+def trained_when(t: dict) -> str:
+    """When the steps were run: in one run, or stage by stage (a later stage continues from the earlier weights
+    with --init; the stages add up to the same command's steps)."""
+    if len(t["stages"]) < 2:
+        return f"on {t['date']} for {t['steps']} steps + {t['predictor_steps']} predictor steps"
+    runs = "; ".join(f"{steps} steps + {predictor} predictor steps on {date}" for date, steps, predictor in t["stages"])
+    return f"in {len(t['stages'])} runs, each continuing from the last one's weights ({runs})"
+
+
+def predictor_stage_recipe(c: dict, steps: int) -> str:
+    if not steps:
+        return ""
+    return (f"then the predictor stage: the encoder frozen, every training clip embedded once, the predictor alone "
+            f"for {steps} steps of batch {c.get('predictor_batch')} ({c.get('predictor_horizon')}-step rollout + "
+            f"one-step loss on those fixed states), AdamW lr {c.get('predictor_lr')} with cosine decay; ")
 
 
 def landscape_lines(landscape: dict | None) -> list[str]:
@@ -223,15 +243,17 @@ def write_markdown(path: Path, r: dict) -> None:
         "by the same run.",
         "",
         f"Shipped weights: `models/demo/weights/demo.safetensors`, trained by `make demo-train` "
-        f"(`python -m models.demo.train --max-steps {t['steps']}`) on {t['date']} for {t['steps']} steps, which took "
-        f"{t['minutes']} min on {t['machine']} with 1 torch thread at nice 10, load average {load.get('start', '?')} at "
-        f"the start and {load.get('end', '?')} at the end (the step count, not the time, fixes the weights: the same "
-        "command gives the same weights on a quiet or a busy machine). Recipe: "
+        f"(`python -m models.demo.train --max-steps {t['steps']} --predictor-steps {t['predictor_steps']}`) "
+        f"{trained_when(t)}, which took {t['minutes']} min in all on {t['machine']} with 1 torch thread at nice 10, "
+        f"load average {load.get('start', '?')} at the start and {load.get('end', '?')} at the end of the last run "
+        "(the step counts, not the time, fix the weights: the same command gives the same weights on a quiet or a "
+        "busy machine). Recipe: "
         f"{c['trajectories']} random-policy trajectories of {c['steps_per_trajectory']} steps ({t['crossing']:.0%} cross "
         f"the door), batch {c['batch']} segments of {c['horizon'] + 1} clips, {c.get('target', 'stopgrad')} targets, "
         f"{c['horizon']}-step rollout loss + teacher-forced one-step loss, {c['reg']} (weight {c['reg_weight']}, "
         f"{c['directions']} directions), AdamW lr {c['lr']} with {c.get('warmup_steps', 0)} warm-up steps and cosine "
-        f"decay to {c.get('final_lr_fraction', 1.0)}×; loss history in `models/demo/weights/demo.json`.",
+        f"decay to {c.get('final_lr_fraction', 1.0)}×; {predictor_stage_recipe(c, t['predictor_steps'])}"
+        "loss history in `models/demo/weights/demo.json`.",
         "",
         "## Goals",
         "",

@@ -19,7 +19,9 @@ Contracts written to manifest.json:
   the tokens of the next m steps, and `context_pooled` (B, D) (`--future-steps m`).
 - V-JEPA 2-AC: the encoder as above (per-frame encoding: T=2 by default), plus
   `predictor.onnx` taking `context` (B, H*g*g, D), `actions` and `states`
-  (B, H, 7) for a fixed history H, with the block-causal mask as a constant.
+  (B, H, 7) for a fixed history H, with the block-causal mask as a constant;
+  `--surprise-trajectories` calibrates /surprise on normal .npz trajectories
+  (export/surprise.py TRAJECTORY_FORMAT).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from export.pipeline import (
     image_probes,
     write_entry,
 )
-from export.surprise import calibrate_future, video_clips
+from export.surprise import Trajectory, calibrate_ac, calibrate_future, npz_trajectories, video_clips
 from models.ac_predictor import VJepa2ACPredictor
 from models.checkpoints import LoadedModel, LoadOptions, load_checkpoint
 from models.ijepa import IJepaEncoder
@@ -74,6 +76,7 @@ class CheckpointExportOptions:
     history: int = 2  # V-JEPA 2-AC: time steps the predictor sees
     future_steps: int | None = None  # V-JEPA 2 mask predictor: steps predicted (None: half the clip; 0: skip)
     surprise_videos: Path | None = None  # V-JEPA 2 mask predictor: normal videos to calibrate /surprise on
+    surprise_trajectories: Path | None = None  # V-JEPA 2-AC: normal .npz trajectories to calibrate /surprise on
 
 
 def video_probes(n: int, frames: int, size: int) -> np.ndarray:
@@ -128,6 +131,7 @@ def export_vjepa2(options: CheckpointExportOptions, log: Callable[[str], None] =
     if frames % cfg.tubelet:
         raise ValueError(f"--frames {frames} is not a multiple of the tubelet ({cfg.tubelet})")
     steps = frames // cfg.tubelet
+    trajectories = _ac_trajectories(options, encoder, predictor)  # read (and checked) before anything is traced
 
     def build(folder: Path) -> dict[str, Any]:
         clips = video_probes(VIDEO_PROBES, frames, cfg.image_size)
@@ -140,6 +144,11 @@ def export_vjepa2(options: CheckpointExportOptions, log: Callable[[str], None] =
             components["predictor"], manifest["predictor"] = _export_ac_predictor(
                 encoder, predictor, options, folder, log)
             manifest["planning"] = AC_PLANNING
+            if trajectories is not None:
+                manifest["surprise"] = calibrate_ac(encoder, predictor, trajectories, options.history, cfg.tubelet,
+                                                    str(options.surprise_trajectories))
+                log(f"[surprise] teacher-forced next-frame L1 on normal trajectories: mean "
+                    f"{manifest['surprise']['mean']:.4f}, std {manifest['surprise']['std']:.4f}")
         future = _future_steps(options, steps) if loaded.mask_predictor is not None else 0
         if future:
             modules.append(loaded.mask_predictor)
@@ -201,6 +210,21 @@ def _export_future(
         "step": "predicted[:, s*g*g:(s+1)*g*g] = tokens of tubelet step (context steps + s), from the context alone",
     }
     return component, contract
+
+
+def _ac_trajectories(options: CheckpointExportOptions, encoder: VJepa2Encoder,
+                     predictor: VJepa2ACPredictor | None) -> list[Trajectory] | None:
+    """The normal trajectories of --surprise-trajectories, or None without it."""
+    folder = options.surprise_trajectories
+    if folder is None:
+        return None
+    if predictor is None:
+        raise ValueError(f"--surprise-trajectories calibrates V-JEPA 2-AC's action-conditioned predictor; "
+                         f"{options.path} has none")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--surprise-trajectories {folder}: not a folder")
+    return npz_trajectories(folder, encoder.config.image_size, IMAGENET_MEAN, IMAGENET_STD,
+                            predictor.config.action_dim)
 
 
 def _export_ac_predictor(

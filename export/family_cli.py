@@ -44,6 +44,10 @@ def add_family_parsers(sub: argparse._SubParsersAction) -> None:
     vjepa2.add_argument("--surprise-videos", type=Path,
                         help="V-JEPA 2 with its mask predictor: a folder of normal videos; the future-token error on "
                              "them calibrates /surprise (without it the model serves no surprise score)")
+    vjepa2.add_argument("--surprise-trajectories", type=Path,
+                        help="V-JEPA 2-AC: a folder of normal trajectories, one .npz each (frames uint8 (T, H, W, 3), "
+                             "poses (T, 7), actions (T - 1, 7)); the teacher-forced next-frame error on them "
+                             "calibrates /surprise (without it the model serves no surprise score)")
 
 
 def run_family(args: argparse.Namespace) -> int:
@@ -54,7 +58,8 @@ def run_family(args: argparse.Namespace) -> int:
     options = CheckpointExportOptions(path=args.path, export=export, load=load, frames=getattr(args, "frames", None),
                                       history=getattr(args, "history", 2),
                                       future_steps=getattr(args, "future_steps", None),
-                                      surprise_videos=getattr(args, "surprise_videos", None))
+                                      surprise_videos=getattr(args, "surprise_videos", None),
+                                      surprise_trajectories=getattr(args, "surprise_trajectories", None))
     try:
         FAMILY_SOURCES[args.source](options)
     except (ParityError, FileExistsError, FileNotFoundError, ValueError) as exc:

@@ -2,12 +2,16 @@
 
 The distance between the predicted and the observed state only means something
 against its normal spread, which differs by model; the mean and std measured
-here on held-out normal trajectories (seeds never used in training) go into the
-manifest, and the service reports (distance - mean) / std.
+here on held-out normal data go into the manifest, and the service reports
+(distance - mean) / std. The normal data: demo trajectories of seeds never used
+in training (the demo), a folder of videos (V-JEPA 2's mask predictor), a
+folder of .npz trajectories with poses and actions (V-JEPA 2-AC).
 """
 
 from __future__ import annotations
 
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,4 +111,99 @@ def calibrate_future(future_graph: torch.nn.Module, encoder: torch.nn.Module, cl
         "threshold": DEFAULT_THRESHOLD,
         "calibration": f"L1 of predicted vs observed (layer-normed) future tokens on {raw.size} tubelet steps of "
         f"{len(clips)} clips from {source}",
+    }
+
+
+# -- V-JEPA 2-AC ---------------------------------------------------------------------------------------------------
+
+MAX_CALIBRATION_STEPS = 1024
+CALIBRATION_BATCH = 8  # frames per encoder call, windows per predictor call
+TRAJECTORY_FORMAT = ("an .npz of frames uint8 (T, H, W, 3), poses float (T, 7): the end-effector state at each "
+                     "frame, actions float (T - 1, 7): action t taken between frame t and t + 1, T >= 2")
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    frames: np.ndarray  # (T, 3, S, S) resized and normalised
+    poses: np.ndarray  # (T, A)
+    actions: np.ndarray  # (T - 1, A)
+
+
+def npz_trajectories(folder: Path, size: int, mean: tuple[float, ...], std: tuple[float, ...],
+                     pose_dim: int) -> list[Trajectory]:
+    """Every .npz file in `folder` (TRAJECTORY_FORMAT), frames resized (bicubic) to size x size and normalised, up
+    to MAX_CALIBRATION_STEPS steps in all; a file of another shape is an error naming it."""
+    from PIL import Image
+
+    m, s = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    out: list[Trajectory] = []
+    steps = 0
+    for path in sorted(folder.glob("*.npz")):
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:  # not a zip, or pickled objects
+            raise ValueError(f"{path}: not a readable .npz ({exc})") from exc
+        if not {"frames", "poses", "actions"} <= set(arrays):
+            raise ValueError(f"{path}: expected {TRAJECTORY_FORMAT}; it holds {sorted(arrays)}")
+        frames, poses, actions = arrays["frames"], arrays["poses"], arrays["actions"]
+        t = len(frames)
+        if (frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or t < 2
+                or poses.shape != (t, pose_dim) or actions.shape != (t - 1, pose_dim)):
+            raise ValueError(f"{path}: expected {TRAJECTORY_FORMAT}; got frames {frames.dtype} {list(frames.shape)}, "
+                             f"poses {list(poses.shape)}, actions {list(actions.shape)}")
+        pixels = np.stack([(np.asarray(Image.fromarray(f).resize((size, size), Image.Resampling.BICUBIC), np.float32)
+                            / 255.0 - m) / s for f in frames]).transpose(0, 3, 1, 2)  # (T, 3, S, S)
+        out.append(Trajectory(np.ascontiguousarray(pixels, np.float32), poses.astype(np.float32),
+                              actions.astype(np.float32)))
+        steps += t - 1
+        if steps >= MAX_CALIBRATION_STEPS:
+            break
+    if not out:
+        raise ValueError(f"{folder}: no .npz trajectory to calibrate the surprise score on ({TRAJECTORY_FORMAT})")
+    return out
+
+
+def teacher_forced_l1(encoder: torch.nn.Module, predictor: torch.nn.Module, trajectory: Trajectory, history: int,
+                      tubelet: int) -> np.ndarray:
+    """(T - 1,): for every frame t + 1, mean |layer_norm(predictor(frames, poses and actions s..t)) - observed| over
+    its tokens, s = max(0, t - history + 1); each frame encoded alone (repeated to one tubelet) and layer-normed, as
+    the authors' world model feeds and trains the predictor. Frames are encoded, and windows of equal length
+    predicted, CALIBRATION_BATCH at a time (a ViT-g over a whole trajectory at once would need tens of GB)."""
+    with torch.inference_mode():
+        frames = torch.from_numpy(trajectory.frames)
+        tokens = torch.cat([encoder.tokens(frames[i:i + CALIBRATION_BATCH, :, None].repeat(1, 1, tubelet, 1, 1))
+                            for i in range(0, len(frames), CALIBRATION_BATCH)])  # clips (b, 3, tubelet, S, S) in
+        per_frame = predictor.config.tokens_per_step
+        tokens = torch.nn.functional.layer_norm(tokens[:, -per_frame:], (tokens.shape[-1],))  # (T, P, D)
+        poses, actions = torch.from_numpy(trajectory.poses), torch.from_numpy(trajectory.actions)
+        distances = np.zeros(len(actions))
+        by_length: dict[int, list[int]] = {}
+        for t in range(len(actions)):
+            by_length.setdefault(min(t + 1, history), []).append(t)
+        for w, same_length in by_length.items():
+            for i in range(0, len(same_length), CALIBRATION_BATCH):
+                steps = same_length[i:i + CALIBRATION_BATCH]
+                context = torch.stack([tokens[t - w + 1:t + 1].flatten(0, 1) for t in steps])  # (B, w*P, D)
+                acts = torch.stack([actions[t - w + 1:t + 1] for t in steps])
+                states = torch.stack([poses[t - w + 1:t + 1] for t in steps])
+                predicted = predictor(context, acts, states)[:, -per_frame:]
+                predicted = torch.nn.functional.layer_norm(predicted, (predicted.shape[-1],))
+                observed = tokens[[t + 1 for t in steps]]
+                distances[steps] = (predicted.double() - observed.double()).abs().mean(dim=(1, 2)).numpy()
+    return distances
+
+
+def calibrate_ac(encoder: torch.nn.Module, predictor: torch.nn.Module, trajectories: list[Trajectory], history: int,
+                 tubelet: int, source: str) -> dict[str, Any]:
+    """The teacher-forced next-frame L1 on normal trajectories -> the manifest's `surprise`."""
+    raw = np.concatenate([teacher_forced_l1(encoder, predictor, t, history, tubelet) for t in trajectories])
+    return {
+        "metric": "l1_tokens",
+        "normalization": "zscore",
+        "mean": float(raw.mean()),
+        "std": float(max(raw.std(), 1e-6)),
+        "threshold": DEFAULT_THRESHOLD,
+        "calibration": f"L1 of the teacher-forced prediction vs the observed next frame's (layer-normed) tokens, "
+        f"history {history}, on {raw.size} steps of {len(trajectories)} trajectories from {source}",
     }

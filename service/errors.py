@@ -92,7 +92,8 @@ class ErrorCode(StrEnum):
                                "the collection is not tied to a served model: send vectors, not media")
     NO_PREDICTOR = "no_predictor", 422, "the model has no action-conditioned predictor"
     NO_SURPRISE = ("no_surprise", 422,
-                   "the model has no surprise calibration (a pooled action-conditioned predictor calibrated at export)")
+                   "the model has no surprise calibration (a predictor calibrated at export: the demo's, V-JEPA 2's "
+                   "mask predictor or V-JEPA 2-AC's), or its stream scores whole clips")
     NO_FRAMES_OUTPUT = "no_frames_output", 422, "the model has no per-frame output"
     NO_TOKENS_OUTPUT = "no_tokens_output", 422, "the model predicts pooled states only"
     VIDEO_UNSUPPORTED = "video_unsupported", 422, "this server cannot decode video (PyAV is not installed)"

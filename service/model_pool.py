@@ -16,7 +16,15 @@ from service.repository import EntryFailure, Manifest, RepositoryEntry
 from service.runtime import Engine, OrtEngine, available_providers, choose_precision
 from service.runtime.onnx import tensorrt_options
 from service.settings import Settings
-from service.world import FuturePredictor, FutureSurprise, LatentRollout, ProbeHead, SurpriseScorer, TokenRollout
+from service.world import (
+    FuturePredictor,
+    FutureSurprise,
+    LatentRollout,
+    ProbeHead,
+    SurpriseScorer,
+    TokenRollout,
+    TokenSurprise,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +44,8 @@ class ServedModel:
     # (A, D) linear inverse model (planning cost with a global slope), if shipped
     action_readout: np.ndarray | None = None
     # predicted-vs-observed scores, when the manifest has a calibration: pooled states after actions (the demo), or
-    # the future tubelet steps of a clip (V-JEPA 2's mask predictor)
-    surprise: SurpriseScorer | FutureSurprise | None = None
+    # the future tubelet steps of a clip (V-JEPA 2's mask predictor), or the frames of a trajectory (V-JEPA 2-AC)
+    surprise: SurpriseScorer | FutureSurprise | TokenSurprise | None = None
     heads: dict[str, ProbeHead] = field(default_factory=dict)  # probe classifiers on the pooled features or tokens
 
     @property
@@ -236,11 +244,13 @@ def build_served_model(
 
 
 def surprise_scorer(manifest: Manifest, rollout: LatentRollout | TokenRollout | None,
-                    future: FuturePredictor | None) -> SurpriseScorer | FutureSurprise | None:
+                    future: FuturePredictor | None) -> SurpriseScorer | FutureSurprise | TokenSurprise | None:
     spec = manifest.surprise
     if spec is None:
         return None
-    if spec.metric == "l1_tokens":
+    if spec.metric == "l1_tokens":  # token predictors: V-JEPA 2-AC's, or V-JEPA 2's mask predictor (never both)
+        if isinstance(rollout, TokenRollout):
+            return TokenSurprise(rollout, spec)
         return FutureSurprise(future, spec) if future is not None else None
     return SurpriseScorer(rollout, spec) if isinstance(rollout, LatentRollout) else None
 

@@ -32,7 +32,7 @@ from service.media.video import SampledVideo, VideoLimits
 from service.model_pool import ServedModel
 from service.settings import Settings
 from service.state import Services
-from service.world import FutureSurprise, LatentRollout, SurpriseScorer, TokenRollout
+from service.world import FutureSurprise, LatentRollout, SurpriseScorer, TokenRollout, TokenSurprise
 
 
 def media_limits(settings: Settings) -> MediaLimits:
@@ -219,12 +219,23 @@ async def observe_exact_clip(services: Services, model: ServedModel, items: Sequ
     return ObservedClip(to_item(decoded, model.clip), None, (time.perf_counter() - started) * 1000)
 
 
-def require_surprise(model: ServedModel) -> SurpriseScorer | FutureSurprise:
+def require_surprise(model: ServedModel) -> SurpriseScorer | FutureSurprise | TokenSurprise:
     if model.surprise is None:
         raise UnprocessableInput(
-            f"model {model.name!r} has no surprise calibration: surprise needs a pooled action-conditioned "
-            "predictor, or V-JEPA 2's mask predictor, calibrated at export", code=ErrorCode.NO_SURPRISE)
+            f"model {model.name!r} has no surprise calibration: {_how_to_calibrate(model)}",
+            code=ErrorCode.NO_SURPRISE)
     return model.surprise
+
+
+def _how_to_calibrate(model: ServedModel) -> str:
+    if isinstance(model.rollout, TokenRollout):
+        return ("export it again with `jepa-export vjepa2 CHECKPOINT --surprise-trajectories FOLDER`, a folder of "
+                ".npz trajectories of normal behaviour (frames, poses, actions; see docs/models.md)")
+    if model.future is not None:
+        return ("export it again with `jepa-export vjepa2 FOLDER --surprise-videos VIDEOS`, a folder of normal "
+                "videos")
+    return ("surprise needs a pooled action-conditioned predictor, V-JEPA 2's mask predictor or V-JEPA 2-AC's "
+            "predictor, calibrated at export")
 
 
 @dataclass

@@ -96,7 +96,8 @@ class SurpriseSpec(_Strict):
     distance into a z-score, so `threshold` (in standard deviations) means the same for every model."""
 
     # mse = mean squared difference per dimension (pooled predictors); l1_tokens = mean |predicted -
-    # layer_norm(observed)| over a future tubelet step's tokens (V-JEPA 2's mask predictor, its training loss)
+    # layer_norm(observed)| over a future tubelet step's tokens (V-JEPA 2's mask predictor) or over the next frame's
+    # tokens, the prediction layer-normed too (V-JEPA 2-AC): each predictor's training loss
     metric: Literal["mse", "l2", "cosine", "l1_tokens"] = "mse"
     normalization: Literal["zscore"] = "zscore"
     mean: float
@@ -206,9 +207,14 @@ def _check_contracts(name: str, manifest: Manifest) -> None:
     if "future" in manifest.components and manifest.future is None:
         raise ManifestError(f"{name}: future component without a future contract")
     if manifest.surprise is not None:
-        if manifest.surprise.metric == "l1_tokens" and manifest.future is None:
-            raise ManifestError(f"{name}: an l1_tokens surprise calibration needs the future component")
         pooled = manifest.predictor is not None and manifest.predictor.kind == "pooled"
+        tokens = manifest.predictor is not None and manifest.predictor.kind == "vjepa2_ac"
+        if manifest.surprise.metric == "l1_tokens" and manifest.future is None and not tokens:
+            raise ManifestError(f"{name}: an l1_tokens surprise calibration needs the future component or "
+                                "V-JEPA 2-AC's predictor")
+        if manifest.surprise.metric == "l1_tokens" and manifest.future is not None and tokens:
+            raise ManifestError(f"{name}: an l1_tokens surprise calibration is of one token predictor; this "
+                                "entry has two (future and a V-JEPA 2-AC predictor)")
         if manifest.surprise.metric != "l1_tokens" and not pooled:
             raise ManifestError(f"{name}: a surprise calibration needs a pooled action-conditioned predictor")
     for head, spec in manifest.heads.items():

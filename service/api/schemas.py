@@ -355,7 +355,8 @@ class SurpriseRequest(VideoSamplingOptions):
 
     Observations are frames, oldest first: images (or frames of a `frames` input, or one video sampled by the
     sampling fields, 16 frames by default), or precomputed `states` (raw pooled embeddings). Action i is the
-    action taken between observation i and observation i + 1."""
+    action taken between observation i and observation i + 1. V-JEPA 2-AC also needs `proprio`, the end-effector
+    pose at each frame; its frames are encoded one by one, as its predictor was trained."""
 
     model: str | None = None
     observations: list[MediaInput] | None = Field(None, min_length=1, description="frames, oldest first, or one video")
@@ -363,6 +364,9 @@ class SurpriseRequest(VideoSamplingOptions):
     actions: list[Vector] | None = Field(None, min_length=1, description="action-conditioned models: one per step, "
                                          "action i leads from observation i to i + 1; none for V-JEPA 2's mask "
                                          "predictor (it scores one clip of frames_per_clip frames)")
+    proprio: list[Vector] | None = Field(
+        None, min_length=2, description="V-JEPA 2-AC: the end-effector state (x, y, z, roll, pitch, yaw, gripper) at "
+        "each observation frame, oldest first")
     threshold: float | None = Field(None, ge=-1000, le=1000, description="steps whose score exceeds this are listed "
                                     "in 'surprising'; default: the model's (its manifest's surprise.threshold)")
     timeout_ms: float | None = Field(None, gt=0, lt=3_600_000, description="deadline; past it the answer is 504")
@@ -377,7 +381,8 @@ class SurpriseRequest(VideoSamplingOptions):
 class SurpriseCalibration(BaseModel):
     metric: Literal["mse", "l2", "cosine", "l1_tokens"] = Field(
         description="distance between predicted and observed state (l1_tokens: mean |predicted - layer_norm(observed)| "
-        "over a future tubelet step's tokens)")
+        "over the tokens of a future tubelet step (V-JEPA 2) or of the next frame (V-JEPA 2-AC, whose prediction is "
+        "layer-normed too))")
     normalization: Literal["zscore"] = Field(description="score = (distance - mean) / std")
     mean: float = Field(description="mean distance on held-out normal data, measured at export")
     std: float = Field(description="its standard deviation")

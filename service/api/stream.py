@@ -2,11 +2,13 @@
 
     GET /stream/surprise?model=demo&threshold=3     (Authorization: Bearer <key> with the `read` scope)
 
-The server first sends {"type": "ready", ...} (the model, its clip length, action size and calibration). Then
-the client sends, per frame, either a text message {"frame": "<base64 PNG/JPEG>", "action": [..]} or a binary
-message holding the encoded image, preceded by a text message {"action": [..]} when an action is due. The action
-is the one taken between the previous frame and this one; it is required once the model has a state (a clip
-model needs frames_per_clip frames first) and ignored before. Each frame is answered, in order, with
+The server first sends {"type": "ready", ...} (the model, its clip length, action and proprio sizes and
+calibration). Then the client sends, per frame, either a text message {"frame": "<base64 PNG/JPEG>", "action":
+[..], "proprio": [..]} or a binary message holding the encoded image, preceded by a text message {"action": [..],
+"proprio": [..]} when either is due. The action is the one taken between the previous frame and this one; it is
+required once the model has a state (a clip model needs frames_per_clip frames first) and ignored before.
+`proprio` is V-JEPA 2-AC's end-effector state at this frame, required with every frame of such a model (and
+refused by others); its frames are scored as POST /surprise scores them. Each frame is answered, in order, with
 {"type": "score", "step", "score", "distance", "surprising"} (score null while there is nothing to compare).
 
 Bounded: at most `stream_buffer_frames` frames wait per connection; when they are full the server stops
@@ -48,7 +50,14 @@ from service.model_pool import ServedModel
 from service.pipeline import media_limits, require_surprise
 from service.settings import Settings
 from service.state import Services
-from service.world import SurpriseScorer, SurpriseStream
+from service.world import (
+    FutureSurprise,
+    StreamStep,
+    SurpriseScorer,
+    SurpriseStream,
+    TokenSurprise,
+    TokenSurpriseStream,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["world"])
@@ -71,10 +80,14 @@ def close_code(error: ServiceError) -> int:
     return POLICY if status < 500 else SERVER_ERROR
 
 
+CONDITIONS = ("action", "proprio")  # the numbers a client sends with a frame (or in a message before it)
+
+
 @dataclass(frozen=True)
 class Frame:
     data: bytes  # the encoded image
     action: list[float] | None
+    proprio: list[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +104,7 @@ async def read_messages(
     """Client messages -> Frames in the inbox, in order; ends with None (client gone) or a Refusal.
 
     `inbox.put` waits while the inbox is full, and while it waits nothing more is read: that is the backpressure."""
-    pending_action: list[float] | None = None
+    pending: dict[str, list[float]] = {}
     while True:
         try:
             message = await asyncio.wait_for(receive(), settings.stream_idle_timeout_s)
@@ -102,7 +115,7 @@ async def read_messages(
             await inbox.put(None)
             return
         try:
-            frame, pending_action = parse_message(message, pending_action, settings)
+            frame, pending = parse_message(message, pending, settings)
         except ServiceError as exc:
             await inbox.put(Refusal(exc, close_code(exc)))
             return
@@ -110,15 +123,15 @@ async def read_messages(
             await inbox.put(frame)
 
 
-def parse_message(message: dict[str, Any], pending_action: list[float] | None,
-                  settings: Settings) -> tuple[Frame | None, list[float] | None]:
-    """One WebSocket message -> (a frame or None, the action waiting for the next binary frame)."""
+def parse_message(message: dict[str, Any], pending: dict[str, list[float]],
+                  settings: Settings) -> tuple[Frame | None, dict[str, list[float]]]:
+    """One WebSocket message -> (a frame or None, the action and proprio waiting for the next binary frame)."""
     limit = settings.stream_max_message_bytes
     data, text = message.get("bytes"), message.get("text")
     if data is not None:
         if len(data) > limit:
             raise _too_big(len(data), limit)
-        return Frame(data, pending_action), None
+        return Frame(data, pending.get("action"), pending.get("proprio")), {}
     if text is None:
         raise InvalidInput("empty message")
     if len(text) > limit:
@@ -127,17 +140,29 @@ def parse_message(message: dict[str, Any], pending_action: list[float] | None,
         body = json.loads(text)
     except ValueError as exc:
         raise InvalidInput("a text message must be JSON", code=ErrorCode.INVALID_JSON) from exc
-    if not isinstance(body, dict) or not set(body) <= {"frame", "action"} or not body:
-        raise InvalidInput('a text message is {"frame": "<base64>", "action": [...]} or {"action": [...]}')
-    action = body.get("action")
-    if action is not None and (not isinstance(action, list) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in action)):
-        raise UnprocessableInput("'action' must be a list of numbers", code=ErrorCode.INVALID_ACTION)
+    if not isinstance(body, dict) or not set(body) <= {"frame", *CONDITIONS} or not body:
+        raise InvalidInput('a text message is {"frame": "<base64>", "action": [...], "proprio": [...]} or '
+                           '{"action": [...], "proprio": [...]}')
+    conditions = _conditions(body)
     if "frame" not in body:
-        return None, action
+        return None, {**pending, **conditions}
     if not isinstance(body["frame"], str):
         raise InvalidInput("'frame' must be a base64 string", code=ErrorCode.INVALID_BASE64)
-    return Frame(b64decode(body["frame"], settings.max_image_bytes), action), None
+    return Frame(b64decode(body["frame"], settings.max_image_bytes), conditions.get("action"),
+                 conditions.get("proprio")), {}
+
+
+def _conditions(body: dict[str, Any]) -> dict[str, list[float]]:
+    """The action and proprio of a text message, each a list of numbers when present."""
+    def numbers(value: Any) -> bool:
+        return value is None or isinstance(value, list) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+    if not numbers(body.get("action")):
+        raise UnprocessableInput("'action' must be a list of numbers", code=ErrorCode.INVALID_ACTION)
+    if not numbers(body.get("proprio")):
+        raise UnprocessableInput("'proprio' must be a list of numbers", code=ErrorCode.INVALID_PROPRIO)
+    return {key: body[key] for key in CONDITIONS if body.get(key) is not None}
 
 
 def _too_big(size: int, limit: int) -> ServiceError:
@@ -151,19 +176,51 @@ async def refuse(websocket: WebSocket, error: ServiceError, code: int) -> None:
         await websocket.close(code, f"{error.code.value}: {error.message}"[:120])
 
 
-def encoder_for(model: ServedModel) -> Callable[[np.ndarray], Awaitable[np.ndarray]]:
+def encoder_for(model: ServedModel, output: str = "pooled") -> Callable[[np.ndarray], Awaitable[np.ndarray]]:
+    """frames (k, 3, H, W) -> the model's `output` of them as one clip (pooled (D,) or tokens (P', D))."""
     async def encode(frames: np.ndarray) -> np.ndarray:
-        outputs = await model.encode([to_item(frames, model.clip)], outputs=("pooled",))
-        return outputs["pooled"][0]
+        outputs = await model.encode([to_item(frames, model.clip)], outputs=(output,))
+        return outputs[output][0]
 
     return encode
 
 
-async def score_frames(websocket: WebSocket, services: Services, model: ServedModel, scorer: SurpriseScorer,
-                       threshold: float, inbox: asyncio.Queue) -> None:
+def open_stream(model: ServedModel, scorer: SurpriseScorer | TokenSurprise) -> SurpriseStream | TokenSurpriseStream:
+    if isinstance(scorer, TokenSurprise):  # V-JEPA 2-AC: every frame encoded alone (a clip of itself)
+        encode = encoder_for(model, "tokens")
+        return TokenSurpriseStream(scorer, lambda frame: encode(frame[None]))
+    return SurpriseStream(scorer, encoder_for(model), model.clip.frames_per_clip if model.clip.is_clip else 1)
+
+
+async def push_frame(stream: SurpriseStream | TokenSurpriseStream, frame: np.ndarray, item: Frame) -> StreamStep:
+    """One decoded frame with the action (and proprio) that came with it, checked, into the stream."""
+    rollout = stream.scorer.rollout
+    action = None
+    if stream.needs_action():
+        if item.action is None:
+            raise UnprocessableInput(f"frame {stream.steps} needs the action that led to it",
+                                     code=ErrorCode.INVALID_ACTION)
+        within_box = not isinstance(stream, TokenSurpriseStream)  # recorded arm actions turn the wrist (/surprise)
+        action = rollout.check_actions(np.asarray([item.action], np.float32), within_box=within_box)[0]
+    if not isinstance(stream, TokenSurpriseStream):
+        if item.proprio is not None:
+            raise UnprocessableInput("this model takes no 'proprio' (only V-JEPA 2-AC does)",
+                                     code=ErrorCode.INVALID_PROPRIO)
+        return await stream.push(frame, action)
+    dim = rollout.spec.proprio_dim
+    if item.proprio is None or len(item.proprio) != dim:
+        raise UnprocessableInput(f"frame {stream.steps} needs 'proprio': the {dim}-value end-effector state at it",
+                                 {"proprio_dim": dim}, code=ErrorCode.INVALID_PROPRIO)
+    pose = np.asarray(item.proprio, np.float64)
+    if not (np.abs(pose) <= np.finfo(np.float32).max).all():
+        raise UnprocessableInput("proprio holds values beyond float32", code=ErrorCode.INVALID_PROPRIO)
+    return await stream.push(frame, pose.astype(np.float32), action)
+
+
+async def score_frames(websocket: WebSocket, services: Services, model: ServedModel,
+                       scorer: SurpriseScorer | TokenSurprise, threshold: float, inbox: asyncio.Queue) -> None:
     settings = services.settings
-    window = model.clip.frames_per_clip if model.clip.is_clip else 1
-    stream = SurpriseStream(scorer, encoder_for(model), window)
+    stream = open_stream(model, scorer)
     limits = media_limits(settings)
     while True:
         item = await inbox.get()
@@ -178,13 +235,7 @@ async def score_frames(websocket: WebSocket, services: Services, model: ServedMo
             return
         try:
             frame = (await services.decode(decode_frames, RawImage(item.data), model.preprocess, limits))[0]
-            action = None
-            if stream.needs_action():
-                if item.action is None:
-                    raise UnprocessableInput(f"frame {stream.steps} needs the action that led to it",
-                                             code=ErrorCode.INVALID_ACTION)
-                action = scorer.rollout.check_actions(np.asarray([item.action], np.float32))[0]
-            result = await stream.push(frame, action)
+            result = await push_frame(stream, frame, item)
         except ServiceError as exc:
             await refuse(websocket, exc, close_code(exc))
             return
@@ -204,7 +255,7 @@ async def stream_surprise(websocket: WebSocket, model: str | None = None, thresh
     try:
         served = services.models.resolve_model(model, services.settings.default_model)
         scorer = require_surprise(served)
-        if not isinstance(scorer, SurpriseScorer):
+        if isinstance(scorer, FutureSurprise):
             raise UnprocessableInput(f"model {served.name!r} scores whole clips (V-JEPA 2's mask predictor): send "
                                      "them to POST /surprise", code=ErrorCode.NO_SURPRISE)
     except ServiceError as exc:
@@ -223,13 +274,15 @@ async def stream_surprise(websocket: WebSocket, model: str | None = None, thresh
         services.metrics.open_streams.set(services.open_streams)
 
 
-async def _serve_stream(websocket: WebSocket, services: Services, served: ServedModel, scorer: SurpriseScorer,
-                        threshold: float | None) -> None:
+async def _serve_stream(websocket: WebSocket, services: Services, served: ServedModel,
+                        scorer: SurpriseScorer | TokenSurprise, threshold: float | None) -> None:
     limit = scorer.spec.threshold if threshold is None else threshold
+    frame_clips = served.clip.is_clip and not isinstance(scorer, TokenSurprise)  # V-JEPA 2-AC: frames one by one
     await websocket.send_json({
         "type": "ready", "model": served.name, "space_id": served.manifest.space_id,
-        "frames_per_clip": served.clip.frames_per_clip if served.clip.is_clip else 1,
-        "action_dim": scorer.rollout.spec.action_dim, "threshold": limit,
+        "frames_per_clip": served.clip.frames_per_clip if frame_clips else 1,
+        "action_dim": scorer.rollout.spec.action_dim, "proprio_dim": scorer.rollout.spec.proprio_dim,
+        "threshold": limit,
         "calibration": SurpriseCalibration.model_validate(scorer.spec, from_attributes=True).model_dump(),
         "buffer_frames": services.settings.stream_buffer_frames,
     })

@@ -12,17 +12,19 @@ from service.api.inputs import frame_sampling, to_media_items
 from service.api.schemas import COMMON_ERRORS, SurpriseCalibration, SurpriseRequest, SurpriseResponse, error_responses
 from service.errors import ErrorCode, PayloadTooLarge, UnprocessableInput
 from service.model_pool import ServedModel
-from service.pipeline import observe_exact_clip, observe_states, require_surprise
+from service.pipeline import observe_exact_clip, observe_states, observe_tokens, require_surprise
 from service.settings import Settings
 from service.state import Services
-from service.world import FutureSurprise, Surprise, SurpriseScorer
+from service.world import FutureSurprise, Surprise, SurpriseScorer, TokenSurprise
+from service.world.rollout import ActionConditioned
 
 router = APIRouter(tags=["world"], responses=error_responses(*COMMON_ERRORS, 404))
 
 VIDEO_FRAMES = 16  # frames sampled from a video observation when the request names no num_frames
 
 
-def check_actions(scorer: SurpriseScorer, actions: list[list[float]], settings: Settings) -> np.ndarray:
+def check_actions(rollout: ActionConditioned, actions: list[list[float]], settings: Settings,
+                  within_box: bool = True) -> np.ndarray:
     if len(actions) > settings.max_surprise_steps:
         raise PayloadTooLarge(f"{len(actions)} steps; the limit is {settings.max_surprise_steps}",
                               {"max_surprise_steps": settings.max_surprise_steps}, code=ErrorCode.TOO_MANY_STEPS)
@@ -30,7 +32,7 @@ def check_actions(scorer: SurpriseScorer, actions: list[list[float]], settings: 
         array = np.asarray(actions, dtype=np.float32)
     except ValueError as exc:
         raise UnprocessableInput("actions must all have the same length", code=ErrorCode.INVALID_ACTION) from exc
-    return scorer.rollout.check_actions(array)
+    return rollout.check_actions(array, within_box=within_box)
 
 
 def check_states(scorer: SurpriseScorer, states: list[list[float]]) -> np.ndarray:
@@ -53,6 +55,8 @@ async def surprise(
     scorer = require_surprise(model)
     if isinstance(scorer, FutureSurprise):
         steps, result, timings = await _score_clip(services, model, scorer, body, deadline)
+    elif isinstance(scorer, TokenSurprise):
+        steps, result, timings = await _score_frames(services, model, scorer, body, deadline)
     else:
         steps, result, timings = await _score_steps(services, model, scorer, body, deadline)
     threshold = scorer.spec.threshold if body.threshold is None else body.threshold
@@ -71,7 +75,10 @@ async def _score_steps(services: Services, model: ServedModel, scorer: SurpriseS
     if body.actions is None:
         raise UnprocessableInput(f"model {model.name!r} is action-conditioned: give 'actions'",
                                  code=ErrorCode.INVALID_ACTION)
-    actions = check_actions(scorer, body.actions, settings)
+    if body.proprio is not None:
+        raise UnprocessableInput(f"model {model.name!r} takes no 'proprio' (only V-JEPA 2-AC does)",
+                                 code=ErrorCode.INVALID_PROPRIO)
+    actions = check_actions(scorer.rollout, body.actions, settings)
     timings: dict[str, float] = {}
     if body.states is not None:
         states, first, observed = check_states(scorer, body.states), 0, len(body.states)
@@ -103,9 +110,9 @@ async def _score_clip(services: Services, model: ServedModel, scorer: FutureSurp
                       deadline: float | None) -> tuple[np.ndarray, Surprise, dict[str, float]]:
     """V-JEPA 2's mask predictor: one clip of frames_per_clip frames; its future tubelet steps are scored against
     what the predictor expected from its first context_frames."""
-    if body.states is not None or body.actions is not None:
+    if body.states is not None or body.actions is not None or body.proprio is not None:
         raise UnprocessableInput(f"model {model.name!r} scores a clip from its frames alone: give 'observations' "
-                                 "only (no states, no actions)", code=ErrorCode.INVALID_CONTEXT)
+                                 "only (no states, actions or proprio)", code=ErrorCode.INVALID_CONTEXT)
     assert body.observations is not None
     frames = model.clip.frames_per_clip
     items = to_media_items(body.observations, services.settings, frame_sampling(body, default_frames=frames))
@@ -120,3 +127,43 @@ async def _score_clip(services: Services, model: ServedModel, scorer: FutureSurp
     steps = spec.context_frames + tubelet * np.arange(spec.future_steps)
     return steps, result, {"decode": round(seen.decode_ms, 3), "encode": round((encoded - started) * 1000, 3),
                            "predict": round((time.perf_counter() - encoded) * 1000, 3)}
+
+
+async def _score_frames(services: Services, model: ServedModel, scorer: TokenSurprise, body: SurpriseRequest,
+                        deadline: float | None) -> tuple[np.ndarray, Surprise, dict[str, float]]:
+    """V-JEPA 2-AC: frames encoded one by one, the pose at each and the actions between them; frame t + 1 is scored
+    against its prediction from the observed frames up to t (teacher-forced, the last context_frames of them)."""
+    rollout = scorer.rollout
+    if body.states is not None:
+        raise UnprocessableInput(f"model {model.name!r} scores frames (their token grids): give 'observations', "
+                                 "not pooled states", code=ErrorCode.INVALID_CONTEXT)
+    if body.actions is None:
+        raise UnprocessableInput(f"model {model.name!r} is action-conditioned: give 'actions', one between each two "
+                                 "observations", code=ErrorCode.INVALID_ACTION)
+    if body.proprio is None:
+        raise UnprocessableInput(f"model {model.name!r} needs 'proprio': the end-effector state at each observation "
+                                 "frame", {"proprio_dim": rollout.spec.proprio_dim}, code=ErrorCode.INVALID_PROPRIO)
+    actions = check_actions(rollout, body.actions, services.settings, within_box=False)
+    if len(body.proprio) != len(actions) + 1:
+        raise UnprocessableInput(
+            f"{len(body.proprio)} observations (proprio) need {len(body.proprio) - 1} actions (one between each two); "
+            f"got {len(actions)}", {"proprio": len(body.proprio), "actions": len(actions)},
+            code=ErrorCode.INVALID_ACTION)
+    if any(len(pose) != rollout.spec.proprio_dim for pose in body.proprio):
+        raise UnprocessableInput(f"every proprio state must have {rollout.spec.proprio_dim} values",
+                                 {"proprio_dim": rollout.spec.proprio_dim}, code=ErrorCode.INVALID_PROPRIO)
+    poses = np.asarray(body.proprio, np.float64)
+    if not (np.abs(poses) <= np.finfo(np.float32).max).all():  # NaN fails the comparison too
+        raise UnprocessableInput("proprio holds values beyond float32 (or NaN)", code=ErrorCode.INVALID_PROPRIO)
+    assert body.observations is not None
+    items = to_media_items(body.observations, services.settings, frame_sampling(body, default_frames=VIDEO_FRAMES))
+    tokens, decode_ms, encode_ms = await observe_tokens(services, model, items, deadline)
+    observed = rollout.start_state(tokens, poses.astype(np.float32))  # one pose per decoded frame
+    started = time.perf_counter()
+    result = await scorer.score(observed, actions, deadline)
+    timings = {"decode": round(decode_ms, 3), "encode": round(encode_ms, 3),
+               "predict": round((time.perf_counter() - started) * 1000, 3)}
+    if not np.isfinite(result.scores).all():
+        raise UnprocessableInput("the poses or actions are too large: the predictor's output overflowed",
+                                 code=ErrorCode.INVALID_PROPRIO)
+    return np.arange(1, len(actions) + 1), result, timings

@@ -25,8 +25,11 @@ class ActionConditioned:
         self._low = np.asarray(spec.action_low, np.float32)
         self._high = np.asarray(spec.action_high, np.float32)
 
-    def check_actions(self, actions: np.ndarray) -> np.ndarray:
-        """(T, action_dim) finite and inside the action box the predictor was trained on."""
+    def check_actions(self, actions: np.ndarray, within_box: bool = True) -> np.ndarray:
+        """(T, action_dim) finite and (within_box) inside the action box the predictor was trained on.
+
+        V-JEPA 2-AC's box is where its planner searches, not what a recorded arm does (wrists turn): actions
+        observed in a trajectory (/surprise) are checked for size and finiteness only."""
         actions = np.asarray(actions, dtype=np.float32)
         if actions.ndim != 2 or actions.shape[1] != self.spec.action_dim:
             raise UnprocessableInput(
@@ -36,7 +39,7 @@ class ActionConditioned:
             )
         if not np.isfinite(actions).all():
             raise UnprocessableInput("actions contain NaN or Inf", code=ErrorCode.INVALID_ACTION)
-        if (actions < self._low).any() or (actions > self._high).any():
+        if within_box and ((actions < self._low).any() or (actions > self._high).any()):
             raise UnprocessableInput(
                 "actions outside the model's action range",
                 {"action_low": self.spec.action_low, "action_high": self.spec.action_high},

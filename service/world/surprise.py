@@ -23,6 +23,7 @@ import numpy as np
 from service.repository import SurpriseSpec
 from service.world.future import FuturePredictor
 from service.world.rollout import LatentRollout
+from service.world.token_rollout import TokenRollout, TokenState
 
 
 def distances(metric: str, predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:
@@ -88,7 +89,7 @@ class SurpriseStream:
     def __init__(
         self, scorer: SurpriseScorer, encode: Callable[[np.ndarray], Awaitable[np.ndarray]], window: int
     ) -> None:
-        self._scorer = scorer
+        self.scorer = scorer
         self._encode = encode
         self._frames: deque[np.ndarray] = deque(maxlen=window)
         self._previous: np.ndarray | None = None  # the state at the last frame, once it has a full clip
@@ -112,7 +113,7 @@ class SurpriseStream:
         if previous is None:
             return StreamStep(step, None, None)
         assert action is not None
-        result = await self._scorer.score(np.stack([previous, state]), action[None], deadline)
+        result = await self.scorer.score(np.stack([previous, state]), action[None], deadline)
         if not np.isfinite(result.scores).all():
             raise ValueError("the predictor's output overflowed")
         return StreamStep(step, float(result.distances[0]), float(result.scores[0]))
@@ -146,3 +147,59 @@ class FutureSurprise:
         m, p, d = predicted.shape
         raw = future_token_l1(predicted, observed_tokens[-m * p:].reshape(m, p, d))
         return Surprise(raw, (raw - self.spec.mean) / self.spec.std)
+
+
+class TokenSurprise:
+    """V-JEPA 2-AC: observed frames (each frame's layer-normed tokens), the end-effector pose at each and the actions
+    between them -> one score per frame after the first: the mean |prediction - observed| over the frame's tokens
+    (`l1_tokens`, V-JEPA 2-AC's training loss; both sides layer-normed), the prediction teacher-forced from the
+    observed frames before it (TokenRollout.teacher_forced), z-scored against normal trajectories measured at
+    export. The predictor calls of one request are one batch of its batcher."""
+
+    def __init__(self, rollout: TokenRollout, spec: SurpriseSpec) -> None:
+        self.rollout = rollout
+        self.spec = spec
+
+    async def score(self, observed: TokenState, actions: np.ndarray, deadline: float | None = None) -> Surprise:
+        """observed n frames, actions (n - 1, A) -> n - 1 scores (frame t + 1 against its prediction from <= t)."""
+        predicted = await self.rollout.teacher_forced(observed, actions, deadline)  # (n - 1, P, D)
+        raw = np.abs(predicted.astype(np.float64) - observed.tokens[1:].astype(np.float64)).mean(axis=(1, 2))
+        return Surprise(raw, (raw - self.spec.mean) / self.spec.std)
+
+
+class TokenSurpriseStream:
+    """One V-JEPA 2-AC stream: frames arrive one at a time with the pose at each and the action that led to them;
+    each is scored as POST /surprise scores it (against the prediction from the last W = context_frames frames
+    before it), which needs the last W + 1 frames: one predictor item per frame, through the batcher shared with
+    other streams. `encode` turns one preprocessed frame into its encoder tokens (P', D)."""
+
+    def __init__(self, scorer: TokenSurprise, encode: Callable[[np.ndarray], Awaitable[np.ndarray]]) -> None:
+        self.scorer = scorer
+        self._encode = encode
+        window = scorer.rollout.spec.context_frames
+        self._tokens: deque[np.ndarray] = deque(maxlen=window + 1)  # (P, D) layer-normed, per frame
+        self._poses: deque[np.ndarray] = deque(maxlen=window + 1)
+        self._actions: deque[np.ndarray] = deque(maxlen=window)  # action i led from frame i to frame i + 1
+        self.steps = 0
+
+    def needs_action(self) -> bool:
+        return self.steps > 0
+
+    async def push(self, frame: np.ndarray, pose: np.ndarray, action: np.ndarray | None,
+                   deadline: float | None = None) -> StreamStep:
+        """frame (3, H, W) preprocessed, pose (A,), action (A,) checked by the caller (required when needs_action())."""
+        if self.needs_action() and action is None:
+            raise ValueError("an action is required from the second frame on")
+        seen = self.scorer.rollout.start_state((await self._encode(frame))[None], pose[None])  # checks the pose
+        step = self.steps
+        self.steps += 1
+        self._tokens.append(seen.tokens[0])
+        self._poses.append(seen.poses[0])
+        if action is None:
+            return StreamStep(step, None, None)
+        self._actions.append(action)
+        result = await self.scorer.score(TokenState(np.stack(self._tokens), np.stack(self._poses)),
+                                          np.stack(self._actions), deadline)
+        if not np.isfinite(result.scores).all():
+            raise ValueError("the predictor's output overflowed")
+        return StreamStep(step, float(result.distances[-1]), float(result.scores[-1]))

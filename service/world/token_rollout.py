@@ -107,6 +107,39 @@ class TokenRollout(ActionConditioned):
             advanced.append(pose)
         return TokenTrajectories(np.stack(predicted, axis=1), np.stack(advanced, axis=1))
 
+    async def teacher_forced(
+        self, observed: TokenState, actions: np.ndarray, deadline: float | None = None
+    ) -> np.ndarray:
+        """Every observed frame after the first, predicted from the observed frames before it: observed n frames
+        (tokens, poses), actions (n - 1, A), action t between frame t and t + 1 -> (n - 1, P, D) layer-normed.
+
+        Frame t + 1 is predicted from the last W = context_frames observed frames up to t, as `trajectories`
+        slides its window, but from what was observed rather than from its own predictions (teacher forcing, as
+        the predictor was trained). The predictor is block-causal, so one window of W frames predicts the W frames
+        after it at once: frames 1..W come from one item, each later frame t + 1 from the window t - W + 1..t
+        read at its last block. All items go to the batcher together (one batch)."""
+        n = observed.tokens.shape[0]
+        window, p = self.spec.context_frames, self.tokens_per_frame
+        if actions.shape[0] != n - 1:
+            raise ValueError(f"{n} frames need {n - 1} actions; got {actions.shape[0]}")
+        if n < 2:
+            return np.zeros((0, p, observed.tokens.shape[-1]), np.float32)
+        starts = [0, *range(1, n - window)]  # window start per item; item i > 0 predicts frame window + i
+        items, reads = [], []
+        for start in starts:
+            w = min(window, n - 1 - start)  # real steps in this window
+            context = np.zeros((window * p, observed.tokens.shape[-1]), np.float32)
+            context[:w * p] = observed.tokens[start:start + w].reshape(w * p, -1)
+            padded_actions = np.zeros((window, actions.shape[1]), np.float32)
+            padded_actions[:w] = actions[start:start + w]
+            padded_poses = np.zeros_like(padded_actions)
+            padded_poses[:w] = observed.poses[start:start + w]
+            items.append({"context": context, "actions": padded_actions, "states": padded_poses})
+            reads.append(range(w) if start == 0 else range(w - 1, w))
+        outputs = await self._batcher.infer(items, deadline=deadline)
+        blocks = [o["predicted"][b * p:(b + 1) * p] for o, read in zip(outputs, reads, strict=True) for b in read]
+        return layer_norm(np.stack(blocks))  # (n - 1, P, D)
+
     async def simulate(self, start: TokenState, actions: np.ndarray, deadline: float | None = None) -> np.ndarray:
         """For the planner: (S, H, P*D) flattened predicted token grids."""
         out = await self.trajectories(start, actions, deadline)

@@ -1,4 +1,5 @@
-"""The collection suite runs once per storage backend: local files, Redis, and Milvus (the embedded milvus-lite)."""
+"""The collection suite runs once per storage backend: local files, Redis, and Milvus (the embedded milvus-lite);
+the tiny V-JEPA 2-AC export shared by the AC tests."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import serving
+from tests.support.ac_export import ACExport, export_tiny_ac
 
 BACKENDS = ("local", "redis", "milvus")
 
@@ -71,3 +73,9 @@ def store_settings(backend: str, settings_factory, tmp_path: Path, request):
 def store_client(store_settings) -> Iterator:
     with serving(store_settings()) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def ac_export(tmp_path_factory: pytest.TempPathFactory) -> ACExport:
+    """The tiny V-JEPA 2-AC checkpoint exported once: `ac` (with a surprise calibration) and `ac-tiny` (without)."""
+    return export_tiny_ac(tmp_path_factory.mktemp("ac_export"))

@@ -14,10 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from export.cli import main
 from models.checkpoints import LoadOptions, load_checkpoint
 from tests.conftest import photo, serving
-from tests.jepa_checkpoints import cosine_rows, original_vjepa2_file
+from tests.jepa_checkpoints import cosine_rows
 from tests.support.toolkit import b64
 
 pytestmark = pytest.mark.torch_parity  # served outputs against the PyTorch / transformers model
@@ -29,18 +28,16 @@ P = 16  # tokens per frame: (32 / 8)^2
 
 
 @pytest.fixture(scope="module")
-def ac(tmp_path_factory):
-    """(a client of the served export, our PyTorch modules loaded from the same checkpoint)"""
+def ac(ac_export, tmp_path_factory):
+    """(a client of the served export `ac-tiny` (--history 2, no surprise calibration), our PyTorch modules loaded
+    from the same checkpoint)"""
     from service.settings import Settings
 
-    root = tmp_path_factory.mktemp("ac")
-    original_vjepa2_file(root / "ac.pt")
-    assert main(["vjepa2", str(root / "ac.pt"), "--name", "ac-tiny", "--out", str(root / "repo"), "--heads", "2",
-                 "--predictor-heads", "2", "--image-size", "32", "--history", "2", "--no-fp16"]) == 0
-    settings = Settings(model_repository=root / "repo", data_dir=root / "data", default_model="ac-tiny",
-                        max_queue_delay_ms=1.0, predictor_max_batch_size=128, max_plan_samples=128)
+    settings = Settings(model_repository=ac_export.repository, data_dir=tmp_path_factory.mktemp("ac_data"),
+                        default_model="ac-tiny", max_queue_delay_ms=1.0, predictor_max_batch_size=128,
+                        max_plan_samples=128)
     with serving(settings) as client:
-        yield client, load_checkpoint(root / "ac.pt", TINY)
+        yield client, load_checkpoint(ac_export.checkpoint, TINY)
 
 
 def frame_png(shift: int) -> bytes:
@@ -154,3 +151,19 @@ def test_plan_errors_name_what_is_missing(ac, change, code):
     response = client.post("/plan", json=body)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == code
+
+
+def test_without_a_calibration_surprise_says_how_to_calibrate(ac):
+    """Exported without --surprise-trajectories: /surprise and its stream refuse, naming the flag."""
+    client, _ = ac
+    second = POSE + ACTIONS[0]
+    body = {"observations": [{"image": b64(frame_png(0))}, {"image": b64(frame_png(5))}],
+            "proprio": [POSE.tolist(), second.tolist()], "actions": ACTIONS[:1].tolist()}
+    response = client.post("/surprise", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "no_surprise"
+    assert "--surprise-trajectories" in response.json()["error"]["message"]
+    with client.websocket_connect("/stream/surprise") as ws:
+        message = ws.receive_json()
+        assert message["error"]["code"] == "no_surprise"
+        assert "--surprise-trajectories" in message["error"]["message"]

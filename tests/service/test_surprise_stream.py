@@ -82,6 +82,7 @@ FRAME = world.render(np.array([[20.0, 20.0]]), np.array([[40.0, 40.0]]))[0]
         ([FRAME, FRAME, {"action": [0.1, 0.2, 0.3]}, FRAME], 1007, "invalid_action"),
         ([FRAME, FRAME, {"action": [9.0, 0.0]}, FRAME], 1007, "invalid_action"),
         ([b"x" * 5000], 1009, "payload_too_large"),
+        ([{"frame": b64(png_bytes(FRAME)), "proprio": [0.0] * 7}], 1007, "invalid_proprio"),  # V-JEPA 2-AC only
     ],
 )
 def test_bad_input_closes_with_a_clear_code(settings_factory, messages, code, error):

@@ -241,6 +241,8 @@ class _Operations:
             body["states"] = np.asarray(states, dtype=np.float32).tolist()
         if actions is not None:
             body["actions"] = np.asarray(actions, dtype=np.float32).tolist()
+        if body.get("proprio") is not None:
+            body["proprio"] = np.asarray(body["proprio"], dtype=np.float32).tolist()
         return (yield Call("POST", "/surprise", body))
 
     def classify(self, *, inputs: Sequence[Media] | None, vectors: Any, head: str | None, collection: str | None,
@@ -329,7 +331,8 @@ class _Api:
     def surprise(self, observations: Sequence[Media] | None = None, actions: Any = None, *, states: Any = None,
                  model: str | None = None, **options: Any) -> Any:
         """The /surprise response: a score per step (`steps`, `scores`, `distances`, `surprising`). Options:
-        threshold, num_frames, stride, fps, start_s, timeout_ms."""
+        proprio (V-JEPA 2-AC: the end-effector pose at each frame, (n, 7)), threshold, num_frames, stride, fps,
+        start_s, timeout_ms."""
         return self._run(self._ops.surprise(observations=observations, states=states, actions=actions, model=model,
                                             options=options))
 

@@ -85,3 +85,15 @@ def test_the_client_imports_without_the_server_torch_or_onnxruntime():
     done = subprocess.run([sys.executable, "-c", probe], cwd=client_dir, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_surprise_sends_arrays_as_lists_proprio_included():
+    import json
+
+    import numpy as np
+
+    transport, seen = scripted((200, {"scores": []}, {}))
+    with Client("http://jepa", transport=transport) as client:
+        client.surprise(states=np.zeros((2, 3)), actions=np.ones((1, 7)), proprio=np.full((2, 7), 0.5), model="ac")
+    body = json.loads(seen[0].content)
+    assert body == {"model": "ac", "states": [[0.0] * 3] * 2, "actions": [[1.0] * 7], "proprio": [[0.5] * 7] * 2}

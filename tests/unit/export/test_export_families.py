@@ -116,6 +116,30 @@ def test_family_export_errors_are_one_line_and_write_nothing(tmp_path: Path, cap
     assert not (tmp_path / "repo" / "x").exists()
 
 
+def test_surprise_trajectories_are_checked_before_anything_is_exported(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture):
+    original_vjepa2_file(tmp_path / "v.pt", with_predictor=False)
+    original_vjepa2_file(tmp_path / "ac.pt")
+    normal = tmp_path / "normal"
+    normal.mkdir()
+    args = ["--name", "x", "--out", str(tmp_path / "repo"), "--heads", "2", "--predictor-heads", "2",
+            "--image-size", "32", "--surprise-trajectories", str(normal)]
+    assert main(["vjepa2", str(tmp_path / "v.pt"), *args]) == 1
+    assert "calibrates V-JEPA 2-AC's action-conditioned predictor" in capsys.readouterr().err
+    assert main(["vjepa2", str(tmp_path / "ac.pt"), *args]) == 1
+    assert "no .npz trajectory" in capsys.readouterr().err
+    frames = np.zeros((3, 32, 32, 3), np.uint8)
+    np.savez(normal / "short_poses.npz", frames=frames, poses=np.zeros((3, 6)), actions=np.zeros((2, 7)))
+    assert main(["vjepa2", str(tmp_path / "ac.pt"), *args]) == 1
+    err = capsys.readouterr().err
+    assert "short_poses.npz" in err
+    assert "poses [3, 6]" in err
+    (normal / "short_poses.npz").write_bytes(b"not a zip")
+    assert main(["vjepa2", str(tmp_path / "ac.pt"), *args]) == 1
+    assert "not a readable .npz" in capsys.readouterr().err
+    assert not (tmp_path / "repo" / "x").exists()
+
+
 def test_models_over_the_protobuf_limit_keep_weights_beside_the_graph(tmp_path: Path, monkeypatch):
     """ViT-H/ViT-g exceed 2 GiB; simulated here by lowering the threshold to zero on a tiny model."""
     import export.onnx_graph

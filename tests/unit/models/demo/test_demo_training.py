@@ -76,3 +76,34 @@ def test_second_stage_continues_from_weights_and_logs_both_stages(tmp_path):
     assert log["steps_total"] == 6
     assert [s["steps"] for s in log["stages"]] == [3, 3]
     assert not torch.equal(load_demo_model(first).encoder.head.weight, load_demo_model(second).encoder.head.weight)
+
+
+def test_predictor_losses_pair_each_state_with_the_action_that_follows_it():
+    # a world where action t moves state t to t + 1 exactly: a predictor that adds the action has zero loss,
+    # one that ignores it does not (an off-by-one between states and actions would break the first)
+    from models.demo.train import predictor_losses
+
+    states = torch.arange(10.0).repeat(3, 1)[..., None].expand(3, 10, 4).contiguous()  # (N, T, D), state t = t
+    actions = torch.ones(3, 9, 4)
+    rows, starts = torch.tensor([0, 1, 2]).numpy(), torch.tensor([0, 3, 5]).numpy()
+    exact = predictor_losses(lambda s, a: s + a, states, actions, rows, starts, horizon=4, one_step_weight=1.0)
+    still = predictor_losses(lambda s, a: s, states, actions, rows, starts, horizon=4, one_step_weight=1.0)
+    assert float(exact["loss"]) == 0.0
+    assert float(still["one_step"]) == 1.0  # one step behind everywhere
+    assert float(still["rollout"]) == pytest.approx((1 + 4 + 9 + 16) / 4)  # k steps behind after k steps
+
+
+def test_predictor_stage_trains_the_predictor_on_a_frozen_encoder(tmp_path):
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    assert train_main(["--smoke", "--predictor-steps", "0", "--out", str(first), "--threads", "1"]) == 0
+    assert train_main(["--smoke", "--init", str(first), "--max-steps", "0", "--out", str(second),
+                       "--threads", "1"]) == 0
+    before, after = load_demo_model(first), load_demo_model(second)
+    for name, tensor in before.encoder.state_dict().items():
+        assert torch.equal(tensor, after.encoder.state_dict()[name]), name  # BatchNorm statistics included
+    assert not torch.equal(before.predictor.mlp[0].weight, after.predictor.mlp[0].weight)
+    log = json.loads(second.with_suffix(".json").read_text())
+    assert log["steps_total"] == 3
+    assert [s["predictor_steps"] for s in log["stages"][1:]] == [3]
+    assert len(log["predictor_history"]) == 3
+    assert all(math.isfinite(row["loss"]) for row in log["predictor_history"])
