@@ -217,6 +217,11 @@ def _check_contracts(name: str, manifest: Manifest) -> None:
                                 "entry has two (future and a V-JEPA 2-AC predictor)")
         if manifest.surprise.metric != "l1_tokens" and not pooled:
             raise ManifestError(f"{name}: a surprise calibration needs a pooled action-conditioned predictor")
+    _check_heads(name, manifest)
+
+
+def _check_heads(name: str, manifest: Manifest) -> None:
+    """Every probe head has its graph and reads an output the encoder has."""
     for head, spec in manifest.heads.items():
         if not NAME_PATTERN.match(head) or spec.component not in manifest.components:
             raise ManifestError(f"{name}: head {head!r} has a bad name or no component {spec.component!r}")

@@ -75,8 +75,8 @@ def xor_folder(folder, n_per_cell: int = 25, seed: int = 0):
 def test_an_mlp_head_learns_an_xor_a_linear_head_cannot(tmp_path):
     entry = write_fake_entry(tmp_path / "repo")
     samples = xor_folder(tmp_path / "xor")
-    records = {kind: train_probe(ProbeOptions(entry=entry, name=f"xor_{kind}", kind=kind, holdout=0.3), samples,
-                                 "xor", log=lambda _: None) for kind in ("linear", "mlp")}
+    records = {kind: train_probe(ProbeOptions(entry=entry, name=f"xor_{kind}", kind=kind, holdout=0.3, epochs=100),
+                                 samples, "xor", log=lambda _: None) for kind in ("linear", "mlp")}
     assert records["linear"]["held_out_accuracy"] < 0.7
     assert records["mlp"]["held_out_accuracy"] > 0.9
     manifest = json.loads((entry / "manifest.json").read_text())
