@@ -15,8 +15,9 @@ never used in training):
   pool that holds every other state of the same trajectory;
 - surprise: AUROC of the per-step surprise score (the served predictor's z-scored error) for steps that break
   the world's physics (teleports, walking through the wall, a vanishing ball) against normal steps;
-- probe heads: a linear room classifier (and ball-in-the-same-room) trained by `jepa-export probe` on frozen
-  features, its held-out accuracy and its accuracy through POST /classify on fresh frames;
+- probe heads: room classifiers (the agent's room, the ball's, and whether the ball is in the agent's room: linear,
+  MLP and attentive heads) trained by `jepa-export probe` on frozen features, their held-out accuracy and their
+  accuracy through POST /classify on fresh frames;
 - planning: success rate (agent within 4 px of the goal at the end) over
   episodes with the goal in the same room and through the door, model
   predictive control with POST /plan of the served app (in process), against

@@ -9,6 +9,7 @@ from pathlib import Path
 from export.demo import export_demo
 from export.family_cli import FAMILY_SOURCES, add_family_parsers, run_family
 from export.pipeline import FP16_GATE, FP32_GATE, ExportOptions, ParityError
+from export.probe import KIND_DEFAULTS
 from export.vit import RandomViTOptions, export_random_vit
 from models.demo import DEFAULT_WEIGHTS
 from models.vit import ViTConfig
@@ -41,7 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ONNX Runtime's transformer fusions (SkipLayerNorm, BiasGelu) in place of the traced graphs, "
                           "each kept only if it matches the unfused graph")
     vit.add_argument("--force", action="store_true", help="replace an existing entry")
-    probe = sub.add_parser("probe", help="a linear probe head on a served model's frozen features (into its entry)")
+    probe = sub.add_parser(
+        "probe", help="a probe classifier head on a served model's frozen features (into its entry)",
+        description="Train a probe head on a served model's frozen features from a labelled folder or CSV, score the "
+        "exported head on held-out files and add it to the model's entry (heads/<name>.onnx + the manifest's "
+        "'heads'); POST /classify with {\"head\": name} serves it after a restart. Kinds: linear (logistic "
+        "regression on the pooled vector), mlp (one hidden ReLU layer on the pooled vector: non-linear questions "
+        "such as an XOR of two features), attentive (V-JEPA's attentive probe: a learned query cross-attending "
+        "over the encoder's token grid; needs a 'tokens' output).")
     probe.add_argument(
         "--entry", type=Path, required=True, help="the model's repository entry, e.g. model_repository/demo"
     )
@@ -49,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     data = probe.add_mutually_exclusive_group(required=True)
     data.add_argument("--data", type=Path, help="a folder with one sub-folder of images per label")
     data.add_argument("--csv", type=Path, help="a CSV with the columns path,label")
+    probe.add_argument("--kind", choices=tuple(KIND_DEFAULTS), default="linear",
+                       help="linear or mlp on the pooled embedding, attentive on the token grid (default: linear)")
+    probe.add_argument("--epochs", type=int, help="training epochs (default: " + ", ".join(
+        f"{kind} {epochs}" for kind, (epochs, _, _) in KIND_DEFAULTS.items()) + ")")
+    probe.add_argument("--hidden", type=int, default=256, help="mlp: hidden units; attentive: width of its MLP")
+    probe.add_argument("--attention-heads", type=int, default=4, help="attentive: attention heads")
     probe.add_argument("--holdout", type=float, default=0.2, help="share of the files kept out to measure accuracy")
     probe.add_argument("--seed", type=int, default=0)
     probe.add_argument("--force", action="store_true", help="replace a head of the same name")
@@ -89,10 +103,14 @@ def main(argv: list[str] | None = None) -> int:
 def run_probe(args: argparse.Namespace) -> int:
     from export.probe import ProbeOptions, labelled_csv, labelled_folder, train_probe
 
-    options = ProbeOptions(entry=args.entry, name=args.name, holdout=args.holdout, seed=args.seed, force=args.force)
+    options = ProbeOptions(entry=args.entry, name=args.name, kind=args.kind, holdout=args.holdout, seed=args.seed,
+                           epochs=args.epochs, hidden=args.hidden, attention_heads=args.attention_heads,
+                           force=args.force)
     try:
         if not 0 < args.holdout < 1:
             raise ValueError("--holdout must be between 0 and 1")
+        if min(args.epochs or 1, args.hidden, args.attention_heads) < 1:
+            raise ValueError("--epochs, --hidden and --attention-heads must be at least 1")
         samples = labelled_folder(args.data) if args.data is not None else labelled_csv(args.csv)
         train_probe(options, samples, str(args.data or args.csv))
     except (FileExistsError, FileNotFoundError, ValueError) as exc:

@@ -46,7 +46,7 @@ class ServedModel:
     # predicted-vs-observed scores, when the manifest has a calibration: pooled states after actions (the demo), or
     # the future tubelet steps of a clip (V-JEPA 2's mask predictor), or the frames of a trajectory (V-JEPA 2-AC)
     surprise: SurpriseScorer | FutureSurprise | TokenSurprise | None = None
-    heads: dict[str, ProbeHead] = field(default_factory=dict)  # probe classifiers on the pooled features
+    heads: dict[str, ProbeHead] = field(default_factory=dict)  # probe classifiers on the pooled features or tokens
 
     @property
     def name(self) -> str:

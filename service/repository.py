@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +106,28 @@ class SurpriseSpec(_Strict):
     calibration: str = ""  # what data the mean and std come from
 
 
+# A probe head's kind -> the encoder output it reads (raw, not L2-normalised): linear and MLP heads the pooled
+# vector (B, dim), attentive heads the token grid (B, tokens, token_dim).
+HEAD_FEATURES: dict[str, Literal["pooled", "tokens"]] = {"linear": "pooled", "mlp": "pooled", "attentive": "tokens"}
+
+
 class HeadSpec(_Strict):
     """A probe classifier trained on the model's frozen features (`jepa-export probe`): its ONNX graph is the
-    component `component` (input `features` (B, dim) -> output `probabilities` (B, len(labels)))."""
+    component `component` (input `features`: the encoder output `features` names -> output `probabilities`
+    (B, len(labels)))."""
 
     component: str
-    features: Literal["pooled"] = "pooled"  # the raw pooled embedding, not L2-normalised
+    features: Literal["pooled", "tokens"] = "pooled"
     labels: list[str] = Field(min_length=2)
-    kind: Literal["linear"] = "linear"
+    kind: Literal["linear", "mlp", "attentive"] = "linear"
     held_out_accuracy: float | None = None
     trained_on: str = ""
+
+    @model_validator(mode="after")
+    def _features_of_kind(self) -> HeadSpec:
+        if HEAD_FEATURES[self.kind] != self.features:
+            raise ValueError(f"a {self.kind} head reads {HEAD_FEATURES[self.kind]!r} features, not {self.features!r}")
+        return self
 
 
 class PlanningSpec(_Strict):
@@ -205,9 +217,16 @@ def _check_contracts(name: str, manifest: Manifest) -> None:
                                 "entry has two (future and a V-JEPA 2-AC predictor)")
         if manifest.surprise.metric != "l1_tokens" and not pooled:
             raise ManifestError(f"{name}: a surprise calibration needs a pooled action-conditioned predictor")
+    _check_heads(name, manifest)
+
+
+def _check_heads(name: str, manifest: Manifest) -> None:
+    """Every probe head has its graph and reads an output the encoder has."""
     for head, spec in manifest.heads.items():
         if not NAME_PATTERN.match(head) or spec.component not in manifest.components:
             raise ManifestError(f"{name}: head {head!r} has a bad name or no component {spec.component!r}")
+        if spec.features not in manifest.components["encoder"].outputs:
+            raise ManifestError(f"{name}: head {head!r} reads the encoder's {spec.features!r} output, which it lacks")
 
 
 def _check_files(folder: Path, manifest: Manifest) -> None:

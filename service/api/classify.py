@@ -36,9 +36,15 @@ async def _by_head(services: Services, body: ClassifyRequest, deadline: float | 
                        code=ErrorCode.HEAD_NOT_FOUND)
     assert body.inputs is not None
     items = to_media_items(body.inputs, services.settings)
-    embedded = await embed_items(services, model, items, deadline)
+    if head.spec.features == "tokens":
+        # an attentive head reads the token grid; the embedding cache keeps pooled vectors only
+        embedded = await embed_items(services, model, items, deadline, use_cache=False, output="tokens")
+        features = embedded.tokens  # (N, T, D)
+    else:
+        embedded = await embed_items(services, model, items, deadline)
+        features = embedded.pooled  # (N, D)
     started = time.perf_counter()
-    probabilities = await head.probabilities(embedded.pooled, deadline)
+    probabilities = await head.probabilities(features, deadline)
     ranked = head.top_k(probabilities, body.top_k)
     return ClassifyResponse(
         model=model.name, head=head.name, collection=None,

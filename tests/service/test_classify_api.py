@@ -1,5 +1,6 @@
-"""POST /classify: a kNN vote over a labelled collection equals a brute-force vote; a probe head trained by
-`jepa-export probe` answers what its ONNX graph, run by hand, answers."""
+"""POST /classify: a kNN vote over a labelled collection equals a brute-force vote; a probe head of each kind
+(linear and MLP on pooled features, attentive on tokens) trained by `jepa-export probe` answers what its ONNX graph,
+run by hand on the encoder's features, answers."""
 
 from __future__ import annotations
 
@@ -122,42 +123,53 @@ def probed_repository(demo_repository: Path, tmp_path_factory: pytest.TempPathFa
     for i, (frame, label) in enumerate(zip(frames, labels, strict=True)):
         (data / label).mkdir(exist_ok=True)
         Image.fromarray(frame).save(data / label / f"{i}.png")
-    assert main(["probe", "--entry", str(root / "demo"), "--name", "room", "--data", str(data)]) == 0
+    for name, kind in HEADS.items():
+        assert main(["probe", "--entry", str(root / "demo"), "--name", name, "--kind", kind, "--data", str(data),
+                     "--epochs", "20"]) == 0
     return root
 
 
-def test_the_probe_is_in_the_manifest_with_its_labels_and_accuracy(probed_repository):
+HEADS = {"room": "linear", "room_mlp": "mlp", "room_attentive": "attentive"}  # head name -> kind
+FEATURES = {"linear": "pooled", "mlp": "pooled", "attentive": "tokens"}
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_the_probe_is_in_the_manifest_with_its_kind_labels_and_accuracy(probed_repository, name):
     manifest = json.loads((probed_repository / "demo" / "manifest.json").read_text())
-    head = manifest["heads"]["room"]
+    head = manifest["heads"][name]
+    assert (head["kind"], head["features"]) == (HEADS[name], FEATURES[HEADS[name]])
     assert head["labels"] == ["left", "right"]
     assert 0 <= head["held_out_accuracy"] <= 1
     assert (probed_repository / "demo" / manifest["components"][head["component"]]["files"]["fp32"]).is_file()
 
 
-def test_classify_equals_the_onnx_head_run_by_hand(probed_repository, settings_factory):
+@pytest.mark.parametrize("name", HEADS)
+def test_classify_equals_the_onnx_head_run_by_hand(probed_repository, settings_factory, name):
     entry = probed_repository / "demo"
     frames, _ = room_frames(2, 5)
     with serving(settings_factory(model_repository=probed_repository)) as client:
-        response = client.post("/classify", json={"head": "room", "top_k": 2,
+        response = client.post("/classify", json={"head": name, "top_k": 2,
                                                   "inputs": [{"image": b64(png_bytes(f))} for f in frames]})
     assert response.status_code == 200, response.text
     body = response.json()
-    # by hand: a still image is a clip of two identical frames for the demo encoder; pooled features -> head
+    # by hand: a still image is a clip of two identical frames for the demo encoder; the head's features -> head
     x = ((frames.astype(np.float32) / 255.0 - 0.5) / 0.25).transpose(0, 3, 1, 2)
     clips = np.ascontiguousarray(np.repeat(x[:, None], 2, axis=1))
-    features = ort.InferenceSession(str(entry / "encoder.onnx")).run(["pooled"], {"pixel_values": clips})[0]
-    probabilities = ort.InferenceSession(str(entry / "heads" / "room.onnx")).run(
+    output = FEATURES[HEADS[name]]
+    features = ort.InferenceSession(str(entry / "encoder.onnx")).run([output], {"pixel_values": clips})[0]
+    probabilities = ort.InferenceSession(str(entry / "heads" / f"{name}.onnx")).run(
         ["probabilities"], {"features": features})[0]
     labels = ["left", "right"]
     for row, got in zip(probabilities, body["labels"], strict=True):
         order = np.argsort(-row)
         assert [g["label"] for g in got] == [labels[j] for j in order]
         np.testing.assert_allclose([g["score"] for g in got], row[order], rtol=1e-4, atol=1e-6)
-    assert body["head"] == "room"
-    assert body["held_out_accuracy"] is not None
+    assert body["head"] == name
+    assert body["held_out_accuracy"] == json.loads((entry / "manifest.json").read_text())["heads"][name][
+        "held_out_accuracy"]
 
 
-def test_probe_cli_refuses_bad_data(tmp_path, demo_repository):
+def test_probe_cli_refuses_bad_data(tmp_path, demo_repository, capsys):
     from export.cli import main
 
     shutil.copytree(demo_repository / "demo", tmp_path / "demo")
@@ -168,4 +180,9 @@ def test_probe_cli_refuses_bad_data(tmp_path, demo_repository):
     (tmp_path / "bad.csv").write_text("file,class\na.png,left\n")
     assert main(["probe", "--entry", str(tmp_path / "demo"), "--name", "room", "--csv", str(tmp_path / "bad.csv")]) == 1
     assert main(["probe", "--entry", str(tmp_path / "demo"), "--name", "../x", "--data", str(one_label)]) == 1
+    assert main(["probe", "--entry", str(tmp_path / "demo"), "--name", "r", "--kind", "mlp", "--hidden", "0",
+                 "--data", str(one_label)]) == 1
+    with pytest.raises(SystemExit):
+        main(["probe", "--entry", str(tmp_path / "demo"), "--name", "r", "--kind", "svm", "--data", str(one_label)])
+    assert "invalid choice: 'svm'" in capsys.readouterr().err
     assert "heads" not in json.loads((tmp_path / "demo" / "manifest.json").read_text())
