@@ -83,7 +83,9 @@ def export_model(name: str, repository: Path) -> Path:
     if not (folder / "manifest.json").exists():
         log(f"exporting {name}")
         command = [sys.executable, "-m", "export", "vit", "--name", name, *VIT_ARGS[name], "--out", str(repository)]
-        subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+        # keep the caller's PYTHONPATH: on the GPU machine the service's dependencies are found through it
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": path})
     return folder
 
 
