@@ -26,6 +26,18 @@ CALIBRATION_STEPS = 16
 DEFAULT_THRESHOLD = 3.0
 
 
+def zscore_calibration(metric: str, raw: np.ndarray, calibration: str) -> dict[str, Any]:
+    """Distances on normal data -> the manifest's `surprise`: the service reports (distance - mean) / std."""
+    return {
+        "metric": metric,
+        "normalization": "zscore",
+        "mean": float(raw.mean()),
+        "std": float(max(raw.std(), 1e-6)),  # a constant distance (a degenerate model) must not divide by zero
+        "threshold": DEFAULT_THRESHOLD,
+        "calibration": calibration,
+    }
+
+
 def demo_clips(trajectories: world.Trajectories, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
     """Frames -> normalised 2-frame clips (N, T, 2, 3, 64, 64); clip t = (frame t, frame t + 1)."""
     frames = trajectories.frames().astype(np.float32) / 255.0
@@ -48,16 +60,10 @@ def one_step_mse(model: DemoModel, trajectories: world.Trajectories) -> np.ndarr
 def calibrate_demo(model: DemoModel) -> dict[str, Any]:
     data = world.generate_trajectories(CALIBRATION_SEED, CALIBRATION_TRAJECTORIES, CALIBRATION_STEPS)
     raw = one_step_mse(model, data).ravel()
-    return {
-        "metric": "mse",
-        "normalization": "zscore",
-        "mean": float(raw.mean()),
-        "std": float(raw.std()),
-        "threshold": DEFAULT_THRESHOLD,
-        "calibration": f"one-step predictor error on {raw.size} steps of {CALIBRATION_TRAJECTORIES} held-out "
+    return zscore_calibration(
+        "mse", raw, f"one-step predictor error on {raw.size} steps of {CALIBRATION_TRAJECTORIES} held-out "
         f"random-policy trajectories (seed {CALIBRATION_SEED}); 99th percentile z = "
-        f"{float((np.percentile(raw, 99) - raw.mean()) / raw.std()):.2f}",
-    }
+        f"{float((np.percentile(raw, 99) - raw.mean()) / raw.std()):.2f}")
 
 
 # -- V-JEPA 2 with its mask predictor -----------------------------------------------------------------------------
@@ -103,15 +109,9 @@ def calibrate_future(future_graph: torch.nn.Module, encoder: torch.nn.Module, cl
         observed = encoder.tokens(x).numpy()  # (N, steps*P, D)
         predicted = future_graph(x[:, :, :context_frames])[0].numpy()  # (N, m*P, D)
     raw = future_token_l1(predicted, observed[:, -predicted.shape[1]:], future_steps).ravel()
-    return {
-        "metric": "l1_tokens",
-        "normalization": "zscore",
-        "mean": float(raw.mean()),
-        "std": float(max(raw.std(), 1e-6)),
-        "threshold": DEFAULT_THRESHOLD,
-        "calibration": f"L1 of predicted vs observed (layer-normed) future tokens on {raw.size} tubelet steps of "
-        f"{len(clips)} clips from {source}",
-    }
+    return zscore_calibration(
+        "l1_tokens", raw, f"L1 of predicted vs observed (layer-normed) future tokens on {raw.size} tubelet steps of "
+        f"{len(clips)} clips from {source}")
 
 
 # -- V-JEPA 2-AC ---------------------------------------------------------------------------------------------------
@@ -198,12 +198,6 @@ def calibrate_ac(encoder: torch.nn.Module, predictor: torch.nn.Module, trajector
                  tubelet: int, source: str) -> dict[str, Any]:
     """The teacher-forced next-frame L1 on normal trajectories -> the manifest's `surprise`."""
     raw = np.concatenate([teacher_forced_l1(encoder, predictor, t, history, tubelet) for t in trajectories])
-    return {
-        "metric": "l1_tokens",
-        "normalization": "zscore",
-        "mean": float(raw.mean()),
-        "std": float(max(raw.std(), 1e-6)),
-        "threshold": DEFAULT_THRESHOLD,
-        "calibration": f"L1 of the teacher-forced prediction vs the observed next frame's (layer-normed) tokens, "
-        f"history {history}, on {raw.size} steps of {len(trajectories)} trajectories from {source}",
-    }
+    return zscore_calibration(
+        "l1_tokens", raw, f"L1 of the teacher-forced prediction vs the observed next frame's (layer-normed) tokens, "
+        f"history {history}, on {raw.size} steps of {len(trajectories)} trajectories from {source}")
