@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from pathlib import Path
 
 import av
@@ -18,7 +17,7 @@ import pytest
 
 from tests.conftest import png_bytes, serving
 from tests.support.ac_export import HISTORY, ACExport, scene, trajectory
-from tests.support.toolkit import assert_error, b64
+from tests.support.toolkit import assert_error, b64, batch_totals
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -141,19 +140,12 @@ def test_a_video_is_sampled_and_each_frame_scored(client, ac_repository):
     assert_error(client.post("/surprise", json=body), 422, "invalid_proprio")
 
 
-def predictor_batches(client) -> tuple[float, float]:
-    """(engine calls, items) of the AC predictor so far, from /metrics."""
-    text = client.get("/metrics").text
-    count = re.search(r'jepa_batch_size_count\{component="predictor",model="ac"\} ([0-9.e+]+)', text)
-    total = re.search(r'jepa_batch_size_sum\{component="predictor",model="ac"\} ([0-9.e+]+)', text)
-    return (float(count.group(1)), float(total.group(1))) if count and total else (0.0, 0.0)
-
 
 def test_one_window_predicts_the_first_steps_and_a_request_is_one_batch(client):
     frames, poses, actions = trajectory("rocket", 7)
-    calls, items = predictor_batches(client)
+    calls, items = batch_totals(client, "ac")
     assert client.post("/surprise", json=request(frames, poses, actions)).status_code == 200
-    after_calls, after_items = predictor_batches(client)
+    after_calls, after_items = batch_totals(client, "ac")
     # 6 steps: the first window predicts steps 1 and 2, each later step has its own window
     assert (after_calls - calls, after_items - items) == (1, 7 - HISTORY)
 

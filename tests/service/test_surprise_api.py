@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 import onnxruntime as ort
@@ -11,7 +10,7 @@ import pytest
 
 from models.demo import world
 from tests.conftest import png_bytes
-from tests.support.toolkit import assert_error, b64
+from tests.support.toolkit import assert_error, b64, batch_totals
 
 
 def demo_trajectory(seed: int = 21, steps: int = 10, violation: str | None = None):
@@ -130,20 +129,13 @@ def test_states_at_the_float32_limit_give_a_finite_answer(client):
     assert response.json()["surprising"] == [1]
 
 
-def predictor_batches(client) -> tuple[float, float]:
-    """(engine calls, items) of the demo predictor so far, from /metrics."""
-    text = client.get("/metrics").text
-    count = re.search(r'jepa_batch_size_count\{component="predictor",model="demo"\} ([0-9.e+]+)', text)
-    total = re.search(r'jepa_batch_size_sum\{component="predictor",model="demo"\} ([0-9.e+]+)', text)
-    return (float(count.group(1)), float(total.group(1))) if count and total else (0.0, 0.0)
-
 
 def test_every_step_of_a_request_is_predicted_in_one_predictor_batch(client):
     frames, actions, _ = demo_trajectory(steps=12)
-    calls, items = predictor_batches(client)
+    calls, items = batch_totals(client, "demo")
     response = client.post("/surprise", json={"observations": frames_payload(frames), "actions": actions.tolist()})
     assert response.status_code == 200, response.text
-    after_calls, after_items = predictor_batches(client)
+    after_calls, after_items = batch_totals(client, "demo")
     assert (after_calls - calls, after_items - items) == (1, len(response.json()["steps"]))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import re
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,3 +68,12 @@ def captured_log(name: str, formatter: logging.Formatter | None = None) -> Itera
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+def batch_totals(client, model: str, component: str = "predictor") -> tuple[float, float]:
+    """(engine calls, items) of one model component's batcher so far, from /metrics."""
+    text = client.get("/metrics").text
+    labels = rf'\{{component="{component}",model="{model}"\}}'
+    count = re.search(rf"jepa_batch_size_count{labels} ([0-9.e+]+)", text)
+    total = re.search(rf"jepa_batch_size_sum{labels} ([0-9.e+]+)", text)
+    return (float(count.group(1)), float(total.group(1))) if count and total else (0.0, 0.0)
