@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         candidates = [("prediction loss only", args.ablation / "none.safetensors"),
                       ("+ VICReg", args.ablation / "vicreg.safetensors"),
                       ("+ SIGReg", args.ablation / "sigreg.safetensors"),
-                      ("shipped (+ SIGReg, full budget)", None)]
+                      ("shipped (+ SIGReg, full budget, then the predictor stage)", None)]
         sub = slice(0, min(n, 150))
         for label, path in candidates:
             if path is not None and not path.exists():
