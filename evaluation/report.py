@@ -94,10 +94,13 @@ def fresh_run_lines(fresh_path: Path) -> list[str]:
     heads = f["probe_heads"]["heads"]
     return [
         f"- Reproducing: a from-scratch `make demo-train` with the code of {f['date']} (both stages in one run) "
-        "does not give the shipped weights: the joint stage that made them ran on 2026-11-25, and although the seed "
-        "still draws the same initial weights and the same trajectories (checked against that day's code), the "
-        "training code has been refactored since and the joint stage lands on another encoder (the cause is not "
-        "isolated). Measured by this evaluation on such a run's weights ("
+        "does not give the shipped weights, whose joint stage ran on 2026-11-25: the seed still draws the same "
+        "initial weights and trajectories (checked against that day's code), and the two runs' logged losses agree "
+        "to five digits for the first 150 steps, then part in the fifth digit by step 200 and drift apart "
+        "(`models/demo/weights/demo.json` against the fresh run's `demo_world/fresh_train_log.json`): a "
+        "floating-point difference between the runs, which training amplifies (two short runs on one machine came "
+        "out bit-equal), so the joint stage lands on another encoder. Measured by this evaluation on that run's "
+        "weights ("
         f"`demo_world/fresh_train.json`, {f['date']}): agent / ball R² {f['probe']['agent']:.3f} / "
         f"{f['probe']['ball']:.3f}, rollout top-5 {ret['4']['model'][1]:.3f} / {ret['4']['model_hard'][1]:.3f} at "
         f"h = 4 and **{ret['8']['model'][1]:.3f} / {ret['8']['model_hard'][1]:.3f}** at h = 8 (random / hard pool), "
