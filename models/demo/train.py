@@ -106,6 +106,23 @@ class SegmentSampler:
         return clips_from_frames(frames_to_input(frames)), torch.from_numpy(actions)
 
 
+def prediction_losses(
+    predictor: torch.nn.Module, states: torch.Tensor, targets: torch.Tensor, actions: torch.Tensor,
+    one_step_weight: float,
+) -> dict[str, torch.Tensor]:
+    """states, targets (B, H+1, D), actions (B, H, A): action k leads from state k to state k + 1 ->
+    the mean squared error of an H-step rollout from states[:, 0] against targets[:, 1:] ("rollout"), plus the
+    teacher-forced one-step error of every states[:, k] against targets[:, k + 1] ("one_step", weighted)."""
+    rollout, current = [], states[:, 0]
+    for k in range(actions.shape[1]):
+        current = predictor(current, actions[:, k])
+        rollout.append(current)
+    multi = (torch.stack(rollout, dim=1) - targets[:, 1:]).pow(2).mean()
+    teacher_forced = predictor(states[:, :-1].flatten(0, 1), actions.flatten(0, 1))
+    one_step = (teacher_forced - targets[:, 1:].flatten(0, 1)).pow(2).mean()
+    return {"rollout": multi, "one_step": one_step_weight * one_step}
+
+
 def jepa_losses(
     model: DemoModel,
     clips: torch.Tensor,
@@ -122,16 +139,7 @@ def jepa_losses(
     else:
         with torch.no_grad():
             target = target_encoder(clips.flatten(0, 1))[0].view(b, k1, -1)
-    rollout, current = [], z[:, 0]
-    for k in range(k1 - 1):
-        current = model.predictor(current, actions[:, k])
-        rollout.append(current)
-    predicted = torch.stack(rollout, dim=1)  # (B, H, D)
-    multi = (predicted - target[:, 1:]).pow(2).mean()
-    one_step = (
-        (model.predictor(z[:, :-1].flatten(0, 1), actions.flatten(0, 1)) - target[:, 1:].flatten(0, 1)).pow(2).mean()
-    )
-    losses = {"rollout": multi, "one_step": cfg.one_step_weight * one_step}
+    losses = prediction_losses(model.predictor, z, target, actions, cfg.one_step_weight)
     if cfg.reg == "sigreg":
         losses["sigreg"] = cfg.reg_weight * sigreg(z_flat, cfg.directions)
     elif cfg.reg == "vicreg":
@@ -181,14 +189,7 @@ def predictor_losses(
     idx = starts[:, None] + np.arange(horizon + 1)[None]  # (B, H+1)
     target = states[rows[:, None], idx]  # (B, H+1, D)
     taken = actions[rows[:, None], idx[:, :-1]]  # (B, H, A)
-    current, rollout = target[:, 0], []
-    for k in range(horizon):
-        current = predictor(current, taken[:, k])
-        rollout.append(current)
-    multi = (torch.stack(rollout, dim=1) - target[:, 1:]).pow(2).mean()
-    teacher_forced = predictor(target[:, :-1].flatten(0, 1), taken.flatten(0, 1))
-    one_step = (teacher_forced - target[:, 1:].flatten(0, 1)).pow(2).mean()
-    losses = {"rollout": multi, "one_step": one_step_weight * one_step}
+    losses = prediction_losses(predictor, target, target, taken, one_step_weight)
     losses["loss"] = losses["rollout"] + losses["one_step"]
     return losses
 
