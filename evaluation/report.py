@@ -82,7 +82,12 @@ def seconds_per_step(history: list[dict]) -> float | None:
 FRESH_TRAIN = Path(__file__).resolve().parents[1] / "docs" / "demo_world" / "fresh_train.json"
 
 
-def fresh_run_lines(fresh_path: Path) -> list[str]:
+def joint_stage_date(t: dict) -> str:
+    """The day the shipped weights' joint steps ran: the first stage's when they were trained in stages."""
+    return next((date for date, steps, _ in t["stages"] if steps), t["date"])
+
+
+def fresh_run_lines(fresh_path: Path, t: dict) -> list[str]:
     """The Reading's paragraph on a from-scratch `make demo-train` measured by this same evaluation (its
     demo_world.json saved as demo_world/fresh_train.json), when there is one. Made by `make demo-train && make
     demo-eval && cp docs/demo_world.json docs/demo_world/fresh_train.json`, then the shipped weights and report
@@ -94,8 +99,8 @@ def fresh_run_lines(fresh_path: Path) -> list[str]:
     heads = f["probe_heads"]["heads"]
     return [
         f"- Reproducing: a from-scratch `make demo-train` with the code of {f['date']} (both stages in one run) "
-        "does not give the shipped weights, whose joint stage ran on 2026-11-25: the seed still draws the same "
-        "initial weights and trajectories (checked against that day's code), and the two runs' logged losses agree "
+        f"does not give the shipped weights, whose joint stage ran on {joint_stage_date(t)}: the seed still draws the "
+        "same initial weights and trajectories (checked against that day's code), and the two runs' logged losses agree "
         "to five digits for the first 150 steps, then part in the fifth digit by step 200 and drift apart "
         "(`models/demo/weights/demo.json` against the fresh run's `demo_world/fresh_train_log.json`): a "
         "floating-point difference between the runs, which training amplifies (two short runs on one machine came "
@@ -414,7 +419,7 @@ def write_markdown(path: Path, r: dict) -> None:
         f"less at h = 8). `make demo-train DEMO_TRAIN_STEPS=... DEMO_PREDICTOR_STEPS=...` changes the lengths "
         "(about 0.11 s of CPU per joint step, one thread; the predictor steps of the shipped run took "
         f"{t['predictor_seconds_per_step'] or 0:.2f} s each on its busy machine, batch {c.get('predictor_batch', '?')}).",
-        *fresh_run_lines(FRESH_TRAIN),
+        *fresh_run_lines(FRESH_TRAIN, t),
         "- Collapse: with the prediction loss alone the un-normalised embedding shrinks by orders of magnitude and the "
         "ball probe and retrieval fall apart, while the entropy effective rank stays high: effective rank alone does "
         "not detect this collapse (the final BatchNorm rescales what is left). At h = 8 every short run is near "
