@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import metadata
@@ -23,8 +23,12 @@ from service.api.errors import install_error_handlers
 from service.api.openapi import install_docs, operation_id
 from service.embed_cache import open_cache
 from service.errors import StorageUnavailable
+from service.front import FrontRole, front_lifespan
 from service.index.backend import open_store
 from service.index.dirlock import DataDirLock
+from service.ipc.counters import Gate, LocalGate
+from service.ipc.link import CoreLink
+from service.ipc.remote import RemoteLimiter
 from service.logs import RequestLogMiddleware
 from service.metrics import Metrics
 from service.middleware import BodyLimitMiddleware, ConcurrencyLimitMiddleware, MetricsMiddleware
@@ -54,7 +58,7 @@ async def bring_up(services: Services) -> None:
     """loading -> warming -> ready (or failed): models, collections, then one pass over every batch size."""
     settings = services.settings
     if settings.providers in ("tensorrt", "tensorrt_native"):
-        services.phase = "building_engine"  # plans are built (or read from the cache) while loading
+        services.set_phase("building_engine")  # plans are built (or read from the cache) while loading
     # Start-up has its own thread: loading and warming take minutes and must not hold a storage or decode thread.
     startup = ThreadPoolExecutor(1, thread_name_prefix="startup")
     loop = asyncio.get_running_loop()
@@ -74,7 +78,7 @@ async def bring_up(services: Services) -> None:
                 )
         services.models.start()
         if settings.warmup:
-            services.phase = "warming"
+            services.set_phase("warming")
             await loop.run_in_executor(startup, services.models.warm_up)
     except Exception:
         log.exception("start-up failed")
@@ -82,7 +86,7 @@ async def bring_up(services: Services) -> None:
         return
     finally:
         startup.shutdown(wait=False)
-    services.phase = "ready" if len(services.models) else "failed"
+    services.set_phase("ready" if len(services.models) else "failed")
     log.info("%s: %d model(s) %s; failed: %s", services.phase, len(services.models),
              [m.name for m in services.models], services.models.failures or "none")
 
@@ -105,13 +109,12 @@ async def recover_with_retry(services: Services) -> bool:
                 log.error(
                     "start-up gave up after %d attempt(s) in %.0f s: %s", attempt, settings.startup_give_up_s, exc
                 )
-                services.retrying = {"reason": str(exc), "attempts": attempt, "gave_up": True}
+                services.set_phase(services.phase, {"reason": str(exc), "attempts": attempt, "gave_up": True})
                 return False
-            services.phase = "waiting_for_backend"
-            services.retrying = {
+            services.set_phase("waiting_for_backend", {
                 "reason": str(exc), "attempts": attempt, "next_attempt_in_s": round(min(wait_s, left_s), 2),
                 "give_up_in_s": round(left_s, 1),
-            }
+            })
             log.warning("start-up: %s; attempt %d, retrying in %.2f s (giving up in %.0f s)",
                         exc, attempt, min(wait_s, left_s), left_s)
             await asyncio.sleep(min(wait_s, left_s))
@@ -119,53 +122,69 @@ async def recover_with_retry(services: Services) -> bool:
             continue
         if attempt > 1:
             log.info("start-up: the backend answered after %d attempt(s)", attempt)
-        services.phase, services.retrying = phase, None
+        services.set_phase(phase)
         return True
 
 
 def give_up(services: Services, exit_code: int) -> None:
     """Start-up cannot complete: not ready, and under `jepa-serve` the process exits with `exit_code`."""
-    services.phase = "failed"
+    services.set_phase("failed", services.retrying)
     if services.stop_process is not None:
         log.error("exiting with status %d so that the orchestrator restarts this process", exit_code)
         services.stop_process(exit_code)
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
+def build_services(settings: Settings, metrics: Metrics, data_dir_lock: DataDirLock | None,
+                   stop_process: Callable[[int], None] | None) -> Services:
+    """What serves in this process (the in-process app's lifespan, or the core process): models come up in
+    `bring_up`."""
     services = Services(
-        settings=settings, metrics=app.state.metrics, models=ModelPool(),
-        store=open_store(settings, app.state.data_dir_lock),
-        executors=Executors.from_settings(settings),
-        stop_process=app.state.stop_process,
+        settings=settings, metrics=metrics, models=ModelPool(), store=open_store(settings, data_dir_lock),
+        executors=Executors.from_settings(settings), stop_process=stop_process,
     )
     services.embed_cache = open_cache(settings)
+    return services
+
+
+async def close_services(services: Services) -> None:
+    """Graceful shutdown: drain the batch queues, snapshot + close every write-ahead log."""
+    log.info("shutting down: draining batch queues")
+    await services.models.stop()
+    collections = len(services.store.names())
+    services.store.close()
+    if hasattr(services.embed_cache, "close"):
+        services.embed_cache.close()
+    services.executors.shutdown()
+    log.info("shutdown complete: batch queues drained, %d collection(s) snapshotted and closed", collections)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    if app.state.front is not None:  # a front process: the core holds models and collections
+        async with front_lifespan(app):
+            yield
+        return
+    services = build_services(app.state.settings, app.state.metrics, app.state.data_dir_lock,
+                              app.state.stop_process)
     app.state.services = services
     startup = asyncio.create_task(bring_up(services), name="bring-up")
     try:
         yield
     finally:
-        # Graceful shutdown: uvicorn has stopped accepting and finished in-flight requests (or hit
-        # shutdown_timeout_s); now drain the batch queues, snapshot + close every write-ahead log.
-        services.phase = "stopping"
+        # uvicorn has stopped accepting and finished in-flight requests (or hit shutdown_timeout_s)
+        services.set_phase("stopping")
         startup.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await startup
-        log.info("shutting down: draining batch queues")
-        await services.models.stop()
-        collections = len(services.store.names())
-        services.store.close()
-        if hasattr(services.embed_cache, "close"):
-            services.embed_cache.close()
-        services.executors.shutdown()
+        await close_services(services)
         await app.state.guard.aclose()
-        log.info("shutdown complete: batch queues drained, %d collection(s) snapshotted and closed", collections)
 
 
-def create_app(settings: Settings | None = None, data_dir_lock: DataDirLock | None = None) -> FastAPI:
-    """`data_dir_lock`: the local data directory's lock when the caller (the CLI) already holds it;
-    without one the lifespan takes it (service/index/dirlock.py)."""
+def create_app(settings: Settings | None = None, data_dir_lock: DataDirLock | None = None,
+               front: FrontRole | None = None) -> FastAPI:
+    """The app of one process that serves everything (tests, other ASGI servers), or, with `front`, of one
+    front process of `jepa-serve` (service/front.py). `data_dir_lock`: the local data directory's lock when
+    the caller already holds it; without one the lifespan takes it (service/index/dirlock.py)."""
     settings = settings or Settings()
     app = FastAPI(
         title="jepa-serve",
@@ -178,18 +197,26 @@ def create_app(settings: Settings | None = None, data_dir_lock: DataDirLock | No
     )
     app.state.settings = settings
     app.state.data_dir_lock = data_dir_lock
-    # Set by `jepa-serve` (service/cli.py): stops the server and sets the exit status when start-up gives up.
-    # None in process (tests, other ASGI servers): the app then stays up with /readyz 503 "failed".
+    app.state.front = front
+    # Stops the process and sets the exit status when start-up gives up (the core process sets it). None in
+    # process (tests, other ASGI servers): the app then stays up with /readyz 503 "failed".
     app.state.stop_process = None
     app.state.metrics = Metrics()
-    app.state.guard = Guard.from_settings(settings, app.state.metrics)
+    gate: Gate = LocalGate()
+    limiter = None
+    if front is not None:
+        app.state.core_link = link = CoreLink(front.core_path, on_state=lambda state: None)
+        gate = front.counts.gate(front.index)
+        limiter = RemoteLimiter(link, settings.rate_limit_requests, settings.rate_limit_window_s)
+    app.state.guard = Guard.from_settings(settings, app.state.metrics, local_limiter=limiter)
     install_error_handlers(app)
     for router in (embed.router, collections.router, search.router, classify.router, predict.router, plan.router,
                    surprise.router, stream.router, health.router, limits.router):
         app.include_router(router)
     install_docs(app, settings)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrent_requests, metrics=app.state.metrics)
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrent_requests, metrics=app.state.metrics,
+                       gate=gate)
     app.add_middleware(AuthMiddleware, guard=app.state.guard)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestLogMiddleware, access_log=settings.access_log)

@@ -8,13 +8,10 @@ import logging
 import os
 import sys
 
-import uvicorn
-
-from service.app import create_app
-from service.connections import ConnectionLimits, guarded_protocol
 from service.index.dirlock import DataDirLock, DataDirLocked
 from service.logs import configure_logging
 from service.settings import SettingsError, load_settings, unknown_variables
+from service.supervisor import Supervisor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,29 +42,6 @@ def main(argv: list[str] | None = None) -> int:
         except DataDirLocked as exc:
             print(f"jepa-serve: {exc}", file=sys.stderr)
             return 1
-    app = create_app(settings, lock)
-    # SIGTERM: uvicorn stops accepting, waits up to shutdown_timeout_s for in-flight requests, then the
-    # lifespan drains the batch queues and snapshots the logs (service/app.py).
-    # Connections: read timeouts and a connection cap (service/connections.py), on uvicorn's httptools protocol.
-    limits = ConnectionLimits(header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
-                              max_connections=settings.max_connections,
-                              discard_body_bytes=settings.discard_body_bytes)
-    config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, log_config=None,
-        timeout_graceful_shutdown=settings.shutdown_timeout_s, http=guarded_protocol(limits),
-        timeout_keep_alive=settings.keep_alive_timeout_s,
-    )
-    server = uvicorn.Server(config)
-    exit_code = 0
-
-    def stop_process(code: int) -> None:
-        """Start-up gave up (service/app.py): shut down as on SIGTERM, then exit with `code`."""
-        nonlocal exit_code
-        exit_code = code
-        server.should_exit = True
-
-    app.state.stop_process = stop_process
-    server.run()
-    if not server.started and exit_code == 0:
-        return 3  # uvicorn could not start (port in use, ...): its own start-up failure status
-    return exit_code
+    # Fronts and a core (service/supervisor.py). SIGTERM: the fronts stop accepting and finish their requests,
+    # then the core drains the batch queues and snapshots the logs.
+    return Supervisor(settings, args.host, args.port, args.log_level, lock).run()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from service.batching import BatchPolicy, DynamicBatcher
+from service.batching import Batcher, BatchPolicy, DynamicBatcher
 from service.errors import ErrorCode, NotFound
 from service.media.clips import ClipSpec
 from service.media.images import ImagePreprocess
@@ -34,10 +35,10 @@ GPU_ENGINE_INSTANCES = 2  # the auto default on a GPU (JEPA_ENGINE_INSTANCES=0),
 @dataclass
 class ServedModel:
     entry: RepositoryEntry
-    encoder: DynamicBatcher
+    encoder: Batcher
     preprocess: ImagePreprocess
     rollout: LatentRollout | TokenRollout | None = None
-    batchers: list[DynamicBatcher] = field(default_factory=list)
+    batchers: list[Batcher] = field(default_factory=list)
     clip: ClipSpec = field(default_factory=ClipSpec)
     controllable: np.ndarray | None = None  # (k, D) projection onto the action-controllable subspace, if shipped
     future: FuturePredictor | None = None  # V-JEPA 2's mask predictor: future tokens from a past clip
@@ -114,6 +115,9 @@ class ModelPool:
         if len(self._models) == 1:
             return next(iter(self._models.values()))
         raise NotFound("no model named in the request and no default model is served", code=ErrorCode.MODEL_NOT_FOUND)
+
+    def add(self, model: ServedModel) -> None:
+        self._models[model.name] = model
 
     def by_space(self, space_id: str) -> ServedModel | None:
         return next((m for m in self._models.values() if m.manifest.space_id == space_id), None)
@@ -193,12 +197,12 @@ def build_engine(
     return OrtEngine(name, path, providers, precision, settings.intra_op_threads, options)
 
 
-def build_served_model(
+def build_batchers(
     entry: RepositoryEntry, providers: list[str], policy: BatchPolicy, settings: Settings, metrics: Metrics
-) -> ServedModel:
-    manifest = entry.manifest
+) -> dict[str, DynamicBatcher]:
+    """A batcher per component of the entry, over its engine instances."""
     batchers: dict[str, DynamicBatcher] = {}
-    for component, spec in manifest.components.items():
+    for component, spec in entry.manifest.components.items():
         component_policy = policy
         if component == "predictor":
             # a CEM step is one batch of all its samples; the queue must hold at least one such batch
@@ -216,6 +220,18 @@ def build_served_model(
         parity = spec.parity.get(precision)
         if isinstance(parity, dict) and "min_cosine" in parity:
             metrics.parity.labels(model=entry.name, component=component, precision=precision).set(parity["min_cosine"])
+    return batchers
+
+
+def build_served_model(
+    entry: RepositoryEntry, providers: list[str], policy: BatchPolicy, settings: Settings, metrics: Metrics
+) -> ServedModel:
+    return served_model(entry, build_batchers(entry, providers, policy, settings, metrics))
+
+
+def served_model(entry: RepositoryEntry, batchers: Mapping[str, Batcher]) -> ServedModel:
+    """A model around its batchers: the core's own, or a front's handles on the core's (service/ipc/remote.py)."""
+    manifest = entry.manifest
     spec_in = manifest.input
     rollout: LatentRollout | TokenRollout | None = None
     if "predictor" in batchers and manifest.predictor is not None:

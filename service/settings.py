@@ -189,6 +189,17 @@ class Settings(BaseSettings):
         description="after an early answer (413, 401, ...) read and throw away up to this much of the rest of the body "
         "before closing, so clients that send the whole body before reading (urllib) see the answer, not a broken pipe",
     )
+    # Process layout (jepa-serve): fronts do the per-request host work, one core owns batchers and collections.
+    workers: int = Field(
+        0, ge=0, le=256,
+        description="front processes (HTTP, decoding, responses) sharing the port; 0 = one per usable core (the "
+        "cpuset's), at most 32. One core process beside them holds the models and collections",
+    )
+    shm_arena_mb: int = Field(
+        64, ge=0, le=65536,
+        description="shared memory per front for decoded items on their way to the core (/dev/shm); a full arena "
+        "sends items inside messages instead (slower); 0 = always inside messages",
+    )
     shutdown_timeout_s: float = Field(
         30.0,
         gt=0,

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from service.index.backend import CollectionBackend
+from service.index.backend import CollectionBackend, SearchableCollection
 from service.media.payload import MediaItem, RawVideo
 from service.metrics import Metrics
 from service.model_pool import ModelPool
@@ -56,6 +56,14 @@ class Services:
     embed_cache: Any = None  # service.embed_cache.EmbeddingCache, or None when off
     # stops the process with an exit status when start-up gives up (set by `jepa-serve`; None in process)
     stop_process: Callable[[int], None] | None = None
+    # told when the phase changes (the core process tells its fronts); None in a single process
+    on_change: Callable[[], None] | None = None
+
+    def set_phase(self, phase: str, retrying: dict[str, Any] | None = None) -> None:
+        self.phase = phase  # type: ignore[assignment]  # one of the Literal's values
+        self.retrying = retrying
+        if self.on_change is not None:
+            self.on_change()
 
     @property
     def ready(self) -> bool:
@@ -71,6 +79,10 @@ class Services:
             return await self.decode(fn, *args)
         async with self.executors.video_slots:
             return await self.decode(fn, *args)
+
+    async def collection(self, name: str) -> SearchableCollection:
+        """A collection by name, looked up on a storage thread: a front's store asks the core (never on the loop)."""
+        return await self.storage(self.store.get, name)
 
     async def storage(self, fn: Callable[..., T], *args: Any) -> T:
         """Index, store and cache work off the event loop (anything that takes a collection lock or does I/O)."""

@@ -60,7 +60,7 @@ async def _by_neighbours(services: Services, body: ClassifyRequest, deadline: fl
     settings = services.settings
     if body.k > settings.max_search_k:
         raise UnprocessableInput(f"k={body.k} exceeds the limit of {settings.max_search_k}", code=ErrorCode.K_TOO_LARGE)
-    collection = services.store.get(body.collection or "")
+    collection = await services.collection(body.collection or "")
     model_name = None
     timings: dict[str, float] = {}
     if body.inputs is not None:

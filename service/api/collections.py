@@ -46,8 +46,8 @@ def collection_info(collection: Collection) -> CollectionInfo:
 
 @router.get("", summary="List collections")
 async def list_collections(services: ReadyServicesDep) -> list[CollectionInfo]:
-    collections = [services.store.get(n) for n in services.store.names()]
-    return await services.storage(lambda: [collection_info(c) for c in collections])
+    store = services.store
+    return await services.storage(lambda: [collection_info(store.get(n)) for n in store.names()])
 
 
 @router.put("/{name}", response_model=CollectionInfo, status_code=status.HTTP_201_CREATED,
@@ -84,7 +84,7 @@ async def create_collection(
 @router.get("/{name}", response_model=CollectionInfo)
 async def get_collection(name: CollectionName, services: ReadyServicesDep) -> CollectionInfo:
     # A remote store (milvus) counts on the engine: off the event loop.
-    return await services.storage(collection_info, services.store.get(name))
+    return await services.storage(collection_info, await services.collection(name))
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
@@ -97,7 +97,7 @@ async def drop_collection(name: CollectionName, services: ReadyServicesDep) -> R
 
 @router.post("/{name}/points", response_model=UpsertResult)
 async def upsert_points(name: CollectionName, body: UpsertPoints, services: ReadyServicesDep) -> UpsertResult:
-    collection = services.store.get(name)
+    collection = await services.collection(name)
     settings = services.settings
     check_metadata_size(body.metadata or [], settings.max_metadata_bytes)
     if body.vectors is not None:
@@ -119,7 +119,7 @@ async def upsert_points(name: CollectionName, body: UpsertPoints, services: Read
 
 @router.delete("/{name}/points", response_model=DeleteResult)
 async def delete_points(name: CollectionName, body: DeletePoints, services: ReadyServicesDep) -> DeleteResult:
-    collection = services.store.get(name)
+    collection = await services.collection(name)
     check_count(len(body.ids), services.settings, "ids")
     deleted = await services.storage(services.store.delete, name, body.ids)
     count = await services.storage(lambda: collection.count)
@@ -129,5 +129,6 @@ async def delete_points(name: CollectionName, body: DeletePoints, services: Read
 
 @router.get("/{name}/points/{point_id}", response_model=Point)
 async def get_point(name: CollectionName, point_id: str, services: ReadyServicesDep) -> Point:
-    vector, metadata = await services.storage(services.store.get(name).get, point_id)  # a lock, or the engine
+    collection = await services.collection(name)
+    vector, metadata = await services.storage(collection.get, point_id)  # a lock, or the engine
     return Point(id=point_id, vector=vector.tolist(), metadata=metadata)

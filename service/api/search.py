@@ -19,7 +19,7 @@ async def search(body: SearchRequest, services: ReadyServicesDep, deadline: Dead
     settings = services.settings
     if body.k > settings.max_search_k:
         raise UnprocessableInput(f"k={body.k} exceeds the limit of {settings.max_search_k}", code=ErrorCode.K_TOO_LARGE)
-    collection = services.store.get(body.collection)
+    collection = await services.collection(body.collection)
     exclude: list[str | None] = []
     if body.id is not None:
         vector, _ = await services.storage(collection.get, body.id)  # the collection's read lock, or the engine

@@ -58,6 +58,15 @@ class DataDirLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return cls(data_dir, fd)
 
+    def __reduce__(self):
+        """Sent to a child process (the core) as a duplicate of the descriptor: the same open file, so the same
+        lock, held for as long as any holder lives."""
+        from multiprocessing.reduction import DupFd
+
+        if self._fd is None:
+            raise ValueError("a released lock cannot be handed on")
+        return (_inherited, (self.data_dir, DupFd(self._fd)))
+
     @property
     def held(self) -> bool:
         return self._fd is not None
@@ -67,3 +76,7 @@ class DataDirLock:
             return
         fd, self._fd = self._fd, None
         os.close(fd)  # closing the only descriptor of the open file drops the flock
+
+
+def _inherited(data_dir: Path, duplicate) -> DataDirLock:
+    return DataDirLock(data_dir, duplicate.detach())

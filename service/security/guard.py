@@ -33,8 +33,9 @@ class Guard:
         self.metrics_open = metrics_open
 
     @classmethod
-    def from_settings(cls, settings: Settings, metrics: Metrics) -> Guard:
-        """Validates the key configuration now: a typo fails startup, not the first request."""
+    def from_settings(cls, settings: Settings, metrics: Metrics, local_limiter: RateLimiter | None = None) -> Guard:
+        """Validates the key configuration now: a typo fails startup, not the first request. `local_limiter`: what
+        counts in place of this process's own counters when there is no Redis (a front's: the core's count)."""
         keys = KeyRing.from_config(settings.api_keys.get_secret_value(), settings.api_keys_file)
         if settings.api_keys_file is not None and not keys.enabled:
             # Someone meant auth to be on: an empty file must not silently open every route.
@@ -45,15 +46,15 @@ class Guard:
             log.warning("auth is off: no API key is configured, every route is open (see docs/deploy.md)")
         limiter: RateLimiter | None = None
         if settings.rate_limit_requests > 0:
-            url = _redis_url(settings)
+            url = rate_limit_redis_url(settings)
             if url:
                 limiter = RedisLimiter(url, settings.rate_limit_requests, settings.rate_limit_window_s,
                                        on_error=metrics.rate_limiter_errors.inc)
             else:
-                limiter = InProcessLimiter(settings.rate_limit_requests, settings.rate_limit_window_s)
+                limiter = local_limiter or InProcessLimiter(settings.rate_limit_requests, settings.rate_limit_window_s)
         log.info("auth %s; rate limit %s", f"on ({len(keys)} key(s))" if keys.enabled else "off (no key configured)",
                  f"{settings.rate_limit_requests} per {settings.rate_limit_window_s:g} s per key, counted "
-                 f"{'in redis' if isinstance(limiter, RedisLimiter) else 'in process'}" if limiter else "off")
+                 f"{'in redis' if isinstance(limiter, RedisLimiter) else 'in the server'}" if limiter else "off")
         return cls(keys, limiter, metrics, health_open=settings.health_open, metrics_open=settings.metrics_open)
 
     async def check(self, path: str, method: str, authorization: str | None, client: str) -> Principal | None:
@@ -101,7 +102,7 @@ class Guard:
             await self.limiter.aclose()
 
 
-def _redis_url(settings: Settings) -> str | None:
+def rate_limit_redis_url(settings: Settings) -> str | None:
     if settings.rate_limit_redis_url is not None:
         return settings.rate_limit_redis_url.get_secret_value() or None
     # The shared Redis of the redis storage backend, where the service has one; the embedded default

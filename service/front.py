@@ -1,0 +1,204 @@
+"""A front process: HTTP, validation, decoding, preprocessing and responses, for one share of the connections.
+
+Every front runs the same app (service/app.py) on the listening socket the supervisor bound, so the kernel
+spreads connections over them; each has its own event loop, its own decode and storage threads, and no model,
+collection or cache of its own: those are the core's, reached through `service.ipc` (its batchers as
+`RemoteBatcher`s, its store as a `RemoteStore`). Pixels go into the front's shared-memory arena; only small
+messages go to the core. /readyz reports the core's phase: a front whose core is not ready answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from service.embed_cache import EmbeddingCache, open_cache
+from service.ipc.arena import Arena
+from service.ipc.counters import SharedCounts
+from service.ipc.link import CoreLink
+from service.ipc.remote import RemoteBatcher, RemoteCache, RemoteStore
+from service.logs import configure_logging
+from service.model_pool import ModelPool, served_model
+from service.processes import become_child
+from service.repository import scan_repository
+from service.settings import Settings
+from service.state import Executors, Services
+
+log = logging.getLogger("service.front")
+
+CORE_CONNECT_TIMEOUT_S = 60.0  # the core listens within a second or two of starting; longer means it is stuck
+
+
+@dataclass(frozen=True)
+class FrontRole:
+    """What makes an app a front: its number, where the core listens, the server-wide counts."""
+
+    index: int
+    core_path: Path
+    counts: SharedCounts
+    arena_bytes: int
+
+
+def run_front(settings: Settings, index: int, sock: socket.socket, core_path: str, counts: SharedCounts,
+              log_level: str, parent_pid: int) -> None:
+    """A front process's entry point (started by the supervisor): uvicorn on the shared socket."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.connections import ConnectionLimits, guarded_protocol
+
+    become_child(f"jepa-front-{index}", parent_pid)
+    configure_logging(settings.log_format, log_level)
+    role = FrontRole(index, Path(core_path), counts, settings.shm_arena_mb << 20)
+    app = create_app(settings, front=role)
+    # The connection cap is per process: each front takes its share of max_connections.
+    limits = ConnectionLimits(header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
+                              max_connections=max(1, -(-settings.max_connections // counts.fronts)),
+                              discard_body_bytes=settings.discard_body_bytes)
+    config = uvicorn.Config(
+        app, log_level=log_level, access_log=False, log_config=None,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s, http=guarded_protocol(limits),
+        timeout_keep_alive=settings.keep_alive_timeout_s,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def open_arena(size: int) -> Arena | None:
+    if size <= 0:
+        return None
+    try:
+        return Arena(size)
+    except OSError as exc:
+        log.warning("no shared-memory arena of %d MiB (%s): items travel inside messages (slower); "
+                    "give /dev/shm more room or lower JEPA_SHM_ARENA_MB", size >> 20, exc.strerror)
+        return None
+
+
+def front_cache(settings: Settings, link: CoreLink) -> EmbeddingCache | None:
+    """A Redis cache is shared already: the front opens it itself. The in-memory one is the core's."""
+    cache = open_cache(settings)
+    if cache is None or cache.backend != "memory":
+        return cache
+    return RemoteCache(link)
+
+
+class CoreView:
+    """The front's picture of the core, from its state notifications: the phase, the collections' recovery,
+    which batchers run; and the front's models, made once the core says which it serves."""
+
+    def __init__(self, services: Services, link: CoreLink, arena: Arena | None) -> None:
+        self.services, self.link, self.arena = services, link, arena
+        self.running: dict[tuple[str, str], bool] = {}
+        self.building: asyncio.Task[None] | None = None
+        self._built = False
+        self._state: dict[str, Any] = {}
+
+    async def connect(self, role: FrontRole) -> None:
+        hello = {"front": role.index, "arena": None if self.arena is None else (str(self.arena.path),
+                                                                              self.arena.size)}
+        try:
+            state = await self.link.connect(hello, CORE_CONNECT_TIMEOUT_S)
+        except Exception:
+            log.exception("front %d could not reach the core", role.index)
+            self.services.set_phase("failed")
+            return
+        if self.arena is not None:
+            self.arena.unlink()  # the core has it mapped: no name left behind, whatever happens next
+        self.apply(state)
+
+    def apply(self, state: dict[str, Any]) -> None:
+        self._state = state
+        store = self.services.store
+        assert isinstance(store, RemoteStore)
+        store.recovered, store.failures = state["recovered"], state["collections_failed"]
+        self.services.models.failures = dict(state["failures"])
+        for model, components in state["models"].items():
+            for component, facts in components.items():
+                self.running[(model, component)] = facts["running"]
+        if state["models"] and not self._built and self.building is None:
+            self.building = asyncio.get_running_loop().create_task(self._build(state), name="front-models")
+        phase = state["phase"]
+        if phase == "ready" and not self._built:
+            phase = "warming"  # the core is ready, this front not yet
+        self.services.set_phase(phase, state["retrying"])
+
+    async def _build(self, state: dict[str, Any]) -> None:
+        """The front's ServedModels: the repository's manifests, read here too, around handles on the core's
+        batchers."""
+        services = self.services
+        try:
+            entries, _ = await asyncio.get_running_loop().run_in_executor(
+                services.executors.storage, scan_repository, services.settings.model_repository)
+            for entry in entries:
+                components = state["models"].get(entry.name)
+                if components is None:
+                    continue
+                batchers = {
+                    name: RemoteBatcher(self.link, self.arena, entry.name, name, facts["engine"],
+                                        facts["max_queue_size"], self._is_running(entry.name, name))
+                    for name, facts in components.items()
+                }
+                try:
+                    services.models.add(served_model(entry, batchers))
+                except Exception as exc:  # a model this front cannot hold must not stop the others
+                    log.exception("model %s failed to load in this front", entry.name)
+                    services.models.failures[entry.name] = f"failed to load: {type(exc).__name__}"
+        finally:
+            self._built = True
+            self.apply(self._state)
+
+    def _is_running(self, model: str, component: str):
+        return lambda: self.running.get((model, component), False)
+
+    def lost(self) -> None:
+        if self.services.phase != "stopping":
+            self.services.set_phase("failed", {"reason": "the core process is gone"})
+
+
+@asynccontextmanager
+async def front_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    role: FrontRole = app.state.front
+    link: CoreLink = app.state.core_link
+    arena = open_arena(role.arena_bytes)
+    services = Services(settings=settings, metrics=app.state.metrics, models=ModelPool(), store=RemoteStore(link),
+                        executors=Executors.from_settings(settings))
+    services.embed_cache = front_cache(settings, link)
+    app.state.services = services
+    view = CoreView(services, link, arena)
+    link.on_state = view.apply
+    # Before accepting: connect (the core listens a moment after it starts), and if the core is serving already
+    # (this front replaces one that died), take its models first, so this front's share of new connections is
+    # never answered "not ready". At first start the core is still loading: accept at once, /readyz says so.
+    await view.connect(role)
+    if view.building is not None and services.phase == "warming":
+        await asyncio.shield(view.building)
+    watching = asyncio.create_task(_watch(link, view), name="core-watch")
+    try:
+        yield
+    finally:
+        services.set_phase("stopping")
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+        await link.aclose()
+        if hasattr(services.embed_cache, "close"):
+            services.embed_cache.close()
+        services.executors.shutdown()
+        if arena is not None:
+            arena.close()
+        await app.state.guard.aclose()
+
+
+async def _watch(link: CoreLink, view: CoreView) -> None:
+    await link.closed.wait()
+    view.lost()

@@ -1,0 +1,124 @@
+"""Counts that hold for the whole server, not for one front: requests in flight, open streams.
+
+Each front counts in its own slot of one small shared file (mapped by every front); a check adds up every slot
+under one lock (flock on that file), so a limit holds across fronts exactly: two fronts cannot both take the
+last place. When a front dies with requests in flight, the supervisor clears its slot, so a crashed front does
+not keep places forever. A flock is released by the kernel when its holder dies, kill -9 included.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import struct
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+SLOT = struct.Struct("q")
+
+
+class Gate(Protocol):
+    """A bounded count: `enter` takes a place if fewer than `limit` are taken, `leave` gives it back."""
+
+    @property
+    def count(self) -> int: ...  # the whole server's
+    @property
+    def own(self) -> int: ...  # this process's share (a metric each process reports, summed by Prometheus)
+    def enter(self, limit: int) -> bool: ...
+    def leave(self) -> None: ...
+
+
+class LocalGate:
+    """One process's count (the in-process app): the event loop is the only user, so no lock."""
+
+    def __init__(self) -> None:
+        self._count = 0
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    @property
+    def own(self) -> int:
+        return self._count
+
+    def enter(self, limit: int) -> bool:
+        if limit and self._count >= limit:
+            return False
+        self._count += 1
+        return True
+
+    def leave(self) -> None:
+        self._count -= 1
+
+
+class SharedCounts:
+    """One count shared by `fronts` processes: a file of one slot per front. Made by the supervisor; each
+    process maps it by its path (so it travels to a child as a string and a number)."""
+
+    def __init__(self, path: Path, fronts: int, *, create: bool = False) -> None:
+        self.path, self.fronts = Path(path), fronts
+        flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT | os.O_EXCL if create else 0)
+        self._fd = os.open(self.path, flags, 0o600)
+        if create:
+            os.ftruncate(self._fd, SLOT.size * fronts)
+        self._map = mmap.mmap(self._fd, SLOT.size * fronts)
+
+    def __reduce__(self):
+        return (SharedCounts, (self.path, self.fronts))
+
+    @contextmanager
+    def _locked(self):
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _slot(self, front: int) -> int:
+        return SLOT.unpack_from(self._map, front * SLOT.size)[0]
+
+    def _set(self, front: int, value: int) -> None:
+        SLOT.pack_into(self._map, front * SLOT.size, value)
+
+    def total(self) -> int:
+        return sum(self._slot(front) for front in range(self.fronts))
+
+    def gate(self, front: int) -> SharedGate:
+        return SharedGate(self, front)
+
+    def clear(self, front: int) -> None:
+        """A front has died: whatever it counted is no longer in flight."""
+        with self._locked():
+            self._set(front, 0)
+
+
+class SharedGate:
+    """One front's view of a server-wide count."""
+
+    def __init__(self, counts: SharedCounts, front: int) -> None:
+        self._counts, self._front = counts, front
+
+    @property
+    def count(self) -> int:
+        with self._counts._locked():
+            return self._counts.total()
+
+    @property
+    def own(self) -> int:
+        return self._counts._slot(self._front)
+
+    def enter(self, limit: int) -> bool:
+        counts = self._counts
+        with counts._locked():
+            if limit and counts.total() >= limit:
+                return False
+            counts._set(self._front, counts._slot(self._front) + 1)
+            return True
+
+    def leave(self) -> None:
+        counts = self._counts
+        with counts._locked():
+            counts._set(self._front, max(0, counts._slot(self._front) - 1))
