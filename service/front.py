@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -48,13 +47,14 @@ class FrontRole:
     arena_bytes: int
 
 
-def run_front(settings: Settings, index: int, sock: socket.socket, core_path: str, counts: SharedCounts,
+def run_front(settings: Settings, index: int, address: tuple[str, int], core_path: str, counts: SharedCounts,
               log_level: str, parent_pid: int) -> None:
     """A front process's entry point (started by the supervisor): uvicorn on the shared socket."""
     import uvicorn
 
     from service.app import create_app
     from service.connections import ConnectionLimits, guarded_protocol
+    from service.supervisor import bind
 
     become_child(f"jepa-front-{index}", parent_pid)
     configure_logging(settings.log_format, log_level)
@@ -69,7 +69,7 @@ def run_front(settings: Settings, index: int, sock: socket.socket, core_path: st
         timeout_graceful_shutdown=settings.shutdown_timeout_s, http=guarded_protocol(limits),
         timeout_keep_alive=settings.keep_alive_timeout_s,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.Server(config).run(sockets=[bind(*address, listen=True)])
 
 
 def open_arena(size: int) -> Arena | None:

@@ -194,7 +194,8 @@ def build_engine(
         options["TensorrtExecutionProvider"] = tensorrt_options(
             spec.inputs, cache_root, precision, policy.max_batch_size, opt_batch, ort.__version__
         )
-    return OrtEngine(name, path, providers, precision, settings.intra_op_threads, options)
+    return OrtEngine(name, path, providers, precision, settings.intra_op_threads, options,
+                     spinning=settings.intra_op_spinning)
 
 
 def build_batchers(

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
         "auto", description="auto = fp16 on GPU when the entry has a gated fp16 file, fp32 on CPU"
     )
     intra_op_threads: int = Field(0, ge=0, description="ORT threads inside one op; 0 = one per core")
+    intra_op_spinning: bool = Field(
+        False,
+        description="ORT's pool threads spin between ops instead of sleeping: a little lower latency per op, a core "
+        "burnt while they wait (taken from decoding on a CPU host)",
+    )
     engine_instances: int = Field(
         0, ge=0, le=8,
         description="engine sessions per model component, each with its own batch in flight (copies of one overlap "
