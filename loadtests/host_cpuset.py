@@ -62,7 +62,7 @@ class Confiner:
         return f"taskset only ({self.reason}): threads that set their own affinity may escape"
 
 
-def detect_confiner() -> Confiner:
+def _find_cpuset() -> Confiner:
     """The cpuset controller's hierarchy: a v1 `cpuset` mount, else a v2 mount offering `cpuset`."""
     if os.geteuid() != 0:
         return Confiner("taskset", reason="not root: cannot create cgroups")
@@ -75,6 +75,18 @@ def detect_confiner() -> Confiner:
         if fstype == "cgroup2" and controllers.exists() and "cpuset" in controllers.read_text().split():
             return Confiner("cgroup-v2", Path(point))
     return Confiner("taskset", reason="no cpuset cgroup controller is mounted")
+
+
+def detect_confiner() -> Confiner:
+    """A cpuset hierarchy in which a group can actually be made (a read-only mount in a container, or a v2
+    parent that holds processes itself, cannot), else taskset with the reason."""
+    confiner = _find_cpuset()
+    if confiner.enforced:
+        try:
+            CoreGroup(confiner, "probe", sorted(os.sched_getaffinity(0))[:1]).close()
+        except OSError as exc:
+            return Confiner("taskset", reason=f"cannot create a cpuset group under {confiner.root}: {exc}")
+    return confiner
 
 
 class CoreGroup:
@@ -93,7 +105,11 @@ class CoreGroup:
         if confiner.enforced:
             assert confiner.root is not None
             self.path = confiner.root / f"jepa-bench-{os.getpid()}-{name}"
-            self._create()
+            try:
+                self._create()
+            except OSError:
+                self.close()  # a half-made group (made, but its CPUs refused) is removed
+                raise
 
     def _create(self) -> None:
         assert self.path is not None
