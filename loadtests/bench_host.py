@@ -243,11 +243,15 @@ def cosine_to_full_decode(url: str, model_dir: Path, photos: list[bytes]) -> flo
 
 def plan_from(args: argparse.Namespace) -> Plan:
     keys = [k for k in args.rows.split(",") if k]
-    payloads = [Payload.parse(k) for k in keys if k != "vits"]
+    try:
+        payloads = [Payload.parse(k) for k in keys if k != "vits"]
+    except ValueError as exc:
+        raise SystemExit(f"--rows: {exc} (or 'vits')") from exc
     allowed = sorted(os.sched_getaffinity(0))
     cores = sorted({int(c) for c in args.cores.split(",") if c})
-    if not cores or max(cores) > len(allowed) or min(cores) < 1:
-        raise SystemExit(f"--cores {args.cores}: this process may use {len(allowed)} CPUs ({allowed})")
+    if not cores or max(cores + [args.vits_cores]) > len(allowed) or min(cores) < 1:
+        raise SystemExit(f"--cores {args.cores} / --vits-cores {args.vits_cores}: this process may use "
+                         f"{len(allowed)} CPUs ({allowed})")
     return Plan(payloads=payloads, vits="vits" in keys, cores=cores, allowed=allowed)
 
 

@@ -103,6 +103,8 @@ def test_goals_are_ratios_of_the_median_runs():
     # 20 requests over 16 connections: too few for the rate to be trusted, whatever the ratio says
     assert verdicts["1-image requests: 2 cores ≥ 1.7× 1 core"][1].startswith("unreliable")
     assert verdicts["12 MP photos: ≥ 5× today's img/s per core"] == (None, "not measured")
+    one_core = goals(Figures(summaries), 1, {}, None)  # one core count measured: no scaling to state
+    assert one_core[0].verdict == "not measured"
 
 
 @pytest.mark.e2e
