@@ -7,12 +7,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from contract import Manifest
 from service.batching import BatchPolicy, DynamicBatcher
 from service.errors import ErrorCode, NotFound
 from service.media.clips import ClipSpec
 from service.media.images import ImagePreprocess
 from service.metrics import Metrics
-from service.repository import EntryFailure, Manifest, RepositoryEntry
+from service.repository import EntryFailure, RepositoryEntry
 from service.runtime import Engine, OrtEngine, available_providers, choose_precision
 from service.runtime.onnx import tensorrt_options
 from service.settings import Settings

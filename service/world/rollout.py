@@ -10,9 +10,9 @@ import functools
 
 import numpy as np
 
+from contract import PredictorSpec
 from service.batching import DynamicBatcher
 from service.errors import ErrorCode, UnprocessableInput
-from service.repository import PredictorSpec
 from service.world.planner import rollout_batch
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.repository import SurpriseSpec
+from contract import SurpriseSpec
 from service.world.future import FuturePredictor
 from service.world.rollout import LatentRollout
 from service.world.token_rollout import TokenRollout, TokenState
