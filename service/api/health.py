@@ -51,7 +51,7 @@ async def list_models(services: ServicesDep) -> dict[str, Any]:
                 "pooling": m.output.pooling,
                 "input": m.input.model_dump(),
                 "predictor": m.predictor.model_dump() if m.predictor else None,
-                "surprise": m.surprise.model_dump() if model.surprise is not None else None,
+                "surprise": m.surprise.model_dump() if model.world.calibration is not None else None,
                 "heads": {name: spec.model_dump() for name, spec in m.heads.items()},
                 "components": {
                     b.component: {
