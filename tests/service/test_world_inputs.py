@@ -204,3 +204,22 @@ def test_every_malformed_stream_message_closes_with_a_4xx(client, family):
             failures.append(f"{field} {variant}: {reply} closed with {code}")
     assert sent > 30
     assert failures == []
+
+
+def test_a_model_without_a_predictor_refuses_every_world_endpoint(fake_repository, settings_factory):
+    """EncoderOnly: the refusals every family inherits for what it cannot do."""
+    from tests.support.fake_repository import SIZE
+
+    frame = {"image": b64(png_bytes(np.zeros((SIZE, SIZE, 3), np.uint8)))}
+    with serving(settings_factory(model_repository=fake_repository)) as fake:
+        predict = fake.post("/predict_future", json={"context": [frame], "actions": [[0.0]]})
+        plan = fake.post("/plan", json={"observation": [frame], "goal": frame})
+        surprise = fake.post("/surprise", json={"observations": [frame] * 2, "actions": [[0.0]]})
+        assert [r.json()["error"]["code"] for r in (predict, plan, surprise)] == [
+            "no_predictor", "no_predictor", "no_surprise"]
+        assert {r.status_code for r in (predict, plan, surprise)} == {422}
+        with fake.websocket_connect("/stream/surprise") as ws:
+            message = ws.receive_json()
+            with pytest.raises(WebSocketDisconnect) as closing:
+                ws.receive_json()
+        assert (message["error"]["code"], closing.value.code) == ("no_surprise", 1008)
