@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -60,16 +61,10 @@ class ServedModel:
     def manifest(self) -> Manifest:
         return self.entry.manifest
 
-    async def encode(
-        self,
-        pixels: list[np.ndarray],
-        deadline: float | None = None,
-        announced: bool = False,
-        outputs: tuple[str, ...] | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Preprocessed items ((3, H, W), or a clip for clip models) -> the encoder outputs asked for (None =
-        all), stacked: pooled (N, D), tokens (N, T, D) and, for video encoders, frames (N, steps, D)."""
-        return await self.world.encoder.encode(pixels, deadline, announced, outputs)
+    @property
+    def encode(self) -> Callable[..., Awaitable[dict[str, np.ndarray]]]:
+        """Preprocessed items -> the encoder outputs asked for, through its batcher (Encoder.encode)."""
+        return self.world.encoder.encode
 
 
 class ModelPool:

@@ -10,7 +10,7 @@ import numpy as np
 from service.errors import ErrorCode, UnprocessableInput
 from service.world.encoding import Encoder
 from service.world.future import FuturePredictor
-from service.world.inputs import WorldLimits, refuse_given
+from service.world.inputs import WorldLimits, refuse_context
 from service.world.model import (
     FrameStream,
     Observation,
@@ -41,8 +41,8 @@ class FutureWorld(WorldModel):
 
     def check_prediction(self, inputs: PredictInputs) -> PredictQuery:
         given = inputs.actions is not None or inputs.state is not None or inputs.proprio is not None
-        refuse_given(given, f"model {self.name!r} predicts from a past clip alone: give 'context' only (no actions, "
-                     "state, proprio)", ErrorCode.INVALID_CONTEXT)
+        refuse_context(given, f"model {self.name!r} predicts from a past clip alone: give 'context' only (no "
+                       "actions, state, proprio)")
         frames = self.future.spec.context_frames
         return PredictQuery(ObservationNeed(clip_frames=frames, video_frames=frames), tokens=inputs.tokens)
 
@@ -61,8 +61,8 @@ class FutureWorld(WorldModel):
         against what the predictor expected from its first context_frames."""
         self.require_scorer()
         given = inputs.states is not None or inputs.actions is not None or inputs.proprio is not None
-        refuse_given(given, f"model {self.name!r} scores a clip from its frames alone: give 'observations' only "
-                     "(no states, actions or proprio)", ErrorCode.INVALID_CONTEXT)
+        refuse_context(given, f"model {self.name!r} scores a clip from its frames alone: give 'observations' "
+                       "only (no states, actions or proprio)")
         frames = self.encoder.clip.frames_per_clip
         return SurpriseQuery(self.threshold(inputs.threshold),
                              ObservationNeed(clip_frames=frames, exact=True, video_frames=frames))

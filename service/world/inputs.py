@@ -95,7 +95,15 @@ def check_state(value: Sequence[float], dim: int) -> np.ndarray:
     return check_states([value], dim)[0]
 
 
-def refuse_given(given: bool, message: str, code: ErrorCode) -> None:
-    """A field this family does not take is refused, not ignored: a client that sends it expects it to count."""
+def refuse_proprio(given: bool, who: str) -> None:
+    """Only V-JEPA 2-AC takes end-effector states; elsewhere they are refused, not ignored (a client that sends
+    them expects them to count)."""
     if given:
-        raise UnprocessableInput(message, code=code)
+        raise UnprocessableInput(f"{who} takes no 'proprio' (only V-JEPA 2-AC does)", code=ErrorCode.INVALID_PROPRIO)
+
+
+def refuse_context(given: bool, message: str) -> None:
+    """A starting point the family does not take (pooled states, a clip predictor's actions) is refused, not
+    ignored."""
+    if given:
+        raise UnprocessableInput(message, code=ErrorCode.INVALID_CONTEXT)

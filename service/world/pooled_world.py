@@ -12,7 +12,7 @@ import numpy as np
 from service.errors import ErrorCode, UnprocessableInput
 from service.world.acting import ActionWorld, PlanningAids, Problem
 from service.world.encoding import Encoder
-from service.world.inputs import WorldLimits, check_state, check_states, refuse_given
+from service.world.inputs import WorldLimits, check_state, check_states, refuse_proprio
 from service.world.model import (
     FRAMES,
     VIDEO_FRAMES,
@@ -33,8 +33,6 @@ from service.world.rollout import LatentRollout
 from service.world.streams import SurpriseStream
 from service.world.surprise import SurpriseScorer
 
-NO_PROPRIO = "model {name!r} takes no 'proprio' (only V-JEPA 2-AC does)"
-
 
 class PooledWorld(ActionWorld):
     scorer: SurpriseScorer | None
@@ -45,7 +43,7 @@ class PooledWorld(ActionWorld):
         super().__init__(name, encoder, limits, rollout, scorer, planning)
 
     def _refuse_proprio(self, given: bool) -> None:
-        refuse_given(given, NO_PROPRIO.format(name=self.name), ErrorCode.INVALID_PROPRIO)
+        refuse_proprio(given, f"model {self.name!r}")
 
     def check_prediction(self, inputs: PredictInputs) -> PredictQuery:
         actions = self.rollout_actions(inputs.actions)

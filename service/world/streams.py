@@ -12,7 +12,7 @@ import numpy as np
 
 from contract import SurpriseSpec
 from service.errors import ErrorCode, UnprocessableInput
-from service.world.inputs import check_actions, check_proprio, refuse_given
+from service.world.inputs import check_actions, check_proprio, refuse_proprio
 from service.world.surprise import Surprise, SurpriseScorer, TokenSurprise
 from service.world.token_rollout import TokenState
 
@@ -84,8 +84,7 @@ class SurpriseStream(_ScoredStream):
     async def push(self, frame: np.ndarray, action: Sequence[float] | None, proprio: Sequence[float] | None = None,
                    deadline: float | None = None) -> StreamStep:
         checked = self._due_action(action)
-        refuse_given(proprio is not None, "this model takes no 'proprio' (only V-JEPA 2-AC does)",
-                     ErrorCode.INVALID_PROPRIO)
+        refuse_proprio(proprio is not None, "this model")
         step = self.steps
         self.steps += 1
         self._frames.append(frame)

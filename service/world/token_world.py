@@ -12,7 +12,7 @@ import numpy as np
 from service.errors import ErrorCode, UnprocessableInput
 from service.world.acting import ActionWorld, PlanningAids, Problem
 from service.world.encoding import Encoder
-from service.world.inputs import Rows, WorldLimits, check_proprio, refuse_given
+from service.world.inputs import Rows, WorldLimits, check_proprio, refuse_context
 from service.world.model import (
     FRAMES,
     VIDEO_FRAMES,
@@ -62,9 +62,8 @@ class TokenWorld(ActionWorld):
     def check_prediction(self, inputs: PredictInputs) -> PredictQuery:
         actions = self.rollout_actions(inputs.actions)
         self.check_context(inputs.context)
-        refuse_given(inputs.state is not None,
-                     f"model {self.name!r} rolls out from context frames (and proprio), not a state",
-                     ErrorCode.INVALID_CONTEXT)
+        refuse_context(inputs.state is not None,
+                       f"model {self.name!r} rolls out from context frames (and proprio), not a state")
         proprio = self._proprio(inputs.proprio, "one end-effector state per context frame")
         return PredictQuery(FRAMES, actions, proprio=proprio, tokens=inputs.tokens)
 
@@ -108,8 +107,8 @@ class TokenWorld(ActionWorld):
         """Frame t + 1 against its prediction from the observed frames up to t (teacher-forced, the last
         context_frames of them), their poses and the actions between them."""
         self.require_scorer()
-        refuse_given(inputs.states is not None, f"model {self.name!r} scores frames (their token grids): give "
-                     "'observations', not pooled states", ErrorCode.INVALID_CONTEXT)
+        refuse_context(inputs.states is not None, f"model {self.name!r} scores frames (their token grids): give "
+                       "'observations', not pooled states")
         actions = self.actions(inputs.actions, self.limits.max_surprise_steps, "max_surprise_steps",
                                within_box=False, hint=", one between each two observations")
         proprio = self._proprio(inputs.proprio, "the end-effector state at each observation frame")
