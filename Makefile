@@ -27,9 +27,9 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(if $(GPU),$(PY) -m pip install --quiet --force-reinstall --no-deps '$(ORT_GPU)')
 	@touch $(STAMP)
 
-# Re-exported when the weights or the exporter change (a newer exporter writes manifest fields, e.g. the surprise
-# calibration, that an older entry lacks).
-$(DEMO): models/demo/weights/demo.safetensors $(wildcard export/*.py) | $(STAMP)
+# Re-exported when the weights, the exporter or the manifest contract change (a newer exporter writes manifest
+# fields, e.g. the surprise calibration, that an older entry lacks).
+$(DEMO): models/demo/weights/demo.safetensors $(wildcard export/*.py contract/*.py) | $(STAMP)
 	@echo ">> exporting the demo model into $(REPO)/demo"
 	$(VENV)/bin/jepa-export demo --name demo --out $(REPO) --force
 
