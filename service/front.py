@@ -148,7 +148,7 @@ class CoreView:
                     for name, facts in components.items()
                 }
                 try:
-                    services.models.add(served_model(entry, batchers))
+                    services.models.add(served_model(entry, batchers, services.settings))
                 except Exception as exc:  # a model this front cannot hold must not stop the others
                     log.exception("model %s failed to load in this front", entry.name)
                     services.models.failures[entry.name] = f"failed to load: {type(exc).__name__}"
