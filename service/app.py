@@ -44,7 +44,7 @@ from service.ipc.link import CoreLink
 from service.ipc.remote import RemoteLimiter
 from service.logs import RequestLogMiddleware
 from service.metrics import Metrics
-from service.middleware import BodyLimitMiddleware, ConcurrencyLimitMiddleware, MetricsMiddleware
+from service.middleware import BodyLimitMiddleware, ConcurrencyLimitMiddleware
 from service.model_pool import ModelPool
 from service.repository import scan_repository
 from service.security.guard import Guard
@@ -231,6 +231,6 @@ def create_app(settings: Settings | None = None, data_dir_lock: DataDirLock | No
     app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrent_requests, metrics=app.state.metrics,
                        gate=gate)
     app.add_middleware(AuthMiddleware, guard=app.state.guard)
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    app.add_middleware(RequestLogMiddleware, access_log=settings.access_log)
+    app.add_middleware(RequestLogMiddleware, metrics=app.state.metrics, access_log=settings.access_log,
+                       front=None if front is None else front.index)
     return app

@@ -1,10 +1,9 @@
-"""Pure ASGI middleware: request metrics, the concurrent-request limit and the body-size limit (no BaseHTTPMiddleware
-buffering)."""
+"""Pure ASGI middleware: the concurrent-request limit and the body-size limit (no BaseHTTPMiddleware buffering).
+Request metrics, ids and the access log are service/logs.py's RequestLogMiddleware."""
 
 from __future__ import annotations
 
 import json
-import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -102,35 +101,3 @@ class ConcurrencyLimitMiddleware:
         finally:
             self.gate.leave()
             self.metrics.in_flight.set(self.gate.own)
-
-
-class MetricsMiddleware:
-    """Counts and times every request by route template (never by raw path: unbounded labels)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def record_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                elapsed = time.perf_counter() - started
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-process-time-ms", f"{elapsed * 1000:.2f}".encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, record_status)
-        finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(route=path, method=scope["method"], status=str(status)).inc()
-            self.metrics.request_seconds.labels(route=path).observe(time.perf_counter() - started)

@@ -76,9 +76,6 @@ class Supervisor:
         self.lock = data_dir_lock
         self.fronts_wanted = front_count(settings)
         self.context = multiprocessing.get_context("spawn")
-        self.rundir = Path(tempfile.mkdtemp(prefix="jepa-serve-"))
-        self.core_path = self.rundir / "core.sock"
-        self.counts = SharedCounts(self.rundir / "in-flight", self.fronts_wanted, create=True)
         self.core: BaseProcess | None = None
         self.fronts: dict[int, BaseProcess] = {}
         self.restarts: deque[float] = deque()
@@ -90,6 +87,10 @@ class Supervisor:
         except OSError as exc:
             log.error("cannot listen on %s:%d: %s", self.host, self.port, exc.strerror)
             return 3
+        # The server's private folder: the core's socket, the shared counts, every process's metric samples.
+        self.rundir = Path(tempfile.mkdtemp(prefix="jepa-serve-"))
+        self.core_path = self.rundir / "core.sock"
+        self.counts = SharedCounts(self.rundir / "in-flight", self.fronts_wanted, create=True)
         metrics_dir = self.rundir / "metrics"
         metrics_dir.mkdir()
         # Read by prometheus_client when the children import it: every process writes its samples there, and

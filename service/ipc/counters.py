@@ -119,6 +119,7 @@ class SharedGate:
             return True
 
     def leave(self) -> None:
+        # No lock: only this front's event loop writes its slot, and a lower count read by another front mid-way
+        # can only make that front more careful (an aligned 8-byte store is seen whole).
         counts = self._counts
-        with counts._locked():
-            counts._set(self._front, max(0, counts._slot(self._front) - 1))
+        counts._set(self._front, max(0, counts._slot(self._front) - 1))

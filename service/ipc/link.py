@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import NotReady
-from service.ipc.wire import RemoteError, encode, read_message
+from service.ipc.wire import Outbox, RemoteError, encode, read_message
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class CoreLink:
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future[Any], Callable[[], None] | None]] = {}
         self._writer: asyncio.StreamWriter | None = None
+        self._outbox: Outbox | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
@@ -68,6 +69,7 @@ class CoreLink:
         if kind != "hello":
             raise ConnectionError(f"the core answered the introduction with {kind!r}")
         self._writer = writer
+        self._outbox = Outbox(writer)
         self._reader_task = asyncio.create_task(self._read(reader), name="core-link")
         return answer
 
@@ -108,8 +110,8 @@ class CoreLink:
 
     def notify(self, kind: str, *args: Any) -> None:
         if self.connected:
-            assert self._writer is not None
-            self._writer.write(encode((NOTIFY, kind, args)))
+            assert self._outbox is not None
+            self._outbox.put((NOTIFY, kind, args))
 
     async def call(self, kind: str, *args: Any, release: Callable[[], None] | None = None) -> Any:
         """Ask the core; `release` runs when the core has answered (or the link is lost), whatever the caller does."""
@@ -117,12 +119,12 @@ class CoreLink:
             if release is not None:
                 release()
             raise CoreGone("not connected to the core process")
-        assert self._writer is not None
+        assert self._outbox is not None
         assert self._loop is not None
         request_id = next(self._ids)
         future = self._loop.create_future()
         self._pending[request_id] = (future, release)
-        self._writer.write(encode((request_id, kind, args)))
+        self._outbox.put((request_id, kind, args))
         try:
             return await future
         except asyncio.CancelledError:

@@ -21,7 +21,7 @@ from typing import Any
 from service.errors import NotReady, ServiceError
 from service.ipc.arena import ArenaView
 from service.ipc.link import NOTIFY
-from service.ipc.wire import ArrayRef, RemoteError, encode, read_message
+from service.ipc.wire import ArrayRef, Outbox, RemoteError, read_message
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class FrontConnection:
 
     name: str
     writer: asyncio.StreamWriter
+    outbox: Outbox
     arena: ArenaView | None = None
     tasks: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     announced: Counter[tuple[str, str]] = field(default_factory=Counter)  # items announced, not yet sent
@@ -47,8 +48,7 @@ class FrontConnection:
         return value
 
     def send(self, message: Any) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(encode(message))
+        self.outbox.put(message)
 
 
 Handler = Callable[..., Awaitable[Any]]
@@ -101,7 +101,7 @@ class CoreServer:
         if kind != "hello":
             writer.close()
             return
-        front = FrontConnection(str(hello.get("front", "?")), writer)
+        front = FrontConnection(str(hello.get("front", "?")), writer, Outbox(writer))
         if hello.get("arena") is not None:
             path, size = hello["arena"]
             front.arena = ArenaView(path, size)

@@ -50,6 +50,25 @@ def _itemsize(dtype: str) -> int:
     return size
 
 
+class Outbox:
+    """Messages queued during one turn of the event loop leave in one write: a batch's answers to many requests,
+    or several requests of one front, cost one system call instead of one each."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self._frames: list[bytes] = []
+
+    def put(self, message: Any) -> None:
+        if not self._frames:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._frames.append(encode(message))
+
+    def _flush(self) -> None:
+        frames, self._frames = self._frames, []
+        if frames and not self.writer.is_closing():
+            self.writer.writelines(frames)
+
+
 def encode(message: Any) -> bytes:
     body = pickle.dumps(message, protocol=5)
     return HEADER.pack(len(body)) + body

@@ -55,11 +55,11 @@ def test_jepa_serve_warns_about_unknown_variables_at_start(monkeypatch, capsys, 
 
     started = []
 
-    def run_instead(server) -> None:  # the server is built as jepa-serve builds it, but never listens
-        started.append(server.config.port)
-        server.started = True
+    def run_instead(supervisor) -> int:  # the supervisor is built as jepa-serve builds it, but starts nothing
+        started.append(supervisor.port)
+        return 0
 
-    monkeypatch.setattr(service.cli.uvicorn.Server, "run", run_instead)
+    monkeypatch.setattr(service.cli.Supervisor, "run", run_instead)
     monkeypatch.setenv("JEPA_MAX_BATCH_SIZ", "8")
     monkeypatch.setenv("JEPA_LOG_FORMAT", "text")
     assert service.cli.main(["--port", "8123", "--data-dir", str(tmp_path / "d")]) == 0
