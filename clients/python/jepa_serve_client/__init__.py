@@ -6,6 +6,7 @@ from jepa_serve_client import errors  # noqa: E402
 from jepa_serve_client.arrays import Frames, Video  # noqa: E402
 from jepa_serve_client.client import AsyncClient, Client, RetryPolicy  # noqa: E402
 from jepa_serve_client.errors import JepaServeError  # noqa: E402
+from jepa_serve_client.indexing import IndexReport  # noqa: E402
 from jepa_serve_client.results import (  # noqa: E402
     ClassifyResult,
     Collection,
@@ -21,6 +22,6 @@ from jepa_serve_client.results import (  # noqa: E402
     UpsertResult,
 )
 
-__all__ = ["AsyncClient", "ClassifyResult", "Client", "Collection", "Embeddings", "Frames", "Hit", "JepaServeError",
-           "Label", "Model", "Plan", "Point", "Prediction", "RetryPolicy", "StreamScore", "SurpriseResult",
-           "UpsertResult", "Video", "errors", "__version__"]
+__all__ = ["AsyncClient", "ClassifyResult", "Client", "Collection", "Embeddings", "Frames", "Hit", "IndexReport",
+           "JepaServeError", "Label", "Model", "Plan", "Point", "Prediction", "RetryPolicy", "StreamScore",
+           "SurpriseResult", "UpsertResult", "Video", "errors", "__version__"]

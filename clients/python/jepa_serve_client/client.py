@@ -103,8 +103,10 @@ class RetryPolicy:
 
 
 def path(*parts: str) -> str:
-    """/a/b/c with every part percent-encoded: an id such as "q?x=1", "a/b" or "50%" stays one path segment."""
-    return "".join("/" + quote(str(part), safe="") for part in parts)
+    """/a/b/c with every part percent-encoded: an id such as "q?x=1", "a/b" or "50%" stays one path segment, and
+    "." or ".." is not taken for a step up the path."""
+    return "".join("/" + (quote(str(part), safe="") if part not in (".", "..") else "%2E" * len(part))
+                   for part in parts)
 
 
 BODY_SHARE = 0.9  # of max_body_bytes a chunk may fill: room for JSON keys and options
@@ -419,6 +421,11 @@ def _headers(api_key: str | None) -> dict[str, str]:
     return headers
 
 
+def _stream_headers(http: httpx.Client | httpx.AsyncClient) -> dict[str, str]:
+    """The key and user agent for the WebSocket handshake (not httpx's Connection and encoding headers)."""
+    return {name: http.headers[name] for name in ("authorization", "user-agent") if name in http.headers}
+
+
 def _answer(response: httpx.Response, call: Call) -> tuple[Any, JepaServeError | None]:
     if response.status_code < 400:
         try:
@@ -496,7 +503,7 @@ class Client(_Api):
     def stream_surprise(self, model: str | None = None, threshold: float | None = None) -> SurpriseStream:
         """Open the WebSocket /stream/surprise (after its {"type": "ready"} message, in `.ready`): `send(frame,
         action)` -> StreamScore, `scores(frames, actions)` pipelined. Use it as a context manager."""
-        return SurpriseStream(stream_url(str(self._http.base_url), model, threshold), dict(self._http.headers),
+        return SurpriseStream(stream_url(str(self._http.base_url), model, threshold), _stream_headers(self._http),
                               self.timeout_s)
 
     def index_folder(self, collection: str, folder: str | os.PathLike, *, batch_size: int = 16,
@@ -573,8 +580,8 @@ class AsyncClient(_Api):
     def stream_surprise(self, model: str | None = None, threshold: float | None = None) -> AsyncSurpriseStream:
         """`async with client.stream_surprise() as stream:` (or `stream = await client.stream_surprise()`): the
         asyncio twin of Client.stream_surprise."""
-        return AsyncSurpriseStream(stream_url(str(self._http.base_url), model, threshold), dict(self._http.headers),
-                                   self.timeout_s)
+        return AsyncSurpriseStream(stream_url(str(self._http.base_url), model, threshold),
+                                   _stream_headers(self._http), self.timeout_s)
 
     async def index_folder(self, collection: str, folder: str | os.PathLike, *, batch_size: int = 16,
                            concurrency: int = 4, recursive: bool = True, progress: bool | None = None,
