@@ -61,11 +61,11 @@ def teleport_frames() -> tuple[list[np.ndarray], list[list[float]]]:
 
 
 def save_screenshot(png: bytes, name: str, work: Path) -> Path:
-    """Into the test's folder; also into UI_SCREENSHOTS_DIR when set, as a small 64-colour PNG."""
+    """Into the test's folder; also into UI_SCREENSHOTS_DIR when set, as a small 128-colour PNG."""
     (work / name).write_bytes(png)
     target = os.environ.get("UI_SCREENSHOTS_DIR")
     if target:
-        image = Image.open(io.BytesIO(png)).convert("RGB").quantize(64)
+        image = Image.open(io.BytesIO(png)).convert("RGB").quantize(128)
         image.save(Path(target) / name, optimize=True)
     return work / name
 
