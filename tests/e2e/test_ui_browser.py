@@ -115,6 +115,14 @@ def test_the_page_asks_for_the_key_searches_and_draws_the_surprise_curve(site: d
                     answer: window.jepaUI.lastSurprise};
         })()""")
         shot = save_screenshot(tab.screenshot(), "ui.png", tmp_path)
+        tab.evaluate("document.getElementById('search-id').value = 'coffee.png';"
+                     "document.getElementById('search-k').value = '2';"
+                     "document.getElementById('search-form').requestSubmit()")
+        by_id = tab.wait_for("document.getElementById('search-summary').textContent === '2 hit(s) in photos' && "
+                             "[...document.querySelectorAll('#hits li')].map(li => li.dataset.id)")
+        assert "coffee.png" not in by_id  # a search by a stored point leaves that point out
+        with Client(url, api_key=READER) as client:
+            assert by_id == [hit.id for hit in client.search("photos", id="coffee.png", k=2)]
         resources = tab.evaluate("performance.getEntriesByType('resource').map(entry => entry.name)")
         errors = [line for line in tab.console if line.startswith("exception")]
 
