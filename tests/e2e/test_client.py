@@ -234,8 +234,9 @@ def test_stream_surprise_scores_like_post_surprise_sync_and_async(server: str):
             assert stream.ready["model"] == "demo"
             first = stream.send(frames[0])
             assert (first.step, first.score, first.surprising) == (0, None, False)
-            rest = list(stream.scores(frames[1:], actions[1:], ))  # actions[0] led to frames[1]: sent below
-    assert [s.step for s in rest] == list(range(1, len(frames)))
+            second = stream.send(frames[1], actions[0])  # the action that led to this frame
+            rest = list(stream.scores(frames[2:], actions[1:]))  # as many actions as frames: one per frame
+    assert [s.step for s in [second, *rest]] == list(range(1, len(frames)))
 
     async def run() -> list:
         async with AsyncClient(server) as client, client.stream_surprise(threshold=3.0) as stream:

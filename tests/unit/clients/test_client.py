@@ -419,3 +419,31 @@ def test_long_paths_get_a_hashed_id():
     long = "d/" * 200 + "x.png"
     assert point_id(long).startswith("sha256:")
     assert len(point_id(long)) <= 256
+
+
+def test_stream_messages_urls_and_error_mapping():
+    import json
+
+    from jepa_serve_client.stream import closed_error, frame_messages, parse_answer, parse_ready, stream_url
+    from websockets.exceptions import ConnectionClosedError
+    from websockets.frames import Close
+
+    assert stream_url("https://host:8443/prefix/", "demo", 2.5) == "wss://host:8443/prefix/stream/surprise?model=demo&threshold=2.5"
+    assert stream_url("http://127.0.0.1:8000", None, None) == "ws://127.0.0.1:8000/stream/surprise"
+    assert frame_messages(b"png") == [b"png"]
+    text, data = frame_messages(b"png", action=[0.5, 0], proprio=None)
+    assert (json.loads(text), data) == ({"action": [0.5, 0.0]}, b"png")
+    score = parse_answer(json.dumps({"type": "score", "step": 3, "score": 4.5, "distance": 0.2, "surprising": True}))
+    assert (score.step, score.score, score.surprising) == (3, 4.5, True)
+    error = {"type": "error", "error": {"code": "invalid_action", "message": "frame 2 needs the action",
+                                        "detail": {}}}
+    with pytest.raises(errors.InvalidAction, match="frame 2 needs the action"):
+        parse_answer(json.dumps(error))
+    with pytest.raises(errors.ModelNotFound):
+        parse_ready(json.dumps({"type": "error", "error": {"code": "model_not_found", "message": "m"}}))
+    with pytest.raises(errors.UnexpectedResponse):
+        parse_ready("not json")
+    busy = ConnectionClosedError(Close(1013, "too_many_connections: 64 streams are open"), None)
+    assert isinstance(closed_error(busy), errors.TooManyConnections)
+    gone = ConnectionClosedError(Close(1001, ""), None)
+    assert isinstance(closed_error(gone), errors.APIConnectionError)
