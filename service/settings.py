@@ -259,8 +259,9 @@ class Settings(BaseSettings):
     predictor_max_batch_size: int = Field(
         1024, ge=1, le=4096, description="items per predictor call (CEM samples go in one batch)"
     )
-    max_plan_samples: int = Field(
-        1024, ge=2, description="largest /plan samples; keep <= predictor_max_batch_size for one batch per step"
+    max_plan_samples: int | None = Field(
+        None, ge=2, description="largest /plan samples; at most (and by default) predictor_max_batch_size, so each "
+        "CEM step is one predictor batch"
     )
     max_plan_iterations: int = Field(32, ge=1, description="largest /plan iterations")
     max_plan_horizon: int = Field(64, ge=1, description="largest /plan horizon")
@@ -287,6 +288,12 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.model_repository == self.data_dir:
             raise ValueError("model_repository and data_dir must differ")
+        if self.max_plan_samples is None:  # frozen: set once, here
+            object.__setattr__(self, "max_plan_samples", self.predictor_max_batch_size)
+        elif self.max_plan_samples > self.predictor_max_batch_size:
+            raise ValueError(f"{env_name('max_plan_samples')}={self.max_plan_samples} is above "
+                             f"{env_name('predictor_max_batch_size')}={self.predictor_max_batch_size}: each CEM step "
+                             "is one predictor batch; lower the first or raise the second")
         uri = self.milvus_uri
         if uri is not None and "://" not in uri and not uri.endswith(".db"):
             raise ValueError("milvus_uri is a local file ending in .db (milvus-lite) or an http(s):// address")

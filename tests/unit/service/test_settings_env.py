@@ -77,3 +77,13 @@ def test_jepa_serve_warns_about_unknown_variables_at_start(monkeypatch, capsys, 
     assert started == [8123]
     assert "JEPA_MAX_BATCH_SIZ is not a jepa-serve setting: ignored (did you mean JEPA_MAX_BATCH_SIZE?)" in \
         capsys.readouterr().err
+
+
+def test_plan_samples_above_the_predictor_batch_are_refused_in_one_line():
+    with pytest.raises(SettingsError) as caught:
+        load_settings({}, max_plan_samples=2048, predictor_max_batch_size=1024)
+    line = str(caught.value)
+    assert "\n" not in line
+    assert "JEPA_MAX_PLAN_SAMPLES=2048 is above JEPA_PREDICTOR_MAX_BATCH_SIZE=1024" in line
+    assert Settings(predictor_max_batch_size=64).max_plan_samples == 64  # the default follows the batch size
+    assert Settings(predictor_max_batch_size=64, max_plan_samples=32).max_plan_samples == 32
