@@ -34,6 +34,7 @@ from service.api import (
 from service.api.auth import AuthMiddleware
 from service.api.errors import install_error_handlers
 from service.api.openapi import install_docs, operation_id
+from service.api.ui import install_ui
 from service.embed_cache import open_cache
 from service.errors import StorageUnavailable
 from service.front import FrontRole, front_lifespan
@@ -227,6 +228,7 @@ def create_app(settings: Settings | None = None, data_dir_lock: DataDirLock | No
                    surprise.router, stream.router, health.router, models.router, metrics.router, limits.router):
         app.include_router(router)
     install_docs(app, settings)
+    install_ui(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrent_requests, metrics=app.state.metrics,
                        gate=gate)

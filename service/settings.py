@@ -6,6 +6,7 @@ Each default serves the demo model on one machine with no other service.
 
 from __future__ import annotations
 
+import difflib
 import json
 import typing
 from collections.abc import Mapping
@@ -281,6 +282,13 @@ class Settings(BaseSettings):
     max_plan_iterations: int = Field(32, ge=1, description="largest /plan iterations")
     max_plan_horizon: int = Field(64, ge=1, description="largest /plan horizon")
 
+    # The /ui page (service/api/ui.py).
+    ui_media_dir: Path | None = Field(
+        None,
+        description="folder whose images /ui shows as thumbnails of hits whose metadata 'path' is relative to it "
+        "(as jepa-serve-client index stores it); nothing outside it is served; unset = no thumbnails",
+    )
+
     @field_validator("preferred_batch_sizes", mode="before")
     @classmethod
     def _int_list(cls, value: Any) -> Any:
@@ -356,3 +364,10 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """JEPA_* variables that name no setting (a typo would otherwise be silently ignored)."""
     known = {env_name(field) for field in Settings.model_fields}
     return sorted(k for k in environ if k.upper().startswith("JEPA_") and k.upper() not in known)
+
+
+def did_you_mean(name: str) -> str | None:
+    """The setting a misspelt JEPA_* variable most likely meant (JEPA_MAX_BATCH_SIZ -> JEPA_MAX_BATCH_SIZE)."""
+    known = sorted(env_name(field) for field in Settings.model_fields)
+    close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.8)
+    return close[0] if close else None

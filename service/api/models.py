@@ -5,10 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from pydantic import BaseModel
 
 from service.api.deps import ServicesDep
 
 router = APIRouter(tags=["health"])
+
+
+def described(spec: BaseModel) -> dict[str, Any]:
+    """A manifest section for people: its notes (`image`, `normalize_tokens`, ...) only where the export wrote one."""
+    return {key: value for key, value in spec.model_dump().items() if value != ""}
 
 
 @router.get("/models", summary="Served models, their contracts and runtimes")
@@ -24,10 +30,10 @@ async def list_models(services: ServicesDep) -> dict[str, Any]:
                 "dim": m.output.dim,
                 "token_grid": list(m.output.token_grid),
                 "pooling": m.output.pooling,
-                "input": m.input.model_dump(),
-                "predictor": m.predictor.model_dump() if m.predictor else None,
-                "surprise": m.surprise.model_dump() if model.world.calibration is not None else None,
-                "heads": {name: spec.model_dump() for name, spec in m.heads.items()},
+                "input": described(m.input),
+                "predictor": described(m.predictor) if m.predictor else None,
+                "surprise": described(m.surprise) if model.world.calibration is not None else None,
+                "heads": {name: described(spec) for name, spec in m.heads.items()},
                 "components": {
                     b.component: {
                         "device": b.engine.device,
