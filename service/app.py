@@ -90,7 +90,7 @@ async def bring_up(services: Services) -> None:
                 services.metrics.queue_capacity.labels(model=model.name, component=batcher.component).set(
                     batcher.policy.max_queue_size
                 )
-        services.models.start()
+        services.models.start(services.on_change)
         if settings.warmup:
             services.set_phase("warming")
             await loop.run_in_executor(startup, services.models.warm_up)

@@ -130,10 +130,10 @@ class ModelPool:
         metrics.models_loaded.set(len(self._models))
         metrics.models_failed.set(len(self.failures))
 
-    def start(self) -> None:
+    def start(self, on_stop: Callable[[], None] | None = None) -> None:
         for model in self._models.values():
             for batcher in model.batchers:
-                batcher.start()
+                batcher.start(on_stop)
 
     def warm_up(self) -> None:
         """Blocking: every batch size of every component once, with zeros of the manifest's input shapes."""

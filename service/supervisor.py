@@ -146,12 +146,14 @@ class Supervisor:
             if self.stopping is not None:
                 break
             if self.core.sentinel in ended:
+                self.core.join(STOP_GRACE_S)  # the sentinel shows the exit a moment before the status can be read
                 code = self.core.exitcode
                 log.error("the core process exited (%s): stopping the server", code)
                 self._stop_fronts()
                 return code if code and code > 0 else EXIT_CORE_DIED
             for index, process in list(self.fronts.items()):
                 if process.sentinel in ended:
+                    process.join(STOP_GRACE_S)
                     if not self._may_restart():
                         log.error("front processes keep dying: stopping the server")
                         self._stop_fronts()
