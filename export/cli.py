@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from export.demo import export_demo
-from export.family_cli import FAMILY_SOURCES, add_family_parsers, run_family
+from export.family_cli import FAMILY_SOURCES, add_family_parsers, add_graph_arguments, pixel_dtype, run_family
 from export.pipeline import FP16_GATE, FP32_GATE, ExportOptions, ParityError
 from export.probe import KIND_DEFAULTS
 from export.vit import RandomViTOptions, export_random_vit
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fp16-gate", type=float, default=FP16_GATE, help="min cosine for the fp16 copy to be kept")
     demo.add_argument("--no-fp16", action="store_true", help="skip the fp16 copy")
     demo.add_argument("--force", action="store_true", help="replace an existing entry")
+    add_graph_arguments(demo)
     vit = sub.add_parser("vit", help="a plain ViT encoder with random weights (speed benchmarks)")
     vit.add_argument("--name", default="vit", help="entry name in the repository")
     vit.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository folder")
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ONNX Runtime's transformer fusions (SkipLayerNorm, BiasGelu) in place of the traced graphs, "
                           "each kept only if it matches the unfused graph")
     vit.add_argument("--force", action="store_true", help="replace an existing entry")
+    add_graph_arguments(vit)
     probe = sub.add_parser(
         "probe", help="a probe classifier head on a served model's frozen features (into its entry)",
         description="Train a probe head on a served model's frozen features from a labelled folder or CSV, score the "
@@ -77,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.source == "probe":
         return run_probe(args)
     if args.source == "vit":
-        options = ExportOptions(name=args.name, out=args.out, fp16=not args.no_fp16, force=args.force, fuse=args.fuse)
+        options = ExportOptions(name=args.name, out=args.out, fp16=not args.no_fp16, force=args.force, fuse=args.fuse,
+                                attention=args.attention, pixel_dtype=pixel_dtype(args))
     else:
         options = ExportOptions(
             name=args.name,
@@ -86,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             fp16_gate=args.fp16_gate,
             fp16=not args.no_fp16,
             force=args.force,
+            attention=args.attention,
+            pixel_dtype=pixel_dtype(args),
         )
     try:
         if args.source == "vit":
