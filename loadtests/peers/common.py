@@ -38,12 +38,13 @@ def load_entry() -> tuple[ort.InferenceSession, ImagePreprocess, int]:
     )
     spec = manifest["input"]
     preprocess = ImagePreprocess(height=spec["image_size"][0], width=spec["image_size"][1], resize=spec["resize"],
-                                 mean=tuple(spec["mean"]), std=tuple(spec["std"]))
+                                 mean=tuple(spec["mean"]), std=tuple(spec["std"]), dtype=spec.get("dtype", "float32"))
     return session, preprocess, clip_frames(manifest)
 
 
 def decode_one(body: dict, preprocess: ImagePreprocess, frames: int) -> np.ndarray:
-    """The first input of an /embed-style JSON body -> the encoder's per-item float32 input."""
+    """The first input of an /embed-style JSON body -> the encoder's per-item input (uint8 or float32 pixels, as
+    the graph takes them)."""
     return as_model_item(preprocess.apply(decode_image(base64.b64decode(body["inputs"][0]["image"]), LIMITS)), frames)
 
 
