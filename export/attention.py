@@ -106,6 +106,27 @@ def to_multihead_attention(path: Path) -> int:
     return rewritten
 
 
+def to_onnx_attention(path: Path) -> int:
+    """The inverse rewrite: every com.microsoft.MultiHeadAttention node of a graph this module wrote back into
+    ONNX Attention (in place; the graph is opset 23 already); returns how many. The benchmark uses it to measure
+    both operators on one exported entry without tracing it twice."""
+    model = onnx.load(str(path), load_external_data=False)
+    rewritten = 0
+    for node in model.graph.node:
+        if node.op_type != "MultiHeadAttention" or node.domain != MS_DOMAIN:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        bias = node.input[5] if len(node.input) > 5 else ""  # (1, 1, N, N) broadcasts as an Attention mask too
+        replacement = helper.make_node(
+            "Attention", [*node.input[:3], *([bias] if bias else [])], [node.output[0]], name=node.name,
+            q_num_heads=int(attrs["num_heads"]), kv_num_heads=int(attrs["num_heads"]),
+            **({"scale": float(attrs["scale"])} if "scale" in attrs else {}))
+        node.CopyFrom(replacement)
+        rewritten += 1
+    onnx.save(model, str(path))
+    return rewritten
+
+
 def attention_ops(path: Path) -> Counter:
     """Attention-related operators of a graph: fused ones by their name, Softmax for unfused attention."""
     model = onnx.load(str(path), load_external_data=False)
