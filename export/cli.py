@@ -30,19 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--force", action="store_true", help="replace an existing entry")
     add_graph_arguments(demo)
     vit = sub.add_parser("vit", help="a plain ViT encoder with random weights (speed benchmarks)")
-    vit.add_argument("--name", default="vit", help="entry name in the repository")
-    vit.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository folder")
-    vit.add_argument("--seed", type=int, default=0)
+    add_random_model_arguments(vit, "vit")
     vit.add_argument("--image-size", type=int, default=224)
     vit.add_argument("--patch-size", type=int, default=16)
     vit.add_argument("--dim", type=int, default=384)
     vit.add_argument("--depth", type=int, default=12)
     vit.add_argument("--heads", type=int, default=6)
-    vit.add_argument("--no-fp16", action="store_true", help="skip the fp16 copy")
     vit.add_argument("--fuse", action="store_true",
                      help="ONNX Runtime's transformer fusions (SkipLayerNorm, BiasGelu) in place of the traced graphs, "
                           "each kept only if it matches the unfused graph")
-    vit.add_argument("--force", action="store_true", help="replace an existing entry")
     add_graph_arguments(vit)
     add_random_vjepa2_parser(sub)
     probe = sub.add_parser(
@@ -110,9 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def add_random_vjepa2_parser(sub: argparse._SubParsersAction) -> None:
     video = sub.add_parser("vjepa2-random", help="a V-JEPA 2 video encoder with random weights (speed benchmarks)")
-    video.add_argument("--name", default="vjepa2-random", help="entry name in the repository")
-    video.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository folder")
-    video.add_argument("--seed", type=int, default=0)
+    add_random_model_arguments(video, "vjepa2-random")
     video.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
     video.add_argument("--image-size", type=int, default=256)
     video.add_argument("--patch-size", type=int, default=16)
@@ -122,9 +116,16 @@ def add_random_vjepa2_parser(sub: argparse._SubParsersAction) -> None:
     video.add_argument("--heads", type=int, default=16)
     video.add_argument("--mlp-hidden", type=int, default=4096)
     video.add_argument("--probes", type=int, default=2, help="clips in the parity gates (default 2)")
-    video.add_argument("--no-fp16", action="store_true", help="skip the fp16 copy")
-    video.add_argument("--force", action="store_true", help="replace an existing entry")
     add_graph_arguments(video)
+
+
+def add_random_model_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    """What every random-weight benchmark model's export takes."""
+    parser.add_argument("--name", default=name, help="entry name in the repository")
+    parser.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-fp16", action="store_true", help="skip the fp16 copy")
+    parser.add_argument("--force", action="store_true", help="replace an existing entry")
 
 
 def run_random_vjepa2(args: argparse.Namespace) -> int:

@@ -180,16 +180,24 @@ def measure_eager(name: str, device: str, batches: list[int], seconds: float, fi
             if isinstance(module, Attention):
                 module.forward = sdpa_forward.__get__(module)
     size = model.config.image_size
+    time_eager(model, lambda batch: torch.randn(batch, 3, size, size, device=device, dtype=dtype), device, batches,
+               seconds, figures)
+
+
+def time_eager(model, batch_of, device: str, batches: list[int], seconds: float, figures: ModelFigures) -> None:
+    """Row 1 at each batch size (`batch_of(batch)`: a random input), until one does not fit; frees the model."""
+    import torch
+
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for batch in batches:
-        x = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
+        x = batch_of(batch)
         with torch.inference_mode():
             try:
                 figures.eager[batch] = timed_rate(lambda x=x, model=model: model(x), batch, seconds, sync)
             except torch.OutOfMemoryError:
                 figures.notes.append(f"eager batch {batch}: out of memory")
                 break
-        log(f"  eager batch {batch}: {figures.eager.get(batch, 0):,.0f} img/s")
+        log(f"  eager batch {batch}: {figures.eager.get(batch, 0):,.1f} {figures.unit}")
     del model
     if device == "cuda":
         torch.cuda.empty_cache()
@@ -208,19 +216,9 @@ def measure_clip_eager(name: str, device: str, batches: list[int], seconds: floa
     model = random_vjepa2(config, seed=0).to(device=device, dtype=dtype)
     if device == "cuda":
         use_fused_attention(model)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for batch in batches:
-        x = torch.randn(batch, 3, frames, config.image_size, config.image_size, device=device, dtype=dtype)
-        with torch.inference_mode():
-            try:
-                figures.eager[batch] = timed_rate(lambda x=x, model=model: model(x), batch, seconds, sync)
-            except torch.OutOfMemoryError:
-                figures.notes.append(f"eager batch {batch}: out of memory")
-                break
-        log(f"  eager batch {batch}: {figures.eager.get(batch, 0):,.1f} clips/s")
-    del model
-    if device == "cuda":
-        torch.cuda.empty_cache()
+    size = config.image_size
+    time_eager(model, lambda batch: torch.randn(batch, 3, frames, size, size, device=device, dtype=dtype), device,
+               batches, seconds, figures)
 
 
 def providers_for(device: str) -> list[str]:
