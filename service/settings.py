@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         "auto", description="auto = fp16 on GPU when the entry has a gated fp16 file, fp32 on CPU"
     )
     intra_op_threads: int = Field(0, ge=0, description="ORT threads inside one op; 0 = one per core")
+    cuda_graphs: Literal["off", "on", "auto"] = Field(
+        "off",
+        description="CUDA provider: replay one captured CUDA graph per batch size (captured at warm-up; "
+        "service/runtime/cuda_graphs.py); auto keeps a size's graph only where it ran faster than ordinary runs "
+        "at warm-up; off until a GPU run shows it pays (docs/bench/gpu.md)",
+    )
     engine_instances: int = Field(
         0, ge=0, le=8,
         description="engine sessions per model component, each with its own batch in flight (copies of one overlap "
