@@ -62,11 +62,16 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP) soak
 	$(PY) -m loadtests.bench_serving $(BENCH_ARGS)
 
-# docs/bench/gpu.md on a GPU machine: PyTorch eager, the raw engine, the served path in process and HTTP, for ViT-S/16
-# and ViT-L/16 (minutes). Dry run on any machine: make bench-gpu BENCH_GPU_ARGS="--device cpu --models tiny --out /tmp/b"
-.PHONY: bench-gpu
+# docs/bench/gpu.md on a GPU machine: PyTorch eager, the raw engine, the served path in process and HTTP, for ViT-S/16,
+# ViT-L/16 and a V-JEPA 2 ViT-L clip encoder (minutes). Dry run on any machine:
+#   make bench-gpu BENCH_GPU_ARGS="--device cpu --models tiny,vjepa2-tiny --out /tmp/b"
+.PHONY: bench-gpu bench-attention
 bench-gpu: $(STAMP)
 	$(PY) -m loadtests.bench_gpu $(BENCH_GPU_ARGS)
+
+# Fused attention vs the unfused graph on this CPU, ViT-S/16 at batch 1 and the best batch (a quiet machine, minutes)
+bench-attention: $(STAMP)
+	$(PY) -m loadtests.bench_attention $(BENCH_ATTENTION_ARGS)
 
 # docs/bench/host.md + host.json (issue 27): the host path on this machine's cores, each server confined to 1 and 2
 # cores by a cpuset cgroup (root; taskset otherwise, and the report says so), wrk on the other cores: jepa-serve

@@ -34,6 +34,9 @@ class InputSpec(ContractModel):
     kind: Literal["image", "video"]
     layout: Literal["NCHW", "NTCHW", "NCTHW"]
     channels: int = 3
+    # uint8: the graphs take pixels and normalise by mean/std themselves (export/pixels.py), so the host only
+    # resizes and lays them out; float32: the host normalises
+    dtype: Literal["float32", "uint8"] = "float32"
     image_size: tuple[int, int]
     resize: Literal["bilinear", "bicubic"] = "bilinear"
     mean: tuple[float, float, float]
@@ -59,6 +62,9 @@ class ComponentSpec(ContractModel):
     outputs: list[str]
     parity: dict[str, object] = {}
     external_data: dict[Literal["fp32", "fp16"], str] = {}  # weight files beside graphs over 2 GiB
+    # the attention in each graph (export/attention.py): mha = com.microsoft.MultiHeadAttention, onnx = ONNX
+    # Attention (opset 23), unfused = MatMul + Softmax + MatMul, none = no attention layers; {} = not recorded
+    attention: dict[Literal["fp32", "fp16"], Literal["mha", "onnx", "unfused", "none"]] = {}
 
 
 class PredictorSpec(ContractModel):

@@ -136,11 +136,14 @@ class ModelPool:
                 batcher.start(on_stop)
 
     def warm_up(self) -> None:
-        """Blocking: every batch size of every component once, with zeros of the manifest's input shapes."""
+        """Blocking: every batch size of every component once, with zeros of the manifest's input shapes and the
+        graph's input dtypes (uint8 pixels for a graph that normalises them)."""
         for model in self._models.values():
             for batcher in model.batchers:
                 spec = model.manifest.components[batcher.component]
-                example = {name: np.zeros(shape[1:], np.float32) for name, shape in spec.inputs.items()}
+                dtypes = batcher.engine.input_dtypes
+                example = {name: np.zeros(shape[1:], dtypes.get(name, np.float32))
+                           for name, shape in spec.inputs.items()}
                 sizes = batcher.warm_up(example)
                 log.info("warmed %s at batch sizes %s", batcher.engine.name, sizes)
 
@@ -178,7 +181,7 @@ def build_engine(
             spec.inputs, cache_root, precision, policy.max_batch_size, opt_batch, ort.__version__
         )
     return OrtEngine(name, path, providers, precision, settings.intra_op_threads, options,
-                     spinning=settings.intra_op_spinning)
+                     cuda_graphs=settings.cuda_graphs, spinning=settings.intra_op_spinning)
 
 
 def build_batchers(
@@ -228,6 +231,7 @@ def served_model(entry: RepositoryEntry, batchers: Mapping[str, Batcher], settin
             resize=spec_in.resize,
             mean=spec_in.mean,
             std=spec_in.std,
+            dtype=spec_in.dtype,
         ),
         world=world_model(entry, batchers, encoder, world_limits(settings)),
         batchers=list(batchers.values()),

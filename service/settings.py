@@ -47,6 +47,12 @@ class Settings(BaseSettings):
         description="ORT's pool threads spin between ops instead of sleeping: a little lower latency per op, a core "
         "burnt while they wait (taken from decoding on a CPU host)",
     )
+    cuda_graphs: Literal["off", "on", "auto"] = Field(
+        "off",
+        description="CUDA provider: replay one captured CUDA graph per batch size (captured at warm-up; "
+        "service/runtime/cuda_graphs.py); auto keeps a size's graph only where it ran faster than ordinary runs "
+        "at warm-up; off until a GPU run shows it pays (docs/bench/gpu.md)",
+    )
     engine_instances: int = Field(
         0, ge=0, le=8,
         description="engine sessions per model component, each with its own batch in flight (copies of one overlap "

@@ -27,10 +27,10 @@ def as_model_item(pixels: np.ndarray, frames: int) -> np.ndarray:
 
 
 def preprocess_of(manifest: dict) -> ImagePreprocess:
-    """The resize and normalisation a model entry's manifest asks for."""
+    """The resize and normalisation a model entry's manifest asks for (uint8 pixels for a graph that normalises)."""
     spec = manifest["input"]
     return ImagePreprocess(height=spec["image_size"][0], width=spec["image_size"][1], resize=spec["resize"],
-                           mean=tuple(spec["mean"]), std=tuple(spec["std"]))
+                           mean=tuple(spec["mean"]), std=tuple(spec["std"]), dtype=spec.get("dtype", "float32"))
 
 
 def load_entry(folder: Path | None = None) -> tuple[ort.InferenceSession, ImagePreprocess, int]:
@@ -47,7 +47,8 @@ def load_entry(folder: Path | None = None) -> tuple[ort.InferenceSession, ImageP
 
 
 def decode_one(body: dict, preprocess: ImagePreprocess, frames: int) -> np.ndarray:
-    """The first input of an /embed-style JSON body -> the encoder's per-item float32 input."""
+    """The first input of an /embed-style JSON body -> the encoder's per-item input (uint8 or float32 pixels, as
+    the graph takes them)."""
     return as_model_item(preprocess.apply(decode_image(base64.b64decode(body["inputs"][0]["image"]), LIMITS)), frames)
 
 

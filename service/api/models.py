@@ -38,6 +38,7 @@ async def list_models(services: ServicesDep) -> dict[str, Any]:
                     b.component: {
                         "device": b.engine.device,
                         "precision": b.engine.precision,
+                        "attention": m.components[b.component].attention.get(b.engine.precision),
                         "parity": m.components[b.component].parity,
                     }
                     for b in model.batchers

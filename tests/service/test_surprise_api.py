@@ -25,8 +25,8 @@ def reference_scores(entry, frames: np.ndarray, actions: np.ndarray) -> tuple[np
     """The exported encoder and predictor run directly: state t = encoder(frames t-1, t); distance t =
     mse(predictor(state t-1, action t-1), state t); score = (distance - mean) / std from the manifest."""
     manifest = json.loads((entry / "manifest.json").read_text())
-    mean, std = np.asarray(manifest["input"]["mean"], np.float32), np.asarray(manifest["input"]["std"], np.float32)
-    x = ((frames.astype(np.float32) / 255.0 - mean) / std).transpose(0, 3, 1, 2)  # (F, 3, 64, 64)
+    assert manifest["input"]["dtype"] == "uint8"  # the encoder takes pixels and normalises them itself
+    x = frames.transpose(0, 3, 1, 2)  # (F, 3, 64, 64)
     clips = np.ascontiguousarray(np.stack([x[:-1], x[1:]], axis=1))  # clip t-1 ends at frame t: (F-1, 2, 3, 64, 64)
     encoder = ort.InferenceSession(str(entry / "encoder.onnx"), providers=["CPUExecutionProvider"])
     predictor = ort.InferenceSession(str(entry / "predictor.onnx"), providers=["CPUExecutionProvider"])
