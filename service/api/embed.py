@@ -83,8 +83,9 @@ async def _parse_multipart(request: Request, services: Services) -> tuple[EmbedO
     items: list[MediaItem] = []
     for index, upload in enumerate(files):
         data = await upload.read(limit + 1)
-        # Videos are told from images by their container's magic number, not by the client's content type.
-        video = looks_like_video(data)
+        # Videos are told from images by their container's magic number; a file the client names a video (by
+        # its content type or extension) is decoded as one too, so a still image sent as a video is refused (415).
+        video = looks_like_video(data) or declared_video(upload)
         allowed = settings.max_video_bytes if video else settings.max_image_bytes
         if len(data) > allowed:
             raise PayloadTooLarge(f"file {index} ({upload.filename!r}) exceeds {allowed} bytes",
@@ -139,6 +140,15 @@ async def embed(request: Request, services: ReadyServicesDep, deadline: Deadline
         cached=result.cached,
         sampling=_echo(result.sampled),
     )
+
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi")
+
+
+def declared_video(upload: UploadFile) -> bool:
+    """The client says the file is a video: a video/* content type or a video file name."""
+    content_type = (upload.content_type or "").lower()
+    return content_type.startswith("video/") or (upload.filename or "").lower().endswith(VIDEO_SUFFIXES)
 
 
 def check_output(model: ServedModel, output: str) -> None:

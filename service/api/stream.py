@@ -269,7 +269,7 @@ async def score_frames(websocket: WebSocket, services: Services, model: ServedMo
                        scorer: SurpriseScorer | TokenSurprise, threshold: float, inbox: asyncio.Queue) -> None:
     settings = services.settings
     stream = open_stream(model, scorer)
-    limits = media_limits(settings)
+    limits = media_limits(settings, services.executors.image_memory)
     patience = settings.stream_idle_timeout_s
     while True:
         item = await inbox.get()
