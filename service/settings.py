@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.media.images import WORST_BYTES_PER_PIXEL
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JEPA_", extra="ignore", frozen=True)
@@ -102,10 +104,11 @@ class Settings(BaseSettings):
         "max_video_decode_bytes it bounds the memory video decoding can take",
     )
     image_decode_budget_bytes: int = Field(
-        512 * 1024 * 1024, ge=16 * 1024 * 1024,
+        768 * 1024 * 1024, ge=16 * 1024 * 1024,
         description="memory the process's image decodes hold at once, estimated from each image's header (pixels, "
-        "mode, JPEG draft): a decode waits until its share is free, so large images decode in turn; one image that "
-        "alone needs more is refused (413). Must hold one image of max_image_pixels (8 bytes a pixel)",
+        "mode, format, JPEG draft): a decode waits until its share is free, so large images decode in turn; one "
+        "image that alone needs more is refused (413). Must hold one image of max_image_pixels (16 bytes a pixel: "
+        "a lossless WebP's decode)",
     )
     max_rollout_steps: int = Field(256, ge=1, description="actions in one /predict_future request")
     max_surprise_steps: int = Field(256, ge=1, description="scored steps in one /surprise request")
@@ -287,9 +290,10 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.model_repository == self.data_dir:
             raise ValueError("model_repository and data_dir must differ")
-        if self.image_decode_budget_bytes < 8 * self.max_image_pixels:
-            raise ValueError("image_decode_budget_bytes must hold one image of max_image_pixels (8 bytes a pixel: "
-                             f"{8 * self.max_image_pixels}); raise it or lower max_image_pixels")
+        needed = WORST_BYTES_PER_PIXEL * self.max_image_pixels
+        if self.image_decode_budget_bytes < needed:
+            raise ValueError(f"image_decode_budget_bytes must hold one image of max_image_pixels ({needed} bytes: "
+                             f"{WORST_BYTES_PER_PIXEL} a pixel); raise it or lower max_image_pixels")
         uri = self.milvus_uri
         if uri is not None and "://" not in uri and not uri.endswith(".db"):
             raise ValueError("milvus_uri is a local file ending in .db (milvus-lite) or an http(s):// address")

@@ -28,6 +28,11 @@ ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"})
 RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 # Bytes Pillow holds per pixel by mode (RGB is stored as 4); the rest take 4 or less.
 PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}
+# Bytes per pixel a format's decoder holds besides the image: libwebp decodes to an RGBA buffer that is copied
+# into a bytes object, then into the image, then made RGB (measured: 540 MB for one 36 MP WebP; PNG, TIFF, GIF
+# and BMP decode into the image in place).
+DECODER_BYTES = {"WEBP": 12}
+WORST_BYTES_PER_PIXEL = 16  # WebP's 4 + 12: the budget must hold one image of max_image_pixels at this rate
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -144,11 +149,11 @@ def _check_header(image: Image.Image, limits: ImageLimits) -> None:
 
 
 def decode_bytes(image: Image.Image, preprocess: ImagePreprocess) -> int:
-    """Peak bytes of decoding `image` (at its drafted size) and preprocessing it: the decoded pixels, an RGB copy
-    unless it is RGB already, the resize's intermediate rows and the float output."""
+    """Peak bytes of decoding `image` (at its drafted size) and preprocessing it: the decoder's buffers, the decoded
+    pixels, an RGB copy unless it is RGB already, the resize's intermediate rows and the float output."""
     width, height = image.size
     pixels = width * height
-    decoded = pixels * PIXEL_BYTES.get(image.mode, 4)
+    decoded = pixels * (PIXEL_BYTES.get(image.mode, 4) + DECODER_BYTES.get(image.format or "", 0))
     converted = 0 if image.mode == "RGB" else pixels * 4
     resized = preprocess.width * height * 4 + preprocess.width * preprocess.height * (4 + 3 * 4)
     return decoded + converted + resized
