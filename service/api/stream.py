@@ -222,6 +222,10 @@ async def send_in_time(websocket: WebSocket, message: dict[str, Any], timeout_s:
         await asyncio.wait_for(websocket.send_json(message), timeout_s)
     except TimeoutError as exc:
         raise ClientStalled(f"the client read nothing for {timeout_s:g} s") from exc
+    except RuntimeError as exc:
+        # the server's protocol closed the connection under the app (an oversized message it refused at the
+        # frame header, service/connections.py): the client is gone for this stream, as after a disconnect
+        raise WebSocketDisconnect(reason=str(exc)) from exc
 
 
 def encoder_for(model: ServedModel, output: str = "pooled") -> Callable[[np.ndarray], Awaitable[np.ndarray]]:
