@@ -130,13 +130,19 @@ async def test_failed_batch_fails_its_callers_and_the_loop_survives():
     await batcher.stop()
 
 
-async def test_a_batch_that_fails_once_is_run_again_in_halves():
+async def busy_with_item_0(**policy) -> tuple[DoublingEngine, DynamicBatcher, asyncio.Future]:
+    """A started batcher whose (blocked) engine holds item 0, so that the next items queue behind it."""
     engine = DoublingEngine()
     engine.gate.clear()
-    batcher = make(engine, max_batch_size=4, max_queue_delay_ms=0)
+    batcher = make(engine, max_queue_delay_ms=0, **policy)
     batcher.start()
     first = asyncio.ensure_future(batcher.infer([item(0)]))
     await engine_busy(engine)
+    return engine, batcher, first
+
+
+async def test_a_batch_that_fails_once_is_run_again_in_halves():
+    engine, batcher, first = await busy_with_item_0(max_batch_size=4)
     rest = asyncio.ensure_future(asyncio.gather(batcher.infer([item(1)]), batcher.infer([item(2)])))
     await queued(batcher, 2)
     engine.fail_size = 2  # the batch of items 1 and 2 fails once
@@ -167,12 +173,7 @@ async def test_full_queue_is_refused_with_overloaded():
 
 
 async def test_cancelled_callers_cost_no_compute():
-    engine = DoublingEngine()
-    engine.gate.clear()
-    batcher = make(engine, max_batch_size=1, max_queue_delay_ms=0)
-    batcher.start()
-    first = asyncio.ensure_future(batcher.infer([item(0)]))
-    await engine_busy(engine)
+    engine, batcher, first = await busy_with_item_0(max_batch_size=1)
     abandoned = asyncio.ensure_future(batcher.infer([item(1)]))
     await queued(batcher, 1)
     abandoned.cancel()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import av
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -20,6 +19,7 @@ from service.media.images import ImageLimits, ImagePreprocess, decode_image, loa
 from service.media.video import FrameSampling, VideoLimits, decode_video
 from service.repository import read_entry
 from tests.conftest import photo
+from tests.video_files import write_video
 
 PHOTOS = ("chelsea", "astronaut", "coffee", "rocket")
 LIMITS = ImageLimits(max_bytes=1 << 26, max_pixels=40_000_000)
@@ -89,27 +89,12 @@ def test_the_draft_decodes_at_least_the_input_size(jpegs):
     assert reduced_size((300, 200), preprocess) == (300, 200)  # nothing to spare: decoded whole
 
 
-def h264(frames: list[np.ndarray]) -> bytes:
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=10)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize("model", ["demo", "tiny ViT"])
 def test_scaled_video_frames_embed_like_full_size_frames(encoders, monkeypatch, model):
     encoder = encoders[model]
     frames = [np.asarray(Image.fromarray(photo(name)).resize((1280, 960), Image.Resampling.BICUBIC))
               for name in PHOTOS]
-    data = h264(frames)
+    data = write_video(frames)
     limits = VideoLimits(max_bytes=1 << 26, max_pixels=40_000_000, max_frames=100, max_decoded_bytes=1 << 30)
     sampling = FrameSampling(stride=1)
     scaled, _ = decode_video(data, sampling, len(frames), encoder.preprocess, limits)
