@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from contract import ComponentSpec
 from export.manifest import embedding_space_id, state_dict_sha256
 from export.pipeline import (
     IMAGENET_MEAN,
@@ -50,7 +51,6 @@ from models.checkpoints import LoadedModel, LoadOptions, load_checkpoint
 from models.ijepa import IJepaEncoder
 from models.vjepa2 import VJepa2Encoder
 from models.vjepa2_predictor import FuturePrediction, VJepa2MaskPredictor
-from service.repository import ComponentSpec
 
 POOLING = "mean_final_patch_tokens"
 VIDEO_PROBES = 8

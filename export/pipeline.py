@@ -2,7 +2,7 @@
 
 `export_component`: a PyTorch module -> fp32 ONNX with a dynamic batch that must pass its parity gate against the
 module, then an fp16 copy kept only if it passes its own. `write_entry`: builds `<out>/<name>/` in a hidden
-folder and renames it into place, with a manifest typed by the model the service reads (service/repository.py),
+folder and renames it into place, with a manifest typed by the contract the service reads (contract/manifest.py),
 validated with extra fields forbidden so a misspelt key fails the export instead of vanishing.
 """
 
@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.manifest import SCHEMA_VERSION, staged_entry, tool_versions, write_manifest
+from contract import SCHEMA_VERSION, ComponentSpec, Manifest
+from export.manifest import staged_entry, tool_versions, write_manifest
 from export.onnx_graph import convert_fp16, export_onnx, external_data_file
 from export.parity import check_parity
-from service.repository import ComponentSpec, Manifest
 
 FP32_GATE = 0.99999
 FP16_GATE = 0.999

@@ -25,10 +25,10 @@ import onnxruntime as ort
 import torch
 from PIL import Image
 
+from contract import HEAD_FEATURES
 from export.onnx_graph import export_onnx
 from export.pipeline import rewrite_manifest
 from export.probe_heads import FitOptions, fit_attentive, fit_linear, fit_mlp, head_graph, mlp_graph
-from service.repository import HEAD_FEATURES
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}

@@ -16,7 +16,7 @@ from service.app import create_app
 from service.connections import ConnectionLimits, WebSocketLimits, guarded_protocol, guarded_websocket_protocol
 from service.index.dirlock import DataDirLock, DataDirLocked
 from service.logs import configure_logging
-from service.settings import Settings, SettingsError, load_settings, unknown_variables
+from service.settings import Settings, SettingsError, did_you_mean, load_settings, unknown_variables
 
 
 def server_config(app: FastAPI, settings: Settings, host: str, port: int, log_level: str) -> uvicorn.Config:
@@ -58,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_format, args.log_level)
     for name in unknown_variables(os.environ):
+        meant = did_you_mean(name)
         logging.getLogger("service.settings").warning(
-            "%s is not a jepa-serve setting: ignored (see service/settings.py)", name
+            "%s is not a jepa-serve setting: ignored (%s)", name,
+            f"did you mean {meant}?" if meant else "see service/settings.py",
         )
     lock = None
     if settings.storage == "local":

@@ -127,7 +127,8 @@ async def delete_points(name: CollectionName, body: DeletePoints, services: Read
     return DeleteResult(deleted=deleted, count=count)
 
 
-@router.get("/{name}/points/{point_id}", response_model=Point)
+# `:path`: an id may hold "/" (jepa-serve-client index names points by their relative file path), sent encoded.
+@router.get("/{name}/points/{point_id:path}", response_model=Point)
 async def get_point(name: CollectionName, point_id: str, services: ReadyServicesDep) -> Point:
     vector, metadata = await services.storage(services.store.get(name).get, point_id)  # a lock, or the engine
     return Point(id=point_id, vector=vector.tolist(), metadata=metadata)
