@@ -75,6 +75,10 @@ async def bring_up(services: Services) -> None:
     try:
         entries, failures = await loop.run_in_executor(startup, scan_repository, settings.model_repository)
         await loop.run_in_executor(startup, services.models.load, entries, failures, settings, services.metrics)
+        if not len(services.models):
+            log.error("no model to serve in %s: %s", settings.model_repository, _reasons(services.models.failures))
+            give_up(services, EXIT_STARTUP_FAILED)
+            return
         if not await recover_with_retry(services):
             give_up(services, EXIT_BACKEND_UNAVAILABLE)
             return
@@ -96,9 +100,16 @@ async def bring_up(services: Services) -> None:
         return
     finally:
         startup.shutdown(wait=False)
-    services.phase = "ready" if len(services.models) else "failed"
+    services.phase = "ready"
     log.info("%s: %d model(s) %s; failed: %s", services.phase, len(services.models),
              [m.name for m in services.models], services.models.failures or "none")
+
+
+def _reasons(failures: dict[str, str]) -> str:
+    """Why each entry failed, on one line; or why there were none."""
+    if not failures:
+        return "the folder holds no model entry (a sub-folder with a manifest.json: `jepa-export demo` makes one)"
+    return "; ".join(f"{name}: {reason}" for name, reason in failures.items())
 
 
 async def recover_with_retry(services: Services) -> bool:

@@ -9,12 +9,37 @@ import os
 import sys
 
 import uvicorn
+from fastapi import FastAPI
 
+from service.api.stream import close_reason, error_message, message_too_big
 from service.app import create_app
-from service.connections import ConnectionLimits, guarded_protocol
+from service.connections import ConnectionLimits, WebSocketLimits, guarded_protocol, guarded_websocket_protocol
 from service.index.dirlock import DataDirLock, DataDirLocked
 from service.logs import configure_logging
-from service.settings import SettingsError, did_you_mean, load_settings, unknown_variables
+from service.settings import Settings, SettingsError, did_you_mean, load_settings, unknown_variables
+
+
+def server_config(app: FastAPI, settings: Settings, host: str, port: int, log_level: str) -> uvicorn.Config:
+    """SIGTERM: uvicorn stops accepting, waits up to shutdown_timeout_s for in-flight requests, then the lifespan
+    drains the batch queues and snapshots the logs (service/app.py). Connections: read timeouts and a connection
+    cap on HTTP; on WebSockets, a client that stops reading is dropped and an oversized message is refused in the
+    app's words (service/connections.py). No WebSocket pings: the stream's idle and send timers find a peer that is
+    gone and close with 1001 and a reason (uvicorn's ping timeout closed with 1011, "server error")."""
+    http = ConnectionLimits(header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
+                            max_connections=settings.max_connections, discard_body_bytes=settings.discard_body_bytes)
+
+    def too_big(size: int) -> tuple[dict, str]:
+        error = message_too_big(size, settings.stream_max_message_bytes)
+        return error_message(error), close_reason(error)
+
+    ws = WebSocketLimits(stall_timeout_s=settings.stream_idle_timeout_s,
+                         max_message_bytes=settings.stream_max_message_bytes, too_big=too_big)
+    return uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, access_log=False, log_config=None,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s, http=guarded_protocol(http),
+        timeout_keep_alive=settings.keep_alive_timeout_s, ws=guarded_websocket_protocol(ws),
+        ws_max_size=settings.stream_max_message_bytes, ws_ping_interval=None, ws_ping_timeout=None,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,18 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"jepa-serve: {exc}", file=sys.stderr)
             return 1
     app = create_app(settings, lock)
-    # SIGTERM: uvicorn stops accepting, waits up to shutdown_timeout_s for in-flight requests, then the
-    # lifespan drains the batch queues and snapshots the logs (service/app.py).
-    # Connections: read timeouts and a connection cap (service/connections.py), on uvicorn's httptools protocol.
-    limits = ConnectionLimits(header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
-                              max_connections=settings.max_connections,
-                              discard_body_bytes=settings.discard_body_bytes)
-    config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, log_config=None,
-        timeout_graceful_shutdown=settings.shutdown_timeout_s, http=guarded_protocol(limits),
-        timeout_keep_alive=settings.keep_alive_timeout_s,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(app, settings, args.host, args.port, args.log_level))
     exit_code = 0
 
     def stop_process(code: int) -> None:

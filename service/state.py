@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -10,12 +11,25 @@ from typing import Any, Literal, TypeVar
 
 from service.embed_cache import EmbeddingCache
 from service.index.backend import CollectionBackend
+from service.media.memory import DecodeMemory
 from service.media.payload import MediaItem, RawVideo
 from service.metrics import Metrics
 from service.model_pool import ModelPool
 from service.settings import Settings
 
 T = TypeVar("T")
+
+
+MAX_AUTO_DECODE_THREADS = 32  # past this many, more threads mostly contend for the interpreter between decodes
+
+
+def decode_thread_count(setting: int) -> int:
+    """settings.decode_threads, with 0 (auto) resolved: one thread per core this process may run on (its CPU
+    affinity, which a cpuset or taskset narrows; os.cpu_count() counts the whole machine), at most 32."""
+    if setting:
+        return setting
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, MAX_AUTO_DECODE_THREADS))
 
 
 @dataclass
@@ -27,12 +41,15 @@ class Executors:
     # videos decoding at once (settings.max_concurrent_video_decodes), whatever the decode threads: each holds a
     # decoder's frames at the source resolution, so their number is what bounds that memory
     video_slots: asyncio.Semaphore
+    # what images decoding at once may hold (settings.image_decode_budget_bytes): each decode reserves its share
+    image_memory: DecodeMemory
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Executors:
-        return cls(decode=ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode"),
+        return cls(decode=ThreadPoolExecutor(decode_thread_count(settings.decode_threads), thread_name_prefix="decode"),
                    storage=ThreadPoolExecutor(settings.storage_threads, thread_name_prefix="storage"),
-                   video_slots=asyncio.Semaphore(settings.max_concurrent_video_decodes))
+                   video_slots=asyncio.Semaphore(settings.max_concurrent_video_decodes),
+                   image_memory=DecodeMemory(settings.image_decode_budget_bytes))
 
     def shutdown(self) -> None:
         self.decode.shutdown(wait=True)
