@@ -71,7 +71,9 @@ def test_an_input_the_engine_fails_on_fails_alone_and_its_batch_mates_are_answer
     model = demo.app.state.services.models.get("demo")
     engine = model.encoder.engines[0]
     real_run = engine.run
-    poison = 7.0  # a preprocessed tensor of this constant: the injected engine fails on any batch holding it
+    shape = (3, model.preprocess.height, model.preprocess.width)
+    tensor = np.full(shape, 7.0, np.float32)  # a preprocessed tensor the injected engine fails on
+    poison = model.preprocess.from_normalised(tensor).flat[0]  # every value as the engine sees it (uint8: a pixel)
     runs: list[tuple[int, bool]] = []  # (batch size, failed)
 
     def picky_run(inputs, outputs=None):
@@ -83,8 +85,6 @@ def test_an_input_the_engine_fails_on_fails_alone_and_its_batch_mates_are_answer
         return real_run(inputs, outputs)
 
     engine.run = picky_run
-    shape = (3, model.preprocess.height, model.preprocess.width)
-    tensor = np.full(shape, poison, np.float32)
     bad_body = {"inputs": [{"tensor": {"data": base64.b64encode(tensor.tobytes()).decode(), "dtype": "float32",
                                        "shape": list(shape)}}], "timeout_ms": DEADLINE_MS}
     try:

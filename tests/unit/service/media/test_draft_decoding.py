@@ -33,7 +33,7 @@ class Encoder:
         manifest = read_entry(folder).manifest
         shape = manifest.input
         self.preprocess = ImagePreprocess(height=shape.image_size[0], width=shape.image_size[1], resize=shape.resize,
-                                          mean=tuple(shape.mean), std=tuple(shape.std))
+                                          mean=tuple(shape.mean), std=tuple(shape.std), dtype=shape.dtype)
         self.clip = ClipSpec(frames_per_clip=shape.frames_per_clip, layout=shape.layout)
         graph = folder / manifest.components["encoder"].files["fp32"]
         self.session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
