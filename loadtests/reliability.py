@@ -37,6 +37,12 @@ TESTS = [
     "tests/e2e/test_video_memory.py",
     "tests/e2e/test_connections.py",
     "tests/e2e/test_startup_backend.py",
+    "tests/unit/service/batching/test_batch_isolation.py",
+    "tests/service/test_batch_isolation.py",
+    "tests/service/test_media_refusals.py",
+    "tests/e2e/test_image_memory.py",
+    "tests/e2e/test_stream.py",
+    "tests/e2e/test_startup_models.py",
 ]
 
 

@@ -79,6 +79,10 @@ async def bring_up(services: Services) -> None:
     try:
         entries, failures = await loop.run_in_executor(startup, scan_repository, settings.model_repository)
         await loop.run_in_executor(startup, services.models.load, entries, failures, settings, services.metrics)
+        if not len(services.models):
+            log.error("no model to serve in %s: %s", settings.model_repository, _reasons(services.models.failures))
+            give_up(services, EXIT_STARTUP_FAILED)
+            return
         if not await recover_with_retry(services):
             give_up(services, EXIT_BACKEND_UNAVAILABLE)
             return
@@ -100,9 +104,16 @@ async def bring_up(services: Services) -> None:
         return
     finally:
         startup.shutdown(wait=False)
-    services.set_phase("ready" if len(services.models) else "failed")
+    services.set_phase("ready")
     log.info("%s: %d model(s) %s; failed: %s", services.phase, len(services.models),
              [m.name for m in services.models], services.models.failures or "none")
+
+
+def _reasons(failures: dict[str, str]) -> str:
+    """Why each entry failed, on one line; or why there were none."""
+    if not failures:
+        return "the folder holds no model entry (a sub-folder with a manifest.json: `jepa-export demo` makes one)"
+    return "; ".join(f"{name}: {reason}" for name, reason in failures.items())
 
 
 async def recover_with_retry(services: Services) -> bool:
@@ -220,7 +231,7 @@ def create_app(settings: Settings | None = None, data_dir_lock: DataDirLock | No
     limiter = None
     if front is not None:
         app.state.core_link = link = CoreLink(front.core_path, on_state=lambda state: None)
-        gate = front.counts.gate(front.index)
+        gate = front.counts.requests.gate(front.index)
         limiter = RemoteLimiter(link, settings.rate_limit_requests, settings.rate_limit_window_s)
     app.state.guard = Guard.from_settings(settings, app.state.metrics, local_limiter=limiter)
     install_error_handlers(app)

@@ -16,13 +16,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
 from service.embed_cache import EmbeddingCache, open_cache
 from service.ipc.arena import Arena
-from service.ipc.counters import SharedCounts
+from service.ipc.counters import Gate, ServerCounts
 from service.ipc.link import CoreLink
 from service.ipc.remote import RemoteBatcher, RemoteCache, RemoteStore
 from service.logs import configure_logging
@@ -31,6 +31,9 @@ from service.processes import become_child
 from service.repository import scan_repository
 from service.settings import Settings
 from service.state import Executors, Services
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("service.front")
 
@@ -43,33 +46,54 @@ class FrontRole:
 
     index: int
     core_path: Path
-    counts: SharedCounts
+    counts: ServerCounts
     arena_bytes: int
 
 
-def run_front(settings: Settings, index: int, address: tuple[str, int], core_path: str, counts: SharedCounts,
+def run_front(settings: Settings, index: int, address: tuple[str, int], core_path: str, counts: ServerCounts,
               log_level: str, parent_pid: int) -> None:
-    """A front process's entry point (started by the supervisor): uvicorn on the shared socket."""
+    """A front process's entry point (started by the supervisor): uvicorn on its own socket of the port."""
     import uvicorn
 
     from service.app import create_app
-    from service.connections import ConnectionLimits, guarded_protocol
     from service.supervisor import bind
 
     become_child(f"jepa-front-{index}", parent_pid)
     configure_logging(settings.log_format, log_level)
     role = FrontRole(index, Path(core_path), counts, settings.shm_arena_mb << 20)
     app = create_app(settings, front=role)
-    # The connection cap is per process: each front takes its share of max_connections.
-    limits = ConnectionLimits(header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
-                              max_connections=max(1, -(-settings.max_connections // counts.fronts)),
-                              discard_body_bytes=settings.discard_body_bytes)
-    config = uvicorn.Config(
-        app, log_level=log_level, access_log=False, log_config=None,
-        timeout_graceful_shutdown=settings.shutdown_timeout_s, http=guarded_protocol(limits),
-        timeout_keep_alive=settings.keep_alive_timeout_s,
-    )
+    config = server_config(app, settings, log_level, counts.connections.gate(index))
     uvicorn.Server(config).run(sockets=[bind(*address, listen=True)])
+
+
+def server_config(app: FastAPI, settings: Settings, log_level: str, connections: Gate) -> uvicorn.Config:
+    """SIGTERM: uvicorn stops accepting, waits up to shutdown_timeout_s for in-flight requests, then the lifespan
+    closes this front (the core drains the batch queues and snapshots the logs once every front has gone).
+    Connections: read timeouts and a connection cap on HTTP (`connections` counts every front's); on WebSockets,
+    a client that stops reading is dropped and an oversized message is refused in the app's words
+    (service/connections.py). No WebSocket pings: the stream's idle and send timers find a peer that is gone and
+    close with 1001 and a reason (uvicorn's ping timeout closed with 1011, "server error")."""
+    import uvicorn
+
+    from service.api.stream import close_reason, error_message, message_too_big
+    from service.connections import ConnectionLimits, WebSocketLimits, guarded_protocol, guarded_websocket_protocol
+
+    http = ConnectionLimits(header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
+                            max_connections=settings.max_connections, discard_body_bytes=settings.discard_body_bytes,
+                            gate=connections)
+
+    def too_big(size: int) -> tuple[dict, str]:
+        error = message_too_big(size, settings.stream_max_message_bytes)
+        return error_message(error), close_reason(error)
+
+    ws = WebSocketLimits(stall_timeout_s=settings.stream_idle_timeout_s,
+                         max_message_bytes=settings.stream_max_message_bytes, too_big=too_big)
+    return uvicorn.Config(
+        app, log_level=log_level, access_log=False, log_config=None,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s, http=guarded_protocol(http),
+        timeout_keep_alive=settings.keep_alive_timeout_s, ws=guarded_websocket_protocol(ws),
+        ws_max_size=settings.stream_max_message_bytes, ws_ping_interval=None, ws_ping_timeout=None,
+    )
 
 
 def open_arena(size: int) -> Arena | None:
@@ -171,7 +195,8 @@ async def front_lifespan(app: FastAPI) -> AsyncIterator[None]:
     link: CoreLink = app.state.core_link
     arena = open_arena(role.arena_bytes)
     services = Services(settings=settings, metrics=app.state.metrics, models=ModelPool(), store=RemoteStore(link),
-                        executors=Executors.from_settings(settings))
+                        executors=Executors.from_settings(settings, share=role.counts.fronts),
+                        streams=role.counts.streams.gate(role.index))
     services.embed_cache = front_cache(settings, link)
     app.state.services = services
     view = CoreView(services, link, arena)

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.media.images import WORST_BYTES_PER_PIXEL
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JEPA_", extra="ignore", frozen=True)
@@ -113,6 +115,13 @@ class Settings(BaseSettings):
         2, ge=1, description="videos decoded at once by the whole process (the rest wait their turn): with "
         "max_video_decode_bytes it bounds the memory video decoding can take",
     )
+    image_decode_budget_bytes: int = Field(
+        768 * 1024 * 1024, ge=16 * 1024 * 1024,
+        description="memory the process's image decodes hold at once, estimated from each image's header (pixels, "
+        "mode, format, JPEG draft): a decode waits until its share is free, so large images decode in turn; one "
+        "image that alone needs more is refused (413). Must hold one image of max_image_pixels (16 bytes a pixel: "
+        "a lossless WebP's decode)",
+    )
     max_rollout_steps: int = Field(256, ge=1, description="actions in one /predict_future request")
     max_surprise_steps: int = Field(256, ge=1, description="scored steps in one /surprise request")
     stream_max_connections: int = Field(64, ge=1, description="open /stream/surprise connections; one more is closed "
@@ -131,7 +140,9 @@ class Settings(BaseSettings):
     max_search_k: int = Field(1000, ge=1, description="largest k of /search")
 
     # Executors by job: a slow disk or an unreachable Redis never stalls decoding, and the reverse.
-    decode_threads: int = Field(2, ge=1, description="threads that decode and preprocess media (CPU-bound)")
+    decode_threads: int = Field(
+        0, ge=0, description="threads that decode and preprocess media (CPU-bound); 0 = auto: one per core this "
+        "process may run on (os.sched_getaffinity), at most 32")
     storage_threads: int = Field(
         4, ge=1, description="threads for index search, write-ahead-log writes, Redis calls and embedding-cache I/O "
         "(mostly waiting: fsync, network, read-your-writes waits of up to redis_ack_wait_s)"
@@ -310,6 +321,10 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.model_repository == self.data_dir:
             raise ValueError("model_repository and data_dir must differ")
+        needed = image_decode_floor(self)
+        if self.image_decode_budget_bytes < needed:
+            raise ValueError(f"image_decode_budget_bytes must hold one image of max_image_pixels ({needed} bytes: "
+                             f"{WORST_BYTES_PER_PIXEL} a pixel); raise it or lower max_image_pixels")
         if self.max_plan_samples is None:  # frozen: set once, here
             object.__setattr__(self, "max_plan_samples", self.predictor_max_batch_size)
         elif self.max_plan_samples > self.predictor_max_batch_size:
@@ -349,6 +364,11 @@ def _accepted(field: str) -> str:
     else:
         kind = next((kinds[a] for a in (annotation, *args) if a in kinds), str(annotation))
     return kind + (" " + " and ".join(bounds) if bounds else "")
+
+
+def image_decode_floor(settings: Settings) -> int:
+    """What one image of max_image_pixels may take to decode (the worst format: a lossless WebP)."""
+    return WORST_BYTES_PER_PIXEL * settings.max_image_pixels
 
 
 def load_settings(environ: Mapping[str, str], **overrides: Any) -> Settings:

@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from service.embed_cache import EmbeddingCache
 from service.index.backend import CollectionBackend, SearchableCollection
+from service.ipc.counters import Gate, LocalGate
+from service.media.memory import DecodeMemory
 from service.media.payload import MediaItem, RawVideo
 from service.metrics import Metrics
 from service.model_pool import ModelPool
-from service.settings import Settings
+from service.settings import Settings, image_decode_floor
 
 T = TypeVar("T")
+
+
+MAX_AUTO_DECODE_THREADS = 32  # past this many, more threads mostly contend for the interpreter between decodes
+
+
+def decode_thread_count(setting: int, share: int = 1) -> int:
+    """settings.decode_threads, with 0 (auto) resolved: one thread per core this process may run on (its CPU
+    affinity, which a cpuset or taskset narrows; os.cpu_count() counts the whole machine), at most 32; a front
+    of `share` fronts takes its share of the cores."""
+    if setting:
+        return setting
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores // share, MAX_AUTO_DECODE_THREADS))
 
 
 @dataclass
@@ -27,12 +43,20 @@ class Executors:
     # videos decoding at once (settings.max_concurrent_video_decodes), whatever the decode threads: each holds a
     # decoder's frames at the source resolution, so their number is what bounds that memory
     video_slots: asyncio.Semaphore
+    # what images decoding at once may hold (settings.image_decode_budget_bytes): each decode reserves its share
+    image_memory: DecodeMemory
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Executors:
-        return cls(decode=ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode"),
+    def from_settings(cls, settings: Settings, share: int = 1) -> Executors:
+        """`share`: the number of front processes that split the server's decoding between them (each takes its
+        share of the cores, of the concurrent video decodes and of the image budget, never less than what one
+        image of max_image_pixels needs)."""
+        image_budget = max(settings.image_decode_budget_bytes // share, image_decode_floor(settings))
+        return cls(decode=ThreadPoolExecutor(decode_thread_count(settings.decode_threads, share),
+                                             thread_name_prefix="decode"),
                    storage=ThreadPoolExecutor(settings.storage_threads, thread_name_prefix="storage"),
-                   video_slots=asyncio.Semaphore(settings.max_concurrent_video_decodes))
+                   video_slots=asyncio.Semaphore(max(1, -(-settings.max_concurrent_video_decodes // share))),
+                   image_memory=DecodeMemory(image_budget))
 
     def shutdown(self) -> None:
         self.decode.shutdown(wait=True)
@@ -53,7 +77,9 @@ class Services:
     ] = "loading"
     # why start-up is retrying (reason, attempts, next attempt, give-up time); None when it is not
     retrying: dict[str, Any] | None = None
-    open_streams: int = 0  # /stream/surprise connections now open (bounded by settings.stream_max_connections)
+    # open /stream/surprise connections, bounded by settings.stream_max_connections: this process's, or every
+    # front's under jepa-serve
+    streams: Gate = field(default_factory=LocalGate)
     embed_cache: EmbeddingCache | None = None  # None when settings.embed_cache is off
     # stops the process with an exit status when start-up gives up (set by `jepa-serve`; None in process)
     stop_process: Callable[[int], None] | None = None

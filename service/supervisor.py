@@ -34,7 +34,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from service.index.dirlock import DataDirLock
-from service.ipc.counters import SharedCounts
+from service.ipc.counters import ServerCounts
 from service.settings import Settings
 
 log = logging.getLogger("service.supervisor")
@@ -90,7 +90,7 @@ class Supervisor:
         # The server's private folder: the core's socket, the shared counts, every process's metric samples.
         self.rundir = Path(tempfile.mkdtemp(prefix="jepa-serve-"))
         self.core_path = self.rundir / "core.sock"
-        self.counts = SharedCounts(self.rundir / "in-flight", self.fronts_wanted, create=True)
+        self.counts = ServerCounts.create(self.rundir, self.fronts_wanted)
         metrics_dir = self.rundir / "metrics"
         metrics_dir.mkdir()
         # Read by prometheus_client when the children import it: every process writes its samples there, and

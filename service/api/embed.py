@@ -21,6 +21,7 @@ from service.api.schemas import (
 from service.errors import ErrorCode, PayloadTooLarge, UnprocessableInput, UnsupportedMediaType
 from service.media.payload import MediaItem, RawImage, RawVideo
 from service.media.video import looks_like_video
+from service.model_pool import ServedModel
 from service.pipeline import embed_items, l2_normalize
 from service.state import Services
 
@@ -82,8 +83,9 @@ async def _parse_multipart(request: Request, services: Services) -> tuple[EmbedO
     items: list[MediaItem] = []
     for index, upload in enumerate(files):
         data = await upload.read(limit + 1)
-        # Videos are told from images by their container's magic number, not by the client's content type.
-        video = looks_like_video(data)
+        # Videos are told from images by their container's magic number; a file the client names a video (by
+        # its content type or extension) is decoded as one too, so a still image sent as a video is refused (415).
+        video = looks_like_video(data) or declared_video(upload)
         allowed = settings.max_video_bytes if video else settings.max_image_bytes
         if len(data) > allowed:
             raise PayloadTooLarge(f"file {index} ({upload.filename!r}) exceeds {allowed} bytes",
@@ -110,6 +112,7 @@ async def embed(request: Request, services: ReadyServicesDep, deadline: Deadline
             f"content type {content_type!r} is not accepted", {"accepted": ["application/json", "multipart/form-data"]}
         )
     model = services.models.resolve_model(options.model, services.settings.default_model)
+    check_output(model, options.output)
     result = await embed_items(
         services,
         model,
@@ -120,12 +123,7 @@ async def embed(request: Request, services: ReadyServicesDep, deadline: Deadline
     )
     pooled = l2_normalize(result.pooled) if options.normalize else result.pooled
     tokens = result.tokens if options.output == "tokens" else None
-    frames = None
-    if options.output == "frames":
-        if result.frames is None:
-            raise UnprocessableInput(f"model {model.name!r} has no per-frame output; ask for 'pooled' or 'tokens'",
-                                     code=ErrorCode.NO_FRAMES_OUTPUT)
-        frames = result.frames
+    frames = result.frames if options.output == "frames" else None
     timings = {"decode": round(result.decode_ms, 3), "inference": round(result.inference_ms, 3)}
     if NPY in request.headers.get("accept", ""):
         # One array per response: the token grid if asked for, else the pooled vectors.
@@ -142,6 +140,23 @@ async def embed(request: Request, services: ReadyServicesDep, deadline: Deadline
         cached=result.cached,
         sampling=_echo(result.sampled),
     )
+
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi")
+
+
+def declared_video(upload: UploadFile) -> bool:
+    """The client says the file is a video: a video/* content type or a video file name."""
+    content_type = (upload.content_type or "").lower()
+    return content_type.startswith("video/") or (upload.filename or "").lower().endswith(VIDEO_SUFFIXES)
+
+
+def check_output(model: ServedModel, output: str) -> None:
+    """Refuse an output the model's encoder does not have before anything is decoded or queued: it would fail
+    inside a batch shared with other callers."""
+    if output == "frames" and "frames" not in model.encoder.engine.output_names:
+        raise UnprocessableInput(f"model {model.name!r} has no per-frame output; ask for 'pooled' or 'tokens'",
+                                 code=ErrorCode.NO_FRAMES_OUTPUT)
 
 
 def _echo(sampled) -> list[SampledFrames | None] | None:

@@ -16,8 +16,12 @@ reading, so the socket's TCP window pushes back on the client instead of memory 
 connection after an {"type": "error", "error": {code, message, detail}} message, with a close code that says
 why: 1007 unreadable data (bad JSON, image, base64 or action), 1003 a message that is neither, 1009 a message
 above stream_max_message_bytes, 1008 policy (auth, unknown model, no surprise calibration, stream_max_steps
-reached), 1013 overloaded, not ready or stream_max_connections open (try again later), 1001 idle for
-stream_idle_timeout_s, 1011 a server error.
+reached, a `threshold` that is not a finite number), 1013 overloaded, not ready or stream_max_connections open (try
+again later), 1001 idle for stream_idle_timeout_s, 1011 a server error (a bug: the log has it).
+
+A client that stops reading is closed too: a score that cannot be sent for stream_idle_timeout_s (the client's
+socket is full) ends the stream and frees its slot (the server's WebSocket protocol then drops the connection,
+service/connections.py). The server sends no pings of its own: these two timers find every peer that is gone.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -121,12 +126,12 @@ def parse_message(message: dict[str, Any], pending: dict[str, list[float]],
     data, text = message.get("bytes"), message.get("text")
     if data is not None:
         if len(data) > limit:
-            raise _too_big(len(data), limit)
+            raise message_too_big(len(data), limit)
         return Frame(data, pending.get("action"), pending.get("proprio")), {}
     if text is None:
         raise InvalidInput("empty message")
     if len(text) > limit:
-        raise _too_big(len(text), limit)
+        raise message_too_big(len(text), limit)
     try:
         body = json.loads(text)
     except ValueError as exc:
@@ -156,88 +161,142 @@ def _conditions(body: dict[str, Any]) -> dict[str, list[float]]:
     return {key: body[key] for key in CONDITIONS if body.get(key) is not None}
 
 
-def _too_big(size: int, limit: int) -> ServiceError:
+def message_too_big(size: int, limit: int) -> ServiceError:
+    """The refusal of a message above stream_max_message_bytes (also said by the server's WebSocket protocol when it
+    refuses one at its frame header, service/connections.py)."""
     return PayloadTooLarge(f"message of {size} bytes; the limit is {limit}", {"stream_max_message_bytes": limit})
 
 
-async def refuse(websocket: WebSocket, error: ServiceError, code: int) -> None:
-    """The full error as a message, then the close code with a short reason (close reasons are <= 123 bytes)."""
-    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-        await websocket.send_json({"type": "error", **error_body(error.code, error.message, error.detail)})
-        await websocket.close(code, f"{error.code.value}: {error.message}"[:120])
+def error_message(error: ServiceError) -> dict[str, Any]:
+    """The message that precedes every refusal's close frame."""
+    return {"type": "error", **error_body(error.code, error.message, error.detail)}
+
+
+def close_reason(error: ServiceError) -> str:
+    """The close frame's reason: the error's code and message, cut to fit (close reasons are <= 123 bytes)."""
+    return f"{error.code.value}: {error.message}"[:120]
+
+
+def parse_threshold(text: str | None) -> float | None:
+    """`?threshold=`: a finite number (NaN or 1e400 would put NaN / Infinity, which are not JSON, in the ready
+    message, and nothing could be flagged), or absent for the manifest's."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value):
+        raise UnprocessableInput(f"threshold must be a finite number; got {text[:40]!r}", {"threshold": text[:40]})
+    return value
+
+
+async def refuse(websocket: WebSocket, error: ServiceError, code: int, timeout_s: float | None = None) -> None:
+    """The full error as a message, then the close code with a short reason; given up after timeout_s (a client
+    that reads nothing cannot be told)."""
+    async def tell() -> None:
+        await websocket.send_json(error_message(error))
+        await websocket.close(code, close_reason(error))
+
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
+        await asyncio.wait_for(tell(), timeout_s)
+
+
+class ClientStalled(Exception):
+    """The client read nothing for stream_idle_timeout_s: a send could not complete."""
+
+
+async def send_in_time(websocket: WebSocket, message: dict[str, Any], timeout_s: float) -> None:
+    """Send, or raise ClientStalled when the client's socket stays full for timeout_s (it stopped reading: the
+    send waits for room that never comes, and the stream would hold its slot forever)."""
+    try:
+        await asyncio.wait_for(websocket.send_json(message), timeout_s)
+    except TimeoutError as exc:
+        raise ClientStalled(f"the client read nothing for {timeout_s:g} s") from exc
+    except RuntimeError as exc:
+        # the server's protocol closed the connection under the app (an oversized message it refused at the
+        # frame header, service/connections.py): the client is gone for this stream, as after a disconnect
+        raise WebSocketDisconnect(reason=str(exc)) from exc
 
 
 async def score_frames(websocket: WebSocket, services: Services, model: ServedModel, stream: FrameStream,
                        inbox: asyncio.Queue) -> None:
     settings = services.settings
-    limits = media_limits(settings)
+    limits = media_limits(settings, services.executors.image_memory)
+    patience = settings.stream_idle_timeout_s
     while True:
         item = await inbox.get()
         if item is None:
             return
         if isinstance(item, Refusal):
-            await refuse(websocket, item.error, item.code)
+            await refuse(websocket, item.error, item.code, patience)
             return
         if stream.steps >= settings.stream_max_steps:
             await refuse(websocket, InvalidInput(f"the stream reached stream_max_steps ({settings.stream_max_steps})"),
-                         POLICY)
+                         POLICY, patience)
             return
         try:
             frame = (await services.decode(decode_frames, RawImage(item.data), model.preprocess, limits))[0]
             result = await stream.push(frame, item.action, item.proprio)
         except ServiceError as exc:
-            await refuse(websocket, exc, close_code(exc))
+            await refuse(websocket, exc, close_code(exc), patience)
             return
-        await websocket.send_json({
+        await send_in_time(websocket, {
             "type": "score", "step": result.step, "score": result.score, "distance": result.distance,
             "surprising": result.surprising,
-        })
+        }, patience)
 
 
 @router.websocket("/stream/surprise")
-async def stream_surprise(websocket: WebSocket, model: str | None = None, threshold: float | None = None) -> None:
+async def stream_surprise(websocket: WebSocket, model: str | None = None, threshold: str | None = None) -> None:
+    """`threshold` is read as text and checked here: a query the framework refused would close the handshake with
+    an HTTP 403 and an empty body; accepted, then refused, the client reads why (1008 and an error message)."""
     services: Services | None = getattr(websocket.app.state, "services", None)
     await websocket.accept()
     if services is None or not services.ready:
         await refuse(websocket, NotReady("service is not ready"), TRY_LATER)
         return
     try:
+        limit = parse_threshold(threshold)
         served = services.models.resolve_model(model, services.settings.default_model)
-        stream = served.world.open_stream(threshold)
+        stream = served.world.open_stream(limit)
     except ServiceError as exc:
         await refuse(websocket, exc, POLICY)
         return
-    if services.open_streams >= services.settings.stream_max_connections:
-        await refuse(websocket, Overloaded(f"{services.open_streams} streams are open; the limit is "
-                                           f"{services.settings.stream_max_connections}"), TRY_LATER)
+    limit = services.settings.stream_max_connections
+    if not services.streams.enter(limit):
+        await refuse(websocket, Overloaded(f"{services.streams.count} streams are open; the limit is {limit}"),
+                     TRY_LATER)
         return
-    services.open_streams += 1
-    services.metrics.open_streams.set(services.open_streams)
+    services.metrics.open_streams.set(services.streams.own)
     try:
         await _serve_stream(websocket, services, served, stream)
     finally:
-        services.open_streams -= 1
-        services.metrics.open_streams.set(services.open_streams)
+        services.streams.leave()
+        services.metrics.open_streams.set(services.streams.own)
 
 
 async def _serve_stream(websocket: WebSocket, services: Services, served: ServedModel, stream: FrameStream) -> None:
     ready = stream.ready
-    await websocket.send_json({
+    patience = services.settings.stream_idle_timeout_s
+    await send_in_time(websocket, {
         "type": "ready", "model": served.name, "space_id": served.manifest.space_id,
         "frames_per_clip": ready.frames_per_clip, "action_dim": ready.action_dim, "proprio_dim": ready.proprio_dim,
         "threshold": ready.threshold,
         "calibration": SurpriseCalibration.model_validate(ready.calibration, from_attributes=True).model_dump(),
         "buffer_frames": services.settings.stream_buffer_frames,
-    })
+    }, patience)
     inbox: asyncio.Queue = asyncio.Queue(maxsize=services.settings.stream_buffer_frames)
     reader = asyncio.create_task(read_messages(websocket.receive, inbox, services.settings), name="stream-reader")
     try:
         await score_frames(websocket, services, served, stream, inbox)
     except WebSocketDisconnect:
         pass
+    except ClientStalled as exc:
+        log.info("closing a stream: %s", exc)  # nothing can be sent to it: its slot is freed on return
     except Exception:
         log.exception("surprise stream failed")
-        await refuse(websocket, ServiceError("internal error"), SERVER_ERROR)
+        await refuse(websocket, ServiceError("internal error"), SERVER_ERROR, patience)
     finally:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):

@@ -8,7 +8,12 @@ one instance (Triton's instance groups) consecutive batches overlap: one
 copies to the device while another computes. A batch is assembled in the
 worker thread straight into the instance's reusable (on a GPU page-locked)
 input buffers, and asks the engine only for the outputs its callers want. Items whose deadline has passed are
-dropped before compute; a failed batch fails its callers and the loop goes on.
+dropped before compute.
+
+One caller's input must not cost the others their answers: an output the engine does not have is refused before
+the item is queued; a batch that fails (in assembly or in the engine) is split in halves and run again until the
+failing items stand alone, so they alone fail (with the request id in the log) and every other caller is answered;
+delivering one caller's rows cannot fail another's. Nothing escapes a batch task: no exception is left unretrieved.
 
 Waiting for a fuller batch only pays when more items are on their way:
 callers `announce()` items while they decode them, and the batcher waits (up
@@ -29,7 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import DeadlineExceeded, EngineFailure, NotReady, Overloaded
+from service.errors import DeadlineExceeded, EngineFailure, NotReady, Overloaded, UnprocessableInput
+from service.logs import request_id_var
 from service.metrics import Metrics
 from service.runtime.engine import Engine
 
@@ -85,6 +91,7 @@ class _Request:
     future: asyncio.Future[list[Arrays]]
     results: list[Arrays | None]
     remaining: int
+    request_id: str | None = None  # the HTTP request's id, for the log when one of its items fails
 
     def deliver(self, index: int, value: Arrays) -> None:
         if self.future.done():
@@ -268,7 +275,8 @@ class DynamicBatcher:
             self._metrics.rejected.labels(**self._labels, reason="expired").inc(len(items))
             raise DeadlineExceeded("request deadline passed before inference")
         wanted = None if outputs is None else tuple(outputs)
-        request = _Request(loop.create_future(), [None] * len(items), len(items))
+        self._check_outputs(wanted)
+        request = _Request(loop.create_future(), [None] * len(items), len(items), request_id_var.get())
         self._queue.extend(_Item(x, request, i, now, deadline, cost, wanted) for i, x in enumerate(items))
         self._queue_depth.set(len(self._queue))
         self._wakeup.set()
@@ -280,6 +288,14 @@ class DynamicBatcher:
             return await request.future
         finally:
             timer.cancel()
+
+    def _check_outputs(self, wanted: tuple[str, ...] | None) -> None:
+        """An output the engine does not have is refused here, before the item can share (and stall) a batch."""
+        missing = sorted(set(wanted or ()) - set(self.engine.output_names))
+        if missing:
+            raise UnprocessableInput(f"{self.engine.name} has no output {', '.join(map(repr, missing))}; it has "
+                                     f"{', '.join(map(repr, self.engine.output_names))}",
+                                     {"outputs": list(self.engine.output_names)})
 
     def _expire(self, request: _Request, items: int) -> None:
         if not request.future.done():
@@ -354,6 +370,12 @@ class DynamicBatcher:
     async def _execute(self, batch: list[_Item], engine: Engine) -> None:
         try:
             await self._execute_on(batch, engine)
+        except Exception:
+            # Nothing escapes a batch task (an exception nobody awaits is only logged at garbage collection, with
+            # no caller answered): whatever went wrong, every caller still waiting gets an answer.
+            log.exception("engine %s: a batch of %d failed outside the engine", engine.name, len(batch))
+            for item in batch:
+                item.request.fail(EngineFailure("inference failed"))
         finally:
             assert self._idle is not None
             self._idle.put_nowait(engine)
@@ -363,30 +385,59 @@ class DynamicBatcher:
         started = time.perf_counter()
         for item in batch:
             self._queue_wait.observe(started - item.enqueued)
-        size = self.policy.padded_size(len(batch))
-        wanted = wanted_outputs(batch)
-        rows = [item.inputs for item in batch]
-
-        def assemble_and_run() -> Arrays:
-            return engine.run(assemble(engine, rows, size), wanted)
-
-        try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, assemble_and_run)
-            for name, value in outputs.items():
-                if value.shape[0] != size:
-                    raise RuntimeError(f"engine output {name} has {value.shape[0]} rows for {size} inputs")
-        except Exception:
-            # One bad batch must not end the loop: fail its callers, keep serving.
-            log.exception("engine %s failed on a batch of %d", engine.name, len(batch))
-            self._metrics.rejected.labels(**self._labels, reason="engine_error").inc(len(batch))
-            for item in batch:
-                item.request.fail(EngineFailure("inference failed"))
-            return
+        await self._run_isolating(batch, engine)
         elapsed = time.perf_counter() - started
         self._mean_batch_seconds = 0.8 * self._mean_batch_seconds + 0.2 * elapsed
         self._metrics.inference_seconds.labels(**self._labels).observe(elapsed)
         self._metrics.batch_size.labels(**self._labels).observe(len(batch))
         self._metrics.batch_fill.labels(**self._labels).observe(len(batch) / self.batch_limit)
-        for row, item in enumerate(batch):
-            names = outputs if item.outputs is None else item.outputs
-            item.request.deliver(item.index, {name: outputs[name][row] for name in names})
+
+    async def _run_isolating(self, items: list[_Item], engine: Engine) -> None:
+        """Run `items` as one batch and deliver; if it fails, run each half again, down to single items, so that
+        only the items that fail alone fail (a batch of n costs at most 2n - 1 runs, and only when it fails)."""
+        items = [item for item in items if not item.request.future.done()]  # callers gone meanwhile cost nothing
+        if not items:
+            return
+        try:
+            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._compute, items, engine)
+        except Exception as exc:
+            if len(items) == 1:
+                self._fail_item(items[0], engine, exc)
+                return
+            log.warning("engine %s failed on a batch of %d (%s: %s); running its halves apart to find the failing "
+                        "input", engine.name, len(items), type(exc).__name__, exc)
+            half = len(items) // 2
+            await self._run_isolating(items[:half], engine)
+            await self._run_isolating(items[half:], engine)
+            return
+        self._deliver(items, outputs, engine)
+
+    def _compute(self, items: list[_Item], engine: Engine) -> Arrays:
+        """In the instance's worker thread: assemble the items into its buffers, run, check the rows."""
+        size = self.policy.padded_size(len(items))
+        outputs = engine.run(assemble(engine, [item.inputs for item in items], size), wanted_outputs(items))
+        for name, value in outputs.items():
+            if value.shape[0] != size:
+                raise RuntimeError(f"engine output {name} has {value.shape[0]} rows for {size} inputs")
+        return outputs
+
+    def _deliver(self, items: list[_Item], outputs: Arrays, engine: Engine) -> None:
+        for row, item in enumerate(items):
+            try:
+                names = outputs if item.outputs is None else item.outputs
+                value = {name: outputs[name][row] for name in names}
+            except Exception as exc:  # e.g. an output the engine did not return: this caller's, nobody else's
+                self._fail_item(item, engine, exc)
+                continue
+            item.request.deliver(item.index, value)
+
+    def _fail_item(self, item: _Item, engine: Engine, error: Exception) -> None:
+        token = request_id_var.set(item.request.request_id)  # the log line names the request it failed
+        try:
+            log.error("engine %s failed on input %d of a request: %s: %s", engine.name, item.index,
+                      type(error).__name__, error, exc_info=error)
+        finally:
+            request_id_var.reset(token)
+        self._metrics.rejected.labels(**self._labels, reason="engine_error").inc()
+        item.request.fail(EngineFailure("inference failed on this input (details in the server log)",
+                                        {"index": item.index}))

@@ -13,6 +13,7 @@ import mmap
 import os
 import struct
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -93,6 +94,29 @@ class SharedCounts:
         """A front has died: whatever it counted is no longer in flight."""
         with self._locked():
             self._set(front, 0)
+
+
+@dataclass(frozen=True)
+class ServerCounts:
+    """The counts every front shares, one file each in the server's private folder."""
+
+    requests: SharedCounts  # requests in flight (JEPA_MAX_CONCURRENT_REQUESTS)
+    streams: SharedCounts  # open /stream/surprise connections (JEPA_STREAM_MAX_CONNECTIONS)
+    connections: SharedCounts  # open HTTP connections (JEPA_MAX_CONNECTIONS)
+
+    @classmethod
+    def create(cls, folder: Path, fronts: int) -> ServerCounts:
+        return cls(*(SharedCounts(folder / f"count-{name}", fronts, create=True)
+                     for name in ("requests", "streams", "connections")))
+
+    @property
+    def fronts(self) -> int:
+        return self.requests.fronts
+
+    def clear(self, front: int) -> None:
+        """A front has died: nothing it counted is open any more."""
+        for counts in (self.requests, self.streams, self.connections):
+            counts.clear(front)
 
 
 class SharedGate:

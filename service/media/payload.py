@@ -11,7 +11,7 @@ import numpy as np
 
 from service.errors import ErrorCode, InvalidInput, PayloadTooLarge, UnprocessableInput
 from service.media.clips import ClipSpec, check_frame_count, to_item
-from service.media.images import ImageLimits, ImagePreprocess, decode_image
+from service.media.images import ImageLimits, ImagePreprocess, load_image
 from service.media.video import (
     FrameSampling,
     SampledVideo,
@@ -93,9 +93,9 @@ def decode_frames(item: MediaItem, preprocess: ImagePreprocess, limits: MediaLim
             item.data, item.sampling, video_frames_wanted(item, None), preprocess, limits.video
         )[0]
     if isinstance(item, RawImage):
-        return preprocess.apply(decode_image(item.data, limits.image))[None]
+        return load_image(item.data, preprocess, limits.image)[None]
     if isinstance(item, RawClip):
-        return np.stack([preprocess.apply(decode_image(frame, limits.image)) for frame in item.frames])
+        return np.stack([load_image(frame, preprocess, limits.image) for frame in item.frames])
     frame = (3, preprocess.height, preprocess.width)
     shape = tuple(item.shape)
     if shape != frame and not (len(shape) == 4 and shape[1:] == frame and shape[0] >= 1):

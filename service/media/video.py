@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.errors import ErrorCode, InvalidInput, PayloadTooLarge, UnprocessableInput
-from service.media.images import ImagePreprocess
+from service.errors import ErrorCode, InvalidInput, PayloadTooLarge, UnprocessableInput, UnsupportedMediaType
+from service.media.images import ImagePreprocess, reduced_size, still_image_format
 
 try:  # the service works without PyAV; video input then answers 415 with the reason
     import av
@@ -165,6 +165,10 @@ def decode_video(
     if len(data) > limits.max_bytes:
         raise PayloadTooLarge(f"video is {len(data)} bytes; the limit is {limits.max_bytes}",
                               {"bytes": len(data), "max_bytes": limits.max_bytes})
+    still = still_image_format(data)
+    if still is not None:  # FFmpeg would read it as a one-frame video, padded into a clip of copies
+        raise UnsupportedMediaType(f"this is a still image ({still}), not a video: send it as an image "
+                                   '({"image": ...}, or a multipart file not named as a video)', {"format": still})
     container = _open(data)
     try:
         source = _describe(container)
@@ -264,6 +268,16 @@ def _check_span(sampling: FrameSampling, k: int, source: _Source, limits: VideoL
         raise _too_long(limits)
 
 
+def _rgb_frame(frame, preprocess: ImagePreprocess):
+    """The frame as an RGB image, scaled down in the same pass as the colour conversion (swscale, area averaging)
+    to no less than the model's input, as a JPEG is drafted (service/media/images.py reduced_size); the usual
+    antialiased resize then makes the input. A 1080p frame for a 224 px model converts a quarter of its pixels."""
+    width, height = reduced_size((frame.width, frame.height), preprocess)
+    if (width, height) == (frame.width, frame.height):
+        return frame.to_image()
+    return frame.to_image(width=width, height=height, interpolation="AREA")
+
+
 @dataclass
 class _Taken:
     count: int = 0  # output rows filled
@@ -302,7 +316,7 @@ def _sample(container, sampling: FrameSampling, out: np.ndarray, source: _Source
             row = None
             while taken.count < k and wanted[taken.count] <= position + tolerance:
                 if row is None:  # a frame sampled twice (fps above the source's) is converted once
-                    row = preprocess.apply(frame.to_image())
+                    row = preprocess.apply(_rgb_frame(frame, preprocess))
                 out[taken.count] = row
                 taken.indices.append(index)
                 taken.times.append(t)

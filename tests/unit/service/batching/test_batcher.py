@@ -21,6 +21,8 @@ class DoublingEngine:
     def __init__(self) -> None:
         self.batches: list[int] = []
         self.fail_next = False
+        self.fail_always = False
+        self.fail_size = 0  # fail the next batch of this size, once
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()  # set once a batch reaches the engine
@@ -32,6 +34,11 @@ class DoublingEngine:
         self.entered.set()
         self.gate.wait(5)
         self.batches.append(len(inputs["x"]))
+        if self.fail_always:
+            raise RuntimeError("broken")
+        if self.fail_size == len(inputs["x"]):
+            self.fail_size = 0
+            raise RuntimeError("boom")
         if self.fail_next:
             self.fail_next = False
             raise RuntimeError("boom")
@@ -112,14 +119,40 @@ async def test_withdrawn_announcement_stops_the_wait():
 
 async def test_failed_batch_fails_its_callers_and_the_loop_survives():
     engine = DoublingEngine()
-    engine.fail_next = True
+    engine.fail_always = True
     batcher = make(engine, max_batch_size=4, max_queue_delay_ms=5)
     batcher.start()
     outcomes = await asyncio.gather(batcher.infer([item(1)]), batcher.infer([item(2)]), return_exceptions=True)
     assert all(isinstance(o, EngineFailure) for o in outcomes)
+    engine.fail_always = False
     (ok,) = await batcher.infer([item(3)])
     np.testing.assert_array_equal(ok["y"], np.full(3, 6, np.float32))
     await batcher.stop()
+
+
+async def busy_with_item_0(**policy) -> tuple[DoublingEngine, DynamicBatcher, asyncio.Future]:
+    """A started batcher whose (blocked) engine holds item 0, so that the next items queue behind it."""
+    engine = DoublingEngine()
+    engine.gate.clear()
+    batcher = make(engine, max_queue_delay_ms=0, **policy)
+    batcher.start()
+    first = asyncio.ensure_future(batcher.infer([item(0)]))
+    await engine_busy(engine)
+    return engine, batcher, first
+
+
+async def test_a_batch_that_fails_once_is_run_again_in_halves():
+    engine, batcher, first = await busy_with_item_0(max_batch_size=4)
+    rest = asyncio.ensure_future(asyncio.gather(batcher.infer([item(1)]), batcher.infer([item(2)])))
+    await queued(batcher, 2)
+    engine.fail_size = 2  # the batch of items 1 and 2 fails once
+    engine.gate.set()
+    await first
+    (a,), (b,) = await rest
+    await batcher.stop()
+    np.testing.assert_array_equal(a["y"], np.full(3, 2, np.float32))
+    np.testing.assert_array_equal(b["y"], np.full(3, 4, np.float32))
+    assert engine.batches == [1, 2, 1, 1]
 
 
 async def test_full_queue_is_refused_with_overloaded():
@@ -140,12 +173,7 @@ async def test_full_queue_is_refused_with_overloaded():
 
 
 async def test_cancelled_callers_cost_no_compute():
-    engine = DoublingEngine()
-    engine.gate.clear()
-    batcher = make(engine, max_batch_size=1, max_queue_delay_ms=0)
-    batcher.start()
-    first = asyncio.ensure_future(batcher.infer([item(0)]))
-    await engine_busy(engine)
+    engine, batcher, first = await busy_with_item_0(max_batch_size=1)
     abandoned = asyncio.ensure_future(batcher.infer([item(1)]))
     await queued(batcher, 1)
     abandoned.cancel()

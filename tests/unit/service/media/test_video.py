@@ -159,6 +159,7 @@ def test_video_decodes_wait_for_one_of_the_process_wide_slots():
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
+    from service.media.memory import DecodeMemory
     from service.media.payload import RawImage, RawVideo
     from service.metrics import Metrics
     from service.model_pool import ModelPool
@@ -181,7 +182,7 @@ def test_video_decodes_wait_for_one_of_the_process_wide_slots():
 
     async def scenario():
         executors = Executors(decode=ThreadPoolExecutor(4), storage=ThreadPoolExecutor(1),
-                              video_slots=asyncio.Semaphore(1))
+                              video_slots=asyncio.Semaphore(1), image_memory=DecodeMemory(1 << 30))
         services = Services(settings=Settings(), metrics=Metrics(), models=ModelPool(), store=None, executors=executors)
         videos = [asyncio.create_task(services.decode_item(RawVideo(b""), fake_decode, f"v{i}")) for i in range(4)]
         image = asyncio.create_task(services.decode_item(RawImage(b""), fake_decode, "image"))
