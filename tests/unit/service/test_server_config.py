@@ -6,9 +6,9 @@ from __future__ import annotations
 import uvicorn
 
 from service.app import create_app
+from service.connections import GuardedHttpToolsProtocol, GuardedWebSocketProtocol
 from service.front import server_config
 from service.ipc.counters import LocalGate
-from service.connections import GuardedHttpToolsProtocol, GuardedWebSocketProtocol
 from service.settings import Settings
 
 
