@@ -20,6 +20,11 @@ a Strong read waits until the node serving it has consumed the write log
 up to the read's own timestamp (the next time tick), where Bounded answers
 at once from what it has.
 
+Writes to milvus-lite are serialised (one at a time per process): its engine does not lock its own write
+path, and concurrent upserts interleaved their records inside its write-ahead log, so that after a kill -9
+its recovery stopped at the first torn record and lost every acknowledged write after it. A Milvus server
+orders writes itself; nothing is serialised there.
+
 Durability: a write is acknowledged when Milvus acknowledged it. A Milvus
 server has then put it in its write-ahead log (the message queue / WAL
 service); the embedded milvus-lite has written it to its WAL file and
@@ -35,7 +40,8 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import grpc
@@ -298,6 +304,7 @@ class MilvusCollectionStore:
         self.lite = False
         self._collections: dict[str, MilvusCollection] = {}
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # milvus-lite only: one write at a time (see the module's docstring)
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
         self.failures: dict[str, str] = {}
@@ -453,7 +460,8 @@ class MilvusCollectionStore:
         created = False
         if existing is None:
             epoch = uuid.uuid4().hex[:12]
-            self.call(config.name, lambda c: self._create_in_milvus(c, target, config, params, epoch))
+            with self._one_writer():
+                self.call(config.name, lambda c: self._create_in_milvus(c, target, config, params, epoch))
             existing = self._lookup(config.name)  # a replica racing us may have won: its config is the one kept
             created = existing.epoch == epoch
         if existing.config.as_dict() != config.as_dict():
@@ -481,7 +489,8 @@ class MilvusCollectionStore:
 
     def drop(self, name: str) -> None:
         collection = self._lookup(name)
-        self.call(name, lambda c: c.drop_collection(collection.milvus_name, timeout=self.timeout))
+        with self._one_writer():
+            self.call(name, lambda c: c.drop_collection(collection.milvus_name, timeout=self.timeout))
         with self._lock:
             if self._collections.get(name) is collection:
                 del self._collections[name]
@@ -514,11 +523,27 @@ class MilvusCollectionStore:
         """Seal what the engine buffers, so that it indexes those rows (it does so by itself as data grows, and
         builds the index in the background; benchmarks and tests call this to search an indexed collection)."""
         collection = self._lookup(name)
-        self.call(name, lambda c: c.flush(collection.milvus_name, timeout=self.timeout))
+        with self._one_writer():
+            self.call(name, lambda c: c.flush(collection.milvus_name, timeout=self.timeout))
+
+    @contextmanager
+    def _one_writer(self) -> Iterator[None]:
+        """Hold the engine's write turn (milvus-lite); a write that waits past the timeout is refused, unapplied."""
+        if not self.lite:
+            yield
+            return
+        if not self._write_lock.acquire(timeout=self.timeout):
+            raise StorageUnavailable(f"milvus-lite is busy with other writes for over {self.timeout:g} s; nothing "
+                                     "was applied; retry later")
+        try:
+            yield
+        finally:
+            self._write_lock.release()
 
     def _write(self, name: str, fn: Callable[[MilvusClient], Any]) -> None:
         try:
-            self.call(name, fn)
+            with self._one_writer():
+                self.call(name, fn)
         except StorageUnavailable as exc:
             # The connection may have dropped after Milvus applied the write: its outcome is unknown; a retry is
             # safe (upserts by id and deletes are idempotent).
