@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from service.errors import ErrorCode, meanings_by_status
 from service.index.collection import Metric
@@ -16,6 +16,17 @@ CEM = CEMConfig()  # the defaults the descriptions below name
 MAX_TIMEOUT_MS = 3_600_000  # an hour: the bound of every timeout_ms and of the X-Request-Timeout-Ms header
 
 PointId = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+def _addressable(point_id: str) -> str:
+    if point_id in (".", ".."):
+        raise ValueError(f"point id {point_id!r} cannot be fetched: HTTP clients drop '.' and '..' path segments "
+                         "(GET /collections/{name}/points/{id}); any other text is a valid id")
+    return point_id
+
+
+# What an upsert may store: every stored id can be fetched by GET .../points/{id} (percent-encoded).
+NewPointId = Annotated[PointId, AfterValidator(_addressable)]
 Vector = list[float]
 Dtype = Literal["float32", "float16"]
 TimeoutMs = Annotated[float | None, Field(gt=0, lt=MAX_TIMEOUT_MS, description="deadline; past it the answer is 504")]
@@ -227,7 +238,7 @@ class CollectionInfo(BaseModel):
 
 
 class UpsertPoints(Body):
-    ids: list[PointId] = Field(min_length=1)
+    ids: list[NewPointId] = Field(min_length=1)
     vectors: list[Vector] | VectorArray | None = Field(
         None, description="precomputed vectors: lists of floats, or one base64 array; up to max_upsert_vectors "
         "and max_upsert_bytes (GET /limits) per request")

@@ -51,7 +51,7 @@ from pymilvus import DataType, MilvusClient, MilvusException
 from service.errors import Conflict, ErrorCode, NotFound, ServiceError, StorageUnavailable, UnprocessableInput
 from service.index import kinds
 from service.index.collection import CollectionConfig, Hit, Metadata, exact_scores, prepare_vectors
-from service.index.milvus_filters import MATCH_FIELD, match_keys, to_expression
+from service.index.milvus_filters import MATCH_FIELD, ids_expression, match_keys, to_expression
 from service.index.store import check_collection_name
 
 log = logging.getLogger(__name__)
@@ -154,8 +154,9 @@ class MilvusCollection:
         return prepare_vectors(vectors, self.config)
 
     def get(self, point_id: str) -> tuple[np.ndarray, Metadata]:
-        rows = self._store.call(self.config.name, lambda c: c.get(
-            self.milvus_name, ids=[point_id], output_fields=["vector", "metadata"], consistency_level=CONSISTENCY,
+        rows = self._store.call(self.config.name, lambda c: c.query(
+            self.milvus_name, filter=ids_expression([point_id]), output_fields=["vector", "metadata"],
+            consistency_level=CONSISTENCY,
             timeout=self._store.timeout))
         if not rows:
             raise NotFound(
@@ -513,10 +514,13 @@ class MilvusCollectionStore:
         collection = self._lookup(name)
         unique = list(dict.fromkeys(ids))
         # Milvus counts the ids it was sent, not the points it removed: ask which exist first.
-        present = self.call(name, lambda c: c.get(collection.milvus_name, ids=unique, output_fields=["id"],
-                                                  consistency_level=CONSISTENCY, timeout=self.timeout))
-        if unique:
-            self._write(name, lambda c: c.delete(collection.milvus_name, ids=unique, timeout=self.timeout))
+        if not unique:
+            return 0
+        # By an expression of escaped literals, never pymilvus's `ids=` (it pastes ids in unescaped).
+        selected = ids_expression(unique)
+        present = self.call(name, lambda c: c.query(collection.milvus_name, filter=selected, output_fields=["id"],
+                                                    consistency_level=CONSISTENCY, timeout=self.timeout))
+        self._write(name, lambda c: c.delete(collection.milvus_name, filter=selected, timeout=self.timeout))
         return len(present)
 
     def flush(self, name: str) -> None:
