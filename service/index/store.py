@@ -68,6 +68,13 @@ class _Durable:
     wal: WriteAheadLog
     mutex: threading.Lock = field(default_factory=threading.Lock)
     snapshot_bytes: int = 0  # size of the last snapshot: the log may grow as large before the next one
+    dropped: bool = False  # set under `mutex` by a drop: a write that waited for the mutex finds it gone (404)
+
+    def check_live(self) -> None:
+        """With `mutex` held: 404 when a drop won the race to it (its log is closed, its folder in the trash)."""
+        if self.dropped:
+            name = self.collection.config.name
+            raise NotFound(f"collection {name!r} does not exist", code=ErrorCode.COLLECTION_NOT_FOUND)
 
 
 class CollectionStore:
@@ -235,6 +242,7 @@ class CollectionStore:
         with self._registry_lock:
             durable = self._durable(name)
             with durable.mutex:
+                durable.dropped = True
                 durable.wal.close()
                 trash = self.root / f".trash-{name}-{uuid.uuid4().hex}"
                 durable.folder.replace(trash)
@@ -248,6 +256,7 @@ class CollectionStore:
         prepared = durable.collection.prepare_vectors(vectors)
         record = {"op": "upsert", "ids": list(ids), "vectors": encode_vectors(prepared), "metadata": list(metadata)}
         with durable.mutex:
+            durable.check_live()
             self._log(durable, record)
             durable.collection.upsert(ids, prepared, metadata)
             self._maybe_snapshot(durable)
@@ -256,6 +265,7 @@ class CollectionStore:
     def delete(self, name: str, ids: Sequence[str]) -> int:
         durable = self._durable(name)
         with durable.mutex:
+            durable.check_live()
             self._log(durable, {"op": "delete", "ids": list(ids)})
             deleted = durable.collection.delete(ids)
             self._maybe_snapshot(durable)
