@@ -85,7 +85,7 @@ class ErrorCode(StrEnum):
     INVALID_PROPRIO = "invalid_proprio", 422, "the end-effector states are missing, of the wrong size or not finite"
     INVALID_SAMPLING = "invalid_sampling", 422, "the video sampling settings cannot be met"
     INVALID_TENSOR = "invalid_tensor", 422, "a raw tensor's shape is not the model input's, or it holds NaN or Inf"
-    INVALID_VECTOR = "invalid_vector", 422, "a vector is not finite (or is zero under the cosine metric)"
+    INVALID_VECTOR = "invalid_vector", 422, "a vector is not finite, zero (cosine) or too large for float32 scores"
     DIMENSION_MISMATCH = "dimension_mismatch", 422, "vectors of the wrong or of differing lengths"
     K_TOO_LARGE = "k_too_large", 422, "k is above max_search_k"
     NO_MODEL_FOR_COLLECTION = ("no_model_for_collection", 422,

@@ -37,6 +37,10 @@ Metric = Literal["cosine", "ip", "l2"]
 Metadata = dict[str, Any]
 
 ADD_CHUNK = 65_536
+# Under ip and l2 a score is at most |q|·|x| or (|q| + |x|)²: with every stored and query vector's norm at most
+# this, every score (and FAISS's |x|² + |q|² - 2 q·x) fits float32 (largest 3.4e38). Larger finite vectors used to
+# overflow to inf: hits went missing (l2) and scores were null (ip). Cosine normalises in float64 and has no bound.
+MAX_NORM = math.sqrt(float(np.finfo(np.float32).max) / 4)  # about 9.2e18
 PARALLEL_MIN_QUERIES = 8
 MAX_THREADS = faiss.omp_get_max_threads()
 
@@ -75,11 +79,6 @@ class Hit:
     metadata: Metadata
 
 
-def normalize_rows(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
-
-
 def exact_scores(queries: np.ndarray, vectors: np.ndarray, metric: str) -> np.ndarray:
     """(Q, N) scores in the collection's convention: inner product, or squared L2 distance."""
     dots = queries @ vectors.T
@@ -101,13 +100,22 @@ def prepare_vectors(vectors: np.ndarray, config: CollectionConfig) -> np.ndarray
     if not finite.all():
         row = int(np.argmin(finite))  # the first offending row: detail.index points the caller at it
         raise UnprocessableInput(f"vector {row} contains NaN or Inf", {"index": row}, code=ErrorCode.INVALID_VECTOR)
+    # float64: the norm of a finite float32 vector can overflow float32 (cosine [3e38] * 4 was stored as zeros).
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
     if config.metric == "cosine":
-        zero = np.linalg.norm(vectors, axis=1) == 0
+        zero = norms == 0
         if zero.any():
             row = int(np.argmax(zero))
             raise UnprocessableInput(f"vector {row} is a zero vector: it has no direction for cosine similarity",
                                      {"index": row}, code=ErrorCode.INVALID_VECTOR)
-        vectors = normalize_rows(vectors)
+        return np.ascontiguousarray(vectors / norms[:, None], dtype=np.float32)
+    large = norms > MAX_NORM
+    if large.any():
+        row = int(np.argmax(large))
+        raise UnprocessableInput(
+            f"vector {row} has norm {norms[row]:.3g}: {config.metric} scores of vectors above norm {MAX_NORM:.3g} "
+            "overflow float32; scale the vectors down (the ranking does not change) or use the cosine metric",
+            {"index": row, "norm": float(norms[row]), "max_norm": MAX_NORM}, code=ErrorCode.INVALID_VECTOR)
     return np.ascontiguousarray(vectors, dtype=np.float32)
 
 

@@ -123,7 +123,9 @@ def test_an_id_expression_reads_back_exactly_the_ids_it_was_given():
     ids = ["x'] or id != 'zz' or id in ['", "\\", "a\\b", '"', "'"]
     ids += ["".join(rng.choice(alphabet, size=int(rng.integers(1, 40)))) for _ in range(200)]
     parsed = parse_expr(ids_expression(ids))
-    assert isinstance(parsed, InOp) and parsed.field.name == "id" and not parsed.negate
+    assert isinstance(parsed, InOp)
+    assert parsed.field.name == "id"
+    assert not parsed.negate
     assert all(isinstance(e, StringLit) for e in parsed.values.elements)
     assert [e.value for e in parsed.values.elements] == ids
 
