@@ -80,6 +80,8 @@ class ErrorCode(StrEnum):
     INVALID_CLIP = "invalid_clip", 422, "a clip has more frames than the model takes per input"
     INVALID_CONTEXT = "invalid_context", 422, "the context or observation frames do not fit the model"
     INVALID_FILTER = "invalid_filter", 422, "the metadata filter is malformed"
+    INVALID_LABEL = ("invalid_label", 422,
+                     "kNN classify: the label field is on none of the neighbours, or a label is an object or a list")
     INVALID_INDEX = "invalid_index", 422, "unknown index kind or invalid index parameters"
     INVALID_PLAN = "invalid_plan", 422, "the planning settings are invalid or above the server's limits"
     INVALID_PROPRIO = "invalid_proprio", 422, "the end-effector states are missing, of the wrong size or not finite"

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 from service.errors import ErrorCode, meanings_by_status
 from service.index.collection import Metric
@@ -445,7 +455,8 @@ class ClassifyRequest(Body):
 
 
 class LabelScore(BaseModel):
-    label: str
+    # kNN labels keep their JSON type (`true` and `"true"` are two labels, as in filters); a head's are strings.
+    label: StrictBool | StrictInt | StrictFloat | StrictStr
     score: float = Field(description="head: the probability; kNN: the label's share of the (weighted) votes")
     votes: int | None = Field(None, description="kNN: neighbours with this label")
 
