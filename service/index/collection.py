@@ -28,6 +28,7 @@ import numpy as np
 
 from service.errors import ErrorCode, NotFound, UnprocessableInput
 from service.index import kinds
+from service.index.device_search import DeviceMirror, SearchDevice
 from service.index.filters import compile_filter
 from service.index.rwlock import ReadWriteLock
 
@@ -42,6 +43,7 @@ ADD_CHUNK = 65_536
 # overflow to inf: hits went missing (l2) and scores were null (ip). Cosine normalises in float64 and has no bound.
 MAX_NORM = math.sqrt(float(np.finfo(np.float32).max) / 4)  # about 9.2e18
 PARALLEL_MIN_QUERIES = 8
+RERANK_GATHER_FLOATS = 1 << 24  # candidate vectors gathered at once for an exact re-score (64 MB)
 MAX_THREADS = faiss.omp_get_max_threads()
 
 
@@ -120,7 +122,9 @@ def prepare_vectors(vectors: np.ndarray, config: CollectionConfig) -> np.ndarray
 
 
 class Collection:
-    def __init__(self, config: CollectionConfig, *, background: bool = True) -> None:
+    def __init__(self, config: CollectionConfig, *, background: bool = True, device: SearchDevice | None = None
+                 ) -> None:
+        """`device`: search the collection on it while it is flat (device_search.py); None: FAISS on the CPU."""
         if config.index not in kinds.KINDS:
             raise UnprocessableInput(
                 f"unknown index kind {config.index!r}; known: {list(kinds.KINDS)}", code=ErrorCode.INVALID_INDEX
@@ -149,6 +153,7 @@ class Collection:
         self._rebuild_lock = threading.Lock()
         self._rebuild_thread: threading.Thread | None = None
         self.rebuilds = 0
+        self._mirror = DeviceMirror(device, config.name, config.dim, config.metric) if device is not None else None
 
     # -- validation (pure; called before anything is logged or applied) ----------------
 
@@ -194,6 +199,8 @@ class Collection:
             self._alive[key] = False
             self._meta_of.pop(key, None)
             del self._id_of[key]
+        if self._mirror is not None:
+            self._mirror.forget(keys)
         if self._built.removes_in_place:
             self._built.index.remove_ids(np.asarray(keys, dtype=np.int64))
         else:
@@ -292,6 +299,11 @@ class Collection:
     def _index_search(self, queries: np.ndarray, fetch: int, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """(Q, fetch) keys (-1 = none) and scores, best first, exact scores when re-ranked (read lock held)."""
         built = self._built
+        if self._mirror is not None and built.kind == "flat":
+            found = self._mirror.candidates(queries, fetch, self._vectors, self._alive, self._next_key)
+            if found is not None:  # fp16 candidates from the device, re-scored exactly here
+                scores, keys = self._rerank(queries, found, fetch)
+                return keys, scores
         factor = kinds.rerank_factor(built.kind, params) if not built.exact_scores or params["rerank"] else 1
         fetch_n = min(fetch * factor, max(self.count, 1))
         if built.on_gpu:  # GPU indexes take no IDSelector: over-fetch past the tombstones instead
@@ -309,10 +321,18 @@ class Collection:
     def _rerank(self, queries: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores for the candidates, best k kept."""
         safe = np.maximum(keys, 0)
-        candidates = np.take(self._vectors, safe, axis=0)  # (Q, C, D)
-        dots = np.matmul(candidates, queries[:, :, None])[:, :, 0]  # (Q, C)
+        dots = np.empty(keys.shape, np.float32)
+        squares = np.empty(keys.shape, np.float32)
+        # The candidates' vectors are gathered a slice of queries at a time: an over-fetch of thousands of
+        # candidates for a batch of queries would otherwise copy gigabytes.
+        per = max(1, RERANK_GATHER_FLOATS // max(1, keys.shape[1] * self.config.dim))
+        for lo in range(0, len(queries), per):
+            candidates = np.take(self._vectors, safe[lo : lo + per], axis=0)  # (q, C, D)
+            dots[lo : lo + per] = np.matmul(candidates, queries[lo : lo + per, :, None])[:, :, 0]
+            if self.config.metric == "l2":
+                squares[lo : lo + per] = (candidates * candidates).sum(2)
         if self.config.metric == "l2":
-            exact = (queries * queries).sum(1)[:, None] - 2 * dots + (candidates * candidates).sum(2)
+            exact = (queries * queries).sum(1)[:, None] - 2 * dots + squares
             exact[keys < 0] = np.inf
             order = np.argsort(exact, axis=1, kind="stable")[:, :k]
         else:
@@ -423,7 +443,15 @@ class Collection:
             self._built, self._built_kind = built, target
             self._tombstones, self._selector = tombstones, None
             self.rebuilds += 1
+            if self._mirror is not None and built.kind != "flat":
+                self._mirror.release()  # searched by the new index from now on
         log.info("collection %s: %s index rebuilt over %d points", self.config.name, target, built.index.ntotal)
+
+    def release_device(self) -> None:
+        """Give back the device memory of this collection (dropped, or the store is closing)."""
+        if self._mirror is not None:
+            with self._lock.write():
+                self._mirror.release()
 
     # -- export -----------------------------------------------------------------------
 
