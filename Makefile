@@ -64,9 +64,12 @@ bench: $(BENCH_STAMP) soak
 
 # docs/bench/gpu.md on a GPU machine: PyTorch eager, the raw engine, the served path in process and HTTP, for ViT-S/16
 # and ViT-L/16 (minutes). Dry run on any machine: make bench-gpu BENCH_GPU_ARGS="--device cpu --models tiny --out /tmp/b"
+# Then docs/bench/gpu_search.md: exact search of 1M x 384 on the GPU (dry run: BENCH_GPU_SEARCH_ARGS="--device cpu
+# --points 5000 --dim 32 --out /tmp/b").
 .PHONY: bench-gpu
 bench-gpu: $(STAMP)
 	$(PY) -m loadtests.bench_gpu $(BENCH_GPU_ARGS)
+	$(PY) -m loadtests.bench_gpu_search $(BENCH_GPU_SEARCH_ARGS)
 
 # Load tests (Locust, run as a subprocess; report in reports/loadtest-<shape>-<time>/). Without LOAD_HOST the
 # runner starts its own server on a free port. Examples (all flags: .venv/bin/python -m loadtests.run --help):

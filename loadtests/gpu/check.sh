@@ -5,6 +5,7 @@
 # (PYTHONPATH to the site, LD_LIBRARY_PATH to the CUDA libraries of the machine's nvidia packages). Then:
 #   bash loadtests/gpu/check.sh tests            # unpack the kit, the CUDA tests of tests/unit/service/runtime/test_runtime.py
 #   bash loadtests/gpu/check.sh bench MODEL ...  # python -m loadtests.bench_gpu --models MODEL --merge ...
+#   bash loadtests/gpu/check.sh search ...       # python -m loadtests.bench_gpu_search ... (1M x 384 exact search)
 # Results go to $OUT (the device tool's return folder) or ./gpu-out.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,7 +18,11 @@ case "${1:-tests}" in
   tests)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     python3 -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())"
-    python3 -m pytest -q -p no:cacheprovider -o addopts= tests/unit/service/runtime/test_runtime.py -rs 2>&1 | tee "$out/cuda-tests.log" | tail -15 ;;
+    python3 -m pytest -q -p no:cacheprovider -o addopts= tests/unit/service/runtime/test_runtime.py \
+      tests/unit/service/index/test_device_search.py -rs 2>&1 | tee "$out/cuda-tests.log" | tail -15 ;;
+  search)
+    shift
+    python3 -m loadtests.bench_gpu_search --out "$out" "$@" 2>&1 | tee -a "$out/search.log" ;;
   bench)
     shift
     # the report is rewritten after each model, straight into $out: a run cut short still brings back what it measured

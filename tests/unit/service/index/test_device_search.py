@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
@@ -14,6 +15,8 @@ from service.index.device_search import SearchDevice, cast_graph, score_graph
 from service.index.filters import compile_filter
 
 DIM = 24
+# The same checks on a GPU where ONNX Runtime has CUDA (loadtests/gpu/check.sh runs this file there).
+PROVIDERS = ["CPUExecutionProvider"] + [p for p in ort.get_available_providers() if p == "CUDAExecutionProvider"]
 
 
 def cpu_device(max_bytes: int = 1 << 30, workspace_bytes: int = 1 << 20) -> SearchDevice:
@@ -83,11 +86,12 @@ def upsert(collection: Collection, points: dict, ids: list[str], vectors: np.nda
     collection.upsert(ids, collection.prepare_vectors(vectors), [META[i] for i in ids])
 
 
+@pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
 @pytest.mark.parametrize("magnitude", [1.0, 3e4])
-def test_device_search_equals_brute_force_through_writes_and_filters(metric, magnitude):
+def test_device_search_equals_brute_force_through_writes_and_filters(metric, magnitude, provider):
     rng = np.random.default_rng(7)
-    device = Counting("CPUExecutionProvider", max_bytes=1 << 30, workspace_bytes=1 << 17)  # 1-2 queries a call
+    device = Counting(provider, max_bytes=1 << 30, workspace_bytes=1 << 17)  # 1-2 queries a call
     # filter_exact_max_*: small, so that filters over 30 % of the points take the over-fetch path (the index).
     collection = Collection(CollectionConfig(name="g", dim=DIM, metric=metric, params={
         "filter_exact_max_points": 50, "filter_exact_max_fraction": 0.01}), background=False, device=device)
