@@ -78,7 +78,7 @@ class RedisCollectionStore:
         device: SearchDevice | None = None,
     ) -> None:
         """`device`: where flat collections are searched (device_search.py); None: FAISS on the CPU."""
-        self._device = device
+        self.device = device
         self._redis = redis.Redis.from_url(url, socket_timeout=10, health_check_interval=30)
         self._tail_redis = redis.Redis.from_url(url, socket_timeout=BLOCK_MS / 1000 + 10)
         self._prefix = prefix
@@ -128,7 +128,7 @@ class RedisCollectionStore:
             if current is not None and current.epoch == entry["epoch"]:
                 return current
         config = CollectionConfig(**entry["config"])
-        replica = _Replica(Collection(config, device=self._device), entry["epoch"], self._prefix)
+        replica = _Replica(Collection(config, device=self.device), entry["epoch"], self._prefix)
         replica.applied = self._last_id(replica.log_key)
         cursor = 0
         loaded = 0

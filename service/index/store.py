@@ -88,7 +88,7 @@ class CollectionStore:
         always passes one, tests and benchmarks that own a temporary folder may not. `device`: where flat collections
         are searched (device_search.py); None: FAISS on the CPU."""
         self.root = data_dir / "collections"
-        self._device = device
+        self.device = device
         self._lock = lock
         self._fsync = fsync
         self._snapshot_every = snapshot_every_bytes
@@ -131,7 +131,7 @@ class CollectionStore:
 
     def _load(self, folder: Path) -> _Durable:
         config = CollectionConfig(**json.loads((folder / "config.json").read_text()))
-        collection = Collection(config, device=self._device)
+        collection = Collection(config, device=self.device)
         snapshot = folder / "snapshot.npz"
         if snapshot.exists():
             with np.load(snapshot, allow_pickle=False) as data:
@@ -143,7 +143,7 @@ class CollectionStore:
                             index=data["index"], index_kind=meta["index_kind"], tombstones=data["tombstones"]))
                     except ValueError as exc:  # the points are all there: rebuild the index from them
                         log.warning("collection %s: stored index not used (%s); rebuilding it", config.name, exc)
-                        collection = Collection(config, device=self._device)
+                        collection = Collection(config, device=self.device)
                 if collection.count == 0 and len(meta["ids"]):
                     collection.upsert(meta["ids"], data["vectors"], meta["metadata"])
         replayed = 0
@@ -203,7 +203,7 @@ class CollectionStore:
     def create(self, config: CollectionConfig) -> tuple[Collection, bool]:
         """Idempotent for an identical config; a different config under the same name is 409."""
         check_collection_name(config.name)
-        collection = Collection(config, device=self._device)  # validates kind and parameters before any write
+        collection = Collection(config, device=self.device)  # validates kind and parameters before any write
         with self._registry_lock:
             existing = self._collections.get(config.name)
             if existing is not None:

@@ -176,4 +176,4 @@ def test_flat_search_on_the_device_path_equals_brute_force_over_http(store_setti
                                                atol=1e-5)
         store = client.app.state.services.store
         if backend != "milvus":
-            assert store._device.reserved_bytes > 0  # the device path answered, not FAISS
+            assert store.device.reserved_bytes > 0  # the device path answered, not FAISS
