@@ -25,6 +25,7 @@ RUN --mount=type=secret,id=pip_cert if [ -s /run/secrets/pip_cert ]; then export
 COPY pyproject.toml README.md ./
 COPY models ./models
 COPY export ./export
+COPY contract ./contract
 COPY service ./service
 # The project itself (its dependencies are bounded in pyproject.toml): DL3013 cannot see a local path's pins.
 # hadolint ignore=DL3013
@@ -42,6 +43,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY contract ./contract
 COPY service ./service
 # onnxruntime-gpu < 1.27 is the CUDA 12 build; tensorrt-cu12 and faiss-gpu-cu12 match it (pyproject `gpu` extra).
 # ONNX Runtime's TensorRT EP links TensorRT 10 (libnvinfer.so.10): keep tensorrt-cu12 below 11.
@@ -85,6 +87,7 @@ FROM ${PYTHON_IMAGE} AS venv-cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY contract ./contract
 COPY service ./service
 # Where pip finds packages: unset = PyPI. An internal index (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST) or an
 # air-gapped wheelhouse (PIP_NO_INDEX=1 PIP_FIND_LINKS=http://127.0.0.1:PORT/ with `docker build --network host`);

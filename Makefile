@@ -27,9 +27,9 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(if $(GPU),$(PY) -m pip install --quiet --force-reinstall --no-deps '$(ORT_GPU)')
 	@touch $(STAMP)
 
-# Re-exported when the weights or the exporter change (a newer exporter writes manifest fields, e.g. the surprise
-# calibration, that an older entry lacks).
-$(DEMO): models/demo/weights/demo.safetensors $(wildcard export/*.py) | $(STAMP)
+# Re-exported when the weights, the exporter or the manifest contract change (a newer exporter writes manifest
+# fields, e.g. the surprise calibration, that an older entry lacks).
+$(DEMO): models/demo/weights/demo.safetensors $(wildcard export/*.py contract/*.py) | $(STAMP)
 	@echo ">> exporting the demo model into $(REPO)/demo"
 	$(VENV)/bin/jepa-export demo --name demo --out $(REPO) --force
 
@@ -40,7 +40,7 @@ serve: $(STAMP) $(DEMO)
 	@echo ">> serving on http://$(HOST):$(PORT) (docs: http://$(HOST):$(PORT)/docs)"
 	JEPA_MODEL_REPOSITORY=$(REPO) $(if $(GPU),JEPA_PROVIDERS=cuda) $(VENV)/bin/jepa-serve --host $(HOST) --port $(PORT)
 
-test: $(STAMP) deploy-tools
+test: $(STAMP) deploy-tools bench-host-tools
 	$(PY) -m pytest
 
 # ruff with the rules and limits in pyproject.toml ([tool.ruff]); installed into the venv if missing (it is in the
@@ -62,14 +62,34 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP) soak
 	$(PY) -m loadtests.bench_serving $(BENCH_ARGS)
 
-# docs/bench/gpu.md on a GPU machine: PyTorch eager, the raw engine, the served path in process and HTTP, for ViT-S/16
-# and ViT-L/16 (minutes). Dry run on any machine: make bench-gpu BENCH_GPU_ARGS="--device cpu --models tiny --out /tmp/b"
+# docs/bench/gpu.md on a GPU machine: PyTorch eager, the raw engine, the served path in process and HTTP, for ViT-S/16,
+# ViT-L/16 and a V-JEPA 2 ViT-L clip encoder (minutes). Dry run on any machine:
+#   make bench-gpu BENCH_GPU_ARGS="--device cpu --models tiny,vjepa2-tiny --out /tmp/b"
 # Then docs/bench/gpu_search.md: exact search of 1M x 384 on the GPU (dry run: BENCH_GPU_SEARCH_ARGS="--device cpu
 # --points 5000 --dim 32 --out /tmp/b").
-.PHONY: bench-gpu
+.PHONY: bench-gpu bench-attention
 bench-gpu: $(STAMP)
 	$(PY) -m loadtests.bench_gpu $(BENCH_GPU_ARGS)
 	$(PY) -m loadtests.bench_gpu_search $(BENCH_GPU_SEARCH_ARGS)
+
+# Fused attention vs the unfused graph on this CPU, ViT-S/16 at batch 1 and the best batch (a quiet machine, minutes)
+bench-attention: $(STAMP)
+	$(PY) -m loadtests.bench_attention $(BENCH_ATTENTION_ARGS)
+
+# docs/bench/host.md + host.json (issue 27): the host path on this machine's cores, each server confined to 1 and 2
+# cores by a cpuset cgroup (root; taskset otherwise, and the report says so), wrk on the other cores: jepa-serve
+# and a naive uvicorn --workers N app over HTTP, the decode ceiling, ViT-S/16 against its in-process ceiling.
+# About 20 minutes with the defaults on 2 cores; run it on a quiet machine. Options: python -m loadtests.bench_host -h
+#   quick look:  make bench-host BENCH_HOST_ARGS="--rows 224x8 --repeats 1 --seconds 3 --out /tmp/host"
+#   after a change, beside the committed figures:
+#                make bench-host BENCH_HOST_ARGS="--server-env JEPA_WORKERS=2 --baseline docs/bench/host.json --out /tmp/host"
+BENCH_HOST_ARGS ?=
+.PHONY: bench-host bench-host-tools
+bench-host-tools:
+	@bash loadtests/wrk/install-wrk.sh
+
+bench-host: $(STAMP) bench-host-tools
+	$(PY) -m loadtests.bench_host $(BENCH_HOST_ARGS)
 
 # Load tests (Locust, run as a subprocess; report in reports/loadtest-<shape>-<time>/). Without LOAD_HOST the
 # runner starts its own server on a free port. Examples (all flags: .venv/bin/python -m loadtests.run --help):

@@ -31,12 +31,21 @@ class Encoder:
 
             self.torch_model = load_demo_model(weights)
 
+    def _feed(self, clips: np.ndarray) -> np.ndarray:
+        """Normalised clips -> what the served graph takes: the uint8 pixels they came from for a graph that
+        normalises them itself (export/pixels.py), else themselves."""
+        if self.session.get_inputs()[0].type != "tensor(uint8)":
+            return clips
+        from export.pixels import to_pixels
+
+        return to_pixels(clips, DEMO_MEAN, DEMO_STD, "NTCHW")
+
     def __call__(self, clips: np.ndarray, raw: bool = False) -> np.ndarray:
         out = []
         for start in range(0, len(clips), 256):
             batch = clips[start:start + 256]
             if self.session is not None and not raw:
-                out.append(self.session.run(["pooled"], {"pixel_values": batch})[0])
+                out.append(self.session.run(["pooled"], {"pixel_values": self._feed(batch)})[0])
             else:
                 import torch
 

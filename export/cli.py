@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from export.demo import export_demo
-from export.family_cli import FAMILY_SOURCES, add_family_parsers, run_family
+from export.family_cli import FAMILY_SOURCES, add_family_parsers, add_graph_arguments, pixel_dtype, run_family
 from export.pipeline import FP16_GATE, FP32_GATE, ExportOptions, ParityError
 from export.probe import KIND_DEFAULTS
 from export.vit import RandomViTOptions, export_random_vit
@@ -28,20 +28,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fp16-gate", type=float, default=FP16_GATE, help="min cosine for the fp16 copy to be kept")
     demo.add_argument("--no-fp16", action="store_true", help="skip the fp16 copy")
     demo.add_argument("--force", action="store_true", help="replace an existing entry")
+    add_graph_arguments(demo)
     vit = sub.add_parser("vit", help="a plain ViT encoder with random weights (speed benchmarks)")
-    vit.add_argument("--name", default="vit", help="entry name in the repository")
-    vit.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository folder")
-    vit.add_argument("--seed", type=int, default=0)
+    add_random_model_arguments(vit, "vit")
     vit.add_argument("--image-size", type=int, default=224)
     vit.add_argument("--patch-size", type=int, default=16)
     vit.add_argument("--dim", type=int, default=384)
     vit.add_argument("--depth", type=int, default=12)
     vit.add_argument("--heads", type=int, default=6)
-    vit.add_argument("--no-fp16", action="store_true", help="skip the fp16 copy")
     vit.add_argument("--fuse", action="store_true",
                      help="ONNX Runtime's transformer fusions (SkipLayerNorm, BiasGelu) in place of the traced graphs, "
                           "each kept only if it matches the unfused graph")
-    vit.add_argument("--force", action="store_true", help="replace an existing entry")
+    add_graph_arguments(vit)
+    add_random_vjepa2_parser(sub)
     probe = sub.add_parser(
         "probe", help="a probe classifier head on a served model's frozen features (into its entry)",
         description="Train a probe head on a served model's frozen features from a labelled folder or CSV, score the "
@@ -76,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         return run_family(args)
     if args.source == "probe":
         return run_probe(args)
+    if args.source == "vjepa2-random":
+        return run_random_vjepa2(args)
     if args.source == "vit":
-        options = ExportOptions(name=args.name, out=args.out, fp16=not args.no_fp16, force=args.force, fuse=args.fuse)
+        options = ExportOptions(name=args.name, out=args.out, fp16=not args.no_fp16, force=args.force, fuse=args.fuse,
+                                attention=args.attention, pixel_dtype=pixel_dtype(args))
     else:
         options = ExportOptions(
             name=args.name,
@@ -86,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             fp16_gate=args.fp16_gate,
             fp16=not args.no_fp16,
             force=args.force,
+            attention=args.attention,
+            pixel_dtype=pixel_dtype(args),
         )
     try:
         if args.source == "vit":
@@ -94,6 +98,49 @@ def main(argv: list[str] | None = None) -> int:
             export_random_vit(RandomViTOptions(config=config, export=options, seed=args.seed))
         else:
             export_demo(options, weights=args.weights)
+    except (ParityError, FileExistsError, ValueError) as exc:
+        print(f"jepa-export: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_random_vjepa2_parser(sub: argparse._SubParsersAction) -> None:
+    video = sub.add_parser("vjepa2-random", help="a V-JEPA 2 video encoder with random weights (speed benchmarks)")
+    add_random_model_arguments(video, "vjepa2-random")
+    video.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
+    video.add_argument("--image-size", type=int, default=256)
+    video.add_argument("--patch-size", type=int, default=16)
+    video.add_argument("--tubelet", type=int, default=2)
+    video.add_argument("--dim", type=int, default=1024)
+    video.add_argument("--depth", type=int, default=24)
+    video.add_argument("--heads", type=int, default=16)
+    video.add_argument("--mlp-hidden", type=int, default=4096)
+    video.add_argument("--probes", type=int, default=2, help="clips in the parity gates (default 2)")
+    add_graph_arguments(video)
+
+
+def add_random_model_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    """What every random-weight benchmark model's export takes."""
+    parser.add_argument("--name", default=name, help="entry name in the repository")
+    parser.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-fp16", action="store_true", help="skip the fp16 copy")
+    parser.add_argument("--force", action="store_true", help="replace an existing entry")
+
+
+def run_random_vjepa2(args: argparse.Namespace) -> int:
+    from export.vjepa2_random import RandomVJepa2Options, export_random_vjepa2
+    from models.vjepa2 import VJepa2Config
+
+    options = ExportOptions(name=args.name, out=args.out, fp16=not args.no_fp16, force=args.force,
+                            attention=args.attention, pixel_dtype=pixel_dtype(args))
+    try:
+        if args.probes < 1:
+            raise ValueError("--probes must be at least 1")
+        config = VJepa2Config(image_size=args.image_size, patch_size=args.patch_size, tubelet=args.tubelet,
+                              dim=args.dim, depth=args.depth, heads=args.heads, mlp_hidden=args.mlp_hidden)
+        export_random_vjepa2(RandomVJepa2Options(config=config, export=options, frames=args.frames, seed=args.seed,
+                                                 probes=args.probes))
     except (ParityError, FileExistsError, ValueError) as exc:
         print(f"jepa-export: {exc}", file=sys.stderr)
         return 1

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from export.manifest import embedding_space_id, state_dict_sha256
-from export.pipeline import PROBES, ExportOptions, export_component, image_probes, write_entry
+from export.pipeline import PROBES, ExportOptions, export_component, export_pixel_component, image_probes, write_entry
 from export.planning import action_readout, controllable_subspace
 from export.surprise import calibrate_demo
 from models.demo import DEFAULT_WEIGHTS, DemoModel, load_demo_model, world
@@ -38,9 +38,8 @@ def export_demo(options: ExportOptions, log: Callable[[str], None] = print, weig
 
     def build(folder: Path) -> dict[str, Any]:
         pixels = clip_probes(PROBES, model.mean, model.std)
-        encoder = export_component(
-            model.encoder, {"pixel_values": pixels}, ("pooled", "tokens"), folder, "encoder", options, log
-        )
+        encoder = export_pixel_component(model.encoder, pixels, ("pooled", "tokens"), folder, "encoder", options, log,
+                                         mean=model.mean, std=model.std, layout="NTCHW")
         with torch.inference_mode():
             states = model.encoder(torch.from_numpy(pixels))[0].numpy()
         actions = (
@@ -85,7 +84,8 @@ def export_demo(options: ExportOptions, log: Callable[[str], None] = print, weig
             "source": f"models.demo weights {weights.name}",
             "space_id": embedding_space_id("demo", checkpoint, preprocessing, pooling, cfg.dim),
             # one item is a clip (T, C, H, W); fewer frames are padded by repeating the first (V-JEPA 2's rule)
-            "input": {"kind": "image", "layout": "NTCHW", "channels": 3, "clip_padding": "repeat_first",
+            "input": {"kind": "image", "layout": "NTCHW", "channels": 3, "dtype": options.pixel_dtype,
+                      "clip_padding": "repeat_first",
                       **preprocessing},
             "output": {"dim": cfg.dim, "token_grid": [cfg.grid, cfg.grid], "token_dim": cfg.width, "pooling": pooling},
             "components": {"encoder": encoder, "predictor": predictor},

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from contract import ComponentSpec
 from export.manifest import embedding_space_id, state_dict_sha256
 from export.pipeline import (
     IMAGENET_MEAN,
@@ -41,6 +42,7 @@ from export.pipeline import (
     PROBES,
     ExportOptions,
     export_component,
+    export_pixel_component,
     image_probes,
     write_entry,
 )
@@ -50,7 +52,6 @@ from models.checkpoints import LoadedModel, LoadOptions, load_checkpoint
 from models.ijepa import IJepaEncoder
 from models.vjepa2 import VJepa2Encoder
 from models.vjepa2_predictor import FuturePrediction, VJepa2MaskPredictor
-from service.repository import ComponentSpec
 
 POOLING = "mean_final_patch_tokens"
 VIDEO_PROBES = 8
@@ -102,8 +103,8 @@ def export_ijepa(options: CheckpointExportOptions, log: Callable[[str], None] = 
 
     def build(folder: Path) -> dict[str, Any]:
         pixels = image_probes(PROBES, cfg.image_size, IMAGENET_MEAN, IMAGENET_STD)
-        component = export_component(encoder, {"pixel_values": pixels}, ("pooled", "tokens"), folder, "encoder",
-                                     options.export, log)
+        component = export_pixel_component(encoder, pixels, ("pooled", "tokens"), folder, "encoder", options.export,
+                                           log, mean=IMAGENET_MEAN, std=IMAGENET_STD, layout="NCHW")
         checkpoint = state_dict_sha256([encoder])
         preprocessing = {"image_size": [cfg.image_size, cfg.image_size], "resize": "bicubic",
                          "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "frames_per_clip": 1, "tubelet": 1,
@@ -113,7 +114,8 @@ def export_ijepa(options: CheckpointExportOptions, log: Callable[[str], None] = 
             "checkpoint_sha256": checkpoint,
             "source": f"{loaded.source_format} {loaded.path.name}",
             "space_id": embedding_space_id("ijepa", checkpoint, preprocessing, POOLING, cfg.dim),
-            "input": {"kind": "image", "layout": "NCHW", "channels": 3, **preprocessing},
+            "input": {"kind": "image", "layout": "NCHW", "channels": 3, "dtype": options.export.pixel_dtype,
+                      **preprocessing},
             "output": {"dim": cfg.dim, "token_grid": [cfg.grid, cfg.grid], "pooling": POOLING},
             "architecture": {"depth": cfg.depth, "heads": cfg.heads, "mlp_hidden": cfg.mlp_hidden},
             "components": {"encoder": component},
@@ -135,8 +137,9 @@ def export_vjepa2(options: CheckpointExportOptions, log: Callable[[str], None] =
 
     def build(folder: Path) -> dict[str, Any]:
         clips = video_probes(VIDEO_PROBES, frames, cfg.image_size)
-        components = {"encoder": export_component(encoder, {"pixel_values": clips}, ("pooled", "frames", "tokens"),
-                                                  folder, "encoder", options.export, log)}
+        components = {"encoder": export_pixel_component(
+            encoder, clips, ("pooled", "frames", "tokens"), folder, "encoder", options.export, log,
+            mean=IMAGENET_MEAN, std=IMAGENET_STD, layout="NCTHW")}
         modules: list[torch.nn.Module] = [encoder]
         manifest: dict[str, Any] = {}
         if predictor is not None:
@@ -172,7 +175,8 @@ def export_vjepa2(options: CheckpointExportOptions, log: Callable[[str], None] =
             "checkpoint_sha256": checkpoint,
             "source": f"{loaded.source_format} {loaded.path.name}",
             "space_id": embedding_space_id("vjepa2", checkpoint, preprocessing, POOLING, cfg.dim),
-            "input": {"kind": "video", "layout": "NCTHW", "channels": 3, **preprocessing,
+            "input": {"kind": "video", "layout": "NCTHW", "channels": 3, "dtype": options.export.pixel_dtype,
+                      **preprocessing,
                       "image": f"repeat the image {frames} times along T"},
             "output": {"dim": cfg.dim, "token_grid": [steps, cfg.grid, cfg.grid], "pooling": POOLING,
                        "frames": "one vector per tubelet step: mean of that step's g*g tokens"},
@@ -200,8 +204,8 @@ def _export_future(
     context_frames = (steps - future) * cfg.tubelet
     graph = FuturePrediction(encoder, predictor, future).eval()
     clips = video_probes(VIDEO_PROBES, context_frames, cfg.image_size)
-    component = export_component(graph, {"pixel_values": clips}, ("predicted", "context_pooled"), folder, "future",
-                                 options.export, log)
+    component = export_pixel_component(graph, clips, ("predicted", "context_pooled"), folder, "future",
+                                       options.export, log, mean=IMAGENET_MEAN, std=IMAGENET_STD, layout="NCTHW")
     contract = {
         "context_frames": context_frames,
         "future_steps": future,

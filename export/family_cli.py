@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from export.attention import ATTENTION_KINDS, DEFAULT_ATTENTION
 from export.families import CheckpointExportOptions, export_ijepa, export_vjepa2
 from export.pipeline import FP16_GATE, FP32_GATE, ExportOptions, ParityError
 from models.checkpoints import LoadOptions
@@ -24,6 +25,26 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fp16-gate", type=float, default=FP16_GATE, help="min cosine for the fp16 copy to be kept")
     parser.add_argument("--no-fp16", action="store_true", help="skip the fp16 copy")
     parser.add_argument("--force", action="store_true", help="replace an existing entry")
+    add_graph_arguments(parser)
+
+
+def add_graph_arguments(parser: argparse.ArgumentParser) -> None:
+    """The graph options every exporter of an encoder has."""
+    add_attention_argument(parser)
+    parser.add_argument("--float-input", action="store_true",
+                        help="encoder graphs take float32 pixels the host normalised, instead of uint8 pixels they "
+                             "normalise themselves (export/pixels.py)")
+
+
+def pixel_dtype(args: argparse.Namespace) -> str:
+    return "float32" if args.float_input else "uint8"
+
+
+def add_attention_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--attention", choices=ATTENTION_KINDS, default=DEFAULT_ATTENTION,
+                        help="attention as one operator: mha (com.microsoft.MultiHeadAttention, the default), onnx "
+                             "(the ONNX Attention operator, opset 23) or unfused (MatMul + Softmax + MatMul); a fused "
+                             "graph that fails its parity gate is replaced by the unfused one (export/attention.py)")
 
 
 def add_family_parsers(sub: argparse._SubParsersAction) -> None:
@@ -52,7 +73,8 @@ def add_family_parsers(sub: argparse._SubParsersAction) -> None:
 
 def run_family(args: argparse.Namespace) -> int:
     export = ExportOptions(name=args.name, out=args.out, fp32_gate=args.fp32_gate, fp16_gate=args.fp16_gate,
-                           fp16=not args.no_fp16, force=args.force)
+                           fp16=not args.no_fp16, force=args.force, attention=args.attention,
+                           pixel_dtype=pixel_dtype(args))
     load = LoadOptions(heads=args.heads, image_size=getattr(args, "image_size", None),
                        predictor_heads=getattr(args, "predictor_heads", None))
     options = CheckpointExportOptions(path=args.path, export=export, load=load, frames=getattr(args, "frames", None),

@@ -1,7 +1,7 @@
 """manifest.json: identity and I/O contract of one model-repository entry.
 
-The service trusts nothing else in the folder; see service/repository.py for
-the reader. Bump SCHEMA_VERSION on any incompatible change.
+The service trusts nothing else in the folder. The manifest's fields and its
+schema version are the `contract` package's; this module writes them.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.repository import Manifest
-
-SCHEMA_VERSION = 1
+from contract import Manifest
 
 
 def state_dict_sha256(modules: Iterable[torch.nn.Module]) -> str:

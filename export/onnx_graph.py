@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import onnx
@@ -32,8 +32,11 @@ def export_onnx(
     path: Path,
     input_names: Sequence[str],
     output_names: Sequence[str],
+    opset: int | None = None,
+    translations: Mapping[Callable, Callable] | None = None,
 ) -> None:
-    """Trace `module` with the dynamo exporter; axis 0 of every input is a dynamic batch."""
+    """Trace `module` with the dynamo exporter; axis 0 of every input is a dynamic batch. `opset` (None: the
+    exporter's default) and `translations` (ONNX functions for custom torch ops) are for the fused attention."""
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     dynamic_shapes = {name: {0: batch} for name in input_names}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,6 +52,8 @@ def export_onnx(
             output_names=list(output_names),
             dynamic_shapes=dynamic_shapes,
             external_data=needs_external_data(weight_bytes),
+            opset_version=opset,
+            custom_translation_table=dict(translations) if translations else None,
             verbose=False,
         )
     onnx.checker.check_model(str(path))  # given a path, the checker also handles external data

@@ -25,10 +25,10 @@ import onnxruntime as ort
 import torch
 from PIL import Image
 
+from contract import HEAD_FEATURES
 from export.onnx_graph import export_onnx
 from export.pipeline import rewrite_manifest
 from export.probe_heads import FitOptions, fit_attentive, fit_linear, fit_mlp, head_graph, mlp_graph
-from service.repository import HEAD_FEATURES
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
@@ -77,24 +77,27 @@ def labelled_csv(path: Path) -> list[tuple[Path, str]]:
 
 
 def preprocess(files: Sequence[Path], manifest: dict) -> np.ndarray:
-    """Images -> the encoder's input items, as the service prepares a still image."""
+    """Images -> the encoder's input items, as the service prepares a still image: uint8 pixels for a graph that
+    normalises them itself (the manifest's input dtype), else normalised float32."""
     spec = manifest["input"]
     height, width = spec["image_size"]
     mean, std = np.asarray(spec["mean"], np.float32), np.asarray(spec["std"], np.float32)
+    uint8 = spec.get("dtype", "float32") == "uint8"
     items = []
     for file in files:
         with Image.open(file) as image:
             rgb = image.convert("RGB")
         if rgb.size != (width, height):
             rgb = rgb.resize((width, height), RESAMPLING[spec.get("resize", "bilinear")])
-        pixels = ((np.asarray(rgb, np.float32) / 255.0 - mean) / std).transpose(2, 0, 1)  # (3, H, W)
+        rgb_array = np.asarray(rgb)
+        pixels = (rgb_array if uint8 else (rgb_array.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1)
         frames = spec.get("frames_per_clip", 1)
         if spec["layout"] == "NTCHW":
             pixels = np.repeat(pixels[None], frames, axis=0)  # (T, 3, H, W)
         elif spec["layout"] == "NCTHW":
             pixels = np.repeat(pixels[:, None], frames, axis=1)  # (3, T, H, W)
         items.append(pixels)
-    return np.ascontiguousarray(np.stack(items)).astype(np.float32)
+    return np.ascontiguousarray(np.stack(items)).astype(np.uint8 if uint8 else np.float32)
 
 
 def encoder_features(entry: Path, manifest: dict, files: Sequence[Path], output: str = "pooled",

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from contract import DEFAULT_SURPRISE_THRESHOLD
 from models.demo import DemoModel, world
 
 CALIBRATION_SEED = 5150  # held out: training uses other seeds (models/demo/train.py)
 CALIBRATION_TRAJECTORIES = 64
 CALIBRATION_STEPS = 16
-DEFAULT_THRESHOLD = 3.0
 
 
 def zscore_calibration(metric: str, raw: np.ndarray, calibration: str) -> dict[str, Any]:
@@ -33,7 +33,7 @@ def zscore_calibration(metric: str, raw: np.ndarray, calibration: str) -> dict[s
         "normalization": "zscore",
         "mean": float(raw.mean()),
         "std": float(max(raw.std(), 1e-6)),  # a constant distance (a degenerate model) must not divide by zero
-        "threshold": DEFAULT_THRESHOLD,
+        "threshold": DEFAULT_SURPRISE_THRESHOLD,
         "calibration": calibration,
     }
 

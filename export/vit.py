@@ -15,7 +15,14 @@ from typing import Any
 import torch
 
 from export.manifest import embedding_space_id, state_dict_sha256
-from export.pipeline import IMAGENET_MEAN, IMAGENET_STD, ExportOptions, export_component, image_probes, write_entry
+from export.pipeline import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ExportOptions,
+    export_pixel_component,
+    image_probes,
+    write_entry,
+)
 from models.vit import ViTConfig, ViTEncoder
 
 
@@ -38,9 +45,8 @@ def export_random_vit(options: RandomViTOptions, log: Callable[[str], None] = pr
     log(f"random ViT: {params / 1e6:.1f}M parameters, {cfg.num_patches} patches of {cfg.patch_size}px, dim {cfg.dim}")
     def build(folder: Path) -> dict[str, Any]:
         pixels = image_probes(8, cfg.image_size, IMAGENET_MEAN, IMAGENET_STD)
-        encoder_entry = export_component(
-            encoder, {"pixel_values": pixels}, ("pooled", "tokens"), folder, "encoder", opts, log
-        )
+        encoder_entry = export_pixel_component(encoder, pixels, ("pooled", "tokens"), folder, "encoder", opts, log,
+                                               mean=IMAGENET_MEAN, std=IMAGENET_STD, layout="NCHW")
         checkpoint = state_dict_sha256([encoder])
         preprocessing = {
             "image_size": [cfg.image_size, cfg.image_size], "resize": "bilinear", "mean": list(IMAGENET_MEAN),
@@ -52,7 +58,7 @@ def export_random_vit(options: RandomViTOptions, log: Callable[[str], None] = pr
             "checkpoint_sha256": checkpoint,
             "source": f"models.vit random seed={options.seed} {cfg}",
             "space_id": embedding_space_id("vit", checkpoint, preprocessing, pooling, cfg.dim),
-            "input": {"kind": "image", "layout": "NCHW", "channels": 3, **preprocessing},
+            "input": {"kind": "image", "layout": "NCHW", "channels": 3, "dtype": opts.pixel_dtype, **preprocessing},
             "output": {"dim": cfg.dim, "token_grid": [cfg.grid, cfg.grid], "pooling": pooling},
             "components": {"encoder": encoder_entry},
         }

@@ -64,7 +64,8 @@ def hard_set(n: int, n_queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
 def demo_set(n: int, n_queries: int, repository: Path, log) -> tuple[np.ndarray, np.ndarray, float]:
     """Demo-encoder embeddings of clips (frames t, t+1) of random trajectories; queries from other seeds.
 
-    Preprocessing follows the manifest (scale to [0, 1], then mean / std), as the service's image path does.
+    Preprocessing follows the manifest (scale to [0, 1], then mean / std; uint8 pixels as they are for a graph that
+    normalises them itself), as the service's image path does.
     Returns (stored, queries, clips embedded per second).
     """
     import onnxruntime as ort
@@ -91,9 +92,10 @@ def demo_set(n: int, n_queries: int, repository: Path, log) -> tuple[np.ndarray,
         while done < m:
             frames = generate_trajectories(chunk_seed, 64, steps=steps).frames()  # (64, T + 1, H, W, 3)
             chunk_seed += 1
-            x = frames.astype(np.float32).transpose(0, 1, 4, 2, 3) / 255.0  # NTCHW
+            x = frames.transpose(0, 1, 4, 2, 3)  # NTCHW
             clips = np.stack([x[:, :-1], x[:, 1:]], axis=2).reshape(-1, 2, 3, *x.shape[-2:])
-            clips = (clips - mean) / std
+            if spec.get("dtype", "float32") != "uint8":
+                clips = (clips.astype(np.float32) / 255.0 - mean) / std
             take = min(m - done, len(clips))
             start = time.perf_counter()
             out[done : done + take] = session.run(["pooled"], {"pixel_values": np.ascontiguousarray(clips[:take])})[0]

@@ -35,7 +35,7 @@ def ingest(url: str, points: int, dim: int, batch: int) -> tuple[int, float]:
             done = client.upsert("ingest", [f"p{i}" for i in range(start, stop)], vectors)
             requests += done.requests
         elapsed = time.perf_counter() - started
-        count = client.get_collection("ingest")["count"]
+        count = client.get_collection("ingest").count
     if count != points:
         raise RuntimeError(f"stored {count} points, sent {points}")
     return requests, elapsed

@@ -96,7 +96,7 @@ def measure_raw(folder: Path, pngs: list[bytes], seconds: float) -> RawFigures:
     manifest = json.loads((folder / "manifest.json").read_text())
     spec = manifest["input"]
     preprocess = ImagePreprocess(height=spec["image_size"][0], width=spec["image_size"][1], resize=spec["resize"],
-                                 mean=tuple(spec["mean"]), std=tuple(spec["std"]))
+                                 mean=tuple(spec["mean"]), std=tuple(spec["std"]), dtype=spec.get("dtype", "float32"))
     limits = ImageLimits(max_bytes=1 << 26, max_pixels=1 << 30)
     engine = OrtEngine("raw", folder / "encoder.onnx", ["CPUExecutionProvider"], "fp32")
     frames = clip_frames(manifest)

@@ -5,9 +5,11 @@ Parameter names follow Meta's original code (`blocks.N.attn.qkv`, `mlp.fc1`,
 ...), so an original checkpoint maps onto these modules by name once its
 `module.` / `backbone.` prefixes are stripped; see models/checkpoints.py.
 
-Attention is written out (matmul + softmax, optional boolean mask and rotary
-tables) rather than fused, so the exported ONNX graph keeps explicit Softmax /
-LayerNormalization nodes that the fp16 converter leaves in fp32.
+Attention is written out by default (matmul + softmax, optional boolean mask and
+rotary tables): the graph today's exports were gated with. `use_fused_attention`
+switches every attention layer of a model to one operator
+(models/fused_attention.py), which the ONNX export turns into a fused kernel
+(export/attention.py); the arithmetic is the same.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from models.fused_attention import additive_mask
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +81,14 @@ class RotaryTables:
         head, tail = x[..., :r], x[..., r:]
         return torch.cat([head * self.cos + rotate_pairs(head) * self.sin, tail], dim=-1)
 
+    def apply_tokens_first(self, x: torch.Tensor, heads: int) -> torch.Tensor:
+        """The same rotation on the token-major layout (B, N, heads * hs) the fused operator reads."""
+        per_head = x.unflatten(-1, (heads, -1))  # (B, N, h, hs)
+        r = self.cos.shape[-1]
+        head, tail = per_head[..., :r], per_head[..., r:]
+        cos, sin = self.cos.unsqueeze(1), self.sin.unsqueeze(1)  # (N, 1, R): the same angles for every head
+        return torch.cat([head * cos + rotate_pairs(head) * sin, tail], dim=-1).flatten(-2)
+
 
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, qkv_bias: bool = True) -> None:
@@ -86,10 +98,13 @@ class Attention(nn.Module):
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
+        self.fused = False  # one operator (torch.ops.jepa.attention) in place of matmul + softmax + matmul
 
     def forward(
         self, x: torch.Tensor, rope: RotaryTables | None = None, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
+        if self.fused:
+            return self._fused(x, rope, mask)
         b, n, d = x.shape
         hs = d // self.heads
         qkv = self.qkv(x).reshape(b, n, 3, self.heads, hs).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hs)
@@ -103,6 +118,22 @@ class Attention(nn.Module):
         attn = attn.softmax(dim=-1)
         out = (attn @ v).transpose(1, 2).reshape(b, n, d)  # (B, N, D)
         return self.proj(out)
+
+    def _fused(self, x: torch.Tensor, rope: RotaryTables | None, mask: torch.Tensor | None) -> torch.Tensor:
+        # the packed projection's columns are [q | k | v], each heads x hs: the token-major layout as it is
+        q, k, v = self.qkv(x).chunk(3, dim=-1)  # (B, N, D) each
+        if rope is not None:
+            q, k = rope.apply_tokens_first(q, self.heads), rope.apply_tokens_first(k, self.heads)
+        bias = None if mask is None else additive_mask(mask, x.dtype)
+        return self.proj(torch.ops.jepa.attention(q, k, v, self.heads, bias))
+
+
+def use_fused_attention(model: nn.Module, fused: bool = True) -> int:
+    """Switch every attention layer of `model` to the fused operator (or back); returns how many there are."""
+    layers = [m for m in model.modules() if isinstance(m, Attention)]
+    for layer in layers:
+        layer.fused = fused
+    return len(layers)
 
 
 class Block(nn.Module):

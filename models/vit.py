@@ -2,8 +2,7 @@
 
 The pooled embedding is the mean of the final, normed patch tokens (no CLS
 token), which is how I-JEPA and V-JEPA 2 are probed. Attention is written out
-(matmul + softmax) rather than fused (models/jepa_blocks.py), so the exported ONNX graph has explicit
-Softmax / LayerNormalization nodes that the fp16 converter can keep in fp32.
+(matmul + softmax) unless switched to the fused operator for export (models/jepa_blocks.py).
 """
 
 from __future__ import annotations

@@ -17,10 +17,24 @@ from importlib import metadata
 
 from fastapi import FastAPI
 
-from service.api import classify, collections, embed, health, limits, plan, predict, search, stream, surprise
+from service.api import (
+    classify,
+    collections,
+    embed,
+    health,
+    limits,
+    metrics,
+    models,
+    plan,
+    predict,
+    search,
+    stream,
+    surprise,
+)
 from service.api.auth import AuthMiddleware
 from service.api.errors import install_error_handlers
 from service.api.openapi import install_docs, operation_id
+from service.api.ui import install_ui
 from service.embed_cache import open_cache
 from service.errors import StorageUnavailable
 from service.index.backend import open_store
@@ -156,7 +170,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await services.models.stop()
         collections = len(services.store.names())
         services.store.close()
-        if hasattr(services.embed_cache, "close"):
+        if services.embed_cache is not None:
             services.embed_cache.close()
         services.executors.shutdown()
         await app.state.guard.aclose()
@@ -185,9 +199,10 @@ def create_app(settings: Settings | None = None, data_dir_lock: DataDirLock | No
     app.state.guard = Guard.from_settings(settings, app.state.metrics)
     install_error_handlers(app)
     for router in (embed.router, collections.router, search.router, classify.router, predict.router, plan.router,
-                   surprise.router, stream.router, health.router, limits.router):
+                   surprise.router, stream.router, health.router, models.router, metrics.router, limits.router):
         app.include_router(router)
     install_docs(app, settings)
+    install_ui(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrent_requests, metrics=app.state.metrics)
     app.add_middleware(AuthMiddleware, guard=app.state.guard)

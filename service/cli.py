@@ -14,7 +14,7 @@ from service.app import create_app
 from service.connections import ConnectionLimits, guarded_protocol
 from service.index.dirlock import DataDirLock, DataDirLocked
 from service.logs import configure_logging
-from service.settings import SettingsError, load_settings, unknown_variables
+from service.settings import SettingsError, did_you_mean, load_settings, unknown_variables
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,8 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_format, args.log_level)
     for name in unknown_variables(os.environ):
+        meant = did_you_mean(name)
         logging.getLogger("service.settings").warning(
-            "%s is not a jepa-serve setting: ignored (see service/settings.py)", name
+            "%s is not a jepa-serve setting: ignored (%s)", name,
+            f"did you mean {meant}?" if meant else "see service/settings.py",
         )
     lock = None
     if settings.storage == "local":

@@ -47,6 +47,7 @@ class EmbeddingCache(Protocol):
 
     def get_many(self, keys: Sequence[str]) -> list[np.ndarray | None]: ...
     def put_many(self, keys: Sequence[str], vectors: np.ndarray) -> None: ...
+    def close(self) -> None: ...
 
 
 class MemoryEmbeddingCache:
@@ -74,6 +75,9 @@ class MemoryEmbeddingCache:
                 self._entries.move_to_end(key)
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)
+
+    def close(self) -> None:
+        """Nothing held outside the process."""
 
 
 class RedisEmbeddingCache:

@@ -50,6 +50,8 @@ class ErrorCode(StrEnum):
     COLLECTION_NOT_FOUND = "collection_not_found", 404, "the collection does not exist"
     POINT_NOT_FOUND = "point_not_found", 404, "the point is not in the collection"
     HEAD_NOT_FOUND = "head_not_found", 404, "the model has no probe head of that name"
+    MEDIA_NOT_FOUND = ("media_not_found", 404,
+                       "no such file under JEPA_UI_MEDIA_DIR (or that setting is unset): /ui shows no thumbnail")
     METHOD_NOT_ALLOWED = "method_not_allowed", 405, "the route does not take this method (see the Allow header)"
     # 408: too slow to ask
     REQUEST_TIMEOUT = ("request_timeout", 408,

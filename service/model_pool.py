@@ -3,27 +3,37 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from contract import Manifest
 from service.batching import BatchPolicy, DynamicBatcher
 from service.errors import ErrorCode, NotFound
 from service.media.clips import ClipSpec
 from service.media.images import ImagePreprocess
 from service.metrics import Metrics
-from service.repository import EntryFailure, Manifest, RepositoryEntry
+from service.repository import EntryFailure, RepositoryEntry
 from service.runtime import Engine, OrtEngine, available_providers, choose_precision
 from service.runtime.onnx import tensorrt_options
 from service.settings import Settings
 from service.world import (
+    Encoder,
+    EncoderOnly,
     FuturePredictor,
     FutureSurprise,
+    FutureWorld,
     LatentRollout,
+    PlanningAids,
+    PooledWorld,
     ProbeHead,
     SurpriseScorer,
     TokenRollout,
     TokenSurprise,
+    TokenWorld,
+    WorldLimits,
+    WorldModel,
 )
 
 log = logging.getLogger(__name__)
@@ -36,16 +46,11 @@ class ServedModel:
     entry: RepositoryEntry
     encoder: DynamicBatcher
     preprocess: ImagePreprocess
-    rollout: LatentRollout | TokenRollout | None = None
+    # what /predict_future, /plan, /surprise and the stream ask of the model, answered by its family's predictor
+    # (EncoderOnly when it has none); it encodes observations through the encoder's batcher too
+    world: WorldModel
     batchers: list[DynamicBatcher] = field(default_factory=list)
     clip: ClipSpec = field(default_factory=ClipSpec)
-    controllable: np.ndarray | None = None  # (k, D) projection onto the action-controllable subspace, if shipped
-    future: FuturePredictor | None = None  # V-JEPA 2's mask predictor: future tokens from a past clip
-    # (A, D) linear inverse model (planning cost with a global slope), if shipped
-    action_readout: np.ndarray | None = None
-    # predicted-vs-observed scores, when the manifest has a calibration: pooled states after actions (the demo), or
-    # the future tubelet steps of a clip (V-JEPA 2's mask predictor), or the frames of a trajectory (V-JEPA 2-AC)
-    surprise: SurpriseScorer | FutureSurprise | TokenSurprise | None = None
     heads: dict[str, ProbeHead] = field(default_factory=dict)  # probe classifiers on the pooled features or tokens
 
     @property
@@ -57,30 +62,9 @@ class ServedModel:
         return self.entry.manifest
 
     @property
-    def tokens_per_item(self) -> int:
-        return int(np.prod(self.manifest.output.token_grid))
-
-    async def encode(
-        self,
-        pixels: list[np.ndarray],
-        deadline: float | None = None,
-        announced: bool = False,
-        outputs: tuple[str, ...] | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Preprocessed items ((3, H, W), or a clip for clip models) -> the encoder outputs asked for (None =
-        all), stacked: pooled (N, D), tokens (N, T, D) and, for video encoders, frames (N, steps, D)."""
-        items = [{"pixel_values": p} for p in pixels]
-        results = await self.encoder.infer(
-            items, deadline=deadline, cost=self.tokens_per_item, announced=announced, outputs=outputs
-        )
-        return {name: np.stack([o[name] for o in results]) for name in results[0]}
-
-    async def embed(
-        self, pixels: list[np.ndarray], deadline: float | None = None, announced: bool = False
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """-> pooled (N, D) and tokens (N, T, D)."""
-        outputs = await self.encode(pixels, deadline, announced, outputs=("pooled", "tokens"))
-        return outputs["pooled"], outputs["tokens"]
+    def encode(self) -> Callable[..., Awaitable[dict[str, np.ndarray]]]:
+        """Preprocessed items -> the encoder outputs asked for, through its batcher (Encoder.encode)."""
+        return self.world.encoder.encode
 
 
 class ModelPool:
@@ -149,11 +133,14 @@ class ModelPool:
                 batcher.start()
 
     def warm_up(self) -> None:
-        """Blocking: every batch size of every component once, with zeros of the manifest's input shapes."""
+        """Blocking: every batch size of every component once, with zeros of the manifest's input shapes and the
+        graph's input dtypes (uint8 pixels for a graph that normalises them)."""
         for model in self._models.values():
             for batcher in model.batchers:
                 spec = model.manifest.components[batcher.component]
-                example = {name: np.zeros(shape[1:], np.float32) for name, shape in spec.inputs.items()}
+                dtypes = batcher.engine.input_dtypes
+                example = {name: np.zeros(shape[1:], dtypes.get(name, np.float32))
+                           for name, shape in spec.inputs.items()}
                 sizes = batcher.warm_up(example)
                 log.info("warmed %s at batch sizes %s", batcher.engine.name, sizes)
 
@@ -190,7 +177,8 @@ def build_engine(
         options["TensorrtExecutionProvider"] = tensorrt_options(
             spec.inputs, cache_root, precision, policy.max_batch_size, opt_batch, ort.__version__
         )
-    return OrtEngine(name, path, providers, precision, settings.intra_op_threads, options)
+    return OrtEngine(name, path, providers, precision, settings.intra_op_threads, options,
+                     cuda_graphs=settings.cuda_graphs)
 
 
 def build_served_model(
@@ -217,11 +205,8 @@ def build_served_model(
         if isinstance(parity, dict) and "min_cosine" in parity:
             metrics.parity.labels(model=entry.name, component=component, precision=precision).set(parity["min_cosine"])
     spec_in = manifest.input
-    rollout: LatentRollout | TokenRollout | None = None
-    if "predictor" in batchers and manifest.predictor is not None:
-        kind = TokenRollout if manifest.predictor.kind == "vjepa2_ac" else LatentRollout
-        rollout = kind(batchers["predictor"], manifest.predictor)
-    future = FuturePredictor(batchers["future"], manifest.future) if manifest.future is not None else None
+    clip = ClipSpec(frames_per_clip=spec_in.frames_per_clip, layout=spec_in.layout)
+    encoder = Encoder(batchers["encoder"], clip, tokens_per_item=int(np.prod(manifest.output.token_grid)))
     return ServedModel(
         entry=entry,
         encoder=batchers["encoder"],
@@ -231,28 +216,42 @@ def build_served_model(
             resize=spec_in.resize,
             mean=spec_in.mean,
             std=spec_in.std,
+            dtype=spec_in.dtype,
         ),
-        rollout=rollout,
+        world=world_model(entry, batchers, encoder, world_limits(settings)),
         batchers=list(batchers.values()),
-        clip=ClipSpec(frames_per_clip=spec_in.frames_per_clip, layout=spec_in.layout),
-        controllable=load_projection(entry),
-        future=future,
-        action_readout=load_action_readout(entry),
-        surprise=surprise_scorer(manifest, rollout, future),
+        clip=clip,
         heads={name: ProbeHead(name, batchers[spec.component], spec) for name, spec in manifest.heads.items()},
     )
 
 
-def surprise_scorer(manifest: Manifest, rollout: LatentRollout | TokenRollout | None,
-                    future: FuturePredictor | None) -> SurpriseScorer | FutureSurprise | TokenSurprise | None:
-    spec = manifest.surprise
-    if spec is None:
-        return None
-    if spec.metric == "l1_tokens":  # token predictors: V-JEPA 2-AC's, or V-JEPA 2's mask predictor (never both)
-        if isinstance(rollout, TokenRollout):
-            return TokenSurprise(rollout, spec)
-        return FutureSurprise(future, spec) if future is not None else None
-    return SurpriseScorer(rollout, spec) if isinstance(rollout, LatentRollout) else None
+def world_limits(settings: Settings) -> WorldLimits:
+    return WorldLimits(max_rollout_steps=settings.max_rollout_steps, max_surprise_steps=settings.max_surprise_steps,
+                       max_plan_horizon=settings.max_plan_horizon, max_plan_samples=settings.max_plan_samples,
+                       max_plan_iterations=settings.max_plan_iterations)
+
+
+def world_model(entry: RepositoryEntry, batchers: dict[str, DynamicBatcher], encoder: Encoder,
+                limits: WorldLimits) -> WorldModel:
+    """The model's family, chosen once: its predictor's kind, else its mask predictor, else none. A surprise
+    calibration is served by the predictor whose metric it measured (repository._check_contracts pairs them)."""
+    manifest, name = entry.manifest, entry.name
+    predictor, calibration = manifest.predictor, manifest.surprise
+    tokens = calibration is not None and calibration.metric == "l1_tokens"  # token predictors' calibration
+    if "predictor" in batchers and predictor is not None:
+        planning = PlanningAids(manifest.planning, load_projection(entry), load_action_readout(entry))
+        if predictor.kind == "vjepa2_ac":
+            rollout = TokenRollout(batchers["predictor"], predictor)
+            scorer = TokenSurprise(rollout, calibration) if calibration is not None and tokens else None
+            return TokenWorld(name, encoder, limits, rollout, scorer, planning)
+        pooled = LatentRollout(batchers["predictor"], predictor)
+        surprise = SurpriseScorer(pooled, calibration) if calibration is not None and not tokens else None
+        return PooledWorld(name, encoder, limits, pooled, surprise, planning)
+    if "future" in batchers and manifest.future is not None:
+        future = FuturePredictor(batchers["future"], manifest.future)
+        scored = FutureSurprise(future, calibration) if calibration is not None and tokens else None
+        return FutureWorld(name, encoder, limits, future, scored, manifest.input.tubelet)
+    return EncoderOnly(name, encoder, limits)
 
 
 def _planning_matrix(entry: RepositoryEntry, file: str, what: str, rows: int | None = None) -> np.ndarray:

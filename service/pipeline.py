@@ -18,7 +18,7 @@ from service.embed_cache import cache_key
 from service.errors import Conflict, ErrorCode, PayloadTooLarge, UnprocessableInput, at_item
 from service.index import Collection
 from service.media.clips import ClipSpec, check_frame_count, to_item
-from service.media.images import ImageLimits
+from service.media.images import ImageLimits, ImagePreprocess
 from service.media.payload import (
     MediaItem,
     MediaLimits,
@@ -27,12 +27,13 @@ from service.media.payload import (
     decode_frames,
     frames_given,
     prepare_input,
+    video_frames_wanted,
 )
-from service.media.video import SampledVideo, VideoLimits
+from service.media.video import SampledVideo, VideoLimits, decode_video
 from service.model_pool import ServedModel
 from service.settings import Settings
 from service.state import Services
-from service.world import FutureSurprise, LatentRollout, SurpriseScorer, TokenRollout, TokenSurprise
+from service.world import Observation, ObservationNeed
 
 
 def media_limits(settings: Settings) -> MediaLimits:
@@ -52,14 +53,6 @@ class Embedded:
     cached: list[bool] | None = None  # per item: from the embedding cache
     frames: np.ndarray | None = None  # (N, steps, D) for encoders with a per-time-step output
     sampled: list[SampledVideo | None] | None = None  # per item: the frames taken from a video
-
-
-def require_rollout(model: ServedModel) -> LatentRollout | TokenRollout:
-    if model.rollout is None:
-        raise UnprocessableInput(
-            f"model {model.name!r} has no action-conditioned predictor", code=ErrorCode.NO_PREDICTOR
-        )
-    return model.rollout
 
 
 async def embed_items(
@@ -134,118 +127,40 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
 
-@dataclass
-class Observed:
-    state: np.ndarray  # (D,) raw pooled embedding of the newest observation
-    decode_ms: float
-    inference_ms: float
+async def observe(services: Services, model: ServedModel, items: Sequence[MediaItem],
+                  need: ObservationNeed) -> Observation:
+    """A request's media items (oldest first) -> what the model's world model asked to see: every frame, or one
+    clip (padded by the clip rule, or exactly `need.clip_frames` frames)."""
+    if need.clip_frames is None:
+        started = time.perf_counter()
+        frames, sampled = await _decode_frames(services, model, items)
+        return Observation(frames, (time.perf_counter() - started) * 1000, sampled)
+    if need.exact:
+        return await _observe_exact_clip(services, model, items, need.clip_frames)
+    return await _observe_clip(services, model, items, need.clip_frames)
 
 
-async def embed_observation(
-    services: Services, model: ServedModel, items: Sequence[MediaItem], deadline: float | None = None
-) -> Observed:
-    """Observation frames (oldest first) -> the state embedding of the newest one.
-
-    Each input is one frame (an image or a (3, H, W) tensor). A clip model sees
-    its last `frames_per_clip` frames as one clip (fewer are padded by the clip
-    rule); a single-frame model embeds the last frame.
-    """
-    started = time.perf_counter()
-    stacked = await _decode_frames(services, model, items)  # (k, 3, H, W)
-    window = model.clip.frames_per_clip if model.clip.is_clip else 1
-    item = to_item(stacked[-window:], model.clip)
-    decoded = time.perf_counter()
-    pooled, _ = await model.embed([item], deadline)
-    return Observed(pooled[0], (decoded - started) * 1000, (time.perf_counter() - decoded) * 1000)
-
-
-async def observe_tokens(
-    services: Services, model: ServedModel, items: Sequence[MediaItem], deadline: float | None = None
-) -> tuple[np.ndarray, float, float]:
-    """Observation frames (oldest first) -> each frame's token grid (n, tokens, D), every frame encoded on its
-    own as a clip of identical frames (how V-JEPA 2-AC's world model encodes observations); + decode/encode ms."""
-    started = time.perf_counter()
-    frames = await _decode_frames(services, model, items)  # (n, 3, H, W)
-    clips = [to_item(frame[None], model.clip) for frame in frames]
-    encoded = time.perf_counter()
-    _, tokens = await model.embed(clips, deadline)
-    return tokens, (encoded - started) * 1000, (time.perf_counter() - encoded) * 1000
-
-
-@dataclass
-class ObservedStates:
-    states: np.ndarray  # (k - window + 1, D): the state at every observation that has a full clip behind it
-    first: int  # the observation index of states[0] (window - 1)
-    frames: int  # k, the frames decoded
-    decode_ms: float
-    inference_ms: float
-
-
-async def observe_states(
-    services: Services, model: ServedModel, items: Sequence[MediaItem], deadline: float | None = None
-) -> ObservedStates:
-    """Observation frames (oldest first) -> the pooled state at each of them, all in one encoder request.
-
-    A clip model's state at frame t is the clip of frames t - frames_per_clip + 1 .. t (how its predictor was
-    trained: the clip shows the motion), so the first frames_per_clip - 1 frames have no state of their own."""
-    started = time.perf_counter()
-    frames = await _decode_frames(services, model, items)  # (k, 3, H, W)
-    window = model.clip.frames_per_clip if model.clip.is_clip else 1
-    clips = [to_item(frames[t - window + 1:t + 1], model.clip) for t in range(window - 1, len(frames))]
-    decoded = time.perf_counter()
-    if not clips:
-        return ObservedStates(np.zeros((0, model.manifest.output.dim), np.float32), window - 1, len(frames),
-                              (decoded - started) * 1000, 0.0)
-    outputs = await model.encode(clips, deadline, outputs=("pooled",))
-    return ObservedStates(outputs["pooled"], window - 1, len(frames), (decoded - started) * 1000,
-                          (time.perf_counter() - decoded) * 1000)
-
-
-async def observe_exact_clip(services: Services, model: ServedModel, items: Sequence[MediaItem],
-                             frames: int) -> ObservedClip:
-    """Observation items -> one clip of exactly `frames` frames in the model's layout: nothing padded, since a
-    padded frame would be scored as if it had been seen (a video must reach `frames` sampled frames)."""
+async def _observe_exact_clip(services: Services, model: ServedModel, items: Sequence[MediaItem],
+                              frames: int) -> Observation:
+    """One clip of exactly `frames` frames in the model's layout: nothing padded, since a padded frame would be
+    scored as if it had been seen (a video must reach `frames` sampled frames)."""
     if len(items) == 1 and isinstance(items[0], RawVideo):
-        seen = await observe_clip(services, model, items, frames)
-        if seen.sampled is not None and seen.sampled.padded:
-            raise UnprocessableInput(f"the video ended {seen.sampled.padded} frame(s) short of the {frames} the model "
-                                     "scores as one clip", {"frames_per_clip": frames}, code=ErrorCode.INVALID_CONTEXT)
+        seen = await _observe_clip(services, model, items, frames)
+        padded = seen.sampled[0].padded if seen.sampled[0] is not None else 0
+        if padded:
+            raise UnprocessableInput(f"the video ended {padded} frame(s) short of the {frames} the model scores as "
+                                     "one clip", {"frames_per_clip": frames}, code=ErrorCode.INVALID_CONTEXT)
         return seen
     started = time.perf_counter()
-    decoded = await _decode_frames(services, model, items)
+    decoded, sampled = await _decode_frames(services, model, items)
     if len(decoded) != frames:
         raise UnprocessableInput(f"model {model.name!r} scores clips of exactly {frames} frames; got {len(decoded)}",
                                  {"frames_per_clip": frames}, code=ErrorCode.INVALID_CONTEXT)
-    return ObservedClip(to_item(decoded, model.clip), None, (time.perf_counter() - started) * 1000)
+    return Observation(to_item(decoded, model.clip), (time.perf_counter() - started) * 1000, sampled)
 
 
-def require_surprise(model: ServedModel) -> SurpriseScorer | FutureSurprise | TokenSurprise:
-    if model.surprise is None:
-        raise UnprocessableInput(
-            f"model {model.name!r} has no surprise calibration: {_how_to_calibrate(model)}",
-            code=ErrorCode.NO_SURPRISE)
-    return model.surprise
-
-
-def _how_to_calibrate(model: ServedModel) -> str:
-    if isinstance(model.rollout, TokenRollout):
-        return ("export it again with `jepa-export vjepa2 CHECKPOINT --surprise-trajectories FOLDER`, a folder of "
-                ".npz trajectories of normal behaviour (frames, poses, actions; see docs/models.md)")
-    if model.future is not None:
-        return ("export it again with `jepa-export vjepa2 FOLDER --surprise-videos VIDEOS`, a folder of normal "
-                "videos")
-    return ("surprise needs a pooled action-conditioned predictor, V-JEPA 2's mask predictor or V-JEPA 2-AC's "
-            "predictor, calibrated at export")
-
-
-@dataclass
-class ObservedClip:
-    clip: np.ndarray  # the encoder-layout item, e.g. (3, T, H, W)
-    sampled: SampledVideo | None
-    decode_ms: float
-
-
-async def observe_clip(services: Services, model: ServedModel, items: Sequence[MediaItem], frames: int) -> ObservedClip:
+async def _observe_clip(services: Services, model: ServedModel, items: Sequence[MediaItem],
+                        frames: int) -> Observation:
     """Context items (images, frames or one video, oldest first) -> one clip of `frames` frames in the model's
     layout; fewer frames are padded at the front by the clip rule (a video is sampled by its FrameSampling)."""
     spec = ClipSpec(frames_per_clip=frames, layout=model.clip.layout if model.clip.is_clip else "NTCHW")
@@ -254,24 +169,33 @@ async def observe_clip(services: Services, model: ServedModel, items: Sequence[M
         limits = media_limits(services.settings)
         check_videos(items, model.preprocess, limits, spec)
         prepared = await services.decode_item(items[0], prepare_input, items[0], model.preprocess, limits, spec)
-        return ObservedClip(prepared.pixels, prepared.sampled, (time.perf_counter() - started) * 1000)
+        return Observation(prepared.pixels, (time.perf_counter() - started) * 1000, (prepared.sampled,))
     check_frame_count(sum(frames_given(item) for item in items), spec)  # before decoding, not after
-    clip = to_item(await _decode_frames(services, model, items), spec)
-    return ObservedClip(clip, None, (time.perf_counter() - started) * 1000)
+    decoded, sampled = await _decode_frames(services, model, items)
+    return Observation(to_item(decoded, spec), (time.perf_counter() - started) * 1000, sampled)
 
 
-async def _decode_frames(services: Services, model: ServedModel, items: Sequence[MediaItem]) -> np.ndarray:
+async def _decode_frames(services: Services, model: ServedModel,
+                         items: Sequence[MediaItem]) -> tuple[np.ndarray, tuple[SampledVideo | None, ...]]:
     """Every item's frames, decoded in the decode executor and preprocessed for the model, oldest first:
-    (k, 3, H, W)."""
+    (k, 3, H, W); and per item, the frames taken from a video (None for other items)."""
     limits = media_limits(services.settings)
     check_videos(items, model.preprocess, limits)
 
-    async def decode(item: MediaItem, index: int) -> np.ndarray:
+    async def decode(item: MediaItem, index: int) -> tuple[np.ndarray, SampledVideo | None]:
         with at_item(index):
-            return await services.decode_item(item, decode_frames, item, model.preprocess, limits)
+            return await services.decode_item(item, _frames_of, item, model.preprocess, limits)
 
     decoded = await asyncio.gather(*(decode(item, index) for index, item in enumerate(items)))
-    return np.concatenate(decoded)
+    return np.concatenate([frames for frames, _ in decoded]), tuple(sampled for _, sampled in decoded)
+
+
+def _frames_of(item: MediaItem, preprocess: ImagePreprocess,
+               limits: MediaLimits) -> tuple[np.ndarray, SampledVideo | None]:
+    """decode_frames, keeping what was sampled from a video (the responses echo it)."""
+    if isinstance(item, RawVideo):
+        return decode_video(item.data, item.sampling, video_frames_wanted(item, None), preprocess, limits.video)
+    return decode_frames(item, preprocess, limits), None
 
 
 def check_space(collection: Collection, space_id: str | None) -> None:

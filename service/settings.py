@@ -6,6 +6,7 @@ Each default serves the demo model on one machine with no other service.
 
 from __future__ import annotations
 
+import difflib
 import json
 import typing
 from collections.abc import Mapping
@@ -41,6 +42,12 @@ class Settings(BaseSettings):
         "auto", description="auto = fp16 on GPU when the entry has a gated fp16 file, fp32 on CPU"
     )
     intra_op_threads: int = Field(0, ge=0, description="ORT threads inside one op; 0 = one per core")
+    cuda_graphs: Literal["off", "on", "auto"] = Field(
+        "off",
+        description="CUDA provider: replay one captured CUDA graph per batch size (captured at warm-up; "
+        "service/runtime/cuda_graphs.py); auto keeps a size's graph only where it ran faster than ordinary runs "
+        "at warm-up; off until a GPU run shows it pays (docs/bench/gpu.md)",
+    )
     engine_instances: int = Field(
         0, ge=0, le=8,
         description="engine sessions per model component, each with its own batch in flight (copies of one overlap "
@@ -276,11 +283,19 @@ class Settings(BaseSettings):
     predictor_max_batch_size: int = Field(
         1024, ge=1, le=4096, description="items per predictor call (CEM samples go in one batch)"
     )
-    max_plan_samples: int = Field(
-        1024, ge=2, description="largest /plan samples; keep <= predictor_max_batch_size for one batch per step"
+    max_plan_samples: int | None = Field(
+        None, ge=2, description="largest /plan samples; at most (and by default) predictor_max_batch_size, so each "
+        "CEM step is one predictor batch"
     )
     max_plan_iterations: int = Field(32, ge=1, description="largest /plan iterations")
     max_plan_horizon: int = Field(64, ge=1, description="largest /plan horizon")
+
+    # The /ui page (service/api/ui.py).
+    ui_media_dir: Path | None = Field(
+        None,
+        description="folder whose images /ui shows as thumbnails of hits whose metadata 'path' is relative to it "
+        "(as jepa-serve-client index stores it); nothing outside it is served; unset = no thumbnails",
+    )
 
     @field_validator("preferred_batch_sizes", mode="before")
     @classmethod
@@ -297,6 +312,12 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.model_repository == self.data_dir:
             raise ValueError("model_repository and data_dir must differ")
+        if self.max_plan_samples is None:  # frozen: set once, here
+            object.__setattr__(self, "max_plan_samples", self.predictor_max_batch_size)
+        elif self.max_plan_samples > self.predictor_max_batch_size:
+            raise ValueError(f"{env_name('max_plan_samples')}={self.max_plan_samples} is above "
+                             f"{env_name('predictor_max_batch_size')}={self.predictor_max_batch_size}: each CEM step "
+                             "is one predictor batch; lower the first or raise the second")
         uri = self.milvus_uri
         if uri is not None and "://" not in uri and not uri.endswith(".db"):
             raise ValueError("milvus_uri is a local file ending in .db (milvus-lite) or an http(s):// address")
@@ -351,3 +372,10 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """JEPA_* variables that name no setting (a typo would otherwise be silently ignored)."""
     known = {env_name(field) for field in Settings.model_fields}
     return sorted(k for k in environ if k.upper().startswith("JEPA_") and k.upper() not in known)
+
+
+def did_you_mean(name: str) -> str | None:
+    """The setting a misspelt JEPA_* variable most likely meant (JEPA_MAX_BATCH_SIZ -> JEPA_MAX_BATCH_SIZE)."""
+    known = sorted(env_name(field) for field in Settings.model_fields)
+    close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.8)
+    return close[0] if close else None

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from service.embed_cache import EmbeddingCache
 from service.index.backend import CollectionBackend
 from service.media.payload import MediaItem, RawVideo
 from service.metrics import Metrics
@@ -53,7 +54,7 @@ class Services:
     # why start-up is retrying (reason, attempts, next attempt, give-up time); None when it is not
     retrying: dict[str, Any] | None = None
     open_streams: int = 0  # /stream/surprise connections now open (bounded by settings.stream_max_connections)
-    embed_cache: Any = None  # service.embed_cache.EmbeddingCache, or None when off
+    embed_cache: EmbeddingCache | None = None  # None when settings.embed_cache is off
     # stops the process with an exit status when start-up gives up (set by `jepa-serve`; None in process)
     stop_process: Callable[[int], None] | None = None
 

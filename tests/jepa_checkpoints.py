@@ -24,6 +24,16 @@ def cosine_rows(a, b) -> float:
     return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).min())
 
 
+def random_pixels(shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random uint8 pixels, channels on axis 1 (NCHW, NCTHW), and their ImageNet normalisation: what an exported
+    encoder (which normalises inside) and the reference model are fed."""
+    pixels = np.random.default_rng(seed).integers(0, 256, shape, np.uint8)
+    axes = (1, 3) + (1,) * (len(shape) - 2)
+    mean = np.asarray((0.485, 0.456, 0.406), np.float32).reshape(axes)
+    std = np.asarray((0.229, 0.224, 0.225), np.float32).reshape(axes)
+    return pixels, (pixels / np.float32(255.0) - mean) / std
+
+
 def _randomise(model: torch.nn.Module, seed: int) -> None:
     """HF's init (std 0.02, LayerNorms 1/0, biases 0) gives near-uniform attention, blind to positions;
     unit-scale weights and random norms make the comparison meaningful."""

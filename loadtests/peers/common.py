@@ -26,9 +26,16 @@ def as_model_item(pixels: np.ndarray, frames: int) -> np.ndarray:
     return np.repeat(pixels[None], frames, axis=0) if frames else pixels
 
 
-def load_entry() -> tuple[ort.InferenceSession, ImagePreprocess, int]:
-    """The model entry named by PEER_MODEL_DIR, with jepa-serve's CPU session options."""
-    folder = Path(os.environ["PEER_MODEL_DIR"])
+def preprocess_of(manifest: dict) -> ImagePreprocess:
+    """The resize and normalisation a model entry's manifest asks for (uint8 pixels for a graph that normalises)."""
+    spec = manifest["input"]
+    return ImagePreprocess(height=spec["image_size"][0], width=spec["image_size"][1], resize=spec["resize"],
+                           mean=tuple(spec["mean"]), std=tuple(spec["std"]), dtype=spec.get("dtype", "float32"))
+
+
+def load_entry(folder: Path | None = None) -> tuple[ort.InferenceSession, ImagePreprocess, int]:
+    """The model entry in `folder` (default: named by PEER_MODEL_DIR), with jepa-serve's CPU session options."""
+    folder = folder or Path(os.environ["PEER_MODEL_DIR"])
     manifest = json.loads((folder / "manifest.json").read_text())
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -36,14 +43,12 @@ def load_entry() -> tuple[ort.InferenceSession, ImagePreprocess, int]:
     session = ort.InferenceSession(
         str(folder / "encoder.onnx"), sess_options=options, providers=["CPUExecutionProvider"]
     )
-    spec = manifest["input"]
-    preprocess = ImagePreprocess(height=spec["image_size"][0], width=spec["image_size"][1], resize=spec["resize"],
-                                 mean=tuple(spec["mean"]), std=tuple(spec["std"]))
-    return session, preprocess, clip_frames(manifest)
+    return session, preprocess_of(manifest), clip_frames(manifest)
 
 
 def decode_one(body: dict, preprocess: ImagePreprocess, frames: int) -> np.ndarray:
-    """The first input of an /embed-style JSON body -> the encoder's per-item float32 input."""
+    """The first input of an /embed-style JSON body -> the encoder's per-item input (uint8 or float32 pixels, as
+    the graph takes them)."""
     return as_model_item(preprocess.apply(decode_image(base64.b64decode(body["inputs"][0]["image"]), LIMITS)), frames)
 
 

@@ -21,8 +21,9 @@ from service.logs import PRINCIPAL_SCOPE_KEY, tag_span
 from service.security.guard import Guard
 
 # FastAPI's own pages: the API's description is not a secret, and Swagger UI cannot send a key to fetch it.
-DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-DOCS_ASSETS = "/docs/assets/"  # Swagger UI's and ReDoc's scripts and styles, served locally
+# /ui (service/api/ui.py) holds no data either: the page asks for a key and sends it with every call it makes.
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/ui"})
+DOCS_ASSETS = ("/docs/assets/", "/ui/assets/")  # the pages' scripts and styles, served locally
 
 
 class AuthMiddleware:

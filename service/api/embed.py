@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from service.api.deps import DeadlineDep, ReadyServicesDep
 from service.api.encoding import NPY, encode_array, npy_response
+from service.api.errors import body_validation_error
 from service.api.inputs import check_count, frame_sampling, to_media_items
 from service.api.schemas import (
     COMMON_ERRORS,
@@ -76,7 +76,7 @@ async def _parse_multipart(request: Request, services: Services) -> tuple[EmbedO
     try:
         options = EmbedOptions.model_validate(fields)
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from exc
+        raise body_validation_error(exc) from exc
     sampling = frame_sampling(options)
     limit = max(settings.max_image_bytes, settings.max_video_bytes)
     items: list[MediaItem] = []
@@ -102,7 +102,7 @@ async def embed(request: Request, services: ReadyServicesDep, deadline: Deadline
         try:
             req = EmbedRequest.model_validate_json(await request.body())
         except ValidationError as exc:
-            raise RequestValidationError(exc.errors()) from exc
+            raise body_validation_error(exc) from exc
         items = to_media_items(req.inputs, services.settings, frame_sampling(req))
         options = req
     else:

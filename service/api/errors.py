@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -29,6 +30,13 @@ def _clean_validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any
         {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in errors[:20]
     ]
+
+
+def body_validation_error(exc: ValidationError) -> RequestValidationError:
+    """A body a route parses itself (/embed: JSON or multipart) located as FastAPI locates the bodies it parses,
+    ["body", field, ...], so that validation errors of every route read alike (["query", ...] and ["path", ...]
+    for parameters)."""
+    return RequestValidationError([{**error, "loc": ("body", *error.get("loc", ()))} for error in exc.errors()])
 
 
 async def handle_service_error(_: Request, exc: ServiceError) -> JSONResponse:

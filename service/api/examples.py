@@ -117,7 +117,7 @@ def request_examples(model: ServedModel | None) -> dict[str, dict[str, dict[str,
                   "filter": {"kind": {"in": ["cat", "vector"]}}},
     }
     predictor = manifest.predictor
-    if model.rollout is not None and predictor is not None and predictor.kind == "pooled":
+    if "predictor" in manifest.components and predictor is not None and predictor.kind == "pooled":
         step = [
             round((lo + hi) / 2 + (hi - lo) / 4, 3)
             for lo, hi in zip(predictor.action_low, predictor.action_high, strict=False)
@@ -131,7 +131,7 @@ def request_examples(model: ServedModel | None) -> dict[str, dict[str, dict[str,
                            "value": {"observation": [image], "goal": {"image": goal}, "horizon": 4, "samples": 32,
                                      "iterations": 2}},
         }
-    if model.surprise is not None and predictor is not None:
+    if model.world.calibration is not None and predictor is not None:
         still = [round((lo + hi) / 2, 3) for lo, hi in zip(predictor.action_low, predictor.action_high, strict=False)]
         frames = [{"image": _png(shift)} for shift in (0, 8, 16, 24)]
         examples["surprise"] = {

@@ -1,12 +1,11 @@
-"""Liveness, readiness, the model list and Prometheus metrics."""
+"""Liveness and readiness."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api.deps import ServicesDep
 
@@ -34,39 +33,3 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     if services.retrying is not None:
         body["retrying"] = services.retrying  # why start-up waits: the backend's error, attempts, give-up time
     return JSONResponse(body, status_code=200 if services.ready else 503)
-
-
-@router.get("/models", summary="Served models, their contracts and runtimes")
-async def list_models(services: ServicesDep) -> dict[str, Any]:
-    models = []
-    for model in services.models:
-        m = model.manifest
-        models.append(
-            {
-                "name": model.name,
-                "family": m.family,
-                "space_id": m.space_id,
-                "dim": m.output.dim,
-                "token_grid": list(m.output.token_grid),
-                "pooling": m.output.pooling,
-                "input": m.input.model_dump(),
-                "predictor": m.predictor.model_dump() if m.predictor else None,
-                "surprise": m.surprise.model_dump() if model.surprise is not None else None,
-                "heads": {name: spec.model_dump() for name, spec in m.heads.items()},
-                "components": {
-                    b.component: {
-                        "device": b.engine.device,
-                        "precision": b.engine.precision,
-                        "parity": m.components[b.component].parity,
-                    }
-                    for b in model.batchers
-                },
-                "checkpoint_sha256": m.checkpoint_sha256,
-            }
-        )
-    return {"models": models, "failed": services.models.failures}
-
-
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(services: ServicesDep) -> Response:
-    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

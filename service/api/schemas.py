@@ -38,6 +38,9 @@ def _addressable(point_id: str) -> str:
 # What an upsert may store: every stored id can be fetched by GET .../points/{id} (percent-encoded).
 NewPointId = Annotated[PointId, AfterValidator(_addressable)]
 Vector = list[float]
+# The numbers a world model takes (actions, proprio, states): JSON numbers only. Lax parsing would read `true` as
+# 1.0 and "1.5" as 1.5; shape and range are checked once for every endpoint (service/world/inputs.py).
+Numbers = list[StrictFloat]
 Dtype = Literal["float32", "float16"]
 TimeoutMs = Annotated[float | None, Field(gt=0, lt=MAX_TIMEOUT_MS, description="deadline; past it the answer is 504")]
 
@@ -342,9 +345,9 @@ class PredictRequest(ArrayOutput, VideoSamplingOptions):
 
     model: str | None = None
     context: list[MediaInput] | None = Field(None, description="observation frames (the model's context length)")
-    state: Vector | None = Field(None, description="a state embedding (raw, not normalised) instead of frames")
-    actions: list[Vector] | None = Field(None, min_length=1, description="required by action-conditioned models")
-    proprio: list[Vector] | None = Field(
+    state: Numbers | None = Field(None, description="a state embedding (raw, not normalised) instead of frames")
+    actions: list[Numbers] | None = Field(None, min_length=1, description="required by action-conditioned models")
+    proprio: list[Numbers] | None = Field(
         None, description="V-JEPA 2-AC: the end-effector state (x, y, z, roll, pitch, yaw, gripper) at each "
         "observation frame, oldest first")
     output: Literal["pooled", "tokens"] = Field(
@@ -381,11 +384,11 @@ class SurpriseRequest(VideoSamplingOptions):
 
     model: str | None = None
     observations: list[MediaInput] | None = Field(None, min_length=1, description="frames, oldest first, or one video")
-    states: list[Vector] | None = Field(None, min_length=2, description="raw state embeddings instead of frames")
-    actions: list[Vector] | None = Field(None, min_length=1, description="action-conditioned models: one per step, "
+    states: list[Numbers] | None = Field(None, min_length=2, description="raw state embeddings instead of frames")
+    actions: list[Numbers] | None = Field(None, min_length=1, description="action-conditioned models: one per step, "
                                          "action i leads from observation i to i + 1; none for V-JEPA 2's mask "
                                          "predictor (it scores one clip of frames_per_clip frames)")
-    proprio: list[Vector] | None = Field(
+    proprio: list[Numbers] | None = Field(
         None, min_length=2, description="V-JEPA 2-AC: the end-effector state (x, y, z, roll, pitch, yaw, gripper) at "
         "each observation frame, oldest first")
     threshold: float | None = Field(None, ge=-1000, le=1000, description="steps whose score exceeds this are listed "
@@ -420,6 +423,8 @@ class SurpriseResponse(BaseModel):
     threshold: float
     surprising: list[int] = Field(description="observation indices whose score exceeds the threshold")
     calibration: SurpriseCalibration
+    sampling: list[SampledFrames | None] | None = Field(
+        None, description="per observation: the frames taken from a video (null for other inputs)")
     timings_ms: dict[str, float]
 
 
@@ -497,8 +502,8 @@ class PlanRequest(Body):
         min_length=1, description="current frames, oldest first (up to the model's context)"
     )
     goal: MediaInput | None = Field(None, description="goal image (or clip)")
-    goal_state: Vector | None = Field(None, description="a goal state embedding instead of a goal image")
-    proprio: list[Vector] | None = Field(
+    goal_state: Numbers | None = Field(None, description="a goal state embedding instead of a goal image")
+    proprio: list[Numbers] | None = Field(
         None, description="V-JEPA 2-AC: the end-effector state (x, y, z, roll, pitch, yaw, gripper) at each "
         "observation frame, oldest first")
     horizon: int | None = Field(None, ge=1, description=f"actions in the plan; default {CEM.horizon} or the model's "

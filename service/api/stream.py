@@ -30,7 +30,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from service.api.schemas import SurpriseCalibration
@@ -44,20 +43,12 @@ from service.errors import (
     UnprocessableInput,
     error_body,
 )
-from service.media.clips import to_item
 from service.media.payload import RawImage, b64decode, decode_frames
 from service.model_pool import ServedModel
-from service.pipeline import media_limits, require_surprise
+from service.pipeline import media_limits
 from service.settings import Settings
 from service.state import Services
-from service.world import (
-    FutureSurprise,
-    StreamStep,
-    SurpriseScorer,
-    SurpriseStream,
-    TokenSurprise,
-    TokenSurpriseStream,
-)
+from service.world import FrameStream
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["world"])
@@ -176,51 +167,9 @@ async def refuse(websocket: WebSocket, error: ServiceError, code: int) -> None:
         await websocket.close(code, f"{error.code.value}: {error.message}"[:120])
 
 
-def encoder_for(model: ServedModel, output: str = "pooled") -> Callable[[np.ndarray], Awaitable[np.ndarray]]:
-    """frames (k, 3, H, W) -> the model's `output` of them as one clip (pooled (D,) or tokens (P', D))."""
-    async def encode(frames: np.ndarray) -> np.ndarray:
-        outputs = await model.encode([to_item(frames, model.clip)], outputs=(output,))
-        return outputs[output][0]
-
-    return encode
-
-
-def open_stream(model: ServedModel, scorer: SurpriseScorer | TokenSurprise) -> SurpriseStream | TokenSurpriseStream:
-    if isinstance(scorer, TokenSurprise):  # V-JEPA 2-AC: every frame encoded alone (a clip of itself)
-        encode = encoder_for(model, "tokens")
-        return TokenSurpriseStream(scorer, lambda frame: encode(frame[None]))
-    return SurpriseStream(scorer, encoder_for(model), model.clip.frames_per_clip if model.clip.is_clip else 1)
-
-
-async def push_frame(stream: SurpriseStream | TokenSurpriseStream, frame: np.ndarray, item: Frame) -> StreamStep:
-    """One decoded frame with the action (and proprio) that came with it, checked, into the stream."""
-    rollout = stream.scorer.rollout
-    action = None
-    if stream.needs_action():
-        if item.action is None:
-            raise UnprocessableInput(f"frame {stream.steps} needs the action that led to it",
-                                     code=ErrorCode.INVALID_ACTION)
-        within_box = not isinstance(stream, TokenSurpriseStream)  # recorded arm actions turn the wrist (/surprise)
-        action = rollout.check_actions(np.asarray([item.action], np.float32), within_box=within_box)[0]
-    if not isinstance(stream, TokenSurpriseStream):
-        if item.proprio is not None:
-            raise UnprocessableInput("this model takes no 'proprio' (only V-JEPA 2-AC does)",
-                                     code=ErrorCode.INVALID_PROPRIO)
-        return await stream.push(frame, action)
-    dim = rollout.spec.proprio_dim
-    if item.proprio is None or len(item.proprio) != dim:
-        raise UnprocessableInput(f"frame {stream.steps} needs 'proprio': the {dim}-value end-effector state at it",
-                                 {"proprio_dim": dim}, code=ErrorCode.INVALID_PROPRIO)
-    pose = np.asarray(item.proprio, np.float64)
-    if not (np.abs(pose) <= np.finfo(np.float32).max).all():
-        raise UnprocessableInput("proprio holds values beyond float32", code=ErrorCode.INVALID_PROPRIO)
-    return await stream.push(frame, pose.astype(np.float32), action)
-
-
-async def score_frames(websocket: WebSocket, services: Services, model: ServedModel,
-                       scorer: SurpriseScorer | TokenSurprise, threshold: float, inbox: asyncio.Queue) -> None:
+async def score_frames(websocket: WebSocket, services: Services, model: ServedModel, stream: FrameStream,
+                       inbox: asyncio.Queue) -> None:
     settings = services.settings
-    stream = open_stream(model, scorer)
     limits = media_limits(settings)
     while True:
         item = await inbox.get()
@@ -235,13 +184,13 @@ async def score_frames(websocket: WebSocket, services: Services, model: ServedMo
             return
         try:
             frame = (await services.decode(decode_frames, RawImage(item.data), model.preprocess, limits))[0]
-            result = await push_frame(stream, frame, item)
+            result = await stream.push(frame, item.action, item.proprio)
         except ServiceError as exc:
             await refuse(websocket, exc, close_code(exc))
             return
         await websocket.send_json({
             "type": "score", "step": result.step, "score": result.score, "distance": result.distance,
-            "surprising": result.score is not None and result.score > threshold,
+            "surprising": result.surprising,
         })
 
 
@@ -254,10 +203,7 @@ async def stream_surprise(websocket: WebSocket, model: str | None = None, thresh
         return
     try:
         served = services.models.resolve_model(model, services.settings.default_model)
-        scorer = require_surprise(served)
-        if isinstance(scorer, FutureSurprise):
-            raise UnprocessableInput(f"model {served.name!r} scores whole clips (V-JEPA 2's mask predictor): send "
-                                     "them to POST /surprise", code=ErrorCode.NO_SURPRISE)
+        stream = served.world.open_stream(threshold)
     except ServiceError as exc:
         await refuse(websocket, exc, POLICY)
         return
@@ -268,28 +214,25 @@ async def stream_surprise(websocket: WebSocket, model: str | None = None, thresh
     services.open_streams += 1
     services.metrics.open_streams.set(services.open_streams)
     try:
-        await _serve_stream(websocket, services, served, scorer, threshold)
+        await _serve_stream(websocket, services, served, stream)
     finally:
         services.open_streams -= 1
         services.metrics.open_streams.set(services.open_streams)
 
 
-async def _serve_stream(websocket: WebSocket, services: Services, served: ServedModel,
-                        scorer: SurpriseScorer | TokenSurprise, threshold: float | None) -> None:
-    limit = scorer.spec.threshold if threshold is None else threshold
-    frame_clips = served.clip.is_clip and not isinstance(scorer, TokenSurprise)  # V-JEPA 2-AC: frames one by one
+async def _serve_stream(websocket: WebSocket, services: Services, served: ServedModel, stream: FrameStream) -> None:
+    ready = stream.ready
     await websocket.send_json({
         "type": "ready", "model": served.name, "space_id": served.manifest.space_id,
-        "frames_per_clip": served.clip.frames_per_clip if frame_clips else 1,
-        "action_dim": scorer.rollout.spec.action_dim, "proprio_dim": scorer.rollout.spec.proprio_dim,
-        "threshold": limit,
-        "calibration": SurpriseCalibration.model_validate(scorer.spec, from_attributes=True).model_dump(),
+        "frames_per_clip": ready.frames_per_clip, "action_dim": ready.action_dim, "proprio_dim": ready.proprio_dim,
+        "threshold": ready.threshold,
+        "calibration": SurpriseCalibration.model_validate(ready.calibration, from_attributes=True).model_dump(),
         "buffer_frames": services.settings.stream_buffer_frames,
     })
     inbox: asyncio.Queue = asyncio.Queue(maxsize=services.settings.stream_buffer_frames)
     reader = asyncio.create_task(read_messages(websocket.receive, inbox, services.settings), name="stream-reader")
     try:
-        await score_frames(websocket, services, served, scorer, limit, inbox)
+        await score_frames(websocket, services, served, stream, inbox)
     except WebSocketDisconnect:
         pass
     except Exception:

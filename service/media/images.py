@@ -1,4 +1,4 @@
-"""Images: bytes -> RGB uint8 -> normalised float32 CHW, with byte and pixel limits."""
+"""Images: bytes -> RGB uint8 -> the model's CHW pixels (uint8, or normalised float32), with byte and pixel limits."""
 
 from __future__ import annotations
 
@@ -23,18 +23,21 @@ class ImageLimits:
 
 @dataclass(frozen=True, kw_only=True)
 class ImagePreprocess:
-    """What one model expects: fixed size, resampling, per-channel mean/std."""
+    """What one model expects: fixed size, resampling, per-channel mean/std, and the pixels' dtype: uint8 for a
+    graph that normalises inside (the manifest's `input.dtype`), float32 normalised here otherwise."""
 
     height: int
     width: int
     resize: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    dtype: str = "float32"
 
     def apply(self, rgb: Image.Image) -> np.ndarray:
-        """RGB -> (3, H, W) float32, (pixel / 255 - mean) / std as one multiply-add per value.
+        """RGB -> (3, H, W): for a uint8 graph a channels-first copy of the pixels and no float work at all;
+        otherwise float32, (pixel / 255 - mean) / std as one multiply-add per value.
 
-        The uint8 pixels are transposed to channels-first as a view and written once into the float output:
+        The uint8 pixels are transposed to channels-first as a view and written once into the output:
         7 to 14 times faster than float conversion, three passes and a float transpose
         (`python -m loadtests.bench_preprocess`); on a GPU the host's work per image is what bounds HTTP.
         Results differ from the three-pass form by less than 1e-6.
@@ -42,6 +45,8 @@ class ImagePreprocess:
         if rgb.size != (self.width, self.height):
             rgb = rgb.resize((self.width, self.height), RESAMPLING[self.resize])
         channels_first = np.asarray(rgb).transpose(2, 0, 1)  # (3, H, W) uint8 view
+        if self.dtype == "uint8":
+            return np.ascontiguousarray(channels_first)
         std = np.asarray(self.std, np.float32)
         scale = (1.0 / (255.0 * std))[:, None, None]
         offset = (-np.asarray(self.mean, np.float32) / std)[:, None, None]
@@ -49,6 +54,20 @@ class ImagePreprocess:
         np.multiply(channels_first, scale, out=pixels, casting="unsafe")
         pixels += offset
         return pixels
+
+    def from_normalised(self, tensor: np.ndarray) -> np.ndarray:
+        """Normalised float pixels (..., 3, H, W) -> what this model takes: themselves for a float graph, the
+        nearest uint8 pixels for a uint8 graph (exact for a tensor normalised from 8-bit pixels, as the image
+        path does; otherwise within half a grey level, values outside the pixel range clipped to it)."""
+        if self.dtype != "uint8":
+            return tensor
+        std = np.asarray(self.std, np.float32)[:, None, None]
+        pixels = (tensor * std + np.asarray(self.mean, np.float32)[:, None, None]) * np.float32(255.0)
+        return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+    @property
+    def bytes_per_value(self) -> int:
+        return np.dtype(self.dtype).itemsize
 
 
 def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:

@@ -85,7 +85,9 @@ def b64decode(text: str, max_bytes: int, what: str = "image") -> bytes:
 
 
 def decode_frames(item: MediaItem, preprocess: ImagePreprocess, limits: MediaLimits) -> np.ndarray:
-    """One item -> float32 (k, 3, H, W): its frames, decoded and preprocessed (k = 1 for an image)."""
+    """One item -> (k, 3, H, W) in the model's pixel dtype: its frames, decoded and preprocessed (k = 1 for an
+    image). A preprocessed tensor is normalised float pixels; a uint8 model takes it as the nearest uint8 pixels
+    (ImagePreprocess.from_normalised), so it shares batches and the one graph with decoded images."""
     if isinstance(item, RawVideo):
         return decode_video(
             item.data, item.sampling, video_frames_wanted(item, None), preprocess, limits.video
@@ -112,7 +114,7 @@ def decode_frames(item: MediaItem, preprocess: ImagePreprocess, limits: MediaLim
     array = np.frombuffer(item.data, dtype=dtype).reshape(shape).astype(np.float32)
     if not np.isfinite(array).all():
         raise UnprocessableInput("tensor contains NaN or Inf", code=ErrorCode.INVALID_TENSOR)
-    return array.reshape(-1, *frame)
+    return preprocess.from_normalised(array.reshape(-1, *frame))
 
 
 def video_frames_wanted(item: RawVideo, clip: ClipSpec | None) -> int:

@@ -155,7 +155,7 @@ def _targets(sampling: FrameSampling, k: int, total: int) -> tuple[str, list[flo
 def decode_video(
     data: bytes, sampling: FrameSampling, num_frames: int, preprocess: ImagePreprocess, limits: VideoLimits
 ) -> tuple[np.ndarray, SampledVideo]:
-    """-> float32 (num_frames, 3, H, W) preprocessed frames, oldest first, and what was sampled.
+    """-> (num_frames, 3, H, W) preprocessed frames (the model's pixel dtype), oldest first, and what was sampled.
 
     Every limit is checked before a frame is decoded: bytes, then (from the stream header) pixels per
     frame, frames to decode and the decoded-bytes budget. Frames are decoded one at a time; a sampled
@@ -184,7 +184,7 @@ def decode_video(
                 raise _too_long(limits)
         else:
             _check_span(sampling, num_frames, source, limits)
-        out = np.empty((num_frames, 3, preprocess.height, preprocess.width), np.float32)
+        out = np.empty((num_frames, 3, preprocess.height, preprocess.width), preprocess.dtype)
         taken = _sample(container, sampling, out, source, total, preprocess, limits)
         if sampling.mode == "uniform" and taken.count < num_frames and 0 < taken.decoded < total:
             # The header claimed more frames than the stream holds (a cut or damaged file): the segment
@@ -220,13 +220,14 @@ def decode_video(
 # one more per thread, plus the frame being converted; then one full-size RGB copy for the resize.
 DECODER_THREADS = 2  # FFmpeg's AUTO would start one per core, each holding frames: bounded here
 REFERENCE_FRAMES = 16
-# Output: the (k, 3, H, W) float32 rows, and once more for the clip rule's layout copy (to_item).
+# Output: the (k, 3, H, W) rows (float32, or uint8 for a graph that normalises), and once more for the clip rule's
+# layout copy (to_item).
 OUTPUT_COPIES = 2
 
 
 def output_bytes(num_frames: int, preprocess: ImagePreprocess) -> int:
     """Bytes of the preprocessed frames a video yields (known before the file is opened)."""
-    return OUTPUT_COPIES * num_frames * 3 * preprocess.height * preprocess.width * 4
+    return OUTPUT_COPIES * num_frames * 3 * preprocess.height * preprocess.width * preprocess.bytes_per_value
 
 
 def decode_bytes(source: _Source, num_frames: int, preprocess: ImagePreprocess) -> int:

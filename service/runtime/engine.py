@@ -14,6 +14,7 @@ class Engine(Protocol):
     precision: str
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
+    input_dtypes: dict[str, np.dtype]  # what each input's graph takes (uint8 pixels for a graph that normalises)
 
     def input_buffers(self, batch: int) -> dict[str, np.ndarray]:
         """Reusable host arrays of `batch` rows to assemble a batch into (page-locked on a GPU).

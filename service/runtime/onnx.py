@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from service.runtime.cuda_graphs import CudaGraphs, OrtDeviceIO, graph_shapes_missing
 from service.runtime.engine import HostBuffers
 from service.runtime.gpu import engine_cache_key
 from service.runtime.pinned import PageLocker
@@ -106,7 +107,9 @@ class OrtEngine:
     """One ONNX Runtime session. On a GPU every run is IO-bound: only the requested outputs cross to the host.
 
     `bind_device` forces the bound path on another device type ("cpu" in tests); None = "cuda" on a GPU
-    provider, plain `session.run` on the CPU (where there is no device to keep outputs on).
+    provider, plain `session.run` on the CPU (where there is no device to keep outputs on). `cuda_graphs` (on,
+    auto; off by default) replays one captured CUDA graph per batch size (service/runtime/cuda_graphs.py) on the
+    CUDA provider, or with `bind_device` the same fixed per-batch-size bindings elsewhere (tests).
     """
 
     def __init__(
@@ -119,38 +122,76 @@ class OrtEngine:
         provider_options: Mapping[str, Mapping[str, Any]] | None = None,
         *,
         bind_device: str | None = None,
+        cuda_graphs: str = "off",
     ) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads
         # One engine call at a time per instance; parallel ops inside a call only fight for cores.
         options.inter_op_num_threads = 1
-        extra = provider_options or {}
-        self._session = ort.InferenceSession(
-            str(path), sess_options=options, providers=[(p, dict(extra.get(p, {}))) for p in providers]
-        )
+        extra = {provider: dict(values) for provider, values in (provider_options or {}).items()}
         self.name = name
+        graphs = cuda_graphs != "off" and providers[0] == "CUDAExecutionProvider"
+        self._session, graphs = self._open_session(path, options, providers, extra, graphs)
         self.precision = precision
         self.device = self._session.get_providers()[0]
         self.input_names = tuple(i.name for i in self._session.get_inputs())
         self.output_names = tuple(o.name for o in self._session.get_outputs())
         self._in_shapes = {i.name: static_shape(i.shape) for i in self._session.get_inputs()}
-        self._in_dtypes = {i.name: np.dtype(ORT_DTYPES.get(i.type, np.float32)) for i in self._session.get_inputs()}
+        self.input_dtypes = {i.name: np.dtype(ORT_DTYPES.get(i.type, np.float32)) for i in self._session.get_inputs()}
         self._out_shapes = {o.name: static_shape(o.shape) for o in self._session.get_outputs()}
         self._out_dtypes = {o.name: np.dtype(ORT_DTYPES.get(o.type, np.float32)) for o in self._session.get_outputs()}
         on_gpu = self.device in GPU_PROVIDERS
         self._bind_device = bind_device or ("cuda" if on_gpu else None)
-        self._device_id = int(dict(extra.get(self.device, {})).get("device_id", 0)) if on_gpu else 0
+        self._device_id = int(extra.get(self.device, {}).get("device_id", 0)) if on_gpu else 0
         self._locker = PageLocker() if on_gpu else None
         lock = self._locker.lock if self._locker is not None and self._locker.available else None
         fixed = {n: s for n, s in self._in_shapes.items() if s is not None}
-        self._host = HostBuffers(fixed, {n: self._in_dtypes[n] for n in fixed}, lock)
+        self._host = HostBuffers(fixed, {n: self.input_dtypes[n] for n in fixed}, lock)
         self._lock_pages = lock
         self._bound: dict[tuple[int, tuple[str, ...]], BoundBatch] = {}
+        # the fixed bindings run wherever the session has graphs, or on a device the caller chose (tests)
+        use_graphs = cuda_graphs != "off" and (graphs or bind_device not in (None, "cuda"))
+        self._graphs = self._graph_bookkeeping(cuda_graphs, graphs, path, options, providers, extra) if use_graphs \
+            else None
+        self.cuda_graphs = cuda_graphs if self._graphs is not None else "off"
         self._guard = threading.Lock()  # one run at a time: the bound buffers belong to one batch
         self.host_bytes = 0  # bytes handed to the host by the last run: only what was asked for
-        log.info("engine %s: %s on %s (%s, %s)", name, path.name, self.device, precision,
-                 f"bound to {self._bind_device}" if self._bind_device else "host arrays")
+        log.info("engine %s: %s on %s (%s, %s, CUDA graphs %s)", name, path.name, self.device, precision,
+                 f"bound to {self._bind_device}" if self._bind_device else "host arrays", self.cuda_graphs)
+
+    def _open_session(self, path: Path, options: Any, providers: Sequence[str], extra: dict[str, dict[str, Any]],
+                      graphs: bool) -> tuple[Any, bool]:
+        """The session, with CUDA graphs enabled if asked and ONNX Runtime will build it so (else without);
+        -> (session, whether it has them)."""
+        def open_with(values: dict[str, dict[str, Any]]) -> Any:
+            return ort.InferenceSession(str(path), sess_options=options,
+                                        providers=[(p, dict(values.get(p, {}))) for p in providers])
+
+        if not graphs:
+            return open_with(extra), False
+        cuda = {**extra.get("CUDAExecutionProvider", {}), "enable_cuda_graph": "1"}
+        try:
+            return open_with({**extra, "CUDAExecutionProvider": cuda}), True
+        except Exception as exc:  # e.g. a compute node placed on the CPU between device kernels
+            log.warning("engine %s: ONNX Runtime will not build %s with CUDA graphs (%s); running without them",
+                        self.name, path.name, (str(exc).splitlines() or [type(exc).__name__])[0])
+            return open_with(extra), False
+
+    def _graph_bookkeeping(self, mode: str, graphs: bool, path: Path, options: Any, providers: Sequence[str],
+                           extra: dict[str, dict[str, Any]]) -> CudaGraphs | None:
+        """Fixed per-batch-size bindings with their graph ids; None (and a session without graphs) where an input
+        or output has no fixed item shape."""
+        missing = graph_shapes_missing(self._in_shapes, self._out_shapes)
+        if missing:
+            log.warning("engine %s: no CUDA graphs: %s have no fixed item shape", self.name, missing)
+            if graphs:
+                self._session, _ = self._open_session(path, options, providers, extra, graphs=False)
+            return None
+        inputs = {n: (self._in_shapes[n], self.input_dtypes[n]) for n in self.input_names}
+        outputs = {n: (self._out_shapes[n], self._out_dtypes[n]) for n in self.output_names}
+        return CudaGraphs(self._session, OrtDeviceIO(self._bind_device or "cuda", self._device_id), inputs, outputs,
+                          mode, self.name)
 
     def input_buffers(self, batch: int) -> dict[str, np.ndarray]:
         return self._host.get(batch)
@@ -162,7 +203,9 @@ class OrtEngine:
                 f"{self.name}: none of the outputs {list(outputs or [])} exists (have {list(self.output_names)})"
             )
         with self._guard:
-            if self._bind_device is None:
+            if self._graphs is not None:
+                result = self._run_graph(inputs, names)
+            elif self._bind_device is None:
                 values = self._session.run(list(names), {k: inputs[k] for k in self.input_names})
                 result = dict(zip(names, values, strict=True))
             else:
@@ -177,13 +220,25 @@ class OrtEngine:
             bound = self._bound[(batch, names)] = self._bind(batch, names)
         for name, value in bound.inputs.items():
             # one host -> device copy per input; a DMA transfer when the host array is page-locked
-            value.update_inplace(np.ascontiguousarray(inputs[name], self._in_dtypes[name]))
+            value.update_inplace(np.ascontiguousarray(inputs[name], self.input_dtypes[name]))
         self._session.run_with_iobinding(bound.binding)
         result = {name: array.copy() for name, array in bound.host_outputs.items()}  # buffers are reused
         if bound.allocated:
             produced = bound.binding.get_outputs()
             for name in bound.allocated:
                 result[name] = produced[self.output_names.index(name)].numpy()
+        return result
+
+    def _run_graph(self, inputs: dict[str, np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The batch size's fixed buffers: inputs copied in, its graph replayed, the outputs asked for copied out."""
+        prepared = self._graphs.get(int(next(iter(inputs.values())).shape[0]))
+        for name, value in prepared.inputs.items():
+            value.update_inplace(np.ascontiguousarray(inputs[name], self.input_dtypes[name]))
+        self._session.run_with_iobinding(prepared.binding, prepared.run_options)
+        result = {}
+        for name in names:
+            array = prepared.outputs[name].numpy()  # from device memory: a new host array; on the CPU: a view
+            result[name] = array if array.flags.owndata else array.copy()  # the buffers are reused
         return result
 
     def _bind(self, batch: int, names: tuple[str, ...]) -> BoundBatch:
@@ -194,7 +249,7 @@ class OrtEngine:
             if shape is None:
                 raise ValueError(f"{self.name}: input {name} has no fixed item shape; IO binding needs one")
             value = ort.OrtValue.ortvalue_from_shape_and_type(
-                [batch, *shape], self._in_dtypes[name], self._bind_device, self._device_id
+                [batch, *shape], self.input_dtypes[name], self._bind_device, self._device_id
             )
             binding.bind_ortvalue_input(name, value)
             device_inputs[name] = value

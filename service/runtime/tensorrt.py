@@ -58,6 +58,7 @@ class TensorRTEngine:
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         self.input_names = tuple(n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         self.output_names = tuple(n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        self.input_dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))) for n in self.input_names}
         self._stream = _check(cudart.cudaStreamCreate())
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
         self._lock = threading.Lock()

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contract import FutureSpec
 from service.batching import DynamicBatcher
-from service.repository import FutureSpec
 
 
 @dataclass(frozen=True)

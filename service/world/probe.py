@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contract import HeadSpec
 from service.batching import DynamicBatcher
-from service.repository import HeadSpec
 
 
 @dataclass(frozen=True)

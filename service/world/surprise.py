@@ -14,13 +14,11 @@ request are one batch, and many requests or streams share batches.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from service.repository import SurpriseSpec
+from contract import SurpriseSpec
 from service.world.future import FuturePredictor
 from service.world.rollout import LatentRollout
 from service.world.token_rollout import TokenRollout, TokenState
@@ -74,51 +72,6 @@ class SurpriseScorer:
         return Surprise(raw, self.normalise(raw))
 
 
-@dataclass(frozen=True)
-class StreamStep:
-    step: int  # index of the frame in the stream, from 0
-    distance: float | None  # None until the predictor has a state and an action behind this frame
-    score: float | None
-
-
-class SurpriseStream:
-    """One stream's scoring state: frames arrive one at a time, each scored against the prediction made from the
-    state before it and the action between them. `encode` turns the last `window` frames into a state (the
-    model's clip); every encode and predict call goes through the model's batchers, shared with other streams."""
-
-    def __init__(
-        self, scorer: SurpriseScorer, encode: Callable[[np.ndarray], Awaitable[np.ndarray]], window: int
-    ) -> None:
-        self.scorer = scorer
-        self._encode = encode
-        self._frames: deque[np.ndarray] = deque(maxlen=window)
-        self._previous: np.ndarray | None = None  # the state at the last frame, once it has a full clip
-        self.steps = 0
-
-    def needs_action(self) -> bool:
-        """Whether the next frame is scored, and so needs the action that led to it."""
-        return self._previous is not None
-
-    async def push(self, frame: np.ndarray, action: np.ndarray | None, deadline: float | None = None) -> StreamStep:
-        """frame (3, H, W) preprocessed; action (A,) checked by the caller, required when needs_action()."""
-        if self.needs_action() and action is None:
-            raise ValueError("an action is required from the second state on")
-        step = self.steps
-        self.steps += 1
-        self._frames.append(frame)
-        if len(self._frames) < (self._frames.maxlen or 1):
-            return StreamStep(step, None, None)
-        state = await self._encode(np.stack(self._frames))
-        previous, self._previous = self._previous, state
-        if previous is None:
-            return StreamStep(step, None, None)
-        assert action is not None
-        result = await self.scorer.score(np.stack([previous, state]), action[None], deadline)
-        if not np.isfinite(result.scores).all():
-            raise ValueError("the predictor's output overflowed")
-        return StreamStep(step, float(result.distances[0]), float(result.scores[0]))
-
-
 def future_token_l1(predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """(m, P, D) predicted and observed tokens of m future tubelet steps -> (m,) mean |predicted -
     layer_norm(observed)| per step: V-JEPA's training loss, whose targets are the layer-normed encoder tokens."""
@@ -165,41 +118,3 @@ class TokenSurprise:
         predicted = await self.rollout.teacher_forced(observed, actions, deadline)  # (n - 1, P, D)
         raw = np.abs(predicted.astype(np.float64) - observed.tokens[1:].astype(np.float64)).mean(axis=(1, 2))
         return Surprise(raw, (raw - self.spec.mean) / self.spec.std)
-
-
-class TokenSurpriseStream:
-    """One V-JEPA 2-AC stream: frames arrive one at a time with the pose at each and the action that led to them;
-    each is scored as POST /surprise scores it (against the prediction from the last W = context_frames frames
-    before it), which needs the last W + 1 frames: one predictor item per frame, through the batcher shared with
-    other streams. `encode` turns one preprocessed frame into its encoder tokens (P', D)."""
-
-    def __init__(self, scorer: TokenSurprise, encode: Callable[[np.ndarray], Awaitable[np.ndarray]]) -> None:
-        self.scorer = scorer
-        self._encode = encode
-        window = scorer.rollout.spec.context_frames
-        self._tokens: deque[np.ndarray] = deque(maxlen=window + 1)  # (P, D) layer-normed, per frame
-        self._poses: deque[np.ndarray] = deque(maxlen=window + 1)
-        self._actions: deque[np.ndarray] = deque(maxlen=window)  # action i led from frame i to frame i + 1
-        self.steps = 0
-
-    def needs_action(self) -> bool:
-        return self.steps > 0
-
-    async def push(self, frame: np.ndarray, pose: np.ndarray, action: np.ndarray | None,
-                   deadline: float | None = None) -> StreamStep:
-        """frame (3, H, W) preprocessed, pose (A,), action (A,) checked by the caller (required when needs_action())."""
-        if self.needs_action() and action is None:
-            raise ValueError("an action is required from the second frame on")
-        seen = self.scorer.rollout.start_state((await self._encode(frame))[None], pose[None])  # checks the pose
-        step = self.steps
-        self.steps += 1
-        self._tokens.append(seen.tokens[0])
-        self._poses.append(seen.poses[0])
-        if action is None:
-            return StreamStep(step, None, None)
-        self._actions.append(action)
-        result = await self.scorer.score(TokenState(np.stack(self._tokens), np.stack(self._poses)),
-                                          np.stack(self._actions), deadline)
-        if not np.isfinite(result.scores).all():
-            raise ValueError("the predictor's output overflowed")
-        return StreamStep(step, float(result.distances[-1]), float(result.scores[-1]))

@@ -58,18 +58,19 @@ class TokenRollout(ActionConditioned):
         layer-normed (n, P, D) the predictor works on."""
         return layer_norm(tokens[:, -self.tokens_per_frame:])
 
-    def start_state(self, tokens: np.ndarray, poses: np.ndarray) -> TokenState:
-        """tokens (n, P', D) of n encoded frames (see frame_tokens), poses (n, A)."""
-        n = tokens.shape[0]
-        poses = np.asarray(poses, np.float32)
-        if poses.shape != (n, self.spec.proprio_dim):
+    def check_poses(self, poses: np.ndarray, frames: int) -> None:
+        """One end-effector state per observation frame: poses (frames, proprio_dim), values checked before."""
+        if poses.shape != (frames, self.spec.proprio_dim):
             raise UnprocessableInput(
-                f"give one {self.spec.proprio_dim}-value end-effector state per observation frame ({n}); "
+                f"give one {self.spec.proprio_dim}-value end-effector state per observation frame ({frames}); "
                 f"got shape {list(poses.shape)}",
-                {"proprio_dim": self.spec.proprio_dim, "frames": n}, code=ErrorCode.INVALID_PROPRIO,
+                {"proprio_dim": self.spec.proprio_dim, "frames": frames}, code=ErrorCode.INVALID_PROPRIO,
             )
-        if not np.isfinite(poses).all():
-            raise UnprocessableInput("proprio contains NaN or Inf", code=ErrorCode.INVALID_PROPRIO)
+
+    def start_state(self, tokens: np.ndarray, poses: np.ndarray) -> TokenState:
+        """tokens (n, P', D) of n encoded frames (see frame_tokens), poses (n, A) checked by check_poses."""
+        poses = np.asarray(poses, np.float32)
+        self.check_poses(poses, tokens.shape[0])
         return TokenState(self.frame_tokens(tokens), poses)
 
     async def trajectories(

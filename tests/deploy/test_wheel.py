@@ -102,6 +102,8 @@ def test_wheel_ships_the_demo_weights(installed: Path):
     wheel = next((installed.parent.parent / "dist").glob("jepa_serve-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "models/demo/weights/demo.safetensors" in names, [n for n in names if n.startswith("models/")]
+    ui = {f"service/api/ui_assets/{name}" for name in ("index.html", "ui.js", "ui.css")}  # the /ui page
+    assert ui <= set(names), [n for n in names if n.startswith("service/api/")]
 
 
 def test_export_and_serve_from_the_installed_wheel(installed: Path, tmp_path: Path):
@@ -143,5 +145,7 @@ def test_export_and_serve_from_the_installed_wheel(installed: Path, tmp_path: Pa
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
         assert ready.status_code == 200, ready.text
         assert ready.json()["models"] == {"demo": "ready"}, ready.text
+        for page in ("/ui", "/ui/assets/ui.js"):  # read from the installed package's data
+            assert httpx.get(f"http://127.0.0.1:{port}{page}", timeout=5).status_code == 200, page
     finally:
         stop(process)

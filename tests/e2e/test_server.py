@@ -65,12 +65,13 @@ def readme_tour() -> list[str]:
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_readme_curl_tour_works_as_written(server: str, tmp_path: Path):
-    port = server.rsplit(":", 1)[1]
     lines = readme_tour()
     assert sum(line.startswith("curl") for line in lines) >= 7
+    assert "URL=http://127.0.0.1:8000" in lines, "the tour names the server once, in $URL"
+    assert not [line for line in lines if ":8000" in line and not line.startswith("URL=")], "only $URL names it"
     script = ["set -euo pipefail"]
     for line in lines:
-        line = line.replace("localhost:8000", f"localhost:{port}").replace(".venv/bin/python", sys.executable)
+        line = line.replace("URL=http://127.0.0.1:8000", f"URL={server}").replace(".venv/bin/python", sys.executable)
         # -f: any HTTP error fails the tour
         script.append(line.replace("curl -s ", "curl -sf ", 1))
     done = subprocess.run(["bash", "-c", "\n".join(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)

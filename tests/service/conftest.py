@@ -1,5 +1,5 @@
 """The collection suite runs once per storage backend: local files, Redis, and Milvus (the embedded milvus-lite);
-the tiny V-JEPA 2-AC export shared by the AC tests."""
+the tiny V-JEPA 2-AC and V-JEPA 2 (mask predictor) exports shared by the world-model tests."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import serving
 from tests.support.ac_export import ACExport, export_tiny_ac
+from tests.support.future_export import export_tiny_future
 
 BACKENDS = ("local", "redis", "milvus")
 
@@ -79,3 +80,9 @@ def store_client(store_settings) -> Iterator:
 def ac_export(tmp_path_factory: pytest.TempPathFactory) -> ACExport:
     """The tiny V-JEPA 2-AC checkpoint exported once: `ac` (with a surprise calibration) and `ac-tiny` (without)."""
     return export_tiny_ac(tmp_path_factory.mktemp("ac_export"))
+
+
+@pytest.fixture(scope="session")
+def future_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny V-JEPA 2 checkpoint with its mask predictor exported once: `vj`, calibrated on normal videos."""
+    return export_tiny_future(tmp_path_factory.mktemp("vjepa2_future"))

@@ -25,6 +25,21 @@ def test_health_readiness_models_and_metrics(client, photos):
     assert client.get("/docs").status_code == 200
     assert "/embed" in client.get("/openapi.json").json()["paths"]
 
+def test_models_shows_no_empty_notes(client):
+    """A manifest's notes for people (`image`, `normalize_tokens`, ...) are shown only where the export wrote one."""
+    def empty_strings(value, where="") -> list[str]:
+        if isinstance(value, dict):
+            return [w for k, v in value.items() for w in empty_strings(v, f"{where}.{k}")]
+        if isinstance(value, list):
+            return [w for i, v in enumerate(value) for w in empty_strings(v, f"{where}[{i}]")]
+        return [where] if value == "" else []
+
+    model = client.get("/models").json()["models"][0]
+    assert not empty_strings(model), empty_strings(model)
+    assert model["input"]["frames_per_clip"] == 2  # the rest of the contract is all there
+    assert model["predictor"]["action_dim"] == 2
+
+
 def test_unknown_route_uses_the_error_shape(client):
     assert_error(client.get("/nope"), 404)
     assert_error(client.delete("/embed"), 405)

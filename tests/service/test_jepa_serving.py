@@ -44,3 +44,7 @@ def test_served_ijepa_equals_transformers(tmp_path: Path, settings_factory, phot
         assert cosine_rows(np.asarray(out["tokens"]), ref) >= 0.9999
         listed = client.get("/models").json()
         assert "ijepa-tiny" in str(listed)
+        (served,) = [m for m in listed["models"] if m["name"] == "ijepa-tiny"]
+        # what reproduced transformers above: a fused-attention graph fed uint8 pixels by the server
+        assert served["components"]["encoder"]["attention"] == "mha"
+        assert served["input"]["dtype"] == "uint8"

@@ -19,8 +19,6 @@ from tests.conftest import png_bytes, serving
 from tests.support.ac_export import HISTORY, ACExport, scene, trajectory
 from tests.support.toolkit import assert_error, b64, batch_totals
 
-MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-STD = np.array([0.229, 0.224, 0.225], np.float32)
 P, D = 16, 64  # tokens per frame ((32 / 8)^2) and width of the tiny encoder
 
 
@@ -50,7 +48,8 @@ def by_hand(entry: Path, frames: np.ndarray, poses: np.ndarray, actions: np.ndar
     max(0, t - W + 1)..t (zeros after them), its block of frame t layer-normed, against frame t + 1's tokens."""
     manifest = json.loads((entry / "manifest.json").read_text())
     window = manifest["predictor"]["context_frames"]
-    x = ((frames.astype(np.float32) / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2)  # (T, 3, 32, 32)
+    assert manifest["input"]["dtype"] == "uint8"  # the encoder takes pixels and normalises them itself
+    x = frames.transpose(0, 3, 1, 2)  # (T, 3, 32, 32)
     clips = np.ascontiguousarray(np.repeat(x[:, :, None], 2, axis=2))  # (T, 3, 2, 32, 32)
     (tokens,) = ort.InferenceSession(str(entry / "encoder.onnx")).run(["tokens"], {"pixel_values": clips})
     tokens = layer_norm(tokens[:, -P:])  # (T, P, D)

@@ -25,8 +25,8 @@ def reference_scores(entry, frames: np.ndarray, actions: np.ndarray) -> tuple[np
     """The exported encoder and predictor run directly: state t = encoder(frames t-1, t); distance t =
     mse(predictor(state t-1, action t-1), state t); score = (distance - mean) / std from the manifest."""
     manifest = json.loads((entry / "manifest.json").read_text())
-    mean, std = np.asarray(manifest["input"]["mean"], np.float32), np.asarray(manifest["input"]["std"], np.float32)
-    x = ((frames.astype(np.float32) / 255.0 - mean) / std).transpose(0, 3, 1, 2)  # (F, 3, 64, 64)
+    assert manifest["input"]["dtype"] == "uint8"  # the encoder takes pixels and normalises them itself
+    x = frames.transpose(0, 3, 1, 2)  # (F, 3, 64, 64)
     clips = np.ascontiguousarray(np.stack([x[:-1], x[1:]], axis=1))  # clip t-1 ends at frame t: (F-1, 2, 3, 64, 64)
     encoder = ort.InferenceSession(str(entry / "encoder.onnx"), providers=["CPUExecutionProvider"])
     predictor = ort.InferenceSession(str(entry / "predictor.onnx"), providers=["CPUExecutionProvider"])
@@ -152,3 +152,19 @@ def test_a_video_is_sampled_like_embed_and_scored_frame_by_frame(client):
     # without num_frames a video gives 16 frames: they no longer match the 10 actions
     del body["num_frames"]
     assert_error(client.post("/surprise", json=body), 422, "invalid_action")
+
+
+def test_a_video_observation_echoes_its_sampling_like_embed(client):
+    from tests.video_files import write_video
+
+    frames, actions, _ = demo_trajectory(seed=3, violation="ball_teleport")
+    body = {"observations": [{"video": b64(write_video(list(frames)))}], "actions": actions.tolist(),
+            "num_frames": len(frames), "stride": 1}
+    response = client.post("/surprise", json=body)
+    assert response.status_code == 200, response.text
+    (sampling,) = response.json()["sampling"]
+    assert (sampling["mode"], sampling["num_frames"], sampling["stride"]) == ("stride", len(frames), 1)
+    assert sampling["frame_indices"] == list(range(len(frames)))
+    assert sampling["resolution"] == [64, 64]
+    images = client.post("/surprise", json={"observations": frames_payload(frames), "actions": actions.tolist()})
+    assert images.json()["sampling"] is None  # no video, nothing sampled

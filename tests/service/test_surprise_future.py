@@ -9,43 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import pytest
 
 from tests.conftest import png_bytes, serving
+from tests.support.future_export import drifting_frames
 from tests.support.toolkit import assert_error, b64
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-
-
-def drifting_frames(seed: int, n: int) -> np.ndarray:
-    """(n, 32, 32, 3) uint8: a smooth random image moving two pixels per frame."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (8, 8, 3)).astype(np.uint8).repeat(4, 0).repeat(4, 1)
-    return np.stack([np.roll(base, 2 * t, axis=1) for t in range(n)])
-
-
-@pytest.fixture(scope="module")
-def future_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from export.cli import main
-    from tests.jepa_checkpoints import tiny_vjepa2_folder
-    from tests.video_files import write_video
-
-    root = tmp_path_factory.mktemp("vjepa2_future")
-    tiny_vjepa2_folder(root / "hf", seed=2)
-    normal = root / "normal"
-    normal.mkdir()
-    for seed in range(3):
-        (normal / f"{seed}.mp4").write_bytes(write_video(list(drifting_frames(seed, 12))))
-    assert main(["vjepa2", str(root / "hf"), "--name", "vj", "--out", str(root / "repo"), "--frames", "6",
-                 "--future-steps", "2", "--no-fp16", "--surprise-videos", str(normal)]) == 0
-    return root / "repo"
 
 
 def by_hand(entry: Path, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     manifest = json.loads((entry / "manifest.json").read_text())
-    x = ((frames.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(3, 0, 1, 2)[None]  # (1,3,T,H,W)
-    x = np.ascontiguousarray(x)
+    assert manifest["input"]["dtype"] == "uint8"  # the graphs take pixels and normalise them themselves
+    x = np.ascontiguousarray(frames.transpose(3, 0, 1, 2)[None])  # (1, 3, T, H, W)
     (tokens,) = ort.InferenceSession(str(entry / "encoder.onnx")).run(["tokens"], {"pixel_values": x})
     context = np.ascontiguousarray(x[:, :, :manifest["future"]["context_frames"]])
     (predicted,) = ort.InferenceSession(str(entry / "future.onnx")).run(["predicted"], {"pixel_values": context})

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.repository import ComponentSpec, InputSpec, Manifest, OutputSpec
+from contract import ComponentSpec, InputSpec, Manifest, OutputSpec
 
 SIZE, PATCH, DIM = 16, 4, 8  # a 16x16 image in 4x4 patches: 16 tokens of 8 values
 GRID = SIZE // PATCH

@@ -1,9 +1,27 @@
 """Python client for jepa-serve (sync `Client`, asyncio `AsyncClient`); numpy in, numpy out."""
 
-from jepa_serve_client import errors
-from jepa_serve_client.arrays import Frames, Video
-from jepa_serve_client.client import AsyncClient, Client, Hit, Plan, Prediction, RetryPolicy, UpsertResult
-from jepa_serve_client.errors import JepaServeError
+__version__ = "1.0.0"
 
-__all__ = ["AsyncClient", "Client", "Frames", "Hit", "JepaServeError", "Plan", "Prediction", "RetryPolicy",
-           "UpsertResult", "Video", "errors"]
+from jepa_serve_client import errors  # noqa: E402
+from jepa_serve_client.arrays import Frames, Video  # noqa: E402
+from jepa_serve_client.client import AsyncClient, Client, RetryPolicy  # noqa: E402
+from jepa_serve_client.errors import JepaServeError  # noqa: E402
+from jepa_serve_client.indexing import IndexReport  # noqa: E402
+from jepa_serve_client.results import (  # noqa: E402
+    ClassifyResult,
+    Collection,
+    Embeddings,
+    Hit,
+    Label,
+    Model,
+    Plan,
+    Point,
+    Prediction,
+    StreamScore,
+    SurpriseResult,
+    UpsertResult,
+)
+
+__all__ = ["AsyncClient", "ClassifyResult", "Client", "Collection", "Embeddings", "Frames", "Hit", "IndexReport",
+           "JepaServeError", "Label", "Model", "Plan", "Point", "Prediction", "RetryPolicy", "StreamScore",
+           "SurpriseResult", "UpsertResult", "Video", "errors", "__version__"]

@@ -3,6 +3,10 @@
 Every error body is `{"error": {"code", "message", "detail"}}`. A code this client does not know yet
 becomes the class of its HTTP status (`NotFound`, `UnprocessableEntity`, ...), so `except NotFound`
 still works against a newer server.
+
+Failures with no answer from the server are `TransportError`s: `APIConnectionError` (refused, reset, DNS, TLS),
+its subclass `APITimeoutError`, and `UnexpectedResponse` (an answer that is not jepa-serve's JSON, e.g. a proxy's
+HTML page). So `except JepaServeError` catches everything the client raises about a call.
 """
 
 from __future__ import annotations
@@ -37,6 +41,25 @@ class JepaServeError(Exception):
         return f"{self.status} {self.code}: {self.message}{where}"
 
 
+class TransportError(JepaServeError):
+    """No usable answer from the server. `sent` is False when the request surely never reached it (the connection
+    was refused or could not be opened): only those are retried (RetryPolicy.retry_connect)."""
+
+    code = "transport_error"
+
+    def __init__(self, message: str, *, sent: bool = True, status: int = 0) -> None:
+        super().__init__(message, status=status)
+        self.sent = sent
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class APIConnectionError(TransportError): code = "connection_error"
+class APITimeoutError(APIConnectionError): code = "timeout"
+class UnexpectedResponse(TransportError): code = "unexpected_response"
+
+
 # One class per HTTP status: the parents of the per-code classes.
 class BadRequest(JepaServeError): status, code = 400, "bad_request"
 class Unauthorized(JepaServeError): status, code = 401, "unauthorized"
@@ -69,6 +92,7 @@ class ModelNotFound(NotFound): code = "model_not_found"
 class CollectionNotFound(NotFound): code = "collection_not_found"
 class PointNotFound(NotFound): code = "point_not_found"
 class HeadNotFound(NotFound): code = "head_not_found"
+class MediaNotFound(NotFound): code = "media_not_found"
 class SpaceMismatch(Conflict): code = "space_mismatch"
 class CollectionExists(Conflict): code = "collection_exists"
 class TooManyItems(PayloadTooLarge): code = "too_many_items"
@@ -112,12 +136,24 @@ def _leaves(base: type[JepaServeError]) -> list[type[JepaServeError]]:
     return found
 
 
-BY_STATUS: dict[int, type[JepaServeError]] = {c.status: c for c in JepaServeError.__subclasses__()}
+# The server's codes only: the transport errors are raised by this client, never sent.
+BY_STATUS: dict[int, type[JepaServeError]] = {
+    c.status: c for c in JepaServeError.__subclasses__() if not issubclass(c, TransportError)}
 # A per-code class wins over its status class of the same code (validation_error -> ValidationError).
 BY_CODE: dict[str, type[JepaServeError]] = {}
 for _cls in _leaves(JepaServeError):
+    if issubclass(_cls, TransportError):
+        continue
     if _cls.code not in BY_CODE or _cls.__bases__[0] is not JepaServeError:
         BY_CODE[_cls.code] = _cls
+
+
+def error_from_body(body: Any) -> JepaServeError:
+    """The exception for an error body without an HTTP status (a /stream/surprise error message): by its code."""
+    error = body.get("error") if isinstance(body, dict) else None
+    code = str(error.get("code", "")) if isinstance(error, dict) else ""
+    cls = BY_CODE.get(code, JepaServeError)
+    return error_from_response(cls.status, body)
 
 
 def error_from_response(status: int, body: Any, retry_after: float | None = None) -> JepaServeError:

@@ -41,18 +41,23 @@ def test_manifest_has_the_contract_fields(demo_repository: Path):
     assert encoder["parity"]["fp32"]["min_cosine"] >= FP32_GATE
     assert encoder["parity"]["fp16"]["min_cosine"] >= FP16_GATE
     assert encoder["files"] == {"fp32": "encoder.onnx", "fp16": "encoder.fp16.onnx"}
+    assert encoder["attention"] == {"fp32": "none", "fp16": "none"}  # a CNN: no attention to fuse
     for file in encoder["files"].values():
         assert (demo_repository / "demo" / file).is_file()
 
 
 def test_onnx_has_dynamic_batch_and_matches_torch(demo_repository: Path):
+    """The encoder takes uint8 pixels and normalises them itself: it equals PyTorch on the same pixels normalised."""
     session = ort.InferenceSession(str(demo_repository / "demo" / "encoder.onnx"), providers=["CPUExecutionProvider"])
-    encoder = load_demo_model().encoder  # the shipped, trained weights
+    assert session.get_inputs()[0].type == "tensor(uint8)"
+    model = load_demo_model()  # the shipped, trained weights
+    mean = np.asarray(model.mean, np.float32).reshape(1, 1, 3, 1, 1)
+    std = np.asarray(model.std, np.float32).reshape(1, 1, 3, 1, 1)
     for batch in (1, 3, 17):
-        x = np.random.default_rng(batch).standard_normal((batch, 2, 3, 64, 64)).astype(np.float32)
+        x = np.random.default_rng(batch).integers(0, 256, (batch, 2, 3, 64, 64), np.uint8)
         pooled, tokens = session.run(["pooled", "tokens"], {"pixel_values": x})
         with torch.inference_mode():
-            ref_pooled, ref_tokens = encoder(torch.from_numpy(x))
+            ref_pooled, ref_tokens = model.encoder(torch.from_numpy((x / np.float32(255.0) - mean) / std))
         assert pooled.shape == (batch, 128)
         assert tokens.shape == (batch, 64, 64)
         assert row_cosines(ref_pooled.numpy(), pooled).min() > 0.99999
@@ -111,6 +116,34 @@ def test_compare_outputs_reports_the_worst_row():
     report = compare_outputs(ref, cand)
     assert report.min_cosine == pytest.approx(1 / np.sqrt(2))
     assert report.max_abs_diff == pytest.approx(1.0)
+
+
+def imagenet_normalised(pixels: np.ndarray) -> np.ndarray:
+    """uint8 (B, 3, H, W) -> what the host used to feed: (pixel / 255 - mean) / std."""
+    from export.pipeline import IMAGENET_MEAN, IMAGENET_STD
+
+    mean, std = (np.asarray(v, np.float32).reshape(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    return (pixels / np.float32(255.0) - mean) / std
+
+
+def test_a_uint8_graph_equals_the_float_graph_on_the_same_pixels(tmp_path: Path):
+    """`jepa-export vit` writes a graph that takes uint8 pixels (the manifest says so); `--float-input` the graph the
+    host normalises for. Same weights, same pixels: the same embeddings."""
+    from export.cli import main
+
+    args = ["--out", str(tmp_path), "--image-size", "32", "--patch-size", "8", "--dim", "32", "--depth", "1",
+            "--heads", "2", "--no-fp16"]
+    assert main(["vit", "--name", "u8", *args]) == 0
+    assert main(["vit", "--name", "f32", "--float-input", *args]) == 0
+    dtypes = {name: json.loads((tmp_path / name / "manifest.json").read_text())["input"]["dtype"]
+              for name in ("u8", "f32")}
+    assert dtypes == {"u8": "uint8", "f32": "float32"}
+    x = np.random.default_rng(5).integers(0, 256, (4, 3, 32, 32), np.uint8)
+    u8 = run_onnx(tmp_path / "u8" / "encoder.onnx", {"pixel_values": x})
+    f32 = run_onnx(tmp_path / "f32" / "encoder.onnx", {"pixel_values": imagenet_normalised(x)})
+    for output in ("pooled", "tokens"):
+        assert row_cosines(f32[output], u8[output]).min() > 0.999999
+        np.testing.assert_allclose(u8[output], f32[output], atol=1e-4)
 
 
 def test_random_vit_export_for_benchmarks(tmp_path: Path):
@@ -234,9 +267,9 @@ def test_vit_export_with_fusions_keeps_its_outputs(tmp_path: Path):
 
     torch.manual_seed(0)
     reference = ViTEncoder(ViTConfig(image_size=32, patch_size=8, dim=32, depth=2, heads=2)).eval()
-    x = np.random.default_rng(3).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    x = np.random.default_rng(3).integers(0, 256, (3, 3, 32, 32), np.uint8)  # the graph normalises pixels itself
     with torch.inference_mode():
-        expected = reference(torch.from_numpy(x))[1].numpy()
+        expected = reference(torch.from_numpy(imagenet_normalised(x)))[1].numpy()
     for file in manifest["components"]["encoder"]["files"].values():
         got = run_onnx(folder / file, {"pixel_values": x})["tokens"]
         assert row_cosines(expected, got).min() > 0.999

@@ -10,7 +10,13 @@ import torch
 
 from export.cli import main
 from export.pipeline import FP16_GATE, FP32_GATE
-from tests.jepa_checkpoints import cosine_rows, original_vjepa2_file, tiny_ijepa_folder, tiny_vjepa2_folder
+from tests.jepa_checkpoints import (
+    cosine_rows,
+    original_vjepa2_file,
+    random_pixels,
+    tiny_ijepa_folder,
+    tiny_vjepa2_folder,
+)
 
 
 def session(path: Path) -> ort.InferenceSession:
@@ -25,7 +31,7 @@ def test_ijepa_hf_export_equals_transformers(tmp_path: Path):
     assert manifest["family"] == "ijepa"
     assert manifest["space_id"].startswith("ijepa-")
     assert manifest["input"] == {
-        "kind": "image", "layout": "NCHW", "channels": 3, "image_size": [32, 32], "resize": "bicubic",
+        "kind": "image", "layout": "NCHW", "channels": 3, "dtype": "uint8", "image_size": [32, 32], "resize": "bicubic",
         "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "frames_per_clip": 1, "tubelet": 1,
         "patch_size": 8,
     }
@@ -35,11 +41,12 @@ def test_ijepa_hf_export_equals_transformers(tmp_path: Path):
     assert encoder["parity"]["fp32"]["min_cosine"] >= FP32_GATE
     assert encoder["files"] == {"fp32": "encoder.onnx", "fp16": "encoder.fp16.onnx"}  # fp16 passed its gate
     assert encoder["parity"]["fp16"]["min_cosine"] >= FP16_GATE
+    assert encoder["attention"] == {"fp32": "mha", "fp16": "mha"}  # the fused operator by default, both precisions
     for precision in ("encoder.onnx", "encoder.fp16.onnx"):
         onnx = session(entry / precision)
-        for batch in (1, 5):  # dynamic batch
-            x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32)).astype(np.float32)
-            pooled, tokens = onnx.run(["pooled", "tokens"], {"pixel_values": x})
+        for batch in (1, 5):  # dynamic batch; the graph takes uint8 pixels and normalises them itself
+            pixels, x = random_pixels((batch, 3, 32, 32), batch)
+            pooled, tokens = onnx.run(["pooled", "tokens"], {"pixel_values": pixels})
             with torch.inference_mode():
                 ref = hf(pixel_values=torch.from_numpy(x)).last_hidden_state.numpy()
             assert tokens.shape == (batch, 16, 32)
@@ -68,8 +75,8 @@ def test_vjepa2_hf_export_equals_transformers(tmp_path: Path):
     assert manifest["components"]["encoder"]["outputs"] == ["pooled", "frames", "tokens"]
     onnx = session(entry / "encoder.onnx")
     for batch in (1, 3):
-        video = np.random.default_rng(batch).standard_normal((batch, 3, 4, 32, 32)).astype(np.float32)
-        pooled, frames, tokens = onnx.run(["pooled", "frames", "tokens"], {"pixel_values": video})
+        pixels, video = random_pixels((batch, 3, 4, 32, 32), batch)
+        pooled, frames, tokens = onnx.run(["pooled", "frames", "tokens"], {"pixel_values": pixels})
         with torch.inference_mode():
             ref = hf(pixel_values_videos=torch.from_numpy(video).permute(0, 2, 1, 3, 4),
                      skip_predictor=True).last_hidden_state.numpy()
@@ -86,7 +93,7 @@ def test_vjepa2_ac_export_reproduces_the_original_code(tmp_path: Path):
     steps = ac.config["steps"]
     code = main(["vjepa2", str(tmp_path / "vjepa2-ac-tiny.pt"), "--name", "ac", "--out", str(tmp_path / "repo"),
                  "--frames", "4", "--history", str(steps), "--heads", "2", "--predictor-heads", "2",
-                 "--image-size", "32", "--no-fp16"])
+                 "--image-size", "32", "--no-fp16", "--float-input"])  # the fixtures' inputs are float clips
     assert code == 0
     entry = tmp_path / "repo" / "ac"
     manifest = json.loads((entry / "manifest.json").read_text())
@@ -94,6 +101,7 @@ def test_vjepa2_ac_export_reproduces_the_original_code(tmp_path: Path):
     predictor = manifest["components"]["predictor"]
     assert predictor["inputs"] == {"context": [-1, steps * 16, 64], "actions": [-1, steps, 7], "states": [-1, steps, 7]}
     assert predictor["parity"]["fp32"]["min_cosine"] >= FP32_GATE
+    assert predictor["attention"] == manifest["components"]["encoder"]["attention"] == {"fp32": "mha"}
     contract = manifest["predictor"]
     assert (contract["action_dim"], contract["context_frames"], contract["tokens_per_frame"]) == (7, steps, 16)
     (tokens,) = session(entry / "encoder.onnx").run(["tokens"], {"pixel_values": enc.inputs["video"].numpy()})
@@ -157,11 +165,11 @@ def test_models_over_the_protobuf_limit_keep_weights_beside_the_graph(tmp_path: 
     weights = [t for t in graph.initializer if len(t.dims) >= 2 and np.prod(t.dims) >= 1024]  # the matrices
     assert weights
     assert all(t.data_location == onnx.TensorProto.EXTERNAL for t in weights)
-    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    pixels, x = random_pixels((2, 3, 32, 32), 0)
     with torch.inference_mode():
         ref = hf(pixel_values=torch.from_numpy(x)).last_hidden_state.numpy()
     for name, gate in (("encoder.onnx", 0.9999), ("encoder.fp16.onnx", 0.999)):
-        (tokens,) = session(entry / name).run(["tokens"], {"pixel_values": x})
+        (tokens,) = session(entry / name).run(["tokens"], {"pixel_values": pixels})
         assert cosine_rows(tokens, ref) >= gate, name
 
 
@@ -176,8 +184,9 @@ def test_vjepa2_future_prediction_export_equals_the_transformers_predictor(tmp_p
     assert manifest["future"]["context_frames"] == 2
     assert manifest["future"]["future_steps"] == 2
     assert manifest["components"]["future"]["inputs"] == {"pixel_values": [-1, 3, 2, 32, 32]}
-    clips = np.random.default_rng(4).standard_normal((3, 3, 2, 32, 32)).astype(np.float32)
-    predicted, pooled = session(entry / "future.onnx").run(["predicted", "context_pooled"], {"pixel_values": clips})
+    assert manifest["components"]["future"]["attention"] == {"fp32": "mha"}
+    pixels, clips = random_pixels((3, 3, 2, 32, 32), 4)
+    predicted, pooled = session(entry / "future.onnx").run(["predicted", "context_pooled"], {"pixel_values": pixels})
     with torch.inference_mode():
         context = hf(pixel_values_videos=torch.from_numpy(clips).permute(0, 2, 1, 3, 4),
                      skip_predictor=True).last_hidden_state  # (3, 16, 64): one tubelet step

@@ -7,8 +7,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from contract import ComponentSpec
 from export.pipeline import ExportOptions, export_component, write_entry
-from service.repository import ComponentSpec, read_entry
+from service.repository import read_entry
 from tests.support.paths import ROOT
 
 

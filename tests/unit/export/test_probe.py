@@ -11,9 +11,10 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+from contract import HEAD_FEATURES, HeadSpec
 from export.probe import KIND_DEFAULTS, ProbeOptions, labelled_csv, labelled_folder, train_probe
 from export.probe_heads import FitOptions, MlpWeights, fit_linear, head_graph, mlp_graph
-from service.repository import HEAD_FEATURES, HeadSpec, ManifestError, read_entry
+from service.repository import ManifestError, read_entry
 from tests.support.fake_repository import SIZE, write_fake_entry
 
 LINEAR = FitOptions(**dict(zip(("epochs", "learning_rate", "weight_decay"), KIND_DEFAULTS["linear"], strict=True)))

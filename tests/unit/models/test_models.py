@@ -49,3 +49,21 @@ def test_demo_model_is_deterministic_per_seed_and_leaves_global_rng_alone():
     with torch.inference_mode():
         torch.testing.assert_close(a.encoder(x)[0], b.encoder(x)[0])
         assert not torch.allclose(a.encoder(x)[0], c.encoder(x)[0])
+
+
+def test_fused_attention_computes_what_the_written_out_attention_does():
+    """The operator the export fuses, with 3-D rotary positions and the block-causal mask (V-JEPA 2-AC's predictor)."""
+    from models.ac_predictor import ACPredictorConfig, VJepa2ACPredictor
+    from models.jepa_blocks import use_fused_attention
+
+    torch.manual_seed(0)
+    predictor = VJepa2ACPredictor(ACPredictorConfig(image_size=32, patch_size=8, embed_dim=48, dim=48, depth=2, heads=2,
+                                                    mlp_hidden=64)).eval()
+    inputs = (torch.randn(2, 32, 48), torch.randn(2, 2, 7), torch.randn(2, 2, 7))
+    with torch.inference_mode():
+        written_out = predictor(*inputs)
+        assert use_fused_attention(predictor) == 2
+        fused = predictor(*inputs)
+        use_fused_attention(predictor, False)
+        assert torch.equal(predictor(*inputs), written_out)
+    torch.testing.assert_close(fused, written_out, atol=2e-6, rtol=1e-5)

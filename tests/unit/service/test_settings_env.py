@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.settings import Settings, SettingsError, load_settings, unknown_variables
+from service.settings import Settings, SettingsError, did_you_mean, load_settings, unknown_variables
 
 BIN = Path(sys.executable).parent
 
@@ -50,6 +50,17 @@ def test_unknown_jepa_variables_are_found():
     assert unknown_variables(environ) == ["JEPA_MAX_BATCH_SIZ", "jepa_fsynk"]
 
 
+@pytest.mark.parametrize(("name", "meant"), [
+    ("JEPA_MAX_BATCH_SIZ", "JEPA_MAX_BATCH_SIZE"),
+    ("jepa_fsynk", "JEPA_FSYNC"),
+    ("JEPA_UI_MEDIA_DIRS", "JEPA_UI_MEDIA_DIR"),
+    ("JEPA_REQUEST_TIMEOUT", "JEPA_REQUEST_TIMEOUT_MS"),
+    ("JEPA_SOMETHING_ELSE_ENTIRELY", None),
+])
+def test_a_misspelt_variable_gets_the_setting_it_most_likely_meant(name, meant):
+    assert did_you_mean(name) == meant
+
+
 def test_jepa_serve_warns_about_unknown_variables_at_start(monkeypatch, capsys, tmp_path: Path):
     import service.cli
 
@@ -64,4 +75,15 @@ def test_jepa_serve_warns_about_unknown_variables_at_start(monkeypatch, capsys, 
     monkeypatch.setenv("JEPA_LOG_FORMAT", "text")
     assert service.cli.main(["--port", "8123", "--data-dir", str(tmp_path / "d")]) == 0
     assert started == [8123]
-    assert "JEPA_MAX_BATCH_SIZ is not a jepa-serve setting: ignored" in capsys.readouterr().err
+    assert "JEPA_MAX_BATCH_SIZ is not a jepa-serve setting: ignored (did you mean JEPA_MAX_BATCH_SIZE?)" in \
+        capsys.readouterr().err
+
+
+def test_plan_samples_above_the_predictor_batch_are_refused_in_one_line():
+    with pytest.raises(SettingsError) as caught:
+        load_settings({}, max_plan_samples=2048, predictor_max_batch_size=1024)
+    line = str(caught.value)
+    assert "\n" not in line
+    assert "JEPA_MAX_PLAN_SAMPLES=2048 is above JEPA_PREDICTOR_MAX_BATCH_SIZE=1024" in line
+    assert Settings(predictor_max_batch_size=64).max_plan_samples == 64  # the default follows the batch size
+    assert Settings(predictor_max_batch_size=64, max_plan_samples=32).max_plan_samples == 32

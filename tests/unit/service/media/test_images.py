@@ -45,6 +45,36 @@ def test_preprocess_normalises_to_chw():
     np.testing.assert_allclose(x[:, 10, 10], [(1 - 0.5) / 0.25, (128 / 255 - 0.5) / 0.25, -2.0], atol=1e-5)
 
 
+PRE_U8 = ImagePreprocess(height=64, width=64, resize="bilinear", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                         dtype="uint8")
+
+
+def test_a_uint8_model_gets_its_pixels_laid_out_and_no_float_work():
+    """The graph normalises (export/pixels.py): the host resizes and lays out, and the same image's float
+    preprocessing is exactly the normalisation of those pixels."""
+    rgb = Image.fromarray(photo("coffee")).resize((100, 30))
+    pixels = PRE_U8.apply(rgb)
+    assert pixels.dtype == np.uint8
+    assert pixels.shape == (3, 64, 64)
+    assert pixels.flags.c_contiguous
+    resized = np.asarray(rgb.resize((64, 64), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(pixels, resized.transpose(2, 0, 1))
+    np.testing.assert_allclose(PRE.apply(rgb), (pixels / np.float32(255.0) - 0.5) / 0.25, atol=1e-5)
+
+
+def test_a_preprocessed_tensor_reaches_a_uint8_model_as_the_pixels_it_was_made_from():
+    rgb = Image.fromarray(photo("astronaut")).resize((64, 64))
+    from_image = PRE_U8.apply(decode_image(png_bytes(np.asarray(rgb)), LIMITS))
+    normalised = PRE.apply(rgb)
+    from_tensor = pixels(RawTensor(normalised.tobytes(), "float32", (3, 64, 64)), PRE_U8, LIMITS)
+    assert from_tensor.dtype == np.uint8
+    np.testing.assert_array_equal(from_tensor, from_image)  # exact: the same batch rows as the image itself
+    half = pixels(RawTensor(normalised.astype(np.float16).tobytes(), "float16", (3, 64, 64)), PRE_U8, LIMITS)
+    assert np.abs(half.astype(int) - from_image.astype(int)).max() <= 1  # float16 keeps pixels within a grey level
+    beyond = np.full((3, 64, 64), 9.0, np.float32)  # past white: the nearest pixel is white
+    np.testing.assert_array_equal(pixels(RawTensor(beyond.tobytes(), "float32", (3, 64, 64)), PRE_U8, LIMITS), 255)
+
+
 def test_garbage_and_truncated_images_are_400():
     with pytest.raises(InvalidInput):
         decode_image(b"definitely not an image", LIMITS)

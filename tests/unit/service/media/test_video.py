@@ -202,3 +202,16 @@ def test_video_decodes_wait_for_one_of_the_process_wide_slots():
     assert started[1].startswith("v")
     assert done == ["v0", "v1", "v2", "v3", "image"]
     assert most[0] == 2
+
+
+def test_frames_for_a_uint8_model_are_its_pixels_and_are_budgeted_at_a_byte_each(mp4):
+    from dataclasses import replace
+
+    from service.media.video import output_bytes
+
+    pixels_model = replace(RAW, dtype="uint8")
+    frames, _ = decode_video(mp4, FrameSampling(stride=3), 4, pixels_model, LIMITS)
+    floats, _ = sample(mp4, 4, stride=3)
+    assert frames.dtype == "uint8"
+    assert abs(frames / 255.0 - floats).max() < 1e-6  # RAW normalises by mean 0, std 1: pixel / 255
+    assert output_bytes(4, pixels_model) * 4 == output_bytes(4, RAW)

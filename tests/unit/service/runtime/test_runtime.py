@@ -39,12 +39,13 @@ def test_engine_cache_key_names_gpu_and_version():
 
 
 def demo_input(demo_repository, batch: int, seed: int) -> dict:
-    """A random batch of the shape the demo manifest declares for its encoder."""
+    """A random batch of the shape and pixel dtype the demo manifest declares for its encoder."""
     import json
 
     manifest = json.loads((demo_repository / "demo" / "manifest.json").read_text())
     shape = manifest["components"]["encoder"]["inputs"]["pixel_values"][1:]
-    return {"pixel_values": np.random.default_rng(seed).standard_normal((batch, *shape)).astype(np.float32)}
+    assert manifest["input"]["dtype"] == "uint8"
+    return {"pixel_values": np.random.default_rng(seed).integers(0, 256, (batch, *shape), np.uint8)}
 
 
 def test_fp16_artifact_on_cpu_runs_and_matches_fp32(demo_repository):
@@ -116,6 +117,8 @@ def test_bound_results_survive_the_next_batch(demo_repository):
 def test_input_buffers_are_allocated_once_per_batch_size(demo_repository):
     engine = OrtEngine("demo/encoder", demo_repository / "demo" / "encoder.onnx", ["CPUExecutionProvider"], "fp32")
     a, b, c = engine.input_buffers(4), engine.input_buffers(4), engine.input_buffers(8)
+    assert engine.input_dtypes == {"pixel_values": np.dtype(np.uint8)}  # the demo graph normalises pixels itself
+    assert a["pixel_values"].dtype == np.uint8  # buffers follow the graph: a quarter of float32's bytes
     assert a["pixel_values"] is b["pixel_values"]
     assert c["pixel_values"].shape[0] == 8
     assert a["pixel_values"].shape[0] == 4
