@@ -135,8 +135,8 @@ async def delete_points(name: CollectionName, body: DeletePoints, services: Read
 
 
 # Any text is a point id: '/' (sent as %2F, decoded before routing; jepa-serve-client index names points by their
-# relative file path) and a newline (the `path` convertor's `.*` misses that) included. Registering a convertor is Starlette's documented way; it is
-# idempotent.
+# relative file path) and a newline (the `path` convertor's `.*` misses that) included. Registering a convertor
+# is Starlette's documented way; it is idempotent.
 register_url_convertor("point_id", PointIdConvertor())
 
 
