@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -27,16 +26,6 @@ MAX_TIMEOUT_MS = 3_600_000  # an hour: the bound of every timeout_ms and of the 
 
 PointId = Annotated[str, Field(min_length=1, max_length=256)]
 
-
-def _addressable(point_id: str) -> str:
-    if point_id in (".", ".."):
-        raise ValueError(f"point id {point_id!r} cannot be fetched: HTTP clients drop '.' and '..' path segments "
-                         "(GET /collections/{name}/points/{id}); any other text is a valid id")
-    return point_id
-
-
-# What an upsert may store: every stored id can be fetched by GET .../points/{id} (percent-encoded).
-NewPointId = Annotated[PointId, AfterValidator(_addressable)]
 Vector = list[float]
 # The numbers a world model takes (actions, proprio, states): JSON numbers only. Lax parsing would read `true` as
 # 1.0 and "1.5" as 1.5; shape and range are checked once for every endpoint (service/world/inputs.py).
@@ -251,7 +240,7 @@ class CollectionInfo(BaseModel):
 
 
 class UpsertPoints(Body):
-    ids: list[NewPointId] = Field(min_length=1)
+    ids: list[PointId] = Field(min_length=1)
     vectors: list[Vector] | VectorArray | None = Field(
         None, description="precomputed vectors: lists of floats, or one base64 array; up to max_upsert_vectors "
         "and max_upsert_bytes (GET /limits) per request")
