@@ -188,9 +188,9 @@ def test_kill9_during_concurrent_single_point_upserts_loses_nothing_milvus_embed
     server = replica(demo_repository, tmp_path, str(tmp_path / "milvus.db"))
     server.start()
     try:
-        acknowledged = crash_with_writers(server, "crashy", {"dim": DIM, "index": "flat"}, writers=writers, rounds=3)
+        acknowledged = crash_with_writers(server, "crashy", {"dim": DIM, "index": "flat"}, writers=writers, rounds=2)
         record(f"kill -9 while {writers} client threads upsert single points (milvus embedded)",
-               acknowledged=acknowledged, kills=3, lost=0)
+               acknowledged=acknowledged, kills=2, lost=0)
     finally:
         server.stop()
 
