@@ -90,6 +90,7 @@ class SearchDevice:
         self._cast = session(cast_graph())
         self._budget = threading.Lock()
         self.reserved_bytes = 0
+        self.failed = False  # an engine call raised: every collection is searched on the CPU from then on
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SearchDevice | None:
@@ -111,6 +112,13 @@ class SearchDevice:
                  PROVIDERS[choice], settings.search_device_max_bytes >> 20,
                  settings.search_device_workspace_bytes >> 20)
         return device
+
+    def fail(self, collection: str) -> None:
+        """Stop using the device (called from an `except` block: the traceback is logged, once)."""
+        if not self.failed:
+            self.failed = True
+            log.exception("device search failed (collection %s); flat collections are searched by FAISS on the "
+                          "CPU from now on", collection)
 
     # -- memory -----------------------------------------------------------------------
 
@@ -209,15 +217,22 @@ class DeviceMirror:
     def candidates(self, queries: np.ndarray, fetch: int, vectors: np.ndarray, alive: np.ndarray,
                    next_key: int) -> np.ndarray | None:
         """(Q, C) keys, C = min(fetch + RERANK_MARGIN, rows), best first by fp16 score, -1 for no point; None when
-        the CPU must answer (no room on the device, an l2 query out of fp16's range)."""
-        with self._lock:
-            if not self._sync(vectors, alive, next_key):
-                return None
-            rows, scale, buffers = self._rows, self._scale, self._buffers
-        scaled = self._scaled_queries(queries, scale)
-        if scaled is None or buffers is None or rows == 0:
+        the CPU must answer (no room on the device, an l2 query out of fp16's range, a device that failed)."""
+        if self.device.failed:
             return None
-        top_scores, top_rows = self.device.top_k(self.metric, scaled, *buffers, rows, min(fetch + RERANK_MARGIN, rows))
+        try:
+            with self._lock:
+                if not self._sync(vectors, alive, next_key):
+                    return None
+                rows, scale, buffers = self._rows, self._scale, self._buffers
+            scaled = self._scaled_queries(queries, scale)
+            if scaled is None or buffers is None or rows == 0:
+                return None
+            top_scores, top_rows = self.device.top_k(self.metric, scaled, *buffers, rows,
+                                                     min(fetch + RERANK_MARGIN, rows))
+        except Exception:  # noqa: BLE001 - an engine error must cost speed, not the search
+            self.device.fail(self.name)
+            return None
         return np.where(np.isneginf(top_scores.astype(np.float32)), -1, top_rows)
 
     def _scaled_queries(self, queries: np.ndarray, scale: float) -> np.ndarray | None:

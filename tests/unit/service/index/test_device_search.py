@@ -167,3 +167,22 @@ def test_a_collection_that_outgrows_flat_gives_its_device_memory_back():
                       [{}] * 200)
     assert collection.index_in_use == "hnsw"
     assert device.reserved_bytes == 0
+
+
+def test_an_engine_error_on_the_device_costs_speed_not_the_search(caplog):
+    rng = np.random.default_rng(6)
+
+    class Broken(Counting):
+        def top_k(self, *args, **kwargs):
+            super().top_k(*args, **kwargs)
+            raise RuntimeError("CUDA failure 700: an illegal memory access")
+
+    device = Broken("CPUExecutionProvider", max_bytes=1 << 30, workspace_bytes=1 << 20)
+    collection = Collection(CollectionConfig(name="broken", dim=DIM, metric="ip"), background=False, device=device)
+    points: dict[str, np.ndarray] = {}
+    upsert(collection, points, [f"p-{i}" for i in range(400)], rng.standard_normal((400, DIM)))
+    for _ in range(2):
+        assert_same(collection, points, rng.standard_normal((3, DIM)), "ip", 5)  # answered by FAISS
+    assert device.calls == 1  # tried once, then no more
+    assert device.failed
+    assert [r.levelname for r in caplog.records if "device search failed" in r.message] == ["ERROR"]
