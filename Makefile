@@ -65,9 +65,12 @@ bench: $(BENCH_STAMP) soak
 # docs/bench/gpu.md on a GPU machine: PyTorch eager, the raw engine, the served path in process and HTTP, for ViT-S/16,
 # ViT-L/16 and a V-JEPA 2 ViT-L clip encoder (minutes). Dry run on any machine:
 #   make bench-gpu BENCH_GPU_ARGS="--device cpu --models tiny,vjepa2-tiny --out /tmp/b"
+# Then docs/bench/gpu_search.md: exact search of 1M x 384 on the GPU (dry run: BENCH_GPU_SEARCH_ARGS="--device cpu
+# --points 5000 --dim 32 --out /tmp/b").
 .PHONY: bench-gpu bench-attention
 bench-gpu: $(STAMP)
 	$(PY) -m loadtests.bench_gpu $(BENCH_GPU_ARGS)
+	$(PY) -m loadtests.bench_gpu_search $(BENCH_GPU_SEARCH_ARGS)
 
 # Fused attention vs the unfused graph on this CPU, ViT-S/16 at batch 1 and the best batch (a quiet machine, minutes)
 bench-attention: $(STAMP)

@@ -82,12 +82,14 @@ class ErrorCode(StrEnum):
     INVALID_CLIP = "invalid_clip", 422, "a clip has more frames than the model takes per input"
     INVALID_CONTEXT = "invalid_context", 422, "the context or observation frames do not fit the model"
     INVALID_FILTER = "invalid_filter", 422, "the metadata filter is malformed"
+    INVALID_LABEL = ("invalid_label", 422,
+                     "kNN classify: the label field is on none of the neighbours, or a label is an object or a list")
     INVALID_INDEX = "invalid_index", 422, "unknown index kind or invalid index parameters"
     INVALID_PLAN = "invalid_plan", 422, "the planning settings are invalid or above the server's limits"
     INVALID_PROPRIO = "invalid_proprio", 422, "the end-effector states are missing, of the wrong size or not finite"
     INVALID_SAMPLING = "invalid_sampling", 422, "the video sampling settings cannot be met"
     INVALID_TENSOR = "invalid_tensor", 422, "a raw tensor's shape is not the model input's, or it holds NaN or Inf"
-    INVALID_VECTOR = "invalid_vector", 422, "a vector is not finite (or is zero under the cosine metric)"
+    INVALID_VECTOR = "invalid_vector", 422, "a vector is not finite, zero (cosine) or too large for float32 scores"
     DIMENSION_MISMATCH = "dimension_mismatch", 422, "vectors of the wrong or of differing lengths"
     K_TOO_LARGE = "k_too_large", 422, "k is above max_search_k"
     NO_MODEL_FOR_COLLECTION = ("no_model_for_collection", 422,

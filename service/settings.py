@@ -268,6 +268,24 @@ class Settings(BaseSettings):
         description="how long a write waits for this replica to apply it (read-your-writes) after Redis stored it",
     )
 
+    # Exact search of flat collections (local, redis) on the GPU: service/index/device_search.py.
+    search_device: Literal["auto", "faiss", "cuda", "onnx_cpu"] = Field(
+        "auto",
+        description="auto = cuda when the server runs on CUDA, else faiss; faiss = FAISS on the CPU; cuda = the "
+        "vectors resident on the GPU in fp16, scored there by ONNX Runtime; onnx_cpu = the same path on ONNX "
+        "Runtime's CPU provider (tests, dry runs; slower than faiss)",
+    )
+    search_device_max_bytes: int = Field(
+        4 * 1024**3, ge=0,
+        description="device memory for resident vectors, all flat collections together: (2 x dim + 2) bytes per "
+        "point (770 at 384-d) plus 25 % growth room; a collection past it is searched on the CPU",
+    )
+    search_device_workspace_bytes: int = Field(
+        1024**3, ge=1 << 20,
+        description="device memory for the scores of one search call (16 bytes per query and point): larger query "
+        "batches are scored in chunks",
+    )
+
     # storage=milvus: an embedded milvus-lite file, or a Milvus server / cluster shared by every replica.
     milvus_uri: str | None = Field(
         None,

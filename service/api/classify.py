@@ -11,7 +11,7 @@ from service.api.deps import DeadlineDep, ReadyServicesDep
 from service.api.inputs import check_count, to_media_items
 from service.api.schemas import COMMON_ERRORS, ClassifyRequest, ClassifyResponse, LabelScore, error_responses
 from service.errors import ErrorCode, NotFound, UnprocessableInput
-from service.index.vote import vote_labels
+from service.index.vote import check_label_field, vote_labels
 from service.pipeline import check_space, embed_items, model_for_collection
 from service.state import Services
 
@@ -82,6 +82,7 @@ async def _by_neighbours(services: Services, body: ClassifyRequest, deadline: fl
     prepared = collection.prepare_vectors(queries)
     found = await services.storage(collection.search, prepared, body.k, (), body.filter, None)
     timings["search"] = round((time.perf_counter() - started) * 1000, 3)
+    check_label_field(found, body.label_field)
     labels = []
     for hits in found:
         votes = vote_labels(hits, body.label_field, collection.config.metric, body.vote)[: body.top_k]

@@ -6,6 +6,7 @@ import contextlib
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from service.api.deps import ReadyServicesDep
 from service.api.inputs import check_count, check_upsert_size, to_media_items
@@ -29,6 +30,12 @@ from service.pipeline import check_metadata_size, check_space, embed_items, mode
 
 # Checked at the edge (422, documented in the schema) and again by the store, which owns the rule.
 CollectionName = Annotated[str, Path(pattern=COLLECTION_NAME.pattern, max_length=64)]
+
+class PointIdConvertor(StringConvertor):
+    """One or more characters of any kind, '/' and line breaks included."""
+
+    regex = "(?s:.+)"
+
 
 router = APIRouter(
     prefix="/collections", tags=["collections"], responses=error_responses(*COMMON_ERRORS, 404, 409, 507)
@@ -127,8 +134,13 @@ async def delete_points(name: CollectionName, body: DeletePoints, services: Read
     return DeleteResult(deleted=deleted, count=count)
 
 
-# `:path`: an id may hold "/" (jepa-serve-client index names points by their relative file path), sent encoded.
-@router.get("/{name}/points/{point_id:path}", response_model=Point)
+# Any text is a point id: '/' (sent as %2F, decoded before routing; jepa-serve-client index names points by their
+# relative file path) and a newline (the `path` convertor's `.*` misses that) included. Registering a convertor
+# is Starlette's documented way; it is idempotent.
+register_url_convertor("point_id", PointIdConvertor())
+
+
+@router.get("/{name}/points/{point_id:point_id}", response_model=Point)
 async def get_point(name: CollectionName, point_id: str, services: ReadyServicesDep) -> Point:
     collection = await services.collection(name)
     vector, metadata = await services.storage(collection.get, point_id)  # a lock, or the engine

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 from service.errors import ErrorCode, meanings_by_status
 from service.index.collection import Metric
@@ -16,6 +25,7 @@ CEM = CEMConfig()  # the defaults the descriptions below name
 MAX_TIMEOUT_MS = 3_600_000  # an hour: the bound of every timeout_ms and of the X-Request-Timeout-Ms header
 
 PointId = Annotated[str, Field(min_length=1, max_length=256)]
+
 Vector = list[float]
 # The numbers a world model takes (actions, proprio, states): JSON numbers only. Lax parsing would read `true` as
 # 1.0 and "1.5" as 1.5; shape and range are checked once for every endpoint (service/world/inputs.py).
@@ -439,7 +449,8 @@ class ClassifyRequest(Body):
 
 
 class LabelScore(BaseModel):
-    label: str
+    # kNN labels keep their JSON type (`true` and `"true"` are two labels, as in filters); a head's are strings.
+    label: StrictBool | StrictInt | StrictFloat | StrictStr
     score: float = Field(description="head: the probability; kNN: the label's share of the (weighted) votes")
     votes: int | None = Field(None, description="kNN: neighbours with this label")
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from service.index.collection import CollectionConfig, Hit, Metadata
+from service.index.device_search import SearchDevice
 from service.index.dirlock import DataDirLock
 
 if TYPE_CHECKING:
@@ -58,7 +59,8 @@ class CollectionBackend(Protocol):
 
 
 def open_store(settings: Settings, data_dir_lock: DataDirLock | None = None) -> Any:
-    """The backend named by `settings.storage`, not yet recovered.
+    """The backend named by `settings.storage`, not yet recovered. local and redis search their flat collections on
+    the device `search_device` names (none: FAISS on the CPU); Milvus searches its own.
 
     The local backend owns its data directory exclusively: it takes `data_dir_lock` (the CLI takes it
     before the server starts, so a refusal is one line) or acquires it here (raising `DataDirLocked`).
@@ -68,7 +70,7 @@ def open_store(settings: Settings, data_dir_lock: DataDirLock | None = None) -> 
 
         return RedisCollectionStore(
             settings.redis_url, prefix=settings.redis_prefix, stream_maxlen=settings.redis_stream_maxlen,
-            ack_wait_s=settings.redis_ack_wait_s,
+            ack_wait_s=settings.redis_ack_wait_s, device=SearchDevice.from_settings(settings),
         )
     if settings.storage == "milvus":
         try:
@@ -86,4 +88,5 @@ def open_store(settings: Settings, data_dir_lock: DataDirLock | None = None) -> 
     from service.index.store import CollectionStore
 
     lock = data_dir_lock or DataDirLock.acquire(settings.data_dir)
-    return CollectionStore(settings.data_dir, fsync=settings.fsync, lock=lock)
+    return CollectionStore(settings.data_dir, fsync=settings.fsync, lock=lock,
+                           device=SearchDevice.from_settings(settings))

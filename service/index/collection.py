@@ -28,6 +28,7 @@ import numpy as np
 
 from service.errors import ErrorCode, NotFound, UnprocessableInput
 from service.index import kinds
+from service.index.device_search import DeviceMirror, SearchDevice
 from service.index.filters import compile_filter
 from service.index.rwlock import ReadWriteLock
 
@@ -37,7 +38,12 @@ Metric = Literal["cosine", "ip", "l2"]
 Metadata = dict[str, Any]
 
 ADD_CHUNK = 65_536
+# Under ip and l2 a score is at most |q|·|x| or (|q| + |x|)²: with every stored and query vector's norm at most
+# this, every score (and FAISS's |x|² + |q|² - 2 q·x) fits float32 (largest 3.4e38). Larger finite vectors used to
+# overflow to inf: hits went missing (l2) and scores were null (ip). Cosine normalises in float64 and has no bound.
+MAX_NORM = math.sqrt(float(np.finfo(np.float32).max) / 4)  # about 9.2e18
 PARALLEL_MIN_QUERIES = 8
+RERANK_GATHER_FLOATS = 1 << 24  # candidate vectors gathered at once for an exact re-score (64 MB)
 MAX_THREADS = faiss.omp_get_max_threads()
 
 
@@ -75,11 +81,6 @@ class Hit:
     metadata: Metadata
 
 
-def normalize_rows(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
-
-
 def exact_scores(queries: np.ndarray, vectors: np.ndarray, metric: str) -> np.ndarray:
     """(Q, N) scores in the collection's convention: inner product, or squared L2 distance."""
     dots = queries @ vectors.T
@@ -101,18 +102,29 @@ def prepare_vectors(vectors: np.ndarray, config: CollectionConfig) -> np.ndarray
     if not finite.all():
         row = int(np.argmin(finite))  # the first offending row: detail.index points the caller at it
         raise UnprocessableInput(f"vector {row} contains NaN or Inf", {"index": row}, code=ErrorCode.INVALID_VECTOR)
+    # float64: the norm of a finite float32 vector can overflow float32 (cosine [3e38] * 4 was stored as zeros).
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
     if config.metric == "cosine":
-        zero = np.linalg.norm(vectors, axis=1) == 0
+        zero = norms == 0
         if zero.any():
             row = int(np.argmax(zero))
             raise UnprocessableInput(f"vector {row} is a zero vector: it has no direction for cosine similarity",
                                      {"index": row}, code=ErrorCode.INVALID_VECTOR)
-        vectors = normalize_rows(vectors)
+        return np.ascontiguousarray(vectors / norms[:, None], dtype=np.float32)
+    large = norms > MAX_NORM
+    if large.any():
+        row = int(np.argmax(large))
+        raise UnprocessableInput(
+            f"vector {row} has norm {norms[row]:.3g}: {config.metric} scores of vectors above norm {MAX_NORM:.3g} "
+            "overflow float32; scale the vectors down (the ranking does not change) or use the cosine metric",
+            {"index": row, "norm": float(norms[row]), "max_norm": MAX_NORM}, code=ErrorCode.INVALID_VECTOR)
     return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
 class Collection:
-    def __init__(self, config: CollectionConfig, *, background: bool = True) -> None:
+    def __init__(self, config: CollectionConfig, *, background: bool = True, device: SearchDevice | None = None
+                 ) -> None:
+        """`device`: search the collection on it while it is flat (device_search.py); None: FAISS on the CPU."""
         if config.index not in kinds.KINDS:
             raise UnprocessableInput(
                 f"unknown index kind {config.index!r}; known: {list(kinds.KINDS)}", code=ErrorCode.INVALID_INDEX
@@ -141,6 +153,7 @@ class Collection:
         self._rebuild_lock = threading.Lock()
         self._rebuild_thread: threading.Thread | None = None
         self.rebuilds = 0
+        self._mirror = DeviceMirror(device, config.name, config.dim, config.metric) if device is not None else None
 
     # -- validation (pure; called before anything is logged or applied) ----------------
 
@@ -186,6 +199,8 @@ class Collection:
             self._alive[key] = False
             self._meta_of.pop(key, None)
             del self._id_of[key]
+        if self._mirror is not None:
+            self._mirror.forget(keys)
         if self._built.removes_in_place:
             self._built.index.remove_ids(np.asarray(keys, dtype=np.int64))
         else:
@@ -284,6 +299,11 @@ class Collection:
     def _index_search(self, queries: np.ndarray, fetch: int, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """(Q, fetch) keys (-1 = none) and scores, best first, exact scores when re-ranked (read lock held)."""
         built = self._built
+        if self._mirror is not None and built.kind == "flat":
+            found = self._mirror.candidates(queries, fetch, self._vectors, self._alive, self._next_key)
+            if found is not None:  # fp16 candidates from the device, re-scored exactly here
+                scores, keys = self._rerank(queries, found, fetch)
+                return keys, scores
         factor = kinds.rerank_factor(built.kind, params) if not built.exact_scores or params["rerank"] else 1
         fetch_n = min(fetch * factor, max(self.count, 1))
         if built.on_gpu:  # GPU indexes take no IDSelector: over-fetch past the tombstones instead
@@ -301,10 +321,18 @@ class Collection:
     def _rerank(self, queries: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores for the candidates, best k kept."""
         safe = np.maximum(keys, 0)
-        candidates = np.take(self._vectors, safe, axis=0)  # (Q, C, D)
-        dots = np.matmul(candidates, queries[:, :, None])[:, :, 0]  # (Q, C)
+        dots = np.empty(keys.shape, np.float32)
+        squares = np.empty(keys.shape, np.float32)
+        # The candidates' vectors are gathered a slice of queries at a time: an over-fetch of thousands of
+        # candidates for a batch of queries would otherwise copy gigabytes.
+        per = max(1, RERANK_GATHER_FLOATS // max(1, keys.shape[1] * self.config.dim))
+        for lo in range(0, len(queries), per):
+            candidates = np.take(self._vectors, safe[lo : lo + per], axis=0)  # (q, C, D)
+            dots[lo : lo + per] = np.matmul(candidates, queries[lo : lo + per, :, None])[:, :, 0]
+            if self.config.metric == "l2":
+                squares[lo : lo + per] = (candidates * candidates).sum(2)
         if self.config.metric == "l2":
-            exact = (queries * queries).sum(1)[:, None] - 2 * dots + (candidates * candidates).sum(2)
+            exact = (queries * queries).sum(1)[:, None] - 2 * dots + squares
             exact[keys < 0] = np.inf
             order = np.argsort(exact, axis=1, kind="stable")[:, :k]
         else:
@@ -415,7 +443,15 @@ class Collection:
             self._built, self._built_kind = built, target
             self._tombstones, self._selector = tombstones, None
             self.rebuilds += 1
+            if self._mirror is not None and built.kind != "flat":
+                self._mirror.release()  # searched by the new index from now on
         log.info("collection %s: %s index rebuilt over %d points", self.config.name, target, built.index.ntotal)
+
+    def release_device(self) -> None:
+        """Give back the device memory of this collection (dropped, or the store is closing)."""
+        if self._mirror is not None:
+            with self._lock.write():
+                self._mirror.release()
 
     # -- export -----------------------------------------------------------------------
 

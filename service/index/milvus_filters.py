@@ -16,6 +16,11 @@ string values reach the expression only as hex digests, so nothing a
 client sends can change the expression's structure (no quoting to escape).
 Lists and objects are not indexed: no scalar filter matches them, as in filters.py.
 
+Point ids are the one client text that reaches an expression as text (`id in [...]`, to get and delete by id):
+`ids_expression` writes each as a double-quoted literal with every character that could end or bend it escaped
+(pymilvus's own `get(ids=...)` / `delete(ids=...)` paste them between single quotes unescaped, so an id could
+select other points, and an id with a backslash could never be read or deleted).
+
 Numbers are stored as floats (1 == 1.0, as in filters.py); integers beyond
 2**53 lose their last digits there, so two such integers can compare equal.
 """
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from numbers import Real
 from typing import Any
 
@@ -34,6 +39,20 @@ MATCH_FIELD = "match"
 _SYMBOLS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _MAX_FLOAT = 1.7976931348623157e308
 NEVER = 'id == ""'  # true of no point (ids have at least one character); every Milvus version parses it
+
+
+# The escapes both milvus-lite's lexer and Milvus's grammar read back as the character itself.
+_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def string_literal(text: str) -> str:
+    """`text` as a Milvus string literal that reads back as exactly `text`, whatever it holds."""
+    return '"' + text.translate(_ESCAPES) + '"'
+
+
+def ids_expression(ids: Sequence[str], field: str = "id") -> str:
+    """The expression selecting exactly these primary keys."""
+    return f"{field} in [{', '.join(string_literal(i) for i in ids)}]"
 
 
 def _digest(text: str) -> str:

@@ -20,6 +20,12 @@ a Strong read waits until the node serving it has consumed the write log
 up to the read's own timestamp (the next time tick), where Bounded answers
 at once from what it has.
 
+Calls into milvus-lite take turns (engine_turns.py): reads together, writes one at a time, creates, drops
+and loads alone. Its engine locks neither its write path (concurrent upserts interleaved their records inside
+its write-ahead log: after a kill -9 its recovery stopped at the first torn record and lost every acknowledged
+write after it) nor its cache of open collections (a read racing a create cached a copy without the index).
+A Milvus server orders all this itself; nothing waits for a turn there.
+
 Durability: a write is acknowledged when Milvus acknowledged it. A Milvus
 server has then put it in its write-ahead log (the message queue / WAL
 service); the embedded milvus-lite has written it to its WAL file and
@@ -36,7 +42,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from contextlib import AbstractContextManager
+from typing import Any, Literal, TypeVar
 
 import grpc
 import numpy as np
@@ -45,12 +52,14 @@ from pymilvus import DataType, MilvusClient, MilvusException
 from service.errors import Conflict, ErrorCode, NotFound, ServiceError, StorageUnavailable, UnprocessableInput
 from service.index import kinds
 from service.index.collection import CollectionConfig, Hit, Metadata, exact_scores, prepare_vectors
-from service.index.milvus_filters import MATCH_FIELD, match_keys, to_expression
+from service.index.engine_turns import Turns
+from service.index.milvus_filters import MATCH_FIELD, ids_expression, match_keys, to_expression
 from service.index.store import check_collection_name
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Turn = Literal["read", "write", "alone"]
 
 CONFIG_PROPERTY = "jepa.config"
 CONSISTENCY = "Strong"
@@ -148,8 +157,9 @@ class MilvusCollection:
         return prepare_vectors(vectors, self.config)
 
     def get(self, point_id: str) -> tuple[np.ndarray, Metadata]:
-        rows = self._store.call(self.config.name, lambda c: c.get(
-            self.milvus_name, ids=[point_id], output_fields=["vector", "metadata"], consistency_level=CONSISTENCY,
+        rows = self._store.call(self.config.name, lambda c: c.query(
+            self.milvus_name, filter=ids_expression([point_id]), output_fields=["vector", "metadata"],
+            consistency_level=CONSISTENCY,
             timeout=self._store.timeout))
         if not rows:
             raise NotFound(
@@ -298,6 +308,7 @@ class MilvusCollectionStore:
         self.lite = False
         self._collections: dict[str, MilvusCollection] = {}
         self._lock = threading.Lock()
+        self._turns = Turns(False, timeout_s)  # milvus-lite's, once recover() knows the engine
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
         self.failures: dict[str, str] = {}
@@ -315,6 +326,7 @@ class MilvusCollectionStore:
                     uri=self.uri, token=self._token, db_name=self._db_name, timeout=self.timeout
                 )
                 self.lite = "lite" in str(self._client.get_server_version()).lower()
+                self._turns = Turns(self.lite, self.timeout)
                 self.refresh()
                 break
             except MilvusException as exc:
@@ -351,29 +363,38 @@ class MilvusCollectionStore:
         client = self._require_client()
         started = time.monotonic()
         found: dict[str, MilvusCollection] = {}
-        for name in client.list_collections(timeout=self.timeout):
-            if not name.startswith(f"{self.prefix}_"):
-                continue
-            try:
-                entry = self._read_entry(client, name)
-            except MilvusException as exc:
-                if exc.code == COLLECTION_NOT_FOUND:
-                    continue  # dropped between list and describe
-                raise
-            if entry is None:
-                continue  # not one of ours
-            config, epoch = entry
-            with self._lock:
-                current = self._collections.get(config.name)
-            if current is None or current.epoch != epoch:
-                current = MilvusCollection(self, config, epoch)
-                if "Loaded" not in str(client.get_load_state(name, timeout=self.timeout).get("state")):
-                    client.load_collection(name, timeout=self.timeout)  # milvus-lite releases all on restart
-            found[config.name] = current
+        with self._turns.read():
+            names = client.list_collections(timeout=self.timeout)
+        for name in names:
+            if name.startswith(f"{self.prefix}_") and (current := self._refresh_one(client, name)) is not None:
+                found[current.config.name] = current
         with self._lock:
             # Created through this replica while the list was being read: keep it.
             found.update({n: c for n, c in self._collections.items() if n not in found and c.known_since > started})
             self._collections = found
+
+    def _refresh_one(self, client: MilvusClient, name: str) -> MilvusCollection | None:
+        """The collection behind a Milvus collection name (loaded), or None when it is not one of ours (or gone)."""
+        try:
+            with self._turns.read():
+                entry = self._read_entry(client, name)
+        except MilvusException as exc:
+            if exc.code == COLLECTION_NOT_FOUND:
+                return None  # dropped between list and describe
+            raise
+        if entry is None:
+            return None
+        config, epoch = entry
+        with self._lock:
+            current = self._collections.get(config.name)
+        if current is not None and current.epoch == epoch:
+            return current
+        with self._turns.read():
+            loaded = "Loaded" in str(client.get_load_state(name, timeout=self.timeout).get("state"))
+        if not loaded:
+            with self._turns.alone():
+                client.load_collection(name, timeout=self.timeout)  # milvus-lite releases all on restart
+        return MilvusCollection(self, config, epoch)
 
     def _read_entry(self, client: MilvusClient, milvus_collection: str) -> tuple[CollectionConfig, str] | None:
         described = client.describe_collection(milvus_collection, timeout=self.timeout)
@@ -391,17 +412,21 @@ class MilvusCollectionStore:
             raise StorageUnavailable("milvus is not connected yet")
         return self._client
 
-    def call(self, name: str, fn: Callable[[MilvusClient], T]) -> T:
-        """One Milvus call: unreachable -> 503 (retry later), collection gone -> 404, anything else -> 500."""
+    def call(self, name: str, fn: Callable[[MilvusClient], T], turn: Turn = "read") -> T:
+        """One Milvus call, in its `turn` (engine_turns.py; milvus-lite only): unreachable -> 503 (retry later),
+        collection gone -> 404, anything else -> 500."""
         try:
             try:
-                return fn(self._require_client())
+                with self._turn(turn):
+                    return fn(self._require_client())
             except MilvusException as exc:
                 if exc.code != COLLECTION_NOT_LOADED:
                     raise
                 # Released (milvus-lite after a restart, or an operator's release): load it and try once more.
-                self._require_client().load_collection(milvus_name(self.prefix, name), timeout=self.timeout)
-                return fn(self._require_client())
+                with self._turns.alone():
+                    self._require_client().load_collection(milvus_name(self.prefix, name), timeout=self.timeout)
+                with self._turn(turn):
+                    return fn(self._require_client())
         except MilvusException as exc:
             if exc.code == COLLECTION_NOT_FOUND:
                 with self._lock:
@@ -414,6 +439,9 @@ class MilvusCollectionStore:
         except grpc.RpcError as exc:  # pymilvus lets some gRPC failures through as they are (a deadline, a reset)
             status = exc.code().name if isinstance(exc, grpc.Call) else type(exc).__name__
             raise StorageUnavailable(f"milvus did not answer ({status}); retry later") from exc
+
+    def _turn(self, turn: Turn) -> AbstractContextManager[None]:
+        return {"read": self._turns.read, "write": self._turns.write, "alone": self._turns.alone}[turn]()
 
     # -- collections ----------------------------------------------------------------
 
@@ -453,7 +481,7 @@ class MilvusCollectionStore:
         created = False
         if existing is None:
             epoch = uuid.uuid4().hex[:12]
-            self.call(config.name, lambda c: self._create_in_milvus(c, target, config, params, epoch))
+            self.call(config.name, lambda c: self._create_in_milvus(c, target, config, params, epoch), turn="alone")
             existing = self._lookup(config.name)  # a replica racing us may have won: its config is the one kept
             created = existing.epoch == epoch
         if existing.config.as_dict() != config.as_dict():
@@ -481,7 +509,7 @@ class MilvusCollectionStore:
 
     def drop(self, name: str) -> None:
         collection = self._lookup(name)
-        self.call(name, lambda c: c.drop_collection(collection.milvus_name, timeout=self.timeout))
+        self.call(name, lambda c: c.drop_collection(collection.milvus_name, timeout=self.timeout), turn="alone")
         with self._lock:
             if self._collections.get(name) is collection:
                 del self._collections[name]
@@ -504,21 +532,24 @@ class MilvusCollectionStore:
         collection = self._lookup(name)
         unique = list(dict.fromkeys(ids))
         # Milvus counts the ids it was sent, not the points it removed: ask which exist first.
-        present = self.call(name, lambda c: c.get(collection.milvus_name, ids=unique, output_fields=["id"],
-                                                  consistency_level=CONSISTENCY, timeout=self.timeout))
-        if unique:
-            self._write(name, lambda c: c.delete(collection.milvus_name, ids=unique, timeout=self.timeout))
+        if not unique:
+            return 0
+        # By an expression of escaped literals, never pymilvus's `ids=` (it pastes ids in unescaped).
+        selected = ids_expression(unique)
+        present = self.call(name, lambda c: c.query(collection.milvus_name, filter=selected, output_fields=["id"],
+                                                    consistency_level=CONSISTENCY, timeout=self.timeout))
+        self._write(name, lambda c: c.delete(collection.milvus_name, filter=selected, timeout=self.timeout))
         return len(present)
 
     def flush(self, name: str) -> None:
         """Seal what the engine buffers, so that it indexes those rows (it does so by itself as data grows, and
         builds the index in the background; benchmarks and tests call this to search an indexed collection)."""
         collection = self._lookup(name)
-        self.call(name, lambda c: c.flush(collection.milvus_name, timeout=self.timeout))
+        self.call(name, lambda c: c.flush(collection.milvus_name, timeout=self.timeout), turn="write")
 
     def _write(self, name: str, fn: Callable[[MilvusClient], Any]) -> None:
         try:
-            self.call(name, fn)
+            self.call(name, fn, turn="write")
         except StorageUnavailable as exc:
             # The connection may have dropped after Milvus applied the write: its outcome is unknown; a retry is
             # safe (upserts by id and deletes are idempotent).

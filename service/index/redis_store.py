@@ -37,6 +37,7 @@ import redis
 
 from service.errors import Conflict, ErrorCode, NotFound, StorageUnavailable
 from service.index.collection import Collection, CollectionConfig, Metadata
+from service.index.device_search import SearchDevice
 from service.index.store import check_collection_name
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,11 @@ class _Replica:
 
 class RedisCollectionStore:
     def __init__(
-        self, url: str, *, prefix: str = "jepa", stream_maxlen: int = 1_000_000, ack_wait_s: float = 5.0
+        self, url: str, *, prefix: str = "jepa", stream_maxlen: int = 1_000_000, ack_wait_s: float = 5.0,
+        device: SearchDevice | None = None,
     ) -> None:
+        """`device`: where flat collections are searched (device_search.py); None: FAISS on the CPU."""
+        self.device = device
         self._redis = redis.Redis.from_url(url, socket_timeout=10, health_check_interval=30)
         self._tail_redis = redis.Redis.from_url(url, socket_timeout=BLOCK_MS / 1000 + 10)
         self._prefix = prefix
@@ -124,7 +128,7 @@ class RedisCollectionStore:
             if current is not None and current.epoch == entry["epoch"]:
                 return current
         config = CollectionConfig(**entry["config"])
-        replica = _Replica(Collection(config), entry["epoch"], self._prefix)
+        replica = _Replica(Collection(config, device=self.device), entry["epoch"], self._prefix)
         replica.applied = self._last_id(replica.log_key)
         cursor = 0
         loaded = 0
@@ -140,10 +144,14 @@ class RedisCollectionStore:
                 break
         with self._lock:
             current = self._replicas.get(name)
-            if current is not None and current.epoch == entry["epoch"]:
-                return current  # another thread loaded it meanwhile
-            self._replicas[name] = replica
-            self.failures.pop(name, None)
+            if current is None or current.epoch != entry["epoch"]:
+                self._replicas[name] = replica
+                self.failures.pop(name, None)
+        if current is not None and current.epoch == entry["epoch"]:
+            replica.collection.release_device()
+            return current  # another thread loaded it meanwhile
+        if current is not None:
+            current.collection.release_device()  # an older epoch of the name: dropped and re-created elsewhere
         log.info("collection %s loaded from redis: %d points (log mark %s)", name, loaded, replica.applied)
         return replica
 
@@ -187,6 +195,10 @@ class RedisCollectionStore:
                     replica = self._replicas.get(name)
                     if replica is not None and replica.epoch == fields[b"epoch"].decode():
                         del self._replicas[name]
+                    else:
+                        replica = None
+                if replica is not None:
+                    replica.collection.release_device()
             with self._applied:
                 self._control_applied = entry_id.decode()
                 self._applied.notify_all()
@@ -277,6 +289,7 @@ class RedisCollectionStore:
         with self._lock:
             if self._replicas.get(name) is replica:
                 del self._replicas[name]
+        replica.collection.release_device()
 
     # -- points ---------------------------------------------------------------------
 

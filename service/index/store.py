@@ -28,6 +28,7 @@ import numpy as np
 
 from service.errors import Conflict, ErrorCode, InvalidInput, NotFound, StorageError
 from service.index.collection import Collection, CollectionConfig, CollectionState, Metadata
+from service.index.device_search import SearchDevice
 from service.index.dirlock import DataDirLock
 from service.index.wal import WalCorrupted, WriteAheadLog, decode_vectors, encode_vectors, fsync_dir
 
@@ -68,17 +69,26 @@ class _Durable:
     wal: WriteAheadLog
     mutex: threading.Lock = field(default_factory=threading.Lock)
     snapshot_bytes: int = 0  # size of the last snapshot: the log may grow as large before the next one
+    dropped: bool = False  # set under `mutex` by a drop: a write that waited for the mutex finds it gone (404)
+
+    def check_live(self) -> None:
+        """With `mutex` held: 404 when a drop won the race to it (its log is closed, its folder in the trash)."""
+        if self.dropped:
+            name = self.collection.config.name
+            raise NotFound(f"collection {name!r} does not exist", code=ErrorCode.COLLECTION_NOT_FOUND)
 
 
 class CollectionStore:
     def __init__(
         self, data_dir: Path, *, fsync: bool = True, snapshot_every_bytes: int = SNAPSHOT_EVERY_BYTES,
-        snapshot_log_ratio: float = 1.0, lock: DataDirLock | None = None,
+        snapshot_log_ratio: float = 1.0, lock: DataDirLock | None = None, device: SearchDevice | None = None,
     ) -> None:
         """A snapshot is taken when the log passes snapshot_every_bytes and snapshot_log_ratio x the last snapshot.
         `lock`: the data directory's exclusive lock (service/index/dirlock.py), released by `close()`; a server
-        always passes one, tests and benchmarks that own a temporary folder may not."""
+        always passes one, tests and benchmarks that own a temporary folder may not. `device`: where flat collections
+        are searched (device_search.py); None: FAISS on the CPU."""
         self.root = data_dir / "collections"
+        self.device = device
         self._lock = lock
         self._fsync = fsync
         self._snapshot_every = snapshot_every_bytes
@@ -114,13 +124,14 @@ class CollectionStore:
                             # The log still holds every acknowledged write; the next start replays it.
                             log.warning("snapshot of %s at shutdown failed: %s", durable.collection.config.name, exc)
                     durable.wal.close()
+                durable.collection.release_device()
             self._collections.clear()
             if self._lock is not None:
                 self._lock.release()  # after the last snapshot: the next server may start now
 
     def _load(self, folder: Path) -> _Durable:
         config = CollectionConfig(**json.loads((folder / "config.json").read_text()))
-        collection = Collection(config)
+        collection = Collection(config, device=self.device)
         snapshot = folder / "snapshot.npz"
         if snapshot.exists():
             with np.load(snapshot, allow_pickle=False) as data:
@@ -132,7 +143,7 @@ class CollectionStore:
                             index=data["index"], index_kind=meta["index_kind"], tombstones=data["tombstones"]))
                     except ValueError as exc:  # the points are all there: rebuild the index from them
                         log.warning("collection %s: stored index not used (%s); rebuilding it", config.name, exc)
-                        collection = Collection(config)
+                        collection = Collection(config, device=self.device)
                 if collection.count == 0 and len(meta["ids"]):
                     collection.upsert(meta["ids"], data["vectors"], meta["metadata"])
         replayed = 0
@@ -192,7 +203,7 @@ class CollectionStore:
     def create(self, config: CollectionConfig) -> tuple[Collection, bool]:
         """Idempotent for an identical config; a different config under the same name is 409."""
         check_collection_name(config.name)
-        collection = Collection(config)  # validates kind and parameters before anything is written
+        collection = Collection(config, device=self.device)  # validates kind and parameters before any write
         with self._registry_lock:
             existing = self._collections.get(config.name)
             if existing is not None:
@@ -235,10 +246,12 @@ class CollectionStore:
         with self._registry_lock:
             durable = self._durable(name)
             with durable.mutex:
+                durable.dropped = True
                 durable.wal.close()
                 trash = self.root / f".trash-{name}-{uuid.uuid4().hex}"
                 durable.folder.replace(trash)
                 del self._collections[name]
+        durable.collection.release_device()
         shutil.rmtree(trash, ignore_errors=True)
 
     # -- points ---------------------------------------------------------------------
@@ -248,6 +261,7 @@ class CollectionStore:
         prepared = durable.collection.prepare_vectors(vectors)
         record = {"op": "upsert", "ids": list(ids), "vectors": encode_vectors(prepared), "metadata": list(metadata)}
         with durable.mutex:
+            durable.check_live()
             self._log(durable, record)
             durable.collection.upsert(ids, prepared, metadata)
             self._maybe_snapshot(durable)
@@ -256,6 +270,7 @@ class CollectionStore:
     def delete(self, name: str, ids: Sequence[str]) -> int:
         durable = self._durable(name)
         with durable.mutex:
+            durable.check_live()
             self._log(durable, {"op": "delete", "ids": list(ids)})
             deleted = durable.collection.delete(ids)
             self._maybe_snapshot(durable)

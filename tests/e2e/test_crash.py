@@ -17,26 +17,27 @@ pytestmark = pytest.mark.e2e
 DIM = 16
 
 
-def stream_upserts(url: str, collection: str, acked: list[str], stop: threading.Event, prefix: str) -> None:
-    """Upsert small batches until the server dies; record the ids of every 200 answer."""
+def stream_upserts(url: str, collection: str, acked: list[str], stop: threading.Event, prefix: str,
+                   points: int = 4) -> None:
+    """Upsert batches of `points` until the server dies; record the ids of every 200 answer."""
     rng = np.random.default_rng(0)
     batch = 0
     with httpx.Client(base_url=url, timeout=5) as http:
         while not stop.is_set():
-            ids = [f"{prefix}{batch}-{i}" for i in range(4)]
+            ids = [f"{prefix}{batch}-{i}" for i in range(points)]
             try:
                 r = http.post(
                     f"/collections/{collection}/points",
                     json={
                         "ids": ids,
-                        "vectors": rng.standard_normal((4, DIM)).tolist(),
-                        "metadata": [{"b": batch}] * 4,
+                        "vectors": rng.standard_normal((points, DIM)).tolist(),
+                        "metadata": [{"b": batch}] * points,
                     },
                 )
             except httpx.TransportError:
                 return  # the server died mid-request: this batch was never acknowledged
             if r.status_code == 200:
-                acked.extend(ids)
+                acked.extend(ids)  # list.extend is atomic: writer threads may share one list
             batch += 1
 
 
@@ -81,3 +82,29 @@ def test_kill9_during_upserts_loses_no_acknowledged_write_local(demo_repository:
         crash_and_check(server, "crashy", {"dim": DIM, "index": kind})
     finally:
         server.stop()
+
+
+def crash_with_writers(server: Server, collection: str, create: dict, *, writers: int, rounds: int,
+                       acked_before_kill: int = 150) -> int:
+    """kill -9 while `writers` client threads upsert one point per request, `rounds` times; after each restart
+    every acknowledged id must be there. Returns how many upserts were acknowledged in all."""
+    httpx.put(f"{server.url}/collections/{collection}", json=create, timeout=10).raise_for_status()
+    acked: list[str] = []
+    for round_ in range(rounds):
+        stop = threading.Event()
+        threads = [threading.Thread(target=stream_upserts, args=(server.url, collection, acked, stop,
+                                                                 f"r{round_}-w{w}-", 1)) for w in range(writers)]
+        target = len(acked) + acked_before_kill
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 60
+        while len(acked) < target:  # the kill lands while every writer is mid-stream
+            assert time.monotonic() < deadline, f"only {len(acked)} upserts acknowledged in 60 s"
+            time.sleep(0.01)
+        server.kill9()
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        server.start()
+        assert_all_present(server.url, collection, acked)
+    return len(acked)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tests.e2e.processes import Server, free_port
-from tests.e2e.test_crash import DIM, assert_all_present, crash_and_check
+from tests.e2e.test_crash import DIM, assert_all_present, crash_and_check, crash_with_writers
 from tests.support.record import record
 
 pytestmark = pytest.mark.e2e
@@ -176,6 +176,21 @@ def test_kill9_during_upserts_loses_no_acknowledged_write_milvus_embedded(demo_r
     server.start()
     try:
         crash_and_check(server, "crashy", {"dim": DIM, "index": "hnsw"})
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("writers", [4, 16])
+def test_kill9_during_concurrent_single_point_upserts_loses_nothing_milvus_embedded(demo_repository, tmp_path,
+                                                                                   writers):
+    """Concurrent upserts into the embedded engine used to interleave inside its write-ahead log: after a kill -9
+    it stopped reading at the first torn record and every acknowledged write after it was gone."""
+    server = replica(demo_repository, tmp_path, str(tmp_path / "milvus.db"))
+    server.start()
+    try:
+        acknowledged = crash_with_writers(server, "crashy", {"dim": DIM, "index": "flat"}, writers=writers, rounds=2)
+        record(f"kill -9 while {writers} client threads upsert single points (milvus embedded)",
+               acknowledged=acknowledged, kills=2, lost=0)
     finally:
         server.stop()
 

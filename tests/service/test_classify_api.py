@@ -15,6 +15,7 @@ from PIL import Image
 
 from models.demo import world
 from tests.conftest import png_bytes, serving
+from tests.support.record import record
 from tests.support.toolkit import assert_error, b64
 
 LABELS = ("cat", "dog", "fox")
@@ -73,9 +74,41 @@ def test_knn_filter_and_missing_labels(client, labelled):
     only_dogs = client.post("/classify", json={"collection": "animals", "vectors": [vectors[25].tolist()],
                                                "label_field": "species", "filter": {"species": "dog"}}).json()
     assert [v["label"] for v in only_dogs["labels"][0]] == ["dog"]
+    # A label field none of the neighbours has (misspelt, most likely) used to answer 200 with no labels.
     nobody = client.post("/classify", json={"collection": "animals", "vectors": [vectors[25].tolist()],
-                                            "label_field": "colour"}).json()
-    assert nobody["labels"] == [[]]
+                                            "label_field": "colour"})
+    assert_error(nobody, 422, "invalid_label")
+    assert nobody.json()["error"]["detail"] == {"label_field": "colour", "fields": ["n", "species"]}
+    nothing_near = client.post("/classify", json={"collection": "animals", "vectors": [vectors[25].tolist()],
+                                                  "label_field": "species", "filter": {"n": -1}})
+    assert nothing_near.json()["labels"] == [[]]  # no neighbour at all: nothing to vote, nothing misspelt
+
+
+def test_knn_labels_keep_their_json_type_and_objects_are_refused(client):
+    """`true` and `"true"` were counted as one label although a filter keeps them apart; a label that is an object
+    or a list was silently skipped (200 with no labels)."""
+    assert client.put("/collections/typed", json={"dim": 2, "metric": "l2"}).status_code == 201
+    labels = [True, "true", "true", 1, 1.0, "1", None, False]
+    stored = client.post("/collections/typed/points", json={
+        "ids": [f"p{i}" for i in range(len(labels))], "vectors": [[float(i), 0.0] for i in range(len(labels))],
+        "metadata": [{"label": label} for label in labels]})
+    assert stored.status_code == 200, stored.text
+    got = client.post("/classify", json={"collection": "typed", "vectors": [[0.0, 0.0]], "k": 8,
+                                         "label_field": "label", "top_k": 10}).json()["labels"][0]
+    # Ranked by votes, ties to the nearer label: "true" 2, the number 1 (1 and 1.0) 2, then true, "1", false.
+    assert [(g["label"], g["votes"]) for g in got] == [("true", 2), (1, 2), (True, 1), ("1", 1), (False, 1)]
+    assert [type(g["label"]) for g in got] == [str, int, bool, str, bool]
+    for value in ({"name": "cat"}, ["cat"]):
+        client.post("/collections/typed/points", json={"ids": ["odd"], "vectors": [[0.5, 0.0]],
+                                                        "metadata": [{"label": value}]})
+        refused = client.post("/classify", json={"collection": "typed", "vectors": [[0.0, 0.0]], "k": 3,
+                                                 "label_field": "label"})
+        assert_error(refused, 422, "invalid_label")
+        assert refused.json()["error"]["detail"] == {"label_field": "label", "id": "odd",
+                                                     "type": type(value).__name__}
+    record("/classify labels", case="true, \"true\", 1, 1.0, \"1\", false as labels",
+           refused="5 labels kept apart by JSON type (1 and 1.0 one number)")
+    record("/classify labels", case="object and list labels, a label field no neighbour has", refused="422")
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import serving
 from tests.support.fake_repository import DIM
+from tests.support.record import record
 from tests.support.toolkit import assert_error, b64
 
 
@@ -224,3 +225,54 @@ def test_oversized_metadata_is_413_and_stores_nothing(store_client):
     assert_error(r, 413, "metadata_too_large")
     assert r.json()["error"]["detail"]["index"] == 1  # the offending point, as in every batch error
     assert store_client.get("/collections/meta").json()["count"] == 0
+
+
+def test_upserts_and_deletes_racing_a_drop_of_their_collection_get_404_never_500(store_settings, backend):
+    """The local store appended to a write-ahead log that a concurrent drop had closed: 500 `I/O operation on
+    closed file`. A write that loses the race to a drop answers 404, like one that comes after it."""
+    import threading
+    from collections import Counter
+
+    statuses: Counter = Counter()
+    unexpected: list[str] = []
+    done = threading.Event()
+    with serving(store_settings()) as client:
+        def write(worker: int) -> None:
+            n = 0
+            while not done.is_set():
+                n += 1
+                try:
+                    if n % 4:
+                        r = client.post("/collections/churn/points",
+                                        json={"ids": [f"w{worker}-{n}"], "vectors": [[1.0, float(n)]]})
+                    else:
+                        r = client.request("DELETE", "/collections/churn/points",
+                                           json={"ids": [f"w{worker}-{n - 1}"]})
+                    statuses[r.status_code] += 1
+                    if r.status_code not in (200, 404):
+                        unexpected.append(r.text[:300])
+                except Exception as exc:  # the test client re-raises what the server raised: a 500 on the wire
+                    statuses[500] += 1
+                    unexpected.append(repr(exc)[:300])
+
+        writers = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+        for thread in writers:
+            thread.start()
+        try:
+            for _ in range(15):
+                assert client.put("/collections/churn", json={"dim": 2}).status_code == 201
+                before, deadline = sum(statuses.values()), time.monotonic() + 30
+                while sum(statuses.values()) < before + 8:  # writes land on the live collection before the drop
+                    assert time.monotonic() < deadline, statuses
+                    time.sleep(0.001)
+                assert client.delete("/collections/churn").status_code == 204
+        finally:
+            done.set()
+            for thread in writers:
+                thread.join(30)
+    assert set(statuses) <= {200, 404}, (statuses, unexpected[:5])
+    assert statuses[200], statuses
+    assert statuses[404], statuses
+    record(f"upserts and deletes from 4 threads while their collection is dropped and re-created 15 times "
+           f"({backend} backend)", writes=sum(statuses.values()), answered_200=statuses[200],
+           answered_404=statuses[404], server_errors=0)

@@ -89,7 +89,7 @@ class Hit:
 
 @dataclass(frozen=True)
 class Label:
-    label: str
+    label: str | bool | int | float  # a head's labels are strings; kNN labels keep the JSON type they are stored with
     score: float  # head: the probability; kNN: the label's share of the (weighted) votes
     votes: int | None = None  # kNN: neighbours with this label
 

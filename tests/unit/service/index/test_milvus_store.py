@@ -8,7 +8,7 @@ import pytest
 from loadtests.milvus_lite_probe import indexed_rows
 from service.errors import Conflict, NotFound, UnprocessableInput
 from service.index.collection import CollectionConfig
-from service.index.milvus_filters import match_keys, to_expression
+from service.index.milvus_filters import ids_expression, match_keys, to_expression
 from service.index.milvus_store import MilvusCollectionStore, milvus_name
 
 
@@ -111,6 +111,23 @@ def test_filter_expressions_carry_no_client_text():
     assert "or id !=" not in expression
     assert expression.count(" or ") == 3  # the four options of `in`, nothing else
     assert match_keys({"s": "text", "n": 2, "b": False, "z": None, "l": [1]}).__len__() == 4
+
+
+def test_an_id_expression_reads_back_exactly_the_ids_it_was_given():
+    """Every id, whatever characters it holds, is one string literal of the `in` list (milvus-lite's own parser)."""
+    from milvus_lite.search.filter import parse_expr
+    from milvus_lite.search.filter.ast import InOp, StringLit
+
+    rng = np.random.default_rng(8)
+    alphabet = list("'\"\\\n\r\t []()/,%=!aé猫🐱") + [chr(c) for c in range(32)]
+    ids = ["x'] or id != 'zz' or id in ['", "\\", "a\\b", '"', "'"]
+    ids += ["".join(rng.choice(alphabet, size=int(rng.integers(1, 40)))) for _ in range(200)]
+    parsed = parse_expr(ids_expression(ids))
+    assert isinstance(parsed, InOp)
+    assert parsed.field.name == "id"
+    assert not parsed.negate
+    assert all(isinstance(e, StringLit) for e in parsed.values.elements)
+    assert [e.value for e in parsed.values.elements] == ids
 
 
 def test_pymilvus_is_imported_only_when_selected(tmp_path):
