@@ -45,6 +45,7 @@ class Executors:
     video_slots: asyncio.Semaphore
     # what images decoding at once may hold (settings.image_decode_budget_bytes): each decode reserves its share
     image_memory: DecodeMemory
+    decode_threads: int = 1  # the decode executor's threads (a request's images go in this many runs at most)
 
     @classmethod
     def from_settings(cls, settings: Settings, share: int = 1) -> Executors:
@@ -52,8 +53,8 @@ class Executors:
         share of the cores, of the concurrent video decodes and of the image budget, never less than what one
         image of max_image_pixels needs)."""
         image_budget = max(settings.image_decode_budget_bytes // share, image_decode_floor(settings))
-        return cls(decode=ThreadPoolExecutor(decode_thread_count(settings.decode_threads, share),
-                                             thread_name_prefix="decode"),
+        threads = decode_thread_count(settings.decode_threads, share)
+        return cls(decode=ThreadPoolExecutor(threads, thread_name_prefix="decode"), decode_threads=threads,
                    storage=ThreadPoolExecutor(settings.storage_threads, thread_name_prefix="storage"),
                    video_slots=asyncio.Semaphore(max(1, -(-settings.max_concurrent_video_decodes // share))),
                    image_memory=DecodeMemory(image_budget))
