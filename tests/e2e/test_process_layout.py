@@ -199,6 +199,7 @@ def test_kill9_of_a_front_then_of_the_core_loses_no_acknowledged_upsert(demo_rep
         stop.set()
         for writer in writers:
             writer.join(30)
+        server.stop()  # a no-op when the server has stopped as it should
     assert code == 70, (code, server.output()[-3000:])
     assert "the core process exited" in server.output()
     restarted = Server(env=server.env, workdir=tmp_path).start(timeout=90)
@@ -215,8 +216,10 @@ def test_kill9_of_a_front_then_of_the_core_loses_no_acknowledged_upsert(demo_rep
 def test_no_process_outlives_a_killed_supervisor_and_the_server_restarts_at_once(demo_repository, tmp_path):
     server = layout_server(demo_repository, tmp_path)
     processes = server_processes(server.process.pid)
-    assert len(processes) >= 1 + 1 + FRONTS  # supervisor, core, fronts (and multiprocessing's resource tracker)
-    server.process.send_signal(signal.SIGKILL)
+    try:
+        assert len(processes) >= 1 + 1 + FRONTS  # supervisor, core, fronts (and multiprocessing's resource tracker)
+    finally:
+        server.process.send_signal(signal.SIGKILL)
     server.process.wait(10)
     restarted = Server(env=server.env, workdir=tmp_path).start(timeout=90)  # same port's data dir: not refused
     try:
