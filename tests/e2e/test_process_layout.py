@@ -66,8 +66,9 @@ def test_requests_from_both_fronts_share_one_batch_and_every_front_is_counted(de
     # A batch leaves only when full (8 items) or after 10 s: 4 requests from each front make exactly one batch.
     server = layout_server(demo_repository, tmp_path, max_batch_size="8", max_queue_delay_ms="10000",
                            batch_wait="always", batch_tune="false")
-    groups = clients_by_front(server.url, per_front=4)
+    groups: dict[int, list[httpx.Client]] = {}
     try:
+        groups = clients_by_front(server.url, per_front=4)
         image = base64.b64encode(photos["coffee"]).decode()
         before = httpx.get(f"{server.url}/metrics", timeout=10).text
         calls = [(front, client) for front, clients in groups.items() for client in clients]
@@ -95,9 +96,10 @@ def test_requests_from_both_fronts_share_one_batch_and_every_front_is_counted(de
 
 def test_a_collection_written_through_one_front_is_read_through_the_other_at_once(demo_repository, tmp_path):
     server = layout_server(demo_repository, tmp_path)
-    groups = clients_by_front(server.url, per_front=1)
-    first, second = groups[0][0], groups[1][0]
+    groups: dict[int, list[httpx.Client]] = {}
     try:
+        groups = clients_by_front(server.url, per_front=1)
+        first, second = groups[0][0], groups[1][0]
         assert first.put("/collections/shared", json={"dim": 4}).status_code == 201
         vectors = np.eye(4, dtype=np.float32)
         for round_ in range(20):
@@ -122,8 +124,9 @@ def test_the_request_limit_and_the_rate_limit_hold_for_the_whole_server(demo_rep
     server = layout_server(demo_repository, tmp_path, max_concurrent_requests="3", max_queue_delay_ms="10000",
                            batch_wait="always", batch_tune="false", max_batch_size="64",
                            rate_limit_requests="10", rate_limit_window_s="3600")
-    groups = clients_by_front(server.url, per_front=3)
+    groups: dict[int, list[httpx.Client]] = {}
     try:
+        groups = clients_by_front(server.url, per_front=3)
         image = base64.b64encode(photos["coffee"]).decode()
         calls = [client for clients in groups.values() for client in clients]
         with ThreadPoolExecutor(len(calls)) as pool:
