@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtests.bench_attention import measure
+from loadtests.bench_attention import add_timing_arguments, add_vit_arguments, measure, vit_arguments
 
 GRAPHS = {"unfolded": ["--no-fold"], "folded": []}
 
@@ -89,19 +89,13 @@ def report(figures: dict[str, dict[int, float]], graphs: dict[str, Path], differ
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for flag, default in (("--image-size", 224), ("--patch-size", 16), ("--dim", 32), ("--depth", 1),
-                          ("--heads", 2)):
-        parser.add_argument(flag, type=int, default=default)
+    add_vit_arguments(parser, image_size=224, patch_size=16, dim=32, depth=1, heads=2)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=3.0, help="timing window per graph and round")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (0: one per core)")
+    add_timing_arguments(parser, rounds=5, threads=1)
     parser.add_argument("--out", type=Path, help="also write the figures (ms per image) here as JSON")
     args = parser.parse_args(argv)
-    vit_args = [str(v) for flag in ("image_size", "patch_size", "dim", "depth", "heads")
-                for v in (f"--{flag.replace('_', '-')}", getattr(args, flag))]
     with tempfile.TemporaryDirectory(prefix="bench-fold-") as scratch:
-        graphs = {name: export_graph(name, Path(scratch), vit_args) for name in GRAPHS}
+        graphs = {name: export_graph(name, Path(scratch), vit_arguments(args)) for name in GRAPHS}
         difference = same_outputs(graphs, args.batch)
         figures = measure(graphs, [args.batch], args.seconds, args.rounds, args.threads)
         print(report(figures, graphs, difference, args))
