@@ -172,7 +172,7 @@ def _per_conv_channel(constant: np.ndarray, item: tuple[int, ...], chain: _Chain
     if array.ndim != ndim or array.shape[1] != channels:
         raise NotFoldable(f"the {what} laid out for the Conv has shape {array.shape}, which does not match its "
                           f"{channels} input channels")
-    per_channel = array[0].reshape(channels, -1)
+    per_channel = np.moveaxis(array, 1, 0).reshape(channels, -1)  # every row too: a Reshape may fold T into it
     if not np.all(per_channel == per_channel[:, :1]):
         raise NotFoldable(f"the {what} is not one value per input channel of Conv {chain.conv.name}")
     return per_channel[:, 0]

@@ -99,15 +99,19 @@ def test_every_pixel_family_folds_and_computes_what_the_unfolded_graph_computes(
 
 def pixel_graph(path: Path, *, item: tuple[int, ...] = (3, 8, 8), scale_shape: tuple[int, ...] = (1, 3, 1, 1),
                 layout: tuple[onnx.NodeProto, ...] = (), kernel: tuple[int, ...] = (4, 4),
-                in_channels: int = 3, **conv_attributes) -> None:
-    """uint8 pixels -> Cast -> Mul(scale) -> Add(offset) -> [layout] -> Conv -> y, as `PixelInput` exports it."""
+                in_channels: int = 3, reshape_to: tuple[int, ...] = (), **conv_attributes) -> None:
+    """uint8 pixels -> Cast -> Mul(scale) -> Add(offset) -> [layout] -> Conv -> y, as `PixelInput` exports it;
+    `reshape_to`: the layout is a Reshape to that shape."""
+    if reshape_to:
+        layout = (helper.make_node("Reshape", ["normalised", "shape"], ["reshaped"], name="reshape"),)
     rng = np.random.default_rng(0)
     scale = (rng.random(scale_shape) * 0.02 + 0.01).astype(np.float32)
     offset = (-rng.random(scale_shape) * 2).astype(np.float32)
     groups = conv_attributes.get("group", 1)
     weight = rng.standard_normal((6, in_channels // groups, *kernel)).astype(np.float32)
     inits = [numpy_helper.from_array(scale, "scale"), numpy_helper.from_array(offset, "offset"),
-             numpy_helper.from_array(weight, "w"), numpy_helper.from_array(rng.standard_normal(6, np.float32), "b")]
+             numpy_helper.from_array(weight, "w"), numpy_helper.from_array(rng.standard_normal(6, np.float32), "b"),
+             numpy_helper.from_array(np.asarray(reshape_to, np.int64), "shape")]
     conv_in = layout[-1].output[0] if layout else "normalised"
     nodes = [
         helper.make_node("Cast", ["pixels"], ["cast"], to=TensorProto.FLOAT, name="cast"),
@@ -130,6 +134,10 @@ def pixel_graph(path: Path, *, item: tuple[int, ...] = (3, 8, 8), scale_shape: t
     ("grouped", {"group": 3, "in_channels": 3}, "3 groups"),
     ("dilated", {"dilations": [2, 2]}, "dilated"),
     ("a scale per pixel", {"scale_shape": (1, 3, 8, 8)}, "not one value per input channel"),
+    # frames folded into the batch, each with its own scale: every row of the Conv's input must agree
+    ("a scale per frame", {"item": (2, 3, 8, 8), "scale_shape": (1, 2, 3, 1, 1), "reshape_to": (-1, 3, 8, 8)},
+     "not one value per input channel"),
+    ("a Reshape of the batch", {"reshape_to": (1, -1, 8, 8)}, "does not keep a dynamic batch in front"),
 ])
 def test_a_conv_the_fold_would_not_be_exact_for_is_left_alone(tmp_path: Path, case: str, attributes: dict,
                                                                 reason: str):
