@@ -260,3 +260,19 @@ def test_the_manifest_says_whether_the_normalisation_is_folded(tmp_path: Path):
     folded, unfolded = (run_onnx(tmp_path / name / "encoder.onnx", {"pixel_values": pixels})["tokens"]
                         for name in ("folded", "unfolded"))
     assert np.abs(folded - unfolded).max() <= 1e-5 * np.abs(unfolded).max()
+
+
+def test_fusions_leave_an_fp16_graph_alone_whose_normalisation_is_not_the_fp32_graphs(tmp_path: Path):
+    """`--fuse` makes each fused copy from the fp32 graph: a folded copy would replace an unfolded fp16 graph and the
+    manifest would no longer say what the graph is."""
+    from export.fusion import fuse_entry
+
+    assert main(["vit", "--name", "v", "--out", str(tmp_path), "--image-size", "32", "--patch-size", "8", "--dim",
+                 "32", "--depth", "1", "--heads", "2"]) == 0
+    entry = tmp_path / "v"
+    manifest = json.loads((entry / "manifest.json").read_text())
+    manifest["components"]["encoder"]["normalisation"]["fp16"] = "unfolded"  # as after an fp16 fold fallback
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+    summary = fuse_entry(entry, **quiet)
+    assert "fp16: not fused (its normalisation, unfolded, is not the fp32 graph's)" in summary
+    assert "fp32: fused" in summary
