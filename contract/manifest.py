@@ -65,6 +65,10 @@ class ComponentSpec(ContractModel):
     # the attention in each graph (export/attention.py): mha = com.microsoft.MultiHeadAttention, onnx = ONNX
     # Attention (opset 23), unfused = MatMul + Softmax + MatMul, none = no attention layers; {} = not recorded
     attention: dict[Literal["fp32", "fp16"], Literal["mha", "onnx", "unfused", "none"]] = {}
+    # graphs that take uint8 pixels (input.dtype uint8): whether each one's normalisation is folded into its
+    # patch-embedding Conv (export/normalisation_fold.py) or done by a Mul + Add before it; parity's
+    # normalisation_fallback says why a graph is not folded; {} = a graph that does not normalise pixels
+    normalisation: dict[Literal["fp32", "fp16"], Literal["folded", "unfolded"]] = {}
 
 
 class PredictorSpec(ContractModel):

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from export.demo import export_demo
-from export.family_cli import FAMILY_SOURCES, add_family_parsers, add_graph_arguments, pixel_dtype, run_family
+from export.family_cli import FAMILY_SOURCES, add_family_parsers, add_graph_arguments, graph_options, run_family
 from export.pipeline import FP16_GATE, FP32_GATE, ExportOptions, ParityError
 from export.probe import KIND_DEFAULTS
 from export.vit import RandomViTOptions, export_random_vit
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_random_vjepa2(args)
     if args.source == "vit":
         options = ExportOptions(name=args.name, out=args.out, fp16=not args.no_fp16, force=args.force, fuse=args.fuse,
-                                attention=args.attention, pixel_dtype=pixel_dtype(args))
+                                **graph_options(args))
     else:
         options = ExportOptions(
             name=args.name,
@@ -88,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             fp16_gate=args.fp16_gate,
             fp16=not args.no_fp16,
             force=args.force,
-            attention=args.attention,
-            pixel_dtype=pixel_dtype(args),
+            **graph_options(args),
         )
     try:
         if args.source == "vit":
@@ -133,7 +132,7 @@ def run_random_vjepa2(args: argparse.Namespace) -> int:
     from models.vjepa2 import VJepa2Config
 
     options = ExportOptions(name=args.name, out=args.out, fp16=not args.no_fp16, force=args.force,
-                            attention=args.attention, pixel_dtype=pixel_dtype(args))
+                            **graph_options(args))
     try:
         if args.probes < 1:
             raise ValueError("--probes must be at least 1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from export.attention import ATTENTION_KINDS, DEFAULT_ATTENTION
 from export.families import CheckpointExportOptions, export_ijepa, export_vjepa2
@@ -34,10 +35,15 @@ def add_graph_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--float-input", action="store_true",
                         help="encoder graphs take float32 pixels the host normalised, instead of uint8 pixels they "
                              "normalise themselves (export/pixels.py)")
+    parser.add_argument("--no-fold", action="store_true",
+                        help="uint8 graphs keep their normalisation as a Mul + Add before the patch embedding, instead "
+                             "of folding it into the patch-embedding Conv's weights (export/normalisation_fold.py)")
 
 
-def pixel_dtype(args: argparse.Namespace) -> str:
-    return "float32" if args.float_input else "uint8"
+def graph_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ExportOptions fields that add_graph_arguments set."""
+    return {"attention": args.attention, "pixel_dtype": "float32" if args.float_input else "uint8",
+            "fold_normalisation": not args.no_fold}
 
 
 def add_attention_argument(parser: argparse.ArgumentParser) -> None:
@@ -73,8 +79,7 @@ def add_family_parsers(sub: argparse._SubParsersAction) -> None:
 
 def run_family(args: argparse.Namespace) -> int:
     export = ExportOptions(name=args.name, out=args.out, fp32_gate=args.fp32_gate, fp16_gate=args.fp16_gate,
-                           fp16=not args.no_fp16, force=args.force, attention=args.attention,
-                           pixel_dtype=pixel_dtype(args))
+                           fp16=not args.no_fp16, force=args.force, **graph_options(args))
     load = LoadOptions(heads=args.heads, image_size=getattr(args, "image_size", None),
                        predictor_heads=getattr(args, "predictor_heads", None))
     options = CheckpointExportOptions(path=args.path, export=export, load=load, frames=getattr(args, "frames", None),

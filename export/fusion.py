@@ -59,11 +59,10 @@ def fuse_entry(
     for precision in sorted(encoder["files"], key=lambda name: name != "fp16"):
         path = folder / encoder["files"][precision]
         target = fused_path(path)
-        attention = encoder.get("attention", {})
-        if attention.get(precision) != attention.get("fp32"):
-            # made from the fp32 graph, the fused copy would have another attention than the manifest says
-            summaries.append(f"{precision}: not fused (its attention, {attention.get(precision)}, is not the fp32 "
-                             f"graph's)")
+        differs = _differs_from_fp32(encoder, precision)
+        if differs:
+            # made from the fp32 graph, the fused copy would have another graph than the manifest says
+            summaries.append(f"{precision}: not fused ({differs})")
             continue
         try:
             stats = fuse_graph(source, target, heads, dim, fp16=precision == "fp16")
@@ -85,6 +84,15 @@ def fuse_entry(
     summary = "fusions: " + "; ".join(summaries)
     log(summary)
     return summary
+
+
+def _differs_from_fp32(component: dict, precision: str) -> str:
+    """What the graph of `precision` has that the fp32 graph has not (its attention, its pixel normalisation), or ''."""
+    for field in ("attention", "normalisation"):
+        kinds = component.get(field, {})
+        if kinds.get(precision) != kinds.get("fp32"):
+            return f"its {field}, {kinds.get(precision)}, is not the fp32 graph's"
+    return ""
 
 
 def infer_heads(manifest: dict) -> int:

@@ -20,6 +20,7 @@ import torch
 from contract import SCHEMA_VERSION, ComponentSpec, Manifest
 from export.attention import DEFAULT_ATTENTION, FUSED_KINDS, attention_layers, trace_graph
 from export.manifest import staged_entry, tool_versions, write_manifest
+from export.normalisation_fold import NotFoldable, fold_normalisation
 from export.onnx_graph import convert_fp16, external_data_file
 from export.parity import ParityReport, check_parity
 from export.pixels import PixelInput, to_pixels
@@ -51,6 +52,10 @@ class ExportOptions:
     # what an encoder's pixel_values are: uint8 pixels normalised inside the graph (export/pixels.py), or the
     # float32 pixels the host normalised
     pixel_dtype: str = "uint8"
+    # uint8 graphs: fold the pixel normalisation into the patch-embedding Conv (export/normalisation_fold.py) where
+    # it folds exactly and passes the gates; a graph where it does not keeps its Mul + Add, and the parity record says
+    # why
+    fold_normalisation: bool = True
     force: bool = False
 
 
@@ -88,9 +93,13 @@ def export_component(
     stem: str,
     options: ExportOptions,
     log: Callable[[str], None],
+    *,
+    normalises_pixels: bool = False,
 ) -> ComponentSpec:
     """fp32 graph (must pass its gate), then an fp16 copy kept only if it passes its own; each with the fused
-    attention asked for where it passes its gate, else the unfused graph (the manifest's `attention` says which)."""
+    attention asked for where it passes its gate, else the unfused graph (the manifest's `attention` says which).
+    A graph that starts by normalising uint8 pixels (`normalises_pixels`) has that normalisation folded into its
+    patch-embedding Conv where it folds exactly and passes the same gates, else kept (`normalisation` says which)."""
     fp32_path = folder / f"{stem}.onnx"
     log(f"[{stem}] tracing to ONNX")
     example = tuple(torch.from_numpy(v[:2]) for v in feeds.values())
@@ -101,25 +110,35 @@ def export_component(
         f"max |diff| {fp32.max_abs_diff:.2e}")
     if fp32.min_cosine < options.fp32_gate:
         raise ParityError(f"{stem}: fp32 ONNX min cosine {fp32.min_cosine:.7f} < gate {options.fp32_gate}")
-    files = {"fp32": fp32_path.name}
-    attention = {"fp32": kind}
-    parity: dict[str, Any] = {"fp32": fp32.as_dict(), "fp32_gate": options.fp32_gate, "fp16_gate": options.fp16_gate}
-    if options.fp16:
-        parity["fp16"] = fp16_copy(fp32_path, feeds, reference, options.fp16_gate, stem, log)
-        attention["fp16"] = kind
-        if not parity["fp16"].get("kept") and kind in FUSED_KINDS:
-            fallback["fp16"] = parity["fp16"].get("error") or (
-                f"min cosine {parity['fp16']['min_cosine']:.6f} < gate {options.fp16_gate}")
-            log(f"[{stem}] fp16 with fused attention ({kind}) refused: {fallback['fp16']}; trying the unfused graph")
-            parity["fp16"], attention["fp16"] = _unfused_fp16(traced, folder, feeds, reference, options, stem, log)
-        if parity["fp16"].get("kept"):
-            files["fp16"] = f"{stem}.fp16.onnx"
-        else:
-            del attention["fp16"]
+    gate = _Gate(feeds, reference, options, stem, log)
+    sources = [_Source(fp32_path, kind, "unfolded" if normalises_pixels else None)]
+    fold_fallback: dict[str, str] = {}
+    try:
+        if normalises_pixels and options.fold_normalisation:
+            sources, fp32, fold_fallback = _fold_fp32(sources[0], fp32, gate)
+        parity: dict[str, Any] = {"fp32": fp32.as_dict(), "fp32_gate": options.fp32_gate,
+                                  "fp16_gate": options.fp16_gate}
+        graphs = {"fp32": sources[0]}
+        if options.fp16:
+            parity["fp16"], fp16_source = _fp16_graph(traced, sources, gate, fallback, fold_fallback)
+            if fp16_source is not None:
+                graphs["fp16"] = fp16_source
+    finally:
+        _remove(*(folder / f"{stem}{scratch}.onnx" for scratch in SCRATCH_GRAPHS))
     if fallback:
         parity["attention_fallback"] = fallback
-    inputs = {name: [-1, *value.shape[1:]] for name, value in feeds.items()}
-    return ComponentSpec(files=files, inputs=inputs, outputs=list(output_names), parity=parity, attention=attention)
+    if fold_fallback:
+        parity["normalisation_fallback"] = fold_fallback
+    normalisation = {precision: source.normalisation for precision, source in graphs.items() if source.normalisation}
+    return ComponentSpec(
+        files={"fp32": fp32_path.name, **({"fp16": f"{stem}.fp16.onnx"} if "fp16" in graphs else {})},
+        inputs={name: [-1, *value.shape[1:]] for name, value in feeds.items()}, outputs=list(output_names),
+        parity=parity, attention={precision: source.attention for precision, source in graphs.items()},
+        **({"normalisation": normalisation} if normalisation else {}))  # absent, not {}, where there is none
+
+
+# graphs an export writes beside `<stem>.onnx` while it chooses, deleted when it is done
+SCRATCH_GRAPHS = (".folded", ".unfolded", ".unfused", ".unfused.folded")
 
 
 @dataclass(frozen=True)
@@ -137,6 +156,33 @@ class _Tracer:
 
     def trace(self, path: Path, kind: str) -> None:
         trace_graph(self.module, self.example, path, self.input_names, self.output_names, kind)
+
+
+@dataclass(frozen=True)
+class _Gate:
+    """What gating another graph of one component needs."""
+
+    feeds: dict[str, np.ndarray]
+    reference: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+    options: ExportOptions
+    stem: str
+    log: Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class _Source:
+    """An fp32 graph of a component: the attention it has, and its pixel normalisation (folded into the
+    patch-embedding Conv, unfolded, or None: the graph takes no uint8 pixels)."""
+
+    path: Path
+    attention: str
+    normalisation: str | None
+
+
+def _remove(*graphs: Path) -> None:
+    for graph in graphs:
+        for leftover in (graph, external_data_file(graph)):
+            leftover.unlink(missing_ok=True)
 
 
 def _fp32_graph(
@@ -161,27 +207,102 @@ def _fp32_graph(
                 return kind, report, {}
             reason = f"min cosine {report.min_cosine:.7f} < gate {options.fp32_gate}"
         log(f"[{stem}] fp32 with fused attention ({kind}) refused: {reason}; keeping the unfused graph")
-        for leftover in (path, external_data_file(path)):
-            leftover.unlink(missing_ok=True)
+        _remove(path)
         traced.trace(path, "unfused")
         return "unfused", check_parity(path, feeds, reference), {"fp32": reason}
     traced.trace(path, "unfused")
     return "unfused", check_parity(path, feeds, reference), {}
 
 
-def _unfused_fp16(
-    traced: _Tracer, folder: Path, feeds: dict[str, np.ndarray],
-    reference: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]], options: ExportOptions, stem: str,
-    log: Callable[[str], None],
-) -> tuple[dict[str, Any], str]:
-    """The fp16 copy converted from an unfused fp32 graph traced beside the fused one (then deleted)."""
-    scratch = folder / f"{stem}.unfused.onnx"
+def _folded(src: Path, dst: Path) -> str | None:
+    """Write the graph at `src` with its pixel normalisation folded (export/normalisation_fold.py) at `dst`;
+    -> None, or why it was not (then nothing is written)."""
     try:
-        traced.trace(scratch, "unfused")
-        return fp16_copy(scratch, feeds, reference, options.fp16_gate, stem, log), "unfused"
-    finally:
-        for leftover in (scratch, external_data_file(scratch)):
-            leftover.unlink(missing_ok=True)
+        fold_normalisation(src, dst)
+    except Exception as exc:  # a graph that will not fold keeps its normalisation: never a failed export
+        _remove(dst)
+        return str(exc) if isinstance(exc, NotFoldable) else _first_line(exc)
+    return None
+
+
+def _fold_fp32(
+    source: _Source, report: ParityReport, gate: _Gate
+) -> tuple[list[_Source], ParityReport, dict[str, str]]:
+    """Fold the fp32 graph's normalisation if it folds and the folded graph passes the fp32 gate (the unfolded graph
+    stays beside it for the fp16 copy's fallback) -> the fp32 graphs to convert to fp16 from, in the order to try
+    them, the kept graph's parity, and why it was not folded."""
+    path, stem = source.path, gate.stem
+    folded = path.with_name(f"{stem}.folded.onnx")
+    reason = _folded(path, folded)
+    if reason is None:
+        try:
+            folded_report = check_parity(folded, gate.feeds, gate.reference)
+        except Exception as exc:  # a graph ONNX Runtime will not build or run is a failed gate
+            reason = _first_line(exc)
+        else:
+            if folded_report.min_cosine < gate.options.fp32_gate:
+                reason = f"min cosine {folded_report.min_cosine:.7f} < gate {gate.options.fp32_gate}"
+    if reason is not None:
+        _remove(folded)
+        gate.log(f"[{stem}] fp32 pixel normalisation not folded: {reason}")
+        return [source], report, {"fp32": reason}
+    unfolded = path.with_name(f"{stem}.unfolded.onnx")
+    path.replace(unfolded)  # an external-data file is named in the graph, and stays where it is
+    folded.replace(path)
+    gate.log(f"[{stem}] fp32 pixel normalisation folded into the patch embedding: min cosine "
+             f"{folded_report.min_cosine:.7f}, max |diff| {folded_report.max_abs_diff:.2e}")
+    return ([_Source(path, source.attention, "folded"), _Source(unfolded, source.attention, "unfolded")],
+            folded_report, {})
+
+
+def _fp16_graph(
+    traced: _Tracer, sources: list[_Source], gate: _Gate, attention_fallback: dict[str, str],
+    fold_fallback: dict[str, str],
+) -> tuple[dict[str, Any], _Source | None]:
+    """The fp16 copy converted from the first of `sources` (the fp32 graph, then its unfolded graph) that passes
+    its gate, else from an unfused graph traced beside a fused one (folded as the fp32 graph is, if it folds) ->
+    its parity record and the graph it was converted from (None: no fp16 copy is kept); the fallbacks say why."""
+    record, kept, failures = _first_kept(sources, gate)
+    kind, not_folded = sources[0].attention, None
+    if kept is None and kind in FUSED_KINDS:
+        attention_fallback["fp16"] = failures[-1]  # that of the unfolded graph where there are two
+        gate.log(f"[{gate.stem}] fp16 with fused attention ({kind}) refused: {failures[-1]}; trying the unfused "
+                 "graph")
+        unfused, not_folded = _unfused_sources(traced, sources[0], gate)
+        record, kept, failures = _first_kept(unfused, gate)
+    if kept is not None and kept.normalisation == "unfolded" and sources[0].normalisation == "folded":
+        # the folded graph of the same attention was tried just before, unless it would not fold
+        fold_fallback["fp16"] = failures[-1] if failures else str(not_folded)
+    return record, kept
+
+
+def _first_kept(sources: list[_Source], gate: _Gate) -> tuple[dict[str, Any], _Source | None, list[str]]:
+    """fp16 copies of `sources` in turn until one passes its gate -> its record (else the last one's), its source,
+    and why each one before it was refused."""
+    failures: list[str] = []
+    for source in sources:
+        record = fp16_copy(source.path, gate.feeds, gate.reference, gate.options.fp16_gate, gate.stem, gate.log)
+        if record.get("kept"):
+            return record, source, failures
+        failures.append(record.get("error") or f"min cosine {record['min_cosine']:.6f} < gate "
+                                                f"{gate.options.fp16_gate}")
+    return record, None, failures
+
+
+def _unfused_sources(traced: _Tracer, fused: _Source, gate: _Gate) -> tuple[list[_Source], str | None]:
+    """An unfused graph traced beside the fused one (deleted when the export is done), and first its folded graph
+    where the fused fp32 graph is folded; -> those, and why the unfused graph was not folded where it was not."""
+    scratch = fused.path.with_name(f"{gate.stem}.unfused.onnx")
+    traced.trace(scratch, "unfused")
+    unfused = _Source(scratch, "unfused", "unfolded" if fused.normalisation else None)
+    if fused.normalisation != "folded":
+        return [unfused], None
+    folded = scratch.with_name(f"{gate.stem}.unfused.folded.onnx")
+    reason = _folded(scratch, folded)
+    if reason is not None:
+        gate.log(f"[{gate.stem}] the unfused graph's pixel normalisation not folded: {reason}")
+        return [unfused], reason
+    return [_Source(folded, "unfused", "folded"), unfused], None
 
 
 def _first_line(exc: Exception) -> str:
@@ -208,7 +329,8 @@ def export_pixel_component(
         return export_component(module, {"pixel_values": probes}, output_names, folder, stem, options, log)
     wrapped = PixelInput(module, mean, std, layout, probes.ndim).eval()
     pixels = to_pixels(probes, mean, std, layout)
-    return export_component(wrapped, {"pixel_values": pixels}, output_names, folder, stem, options, log)
+    return export_component(wrapped, {"pixel_values": pixels}, output_names, folder, stem, options, log,
+                            normalises_pixels=True)
 
 
 def fp16_copy(

@@ -94,22 +94,37 @@ def report(figures: dict[str, dict[int, float]], args: argparse.Namespace) -> st
     return "\n".join(lines)
 
 
+VIT_SHAPE = ("image_size", "patch_size", "dim", "depth", "heads")
+
+
+def add_vit_arguments(parser: argparse.ArgumentParser, **defaults: int) -> None:
+    """The shape of the `jepa-export vit` model a CPU bench exports (--image-size, --patch-size, ...)."""
+    for name in VIT_SHAPE:
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=defaults[name])
+
+
+def add_timing_arguments(parser: argparse.ArgumentParser, *, rounds: int, threads: int) -> None:
+    """How `measure` times each point: --seconds, --rounds, --threads."""
+    parser.add_argument("--seconds", type=float, default=3.0, help="timing window per point and round")
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--threads", type=int, default=threads, help="ONNX Runtime intra-op threads (0: one per core)")
+
+
+def vit_arguments(args: argparse.Namespace) -> list[str]:
+    """Those arguments again, for `jepa-export vit`."""
+    return [str(v) for name in VIT_SHAPE for v in (f"--{name.replace('_', '-')}", getattr(args, name))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for flag, default in (("--image-size", 224), ("--patch-size", 16), ("--dim", 384), ("--depth", 12),
-                          ("--heads", 6)):
-        parser.add_argument(flag, type=int, default=default)
+    add_vit_arguments(parser, image_size=224, patch_size=16, dim=384, depth=12, heads=6)
     parser.add_argument("--attention", default=",".join(KINDS), help="graphs to compare (default: all three)")
     parser.add_argument("--batches", default="1,2,4,8,16,32")
-    parser.add_argument("--seconds", type=float, default=3.0, help="timing window per point and round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: one per core)")
+    add_timing_arguments(parser, rounds=3, threads=0)
     parser.add_argument("--out", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args(argv)
-    vit_args = [str(v) for flag in ("image_size", "patch_size", "dim", "depth", "heads")
-                for v in (f"--{flag.replace('_', '-')}", getattr(args, flag))]
     with tempfile.TemporaryDirectory(prefix="bench-attention-") as scratch:
-        graphs = {kind: export_graph(kind, Path(scratch), vit_args) for kind in args.attention.split(",")}
+        graphs = {kind: export_graph(kind, Path(scratch), vit_arguments(args)) for kind in args.attention.split(",")}
         figures = measure(graphs, [int(b) for b in args.batches.split(",")], args.seconds, args.rounds, args.threads)
     print(report(figures, args))
     if args.out is not None:

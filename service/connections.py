@@ -221,6 +221,7 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
     message in the app's words (module docstring). `limits` is bound by `guarded_websocket_protocol`."""
 
     _stall_timer: asyncio.TimerHandle | None = None
+    _lost = False  # the connection has ended
 
     def __init__(self, *args: Any, limits: WebSocketLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -236,8 +237,24 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         self._cancel_stall()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         self._cancel_stall()
         super().connection_lost(exc)
+
+    async def run_asgi(self) -> None:
+        try:
+            await super().run_asgi()
+        finally:
+            # The app is done and uvicorn closes the transport, which first writes out what the client has not
+            # read yet: a client that reads nothing would keep the connection and its descriptor forever (seen
+            # under load, when the socket stopped filling before the app's last sends and no stall was armed).
+            if not self._lost:
+                self.loop.call_later(self.close_timeout + self.limits.stall_timeout_s, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if not self._lost:
+            log.info("dropping a WebSocket connection: its close did not complete (the client reads nothing)")
+            self.transport.abort()
 
     def _cancel_stall(self) -> None:
         if self._stall_timer is not None:

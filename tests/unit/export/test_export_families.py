@@ -158,6 +158,7 @@ def test_models_over_the_protobuf_limit_keep_weights_beside_the_graph(tmp_path: 
     entry = tmp_path / "repo" / "big"
     component = json.loads((entry / "manifest.json").read_text())["components"]["encoder"]
     assert component["external_data"] == {"fp32": "encoder.onnx.data", "fp16": "encoder.fp16.onnx.data"}
+    assert component["normalisation"] == {"fp32": "folded", "fp16": "folded"}  # its weights beside the others
     assert all((entry / f).stat().st_mode & 0o044 == 0o044 for f in component["external_data"].values())  # readable
     import onnx
 
