@@ -35,6 +35,7 @@ from service.api.auth import AuthMiddleware
 from service.api.errors import install_error_handlers
 from service.api.openapi import install_docs, operation_id
 from service.api.ui import install_ui
+from service.config import ServerConfig
 from service.embed_cache import open_cache
 from service.errors import StorageUnavailable
 from service.front import FrontRole, front_lifespan
@@ -70,17 +71,18 @@ def _version() -> str:
 
 async def bring_up(services: Services) -> None:
     """loading -> warming -> ready (or failed): models, collections, then one pass over every batch size."""
-    settings = services.settings
-    if settings.providers in ("tensorrt", "tensorrt_native"):
+    config = services.config
+    if config.runtime.builds_engines:
         services.set_phase("building_engine")  # plans are built (or read from the cache) while loading
     # Start-up has its own thread: loading and warming take minutes and must not hold a storage or decode thread.
     startup = ThreadPoolExecutor(1, thread_name_prefix="startup")
     loop = asyncio.get_running_loop()
     try:
-        entries, failures = await loop.run_in_executor(startup, scan_repository, settings.model_repository)
-        await loop.run_in_executor(startup, services.models.load, entries, failures, settings, services.metrics)
+        entries, failures = await loop.run_in_executor(startup, scan_repository, config.models.repository)
+        await loop.run_in_executor(startup, services.models.load, entries, failures, config.runtime, config.batching,
+                                   config.limits.world, services.metrics)
         if not len(services.models):
-            log.error("no model to serve in %s: %s", settings.model_repository, _reasons(services.models.failures))
+            log.error("no model to serve in %s: %s", config.models.repository, _reasons(services.models.failures))
             give_up(services, EXIT_STARTUP_FAILED)
             return
         if not await recover_with_retry(services):
@@ -95,7 +97,7 @@ async def bring_up(services: Services) -> None:
                     batcher.policy.max_queue_size
                 )
         services.models.start(services.on_change)
-        if settings.warmup:
+        if config.runtime.warmup:
             services.set_phase("warming")
             await loop.run_in_executor(startup, services.models.warm_up)
     except Exception:
@@ -119,8 +121,8 @@ def _reasons(failures: dict[str, str]) -> str:
 async def recover_with_retry(services: Services) -> bool:
     """Recover the collections; while their backend (Redis) cannot be reached, retry with doubling waits and say why
     in /readyz. False once `startup_give_up_s` has passed without success."""
-    settings = services.settings
-    deadline = time.monotonic() + settings.startup_give_up_s
+    processes = services.config.processes
+    deadline = time.monotonic() + processes.startup_give_up_s
     wait_s = FIRST_RETRY_S
     attempt = 0
     phase = services.phase
@@ -132,7 +134,7 @@ async def recover_with_retry(services: Services) -> bool:
             left_s = deadline - time.monotonic()
             if left_s <= 0:
                 log.error(
-                    "start-up gave up after %d attempt(s) in %.0f s: %s", attempt, settings.startup_give_up_s, exc
+                    "start-up gave up after %d attempt(s) in %.0f s: %s", attempt, processes.startup_give_up_s, exc
                 )
                 services.set_phase(services.phase, {"reason": str(exc), "attempts": attempt, "gave_up": True})
                 return False
@@ -143,7 +145,7 @@ async def recover_with_retry(services: Services) -> bool:
             log.warning("start-up: %s; attempt %d, retrying in %.2f s (giving up in %.0f s)",
                         exc, attempt, min(wait_s, left_s), left_s)
             await asyncio.sleep(min(wait_s, left_s))
-            wait_s = min(wait_s * 2, settings.startup_retry_max_s)
+            wait_s = min(wait_s * 2, processes.startup_retry_max_s)
             continue
         if attempt > 1:
             log.info("start-up: the backend answered after %d attempt(s)", attempt)
@@ -159,15 +161,15 @@ def give_up(services: Services, exit_code: int) -> None:
         services.stop_process(exit_code)
 
 
-def build_services(settings: Settings, metrics: Metrics, data_dir_lock: DataDirLock | None,
+def build_services(config: ServerConfig, metrics: Metrics, data_dir_lock: DataDirLock | None,
                    stop_process: Callable[[int], None] | None) -> Services:
     """What serves in this process (the in-process app's lifespan, or the core process): models come up in
     `bring_up`."""
     services = Services(
-        settings=settings, metrics=metrics, models=ModelPool(), store=open_store(settings, data_dir_lock),
-        executors=Executors.from_settings(settings), stop_process=stop_process,
+        config=config, metrics=metrics, models=ModelPool(), store=open_store(config.collections, data_dir_lock),
+        executors=Executors.from_config(config.processes, config.media), stop_process=stop_process,
     )
-    services.embed_cache = open_cache(settings)
+    services.embed_cache = open_cache(config.cache)
     return services
 
 
@@ -189,7 +191,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with front_lifespan(app):
             yield
         return
-    services = build_services(app.state.settings, app.state.metrics, app.state.data_dir_lock,
+    services = build_services(app.state.config, app.state.metrics, app.state.data_dir_lock,
                               app.state.stop_process)
     app.state.services = services
     startup = asyncio.create_task(bring_up(services), name="bring-up")
@@ -205,12 +207,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.guard.aclose()
 
 
-def create_app(settings: Settings | None = None, data_dir_lock: DataDirLock | None = None,
+def create_app(config: ServerConfig | None = None, data_dir_lock: DataDirLock | None = None,
                front: FrontRole | None = None) -> FastAPI:
     """The app of one process that serves everything (tests, other ASGI servers), or, with `front`, of one
-    front process of `jepa-serve` (service/front.py). `data_dir_lock`: the local data directory's lock when
-    the caller already holds it; without one the lifespan takes it (service/index/dirlock.py)."""
-    settings = settings or Settings()
+    front process of `jepa-serve` (service/front.py). `config`: `Settings(...).config`; None = the environment's.
+    `data_dir_lock`: the local data directory's lock when the caller already holds it; without one the lifespan
+    takes it (service/index/dirlock.py)."""
+    config = config or Settings().config
     app = FastAPI(
         title="jepa-serve",
         version=_version(),
@@ -220,7 +223,7 @@ def create_app(settings: Settings | None = None, data_dir_lock: DataDirLock | No
         redoc_url=None,
         generate_unique_id_function=operation_id,
     )
-    app.state.settings = settings
+    app.state.config = config
     app.state.data_dir_lock = data_dir_lock
     app.state.front = front
     # Stops the process and sets the exit status when start-up gives up (the core process sets it). None in
@@ -232,18 +235,18 @@ def create_app(settings: Settings | None = None, data_dir_lock: DataDirLock | No
     if front is not None:
         app.state.core_link = link = CoreLink(front.core_path, on_state=lambda state: None)
         gate = front.counts.requests.gate(front.index)
-        limiter = RemoteLimiter(link, settings.rate_limit_requests, settings.rate_limit_window_s)
-    app.state.guard = Guard.from_settings(settings, app.state.metrics, local_limiter=limiter)
+        limiter = RemoteLimiter(link, config.security.rate_limit.requests, config.security.rate_limit.window_s)
+    app.state.guard = Guard.from_config(config.security, app.state.metrics, local_limiter=limiter)
     install_error_handlers(app)
     for router in (embed.router, collections.router, search.router, classify.router, predict.router, plan.router,
                    surprise.router, stream.router, health.router, models.router, metrics.router, limits.router):
         app.include_router(router)
-    install_docs(app, settings)
+    install_docs(app, config.security, config.limits)
     install_ui(app)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrent_requests, metrics=app.state.metrics,
-                       gate=gate)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.limits.max_body_bytes)
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=config.limits.max_concurrent_requests,
+                       metrics=app.state.metrics, gate=gate)
     app.add_middleware(AuthMiddleware, guard=app.state.guard)
-    app.add_middleware(RequestLogMiddleware, metrics=app.state.metrics, access_log=settings.access_log,
+    app.add_middleware(RequestLogMiddleware, metrics=app.state.metrics, access_log=config.logging.access_log,
                        front=None if front is None else front.index)
     return app

@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"jepa-serve: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_format, args.log_level)
+    config = settings.config  # the groups every process runs with, built and cross-checked once (service/config.py)
+    configure_logging(config.logging.format, args.log_level)
     for name in unknown_variables(os.environ):
         meant = did_you_mean(name)
         logging.getLogger("service.settings").warning(
@@ -36,14 +37,14 @@ def main(argv: list[str] | None = None) -> int:
             f"did you mean {meant}?" if meant else "see service/settings.py",
         )
     lock = None
-    if settings.storage == "local":
+    if config.collections.storage == "local":
         # Taken before anything starts and held until the process ends, so a second server on the same
         # directory stops here with one line instead of silently sharing (and truncating) the logs.
         try:
-            lock = DataDirLock.acquire(settings.data_dir)
+            lock = DataDirLock.acquire(config.collections.data_dir)
         except DataDirLocked as exc:
             print(f"jepa-serve: {exc}", file=sys.stderr)
             return 1
     # Fronts and a core (service/supervisor.py). SIGTERM: the fronts stop accepting and finish their requests,
     # then the core drains the batch queues and snapshots the logs.
-    return Supervisor(settings, args.host, args.port, args.log_level, lock).run()
+    return Supervisor(config, args.host, args.port, args.log_level, lock).run()

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from service.config import RateLimitConfig, ServerConfig
 from service.errors import ErrorCode, NotFound
 from service.index.dirlock import DataDirLock
 from service.ipc.remote import EngineInfo
@@ -28,7 +29,6 @@ from service.logs import configure_logging
 from service.metrics import Metrics
 from service.processes import become_child, use_uvloop
 from service.security.ratelimit import InProcessLimiter
-from service.settings import Settings
 from service.state import Services
 
 log = logging.getLogger("service.core")
@@ -135,17 +135,17 @@ class CoreRequests:
         }
 
 
-def run_core(settings: Settings, socket_path: str, log_level: str, parent_pid: int,
+def run_core(config: ServerConfig, socket_path: str, log_level: str, parent_pid: int,
              data_dir_lock: DataDirLock | None) -> None:
     """The core process's entry point (started by the supervisor)."""
     become_child("jepa-core", parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C reaches every process: the supervisor decides
-    configure_logging(settings.log_format, log_level)
+    configure_logging(config.logging.format, log_level)
     use_uvloop()
-    sys.exit(asyncio.run(serve_core(settings, Path(socket_path), data_dir_lock)))
+    sys.exit(asyncio.run(serve_core(config, Path(socket_path), data_dir_lock)))
 
 
-async def serve_core(settings: Settings, path: Path, data_dir_lock: DataDirLock | None) -> int:
+async def serve_core(config: ServerConfig, path: Path, data_dir_lock: DataDirLock | None) -> int:
     from service.app import bring_up, build_services, close_services
 
     loop = asyncio.get_running_loop()
@@ -158,8 +158,8 @@ async def serve_core(settings: Settings, path: Path, data_dir_lock: DataDirLock 
         stop.set()
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    services = build_services(settings, Metrics(), data_dir_lock, stop_process)
-    requests = CoreRequests(services, _limiter(settings))
+    services = build_services(config, Metrics(), data_dir_lock, stop_process)
+    requests = CoreRequests(services, _limiter(config.security.rate_limit))
     server = CoreServer(
         path,
         requests={"infer": requests.infer, "store": requests.store, "collection": requests.collection,
@@ -175,7 +175,7 @@ async def serve_core(settings: Settings, path: Path, data_dir_lock: DataDirLock 
         # SIGTERM: from the supervisor once every front has stopped, or from a process-group signal (systemd,
         # `timeout`, `kill 0`) that reached the fronts at the same moment. Either way, serve the fronts until the
         # last has finished its requests and gone, so a request in flight still finds its batcher and collection.
-        await server.fronts_gone(settings.shutdown_timeout_s + FRONTS_GRACE_S)
+        await server.fronts_gone(config.connections.shutdown_timeout_s + FRONTS_GRACE_S)
     services.set_phase("stopping")
     startup.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -185,11 +185,9 @@ async def serve_core(settings: Settings, path: Path, data_dir_lock: DataDirLock 
     return exit_code
 
 
-def _limiter(settings: Settings) -> InProcessLimiter | None:
+def _limiter(rate: RateLimitConfig) -> InProcessLimiter | None:
     """The in-process rate limit lives here, once for the whole server (a Redis one is shared by the fronts)."""
-    from service.security.guard import rate_limit_redis_url
-
-    if settings.rate_limit_requests <= 0 or rate_limit_redis_url(settings):
+    if rate.requests <= 0 or rate.redis_url is not None:
         return None
-    return InProcessLimiter(settings.rate_limit_requests, settings.rate_limit_window_s)
+    return InProcessLimiter(rate.requests, rate.window_s)
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
+from service.config import CacheConfig, ConnectionsConfig, ServerConfig, StreamConfig
 from service.embed_cache import EmbeddingCache, open_cache
 from service.ipc.arena import Arena
 from service.ipc.counters import Gate, ServerCounts
@@ -29,7 +30,6 @@ from service.logs import configure_logging
 from service.model_pool import ModelPool, served_model
 from service.processes import become_child
 from service.repository import scan_repository
-from service.settings import Settings
 from service.state import Executors, Services
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ class FrontRole:
     arena_bytes: int
 
 
-def run_front(settings: Settings, index: int, address: tuple[str, int], core_path: str, counts: ServerCounts,
+def run_front(config: ServerConfig, index: int, address: tuple[str, int], core_path: str, counts: ServerCounts,
               log_level: str, parent_pid: int) -> None:
     """A front process's entry point (started by the supervisor): uvicorn on its own socket of the port."""
     import uvicorn
@@ -59,14 +59,15 @@ def run_front(settings: Settings, index: int, address: tuple[str, int], core_pat
     from service.supervisor import bind
 
     become_child(f"jepa-front-{index}", parent_pid)
-    configure_logging(settings.log_format, log_level)
-    role = FrontRole(index, Path(core_path), counts, settings.shm_arena_mb << 20)
-    app = create_app(settings, front=role)
-    config = server_config(app, settings, log_level, counts.connections.gate(index))
-    uvicorn.Server(config).run(sockets=[bind(*address, listen=True)])
+    configure_logging(config.logging.format, log_level)
+    role = FrontRole(index, Path(core_path), counts, config.processes.arena_bytes)
+    app = create_app(config, front=role)
+    uvicorn_config = server_config(app, config.connections, config.stream, log_level, counts.connections.gate(index))
+    uvicorn.Server(uvicorn_config).run(sockets=[bind(*address, listen=True)])
 
 
-def server_config(app: FastAPI, settings: Settings, log_level: str, connections: Gate) -> uvicorn.Config:
+def server_config(app: FastAPI, limits: ConnectionsConfig, stream: StreamConfig, log_level: str,
+                  connections: Gate) -> uvicorn.Config:
     """SIGTERM: uvicorn stops accepting, waits up to shutdown_timeout_s for in-flight requests, then the lifespan
     closes this front (the core drains the batch queues and snapshots the logs once every front has gone).
     Connections: read timeouts and a connection cap on HTTP (`connections` counts every front's); on WebSockets,
@@ -78,21 +79,21 @@ def server_config(app: FastAPI, settings: Settings, log_level: str, connections:
     from service.api.stream import close_reason, error_message, message_too_big
     from service.connections import ConnectionLimits, WebSocketLimits, guarded_protocol, guarded_websocket_protocol
 
-    http = ConnectionLimits(header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s,
-                            max_connections=settings.max_connections, discard_body_bytes=settings.discard_body_bytes,
+    http = ConnectionLimits(header_timeout_s=limits.header_timeout_s, body_timeout_s=limits.body_timeout_s,
+                            max_connections=limits.max_connections, discard_body_bytes=limits.discard_body_bytes,
                             gate=connections)
 
     def too_big(size: int) -> tuple[dict, str]:
-        error = message_too_big(size, settings.stream_max_message_bytes)
+        error = message_too_big(size, stream.max_message_bytes)
         return error_message(error), close_reason(error)
 
-    ws = WebSocketLimits(stall_timeout_s=settings.stream_idle_timeout_s,
-                         max_message_bytes=settings.stream_max_message_bytes, too_big=too_big)
+    ws = WebSocketLimits(stall_timeout_s=stream.idle_timeout_s, max_message_bytes=stream.max_message_bytes,
+                         too_big=too_big)
     return uvicorn.Config(
         app, log_level=log_level, access_log=False, log_config=None,
-        timeout_graceful_shutdown=settings.shutdown_timeout_s, http=guarded_protocol(http),
-        timeout_keep_alive=settings.keep_alive_timeout_s, ws=guarded_websocket_protocol(ws),
-        ws_max_size=settings.stream_max_message_bytes, ws_ping_interval=None, ws_ping_timeout=None,
+        timeout_graceful_shutdown=limits.shutdown_timeout_s, http=guarded_protocol(http),
+        timeout_keep_alive=limits.keep_alive_timeout_s, ws=guarded_websocket_protocol(ws),
+        ws_max_size=stream.max_message_bytes, ws_ping_interval=None, ws_ping_timeout=None,
     )
 
 
@@ -107,9 +108,9 @@ def open_arena(size: int) -> Arena | None:
         return None
 
 
-def front_cache(settings: Settings, link: CoreLink) -> EmbeddingCache | None:
+def front_cache(config: CacheConfig, link: CoreLink) -> EmbeddingCache | None:
     """A Redis cache is shared already: the front opens it itself. The in-memory one is the core's."""
-    cache = open_cache(settings)
+    cache = open_cache(config)
     if cache is None or cache.backend != "memory":
         return cache
     return RemoteCache(link)
@@ -161,7 +162,7 @@ class CoreView:
         services = self.services
         try:
             entries, _ = await asyncio.get_running_loop().run_in_executor(
-                services.executors.storage, scan_repository, services.settings.model_repository)
+                services.executors.storage, scan_repository, services.config.models.repository)
             for entry in entries:
                 components = state["models"].get(entry.name)
                 if components is None:
@@ -172,7 +173,7 @@ class CoreView:
                     for name, facts in components.items()
                 }
                 try:
-                    services.models.add(served_model(entry, batchers, services.settings))
+                    services.models.add(served_model(entry, batchers, services.config.limits.world))
                 except Exception as exc:  # a model this front cannot hold must not stop the others
                     log.exception("model %s failed to load in this front", entry.name)
                     services.models.failures[entry.name] = f"failed to load: {type(exc).__name__}"
@@ -190,14 +191,14 @@ class CoreView:
 
 @asynccontextmanager
 async def front_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
+    config: ServerConfig = app.state.config
     role: FrontRole = app.state.front
     link: CoreLink = app.state.core_link
     arena = open_arena(role.arena_bytes)
-    services = Services(settings=settings, metrics=app.state.metrics, models=ModelPool(), store=RemoteStore(link),
-                        executors=Executors.from_settings(settings, share=role.counts.fronts),
-                        streams=role.counts.streams.gate(role.index))
-    services.embed_cache = front_cache(settings, link)
+    executors = Executors.from_config(config.processes, config.media, share=role.counts.fronts)
+    services = Services(config=config, metrics=app.state.metrics, models=ModelPool(), store=RemoteStore(link),
+                        executors=executors, streams=role.counts.streams.gate(role.index))
+    services.embed_cache = front_cache(config.cache, link)
     app.state.services = services
     view = CoreView(services, link, arena)
     link.on_state = view.apply

@@ -18,8 +18,7 @@ from service.embed_cache import cache_key
 from service.errors import Conflict, ErrorCode, PayloadTooLarge, UnprocessableInput, at_item
 from service.index import Collection
 from service.media.clips import ClipSpec, check_frame_count, to_item
-from service.media.images import ImageLimits, ImagePreprocess
-from service.media.memory import DecodeMemory
+from service.media.images import ImagePreprocess
 from service.media.payload import (
     MediaItem,
     MediaLimits,
@@ -31,21 +30,10 @@ from service.media.payload import (
     prepare_input,
     video_frames_wanted,
 )
-from service.media.video import SampledVideo, VideoLimits, decode_video
+from service.media.video import SampledVideo, decode_video
 from service.model_pool import ServedModel
-from service.settings import Settings
 from service.state import Services
 from service.world import Observation, ObservationNeed
-
-
-def media_limits(settings: Settings, image_memory: DecodeMemory | None = None) -> MediaLimits:
-    """`image_memory`: the process's image decoding budget (Executors.image_memory); None = unbounded."""
-    return MediaLimits(
-        image=ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
-                          memory=image_memory),
-        video=VideoLimits(max_bytes=settings.max_video_bytes, max_pixels=settings.max_image_pixels,
-                          max_frames=settings.max_video_frames, max_decoded_bytes=settings.max_video_decode_bytes),
-    )
 
 
 @dataclass
@@ -99,7 +87,7 @@ async def _compute(
     output: str = "pooled", indices: Sequence[int] | None = None,
 ) -> Embedded:
     """`indices`: each item's position in the request (when only some are computed), for detail.index."""
-    limits = media_limits(services.settings, services.executors.image_memory)
+    limits = services.media
     positions = list(indices) if indices is not None else list(range(len(items)))
     started = time.perf_counter()
     check_videos(items, model.preprocess, limits, model.clip)  # clip lengths and the decode budget, before decoding
@@ -194,7 +182,7 @@ async def _observe_clip(services: Services, model: ServedModel, items: Sequence[
     spec = ClipSpec(frames_per_clip=frames, layout=model.clip.layout if model.clip.is_clip else "NTCHW")
     started = time.perf_counter()
     if len(items) == 1 and isinstance(items[0], RawVideo):
-        limits = media_limits(services.settings, services.executors.image_memory)
+        limits = services.media
         check_videos(items, model.preprocess, limits, spec)
         prepared = await services.decode_item(items[0], prepare_input, items[0], model.preprocess, limits, spec)
         return Observation(prepared.pixels, (time.perf_counter() - started) * 1000, (prepared.sampled,))
@@ -207,7 +195,7 @@ async def _decode_frames(services: Services, model: ServedModel,
                          items: Sequence[MediaItem]) -> tuple[np.ndarray, tuple[SampledVideo | None, ...]]:
     """Every item's frames, decoded in the decode executor and preprocessed for the model, oldest first:
     (k, 3, H, W); and per item, the frames taken from a video (None for other items)."""
-    limits = media_limits(services.settings, services.executors.image_memory)
+    limits = services.media
     check_videos(items, model.preprocess, limits)
 
     async def decode(item: MediaItem, index: int) -> tuple[np.ndarray, SampledVideo | None]:

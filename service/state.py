@@ -9,14 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from service.config import MediaConfig, ProcessesConfig, ServerConfig
 from service.embed_cache import EmbeddingCache
 from service.index.backend import CollectionBackend, SearchableCollection
 from service.ipc.counters import Gate, LocalGate
 from service.media.memory import DecodeMemory
-from service.media.payload import MediaItem, RawVideo
+from service.media.payload import MediaItem, MediaLimits, RawVideo
 from service.metrics import Metrics
 from service.model_pool import ModelPool
-from service.settings import Settings, image_decode_floor
 
 T = TypeVar("T")
 
@@ -25,7 +25,7 @@ MAX_AUTO_DECODE_THREADS = 32  # past this many, more threads mostly contend for 
 
 
 def decode_thread_count(setting: int, share: int = 1) -> int:
-    """settings.decode_threads, with 0 (auto) resolved: one thread per core this process may run on (its CPU
+    """JEPA_DECODE_THREADS, with 0 (auto) resolved: one thread per core this process may run on (its CPU
     affinity, which a cpuset or taskset narrows; os.cpu_count() counts the whole machine), at most 32; a front
     of `share` fronts takes its share of the cores."""
     if setting:
@@ -40,23 +40,23 @@ class Executors:
 
     decode: ThreadPoolExecutor  # image and video decoding, preprocessing: CPU-bound
     storage: ThreadPoolExecutor  # index search, WAL writes, collection locks, Redis, embedding-cache I/O: waits
-    # videos decoding at once (settings.max_concurrent_video_decodes), whatever the decode threads: each holds a
+    # videos decoding at once (JEPA_MAX_CONCURRENT_VIDEO_DECODES), whatever the decode threads: each holds a
     # decoder's frames at the source resolution, so their number is what bounds that memory
     video_slots: asyncio.Semaphore
-    # what images decoding at once may hold (settings.image_decode_budget_bytes): each decode reserves its share
+    # what images decoding at once may hold (JEPA_IMAGE_DECODE_BUDGET_BYTES): each decode reserves its share
     image_memory: DecodeMemory
     decode_threads: int = 1  # the decode executor's threads (a request's images go in this many runs at most)
 
     @classmethod
-    def from_settings(cls, settings: Settings, share: int = 1) -> Executors:
+    def from_config(cls, processes: ProcessesConfig, media: MediaConfig, share: int = 1) -> Executors:
         """`share`: the number of front processes that split the server's decoding between them (each takes its
         share of the cores, of the concurrent video decodes and of the image budget, never less than what one
         image of max_image_pixels needs)."""
-        image_budget = max(settings.image_decode_budget_bytes // share, image_decode_floor(settings))
-        threads = decode_thread_count(settings.decode_threads, share)
+        image_budget = max(media.image_decode_budget_bytes // share, media.image_decode_floor)
+        threads = decode_thread_count(processes.decode_threads, share)
         return cls(decode=ThreadPoolExecutor(threads, thread_name_prefix="decode"), decode_threads=threads,
-                   storage=ThreadPoolExecutor(settings.storage_threads, thread_name_prefix="storage"),
-                   video_slots=asyncio.Semaphore(max(1, -(-settings.max_concurrent_video_decodes // share))),
+                   storage=ThreadPoolExecutor(processes.storage_threads, thread_name_prefix="storage"),
+                   video_slots=asyncio.Semaphore(max(1, -(-media.max_concurrent_video_decodes // share))),
                    image_memory=DecodeMemory(image_budget))
 
     def shutdown(self) -> None:
@@ -66,7 +66,7 @@ class Executors:
 
 @dataclass
 class Services:
-    settings: Settings
+    config: ServerConfig
     metrics: Metrics
     models: ModelPool
     store: CollectionBackend
@@ -78,14 +78,19 @@ class Services:
     ] = "loading"
     # why start-up is retrying (reason, attempts, next attempt, give-up time); None when it is not
     retrying: dict[str, Any] | None = None
-    # open /stream/surprise connections, bounded by settings.stream_max_connections: this process's, or every
+    # open /stream/surprise connections, bounded by JEPA_STREAM_MAX_CONNECTIONS: this process's, or every
     # front's under jepa-serve
     streams: Gate = field(default_factory=LocalGate)
-    embed_cache: EmbeddingCache | None = None  # None when settings.embed_cache is off
+    embed_cache: EmbeddingCache | None = None  # None when JEPA_EMBED_CACHE is off
     # stops the process with an exit status when start-up gives up (set by `jepa-serve`; None in process)
     stop_process: Callable[[int], None] | None = None
     # told when the phase changes (the core process tells its fronts); None in a single process
     on_change: Callable[[], None] | None = None
+    # what one request's media may cost, around this process's image decode budget: made once, here
+    media: MediaLimits = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.media = self.config.media.limits(self.executors.image_memory)
 
     def set_phase(self, phase: str, retrying: dict[str, Any] | None = None) -> None:
         self.phase = phase  # type: ignore[assignment]  # one of the Literal's values

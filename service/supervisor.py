@@ -33,9 +33,9 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
+from service.config import ProcessesConfig, ServerConfig
 from service.index.dirlock import DataDirLock
 from service.ipc.counters import ServerCounts
-from service.settings import Settings
 
 log = logging.getLogger("service.supervisor")
 
@@ -47,10 +47,10 @@ STOP_GRACE_S = 10.0  # beyond the settings' shutdown timeout, before a child tha
 MAX_AUTO_FRONTS = 32
 
 
-def front_count(settings: Settings) -> int:
+def front_count(processes: ProcessesConfig) -> int:
     """JEPA_WORKERS, or one front per usable core (the cpuset's, not the machine's), capped."""
-    if settings.workers:
-        return settings.workers
+    if processes.workers:
+        return processes.workers
     return max(1, min(len(os.sched_getaffinity(0)), MAX_AUTO_FRONTS))
 
 
@@ -70,11 +70,12 @@ def bind(host: str, port: int, *, listen: bool) -> socket.socket:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, host: str, port: int, log_level: str,
+    def __init__(self, config: ServerConfig, host: str, port: int, log_level: str,
                  data_dir_lock: DataDirLock | None) -> None:
-        self.settings, self.host, self.port, self.log_level = settings, host, port, log_level
+        """`config`: built once from the environment; the core and every front receive this same object."""
+        self.config, self.host, self.port, self.log_level = config, host, port, log_level
         self.lock = data_dir_lock
-        self.fronts_wanted = front_count(settings)
+        self.fronts_wanted = front_count(config.processes)
         self.context = multiprocessing.get_context("spawn")
         self.core: BaseProcess | None = None
         self.fronts: dict[int, BaseProcess] = {}
@@ -126,7 +127,7 @@ class Supervisor:
 
         self.core = self.context.Process(
             target=run_core, name="jepa-core",
-            args=(self.settings, str(self.core_path), self.log_level, os.getpid(), self.lock))
+            args=(self.config, str(self.core_path), self.log_level, os.getpid(), self.lock))
         self.core.start()
         log.info("core process %d started; starting %d front process(es) on http://%s:%d", self.core.pid,
                  self.fronts_wanted, self.host, self.port)
@@ -134,7 +135,7 @@ class Supervisor:
         def start_front(index: int) -> None:
             process = self.context.Process(
                 target=run_front, name=f"jepa-front-{index}",
-                args=(self.settings, index, (self.host, self.port), str(self.core_path), self.counts, self.log_level,
+                args=(self.config, index, (self.host, self.port), str(self.core_path), self.counts, self.log_level,
                       os.getpid()))
             process.start()
             self.fronts[index] = process
@@ -188,7 +189,7 @@ class Supervisor:
             if process.exitcode is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGTERM)
-        self._join(list(self.fronts.values()), self.settings.shutdown_timeout_s + STOP_GRACE_S)
+        self._join(list(self.fronts.values()), self.config.connections.shutdown_timeout_s + STOP_GRACE_S)
 
     def _stop_core(self) -> None:
         if self.core is not None and self.core.exitcode is None:

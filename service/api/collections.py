@@ -105,18 +105,19 @@ async def drop_collection(name: CollectionName, services: ReadyServicesDep) -> R
 @router.post("/{name}/points", response_model=UpsertResult)
 async def upsert_points(name: CollectionName, body: UpsertPoints, services: ReadyServicesDep) -> UpsertResult:
     collection = await services.collection(name)
-    settings = services.settings
-    check_metadata_size(body.metadata or [], settings.max_metadata_bytes)
+    limits = services.config.limits
+    check_metadata_size(body.metadata or [], limits.max_metadata_bytes)
     if body.vectors is not None:
         # Precomputed vectors cost no decoding: bounded by count and raw bytes, not by max_request_items.
-        check_upsert_size(len(body.ids), collection.config.dim, settings)
+        check_upsert_size(len(body.ids), collection.config.dim, limits)
         check_space(collection, body.space_id)
         vectors = to_matrix(body.vectors)
     else:
         assert body.inputs is not None
-        check_count(len(body.ids), settings, "points")
+        check_count(len(body.ids), limits, "points")
         model = model_for_collection(services, collection)
-        vectors = (await embed_items(services, model, to_media_items(body.inputs, settings))).pooled
+        items = to_media_items(body.inputs, limits, services.config.media)
+        vectors = (await embed_items(services, model, items)).pooled
     metadata = body.metadata or [{} for _ in body.ids]
     upserted = await services.storage(services.store.upsert, name, body.ids, vectors, metadata)
     count = await services.storage(lambda: collection.count)  # a remote store (milvus) counts on the engine
@@ -127,7 +128,7 @@ async def upsert_points(name: CollectionName, body: UpsertPoints, services: Read
 @router.delete("/{name}/points", response_model=DeleteResult)
 async def delete_points(name: CollectionName, body: DeletePoints, services: ReadyServicesDep) -> DeleteResult:
     collection = await services.collection(name)
-    check_count(len(body.ids), services.settings, "ids")
+    check_count(len(body.ids), services.config.limits, "ids")
     deleted = await services.storage(services.store.delete, name, body.ids)
     count = await services.storage(lambda: collection.count)
     services.metrics.index_points.labels(collection=name).set(count)

@@ -67,7 +67,7 @@ async def request_deadline(
         description="deadline in milliseconds, (0, 3600000); past it the answer is 504 (a body `timeout_ms` wins)",
     )] = None,
 ) -> RequestDeadline:
-    return RequestDeadline(time.perf_counter(), x_request_timeout_ms, services.settings.request_timeout_ms or None)
+    return RequestDeadline(time.perf_counter(), x_request_timeout_ms, services.config.limits.request_timeout_ms or None)
 
 
 DeadlineDep = Annotated[RequestDeadline, Depends(request_deadline)]

@@ -127,7 +127,7 @@ class RemoteCollection:
         return self._ask("get", point_id)
 
     def search(self, queries: np.ndarray, k: int, exclude: Sequence[str | None] = (),
-               filter: Mapping[str, Any] | None = None,  # noqa: A002 - the protocol's name
+               filter: Mapping[str, Any] | None = None,  # the protocol's name
                params: Mapping[str, Any] | None = None) -> list[list[Hit]]:
         return self._ask("search", queries, k, list(exclude), filter, params)
 

@@ -79,8 +79,9 @@ def test_decode_and_storage_work_run_on_their_own_named_threads():
     from service.settings import Settings
     from service.state import Executors, Services
 
-    services = Services(settings=Settings(), metrics=Metrics(), models=None, store=None,
-                        executors=Executors.from_settings(Settings()))
+    config = Settings().config
+    services = Services(config=config, metrics=Metrics(), models=None, store=None,
+                        executors=Executors.from_config(config.processes, config.media))
 
     async def scenario():
         return (await services.decode(lambda: threading.current_thread().name),

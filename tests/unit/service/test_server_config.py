@@ -16,7 +16,8 @@ def test_websockets_use_the_apps_limit_no_pings_and_the_guarded_protocols(tmp_pa
     settings = Settings(model_repository=tmp_path, data_dir=tmp_path / "data", stream_max_message_bytes=123_456,
                         stream_idle_timeout_s=7)
     gate = LocalGate()
-    config = server_config(create_app(settings), settings, "info", gate)
+    config = server_config(create_app(settings.config), settings.config.connections, settings.config.stream, "info",
+                           gate)
     assert isinstance(config, uvicorn.Config)
     # uvicorn's own 16 MiB limit refused messages the app never saw: now the library refuses exactly what the
     # app would, and the refusal is the app's (GuardedWebSocketProtocol)

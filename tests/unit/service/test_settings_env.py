@@ -29,14 +29,21 @@ def test_a_bad_value_is_one_line_naming_variable_value_and_what_is_accepted(monk
     assert line.endswith(accepted)
 
 
-def test_jepa_serve_exits_with_that_line_and_no_traceback(tmp_path: Path):
-    env = {"PATH": "/usr/bin:/bin", "JEPA_MAX_BATCH_SIZE": "abc"}
-    done = subprocess.run([str(BIN / "jepa-serve"), "--port", "1"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=60)
+@pytest.mark.parametrize(("env", "line"), [
+    ({"JEPA_MAX_BATCH_SIZE": "abc"},
+     "JEPA_MAX_BATCH_SIZE='abc' is invalid: Input should be a valid integer, unable to parse string as an integer; "
+     "accepted: an integer >= 1 and <= 4096"),
+    # two settings that cannot hold together (service/config.py). This rule lived in BatchPolicy, met only once
+    # the core was loading models, where start-up failed with a traceback
+    ({"JEPA_PREFERRED_BATCH_SIZES": "4,32", "JEPA_MAX_BATCH_SIZE": "16"},
+     "JEPA_PREFERRED_BATCH_SIZES=4,32 has 32 outside 1..JEPA_MAX_BATCH_SIZE=16 (a batch is padded up to one of "
+     "them); drop it or raise the second"),
+])
+def test_jepa_serve_exits_with_that_line_and_no_traceback(tmp_path: Path, env, line):
+    done = subprocess.run([str(BIN / "jepa-serve"), "--port", "1"], cwd=tmp_path, env={"PATH": "/usr/bin:/bin", **env},
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
-        "jepa-serve: JEPA_MAX_BATCH_SIZE='abc' is invalid: Input should be a valid integer, unable to parse string "
-        "as an integer; accepted: an integer >= 1 and <= 4096"]
+    assert done.stderr.strip().splitlines() == [f"jepa-serve: {line}"]
 
 
 @pytest.mark.parametrize(("value", "expected"), [("4,8,16", (4, 8, 16)), ("[4, 8]", (4, 8)), (" 2 ", (2,)), ("", ())])

@@ -151,7 +151,7 @@ def test_the_settings_reach_every_engine(monkeypatch, demo_repository):
     entry = read_entry(demo_repository / "demo")
     policy = BatchPolicy(max_batch_size=4, max_queue_delay_ms=1, max_queue_size=8)
     settings = Settings(cuda_graphs="auto", intra_op_spinning=True)
-    service.model_pool.build_engine(entry, "encoder", ["CPUExecutionProvider"], policy, settings)
+    service.model_pool.build_engine(entry, "encoder", ["CPUExecutionProvider"], policy, settings.config.runtime)
     assert made == [{"cuda_graphs": "auto", "spinning": True}]
 
 
