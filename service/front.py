@@ -28,7 +28,7 @@ from service.ipc.link import CoreLink
 from service.ipc.remote import RemoteBatcher, RemoteCache, RemoteStore
 from service.logs import configure_logging
 from service.model_pool import ModelPool, served_model
-from service.processes import become_child
+from service.processes import become_child, return_large_blocks
 from service.repository import scan_repository
 from service.state import Executors, Services
 
@@ -59,6 +59,7 @@ def run_front(config: ServerConfig, index: int, address: tuple[str, int], core_p
     from service.supervisor import bind
 
     become_child(f"jepa-front-{index}", parent_pid)
+    return_large_blocks()
     configure_logging(config.logging.format, log_level)
     role = FrontRole(index, Path(core_path), counts, config.processes.arena_bytes)
     app = create_app(config, front=role)
@@ -195,7 +196,8 @@ async def front_lifespan(app: FastAPI) -> AsyncIterator[None]:
     role: FrontRole = app.state.front
     link: CoreLink = app.state.core_link
     arena = open_arena(role.arena_bytes)
-    executors = Executors.from_config(config.processes, config.media, share=role.counts.fronts)
+    executors = Executors.from_config(config.processes, config.media, share=role.counts.fronts,
+                                      decode_bytes=role.counts.decode_bytes.gate(role.index))
     services = Services(config=config, metrics=app.state.metrics, models=ModelPool(), store=RemoteStore(link),
                         executors=executors, streams=role.counts.streams.gate(role.index))
     services.embed_cache = front_cache(config.cache, link)

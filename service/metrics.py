@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -102,7 +103,22 @@ class Metrics:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             from prometheus_client import multiprocess
 
+            written = list(multiprocess.MultiProcessCollector(None).collect())
+            seen = {family.name for family in written}
+            # metrics no process has written a sample of yet, declared as empty families (HELP and TYPE only), as
+            # one process shows them: a dashboard's query of a counter that never counted still finds the name
+            declared = [Metric(f.name, f.documentation, f.type) for f in self.registry.collect() if f.name not in seen]
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            registry.register(_Families(written + declared))
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _Families:
+    """Metric families already collected, for a registry to expose."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families

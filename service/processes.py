@@ -9,6 +9,8 @@ import signal
 
 PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameters
+MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
 
 
 def become_child(name: str, parent_pid: int) -> None:
@@ -33,3 +35,13 @@ def use_uvloop() -> None:
     import asyncio
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def return_large_blocks() -> None:
+    """Serve every allocation of 4 MiB or more from its own mapping, returned to the system when freed (glibc's
+    mallopt). By default glibc raises that threshold after the first large free, and later image buffers come
+    from the heap, which keeps them: each front would hold on to the memory of the largest image it ever
+    decoded (measured: four 6000 x 6000 WebPs over two fronts left 1.4 GB resident). No effect elsewhere."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name:
+        ctypes.CDLL(libc_name).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)

@@ -48,16 +48,16 @@ class Executors:
     decode_threads: int = 1  # the decode executor's threads (a request's images go in this many runs at most)
 
     @classmethod
-    def from_config(cls, processes: ProcessesConfig, media: MediaConfig, share: int = 1) -> Executors:
+    def from_config(cls, processes: ProcessesConfig, media: MediaConfig, share: int = 1,
+                    decode_bytes: Gate | None = None) -> Executors:
         """`share`: the number of front processes that split the server's decoding between them (each takes its
-        share of the cores, of the concurrent video decodes and of the image budget, never less than what one
-        image of max_image_pixels needs)."""
-        image_budget = max(media.image_decode_budget_bytes // share, media.image_decode_floor)
+        share of the cores and of the concurrent video decodes); `decode_bytes`: the server-wide count of image
+        decode memory, which every front reserves from (None: this process's own budget)."""
         threads = decode_thread_count(processes.decode_threads, share)
         return cls(decode=ThreadPoolExecutor(threads, thread_name_prefix="decode"), decode_threads=threads,
                    storage=ThreadPoolExecutor(processes.storage_threads, thread_name_prefix="storage"),
                    video_slots=asyncio.Semaphore(max(1, -(-media.max_concurrent_video_decodes // share))),
-                   image_memory=DecodeMemory(image_budget))
+                   image_memory=DecodeMemory(media.image_decode_budget_bytes, decode_bytes))
 
     def shutdown(self) -> None:
         self.decode.shutdown(wait=True)

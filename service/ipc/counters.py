@@ -1,4 +1,5 @@
-"""Counts that hold for the whole server, not for one front: requests in flight, open streams.
+"""Counts that hold for the whole server, not for one front: requests in flight, open streams and connections,
+the memory image decodes have reserved.
 
 Each front counts in its own slot of one small shared file (mapped by every front); a check adds up every slot
 under one lock (flock on that file), so a limit holds across fronts exactly: two fronts cannot both take the
@@ -27,8 +28,8 @@ class Gate(Protocol):
     def count(self) -> int: ...  # the whole server's
     @property
     def own(self) -> int: ...  # this process's share (a metric each process reports, summed by Prometheus)
-    def enter(self, limit: int) -> bool: ...
-    def leave(self) -> None: ...
+    def enter(self, limit: int, amount: int = 1) -> bool: ...
+    def leave(self, amount: int = 1) -> None: ...
 
 
 class LocalGate:
@@ -45,14 +46,14 @@ class LocalGate:
     def own(self) -> int:
         return self._count
 
-    def enter(self, limit: int) -> bool:
-        if limit and self._count >= limit:
+    def enter(self, limit: int, amount: int = 1) -> bool:
+        if limit and self._count + amount > limit:
             return False
-        self._count += 1
+        self._count += amount
         return True
 
-    def leave(self) -> None:
-        self._count -= 1
+    def leave(self, amount: int = 1) -> None:
+        self._count -= amount
 
 
 class SharedCounts:
@@ -103,11 +104,12 @@ class ServerCounts:
     requests: SharedCounts  # requests in flight (JEPA_MAX_CONCURRENT_REQUESTS)
     streams: SharedCounts  # open /stream/surprise connections (JEPA_STREAM_MAX_CONNECTIONS)
     connections: SharedCounts  # open HTTP connections (JEPA_MAX_CONNECTIONS)
+    decode_bytes: SharedCounts  # memory reserved by image decodes (JEPA_IMAGE_DECODE_BUDGET_BYTES)
 
     @classmethod
     def create(cls, folder: Path, fronts: int) -> ServerCounts:
         return cls(*(SharedCounts(folder / f"count-{name}", fronts, create=True)
-                     for name in ("requests", "streams", "connections")))
+                     for name in ("requests", "streams", "connections", "decode_bytes")))
 
     @property
     def fronts(self) -> int:
@@ -115,7 +117,7 @@ class ServerCounts:
 
     def clear(self, front: int) -> None:
         """A front has died: nothing it counted is open any more."""
-        for counts in (self.requests, self.streams, self.connections):
+        for counts in (self.requests, self.streams, self.connections, self.decode_bytes):
             counts.clear(front)
 
 
@@ -134,16 +136,16 @@ class SharedGate:
     def own(self) -> int:
         return self._counts._slot(self._front)
 
-    def enter(self, limit: int) -> bool:
+    def enter(self, limit: int, amount: int = 1) -> bool:
         counts = self._counts
         with counts._locked():
-            if limit and counts.total() >= limit:
+            if limit and counts.total() + amount > limit:
                 return False
-            counts._set(self._front, counts._slot(self._front) + 1)
+            counts._set(self._front, counts._slot(self._front) + amount)
             return True
 
-    def leave(self) -> None:
+    def leave(self, amount: int = 1) -> None:
         # No lock: only this front's event loop writes its slot, and a lower count read by another front mid-way
         # can only make that front more careful (an aligned 8-byte store is seen whole).
         counts = self._counts
-        counts._set(self._front, max(0, counts._slot(self._front) - 1))
+        counts._set(self._front, max(0, counts._slot(self._front) - amount))

@@ -178,3 +178,19 @@ def test_a_limit_holds_across_fronts_and_a_dead_front_gives_its_places_back(tmp_
     front0.leave()
     front0.leave()
     assert front1.count == 0
+
+
+def test_the_image_decode_budget_holds_for_the_whole_server(tmp_path):
+    from service.media.memory import DecodeMemory
+
+    counts = SharedCounts(tmp_path / "decode", 2, create=True)
+    front0 = DecodeMemory(100, counts.gate(0))
+    front1 = DecodeMemory(100, SharedCounts(tmp_path / "decode", 2).gate(1))
+    with front0.reserve(80):
+        assert not front1._take(40)  # 80 + 40 > 100: the other front's decode waits
+        assert front1._take(20)
+        assert counts.total() == 100
+        front1.shared.leave(20)
+        front1._held -= 20
+    assert front1._take(40)  # released: it fits now
+    assert counts.total() == 40
