@@ -120,7 +120,8 @@ class Settings(BaseSettings):
     )
     image_decode_budget_bytes: int = Field(
         768 * 1024 * 1024, ge=16 * 1024 * 1024,
-        description="memory the process's image decodes hold at once, estimated from each image's header (pixels, "
+        description="memory the server's image decodes hold at once (every front reserves from one count), "
+        "estimated from each image's header (pixels, "
         "mode, format, JPEG draft): a decode waits until its share is free, so large images decode in turn; one "
         "image that alone needs more is refused (413). Must hold one image of max_image_pixels (16 bytes a pixel: "
         "a lossless WebP's decode)",
