@@ -368,7 +368,7 @@ def main() -> int:
         started = time.monotonic()
         try:
             result = f"passed: {probe(stack)}"
-        except Exception as exc:  # noqa: BLE001 - the report says what failed, then the run stops
+        except Exception as exc:  # the report says what failed, then the run stops
             result, failed = f"FAILED: {type(exc).__name__}: {exc}", True
         line = f"| {name} | {result} | {time.monotonic() - started:.1f} s |"
         print(line, flush=True)

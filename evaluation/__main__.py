@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                      "action_repeat": args.action_repeat, "cost": args.cost, "subspace": args.subspace}
         report["planning"] = {"args": plan_args, "execute": args.execute}
         paths = []
-        with TestClient(create_app(settings)) as client:
+        with TestClient(create_app(settings.config)) as client:
             wait_until_ready(client)
             for kind, steps in (("same_room", 24), ("through_door", 40)):
                 ok, rnd, dists, times, example, subspace_used = plan_episodes(

@@ -89,7 +89,7 @@ def served_accuracy(repository: Path, n: int) -> tuple[dict[str, dict[str, float
         images.append({"image": base64.b64encode(buffer.getvalue()).decode()})
     settings = Settings(model_repository=repository, data_dir=repository / "data", intra_op_threads=1)
     out = {}
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings.config)) as client:
         wait_until_ready(client)
         for head, (question, _) in HEADS.items():
             predicted = []

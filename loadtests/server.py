@@ -70,23 +70,51 @@ def model_repository(given: Path | None, scratch: Path, log) -> Path:
     return out
 
 
+def server_processes(pid: int) -> list[int]:
+    """A local server's processes: `jepa-serve` (the supervisor) and every process under it (core, fronts)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
 def rss_bytes(pid: int) -> float | None:
-    """Resident memory of a local process, from /proc/<pid>/status (VmRSS, in kB)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return float(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    """Resident memory of a local server, all its processes together, from /proc/<pid>/status (VmRSS, in kB).
+    (Memory shared between them, as the libraries, counts once per process: an upper bound, steady under load.)"""
+    total, seen = 0.0, False
+    for process in server_processes(pid):
+        try:
+            for line in Path(f"/proc/{process}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += float(line.split()[1]) * 1024
+                    seen = True
+        except OSError:
+            continue
+    return total if seen else None
 
 
 def open_fds(pid: int) -> int | None:
-    """Open file descriptors of a local process (a leak of sockets or files shows here before memory)."""
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return None
+    """Open file descriptors of a local server, all its processes (a leak of sockets or files shows here before
+    memory)."""
+    total, seen = 0, False
+    for process in server_processes(pid):
+        try:
+            total += len(os.listdir(f"/proc/{process}/fd"))
+            seen = True
+        except OSError:
+            continue
+    return total if seen else None
 
 
 class LocalServer:

@@ -45,7 +45,7 @@ import functools
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
@@ -54,6 +54,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.frames import Close, Frame, Opcode
 
 from service.errors import RequestTimeout, ServiceError, TooManyConnections, error_body
+from service.ipc.counters import Gate, LocalGate
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class ConnectionLimits:
     body_timeout_s: float
     max_connections: int
     discard_body_bytes: int
+    # the open HTTP connections counted against max_connections: this process's, or every front's (SharedGate)
+    gate: Gate = field(default_factory=LocalGate)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +99,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _close_when_drained = False  # the client asked for Connection: close
     _discarded = 0  # body bytes received after the answer was complete
     _upgraded = False  # handed to the WebSocket protocol: its own timeouts apply, not these
+    _counted = False  # holds a place in limits.gate
 
     def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -103,13 +107,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
-        if len(self.connections) > self.limits.max_connections:
+        if not self.limits.gate.enter(self.limits.max_connections):
             self._refuse_over_cap(transport)
             return
+        self._counted = True
         self._arm("headers", self.limits.header_timeout_s)
 
     def _refuse_over_cap(self, transport: Any) -> None:
-        log.warning("connection refused: %d open, the limit is %d", len(self.connections) - 1,
+        log.warning("connection refused: %d open, the limit is %d", self.limits.gate.count,
                     self.limits.max_connections)
         refusal = TooManyConnections(f"this server holds at most {self.limits.max_connections} connections")
         transport.write(_response(refusal, (f"retry-after: {refusal.retry_after_s:.0f}",)))
@@ -117,7 +122,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._uncount()
         super().connection_lost(exc)
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.limits.gate.leave()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -128,6 +139,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def handle_websocket_upgrade(self) -> None:
         self._disarm()
         self._upgraded = True
+        self._uncount()  # a stream now: JEPA_STREAM_MAX_CONNECTIONS bounds it
         super().handle_websocket_upgrade()
 
     def on_headers_complete(self) -> None:

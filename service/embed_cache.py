@@ -20,6 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
+from service.config import CacheConfig
 from service.media.payload import MediaItem, RawClip, RawImage
 
 log = logging.getLogger(__name__)
@@ -112,13 +113,10 @@ class RedisEmbeddingCache:
         self._redis.close()
 
 
-def open_cache(settings) -> EmbeddingCache | None:
-    """`embed_cache`: off, memory, redis, or auto (redis when the storage backend is redis, memory otherwise)."""
-    choice = settings.embed_cache
-    if choice == "auto":
-        choice = "redis" if settings.storage == "redis" else "memory"
-    if choice == "off":
+def open_cache(config: CacheConfig) -> EmbeddingCache | None:
+    """The cache `config.backend` names (JEPA_EMBED_CACHE, with auto decided: service/config.py); None when off."""
+    if config.backend == "off":
         return None
-    if choice == "redis":
-        return RedisEmbeddingCache(settings.redis_url, settings.redis_prefix, settings.embed_cache_ttl_s)
-    return MemoryEmbeddingCache(settings.embed_cache_entries)
+    if config.backend == "redis":
+        return RedisEmbeddingCache(config.redis_url, config.redis_prefix, config.ttl_s)
+    return MemoryEmbeddingCache(config.entries)

@@ -7,15 +7,19 @@ attached to every log record written while that request is served.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
+import secrets
 import time
-import uuid
+from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.metrics import Metrics
 
 try:  # FastAPI's native OpenTelemetry spans (opentelemetry-api); logs and spans share ids when present
     from opentelemetry import trace as otel_trace
@@ -41,6 +45,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        if record.processName != "MainProcess":  # under jepa-serve: jepa-core, jepa-front-0, ...
+            out["process"] = record.processName
         request_id = request_id_var.get()
         if request_id is not None:
             out["request_id"] = request_id
@@ -95,29 +101,44 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
         logging.getLogger(name).propagate = True
 
 
-def _request_id(scope: Scope) -> str:
+def _request_id(scope: Scope, made: Iterator[str]) -> str:
     for name, value in scope.get("headers", ()):
         if name == REQUEST_ID_HEADER:
             candidate = value.decode("latin-1")
             if SAFE_REQUEST_ID.match(candidate):
                 return candidate
             break
-    return uuid.uuid4().hex
+    return next(made)
+
+
+def request_ids() -> Iterator[str]:
+    """Unique ids without a system call each (uuid4 reads the kernel's random source every time): a random
+    prefix per process, then a counter."""
+    prefix = secrets.token_hex(8)
+    for n in itertools.count():
+        yield f"{prefix}{n:016x}"
+
 
 
 class RequestLogMiddleware:
-    """Outermost middleware: request id in/out, and one access-log line per request."""
+    """Outermost middleware, one wrapper of `send` for everything a request leaves behind: its id in and out,
+    the x-process-time-ms header, the request metrics by route template (never by raw path: unbounded labels)
+    and one access-log line."""
 
-    def __init__(self, app: ASGIApp, access_log: bool = True) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool = True, front: int | None = None) -> None:
         self.app = app
+        self.metrics = metrics
+        # which front process answered (x-jepa-front), under jepa-serve: where to look in the logs
+        self.served_by = [] if front is None else [(b"x-jepa-front", str(front).encode())]
         self.access_log = access_log
         self.log = logging.getLogger(ACCESS_LOGGER)
+        self.ids = request_ids()  # for requests that bring none
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _request_id(scope)
+        request_id = _request_id(scope, self.ids)
         token = request_id_var.set(request_id)
         tag_span(**{"jepa.request_id": request_id})
         started = time.perf_counter()
@@ -127,24 +148,29 @@ class RequestLogMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                elapsed_ms = (time.perf_counter() - started) * 1000
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER]
-                message["headers"] = [*headers, (REQUEST_ID_HEADER, request_id.encode())]
+                message["headers"] = [*headers, (REQUEST_ID_HEADER, request_id.encode()),
+                                      (b"x-process-time-ms", f"{elapsed_ms:.2f}".encode()), *self.served_by]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(route=route, method=scope["method"], status=str(status)).inc()
+            self.metrics.request_seconds.labels(route=route).observe(elapsed)
             if self.access_log:
-                route = scope.get("route")
                 client = scope.get("client")
                 self.log.info(
-                    "%s %s %d", scope["method"], getattr(route, "path", "unmatched"), status,
+                    "%s %s %d", scope["method"], route, status,
                     extra={
                         "method": scope["method"],
-                        "route": getattr(route, "path", "unmatched"),
+                        "route": route,
                         "path": scope.get("path", ""),
                         "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                        "duration_ms": round(elapsed * 1000, 3),
                         "client": client[0] if client else None,
                         "key": scope.get(PRINCIPAL_SCOPE_KEY),
                     },

@@ -1,14 +1,14 @@
-"""Pure ASGI middleware: request metrics, the concurrent-request limit and the body-size limit (no BaseHTTPMiddleware
-buffering)."""
+"""Pure ASGI middleware: the concurrent-request limit and the body-size limit (no BaseHTTPMiddleware buffering).
+Request metrics, ids and the access log are service/logs.py's RequestLogMiddleware."""
 
 from __future__ import annotations
 
 import json
-import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ErrorCode, error_body
+from service.ipc.counters import Gate, LocalGate
 from service.metrics import Metrics
 
 
@@ -71,20 +71,21 @@ class ConcurrencyLimitMiddleware:
 
     Every queue behind the edge (decode and storage executors, batchers) is then bounded by what this many
     requests can put in it, so a burst is refused at once instead of waiting in an executor queue until it
-    times out. One counter on the event loop: no lock needed. limit 0 = no limit.
+    times out. The count is the whole server's: this process's own (`LocalGate`), or, in a front, every
+    front's (`SharedGate`: a place taken under one lock). limit 0 = no limit.
     """
 
-    def __init__(self, app: ASGIApp, limit: int, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, limit: int, metrics: Metrics, gate: Gate | None = None) -> None:
         self.app = app
         self.limit = limit
         self.metrics = metrics
-        self.in_flight = 0
+        self.gate = gate or LocalGate()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.limit or scope["path"] in UNLIMITED_PATHS:
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.limit:
+        if not self.gate.enter(self.limit):
             self.metrics.concurrency_refused.inc()
             code = ErrorCode.OVERLOADED
             body = json.dumps(error_body(code, f"the server is handling {self.limit} requests; retry later",
@@ -94,42 +95,9 @@ class ConcurrencyLimitMiddleware:
                                     (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})
             return
-        self.in_flight += 1
-        self.metrics.in_flight.set(self.in_flight)
+        self.metrics.in_flight.set(self.gate.own)
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
-            self.metrics.in_flight.set(self.in_flight)
-
-
-class MetricsMiddleware:
-    """Counts and times every request by route template (never by raw path: unbounded labels)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def record_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                elapsed = time.perf_counter() - started
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-process-time-ms", f"{elapsed * 1000:.2f}".encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, record_status)
-        finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(route=path, method=scope["method"], status=str(status)).inc()
-            self.metrics.request_seconds.labels(route=path).observe(time.perf_counter() - started)
+            self.gate.leave()
+            self.metrics.in_flight.set(self.gate.own)

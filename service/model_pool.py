@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from contract import Manifest
-from service.batching import BatchPolicy, DynamicBatcher
+from service.batching import Batcher, BatchPolicy, DynamicBatcher
+from service.config import BatchingConfig, RuntimeConfig
 from service.errors import ErrorCode, NotFound
 from service.media.clips import ClipSpec
 from service.media.images import ImagePreprocess
@@ -17,7 +18,6 @@ from service.metrics import Metrics
 from service.repository import EntryFailure, RepositoryEntry
 from service.runtime import Engine, OrtEngine, available_providers, choose_precision
 from service.runtime.onnx import tensorrt_options
-from service.settings import Settings
 from service.world import (
     Encoder,
     EncoderOnly,
@@ -44,12 +44,12 @@ GPU_ENGINE_INSTANCES = 2  # the auto default on a GPU (JEPA_ENGINE_INSTANCES=0),
 @dataclass
 class ServedModel:
     entry: RepositoryEntry
-    encoder: DynamicBatcher
+    encoder: Batcher
     preprocess: ImagePreprocess
     # what /predict_future, /plan, /surprise and the stream ask of the model, answered by its family's predictor
     # (EncoderOnly when it has none); it encodes observations through the encoder's batcher too
     world: WorldModel
-    batchers: list[DynamicBatcher] = field(default_factory=list)
+    batchers: list[Batcher] = field(default_factory=list)
     clip: ClipSpec = field(default_factory=ClipSpec)
     heads: dict[str, ProbeHead] = field(default_factory=dict)  # probe classifiers on the pooled features or tokens
 
@@ -99,38 +99,32 @@ class ModelPool:
             return next(iter(self._models.values()))
         raise NotFound("no model named in the request and no default model is served", code=ErrorCode.MODEL_NOT_FOUND)
 
+    def add(self, model: ServedModel) -> None:
+        self._models[model.name] = model
+
     def by_space(self, space_id: str) -> ServedModel | None:
         return next((m for m in self._models.values() if m.manifest.space_id == space_id), None)
 
-    def load(
-        self, entries: list[RepositoryEntry], failures: list[EntryFailure], settings: Settings, metrics: Metrics
-    ) -> None:
+    def load(self, entries: list[RepositoryEntry], failures: list[EntryFailure], runtime: RuntimeConfig,
+             batching: BatchingConfig, world: WorldLimits, metrics: Metrics) -> None:
         for failure in failures:
             self.failures[failure.name] = failure.reason
-        native_trt = settings.providers == "tensorrt_native"
-        providers = available_providers("cuda" if native_trt else settings.providers)
-        policy = BatchPolicy(
-            max_batch_size=settings.max_batch_size,
-            max_queue_delay_ms=settings.max_queue_delay_ms,
-            max_queue_size=settings.max_queue_size,
-            max_batch_cost=settings.max_batch_tokens,
-            preferred_batch_sizes=settings.preferred_batch_sizes,
-            wait=settings.batch_wait,
-            tune=settings.batch_tune and settings.warmup,
-        )
+        native_trt = runtime.providers == "tensorrt_native"
+        providers = available_providers("cuda" if native_trt else runtime.providers)
         for entry in entries:
             try:
-                self._models[entry.name] = build_served_model(entry, providers, policy, settings, metrics)
+                batchers = build_batchers(entry, providers, runtime, batching, metrics)
+                self._models[entry.name] = served_model(entry, batchers, world)
             except Exception as exc:  # a broken file must not stop the other models
                 log.exception("model %s failed to load", entry.name)
                 self.failures[entry.name] = f"failed to load: {type(exc).__name__}"
         metrics.models_loaded.set(len(self._models))
         metrics.models_failed.set(len(self.failures))
 
-    def start(self) -> None:
+    def start(self, on_stop: Callable[[], None] | None = None) -> None:
         for model in self._models.values():
             for batcher in model.batchers:
-                batcher.start()
+                batcher.start(on_stop)
 
     def warm_up(self) -> None:
         """Blocking: every batch size of every component once, with zeros of the manifest's input shapes and the
@@ -150,23 +144,23 @@ class ModelPool:
                 await batcher.stop()
 
 
-def engine_instances(settings: Settings, device: str) -> int:
+def engine_instances(runtime: RuntimeConfig, device: str) -> int:
     """Sessions per component. On a GPU two batches in flight let one's copies overlap the other's compute
     (measured: docs/bench/gpu.md); on a CPU a second session only fights the first for the same cores."""
-    if settings.engine_instances:
-        return settings.engine_instances
+    if runtime.engine_instances:
+        return runtime.engine_instances
     return GPU_ENGINE_INSTANCES if device != "CPUExecutionProvider" else 1
 
 
 def build_engine(
-    entry: RepositoryEntry, component: str, providers: list[str], policy: BatchPolicy, settings: Settings
+    entry: RepositoryEntry, component: str, providers: list[str], policy: BatchPolicy, runtime: RuntimeConfig
 ) -> Engine:
     spec = entry.manifest.components[component]
-    precision = choose_precision(settings.precision, providers, "fp16" in spec.files)
+    precision = choose_precision(runtime.precision, providers, "fp16" in spec.files)
     name, path = f"{entry.name}/{component}", entry.component_file(component, precision)
     opt_batch = max(policy.preferred_batch_sizes or (policy.max_batch_size,))
     cache_root = entry.folder / "engines"
-    if settings.providers == "tensorrt_native":
+    if runtime.providers == "tensorrt_native":
         from service.runtime.tensorrt import TensorRTEngine  # needs the gpu extra
 
         return TensorRTEngine(name, path, cache_root, precision, spec.inputs, policy.max_batch_size, opt_batch)
@@ -177,25 +171,25 @@ def build_engine(
         options["TensorrtExecutionProvider"] = tensorrt_options(
             spec.inputs, cache_root, precision, policy.max_batch_size, opt_batch, ort.__version__
         )
-    return OrtEngine(name, path, providers, precision, settings.intra_op_threads, options,
-                     cuda_graphs=settings.cuda_graphs)
+    return OrtEngine(name, path, providers, precision, runtime.intra_op_threads, options,
+                     cuda_graphs=runtime.cuda_graphs, spinning=runtime.intra_op_spinning)
 
 
-def build_served_model(
-    entry: RepositoryEntry, providers: list[str], policy: BatchPolicy, settings: Settings, metrics: Metrics
-) -> ServedModel:
-    manifest = entry.manifest
+def build_batchers(entry: RepositoryEntry, providers: list[str], runtime: RuntimeConfig, batching: BatchingConfig,
+                   metrics: Metrics) -> dict[str, DynamicBatcher]:
+    """A batcher per component of the entry, over its engine instances."""
     batchers: dict[str, DynamicBatcher] = {}
-    for component, spec in manifest.components.items():
+    policy = batching.policy
+    for component, spec in entry.manifest.components.items():
         component_policy = policy
         if component == "predictor":
             # a CEM step is one batch of all its samples; the queue must hold at least one such batch
-            size = settings.predictor_max_batch_size
+            size = batching.predictor_max_batch_size
             component_policy = replace(policy, max_batch_size=size, max_queue_size=max(policy.max_queue_size, 2 * size))
-        engine = build_engine(entry, component, providers, component_policy, settings)
+        engine = build_engine(entry, component, providers, component_policy, runtime)
         instances = [engine] + [
-            build_engine(entry, component, providers, component_policy, settings)
-            for _ in range(engine_instances(settings, engine.device) - 1)
+            build_engine(entry, component, providers, component_policy, runtime)
+            for _ in range(engine_instances(runtime, engine.device) - 1)
         ]
         precision = engine.precision
         batchers[component] = DynamicBatcher(
@@ -204,6 +198,12 @@ def build_served_model(
         parity = spec.parity.get(precision)
         if isinstance(parity, dict) and "min_cosine" in parity:
             metrics.parity.labels(model=entry.name, component=component, precision=precision).set(parity["min_cosine"])
+    return batchers
+
+
+def served_model(entry: RepositoryEntry, batchers: Mapping[str, Batcher], world: WorldLimits) -> ServedModel:
+    """A model around its batchers: the core's own, or a front's handles on the core's (service/ipc/remote.py)."""
+    manifest = entry.manifest
     spec_in = manifest.input
     clip = ClipSpec(frames_per_clip=spec_in.frames_per_clip, layout=spec_in.layout)
     encoder = Encoder(batchers["encoder"], clip, tokens_per_item=int(np.prod(manifest.output.token_grid)))
@@ -218,20 +218,14 @@ def build_served_model(
             std=spec_in.std,
             dtype=spec_in.dtype,
         ),
-        world=world_model(entry, batchers, encoder, world_limits(settings)),
+        world=world_model(entry, batchers, encoder, world),
         batchers=list(batchers.values()),
         clip=clip,
         heads={name: ProbeHead(name, batchers[spec.component], spec) for name, spec in manifest.heads.items()},
     )
 
 
-def world_limits(settings: Settings) -> WorldLimits:
-    return WorldLimits(max_rollout_steps=settings.max_rollout_steps, max_surprise_steps=settings.max_surprise_steps,
-                       max_plan_horizon=settings.max_plan_horizon, max_plan_samples=settings.max_plan_samples,
-                       max_plan_iterations=settings.max_plan_iterations)
-
-
-def world_model(entry: RepositoryEntry, batchers: dict[str, DynamicBatcher], encoder: Encoder,
+def world_model(entry: RepositoryEntry, batchers: Mapping[str, Batcher], encoder: Encoder,
                 limits: WorldLimits) -> WorldModel:
     """The model's family, chosen once: its predictor's kind, else its mask predictor, else none. A surprise
     calibration is served by the predictor whose metric it measured (repository._check_contracts pairs them)."""

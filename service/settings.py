@@ -1,7 +1,9 @@
 """Every knob of the service, as a `JEPA_*` environment variable (two, the model repository and the data folder,
 are also `jepa-serve` flags: --model-repository, --data-dir).
 
-Each default serves the demo model on one machine with no other service.
+Each default serves the demo model on one machine with no other service. This flat model only reads and parses
+the environment (one field per variable); what the service runs with is `Settings.config`, the frozen groups of
+service/config.py, built and cross-checked here once.
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.media.images import WORST_BYTES_PER_PIXEL
+from service.config import ConfigError, ServerConfig, env_name
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JEPA_", extra="ignore", frozen=True)
+    _config: ServerConfig | None = PrivateAttr(None)
 
     # Where models and data live.
     model_repository: Path = Field(
@@ -44,6 +47,11 @@ class Settings(BaseSettings):
         "auto", description="auto = fp16 on GPU when the entry has a gated fp16 file, fp32 on CPU"
     )
     intra_op_threads: int = Field(0, ge=0, description="ORT threads inside one op; 0 = one per core")
+    intra_op_spinning: bool = Field(
+        False,
+        description="ORT's pool threads spin between ops instead of sleeping: a little lower latency per op, a core "
+        "burnt while they wait (taken from decoding on a CPU host)",
+    )
     cuda_graphs: Literal["off", "on", "auto"] = Field(
         "off",
         description="CUDA provider: replay one captured CUDA graph per batch size (captured at warm-up; "
@@ -112,7 +120,8 @@ class Settings(BaseSettings):
     )
     image_decode_budget_bytes: int = Field(
         768 * 1024 * 1024, ge=16 * 1024 * 1024,
-        description="memory the process's image decodes hold at once, estimated from each image's header (pixels, "
+        description="memory the server's image decodes hold at once (every front reserves from one count), "
+        "estimated from each image's header (pixels, "
         "mode, format, JPEG draft): a decode waits until its share is free, so large images decode in turn; one "
         "image that alone needs more is refused (413). Must hold one image of max_image_pixels (16 bytes a pixel: "
         "a lossless WebP's decode)",
@@ -206,6 +215,17 @@ class Settings(BaseSettings):
         256 * 1024 * 1024, ge=0,
         description="after an early answer (413, 401, ...) read and throw away up to this much of the rest of the body "
         "before closing, so clients that send the whole body before reading (urllib) see the answer, not a broken pipe",
+    )
+    # Process layout (jepa-serve): fronts do the per-request host work, one core owns batchers and collections.
+    workers: int = Field(
+        0, ge=0, le=256,
+        description="front processes (HTTP, decoding, responses) sharing the port; 0 = one per usable core (the "
+        "cpuset's), at most 32. One core process beside them holds the models and collections",
+    )
+    shm_arena_mb: int = Field(
+        64, ge=0, le=65536,
+        description="shared memory per front for decoded items on their way to the core (/dev/shm); a full arena "
+        "sends items inside messages instead (slower); 0 = always inside messages",
     )
     shutdown_timeout_s: float = Field(
         30.0,
@@ -321,30 +341,20 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if self.model_repository == self.data_dir:
-            raise ValueError("model_repository and data_dir must differ")
-        needed = WORST_BYTES_PER_PIXEL * self.max_image_pixels
-        if self.image_decode_budget_bytes < needed:
-            raise ValueError(f"image_decode_budget_bytes must hold one image of max_image_pixels ({needed} bytes: "
-                             f"{WORST_BYTES_PER_PIXEL} a pixel); raise it or lower max_image_pixels")
         if self.max_plan_samples is None:  # frozen: set once, here
             object.__setattr__(self, "max_plan_samples", self.predictor_max_batch_size)
-        elif self.max_plan_samples > self.predictor_max_batch_size:
-            raise ValueError(f"{env_name('max_plan_samples')}={self.max_plan_samples} is above "
-                             f"{env_name('predictor_max_batch_size')}={self.predictor_max_batch_size}: each CEM step "
-                             "is one predictor batch; lower the first or raise the second")
-        uri = self.milvus_uri
-        if uri is not None and "://" not in uri and not uri.endswith(".db"):
-            raise ValueError("milvus_uri is a local file ending in .db (milvus-lite) or an http(s):// address")
+        self._config = ServerConfig.from_settings(self)  # every rule between settings: service/config.py
         return self
+
+    @property
+    def config(self) -> ServerConfig:
+        """The groups the service runs with, built once from these settings (service/config.py)."""
+        assert self._config is not None  # set by the validator of every instance
+        return self._config
 
 
 class SettingsError(ValueError):
     """A setting the service cannot start with, said in one line: the variable, its value, what is accepted."""
-
-
-def env_name(field: str) -> str:
-    return f"JEPA_{field.upper()}"
 
 
 def _accepted(field: str) -> str:
@@ -369,11 +379,15 @@ def _accepted(field: str) -> str:
 
 
 def load_settings(environ: Mapping[str, str], **overrides: Any) -> Settings:
-    """Settings from the environment, or one SettingsError line per the first bad variable (no traceback)."""
+    """Settings from the environment, or one SettingsError line per the first bad variable or broken rule between
+    settings (no traceback)."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         error = exc.errors()[0]
+        broken = error.get("ctx", {}).get("error")
+        if isinstance(broken, ConfigError):
+            raise SettingsError(str(broken)) from None
         field = str(error["loc"][0]) if error.get("loc") else ""
         if field in Settings.model_fields:
             name = env_name(field)

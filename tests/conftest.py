@@ -88,7 +88,7 @@ def serving(settings) -> Iterator:
 
     from service.app import create_app
 
-    app = create_app(settings)
+    app = create_app(settings.config)
     with TestClient(app) as test_client:
         # Read the phase directly: /readyz may need a key when auth is on.
         deadline = time.monotonic() + 60

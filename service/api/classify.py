@@ -29,13 +29,13 @@ async def classify(
 
 
 async def _by_head(services: Services, body: ClassifyRequest, deadline: float | None) -> ClassifyResponse:
-    model = services.models.resolve_model(body.model, services.settings.default_model)
+    model = services.models.resolve_model(body.model, services.config.models.default)
     head = model.heads.get(body.head or "")
     if head is None:
         raise NotFound(f"model {model.name!r} has no head {body.head!r}", {"heads": sorted(model.heads)},
                        code=ErrorCode.HEAD_NOT_FOUND)
     assert body.inputs is not None
-    items = to_media_items(body.inputs, services.settings)
+    items = to_media_items(body.inputs, services.config.limits, services.config.media)
     if head.spec.features == "tokens":
         # an attentive head reads the token grid; the embedding cache keeps pooled vectors only
         embedded = await embed_items(services, model, items, deadline, use_cache=False, output="tokens")
@@ -57,22 +57,23 @@ async def _by_head(services: Services, body: ClassifyRequest, deadline: float | 
 
 
 async def _by_neighbours(services: Services, body: ClassifyRequest, deadline: float | None) -> ClassifyResponse:
-    settings = services.settings
-    if body.k > settings.max_search_k:
-        raise UnprocessableInput(f"k={body.k} exceeds the limit of {settings.max_search_k}", code=ErrorCode.K_TOO_LARGE)
-    collection = services.store.get(body.collection or "")
+    limits = services.config.limits
+    if body.k > limits.max_search_k:
+        raise UnprocessableInput(f"k={body.k} exceeds the limit of {limits.max_search_k}", code=ErrorCode.K_TOO_LARGE)
+    collection = await services.collection(body.collection or "")
     model_name = None
     timings: dict[str, float] = {}
     if body.inputs is not None:
         model = model_for_collection(services, collection)
         model_name = model.name
-        embedded = await embed_items(services, model, to_media_items(body.inputs, settings), deadline)
+        items = to_media_items(body.inputs, limits, services.config.media)
+        embedded = await embed_items(services, model, items, deadline)
         queries = embedded.pooled
         timings = {"decode": round(embedded.decode_ms, 3), "encode": round(embedded.inference_ms, 3)}
     else:
         check_space(collection, body.space_id)
         assert body.vectors is not None
-        check_count(len(body.vectors), settings, "query vectors")
+        check_count(len(body.vectors), limits, "query vectors")
         try:
             queries = np.asarray(body.vectors, dtype=np.float32)
         except ValueError as exc:

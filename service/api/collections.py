@@ -53,8 +53,8 @@ def collection_info(collection: Collection) -> CollectionInfo:
 
 @router.get("", summary="List collections")
 async def list_collections(services: ReadyServicesDep) -> list[CollectionInfo]:
-    collections = [services.store.get(n) for n in services.store.names()]
-    return await services.storage(lambda: [collection_info(c) for c in collections])
+    store = services.store
+    return await services.storage(lambda: [collection_info(store.get(n)) for n in store.names()])
 
 
 @router.put("/{name}", response_model=CollectionInfo, status_code=status.HTTP_201_CREATED,
@@ -91,7 +91,7 @@ async def create_collection(
 @router.get("/{name}", response_model=CollectionInfo)
 async def get_collection(name: CollectionName, services: ReadyServicesDep) -> CollectionInfo:
     # A remote store (milvus) counts on the engine: off the event loop.
-    return await services.storage(collection_info, services.store.get(name))
+    return await services.storage(collection_info, await services.collection(name))
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
@@ -104,19 +104,20 @@ async def drop_collection(name: CollectionName, services: ReadyServicesDep) -> R
 
 @router.post("/{name}/points", response_model=UpsertResult)
 async def upsert_points(name: CollectionName, body: UpsertPoints, services: ReadyServicesDep) -> UpsertResult:
-    collection = services.store.get(name)
-    settings = services.settings
-    check_metadata_size(body.metadata or [], settings.max_metadata_bytes)
+    collection = await services.collection(name)
+    limits = services.config.limits
+    check_metadata_size(body.metadata or [], limits.max_metadata_bytes)
     if body.vectors is not None:
         # Precomputed vectors cost no decoding: bounded by count and raw bytes, not by max_request_items.
-        check_upsert_size(len(body.ids), collection.config.dim, settings)
+        check_upsert_size(len(body.ids), collection.config.dim, limits)
         check_space(collection, body.space_id)
         vectors = to_matrix(body.vectors)
     else:
         assert body.inputs is not None
-        check_count(len(body.ids), settings, "points")
+        check_count(len(body.ids), limits, "points")
         model = model_for_collection(services, collection)
-        vectors = (await embed_items(services, model, to_media_items(body.inputs, settings))).pooled
+        items = to_media_items(body.inputs, limits, services.config.media)
+        vectors = (await embed_items(services, model, items)).pooled
     metadata = body.metadata or [{} for _ in body.ids]
     upserted = await services.storage(services.store.upsert, name, body.ids, vectors, metadata)
     count = await services.storage(lambda: collection.count)  # a remote store (milvus) counts on the engine
@@ -126,8 +127,8 @@ async def upsert_points(name: CollectionName, body: UpsertPoints, services: Read
 
 @router.delete("/{name}/points", response_model=DeleteResult)
 async def delete_points(name: CollectionName, body: DeletePoints, services: ReadyServicesDep) -> DeleteResult:
-    collection = services.store.get(name)
-    check_count(len(body.ids), services.settings, "ids")
+    collection = await services.collection(name)
+    check_count(len(body.ids), services.config.limits, "ids")
     deleted = await services.storage(services.store.delete, name, body.ids)
     count = await services.storage(lambda: collection.count)
     services.metrics.index_points.labels(collection=name).set(count)
@@ -142,5 +143,6 @@ register_url_convertor("point_id", PointIdConvertor())
 
 @router.get("/{name}/points/{point_id:point_id}", response_model=Point)
 async def get_point(name: CollectionName, point_id: str, services: ReadyServicesDep) -> Point:
-    vector, metadata = await services.storage(services.store.get(name).get, point_id)  # a lock, or the engine
+    collection = await services.collection(name)
+    vector, metadata = await services.storage(collection.get, point_id)  # a lock, or the engine
     return Point(id=point_id, vector=vector.tolist(), metadata=metadata)

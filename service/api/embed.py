@@ -66,27 +66,27 @@ MULTIPART_DOC = {
 
 
 async def _parse_multipart(request: Request, services: Services) -> tuple[EmbedOptions, list[MediaItem]]:
-    settings = services.settings
-    form = await request.form(max_files=settings.max_request_items + 1, max_fields=16)
+    limits, media = services.config.limits, services.config.media
+    form = await request.form(max_files=limits.max_request_items + 1, max_fields=16)
     files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
     if not files:
         raise UnprocessableInput("multipart body has no 'files' part: send at least one file",
                                  code=ErrorCode.VALIDATION_ERROR)
-    check_count(len(files), settings)
+    check_count(len(files), limits)
     fields = {k: v for k, v in form.items() if k in EmbedOptions.model_fields and isinstance(v, str)}
     try:
         options = EmbedOptions.model_validate(fields)
     except ValidationError as exc:
         raise body_validation_error(exc) from exc
     sampling = frame_sampling(options)
-    limit = max(settings.max_image_bytes, settings.max_video_bytes)
+    limit = max(media.image.max_bytes, media.video.max_bytes)
     items: list[MediaItem] = []
     for index, upload in enumerate(files):
         data = await upload.read(limit + 1)
         # Videos are told from images by their container's magic number; a file the client names a video (by
         # its content type or extension) is decoded as one too, so a still image sent as a video is refused (415).
         video = looks_like_video(data) or declared_video(upload)
-        allowed = settings.max_video_bytes if video else settings.max_image_bytes
+        allowed = media.video.max_bytes if video else media.image.max_bytes
         if len(data) > allowed:
             raise PayloadTooLarge(f"file {index} ({upload.filename!r}) exceeds {allowed} bytes",
                                   {"index": index, "max_bytes": allowed})
@@ -105,13 +105,13 @@ async def embed(request: Request, services: ReadyServicesDep, deadline: Deadline
             req = EmbedRequest.model_validate_json(await request.body())
         except ValidationError as exc:
             raise body_validation_error(exc) from exc
-        items = to_media_items(req.inputs, services.settings, frame_sampling(req))
+        items = to_media_items(req.inputs, services.config.limits, services.config.media, frame_sampling(req))
         options = req
     else:
         raise UnsupportedMediaType(
             f"content type {content_type!r} is not accepted", {"accepted": ["application/json", "multipart/form-data"]}
         )
-    model = services.models.resolve_model(options.model, services.settings.default_model)
+    model = services.models.resolve_model(options.model, services.config.models.default)
     check_output(model, options.output)
     result = await embed_items(
         services,

@@ -1,9 +1,8 @@
-"""GET /metrics: the Prometheus exposition of the app's registry (service/metrics.py)."""
+"""GET /metrics: the Prometheus exposition (service/metrics.py): the app's registry, or every process's samples."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api.deps import ServicesDep
 
@@ -12,4 +11,5 @@ router = APIRouter(tags=["health"])
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(services: ServicesDep) -> Response:
-    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    body, media_type = services.metrics.exposition()
+    return Response(body, media_type=media_type)

@@ -18,7 +18,8 @@ async def observe_inputs(services: Services, model: ServedModel, inputs: Sequenc
     """Media inputs -> the observation `need` names; a video is sampled by the request's options (`options`)
     when the need says they apply."""
     sampling = None if need.video_frames is None else frame_sampling(options, default_frames=need.video_frames)
-    return await observe(services, model, to_media_items(inputs, services.settings, sampling), need)
+    items = to_media_items(inputs, services.config.limits, services.config.media, sampling)
+    return await observe(services, model, items, need)
 
 
 def with_decode(timings: dict[str, float], *observations: Observation | None) -> dict[str, float]:

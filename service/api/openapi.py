@@ -23,8 +23,8 @@ from fastapi.staticfiles import StaticFiles
 
 from service.api.examples import request_examples
 from service.api.schemas import ErrorResponse
+from service.config import LimitsConfig, SecurityConfig
 from service.errors import ServiceError, meanings_by_status
-from service.settings import Settings
 
 ASSETS_URL = "/docs/assets"  # swagger-ui-bundle.js, swagger-ui.css, redoc.standalone.js, favicon.png
 ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
@@ -109,7 +109,7 @@ HEALTH_SCHEMA = {"type": "object", "properties": {"status": {"type": "string"}},
                  "additionalProperties": True}
 
 
-def install_docs(app: FastAPI, settings: Settings) -> None:
+def install_docs(app: FastAPI, security: SecurityConfig, limits: LimitsConfig) -> None:
     """Swagger UI and ReDoc from local assets, and the customised OpenAPI document (built once ready)."""
     app.mount(ASSETS_URL, StaticFiles(directory=ASSETS_DIR), name="docs-assets")
 
@@ -141,7 +141,7 @@ def install_docs(app: FastAPI, settings: Settings) -> None:
             return app.openapi_schema
         services = getattr(app.state, "services", None)
         ready = services is not None and services.ready
-        document = build_openapi(app, settings, _default_model(services) if ready else None)
+        document = build_openapi(app, security, limits, _default_model(services) if ready else None)
         if ready:  # the examples that depend on the model are in it: keep it
             app.openapi_schema = document
         return document
@@ -151,16 +151,15 @@ def install_docs(app: FastAPI, settings: Settings) -> None:
 
 def _default_model(services):
     try:
-        return services.models.resolve_model(None, services.settings.default_model)
+        return services.models.resolve_model(None, services.config.models.default)
     except ServiceError:
         return None
 
 
-def build_openapi(app: FastAPI, settings: Settings, model) -> dict[str, Any]:
+def build_openapi(app: FastAPI, security: SecurityConfig, limits: LimitsConfig, model) -> dict[str, Any]:
     document = get_openapi(title=app.title, version=app.version, summary=app.summary, description=app.description,
                            routes=app.routes)
-    auth = bool(settings.api_keys.get_secret_value() or settings.api_keys_file)
-    rate_limited = settings.rate_limit_requests > 0
+    auth = security.auth_configured
     components = document.setdefault("components", {})
     components.setdefault("schemas", {})["ErrorResponse"] = ErrorResponse.model_json_schema(
         ref_template="#/components/schemas/{model}")
@@ -175,23 +174,24 @@ def build_openapi(app: FastAPI, settings: Settings, model) -> dict[str, Any]:
     meanings = meanings_by_status()  # from the one error table: every code of each status, with its meaning
     for path_item in document["paths"].values():
         for operation in path_item.values():
-            _describe(operation, settings, auth, rate_limited, examples, meanings)
+            _describe(operation, security, bool(limits.max_concurrent_requests), examples, meanings)
     return document
 
 
 def _describe(  # noqa: C901 - one pass over an operation, a branch per thing the schema adds to it
-    operation: dict[str, Any], settings: Settings, auth: bool, rate_limited: bool,
+    operation: dict[str, Any], security: SecurityConfig, concurrency_limited: bool,
               examples: dict[str, dict[str, dict[str, Any]]], meanings: dict[int, str]) -> None:
     op = operation["operationId"]
     operation["description"] = DESCRIPTIONS.get(op, operation.get("description", ""))
-    open_route = op in OPEN_WHEN and getattr(settings, OPEN_WHEN[op])
+    auth, rate_limited = security.auth_configured, security.rate_limit.requests > 0
+    open_route = op in OPEN_WHEN and getattr(security, OPEN_WHEN[op])
     statuses = set(ROUTE_ERRORS.get(op, ()))
     if auth and not open_route:
         statuses |= {401, 403}
         operation["security"] = [{"bearer": []}]
     elif auth:
         operation["security"] = []
-    if (rate_limited and not open_route) or (settings.max_concurrent_requests and op not in UNLIMITED):
+    if (rate_limited and not open_route) or (concurrency_limited and op not in UNLIMITED):
         statuses.add(429)
     responses = {code: body for code, body in operation["responses"].items() if not code.startswith(("4", "5"))}
     for status in sorted(statuses):

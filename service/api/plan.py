@@ -21,7 +21,7 @@ router = APIRouter(tags=["world"], responses=error_responses(*COMMON_ERRORS, 404
 @router.post("/plan", response_model=PlanResponse, summary="Plan actions toward a goal image by CEM in latent space")
 async def plan(body: PlanRequest, services: ReadyServicesDep, request_deadline: DeadlineDep) -> PlanResponse:
     deadline = request_deadline.at(body.timeout_ms)
-    model = services.models.resolve_model(body.model, services.settings.default_model)
+    model = services.models.resolve_model(body.model, services.config.models.default)
     query = model.world.check_plan(PlanInputs(
         observation=len(body.observation), goal_state=body.goal_state, proprio=body.proprio, horizon=body.horizon,
         samples=body.samples, iterations=body.iterations, elites=body.elites, cost=body.cost,

@@ -18,7 +18,7 @@ async def predict_future(
     body: PredictRequest, services: ReadyServicesDep, request_deadline: DeadlineDep
 ) -> PredictResponse:
     deadline = request_deadline.at(body.timeout_ms)
-    model = services.models.resolve_model(body.model, services.settings.default_model)
+    model = services.models.resolve_model(body.model, services.config.models.default)
     query = model.world.check_prediction(PredictInputs(
         context=len(body.context or ()), state=body.state, actions=body.actions, proprio=body.proprio,
         tokens=body.output == "tokens"))

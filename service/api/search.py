@@ -16,10 +16,10 @@ router = APIRouter(tags=["search"], responses=error_responses(*COMMON_ERRORS, 40
 
 @router.post("/search", response_model=SearchResponse)
 async def search(body: SearchRequest, services: ReadyServicesDep, deadline: DeadlineDep) -> SearchResponse:
-    settings = services.settings
-    if body.k > settings.max_search_k:
-        raise UnprocessableInput(f"k={body.k} exceeds the limit of {settings.max_search_k}", code=ErrorCode.K_TOO_LARGE)
-    collection = services.store.get(body.collection)
+    limits = services.config.limits
+    if body.k > limits.max_search_k:
+        raise UnprocessableInput(f"k={body.k} exceeds the limit of {limits.max_search_k}", code=ErrorCode.K_TOO_LARGE)
+    collection = await services.collection(body.collection)
     exclude: list[str | None] = []
     if body.id is not None:
         vector, _ = await services.storage(collection.get, body.id)  # the collection's read lock, or the engine
@@ -27,13 +27,13 @@ async def search(body: SearchRequest, services: ReadyServicesDep, deadline: Dead
         exclude = [body.id]
     elif body.input is not None:
         model = model_for_collection(services, collection)
-        items = to_media_items([body.input], settings)
+        items = to_media_items([body.input], limits, services.config.media)
         queries = (await embed_items(services, model, items, deadline.at(body.timeout_ms))).pooled
     else:
         check_space(collection, body.space_id)
         raw = [body.vector] if body.vector is not None else body.vectors
         assert raw is not None
-        check_count(raw.shape[0] if isinstance(raw, VectorArray) else len(raw), settings, "query vectors")
+        check_count(raw.shape[0] if isinstance(raw, VectorArray) else len(raw), limits, "query vectors")
         queries = to_matrix(raw, "query vectors")
     prepared = collection.prepare_vectors(queries)
     params = body.params.model_dump(exclude_none=True) if body.params else None

@@ -38,6 +38,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from service.api.schemas import SurpriseCalibration
+from service.config import StreamConfig
 from service.errors import (
     ErrorCode,
     InvalidInput,
@@ -50,8 +51,6 @@ from service.errors import (
 )
 from service.media.payload import RawImage, b64decode, decode_frames
 from service.model_pool import ServedModel
-from service.pipeline import media_limits
-from service.settings import Settings
 from service.state import Services
 from service.world import FrameStream
 
@@ -95,7 +94,7 @@ class Refusal:
 
 
 async def read_messages(
-    receive: Callable[[], Awaitable[dict[str, Any]]], inbox: asyncio.Queue, settings: Settings
+    receive: Callable[[], Awaitable[dict[str, Any]]], inbox: asyncio.Queue, limits: StreamConfig
 ) -> None:
     """Client messages -> Frames in the inbox, in order; ends with None (client gone) or a Refusal.
 
@@ -103,15 +102,15 @@ async def read_messages(
     pending: dict[str, list[float]] = {}
     while True:
         try:
-            message = await asyncio.wait_for(receive(), settings.stream_idle_timeout_s)
+            message = await asyncio.wait_for(receive(), limits.idle_timeout_s)
         except TimeoutError:
-            await inbox.put(Refusal(InvalidInput(f"no message for {settings.stream_idle_timeout_s:g} s"), GOING_AWAY))
+            await inbox.put(Refusal(InvalidInput(f"no message for {limits.idle_timeout_s:g} s"), GOING_AWAY))
             return
         if message["type"] == "websocket.disconnect":
             await inbox.put(None)
             return
         try:
-            frame, pending = parse_message(message, pending, settings)
+            frame, pending = parse_message(message, pending, limits)
         except ServiceError as exc:
             await inbox.put(Refusal(exc, close_code(exc)))
             return
@@ -120,9 +119,9 @@ async def read_messages(
 
 
 def parse_message(message: dict[str, Any], pending: dict[str, list[float]],
-                  settings: Settings) -> tuple[Frame | None, dict[str, list[float]]]:
+                  limits: StreamConfig) -> tuple[Frame | None, dict[str, list[float]]]:
     """One WebSocket message -> (a frame or None, the action and proprio waiting for the next binary frame)."""
-    limit = settings.stream_max_message_bytes
+    limit = limits.max_message_bytes
     data, text = message.get("bytes"), message.get("text")
     if data is not None:
         if len(data) > limit:
@@ -144,7 +143,7 @@ def parse_message(message: dict[str, Any], pending: dict[str, list[float]],
         return None, {**pending, **conditions}
     if not isinstance(body["frame"], str):
         raise InvalidInput("'frame' must be a base64 string", code=ErrorCode.INVALID_BASE64)
-    return Frame(b64decode(body["frame"], settings.max_image_bytes), conditions.get("action"),
+    return Frame(b64decode(body["frame"], limits.max_frame_bytes), conditions.get("action"),
                  conditions.get("proprio")), {}
 
 
@@ -221,9 +220,8 @@ async def send_in_time(websocket: WebSocket, message: dict[str, Any], timeout_s:
 
 async def score_frames(websocket: WebSocket, services: Services, model: ServedModel, stream: FrameStream,
                        inbox: asyncio.Queue) -> None:
-    settings = services.settings
-    limits = media_limits(settings, services.executors.image_memory)
-    patience = settings.stream_idle_timeout_s
+    config = services.config.stream
+    patience = config.idle_timeout_s
     while True:
         item = await inbox.get()
         if item is None:
@@ -231,12 +229,12 @@ async def score_frames(websocket: WebSocket, services: Services, model: ServedMo
         if isinstance(item, Refusal):
             await refuse(websocket, item.error, item.code, patience)
             return
-        if stream.steps >= settings.stream_max_steps:
-            await refuse(websocket, InvalidInput(f"the stream reached stream_max_steps ({settings.stream_max_steps})"),
+        if stream.steps >= config.max_steps:
+            await refuse(websocket, InvalidInput(f"the stream reached stream_max_steps ({config.max_steps})"),
                          POLICY, patience)
             return
         try:
-            frame = (await services.decode(decode_frames, RawImage(item.data), model.preprocess, limits))[0]
+            frame = (await services.decode(decode_frames, RawImage(item.data), model.preprocess, services.media))[0]
             result = await stream.push(frame, item.action, item.proprio)
         except ServiceError as exc:
             await refuse(websocket, exc, close_code(exc), patience)
@@ -258,36 +256,37 @@ async def stream_surprise(websocket: WebSocket, model: str | None = None, thresh
         return
     try:
         limit = parse_threshold(threshold)
-        served = services.models.resolve_model(model, services.settings.default_model)
+        served = services.models.resolve_model(model, services.config.models.default)
         stream = served.world.open_stream(limit)
     except ServiceError as exc:
         await refuse(websocket, exc, POLICY)
         return
-    if services.open_streams >= services.settings.stream_max_connections:
-        await refuse(websocket, Overloaded(f"{services.open_streams} streams are open; the limit is "
-                                           f"{services.settings.stream_max_connections}"), TRY_LATER)
+    limit = services.config.stream.max_connections
+    if not services.streams.enter(limit):
+        await refuse(websocket, Overloaded(f"{services.streams.count} streams are open; the limit is {limit}"),
+                     TRY_LATER)
         return
-    services.open_streams += 1
-    services.metrics.open_streams.set(services.open_streams)
+    services.metrics.open_streams.set(services.streams.own)
     try:
         await _serve_stream(websocket, services, served, stream)
     finally:
-        services.open_streams -= 1
-        services.metrics.open_streams.set(services.open_streams)
+        services.streams.leave()
+        services.metrics.open_streams.set(services.streams.own)
 
 
 async def _serve_stream(websocket: WebSocket, services: Services, served: ServedModel, stream: FrameStream) -> None:
     ready = stream.ready
-    patience = services.settings.stream_idle_timeout_s
+    limits = services.config.stream
+    patience = limits.idle_timeout_s
     await send_in_time(websocket, {
         "type": "ready", "model": served.name, "space_id": served.manifest.space_id,
         "frames_per_clip": ready.frames_per_clip, "action_dim": ready.action_dim, "proprio_dim": ready.proprio_dim,
         "threshold": ready.threshold,
         "calibration": SurpriseCalibration.model_validate(ready.calibration, from_attributes=True).model_dump(),
-        "buffer_frames": services.settings.stream_buffer_frames,
+        "buffer_frames": limits.buffer_frames,
     }, patience)
-    inbox: asyncio.Queue = asyncio.Queue(maxsize=services.settings.stream_buffer_frames)
-    reader = asyncio.create_task(read_messages(websocket.receive, inbox, services.settings), name="stream-reader")
+    inbox: asyncio.Queue = asyncio.Queue(maxsize=limits.buffer_frames)
+    reader = asyncio.create_task(read_messages(websocket.receive, inbox, limits), name="stream-reader")
     try:
         await score_frames(websocket, services, served, stream, inbox)
     except WebSocketDisconnect:

@@ -17,7 +17,7 @@ async def surprise(
     body: SurpriseRequest, services: ReadyServicesDep, request_deadline: DeadlineDep
 ) -> SurpriseResponse:
     deadline = request_deadline.at(body.timeout_ms)
-    model = services.models.resolve_model(body.model, services.settings.default_model)
+    model = services.models.resolve_model(body.model, services.config.models.default)
     query = model.world.check_surprise(SurpriseInputs(
         observations=len(body.observations or ()), states=body.states, actions=body.actions, proprio=body.proprio,
         threshold=body.threshold))

@@ -22,9 +22,9 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from service.api.deps import ServicesDep
+from service.config import ServerConfig
 from service.errors import ErrorCode, NotFound, PayloadTooLarge
 from service.media.images import ImageLimits, decode_image
-from service.settings import Settings
 
 ASSETS_DIR = Path(__file__).parent / "ui_assets"
 ASSETS_URL = "/ui/assets"  # ui.js, ui.css (public, like /docs/assets)
@@ -36,10 +36,10 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/ui", response_class=HTMLResponse)
 async def ui_page(request: Request) -> HTMLResponse:
-    settings: Settings = request.app.state.settings
+    config: ServerConfig = request.app.state.config
     root = html.escape(request.scope.get("root_path", ""), quote=True)
     page = (ASSETS_DIR / "index.html").read_text(encoding="utf-8")
-    page = page.replace("{{base}}", root).replace("{{thumbnails}}", "on" if settings.ui_media_dir else "off")
+    page = page.replace("{{base}}", root).replace("{{thumbnails}}", "on" if config.media.ui_media_dir else "off")
     # The page runs only its own script and talks only to this server.
     policy = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
               "connect-src 'self'; frame-ancestors 'none'")
@@ -77,13 +77,12 @@ def thumbnail(path: Path, limits: ImageLimits) -> bytes:
 
 @router.get(MEDIA_URL + "/{requested:path}")
 async def ui_media(requested: str, services: ServicesDep) -> Response:
-    settings = services.settings
-    if settings.ui_media_dir is None:
+    media = services.config.media
+    if media.ui_media_dir is None:
         raise NotFound("thumbnails are off: set JEPA_UI_MEDIA_DIR to the folder the points' paths are relative to",
                        code=ErrorCode.MEDIA_NOT_FOUND)
-    path = media_path(settings.ui_media_dir, requested)
-    limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
-    data = await services.decode(thumbnail, path, limits)
+    path = media_path(media.ui_media_dir, requested)
+    data = await services.decode(thumbnail, path, media.image)  # the image limits, outside the decode budget
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
 
 

@@ -1,3 +1,4 @@
 from service.batching.batcher import BatchPolicy, DynamicBatcher
+from service.batching.protocol import Batcher
 
-__all__ = ["BatchPolicy", "DynamicBatcher"]
+__all__ = ["BatchPolicy", "Batcher", "DynamicBatcher"]

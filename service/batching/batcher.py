@@ -28,7 +28,7 @@ import bisect
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -186,11 +186,14 @@ class DynamicBatcher:
     def batches_in_flight(self) -> int:
         return len(self._in_flight)
 
-    def start(self) -> None:
+    def start(self, on_stop: Callable[[], None] | None = None) -> None:
+        """`on_stop`: told when the loop ends (a core tells its fronts, whose /healthz reports it)."""
         self._idle = asyncio.Queue()
         for engine in self.engines:
             self._idle.put_nowait(engine)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self._labels}")
+        if on_stop is not None:
+            self._task.add_done_callback(lambda _: on_stop())
 
     async def stop(self) -> None:
         """Finish what is queued and in flight, then stop the loop and the worker threads."""

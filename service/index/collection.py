@@ -253,7 +253,7 @@ class Collection:
         queries: np.ndarray,
         k: int,
         exclude: Sequence[str | None] = (),
-        filter: Mapping[str, Any] | None = None,  # noqa: A002 (the API's word)
+        filter: Mapping[str, Any] | None = None,  # the API's word, though a builtin's too
         params: Mapping[str, Any] | None = None,
     ) -> list[list[Hit]]:
         """`queries` from prepare_vectors; `exclude[i]` drops that id from query i (search by stored id).

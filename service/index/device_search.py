@@ -39,7 +39,7 @@ import onnxruntime as ort
 from service.index.onnx_graph import FLOAT, FLOAT16, INT64, Node, Tensor, model_bytes
 
 if TYPE_CHECKING:
-    from service.settings import Settings
+    from service.config import SearchConfig
 
 log = logging.getLogger(__name__)
 
@@ -93,24 +93,22 @@ class SearchDevice:
         self.failed = False  # an engine call raised: every collection is searched on the CPU from then on
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SearchDevice | None:
-        """The device named by `search_device`, or None for FAISS on the CPU (auto without a CUDA server)."""
-        choice = settings.search_device
+    def from_config(cls, search: SearchConfig) -> SearchDevice | None:
+        """The device named by `search.device`, or None for FAISS on the CPU (auto without a CUDA server)."""
+        choice = search.device
         if choice == "auto":
             from service.runtime.onnx import available_providers
 
-            on_cuda = settings.providers != "cpu" and available_providers(settings.providers)[0] in (
+            on_cuda = search.providers != "cpu" and available_providers(search.providers)[0] in (
                 "CUDAExecutionProvider", "TensorrtExecutionProvider")
             choice = "cuda" if on_cuda else "faiss"
         if choice == "faiss":
             return None
         if PROVIDERS[choice] not in ort.get_available_providers():
             raise RuntimeError(f"JEPA_SEARCH_DEVICE={choice}: ONNX Runtime here has no {PROVIDERS[choice]}")
-        device = cls(PROVIDERS[choice], max_bytes=settings.search_device_max_bytes,
-                     workspace_bytes=settings.search_device_workspace_bytes)
+        device = cls(PROVIDERS[choice], max_bytes=search.max_bytes, workspace_bytes=search.workspace_bytes)
         log.info("flat collections are searched on %s (up to %d MB resident, %d MB of scores per call)",
-                 PROVIDERS[choice], settings.search_device_max_bytes >> 20,
-                 settings.search_device_workspace_bytes >> 20)
+                 PROVIDERS[choice], search.max_bytes >> 20, search.workspace_bytes >> 20)
         return device
 
     def fail(self, collection: str) -> None:
@@ -230,7 +228,7 @@ class DeviceMirror:
                 return None
             top_scores, top_rows = self.device.top_k(self.metric, scaled, *buffers, rows,
                                                      min(fetch + RERANK_MARGIN, rows))
-        except Exception:  # noqa: BLE001 - an engine error must cost speed, not the search
+        except Exception:  # an engine error must cost speed, not the search
             self.device.fail(self.name)
             return None
         return np.where(np.isneginf(top_scores.astype(np.float32)), -1, top_rows)

@@ -174,7 +174,7 @@ class MilvusCollection:
         queries: np.ndarray,
         k: int,
         exclude: Sequence[str | None] = (),
-        filter: Mapping[str, Any] | None = None,  # noqa: A002 (the API's word)
+        filter: Mapping[str, Any] | None = None,  # the API's word, though a builtin's too
         params: Mapping[str, Any] | None = None,
     ) -> list[list[Hit]]:
         """Same contract as Collection.search: exact with flat, exact under a filter at every selectivity."""

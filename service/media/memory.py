@@ -14,11 +14,19 @@ import threading
 from collections.abc import Iterator
 
 from service.errors import PayloadTooLarge
+from service.ipc.counters import Gate
+
+SHARED_POLL_S = 0.01
 
 
 class DecodeMemory:
-    def __init__(self, budget_bytes: int) -> None:
+    """`shared`: under jepa-serve, the server-wide count every front's decodes reserve from (so the budget holds
+    for the server, not for each front); a decode waiting on another front's is told of nothing, so it looks
+    again every SHARED_POLL_S."""
+
+    def __init__(self, budget_bytes: int, shared: Gate | None = None) -> None:
         self.budget_bytes = budget_bytes
+        self.shared = shared
         self._held = 0
         self._changed = threading.Condition()
 
@@ -35,11 +43,22 @@ class DecodeMemory:
                 f"{self.budget_bytes / 2**20:.0f} MiB (a smaller image, or a JPEG)",
                 {"decode_bytes": nbytes, "image_decode_budget_bytes": self.budget_bytes})
         with self._changed:
-            self._changed.wait_for(lambda: self._held + nbytes <= self.budget_bytes)
-            self._held += nbytes
+            while not self._take(nbytes):
+                self._changed.wait(None if self.shared is None else SHARED_POLL_S)
         try:
             yield
         finally:
             with self._changed:
                 self._held -= nbytes
+                if self.shared is not None:
+                    self.shared.leave(nbytes)
                 self._changed.notify_all()
+
+    def _take(self, nbytes: int) -> bool:
+        if self.shared is not None:
+            taken = self.shared.enter(self.budget_bytes, nbytes)
+        else:
+            taken = self._held + nbytes <= self.budget_bytes
+        if taken:
+            self._held += nbytes
+        return taken

@@ -1,16 +1,16 @@
-"""The Guard: keys + scope policy + rate limiter, built once per app from Settings."""
+"""The Guard: keys + scope policy + rate limiter, built once per app from the security settings."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
+from service.config import SecurityConfig
 from service.errors import Forbidden, RateLimited, Unauthorized
 from service.metrics import Metrics
 from service.security.keys import KeyRing
 from service.security.policy import required_scope
 from service.security.ratelimit import InProcessLimiter, RateLimiter, RedisLimiter
-from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -33,28 +33,30 @@ class Guard:
         self.metrics_open = metrics_open
 
     @classmethod
-    def from_settings(cls, settings: Settings, metrics: Metrics) -> Guard:
-        """Validates the key configuration now: a typo fails startup, not the first request."""
-        keys = KeyRing.from_config(settings.api_keys.get_secret_value(), settings.api_keys_file)
-        if settings.api_keys_file is not None and not keys.enabled:
+    def from_config(cls, security: SecurityConfig, metrics: Metrics,
+                    local_limiter: RateLimiter | None = None) -> Guard:
+        """Validates the key configuration now: a typo fails startup, not the first request. `local_limiter`: what
+        counts in place of this process's own counters when there is no Redis (a front's: the core's count)."""
+        keys = KeyRing.from_config(security.api_keys.get_secret_value(), security.api_keys_file)
+        if security.api_keys_file is not None and not keys.enabled:
             # Someone meant auth to be on: an empty file must not silently open every route.
             raise ValueError(
-                f"JEPA_API_KEYS_FILE={settings.api_keys_file} holds no API key; refusing to start with auth off"
+                f"JEPA_API_KEYS_FILE={security.api_keys_file} holds no API key; refusing to start with auth off"
             )
         if not keys.enabled:
             log.warning("auth is off: no API key is configured, every route is open (see docs/deploy.md)")
+        rate = security.rate_limit
         limiter: RateLimiter | None = None
-        if settings.rate_limit_requests > 0:
-            url = _redis_url(settings)
-            if url:
-                limiter = RedisLimiter(url, settings.rate_limit_requests, settings.rate_limit_window_s,
+        if rate.requests > 0:
+            if rate.redis_url is not None:
+                limiter = RedisLimiter(rate.redis_url.get_secret_value(), rate.requests, rate.window_s,
                                        on_error=metrics.rate_limiter_errors.inc)
             else:
-                limiter = InProcessLimiter(settings.rate_limit_requests, settings.rate_limit_window_s)
+                limiter = local_limiter or InProcessLimiter(rate.requests, rate.window_s)
         log.info("auth %s; rate limit %s", f"on ({len(keys)} key(s))" if keys.enabled else "off (no key configured)",
-                 f"{settings.rate_limit_requests} per {settings.rate_limit_window_s:g} s per key, counted "
-                 f"{'in redis' if isinstance(limiter, RedisLimiter) else 'in process'}" if limiter else "off")
-        return cls(keys, limiter, metrics, health_open=settings.health_open, metrics_open=settings.metrics_open)
+                 f"{rate.requests} per {rate.window_s:g} s per key, counted "
+                 f"{'in redis' if isinstance(limiter, RedisLimiter) else 'in the server'}" if limiter else "off")
+        return cls(keys, limiter, metrics, health_open=security.health_open, metrics_open=security.metrics_open)
 
     async def check(self, path: str, method: str, authorization: str | None, client: str) -> Principal | None:
         """The caller allowed on this route, or a 401 / 403 / 429 error. None = an open route."""
@@ -100,12 +102,3 @@ class Guard:
         if self.limiter is not None:
             await self.limiter.aclose()
 
-
-def _redis_url(settings: Settings) -> str | None:
-    if settings.rate_limit_redis_url is not None:
-        return settings.rate_limit_redis_url.get_secret_value() or None
-    # The shared Redis of the redis storage backend, where the service has one; the embedded default
-    # (storage=local) needs no Redis, so its limiter counts in process.
-    if settings.storage != "redis":
-        return None
-    return settings.redis_url or None

@@ -86,7 +86,7 @@ class RedisLimiter:
                 pipe.incr(key)
                 pipe.expire(key, math.ceil(self.window_s) + 1)
                 count, _ = await pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - any Redis failure: fail open, loudly
+        except Exception as exc:  # any Redis failure: fail open, loudly
             self._on_error()
             now = time.monotonic()
             if now - self._last_warning > 10:

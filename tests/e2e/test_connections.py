@@ -8,7 +8,6 @@ timeouts, and every socket is watched (select, bounded) until the server closes 
 from __future__ import annotations
 
 import json
-import os
 import select
 import socket
 import time
@@ -19,7 +18,7 @@ import httpx
 import pytest
 
 from tests.support.record import record
-from tests.support.servers import running_server
+from tests.support.servers import open_fds, running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -66,10 +65,6 @@ def wait_closed(socks: dict[socket.socket, str], bound_s: float, since: float | 
     return closed
 
 
-def open_descriptors(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
 @pytest.fixture(scope="module")
 def server(demo_repository, tmp_path_factory):
     with running_server(demo_repository, tmp_path_factory.mktemp("connections"), header_timeout_s=str(HEADER_TIMEOUT_S),
@@ -81,7 +76,7 @@ def server(demo_repository, tmp_path_factory):
 def test_stalled_connections_are_closed_after_the_timeouts_and_capped(server):
     port = int(server.url.rsplit(":", 1)[1])
     assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
-    baseline = open_descriptors(server.pid)
+    baseline = open_fds(server.pid)
 
     opened_at = time.monotonic()
     socks = {open_stalled(port, payload): kind for kind, payload in STALLS.items() for _ in range(PER_KIND)}
@@ -96,7 +91,7 @@ def test_stalled_connections_are_closed_after_the_timeouts_and_capped(server):
 
     closed = wait_closed(socks, bound_s=HEADER_TIMEOUT_S + BODY_TIMEOUT_S + 15, since=opened_at)
     elapsed = time.monotonic() - opened_at
-    after = open_descriptors(server.pid)
+    after = open_fds(server.pid)
     for sock in list(socks) + extra:
         sock.close()
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.support.record import record
-from tests.support.servers import running_server
+from tests.support.servers import running_server, server_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -53,16 +53,30 @@ def status_kb(pid: int, field: str) -> int:
     raise RuntimeError(f"no {field} for {pid}")
 
 
+def start_peaks(pid: int) -> dict[int, int]:
+    """Peak RSS from here on, for every process of the server (the supervisor, its core and fronts): writing 5 to
+    clear_refs resets VmHWM to the current RSS. -> each process's RSS now (kB)."""
+    before = {}
+    for process in server_processes(pid):
+        Path(f"/proc/{process}/clear_refs").write_text("5")
+        before[process] = status_kb(process, "VmRSS")
+    return before
+
+
+def peak_growth_mb(before: dict[int, int]) -> float:
+    """How far the server's processes rose above `before` at their peaks, added up (peaks of different moments
+    added: an upper bound of the server's own peak)."""
+    return sum(status_kb(process, "VmHWM") - kb for process, kb in before.items()) / 1024
+
+
 def test_the_1030_frame_768px_video_stays_under_the_memory_bound(demo_repository, tmp_path, long_video):
     body = base64.b64encode(long_video).decode()
     with running_server(demo_repository, tmp_path, decode_threads="4") as server:
-        url, pid = server.url, server.pid
+        url = server.url
         small = httpx.post(f"{url}/embed", timeout=60,
                            json={"inputs": [{"video": body}], "stride": 1, "num_frames": 1})  # codecs loaded, pools up
         assert small.status_code == 200, small.text
-        # peak RSS from here on: writing 5 to clear_refs resets VmHWM to the current RSS
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-        before_kb = status_kb(pid, "VmRSS")
+        before = start_peaks(server.pid)
 
         asks = {
             # the outside test's request: 1,024 frames one by one, for a model whose clip is far shorter
@@ -79,7 +93,7 @@ def test_the_1030_frame_768px_video_stays_under_the_memory_bound(demo_repository
 
         with ThreadPoolExecutor(len(jobs)) as pool:
             answers = list(pool.map(send, jobs))
-        peak_growth_mb = (status_kb(pid, "VmHWM") - before_kb) / 1024
+        growth_mb = peak_growth_mb(before)
 
     statuses = {name: sorted({status for n, status, _ in answers if n == name}) for name in asks}
     refused = [payload for name, status, payload in answers if name == "stride 1, num_frames 1024"]
@@ -89,8 +103,8 @@ def test_the_1030_frame_768px_video_stays_under_the_memory_bound(demo_repository
     sampled = [p["sampling"][0] for name, status, p in answers if name == "uniform over all 1030 frames"]
     assert sampled[0]["source"]["frames"] == FRAMES
     assert sampled[0]["frame_indices"][-1] > FRAMES // 2
-    assert peak_growth_mb < BOUND_MB, f"server peak RSS grew {peak_growth_mb:.0f} MB"
+    assert growth_mb < BOUND_MB, f"server peak RSS grew {growth_mb:.0f} MB"
     record(f"video memory: {FRAMES}-frame {SIZE}x{SIZE} H.264 ({len(long_video) / 1e6:.1f} MB), 6 requests at once",
            requests=len(answers), refused_422_before_decoding=len(refused),
            decoded_whole_video_200=len(answers) - len(refused),
-           peak_rss_growth_mb=round(peak_growth_mb, 1), bound_mb=BOUND_MB)
+           peak_rss_growth_mb=round(growth_mb, 1), bound_mb=BOUND_MB)

@@ -137,18 +137,18 @@ def test_no_keys_configured_means_auth_off(client):
 
 def test_plain_key_in_config_is_refused_at_startup(settings_factory):
     with pytest.raises(ValueError, match="sha256"):
-        create_app(settings_factory(api_keys=f"ci:{KEYS['reader']}:read"))
+        create_app(settings_factory(api_keys=f"ci:{KEYS['reader']}:read").config)
     with pytest.raises(ValueError, match="scopes"):
-        create_app(settings_factory(api_keys=f"ci:{hash_key('x')}:admin"))
+        create_app(settings_factory(api_keys=f"ci:{hash_key('x')}:admin").config)
 
 
 def test_an_empty_keys_file_refuses_to_start_instead_of_opening_every_route(settings_factory, tmp_path):
     empty = tmp_path / "keys"
     empty.write_text("# no keys yet\n")
     with pytest.raises(ValueError, match="holds no API key"):
-        create_app(settings_factory(api_keys_file=empty))
+        create_app(settings_factory(api_keys_file=empty).config)
     with pytest.raises(ValueError, match="cannot read"):
-        create_app(settings_factory(api_keys_file=tmp_path / "missing"))
+        create_app(settings_factory(api_keys_file=tmp_path / "missing").config)
     good = tmp_path / "good"
     good.write_text(f"reader:{hash_key(KEYS['reader'])}:read\n")
     with serving(settings_factory(api_keys_file=good)) as client:

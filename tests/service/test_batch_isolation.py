@@ -25,8 +25,11 @@ DEADLINE_MS = 8000  # a bad request that waited for its deadline would hold the 
 
 @pytest.fixture
 def demo(settings_factory):
-    # no embedding cache: every request reaches the engine; every batch waits 50 ms to fill, so requests share them
-    settings = settings_factory(embed_cache="off", max_batch_size=8, max_queue_delay_ms=50, batch_wait="always")
+    # no embedding cache: every request reaches the engine; a batch leaves when 8 items are queued, or after 1 s: the
+    # 21 requests go in batches of 8, 8 and 5, so whichever batch holds the bad one holds good ones too (a wait of
+    # 50 ms let a loaded machine send the last request alone)
+    settings = settings_factory(embed_cache="off", max_batch_size=8, max_queue_delay_ms=1000, batch_wait="always",
+                                batch_tune=False)
     with serving(settings) as client:
         yield client
 

@@ -99,7 +99,7 @@ def test_serving_waits_while_warming(settings_factory, monkeypatch):
         original(self)
 
     monkeypatch.setattr(ModelPool, "warm_up", slow_warm_up)
-    with TestClient(create_app(settings_factory())) as c:
+    with TestClient(create_app(settings_factory().config)) as c:
         for _ in range(200):
             if c.get("/readyz").json()["phase"] == "warming":
                 break

@@ -28,7 +28,7 @@ def test_gives_up_after_the_configured_time_and_asks_for_exit_75(settings_factor
         startup_retry_max_s=0.2,
         warmup=False,
     )
-    app = create_app(settings)
+    app = create_app(settings.config)
     exit_codes: list[int] = []
     app.state.stop_process = exit_codes.append
     seen_waiting = None
@@ -59,7 +59,7 @@ def test_without_a_runner_the_app_stays_up_unready(settings_factory):
         startup_give_up_s=0,
         warmup=False,
     )
-    app = create_app(settings)
+    app = create_app(settings.config)
     with TestClient(app) as client:
         deadline = time.monotonic() + 60
         while app.state.services.phase != "failed":

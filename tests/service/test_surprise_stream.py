@@ -134,7 +134,7 @@ def test_a_full_buffer_stops_reading_the_socket():
             return {"type": "websocket.receive", "bytes": b"frame"}
 
         inbox: asyncio.Queue = asyncio.Queue(maxsize=2)
-        reader = asyncio.create_task(read_messages(receive, inbox, Settings()))
+        reader = asyncio.create_task(read_messages(receive, inbox, Settings().config.stream))
         for _ in range(1000):  # bounded: let the reader run until it blocks
             if inbox.full() and reads == 3:
                 break
@@ -164,7 +164,7 @@ def test_an_idle_stream_is_closed_as_going_away():
             return {}
 
         inbox: asyncio.Queue = asyncio.Queue(maxsize=2)
-        await read_messages(receive, inbox, Settings(stream_idle_timeout_s=0.05))
+        await read_messages(receive, inbox, Settings(stream_idle_timeout_s=0.05).config.stream)
         return inbox.get_nowait()
 
     refusal = asyncio.run(scenario())

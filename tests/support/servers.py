@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from loadtests.server import LocalServer, rss_bytes
+from loadtests.server import LocalServer, open_fds, rss_bytes, server_processes
 
-__all__ = ["LocalServer", "rss_bytes", "running_server", "start_server", "stop_server"]
+__all__ = ["LocalServer", "open_fds", "rss_bytes", "server_processes", "running_server", "start_server", "stop_server"]
 
 
 def start_server(repository: Path, workdir: Path, port: int | None = None, **settings: str) -> LocalServer:

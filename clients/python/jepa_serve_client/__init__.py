@@ -2,12 +2,12 @@
 
 __version__ = "1.0.0"
 
-from jepa_serve_client import errors  # noqa: E402
-from jepa_serve_client.arrays import Frames, Video  # noqa: E402
-from jepa_serve_client.client import AsyncClient, Client, RetryPolicy  # noqa: E402
-from jepa_serve_client.errors import JepaServeError  # noqa: E402
-from jepa_serve_client.indexing import IndexReport  # noqa: E402
-from jepa_serve_client.results import (  # noqa: E402
+from jepa_serve_client import errors
+from jepa_serve_client.arrays import Frames, Video
+from jepa_serve_client.client import AsyncClient, Client, RetryPolicy
+from jepa_serve_client.errors import JepaServeError
+from jepa_serve_client.indexing import IndexReport
+from jepa_serve_client.results import (
     ClassifyResult,
     Collection,
     Embeddings,

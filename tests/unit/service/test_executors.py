@@ -11,7 +11,8 @@ def test_auto_decode_threads_follow_the_cpu_affinity_and_an_explicit_count_wins(
     usable = len(os.sched_getaffinity(0))
     assert decode_thread_count(0) == min(usable, MAX_AUTO_DECODE_THREADS)
     assert decode_thread_count(3) == 3
-    executors = Executors.from_settings(Settings())
+    config = Settings().config
+    executors = Executors.from_config(config.processes, config.media)
     try:
         assert executors.decode._max_workers == min(usable, MAX_AUTO_DECODE_THREADS)
     finally:

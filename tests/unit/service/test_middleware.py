@@ -54,7 +54,7 @@ def test_requests_past_the_limit_are_refused_and_health_still_answers():
         assert metrics.in_flight._value.get() == 2
         release.set()
         assert [r[0] for r in await asyncio.gather(*held, health)] == [200, 200, 200]
-        assert app.in_flight == 0
+        assert app.gate.count == 0
         assert metrics.concurrency_refused._value.get() == 1
         assert (await _call(app, "/embed"))[0] == 200  # a slot is free again
 
@@ -79,8 +79,9 @@ def test_decode_and_storage_work_run_on_their_own_named_threads():
     from service.settings import Settings
     from service.state import Executors, Services
 
-    services = Services(settings=Settings(), metrics=Metrics(), models=None, store=None,
-                        executors=Executors.from_settings(Settings()))
+    config = Settings().config
+    services = Services(config=config, metrics=Metrics(), models=None, store=None,
+                        executors=Executors.from_config(config.processes, config.media))
 
     async def scenario():
         return (await services.decode(lambda: threading.current_thread().name),

@@ -1,19 +1,23 @@
-"""The uvicorn configuration `jepa-serve` runs with: its WebSocket limits are the app's (issue 23 item 9)."""
+"""The uvicorn configuration a `jepa-serve` front runs with: its WebSocket limits are the app's (issue 23 item 9),
+its connection cap counted with the other fronts'."""
 
 from __future__ import annotations
 
 import uvicorn
 
 from service.app import create_app
-from service.cli import server_config
 from service.connections import GuardedHttpToolsProtocol, GuardedWebSocketProtocol
+from service.front import server_config
+from service.ipc.counters import LocalGate
 from service.settings import Settings
 
 
 def test_websockets_use_the_apps_limit_no_pings_and_the_guarded_protocols(tmp_path):
     settings = Settings(model_repository=tmp_path, data_dir=tmp_path / "data", stream_max_message_bytes=123_456,
                         stream_idle_timeout_s=7)
-    config = server_config(create_app(settings), settings, "127.0.0.1", 0, "info")
+    gate = LocalGate()
+    config = server_config(create_app(settings.config), settings.config.connections, settings.config.stream, "info",
+                           gate)
     assert isinstance(config, uvicorn.Config)
     # uvicorn's own 16 MiB limit refused messages the app never saw: now the library refuses exactly what the
     # app would, and the refusal is the app's (GuardedWebSocketProtocol)
@@ -27,3 +31,4 @@ def test_websockets_use_the_apps_limit_no_pings_and_the_guarded_protocols(tmp_pa
     assert message["error"]["code"] == "payload_too_large"
     assert "123456" in reason
     assert config.http.func is GuardedHttpToolsProtocol
+    assert config.http.keywords["limits"].gate is gate

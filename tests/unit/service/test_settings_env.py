@@ -29,14 +29,21 @@ def test_a_bad_value_is_one_line_naming_variable_value_and_what_is_accepted(monk
     assert line.endswith(accepted)
 
 
-def test_jepa_serve_exits_with_that_line_and_no_traceback(tmp_path: Path):
-    env = {"PATH": "/usr/bin:/bin", "JEPA_MAX_BATCH_SIZE": "abc"}
-    done = subprocess.run([str(BIN / "jepa-serve"), "--port", "1"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=60)
+@pytest.mark.parametrize(("env", "line"), [
+    ({"JEPA_MAX_BATCH_SIZE": "abc"},
+     "JEPA_MAX_BATCH_SIZE='abc' is invalid: Input should be a valid integer, unable to parse string as an integer; "
+     "accepted: an integer >= 1 and <= 4096"),
+    # two settings that cannot hold together (service/config.py). This rule lived in BatchPolicy, met only once
+    # the core was loading models, where start-up failed with a traceback
+    ({"JEPA_PREFERRED_BATCH_SIZES": "4,32", "JEPA_MAX_BATCH_SIZE": "16"},
+     "JEPA_PREFERRED_BATCH_SIZES=4,32 has 32 outside 1..JEPA_MAX_BATCH_SIZE=16 (a batch is padded up to one of "
+     "them); drop it or raise the second"),
+])
+def test_jepa_serve_exits_with_that_line_and_no_traceback(tmp_path: Path, env, line):
+    done = subprocess.run([str(BIN / "jepa-serve"), "--port", "1"], cwd=tmp_path, env={"PATH": "/usr/bin:/bin", **env},
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
-        "jepa-serve: JEPA_MAX_BATCH_SIZE='abc' is invalid: Input should be a valid integer, unable to parse string "
-        "as an integer; accepted: an integer >= 1 and <= 4096"]
+    assert done.stderr.strip().splitlines() == [f"jepa-serve: {line}"]
 
 
 @pytest.mark.parametrize(("value", "expected"), [("4,8,16", (4, 8, 16)), ("[4, 8]", (4, 8)), (" 2 ", (2,)), ("", ())])
@@ -66,11 +73,11 @@ def test_jepa_serve_warns_about_unknown_variables_at_start(monkeypatch, capsys, 
 
     started = []
 
-    def run_instead(server) -> None:  # the server is built as jepa-serve builds it, but never listens
-        started.append(server.config.port)
-        server.started = True
+    def run_instead(supervisor) -> int:  # the supervisor is built as jepa-serve builds it, but starts nothing
+        started.append(supervisor.port)
+        return 0
 
-    monkeypatch.setattr(service.cli.uvicorn.Server, "run", run_instead)
+    monkeypatch.setattr(service.cli.Supervisor, "run", run_instead)
     monkeypatch.setenv("JEPA_MAX_BATCH_SIZ", "8")
     monkeypatch.setenv("JEPA_LOG_FORMAT", "text")
     assert service.cli.main(["--port", "8123", "--data-dir", str(tmp_path / "d")]) == 0

@@ -137,9 +137,10 @@ def test_pymilvus_is_imported_only_when_selected(tmp_path):
 
     code = (
         "import sys; from service.index.backend import open_store; from service.settings import Settings; "
-        f"open_store(Settings(data_dir={str(tmp_path)!r})); "
+        f"open_store(Settings(data_dir={str(tmp_path)!r}).config.collections); "
         "print('pymilvus' in sys.modules, 'milvus_lite' in sys.modules); "
-        f"open_store(Settings(storage='milvus', data_dir={str(tmp_path)!r})); print('pymilvus' in sys.modules)"
+        f"open_store(Settings(storage='milvus', data_dir={str(tmp_path)!r}).config.collections); "
+        "print('pymilvus' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False", "True"]
@@ -151,7 +152,7 @@ def test_a_milvus_uri_is_a_db_file_or_an_address(uri):
 
     from service.settings import Settings
 
-    with pytest.raises(ValidationError, match="milvus_uri"):
+    with pytest.raises(ValidationError, match="JEPA_MILVUS_URI"):
         Settings(storage="milvus", milvus_uri=uri)
     assert Settings(storage="milvus", milvus_uri="http://milvus:19530").milvus_uri == "http://milvus:19530"
 

@@ -159,7 +159,7 @@ def test_an_in_process_app_on_a_held_data_directory_fails_to_start(settings_fact
     settings = settings_factory()
     holder = DataDirLock.acquire(settings.data_dir)
     try:
-        with pytest.raises(DataDirLocked), TestClient(create_app(settings)):
+        with pytest.raises(DataDirLocked), TestClient(create_app(settings.config)):
             pass
     finally:
         holder.release()

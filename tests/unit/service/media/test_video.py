@@ -183,7 +183,8 @@ def test_video_decodes_wait_for_one_of_the_process_wide_slots():
     async def scenario():
         executors = Executors(decode=ThreadPoolExecutor(4), storage=ThreadPoolExecutor(1),
                               video_slots=asyncio.Semaphore(1), image_memory=DecodeMemory(1 << 30))
-        services = Services(settings=Settings(), metrics=Metrics(), models=ModelPool(), store=None, executors=executors)
+        services = Services(config=Settings().config, metrics=Metrics(), models=ModelPool(), store=None,
+                            executors=executors)
         videos = [asyncio.create_task(services.decode_item(RawVideo(b""), fake_decode, f"v{i}")) for i in range(4)]
         image = asyncio.create_task(services.decode_item(RawImage(b""), fake_decode, "image"))
         for _ in range(2000):  # until the first video and the image are both in a decode thread

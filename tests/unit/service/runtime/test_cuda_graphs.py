@@ -141,7 +141,7 @@ def test_the_engine_graph_path_on_a_real_session_equals_the_plain_engine(demo_re
     assert graphed._graphs.prepared_sizes == [1, 3]
 
 
-def test_the_setting_reaches_every_engine(monkeypatch, demo_repository):
+def test_the_settings_reach_every_engine(monkeypatch, demo_repository):
     from service.batching import BatchPolicy
     from service.repository import read_entry
     from service.settings import Settings
@@ -150,8 +150,9 @@ def test_the_setting_reaches_every_engine(monkeypatch, demo_repository):
     monkeypatch.setattr(service.model_pool, "OrtEngine", lambda *args, **kwargs: made.append(kwargs))
     entry = read_entry(demo_repository / "demo")
     policy = BatchPolicy(max_batch_size=4, max_queue_delay_ms=1, max_queue_size=8)
-    service.model_pool.build_engine(entry, "encoder", ["CPUExecutionProvider"], policy, Settings(cuda_graphs="auto"))
-    assert made == [{"cuda_graphs": "auto"}]
+    settings = Settings(cuda_graphs="auto", intra_op_spinning=True)
+    service.model_pool.build_engine(entry, "encoder", ["CPUExecutionProvider"], policy, settings.config.runtime)
+    assert made == [{"cuda_graphs": "auto", "spinning": True}]
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="no CUDA execution provider (CPU-only onnxruntime or no GPU on this machine)")

@@ -61,7 +61,7 @@ def test_duplicate_names_or_keys_are_refused():
 def test_secrets_are_redacted_in_settings_and_key_repr():
     digest = hash_key("secret-key")
     settings = Settings(api_keys=f"ci:{digest}:read", rate_limit_redis_url="redis://:hunter2@redis:6379/0")
-    text = repr(settings) + str(settings)
+    text = repr(settings) + str(settings) + repr(settings.config)  # the groups the processes receive, too
     assert digest not in text
     assert "hunter2" not in text
     assert digest not in repr(ApiKey.parse(f"ci:{digest}:read"))
