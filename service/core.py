@@ -45,9 +45,15 @@ CACHE_METHODS = frozenset({"get_many", "put_many"})
 class CoreRequests:
     """The requests a front may send, each against the core's Services."""
 
-    def __init__(self, services: Services, limiter: InProcessLimiter | None) -> None:
+    def __init__(self, services: Services, limiter: InProcessLimiter | None, fronts_wanted: int) -> None:
         self.services = services
         self.limiter = limiter
+        # /readyz turns ready once every front has its models, at first start: a probe that hits the first front
+        # up would otherwise call a server ready whose other fronts are still importing (later restarts of one
+        # front leave the server ready: the others serve)
+        self.fronts_wanted = fronts_wanted
+        self.fronts_built: set[str] = set()
+        self.fronts_up = False
 
     def _batcher(self, model: str, component: str):
         served = self.services.models.get(model)
@@ -75,6 +81,14 @@ class CoreRequests:
     def withdraw(self, front: FrontConnection, model: str, component: str, n: int) -> None:
         self._batcher(model, component).withdraw(n)
         front.announced[(model, component)] -= n
+
+    def built(self, front: FrontConnection) -> None:
+        """A front holds its models and serves."""
+        self.fronts_built.add(front.name)
+        if not self.fronts_up and len(self.fronts_built) >= self.fronts_wanted:
+            self.fronts_up = True
+            if self.services.on_change is not None:
+                self.services.on_change()
 
     def disconnected(self, front: FrontConnection) -> None:
         """A front went away: the items it announced will not come."""
@@ -131,21 +145,21 @@ class CoreRequests:
         return {
             "phase": services.phase, "retrying": services.retrying, "models": models,
             "failures": dict(services.models.failures), "recovered": services.store.recovered,
-            "collections_failed": dict(services.store.failures),
+            "collections_failed": dict(services.store.failures), "fronts_up": self.fronts_up,
         }
 
 
 def run_core(config: ServerConfig, socket_path: str, log_level: str, parent_pid: int,
-             data_dir_lock: DataDirLock | None) -> None:
+             data_dir_lock: DataDirLock | None, fronts_wanted: int) -> None:
     """The core process's entry point (started by the supervisor)."""
     become_child("jepa-core", parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C reaches every process: the supervisor decides
     configure_logging(config.logging.format, log_level)
     use_uvloop()
-    sys.exit(asyncio.run(serve_core(config, Path(socket_path), data_dir_lock)))
+    sys.exit(asyncio.run(serve_core(config, Path(socket_path), data_dir_lock, fronts_wanted)))
 
 
-async def serve_core(config: ServerConfig, path: Path, data_dir_lock: DataDirLock | None) -> int:
+async def serve_core(config: ServerConfig, path: Path, data_dir_lock: DataDirLock | None, fronts_wanted: int) -> int:
     from service.app import bring_up, build_services, close_services
 
     loop = asyncio.get_running_loop()
@@ -159,12 +173,12 @@ async def serve_core(config: ServerConfig, path: Path, data_dir_lock: DataDirLoc
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     services = build_services(config, Metrics(), data_dir_lock, stop_process)
-    requests = CoreRequests(services, _limiter(config.security.rate_limit))
+    requests = CoreRequests(services, _limiter(config.security.rate_limit), fronts_wanted)
     server = CoreServer(
         path,
         requests={"infer": requests.infer, "store": requests.store, "collection": requests.collection,
                   "cache": requests.cache, "limit": requests.limit},
-        notifications={"announce": requests.announce, "withdraw": requests.withdraw},
+        notifications={"announce": requests.announce, "withdraw": requests.withdraw, "built": requests.built},
         state=requests.state, on_disconnect=requests.disconnected,
     )
     services.on_change = server.broadcast_state

@@ -24,11 +24,11 @@ from service.config import CacheConfig, ConnectionsConfig, ServerConfig, StreamC
 from service.embed_cache import EmbeddingCache, open_cache
 from service.ipc.arena import Arena
 from service.ipc.counters import Gate, ServerCounts
-from service.ipc.link import CoreLink
+from service.ipc.link import CoreGone, CoreLink
 from service.ipc.remote import RemoteBatcher, RemoteCache, RemoteStore
 from service.logs import configure_logging
 from service.model_pool import ModelPool, served_model
-from service.processes import become_child, return_large_blocks
+from service.processes import become_child, process_alive, return_large_blocks
 from service.repository import scan_repository
 from service.state import Executors, Services
 
@@ -46,12 +46,13 @@ class FrontRole:
 
     index: int
     core_path: Path
+    core_pid: int
     counts: ServerCounts
     arena_bytes: int
 
 
-def run_front(config: ServerConfig, index: int, address: tuple[str, int], core_path: str, counts: ServerCounts,
-              log_level: str, parent_pid: int) -> None:
+def run_front(config: ServerConfig, index: int, address: tuple[str, int], core_path: str, core_pid: int,
+              counts: ServerCounts, log_level: str, parent_pid: int) -> None:
     """A front process's entry point (started by the supervisor): uvicorn on its own socket of the port."""
     import uvicorn
 
@@ -61,7 +62,7 @@ def run_front(config: ServerConfig, index: int, address: tuple[str, int], core_p
     become_child(f"jepa-front-{index}", parent_pid)
     return_large_blocks()
     configure_logging(config.logging.format, log_level)
-    role = FrontRole(index, Path(core_path), counts, config.processes.arena_bytes)
+    role = FrontRole(index, Path(core_path), core_pid, counts, config.processes.arena_bytes)
     app = create_app(config, front=role)
     uvicorn_config = server_config(app, config.connections, config.stream, log_level, counts.connections.gate(index))
     uvicorn.Server(uvicorn_config).run(sockets=[bind(*address, listen=True)])
@@ -132,7 +133,11 @@ class CoreView:
         hello = {"front": role.index, "arena": None if self.arena is None else (str(self.arena.path),
                                                                               self.arena.size)}
         try:
-            state = await self.link.connect(hello, CORE_CONNECT_TIMEOUT_S)
+            state = await self.link.connect(hello, CORE_CONNECT_TIMEOUT_S, lambda: process_alive(role.core_pid))
+        except CoreGone as exc:  # the supervisor saw it too, says so, and stops this front: one line is enough
+            log.warning("front %d: %s", role.index, exc)
+            self.services.set_phase("failed")
+            return
         except Exception:
             log.exception("front %d could not reach the core", role.index)
             self.services.set_phase("failed")
@@ -153,8 +158,8 @@ class CoreView:
         if state["models"] and not self._built and self.building is None:
             self.building = asyncio.get_running_loop().create_task(self._build(state), name="front-models")
         phase = state["phase"]
-        if phase == "ready" and not self._built:
-            phase = "warming"  # the core is ready, this front not yet
+        if phase == "ready" and not (self._built and state["fronts_up"]):
+            phase = "warming"  # the core is ready, this front (or, at first start, another one) not yet
         self.services.set_phase(phase, state["retrying"])
 
     async def _build(self, state: dict[str, Any]) -> None:
@@ -180,6 +185,7 @@ class CoreView:
                     services.models.failures[entry.name] = f"failed to load: {type(exc).__name__}"
         finally:
             self._built = True
+            self.link.notify("built")
             self.apply(self._state)
 
     def _is_running(self, model: str, component: str):

@@ -26,6 +26,16 @@ def become_child(name: str, parent_pid: int) -> None:
         os._exit(1)
 
 
+def process_alive(pid: int) -> bool:
+    """Whether `pid` runs: not gone, and not a zombie (a child that exited and its parent has not reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
+
+
 def use_uvloop() -> None:
     """uvloop's event loop when installed (uvicorn[standard] brings it): cheaper per message than asyncio's."""
     try:

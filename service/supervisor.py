@@ -127,7 +127,7 @@ class Supervisor:
 
         self.core = self.context.Process(
             target=run_core, name="jepa-core",
-            args=(self.config, str(self.core_path), self.log_level, os.getpid(), self.lock))
+            args=(self.config, str(self.core_path), self.log_level, os.getpid(), self.lock, self.fronts_wanted))
         self.core.start()
         log.info("core process %d started; starting %d front process(es) on http://%s:%d", self.core.pid,
                  self.fronts_wanted, self.host, self.port)
@@ -135,8 +135,8 @@ class Supervisor:
         def start_front(index: int) -> None:
             process = self.context.Process(
                 target=run_front, name=f"jepa-front-{index}",
-                args=(self.config, index, (self.host, self.port), str(self.core_path), self.counts, self.log_level,
-                      os.getpid()))
+                args=(self.config, index, (self.host, self.port), str(self.core_path), self.core.pid, self.counts,
+                      self.log_level, os.getpid()))
             process.start()
             self.fronts[index] = process
 

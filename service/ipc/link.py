@@ -49,8 +49,10 @@ class CoreLink:
     def connected(self) -> bool:
         return self._writer is not None and not self.closed.is_set()
 
-    async def connect(self, hello: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        """Connect (the core may not listen yet: retried until `timeout_s`), introduce this front, and return the
+    async def connect(self, hello: dict[str, Any], timeout_s: float,
+                      core_alive: Callable[[], bool] = lambda: True) -> dict[str, Any]:
+        """Connect (the core may not listen yet: retried until `timeout_s`, or until `core_alive` says the core
+        exited, which a failed start-up does before any front connects), introduce this front, and return the
         core's answer to the introduction."""
         self._loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout_s
@@ -60,6 +62,8 @@ class CoreLink:
                 reader, writer = await asyncio.open_unix_connection(str(self.path))
                 break
             except (FileNotFoundError, ConnectionRefusedError):
+                if not core_alive():
+                    raise CoreGone("the core process exited before this front connected") from None
                 if time.monotonic() > deadline:
                     raise CoreGone(f"the core process did not listen on {self.path} within {timeout_s:.0f} s") from None
                 await asyncio.sleep(wait_s)  # a retry interval while the core starts, not a synchronisation

@@ -110,7 +110,11 @@ def test_usage_and_server_errors_exit_non_zero_with_one_line(server: str, folder
     unknown = cli("--url", server, "search", "--id", "x", "--collection", "no-such", cwd=folder)
     assert unknown.returncode == 1
     assert "collection_not_found" in unknown.stderr
-    down = cli("--url", f"http://127.0.0.1:{free_port()}", "--timeout", "2", "embed", "chelsea.png", cwd=folder)
+    down = cli("--url", f"http://127.0.0.1:{free_port()}", "--timeout", "2", "--retries", "0", "embed", "chelsea.png",
+               cwd=folder)
     assert down.returncode == 1
     assert "connection_error" in down.stderr
     assert "Traceback" not in down.stderr
+    negative = cli("--url", server, "--retries", "-1", "embed", "chelsea.png", cwd=folder)
+    assert negative.returncode == 2
+    assert "must be 0 or more" in negative.stderr

@@ -12,7 +12,8 @@ def test_bench_gpu_dry_run_on_cpu_writes_every_row(tmp_path):
     code = bench_gpu.main(["--device", "cpu", "--models", "tiny,vjepa2-tiny", "--seconds", "0.3", "--batches", "1,4",
                            "--clip-batches", "1,2", "--instances", "1,2", "--max-batches", "4", "--clip-max-batches",
                            "2", "--callers", "8", "--clip-callers", "4", "--ort-fusions", "unfused", "--http-levels",
-                           "2", "--per-request", "2", "--load-processes", "1", "--out", str(out)])
+                           "2", "--http-seconds", "1", "--per-request", "2", "--load-processes", "1",
+                           "--out", str(out)])
     assert code == 0
     image, clip = json.loads((out / "gpu.json").read_text())
     assert (image["model"], image["unit"], clip["model"], clip["unit"]) == ("tiny", "img/s", "vjepa2-tiny", "clips/s")

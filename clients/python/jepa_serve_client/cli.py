@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from jepa_serve_client import __version__
-from jepa_serve_client.client import Client
+from jepa_serve_client.client import Client, RetryPolicy
 from jepa_serve_client.errors import CollectionNotFound, JepaServeError
 from jepa_serve_client.indexing import IndexReport
 
@@ -33,6 +33,9 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--url", default=DEFAULT_URL, help=f"the server (default {DEFAULT_URL})")
     top.add_argument("--api-key", help="sent as 'Authorization: Bearer KEY' when the server has keys")
     top.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
+    top.add_argument("--retries", type=non_negative, default=RetryPolicy.max_retries,
+                     help="retries of a request the server refused for now (429, 503) or that could not connect, "
+                          f"with growing waits (default {RetryPolicy.max_retries}; 0: fail at once)")
     top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = top.add_subparsers(dest="command", required=True)
 
@@ -118,13 +121,21 @@ def run_embed(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 COMMANDS = {"index": run_index, "search": run_search, "embed": run_embed}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        with Client(args.url, api_key=args.api_key, timeout_s=args.timeout) as client:
+        with Client(args.url, api_key=args.api_key, timeout_s=args.timeout,
+                    retry=RetryPolicy(max_retries=args.retries)) as client:
             return COMMANDS[args.command](client, args)
     except JepaServeError as exc:
         print(f"jepa-serve-client: {exc}", file=sys.stderr)
