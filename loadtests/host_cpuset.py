@@ -201,6 +201,24 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_seconds_by_role(pids: list[int]) -> dict[str, float]:
+    """User + system CPU time of these processes split by role: each process's main thread apart from its other
+    threads, processes named alike (`jepa-front-0`, `jepa-front-1`) added up. For jepa-serve: the fronts' event
+    loops (HTTP, validation, the core link), the fronts' other threads (decoding), the core's event loop
+    (batching, the fronts' messages) and the core's other threads (engine workers, ONNX Runtime's pool)."""
+    seconds: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            name = Path(f"/proc/{pid}/comm").read_text().strip().rstrip("0123456789").rstrip("-")
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    fields = stat_fields(task / "stat")
+                    role = f"{name} {'loop' if task.name == str(pid) else 'threads'}"
+                    seconds[role] = seconds.get(role, 0.0) + (int(fields[UTIME]) + int(fields[STIME])) / tick
+    return seconds
+
+
 def busy_seconds(cpus: list[int]) -> float:
     """Time these CPUs spent not idle since boot (all processes), from /proc/stat, in seconds."""
     total = 0

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from loadtests.host_cpuset import CoreGroup, PlacementProbe, busy_seconds, cpu_seconds
+from loadtests.host_cpuset import CoreGroup, PlacementProbe, busy_seconds, cpu_seconds, cpu_seconds_by_role
 
 # Rows of the report
 JEPA = "jepa-serve"
@@ -54,6 +54,7 @@ class Window:
     def __enter__(self) -> Window:
         self._pids = self.server_pids()
         self._server = cpu_seconds(self._pids)
+        self._roles = cpu_seconds_by_role(self._pids)
         self._busy = busy_seconds(self.group.cpus)
         self._bench = _own_cpu()
         self._started = time.monotonic()
@@ -64,6 +65,8 @@ class Window:
         self.probe.__exit__(*exc)
         self.seconds = time.monotonic() - self._started
         self.server_cpu_s = cpu_seconds(self._pids) - self._server
+        after = cpu_seconds_by_role(self._pids)
+        self.role_cpu_s = {role: after[role] - self._roles.get(role, 0.0) for role in after}
         self.busy_s = busy_seconds(self.group.cpus) - self._busy
         self.bench_cpu_s = _own_cpu() - self._bench
 
@@ -71,6 +74,9 @@ class Window:
         m.busy_cores = self.busy_s / self.seconds
         m.bench_cores = self.bench_cpu_s / self.seconds
         m.server_cores = self.server_cpu_s / self.seconds if server else None
+        if server and m.detail.get("requests"):
+            m.detail["cpu_ms_per_request"] = {role: round(1000 * cpu / m.detail["requests"], 3)
+                                              for role, cpu in sorted(self.role_cpu_s.items()) if cpu > 0}
         m.placement = self.probe.placement.as_dict()
         return m
 

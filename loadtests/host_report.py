@@ -269,6 +269,7 @@ def write_report(args: argparse.Namespace, plan, context: dict, measurements: li
         lines += ["", "In-process ceiling by batch (img/s, median run): " + "; ".join(
             f"{s.model} {s.cores}c: " + ", ".join(f"b{b}: {v:,.1f}" for b, v in s.detail["by_batch"].items())
             for s in inprocess)]
+    lines += cpu_table(summaries)
     goal_list = goals(figures, n, cosines, baseline)
     lines += ["", f"## Goals of issue 27 ({n} cores)", "", "| goal | measured | how | |", "|---|---:|---|---|"]
     lines += [f"| {g.text} | {fmt_ratio(g.measured) if g.target != GOAL_COSINE else fmt(g.measured, 6)} | {g.how} "
@@ -283,6 +284,26 @@ def write_report(args: argparse.Namespace, plan, context: dict, measurements: li
         "summary": [asdict(s) for s in summaries], "goals": [{**asdict(g), "verdict": g.verdict} for g in goal_list],
         "measurements": [m.as_dict() for m in measurements]}, indent=1))
     return path
+
+
+def cpu_table(summaries: list[Summary]) -> list[str]:
+    """Where a request's CPU goes, per server and row (the median run): milliseconds of CPU per request by role."""
+    rows = [s for s in summaries if s.detail.get("cpu_ms_per_request")]
+    if not rows:
+        return []
+    roles = sorted({role for s in rows for role in s.detail["cpu_ms_per_request"]})
+    lines = ["", "## Where a request's CPU goes", "",
+             "CPU milliseconds per request in the median run, by process and thread (`loop`: the process's main "
+             "thread, its event loop; `threads`: its other threads; fronts and uvicorn workers added up; "
+             "loadtests/host_cpuset.py `cpu_seconds_by_role`). For jepa-serve the fronts' threads are the decoding, "
+             "the core's threads the engine (its worker and ONNX Runtime's pool).", "",
+             "| server | row | cores | " + " | ".join(roles) + " | total |",
+             "|---|---|---:|" + "---:|" * (len(roles) + 1)]
+    for s in rows:
+        by_role = s.detail["cpu_ms_per_request"]
+        cells = " | ".join(fmt(by_role.get(role), 2) if role in by_role else "" for role in roles)
+        lines.append(f"| {s.row} | {s.payload} | {s.cores} | {cells} | {fmt(sum(by_role.values()), 2)} |")
+    return lines
 
 
 def load_baseline(path: Path) -> Figures:

@@ -225,7 +225,7 @@ async def front_lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await watching
         await link.aclose()
-        if hasattr(services.embed_cache, "close"):
+        if services.embed_cache is not None:
             services.embed_cache.close()
         services.executors.shutdown()
         if arena is not None:

@@ -183,6 +183,9 @@ class RemoteCache:
     def put_many(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         self.link.call_blocking("cache", "put_many", list(keys), vectors)
 
+    def close(self) -> None:
+        """The core owns the cache: nothing of it is held here."""
+
 
 class RemoteLimiter:
     """The in-process rate limiter, kept by the core so that a key's count is one for the whole server."""

@@ -123,6 +123,12 @@ def test_smoke_run_writes_a_table_of_figures(tmp_path):
         expected |= {(row, payload, int(c)) for row in (JEPA, NAIVE) for payload in ("224x8", "224x1")
                      for c in cores.split(",")}
         assert all(s["errors"] == 0 for s in result["summary"])
+        # every HTTP row says where its CPU went: jepa-serve's fronts decode on their threads, its core runs the engine
+        jepa = next(s for s in result["summary"] if s["row"] == JEPA and s["payload"] == "224x8")
+        by_role = jepa["detail"]["cpu_ms_per_request"]
+        assert {"jepa-front loop", "jepa-front threads", "jepa-core loop", "jepa-core threads"} <= set(by_role)
+        assert all(ms > 0 for ms in by_role.values())
+        assert "## Where a request's CPU goes" in report
     else:
         assert "wrk is not installed" in report
     assert expected <= set(rates)
