@@ -266,6 +266,8 @@ def report(results: dict, args: argparse.Namespace, out: Path, started: str, loa
         f"Each point: {args.duration:g} s measured after 1 s of warm-up; every request embeds one PNG ({len(PHOTOS)} real "
         "photos from scikit-image, 224x224), sent as base64 JSON. jepa-serve runs with its embedding cache and "
         "access log off (`JEPA_EMBED_CACHE=off`, `JEPA_ACCESS_LOG=false`), so it does the same work as the peers.",
+        "The graphs' own CPU figures (fused attention against the unfused graph, the folded normalisation, drafted "
+        "JPEG decoding) are in [cpu-graphs.md](cpu-graphs.md); the host path over 1 and 2 cores in [host.md](host.md).",
         "",
         "![throughput and latency](serving.png)",
         "",

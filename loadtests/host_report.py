@@ -296,13 +296,14 @@ def cpu_table(summaries: list[Summary]) -> list[str]:
              "CPU milliseconds per request in the median run, by process and thread (`loop`: the process's main "
              "thread, its event loop; `threads`: its other threads; fronts and uvicorn workers added up; "
              "loadtests/host_cpuset.py `cpu_seconds_by_role`). For jepa-serve the fronts' threads are the decoding, "
-             "the core's threads the engine (its worker and ONNX Runtime's pool).", "",
-             "| server | row | cores | " + " | ".join(roles) + " | total |",
-             "|---|---|---:|" + "---:|" * (len(roles) + 1)]
+             "the core's threads the engine (its worker and ONNX Runtime's pool). The naive app is `uvicorn` alone "
+             "with one worker, and `uvicorn` with its `python` workers with more.", "",
+             "| server | model | request | cores | " + " | ".join(roles) + " | total |",
+             "|---|---|---|---:|" + "---:|" * (len(roles) + 1)]
     for s in rows:
         by_role = s.detail["cpu_ms_per_request"]
         cells = " | ".join(fmt(by_role.get(role), 2) if role in by_role else "" for role in roles)
-        lines.append(f"| {s.row} | {s.payload} | {s.cores} | {cells} | {fmt(sum(by_role.values()), 2)} |")
+        lines.append(f"| {s.row} | {s.model} | {s.payload} | {s.cores} | {cells} | {fmt(sum(by_role.values()), 2)} |")
     return lines
 
 
