@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loadtests.server import server_processes
+
 ENTER_AND_EXEC = 'echo $$ > "$0" && exec "$@"'
 
 
@@ -136,7 +138,7 @@ class CoreGroup:
             with contextlib.suppress(OSError):
                 return [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
             return []
-        return sorted({pid for root in self.roots if Path(f"/proc/{root}").exists() for pid in descendants(root)})
+        return sorted({pid for root in self.roots if Path(f"/proc/{root}").exists() for pid in server_processes(root)})
 
     def started(self, pid: int) -> None:
         """Record a process launched through `command()` (how a taskset group knows its members)."""
@@ -164,21 +166,6 @@ class CoreGroup:
         if self._enabled_cpuset_in is not None:
             with contextlib.suppress(OSError):  # busy if another group uses it: leave it then
                 self._enabled_cpuset_in.write_text("-cpuset")
-
-
-def descendants(root: int) -> list[int]:
-    """`root` and every process below it (by parent pid)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                children.setdefault(int(stat_fields(entry / "stat")[1]), []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
 
 
 def stat_fields(path: Path) -> list[str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtests.host_cpuset import CoreGroup
-from loadtests.server import free_port, venv_script, wait_ready
+from loadtests.server import free_port, server_processes, venv_script, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 # What every jepa-serve of the bench runs with, before --server-env: the cache off (each image is decoded and
@@ -31,9 +31,7 @@ class Served:
     log_path: Path
 
     def pids(self) -> list[int]:
-        from loadtests.host_cpuset import descendants
-
-        return descendants(self.process.pid) if self.process.poll() is None else []
+        return server_processes(self.process.pid) if self.process.poll() is None else []
 
     def stop(self) -> None:
         if self.process.poll() is None:

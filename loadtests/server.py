@@ -71,7 +71,8 @@ def model_repository(given: Path | None, scratch: Path, log) -> Path:
 
 
 def server_processes(pid: int) -> list[int]:
-    """A local server's processes: `jepa-serve` (the supervisor) and every process under it (core, fronts)."""
+    """A local server's processes: `jepa-serve` (the supervisor) and every process under it (core, fronts); for
+    any other root, it and every process below it (by parent pid)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

@@ -52,8 +52,7 @@ class CoreRequests:
         # up would otherwise call a server ready whose other fronts are still importing (later restarts of one
         # front leave the server ready: the others serve)
         self.fronts_wanted = fronts_wanted
-        self.fronts_built: set[str] = set()
-        self.fronts_up = False
+        self.fronts_built: set[str] = set()  # only grows: once up, a front restarting later keeps the server up
 
     def _batcher(self, model: str, component: str):
         served = self.services.models.get(model)
@@ -82,13 +81,16 @@ class CoreRequests:
         self._batcher(model, component).withdraw(n)
         front.announced[(model, component)] -= n
 
+    @property
+    def fronts_up(self) -> bool:
+        return len(self.fronts_built) >= self.fronts_wanted
+
     def built(self, front: FrontConnection) -> None:
         """A front holds its models and serves."""
+        was_up = self.fronts_up
         self.fronts_built.add(front.name)
-        if not self.fronts_up and len(self.fronts_built) >= self.fronts_wanted:
-            self.fronts_up = True
-            if self.services.on_change is not None:
-                self.services.on_change()
+        if self.fronts_up and not was_up and self.services.on_change is not None:
+            self.services.on_change()
 
     def disconnected(self, front: FrontConnection) -> None:
         """A front went away: the items it announced will not come."""
